@@ -1,0 +1,28 @@
+#include "grpcx/common_flags.h"
+
+#include "absl/flags/flag.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "grpcx/server.h"
+
+ABSL_FLAG(std::string, listen_host, "127.0.0.1",
+          "Address the gRPC and metrics listeners bind (0.0.0.0 in containers)");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
+ABSL_FLAG(int, drain_seconds, 10,
+          "On SIGTERM, how long in-flight calls (streams included) may take to finish");
+
+namespace sb {
+
+void InitService(const char* name, int argc, char** argv) {
+  BlockShutdownSignals();
+  ParseConfig(argc, argv);
+  InitLogging(name, absl::GetFlag(FLAGS_log_level));
+}
+
+std::string GrpcListenAddress(int port) {
+  return absl::GetFlag(FLAGS_listen_host) + ":" + std::to_string(port);
+}
+
+absl::Duration DrainGrace() { return absl::Seconds(absl::GetFlag(FLAGS_drain_seconds)); }
+
+}  // namespace sb

@@ -1,0 +1,91 @@
+// An asynchronous HTTP/1.1 server (Boost.Beast on a small pool of Asio
+// threads) for the public API and for /metrics. Handlers run on a server
+// thread and must not block: they answer at once, or hand the exchange to
+// whatever produces the answer and return.
+//
+// A response is either whole (Respond) or streamed with chunked transfer
+// encoding (StartStream, then Write one chunk at a time, then EndStream), as
+// server-sent events need. Connections are kept alive between requests.
+//
+//   HttpServer server({.port = 8080}, [](std::shared_ptr<HttpExchange> ex) {
+//     ex->Respond(200, {{"content-type", "text/plain"}}, "ok\n");
+//   });
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace sb::http {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct Request {
+  std::string method;
+  std::string target;  // as sent: path and query
+  std::string path;    // percent-decoding is left to the handler
+  std::string query;   // after '?', empty when absent
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+
+  // The header's value, or "" when absent. `name` is lower case.
+  std::string Header(const std::string& name) const;
+  // The value of a query parameter, or "" when absent (no percent-decoding).
+  std::string QueryParam(const std::string& name) const;
+};
+
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+  virtual const Request& request() const = 0;
+
+  // A whole response. Content-Length is set here.
+  virtual void Respond(int status, Headers headers, std::string body) = 0;
+
+  // A streamed response. At most one Write may be outstanding: issue the
+  // next from `done`. `done(false)` means the client has gone away; every
+  // later Write fails the same way. Callbacks run on a server thread.
+  virtual void StartStream(int status, Headers headers) = 0;
+  virtual void Write(std::string data, std::function<void(bool ok)> done) = 0;
+  virtual void EndStream() = 0;
+};
+
+using Handler = std::function<void(std::shared_ptr<Exchange>)>;
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;  // 0: pick a free port
+  int threads = 2;
+  size_t max_body_bytes = 4 << 20;
+};
+
+class Server {
+ public:
+  Server(ServerOptions options, Handler handler);
+  ~Server();  // Stop()
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  absl::Status Start();
+  int port() const { return port_; }
+  // Stops accepting and closes every connection; joins the threads.
+  void Stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int port_ = 0;
+};
+
+// The body of every error this server writes itself (malformed HTTP, body
+// too large), in the public API's error format.
+std::string ErrorJson(const std::string& type, const std::string& message);
+
+}  // namespace sb::http

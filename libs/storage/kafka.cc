@@ -1,0 +1,193 @@
+#include "storage/kafka.h"
+
+#include <librdkafka/rdkafka.h>
+#include <spdlog/spdlog.h>
+
+#include "core/metrics.h"
+
+namespace sb {
+namespace {
+
+absl::StatusOr<rd_kafka_conf_t*> MakeConf(const KafkaConfig& settings) {
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char err[512];
+  for (const auto& [k, v] : settings) {
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      return absl::InvalidArgumentError("kafka config " + k + ": " + err);
+    }
+  }
+  return conf;
+}
+
+KafkaConfig Merge(KafkaConfig base, const KafkaConfig& extra) {
+  for (const auto& [k, v] : extra) base[k] = v;
+  return base;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(const std::string& brokers,
+                                                                     const KafkaConfig& extra) {
+  auto settings = Merge({{"bootstrap.servers", brokers},
+                         {"enable.idempotence", "true"},
+                         {"acks", "all"},
+                         {"linger.ms", "5"},
+                         {"message.timeout.ms", "0"},  // never expire: deliver on recovery
+                         {"queue.buffering.max.messages", "100000"}},
+                        extra);
+  auto conf = MakeConf(settings);
+  if (!conf.ok()) return conf.status();
+  std::unique_ptr<KafkaProducer> p(new KafkaProducer());
+  rd_kafka_conf_set_opaque(*conf, p.get());
+  rd_kafka_conf_set_dr_msg_cb(*conf, [](rd_kafka_t* rk, const rd_kafka_message_t* m, void* op) {
+    OnDelivery(rk, m, op);
+  });
+  char err[512];
+  p->rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, *conf, err, sizeof err);
+  if (p->rk_ == nullptr) {
+    rd_kafka_conf_destroy(*conf);
+    return absl::InvalidArgumentError(std::string("kafka producer: ") + err);
+  }
+  p->poller_ = std::thread([raw = p.get()] {
+    while (!raw->stop_.load()) rd_kafka_poll(raw->rk_, 100);
+  });
+  return p;
+}
+
+void KafkaProducer::OnDelivery(rd_kafka_t*, const void* msg, void* opaque) {
+  auto* self = static_cast<KafkaProducer*>(opaque);
+  const auto* m = static_cast<const rd_kafka_message_t*>(msg);
+  if (m->err) {
+    self->failed_.fetch_add(1);
+    metrics::Default()
+        .GetCounter("sb_kafka_delivery_failures_total", "Messages Kafka refused for good")
+        .Inc();
+    spdlog::error("kafka delivery to {} failed: {}", rd_kafka_topic_name(m->rkt),
+                  rd_kafka_err2str(m->err));
+  } else {
+    self->delivered_.fetch_add(1);
+  }
+}
+
+KafkaProducer::~KafkaProducer() {
+  if (rk_ == nullptr) return;
+  rd_kafka_flush(rk_, 10000);
+  stop_.store(true);
+  if (poller_.joinable()) poller_.join();
+  if (rd_kafka_outq_len(rk_) > 0) {
+    spdlog::error("kafka producer closing with {} undelivered messages", rd_kafka_outq_len(rk_));
+  }
+  rd_kafka_destroy(rk_);
+}
+
+absl::Status KafkaProducer::Produce(const std::string& topic, const std::string& key,
+                                    const std::string& value) {
+  rd_kafka_resp_err_t err = rd_kafka_producev(
+      rk_, RD_KAFKA_V_TOPIC(topic.c_str()),
+      RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+      RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+    metrics::Default()
+        .GetCounter("sb_kafka_queue_full_total", "Produce calls refused by a full local queue")
+        .Inc();
+    return absl::ResourceExhaustedError("kafka producer queue is full");
+  }
+  if (err) return absl::InternalError(std::string("kafka produce: ") + rd_kafka_err2str(err));
+  return absl::OkStatus();
+}
+
+absl::Status KafkaProducer::Flush(std::chrono::milliseconds timeout) {
+  rd_kafka_resp_err_t err = rd_kafka_flush(rk_, static_cast<int>(timeout.count()));
+  if (err) return absl::DeadlineExceededError("kafka flush: messages still queued");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(
+    const std::string& brokers, const std::string& group, const std::vector<std::string>& topics,
+    const KafkaConfig& extra, OffsetLookup offset_lookup) {
+  auto settings = Merge({{"bootstrap.servers", brokers},
+                         {"group.id", group},
+                         {"enable.auto.commit", "false"},
+                         {"auto.offset.reset", "earliest"},
+                         {"allow.auto.create.topics", "true"},
+                         {"session.timeout.ms", "10000"},
+                         {"heartbeat.interval.ms", "1000"},
+                         {"topic.metadata.refresh.interval.ms", "2000"}},
+                        extra);
+  auto conf = MakeConf(settings);
+  if (!conf.ok()) return conf.status();
+  std::unique_ptr<KafkaConsumer> c(new KafkaConsumer());
+  c->offset_lookup_ = std::move(offset_lookup);
+  rd_kafka_conf_set_opaque(*conf, c.get());
+  rd_kafka_conf_set_rebalance_cb(
+      *conf, [](rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                void* opaque) { OnRebalance(rk, err, parts, opaque); });
+  char err[512];
+  c->rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, *conf, err, sizeof err);
+  if (c->rk_ == nullptr) {
+    rd_kafka_conf_destroy(*conf);
+    return absl::InvalidArgumentError(std::string("kafka consumer: ") + err);
+  }
+  rd_kafka_poll_set_consumer(c->rk_);
+  rd_kafka_topic_partition_list_t* subs = rd_kafka_topic_partition_list_new(
+      static_cast<int>(topics.size()));
+  for (const auto& t : topics) rd_kafka_topic_partition_list_add(subs, t.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_resp_err_t serr = rd_kafka_subscribe(c->rk_, subs);
+  rd_kafka_topic_partition_list_destroy(subs);
+  if (serr) return absl::InternalError(std::string("kafka subscribe: ") + rd_kafka_err2str(serr));
+  return c;
+}
+
+void KafkaConsumer::OnRebalance(rd_kafka_t* rk, int err, void* partitions, void* opaque) {
+  auto* self = static_cast<KafkaConsumer*>(opaque);
+  auto* parts = static_cast<rd_kafka_topic_partition_list_t*>(partitions);
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    for (int i = 0; i < parts->cnt; ++i) {
+      auto& p = parts->elems[i];
+      if (self->offset_lookup_) {
+        if (auto next = self->offset_lookup_(p.topic, p.partition)) p.offset = *next;
+      }
+      spdlog::info("kafka assigned {}[{}] from offset {}", p.topic, p.partition, p.offset);
+    }
+    rd_kafka_assign(rk, parts);
+  } else {
+    rd_kafka_assign(rk, nullptr);
+  }
+}
+
+KafkaConsumer::~KafkaConsumer() {
+  if (rk_ == nullptr) return;
+  rd_kafka_consumer_close(rk_);
+  rd_kafka_destroy(rk_);
+}
+
+absl::StatusOr<std::optional<KafkaMessage>> KafkaConsumer::Poll(std::chrono::milliseconds timeout) {
+  rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, static_cast<int>(timeout.count()));
+  if (m == nullptr) return std::optional<KafkaMessage>();
+  if (m->err) {
+    const bool benign = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+    std::string why = rd_kafka_message_errstr(m);
+    rd_kafka_message_destroy(m);
+    if (benign) return std::optional<KafkaMessage>();
+    return absl::UnavailableError("kafka consume: " + why);
+  }
+  KafkaMessage out;
+  out.topic = rd_kafka_topic_name(m->rkt);
+  out.partition = m->partition;
+  out.offset = m->offset;
+  if (m->key) out.key.assign(static_cast<const char*>(m->key), m->key_len);
+  if (m->payload) out.value.assign(static_cast<const char*>(m->payload), m->len);
+  rd_kafka_message_destroy(m);
+  return std::optional<KafkaMessage>(std::move(out));
+}
+
+void KafkaConsumer::Commit(const KafkaMessage& msg) {
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, msg.topic.c_str(), msg.partition)->offset = msg.offset + 1;
+  rd_kafka_commit(rk_, list, 1);
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
+}  // namespace sb

@@ -1,0 +1,89 @@
+// Kafka through librdkafka's C API.
+//
+// KafkaProducer is idempotent (acks=all, retries without duplicates) and
+// never expires a message: while the brokers are away messages wait in the
+// local queue, and only a full queue is an error, returned to the caller as
+// ResourceExhausted, never a silent drop.
+//
+// KafkaConsumer joins a consumer group. Where a consumer keeps its offsets
+// in its own database (exactly-once processing), `offset_lookup` tells the
+// position to resume each assigned partition from.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+typedef struct rd_kafka_s rd_kafka_t;
+
+namespace sb {
+
+using KafkaConfig = std::map<std::string, std::string>;
+
+class KafkaProducer {
+ public:
+  static absl::StatusOr<std::unique_ptr<KafkaProducer>> Create(const std::string& brokers,
+                                                               const KafkaConfig& extra = {});
+  ~KafkaProducer();  // flushes for up to 10 s
+
+  absl::Status Produce(const std::string& topic, const std::string& key, const std::string& value);
+  // Waits until every queued message is delivered or `timeout` passes.
+  absl::Status Flush(std::chrono::milliseconds timeout);
+
+  uint64_t delivered() const { return delivered_.load(); }
+  uint64_t failed() const { return failed_.load(); }
+
+ private:
+  KafkaProducer() = default;
+  static void OnDelivery(rd_kafka_t* rk, const void* msg, void* opaque);
+
+  rd_kafka_t* rk_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::thread poller_;
+  std::atomic<uint64_t> delivered_{0};
+  std::atomic<uint64_t> failed_{0};
+};
+
+struct KafkaMessage {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  std::string key;
+  std::string value;
+};
+
+class KafkaConsumer {
+ public:
+  // Returns the next offset to read for a partition, or nullopt to use the
+  // group's committed offset (or the earliest when there is none).
+  using OffsetLookup =
+      std::function<std::optional<int64_t>(const std::string& topic, int32_t partition)>;
+
+  static absl::StatusOr<std::unique_ptr<KafkaConsumer>> Create(
+      const std::string& brokers, const std::string& group, const std::vector<std::string>& topics,
+      const KafkaConfig& extra = {}, OffsetLookup offset_lookup = nullptr);
+  ~KafkaConsumer();  // leaves the group
+
+  // nullopt when nothing arrived in `timeout`. Errors are transient broker
+  // trouble worth logging; keep polling.
+  absl::StatusOr<std::optional<KafkaMessage>> Poll(std::chrono::milliseconds timeout);
+  // Commits `msg.offset + 1` to the group (asynchronously).
+  void Commit(const KafkaMessage& msg);
+
+ private:
+  KafkaConsumer() = default;
+  static void OnRebalance(rd_kafka_t* rk, int err, void* partitions, void* opaque);
+
+  rd_kafka_t* rk_ = nullptr;
+  OffsetLookup offset_lookup_;
+};
+
+}  // namespace sb

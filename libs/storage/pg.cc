@@ -1,0 +1,78 @@
+#include "storage/pg.h"
+
+#include <spdlog/spdlog.h>
+
+namespace sb {
+
+PgPool::PgPool(std::string conninfo, int size) : conninfo_(std::move(conninfo)), size_(size) {}
+
+PgPool::~PgPool() = default;
+
+absl::Status PgPool::Ping() {
+  return RunVoid([](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec("SELECT 1");
+  });
+}
+
+std::unique_ptr<pqxx::connection> PgPool::Acquire(absl::Status* error) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return !idle_.empty() || open_ < size_; });
+    if (!idle_.empty()) {
+      auto c = std::move(idle_.back());
+      idle_.pop_back();
+      return c;
+    }
+    ++open_;
+  }
+  try {
+    return std::make_unique<pqxx::connection>(conninfo_);
+  } catch (const std::exception& e) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --open_;
+    }
+    cv_.notify_one();
+    *error = absl::UnavailableError(std::string("postgres connect: ") + e.what());
+    return nullptr;
+  }
+}
+
+void PgPool::Release(std::unique_ptr<pqxx::connection> c) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (c && c->is_open()) {
+      idle_.push_back(std::move(c));
+    } else {
+      --open_;
+    }
+  }
+  cv_.notify_one();
+}
+
+absl::Status PgPool::RunImpl(const std::function<void(pqxx::connection&)>& fn) {
+  absl::Status error;
+  auto conn = Acquire(&error);
+  if (!conn) return error;
+  absl::Status result;
+  try {
+    fn(*conn);
+  } catch (const pqxx::broken_connection& e) {
+    conn.reset();  // reopened on a later Acquire
+    result = absl::UnavailableError(std::string("postgres connection lost: ") + e.what());
+  } catch (const pqxx::unique_violation& e) {
+    result = absl::AlreadyExistsError(e.what());
+  } catch (const pqxx::serialization_failure& e) {
+    result = absl::AbortedError(e.what());
+  } catch (const pqxx::in_doubt_error& e) {
+    conn.reset();
+    result = absl::UnavailableError(std::string("postgres commit in doubt: ") + e.what());
+  } catch (const std::exception& e) {
+    result = absl::InternalError(std::string("postgres: ") + e.what());
+  }
+  Release(std::move(conn));
+  return result;
+}
+
+}  // namespace sb

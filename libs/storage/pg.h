@@ -1,0 +1,61 @@
+// PostgreSQL through libpqxx 6 behind a small pool. Run() lends a
+// connection to a function and turns libpqxx's exceptions into statuses:
+// a lost connection is Unavailable (retry later; the connection is
+// reopened on next use), a unique violation AlreadyExists, a serialization
+// failure Aborted (retry the transaction), anything else Internal.
+//
+//   auto n = pool.Run<int64_t>([&](pqxx::connection& c) {
+//     pqxx::work tx(c);
+//     auto r = tx.exec_params1(kCountSql, org);
+//     tx.commit();
+//     return r[0].as<int64_t>();
+//   });
+//
+// Calls block: run them on a worker thread, never on an event thread.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <optional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "absl/status/statusor.h"
+
+namespace sb {
+
+class PgPool {
+ public:
+  PgPool(std::string conninfo, int size);
+  ~PgPool();
+
+  // Opens one connection to check the settings.
+  absl::Status Ping();
+
+  template <typename T>
+  absl::StatusOr<T> Run(const std::function<T(pqxx::connection&)>& fn) {
+    std::optional<T> out;
+    absl::Status st = RunImpl([&](pqxx::connection& c) { out.emplace(fn(c)); });
+    if (!st.ok()) return st;
+    return std::move(*out);
+  }
+  absl::Status RunVoid(const std::function<void(pqxx::connection&)>& fn) { return RunImpl(fn); }
+
+ private:
+  absl::Status RunImpl(const std::function<void(pqxx::connection&)>& fn);
+  std::unique_ptr<pqxx::connection> Acquire(absl::Status* error);
+  void Release(std::unique_ptr<pqxx::connection> c);
+
+  std::string conninfo_;
+  int size_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+  int open_ = 0;
+};
+
+}  // namespace sb

@@ -1,0 +1,64 @@
+// Redis through hiredis' blocking API behind a small connection pool.
+// Command() sends one command (arguments are binary-safe) and returns the
+// reply as a value tree. A connection that fails is dropped and reopened on
+// the next call; its error is Unavailable. Calls block: keep them off event
+// threads.
+//
+//   auto r = redis.Command({"XADD", key, "0-1", "text", "hello"});
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+struct redisContext;
+
+namespace sb {
+
+struct RedisReply {
+  enum class Type { kNil, kString, kStatus, kInteger, kArray, kError };
+  Type type = Type::kNil;
+  std::string str;  // kString, kStatus, kError
+  long long integer = 0;
+  std::vector<RedisReply> elements;
+
+  bool is_nil() const { return type == Type::kNil; }
+};
+
+struct RedisOptions {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  int pool_size = 4;
+  std::chrono::milliseconds timeout{2000};
+};
+
+class RedisClient {
+ public:
+  explicit RedisClient(RedisOptions options);
+  ~RedisClient();
+
+  // An error reply from the server is returned as a status (Internal), so
+  // that callers only see successful replies as values.
+  absl::StatusOr<RedisReply> Command(const std::vector<std::string>& args);
+  // Like Command but with a longer socket timeout, for blocking reads
+  // (XREAD BLOCK ms); `block` must exceed the server-side wait.
+  absl::StatusOr<RedisReply> BlockingCommand(const std::vector<std::string>& args,
+                                             std::chrono::milliseconds block);
+
+ private:
+  redisContext* Acquire(absl::Status* error);
+  void Release(redisContext* c, bool healthy);
+
+  RedisOptions options_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<redisContext*> idle_;
+  int open_ = 0;
+};
+
+}  // namespace sb

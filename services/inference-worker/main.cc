@@ -1,0 +1,84 @@
+#include <unistd.h>
+
+#include <grpcpp/grpcpp.h>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_split.h"
+#include "grpcx/common_flags.h"
+#include "grpcx/server.h"
+#include "inference-worker/registrar.h"
+#include "inference-worker/sim_engine.h"
+#include "inference-worker/worker_grpc.h"
+#include "storage/kafka.h"
+
+ABSL_FLAG(int, grpc_port, 50055, "gRPC port");
+ABSL_FLAG(int, metrics_port, 9105, "HTTP port for /metrics");
+ABSL_FLAG(std::string, worker_id, "", "Worker id (default: worker-<host>-<port>)");
+ABSL_FLAG(std::string, advertise_address, "",
+          "host:port the scheduler dials (default: 127.0.0.1:<grpc_port>)");
+ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler gRPC address");
+ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
+ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic for metering events");
+ABSL_FLAG(std::string, models, "sim-small,sim-large", "Comma-separated models this worker serves");
+ABSL_FLAG(double, tokens_per_second, 50, "Simulated decode rate per sequence");
+ABSL_FLAG(int, max_batch, 64, "Simulated batch size (sequences decoded per step)");
+
+int main(int argc, char** argv) {
+  sb::InitService("inference-worker", argc, argv);
+
+  auto producer = sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers));
+  if (!producer.ok()) {
+    spdlog::critical("inference-worker: {}", producer.status().ToString());
+    return 1;
+  }
+  const std::string topic = absl::GetFlag(FLAGS_usage_topic);
+  sb::worker::UsageSink usage = [&](const switchboard::billing::v1::UsageEvent& e) {
+    if (auto st = (*producer)->Produce(topic, e.request_id(), e.SerializeAsString()); !st.ok()) {
+      // Never silent: the event stays countable in the log and metrics.
+      spdlog::error("request_id={} metering event not queued: {}", e.request_id(), st.ToString());
+    }
+  };
+
+  sb::worker::SimOptions sim;
+  sim.models = absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty());
+  sim.tokens_per_second = absl::GetFlag(FLAGS_tokens_per_second);
+  sim.max_batch = absl::GetFlag(FLAGS_max_batch);
+  sb::worker::SimulatedEngine engine(sim, /*run_thread=*/true);
+
+  std::string worker_id = absl::GetFlag(FLAGS_worker_id);
+  if (worker_id.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    worker_id = std::string("worker-") + host + "-" + std::to_string(getpid());
+  }
+  sb::worker::WorkerServiceImpl service(engine, worker_id, usage);
+
+  sb::ServiceRunner runner("inference-worker");
+  runner.AddService(&service);
+  if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
+                             absl::GetFlag(FLAGS_metrics_port), absl::GetFlag(FLAGS_listen_host));
+      !st.ok()) {
+    spdlog::critical("inference-worker: {}", st.ToString());
+    return 1;
+  }
+
+  std::string advertise = absl::GetFlag(FLAGS_advertise_address);
+  if (advertise.empty()) advertise = "127.0.0.1:" + std::to_string(runner.grpc_port());
+  switchboard::scheduler::v1::RegisterWorkerRequest registration;
+  registration.set_worker_id(worker_id);
+  registration.set_address(advertise);
+  for (const auto& m : sim.models) registration.add_models(m);
+  registration.set_max_concurrency(sim.max_batch);
+  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_scheduler_address),
+                                     grpc::InsecureChannelCredentials());
+  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(channel);
+  sb::worker::Registrar registrar(*scheduler, registration, [&] { return service.in_flight(); });
+  registrar.Start();
+  // Stop taking new work first: the scheduler stops routing here once the
+  // heartbeats stop, while the server drains the streams in flight.
+  runner.OnDrain([&] { registrar.Stop(); });
+  runner.WaitForShutdown(sb::DrainGrace());
+  return 0;
+}

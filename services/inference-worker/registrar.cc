@@ -1,0 +1,67 @@
+#include "inference-worker/registrar.h"
+
+#include <chrono>
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+namespace sb::worker {
+
+namespace sched = switchboard::scheduler::v1;
+
+Registrar::Registrar(sched::TenantScheduler::StubInterface& scheduler,
+                     sched::RegisterWorkerRequest registration, std::function<int()> in_flight)
+    : scheduler_(scheduler), registration_(std::move(registration)), in_flight_(std::move(in_flight)) {}
+
+Registrar::~Registrar() { Stop(); }
+
+void Registrar::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void Registrar::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Registrar::Loop() {
+  bool registered = false;
+  auto interval = std::chrono::milliseconds(500);
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    lock.unlock();
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (!registered) {
+      sched::RegisterWorkerResponse resp;
+      grpc::Status st = scheduler_.RegisterWorker(&ctx, registration_, &resp);
+      if (st.ok()) {
+        registered = true;
+        interval = std::chrono::milliseconds(std::max(100, resp.heartbeat_interval_ms()));
+        spdlog::info("registered with the scheduler as {} at {}", registration_.worker_id(),
+                     registration_.address());
+      } else {
+        spdlog::warn("scheduler registration failed: {}", st.error_message());
+      }
+    } else {
+      sched::HeartbeatRequest req;
+      req.set_worker_id(registration_.worker_id());
+      req.set_in_flight(in_flight_());
+      sched::HeartbeatResponse resp;
+      grpc::Status st = scheduler_.Heartbeat(&ctx, req, &resp);
+      if (st.ok() && !resp.known()) {
+        spdlog::warn("scheduler forgot this worker; registering again");
+        registered = false;
+      } else if (!st.ok()) {
+        spdlog::warn("heartbeat failed: {}", st.error_message());
+      }
+    }
+    lock.lock();
+    cv_.wait_for(lock, registered ? interval : std::chrono::milliseconds(500),
+                 [this] { return stop_; });
+  }
+}
+
+}  // namespace sb::worker

@@ -1,0 +1,150 @@
+#include "inference-worker/sim_engine.h"
+
+#include "gtest/gtest.h"
+
+namespace sb::worker {
+namespace {
+
+// Records what the engine hands over; can refuse tokens to simulate a slow
+// consumer.
+class RecordingSink : public GenerationSink {
+ public:
+  bool OnToken(const std::string& text, int index) override {
+    if (refuse) return false;
+    EXPECT_EQ(index, static_cast<int>(tokens.size()));
+    tokens.push_back(text);
+    return true;
+  }
+  bool OnFinished(const FinishInfo& f) override {
+    EXPECT_FALSE(finished) << "finished twice";
+    finished = true;
+    info = f;
+    return true;
+  }
+  bool cancelled() const override { return cancel; }
+
+  std::string Text() const {
+    std::string s;
+    for (const auto& t : tokens) s += t;
+    return s;
+  }
+
+  std::vector<std::string> tokens;
+  bool finished = false;
+  bool refuse = false;
+  bool cancel = false;
+  FinishInfo info;
+};
+
+EngineRequest Req(int max_tokens, std::string prompt = "hello") {
+  EngineRequest r;
+  r.request_id = "r1";
+  r.model = "sim-small";
+  r.prompt = std::move(prompt);
+  r.input_tokens = CountWordTokens(r.prompt);
+  r.max_tokens = max_tokens;
+  return r;
+}
+
+void RunToEnd(SimulatedEngine& e, const RecordingSink& s) {
+  for (int i = 0; i < 1000 && !s.finished; ++i) e.Step();
+}
+
+TEST(TokenizerTest, CountsWordsAndPunctuation) {
+  EXPECT_EQ(CountWordTokens(""), 0);
+  EXPECT_EQ(CountWordTokens("hello"), 1);
+  EXPECT_EQ(CountWordTokens("Hello, world!"), 4);
+  EXPECT_EQ(CountWordTokens("  a  b\tc\n"), 3);
+}
+
+TEST(SimEngineTest, DeterministicReplyWithExactCounts) {
+  SimulatedEngine e({}, false);
+  auto a = std::make_shared<RecordingSink>();
+  auto b = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(e.Submit(Req(1000), a).ok());
+  ASSERT_TRUE(e.Submit(Req(1000), b).ok());
+  RunToEnd(e, *a);
+  RunToEnd(e, *b);
+  EXPECT_EQ(a->Text(), b->Text());
+  EXPECT_EQ(a->info.stop_reason, "end_turn");
+  EXPECT_EQ(a->info.output_tokens, static_cast<int>(a->tokens.size()));
+  EXPECT_EQ(a->info.output_tokens, CountWordTokens(a->Text()));
+  EXPECT_EQ(a->info.input_tokens, 1);
+  const auto reply = SimulatedEngine::ReplyTokens("sim-small", "hello");
+  EXPECT_EQ(a->tokens, reply);
+}
+
+TEST(SimEngineTest, BatchesSequencesOneTokenPerStep) {
+  SimulatedEngine e({}, false);
+  auto a = std::make_shared<RecordingSink>();
+  auto b = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(e.Submit(Req(5, "one"), a).ok());
+  ASSERT_TRUE(e.Submit(Req(5, "two"), b).ok());
+  EXPECT_EQ(e.Step(), 2);
+  EXPECT_EQ(a->tokens.size(), 1u);
+  EXPECT_EQ(b->tokens.size(), 1u);
+}
+
+TEST(SimEngineTest, StopsAtMaxTokens) {
+  SimulatedEngine e({}, false);
+  auto s = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(e.Submit(Req(3), s).ok());
+  RunToEnd(e, *s);
+  EXPECT_EQ(s->tokens.size(), 3u);
+  EXPECT_EQ(s->info.stop_reason, "max_tokens");
+  EXPECT_EQ(s->info.output_tokens, 3);
+}
+
+TEST(SimEngineTest, StopSequenceIsNotEmitted) {
+  const auto reply = SimulatedEngine::ReplyTokens("sim-small", "hello");
+  ASSERT_GT(reply.size(), 4u);
+  SimulatedEngine e({}, false);
+  auto s = std::make_shared<RecordingSink>();
+  auto r = Req(1000);
+  r.stop_sequences = {reply[3]};  // e.g. " tokens"
+  ASSERT_TRUE(e.Submit(r, s).ok());
+  RunToEnd(e, *s);
+  EXPECT_EQ(s->info.stop_reason, "stop_sequence");
+  EXPECT_EQ(s->info.stop_sequence, reply[3]);
+  EXPECT_EQ(s->Text().find(reply[3]), std::string::npos);
+}
+
+TEST(SimEngineTest, SlowConsumerStallsOnlyItself) {
+  SimulatedEngine e({}, false);
+  auto slow = std::make_shared<RecordingSink>();
+  auto fast = std::make_shared<RecordingSink>();
+  slow->refuse = true;
+  ASSERT_TRUE(e.Submit(Req(10, "a"), slow).ok());
+  ASSERT_TRUE(e.Submit(Req(10, "b"), fast).ok());
+  for (int i = 0; i < 3; ++i) e.Step();
+  EXPECT_EQ(slow->tokens.size(), 0u);
+  EXPECT_EQ(fast->tokens.size(), 3u);
+  slow->refuse = false;
+  e.Step();
+  EXPECT_EQ(slow->tokens.size(), 1u);
+}
+
+TEST(SimEngineTest, CancelledSequenceFinishesAndLeavesTheBatch) {
+  SimulatedEngine e({}, false);
+  auto s = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(e.Submit(Req(1000), s).ok());
+  e.Step();
+  e.Step();
+  s->cancel = true;
+  e.Step();
+  EXPECT_TRUE(s->finished);
+  EXPECT_EQ(s->info.stop_reason, "cancelled");
+  EXPECT_EQ(s->info.output_tokens, 2);
+  EXPECT_EQ(e.running(), 0u);
+}
+
+TEST(SimEngineTest, RejectsUnknownModel) {
+  SimulatedEngine e({}, false);
+  auto r = Req(10);
+  r.model = "nope";
+  EXPECT_EQ(e.Submit(r, std::make_shared<RecordingSink>()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace sb::worker

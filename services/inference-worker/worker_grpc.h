@@ -1,0 +1,46 @@
+// switchboard.inference.v1.InferenceWorker over an Engine. Generate streams
+// Started, the tokens, then Finished, and emits exactly one metering event
+// per request to Kafka usage.events when the request ends (finished or
+// cancelled), with the engine's exact counts.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include "inference-worker/engine.h"
+#include "switchboard/billing/v1/billing.pb.h"
+#include "switchboard/inference/v1/inference.grpc.pb.h"
+
+namespace sb::worker {
+
+// Where metering events go (Kafka in production, a vector in tests).
+using UsageSink = std::function<void(const switchboard::billing::v1::UsageEvent&)>;
+
+// Flattens a request into the engine's prompt and counts its input tokens.
+EngineRequest ToEngineRequest(const switchboard::inference::v1::GenerateRequest& req,
+                              const Engine& engine);
+
+class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWorker::CallbackService {
+ public:
+  WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage);
+
+  grpc::ServerWriteReactor<switchboard::inference::v1::GenerateEvent>* Generate(
+      grpc::CallbackServerContext* ctx,
+      const switchboard::inference::v1::GenerateRequest* req) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
+                                       const switchboard::inference::v1::ListModelsRequest* req,
+                                       switchboard::inference::v1::ListModelsResponse* resp) override;
+
+  int in_flight() const { return in_flight_.load(); }
+
+ private:
+  class StreamSink;
+
+  Engine& engine_;
+  std::string worker_id_;
+  UsageSink usage_;
+  std::atomic<int> in_flight_{0};
+};
+
+}  // namespace sb::worker

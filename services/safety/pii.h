@@ -1,0 +1,22 @@
+// Detection of personal data in text: e-mail addresses and payment card
+// numbers (13 to 19 digits, optionally grouped by spaces or dashes, that
+// pass the Luhn check). Offsets are byte offsets into the scanned text.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sb::safety {
+
+struct PiiFinding {
+  std::string category;  // "pii.email" or "pii.card_number"
+  size_t start = 0;
+  size_t end = 0;  // exclusive
+};
+
+std::vector<PiiFinding> FindPii(std::string_view text);
+
+bool LuhnValid(std::string_view digits);
+
+}  // namespace sb::safety
