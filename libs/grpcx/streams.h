@@ -20,6 +20,7 @@
 #pragma once
 
 #include <chrono>
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -27,6 +28,8 @@
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/client_callback.h>
+#include <grpcpp/support/server_callback.h>
 
 namespace sb {
 
@@ -69,9 +72,10 @@ class ServerStream {
       std::lock_guard<std::mutex> lock(mu_);
       return reactor_ == nullptr || finishing_;
     }
-    bool has_space() const {
+    bool has_space() const { return space() > 0; }
+    size_t space() const {
       std::lock_guard<std::mutex> lock(mu_);
-      return queue_.size() < capacity_;
+      return capacity_ - std::min(capacity_, queue_.size());
     }
     // Runs once if the client cancels or goes away before Finish.
     void SetOnCancel(std::function<void()> fn) {

@@ -1,0 +1,101 @@
+#include "billing/ledger.h"
+
+namespace sb::billing {
+namespace {
+
+namespace bpb = switchboard::billing::v1;
+
+constexpr const char* kInsertLedger =
+    "INSERT INTO usage_ledger (request_id, org_id, model, worker_id, source, input_tokens, "
+    " output_tokens, stop_reason, occurred_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_timestamp($9::double precision / 1000)) "
+    "ON CONFLICT (request_id) DO NOTHING";
+constexpr const char* kRollupHourly =
+    "INSERT INTO usage_hourly (org_id, model, hour, requests, input_tokens, output_tokens) "
+    "VALUES ($1, $2, date_trunc('hour', to_timestamp($3::double precision / 1000)), 1, $4, $5) "
+    "ON CONFLICT (org_id, model, hour) DO UPDATE SET "
+    " requests = usage_hourly.requests + 1,"
+    " input_tokens = usage_hourly.input_tokens + EXCLUDED.input_tokens,"
+    " output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens";
+constexpr const char* kStoreOffset =
+    "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) "
+    "VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset";
+constexpr const char* kLoadOffset =
+    "SELECT next_offset FROM consumer_offsets "
+    "WHERE consumer_group = $1 AND topic = $2 AND partition = $3";
+constexpr const char* kQueryUsage =
+    "SELECT request_id, model, input_tokens, output_tokens, "
+    " (extract(epoch from occurred_at) * 1000)::bigint "
+    "FROM usage_ledger WHERE org_id = $1 AND ($2 = '' OR request_id = $2) "
+    " AND occurred_at >= to_timestamp($3::double precision / 1000) "
+    " AND ($4 = 0 OR occurred_at < to_timestamp($4::double precision / 1000)) "
+    "ORDER BY occurred_at, request_id LIMIT 1000";
+constexpr const char* kQueryTotals =
+    "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0) "
+    "FROM usage_ledger WHERE org_id = $1 AND ($2 = '' OR request_id = $2) "
+    " AND occurred_at >= to_timestamp($3::double precision / 1000) "
+    " AND ($4 = 0 OR occurred_at < to_timestamp($4::double precision / 1000))";
+
+}  // namespace
+
+absl::StatusOr<bool> Ledger::Record(const bpb::UsageEvent& e, const KafkaPosition& pos) {
+  return pg_.Run<bool>([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    const bool inserted =
+        tx.exec_params(kInsertLedger, e.request_id(), e.org_id(), e.model(), e.worker_id(),
+                       e.source(), e.input_tokens(), e.output_tokens(), e.stop_reason(),
+                       e.at_unix_ms())
+            .affected_rows() > 0;
+    if (inserted) {
+      tx.exec_params(kRollupHourly, e.org_id(), e.model(), e.at_unix_ms(), e.input_tokens(),
+                     e.output_tokens());
+    }
+    tx.exec_params(kStoreOffset, pos.group, pos.topic, pos.partition, pos.offset + 1);
+    tx.commit();
+    return inserted;
+  });
+}
+
+absl::Status Ledger::Skip(const KafkaPosition& pos) {
+  return pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params(kStoreOffset, pos.group, pos.topic, pos.partition, pos.offset + 1);
+    tx.commit();
+  });
+}
+
+absl::StatusOr<std::optional<int64_t>> Ledger::NextOffset(const std::string& group,
+                                                          const std::string& topic,
+                                                          int32_t partition) {
+  return pg_.Run<std::optional<int64_t>>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec_params(kLoadOffset, group, topic, partition);
+    if (r.empty()) return std::optional<int64_t>();
+    return std::optional<int64_t>(r[0][0].as<int64_t>());
+  });
+}
+
+absl::StatusOr<bpb::GetUsageResponse> Ledger::Query(const bpb::GetUsageRequest& req) {
+  return pg_.Run<bpb::GetUsageResponse>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    bpb::GetUsageResponse resp;
+    for (const auto& row : tx.exec_params(kQueryUsage, req.org_id(), req.request_id(),
+                                          req.since_unix_ms(), req.until_unix_ms())) {
+      auto* r = resp.add_records();
+      r->set_request_id(row[0].as<std::string>());
+      r->set_model(row[1].as<std::string>());
+      r->set_input_tokens(row[2].as<int>());
+      r->set_output_tokens(row[3].as<int>());
+      r->set_at_unix_ms(row[4].as<int64_t>());
+    }
+    auto t = tx.exec_params1(kQueryTotals, req.org_id(), req.request_id(), req.since_unix_ms(),
+                             req.until_unix_ms());
+    resp.set_requests(t[0].as<int64_t>());
+    resp.set_total_input_tokens(t[1].as<int64_t>());
+    resp.set_total_output_tokens(t[2].as<int64_t>());
+    return resp;
+  });
+}
+
+}  // namespace sb::billing

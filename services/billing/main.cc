@@ -1,0 +1,49 @@
+#include <spdlog/spdlog.h>
+
+#include "absl/flags/flag.h"
+#include "billing/billing_grpc.h"
+#include "billing/ledger.h"
+#include "billing/metering_consumer.h"
+#include "core/thread_pool.h"
+#include "grpcx/common_flags.h"
+#include "grpcx/server.h"
+#include "storage/pg.h"
+
+ABSL_FLAG(int, grpc_port, 50056, "gRPC port");
+ABSL_FLAG(int, metrics_port, 9106, "HTTP port for /metrics");
+ABSL_FLAG(std::string, pg, "postgresql://postgres@127.0.0.1:5432/switchboard",
+          "PostgreSQL connection URI");
+ABSL_FLAG(int, pg_pool_size, 4, "PostgreSQL connections");
+ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
+ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic of metering events");
+ABSL_FLAG(std::string, consumer_group, "billing", "Kafka consumer group");
+
+int main(int argc, char** argv) {
+  sb::InitService("billing", argc, argv);
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), absl::GetFlag(FLAGS_pg_pool_size));
+  if (auto st = pg.Ping(); !st.ok()) {
+    spdlog::critical("billing: {}", st.ToString());
+    return 1;
+  }
+  sb::billing::Ledger ledger(pg);
+  sb::ThreadPool pool(absl::GetFlag(FLAGS_pg_pool_size), 1024);
+  sb::billing::BillingServiceImpl service(ledger, pool);
+  sb::billing::MeteringConsumer consumer(ledger, absl::GetFlag(FLAGS_kafka_brokers),
+                                         absl::GetFlag(FLAGS_consumer_group),
+                                         absl::GetFlag(FLAGS_usage_topic));
+  sb::ServiceRunner runner("billing");
+  runner.AddService(&service);
+  if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
+                             absl::GetFlag(FLAGS_metrics_port), absl::GetFlag(FLAGS_listen_host));
+      !st.ok()) {
+    spdlog::critical("billing: {}", st.ToString());
+    return 1;
+  }
+  if (auto st = consumer.Start(); !st.ok()) {
+    spdlog::critical("billing: {}", st.ToString());
+    return 1;
+  }
+  runner.OnDrain([&] { consumer.Stop(); });
+  runner.WaitForShutdown(sb::DrainGrace());
+  return 0;
+}

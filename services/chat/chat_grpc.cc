@@ -1,0 +1,150 @@
+#include "chat/chat_grpc.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/time/clock.h"
+#include "grpcx/status.h"
+
+namespace sb::chat {
+
+namespace cpb = switchboard::chat::v1;
+namespace spb = switchboard::safety::v1;
+
+namespace {
+
+constexpr int kDefaultMaxTokens = 1024;
+constexpr int kMaxMaxTokens = 8192;
+constexpr size_t kMaxContentBytes = 200 * 1024;
+
+absl::Status RequireScope(const std::string& org, const std::string& user) {
+  if (org.empty() || user.empty()) return absl::InvalidArgumentError("org_id and user_id are required");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+ChatServiceImpl::ChatServiceImpl(ChatStore& store, TurnRunner& turns,
+                                 spb::Safety::StubInterface& safety, EventPublisher publish,
+                                 ThreadPool& pool)
+    : store_(store), turns_(turns), safety_(safety), publish_(std::move(publish)), pool_(pool) {}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::OnPool(grpc::CallbackServerContext* ctx,
+                                                  std::function<absl::Status()> fn) {
+  auto* reactor = ctx->DefaultReactor();
+  if (!pool_.Submit([reactor, fn = std::move(fn)] { reactor->Finish(ToGrpcStatus(fn())); })) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "chat is overloaded; retry"));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
+    grpc::CallbackServerContext* ctx, const cpb::CreateConversationRequest* req,
+    cpb::Conversation* resp) {
+  return OnPool(ctx, [this, req, resp]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    if (req->model().empty()) return absl::InvalidArgumentError("model is required");
+    if (req->title().size() > 512) return absl::InvalidArgumentError("title is too long");
+    auto conv = store_.CreateConversation({req->org_id(), req->user_id()}, req->model(), req->title());
+    if (!conv.ok()) return conv.status();
+    *resp = std::move(*conv);
+    cpb::ChatEvent ev;
+    ev.set_type("conversation.created");
+    ev.set_org_id(req->org_id());
+    ev.set_user_id(req->user_id());
+    ev.set_conversation_id(resp->id());
+    ev.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
+    publish_(ev);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status ChatServiceImpl::Send(const cpb::SendMessageRequest& req, cpb::SendMessageResponse* resp) {
+  if (auto st = RequireScope(req.org_id(), req.user_id()); !st.ok()) return st;
+  if (req.content().empty()) return absl::InvalidArgumentError("content must not be empty");
+  if (req.content().size() > kMaxContentBytes) {
+    return absl::InvalidArgumentError("content exceeds " + std::to_string(kMaxContentBytes) + " bytes");
+  }
+  if (req.max_tokens() < 0 || req.max_tokens() > kMaxMaxTokens) {
+    return absl::InvalidArgumentError("max_tokens must be between 1 and " +
+                                      std::to_string(kMaxMaxTokens));
+  }
+  // Input safety before anything is stored: a refused message is never
+  // persisted. Unreachable safety refuses the message (fail closed).
+  spb::CheckRequest check;
+  check.set_request_id(req.request_id());
+  check.set_org_id(req.org_id());
+  check.set_text(req.content());
+  spb::CheckResponse verdict;
+  grpc::ClientContext sctx;
+  sctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc::Status sst = safety_.CheckInput(&sctx, check, &verdict);
+  if (!sst.ok()) return absl::UnavailableError("safety check unavailable: " + sst.error_message());
+  if (verdict.verdict() != spb::CheckResponse::ALLOW) {
+    return absl::InvalidArgumentError("message blocked by safety policy: " + verdict.reason());
+  }
+
+  const Scope scope{req.org_id(), req.user_id()};
+  auto turn = store_.AppendTurn(scope, req.conversation_id(), req.content(), req.client_message_id());
+  if (!turn.ok()) return turn.status();
+  *resp->mutable_user_message() = turn->user_message;
+  resp->set_assistant_message_id(turn->assistant_message_id);
+  if (turn->replayed) return absl::OkStatus();  // the first send already started the turn
+
+  cpb::ChatEvent ev;
+  ev.set_type("message.created");
+  ev.set_org_id(req.org_id());
+  ev.set_user_id(req.user_id());
+  ev.set_conversation_id(req.conversation_id());
+  ev.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
+  *ev.mutable_message() = turn->user_message;
+  publish_(ev);
+
+  TurnSpec spec;
+  spec.scope = scope;
+  // The reply's id keys its metering event: one generation, one ledger row.
+  spec.request_id = turn->assistant_message_id;
+  spec.conversation_id = req.conversation_id();
+  spec.user_message_id = turn->user_message.id();
+  spec.assistant_message_id = turn->assistant_message_id;
+  spec.model = turn->model;
+  spec.max_tokens = req.max_tokens() > 0 ? req.max_tokens() : kDefaultMaxTokens;
+  if (!turns_.Submit(spec)) {
+    turns_.Fail(spec, 1, "overloaded_error", "too many turns in progress; retry later");
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerContext* ctx,
+                                                       const cpb::SendMessageRequest* req,
+                                                       cpb::SendMessageResponse* resp) {
+  return OnPool(ctx, [this, req, resp] { return Send(*req, resp); });
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::ListMessages(grpc::CallbackServerContext* ctx,
+                                                        const cpb::ListMessagesRequest* req,
+                                                        cpb::ListMessagesResponse* resp) {
+  return OnPool(ctx, [this, req, resp]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    const int limit = req->limit() <= 0 ? 50 : std::min(req->limit(), 200);
+    auto list = store_.ListMessages({req->org_id(), req->user_id()}, req->conversation_id(), limit,
+                                    req->cursor());
+    if (!list.ok()) return list.status();
+    *resp = std::move(*list);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::GetMessage(grpc::CallbackServerContext* ctx,
+                                                      const cpb::GetMessageRequest* req,
+                                                      cpb::ChatMessage* resp) {
+  return OnPool(ctx, [this, req, resp]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    auto m = store_.GetMessage({req->org_id(), req->user_id()}, req->conversation_id(),
+                               req->message_id());
+    if (!m.ok()) return m.status();
+    *resp = std::move(*m);
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace sb::chat

@@ -1,0 +1,55 @@
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/flags/flag.h"
+#include "connection-manager/connection_grpc.h"
+#include "connection-manager/subscription_hub.h"
+#include "grpcx/common_flags.h"
+#include "grpcx/server.h"
+#include "grpcx/status.h"
+#include "storage/redis.h"
+#include "switchboard/chat/v1/chat.grpc.pb.h"
+
+ABSL_FLAG(int, grpc_port, 50052, "gRPC port");
+ABSL_FLAG(int, metrics_port, 9102, "HTTP port for /metrics");
+ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host");
+ABSL_FLAG(int, redis_port, 6379, "Redis port");
+ABSL_FLAG(std::string, chat_address, "127.0.0.1:50051", "chat gRPC address");
+ABSL_FLAG(int, lookup_threads, 4, "Threads for message look-ups");
+
+int main(int argc, char** argv) {
+  sb::InitService("connection-manager", argc, argv);
+  sb::RedisClient redis({.host = absl::GetFlag(FLAGS_redis_host),
+                         .port = absl::GetFlag(FLAGS_redis_port),
+                         .pool_size = absl::GetFlag(FLAGS_lookup_threads) + 1});
+  auto chat = switchboard::chat::v1::Chat::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_chat_address), grpc::InsecureChannelCredentials()));
+  sb::connection::MessageLookup lookup = [&](const switchboard::connection::v1::SubscribeRequest& r)
+      -> absl::StatusOr<switchboard::chat::v1::ChatMessage> {
+    switchboard::chat::v1::GetMessageRequest req;
+    req.set_org_id(r.org_id());
+    req.set_user_id(r.user_id());
+    req.set_conversation_id(r.conversation_id());
+    req.set_message_id(r.message_id());
+    switchboard::chat::v1::ChatMessage m;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    grpc::Status st = chat->GetMessage(&ctx, req, &m);
+    if (!st.ok()) return sb::FromGrpcStatus(st);
+    return m;
+  };
+  sb::connection::SubscriptionHub hub(redis, lookup, absl::GetFlag(FLAGS_lookup_threads));
+  sb::connection::ConnectionServiceImpl service(hub);
+  sb::ServiceRunner runner("connection-manager");
+  runner.AddService(&service);
+  if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
+                             absl::GetFlag(FLAGS_metrics_port), absl::GetFlag(FLAGS_listen_host));
+      !st.ok()) {
+    spdlog::critical("connection-manager: {}", st.ToString());
+    return 1;
+  }
+  hub.Start();
+  runner.OnDrain([&] { hub.Stop(); });
+  runner.WaitForShutdown(sb::DrainGrace());
+  return 0;
+}

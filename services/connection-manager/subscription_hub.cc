@@ -1,0 +1,249 @@
+#include "connection-manager/subscription_hub.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/time/clock.h"
+#include "core/metrics.h"
+
+namespace sb::connection {
+
+namespace cpb = switchboard::chat::v1;
+namespace conn = switchboard::connection::v1;
+
+namespace {
+
+constexpr int kBlockMs = 100;
+constexpr int kReadCount = 64;
+constexpr absl::Duration kStallCheck = absl::Seconds(3);
+constexpr absl::Duration kGiveUp = absl::Minutes(15);
+
+}  // namespace
+
+conn::StreamEvent ToEvent(const StreamEntry& e) {
+  conn::StreamEvent out;
+  out.set_offset(e.offset);
+  switch (e.kind) {
+    case StreamEntry::Kind::kDelta:
+      out.mutable_delta()->set_text(e.text);
+      break;
+    case StreamEntry::Kind::kEnd: {
+      auto* end = out.mutable_end();
+      end->set_stop_reason(e.stop_reason);
+      end->set_input_tokens(e.input_tokens);
+      end->set_output_tokens(e.output_tokens);
+      end->set_model(e.model);
+      break;
+    }
+    case StreamEntry::Kind::kError:
+      out.mutable_error()->set_type(e.error_type);
+      out.mutable_error()->set_message(e.error_message);
+      break;
+  }
+  return out;
+}
+
+std::vector<conn::StreamEvent> FromPersisted(const cpb::ChatMessage& m, int64_t after_offset) {
+  std::vector<conn::StreamEvent> out;
+  // One buffer entry per output token: the last delta had offset
+  // output_tokens and the end output_tokens + 1.
+  const int64_t last = std::max<int64_t>(m.output_tokens(), m.content().empty() ? 0 : 1);
+  if (m.status() == "failed") {
+    conn::StreamEvent e;
+    e.set_offset(last + 1);
+    e.mutable_error()->set_type("api_error");
+    e.mutable_error()->set_message("the reply failed; its partial content is in the message");
+    out.push_back(std::move(e));
+    return out;
+  }
+  if (after_offset == 0 && !m.content().empty()) {
+    conn::StreamEvent d;
+    d.set_offset(last);
+    d.mutable_delta()->set_text(m.content());
+    out.push_back(std::move(d));
+  } else if (after_offset > 0 && after_offset < last) {
+    // Token boundaries are not stored: the rest cannot be cut out exactly.
+    conn::StreamEvent e;
+    e.set_offset(after_offset + 1);
+    e.mutable_error()->set_type("not_found_error");
+    e.mutable_error()->set_message(
+        "the replay buffer for this reply has expired; read the complete message instead");
+    out.push_back(std::move(e));
+    return out;
+  }
+  conn::StreamEvent end;
+  end.set_offset(last + 1);
+  end.mutable_end()->set_stop_reason(m.stop_reason());
+  end.mutable_end()->set_input_tokens(m.input_tokens());
+  end.mutable_end()->set_output_tokens(m.output_tokens());
+  end.mutable_end()->set_model(m.model());
+  out.push_back(std::move(end));
+  return out;
+}
+
+SubscriptionHub::SubscriptionHub(RedisClient& redis, MessageLookup lookup, int lookup_threads)
+    : redis_(redis), lookup_(std::move(lookup)), lookups_(lookup_threads, 4096) {}
+
+SubscriptionHub::~SubscriptionHub() { Stop(); }
+
+void SubscriptionHub::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void SubscriptionHub::Stop() {
+  std::list<std::shared_ptr<Sub>> subs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
+    stop_ = true;
+    subs.swap(subs_);
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (auto& s : subs) {
+    s->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection-manager is draining"));
+  }
+}
+
+size_t SubscriptionHub::active() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return subs_.size();
+}
+
+void SubscriptionHub::Subscribe(conn::SubscribeRequest req, std::shared_ptr<StreamOut> out) {
+  auto sub = std::make_shared<Sub>();
+  sub->req = std::move(req);
+  sub->out = std::move(out);
+  sub->last_offset = sub->req.after_offset();
+  sub->last_entry = absl::Now();
+  sub->next_check = sub->last_entry + kStallCheck;
+  if (!lookups_.Submit([this, sub] { Begin(sub); })) {
+    sub->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "too many subscriptions; retry"));
+  }
+}
+
+void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
+  // Authorises the subscriber (the message must be theirs) and decides
+  // between the live buffer and the stored message.
+  auto message = lookup_(sub->req);
+  if (!message.ok()) {
+    const auto code = message.status().code() == absl::StatusCode::kNotFound
+                          ? grpc::StatusCode::NOT_FOUND
+                          : grpc::StatusCode::UNAVAILABLE;
+    sub->out->Finish(grpc::Status(code, std::string(message.status().message())));
+    return;
+  }
+  auto exists = redis_.Command({"EXISTS", TokenStreamKey(sub->req.message_id())});
+  if (!exists.ok()) {
+    sub->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream buffer unavailable"));
+    return;
+  }
+  if (exists->integer == 0 && message->status() != "in_progress") {
+    ServePersisted(*sub, *message);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) {
+      sub->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection-manager is draining"));
+      return;
+    }
+    subs_.push_back(sub);
+  }
+  cv_.notify_all();
+}
+
+void SubscriptionHub::ServePersisted(Sub& sub, const cpb::ChatMessage& m) {
+  // At most two events: they fit in any queue.
+  for (auto& e : FromPersisted(m, sub.req.after_offset())) sub.out->Push(std::move(e));
+  sub.out->Finish(grpc::Status::OK);
+  sub.done = true;
+}
+
+bool SubscriptionHub::Deliver(Sub& sub, const StreamEntry& e) {
+  if (e.offset <= sub.last_offset) return false;  // already delivered
+  sub.last_offset = e.offset;
+  sub.last_entry = absl::Now();
+  sub.next_check = sub.last_entry + kStallCheck;
+  sub.out->Push(ToEvent(e));
+  if (e.kind == StreamEntry::Kind::kDelta) return false;
+  sub.out->Finish(grpc::Status::OK);
+  return true;
+}
+
+void SubscriptionHub::CheckStalled(const std::shared_ptr<Sub>& sub) {
+  sub->checking = true;
+  sub->next_check = absl::Now() + kStallCheck;
+  const bool queued = lookups_.Submit([this, sub] {
+    auto exists = redis_.Command({"EXISTS", TokenStreamKey(sub->req.message_id())});
+    auto message = lookup_(sub->req);
+    std::lock_guard<std::mutex> lock(mu_);
+    sub->checking = false;
+    if (sub->done) return;
+    if (exists.ok() && exists->integer == 0 && message.ok() && message->status() != "in_progress") {
+      ServePersisted(*sub, *message);
+    } else if (absl::Now() - sub->last_entry > kGiveUp) {
+      sub->out->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the reply stalled"));
+      sub->done = true;
+    }
+  });
+  if (!queued) sub->checking = false;
+}
+
+void SubscriptionHub::Loop() {
+  auto& active_gauge =
+      metrics::Default().GetGauge("sb_connection_active_streams", "Live token stream subscriptions");
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    // Drop what ended, and pick the subscriptions ready for more.
+    std::vector<std::shared_ptr<Sub>> ready;
+    const absl::Time now = absl::Now();
+    for (auto it = subs_.begin(); it != subs_.end();) {
+      Sub& s = **it;
+      if (s.done || s.out->ended()) {
+        it = subs_.erase(it);
+        continue;
+      }
+      if (!s.checking && now >= s.next_check) CheckStalled(*it);
+      // Only a subscriber with room for a whole read joins the round, so
+      // that no entry read for it is ever refused by its queue.
+      if (!s.checking && s.out->space() >= static_cast<size_t>(kReadCount)) ready.push_back(*it);
+      ++it;
+    }
+    active_gauge.Set(static_cast<double>(subs_.size()));
+    if (ready.empty()) {
+      cv_.wait_for(lock, std::chrono::milliseconds(kBlockMs));
+      continue;
+    }
+    lock.unlock();
+    std::vector<std::string> args = {"XREAD", "COUNT", std::to_string(kReadCount), "BLOCK",
+                                     std::to_string(kBlockMs), "STREAMS"};
+    for (const auto& s : ready) args.push_back(TokenStreamKey(s->req.message_id()));
+    for (const auto& s : ready) args.push_back("0-" + std::to_string(s->last_offset));
+    auto reply = redis_.BlockingCommand(args, std::chrono::milliseconds(kBlockMs));
+    lock.lock();
+    if (!reply.ok()) {
+      spdlog::warn("connection-manager XREAD: {}", reply.status().ToString());
+      cv_.wait_for(lock, std::chrono::milliseconds(200));
+      continue;
+    }
+    if (reply->type != RedisReply::Type::kArray) continue;  // nothing new
+    for (const auto& stream : reply->elements) {
+      if (stream.elements.size() != 2) continue;
+      const std::string& key = stream.elements[0].str;
+      for (const auto& s : ready) {
+        if (s->done || TokenStreamKey(s->req.message_id()) != key) continue;
+        for (const auto& raw : stream.elements[1].elements) {
+          auto entry = ParseStreamEntry(raw);
+          if (!entry.ok()) {
+            spdlog::error("bad entry in {}: {}", key, entry.status().ToString());
+            continue;
+          }
+          if (Deliver(*s, *entry)) {
+            s->done = true;
+            break;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace sb::connection

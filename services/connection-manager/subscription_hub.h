@@ -1,0 +1,84 @@
+// Live token streams for chat replies. Every subscription replays the
+// reply's Redis Stream after the client's offset and then follows it live;
+// one poller thread serves all subscriptions with a single multi-key
+// `XREAD BLOCK` per round, so there is no thread (and no Redis connection)
+// per stream. A subscriber whose gRPC queue is full is left out of the
+// round until it drains: a slow client holds back only itself.
+//
+// When the buffer is gone (expired, or never written because the turn
+// failed before its first token), the persisted message is served instead.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/thread_pool.h"
+#include "grpcx/streams.h"
+#include "storage/redis.h"
+#include "storage/token_stream.h"
+#include "switchboard/chat/v1/chat.pb.h"
+#include "switchboard/connection/v1/connection.pb.h"
+
+namespace sb::connection {
+
+using StreamOut = ServerStream<switchboard::connection::v1::StreamEvent>::Handle;
+// Finds the message for the subscriber (scoped to its org and user).
+using MessageLookup = std::function<absl::StatusOr<switchboard::chat::v1::ChatMessage>(
+    const switchboard::connection::v1::SubscribeRequest&)>;
+
+// Converts a buffer entry to the wire event.
+switchboard::connection::v1::StreamEvent ToEvent(const StreamEntry& e);
+// The events that replace an expired buffer, for a client that has seen
+// everything up to `after_offset`.
+std::vector<switchboard::connection::v1::StreamEvent> FromPersisted(
+    const switchboard::chat::v1::ChatMessage& m, int64_t after_offset);
+
+class SubscriptionHub {
+ public:
+  SubscriptionHub(RedisClient& redis, MessageLookup lookup, int lookup_threads);
+  ~SubscriptionHub();
+
+  void Start();
+  void Stop();  // ends every subscription with UNAVAILABLE (the client resumes elsewhere)
+
+  void Subscribe(switchboard::connection::v1::SubscribeRequest req, std::shared_ptr<StreamOut> out);
+  size_t active() const;
+
+ private:
+  struct Sub {
+    switchboard::connection::v1::SubscribeRequest req;
+    std::shared_ptr<StreamOut> out;
+    int64_t last_offset = 0;
+    absl::Time last_entry;  // when the last entry arrived (or the subscription began)
+    absl::Time next_check;
+    bool checking = false;  // a lookup is under way
+    bool done = false;
+  };
+
+  void Loop();
+  void Begin(const std::shared_ptr<Sub>& sub);
+  // The buffer went quiet: serve the stored message if it is final, give up
+  // after a long silence. Requires mu_.
+  void CheckStalled(const std::shared_ptr<Sub>& sub);
+  // Returns true when the entry ended the subscription.
+  bool Deliver(Sub& sub, const StreamEntry& e);
+  void ServePersisted(Sub& sub, const switchboard::chat::v1::ChatMessage& m);
+
+  RedisClient& redis_;
+  MessageLookup lookup_;
+  ThreadPool lookups_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::list<std::shared_ptr<Sub>> subs_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace sb::connection

@@ -1,0 +1,31 @@
+// switchboard.gateway.v1.Gateway: operational information.
+#pragma once
+
+#include <functional>
+
+#include "switchboard/gateway/v1/gateway.grpc.pb.h"
+
+namespace sb::gateway {
+
+class GatewayServiceImpl final : public switchboard::gateway::v1::Gateway::CallbackService {
+ public:
+  GatewayServiceImpl(int http_port, std::function<int64_t()> in_flight)
+      : http_port_(http_port), in_flight_(std::move(in_flight)) {}
+
+  grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* ctx,
+                                    const switchboard::gateway::v1::GetInfoRequest* req,
+                                    switchboard::gateway::v1::GetInfoResponse* resp) override {
+    resp->set_version(SB_VERSION);
+    resp->set_http_port(http_port_);
+    resp->set_in_flight_streams(in_flight_());
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  int http_port_;
+  std::function<int64_t()> in_flight_;
+};
+
+}  // namespace sb::gateway

@@ -1,0 +1,83 @@
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/flags/flag.h"
+#include "absl/time/clock.h"
+#include "gateway/auth.h"
+#include "gateway/gateway_grpc.h"
+#include "gateway/gateway_http.h"
+#include "grpcx/common_flags.h"
+#include "grpcx/server.h"
+#include "http/http_server.h"
+#include "storage/pg.h"
+
+ABSL_FLAG(int, http_port, 8080, "Public HTTP port (the API)");
+ABSL_FLAG(std::string, http_host, "127.0.0.1", "Address the public HTTP port binds");
+ABSL_FLAG(int, http_threads, 2, "HTTP event threads");
+ABSL_FLAG(int, grpc_port, 50050, "gRPC port");
+ABSL_FLAG(int, metrics_port, 9100, "HTTP port for /metrics");
+ABSL_FLAG(std::string, pg, "postgresql://postgres@127.0.0.1:5432/switchboard",
+          "PostgreSQL connection URI (API keys)");
+ABSL_FLAG(std::string, safety_address, "127.0.0.1:50053", "safety gRPC address");
+ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler gRPC address");
+ABSL_FLAG(std::string, chat_address, "127.0.0.1:50051", "chat gRPC address");
+ABSL_FLAG(std::string, connection_manager_address, "127.0.0.1:50052",
+          "connection-manager gRPC address");
+ABSL_FLAG(int, key_cache_seconds, 60, "How long a verified API key is trusted without a look-up");
+
+namespace {
+
+std::shared_ptr<grpc::Channel> Dial(const std::string& address) {
+  return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sb::InitService("gateway", argc, argv);
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), 4);
+  if (auto st = pg.Ping(); !st.ok()) {
+    spdlog::critical("gateway: {}", st.ToString());
+    return 1;
+  }
+  sb::gateway::PgKeyStore keys(pg);
+  sb::gateway::Authenticator auth(keys, absl::Seconds(absl::GetFlag(FLAGS_key_cache_seconds)),
+                                  absl::Seconds(5));
+  sb::ThreadPool pool(4, 4096);
+  sb::UlidGenerator ids;
+  auto safety = switchboard::safety::v1::Safety::NewStub(Dial(absl::GetFlag(FLAGS_safety_address)));
+  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
+      Dial(absl::GetFlag(FLAGS_scheduler_address)));
+  auto chat = switchboard::chat::v1::Chat::NewStub(Dial(absl::GetFlag(FLAGS_chat_address)));
+  auto connections = switchboard::connection::v1::ConnectionManager::NewStub(
+      Dial(absl::GetFlag(FLAGS_connection_manager_address)));
+
+  sb::gateway::GatewayHttp api({auth, pool, *safety, *scheduler, *chat, *connections, ids});
+  sb::http::Server http({.host = absl::GetFlag(FLAGS_http_host),
+                         .port = absl::GetFlag(FLAGS_http_port),
+                         .threads = absl::GetFlag(FLAGS_http_threads)},
+                        [&api](std::shared_ptr<sb::http::Exchange> ex) { api.Handle(std::move(ex)); });
+  if (auto st = http.Start(); !st.ok()) {
+    spdlog::critical("gateway: {}", st.ToString());
+    return 1;
+  }
+  sb::gateway::GatewayServiceImpl info(http.port(), [&api] { return api.in_flight_streams(); });
+  sb::ServiceRunner runner("gateway");
+  runner.AddService(&info);
+  if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
+                             absl::GetFlag(FLAGS_metrics_port), absl::GetFlag(FLAGS_listen_host));
+      !st.ok()) {
+    spdlog::critical("gateway: {}", st.ToString());
+    return 1;
+  }
+  spdlog::info("gateway serving HTTP on {}:{}", absl::GetFlag(FLAGS_http_host), http.port());
+  // On SIGTERM: let in-flight streams finish (up to the drain grace), then
+  // close the HTTP side.
+  runner.OnDrain([&] {
+    const absl::Time deadline = absl::Now() + sb::DrainGrace();
+    while (api.in_flight_streams() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  });
+  runner.WaitForShutdown(sb::DrainGrace());
+  http.Stop();
+  return 0;
+}

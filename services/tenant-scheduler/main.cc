@@ -1,0 +1,51 @@
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/time/clock.h"
+#include "core/metrics.h"
+#include "grpcx/common_flags.h"
+#include "grpcx/server.h"
+#include "tenant-scheduler/scheduler_grpc.h"
+#include "tenant-scheduler/worker_registry.h"
+
+ABSL_FLAG(int, grpc_port, 50054, "gRPC port");
+ABSL_FLAG(int, metrics_port, 9104, "HTTP port for /metrics");
+ABSL_FLAG(int, heartbeat_interval_ms, 500, "How often workers heartbeat");
+ABSL_FLAG(int, worker_ttl_ms, 2000, "A worker silent this long is declared dead");
+
+int main(int argc, char** argv) {
+  sb::InitService("tenant-scheduler", argc, argv);
+  sb::scheduler::WorkerRegistry registry(absl::Milliseconds(absl::GetFlag(FLAGS_worker_ttl_ms)));
+  const absl::Duration interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
+  sb::scheduler::SchedulerServiceImpl service(registry, interval);
+  sb::ServiceRunner runner("tenant-scheduler");
+  runner.AddService(&service);
+  if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
+                             absl::GetFlag(FLAGS_metrics_port), absl::GetFlag(FLAGS_listen_host));
+      !st.ok()) {
+    spdlog::critical("tenant-scheduler: {}", st.ToString());
+    return 1;
+  }
+  // Notices dead workers even when no request asks for them.
+  std::atomic<bool> stop{false};
+  std::thread sweeper([&] {
+    auto& live = sb::metrics::Default().GetGauge("sb_scheduler_live_workers", "Live workers");
+    while (!stop.load()) {
+      const absl::Time now = absl::Now();
+      for (const auto& id : registry.Sweep(now)) {
+        spdlog::warn("worker {} missed its heartbeats: declared dead", id);
+      }
+      int n = 0;
+      for (const auto& w : registry.List()) n += registry.IsLive(w, now) ? 1 : 0;
+      live.Set(n);
+      absl::SleepFor(interval);
+    }
+  });
+  runner.OnDrain([&] { stop.store(true); });
+  runner.WaitForShutdown(sb::DrainGrace());
+  sweeper.join();
+  return 0;
+}

@@ -1,0 +1,182 @@
+#include "tenant-scheduler/scheduler_grpc.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/time/clock.h"
+#include "core/metrics.h"
+#include "grpcx/streams.h"
+
+namespace sb::scheduler {
+
+namespace inf = switchboard::inference::v1;
+namespace sched = switchboard::scheduler::v1;
+
+namespace {
+
+constexpr size_t kRelayCapacity = 32;
+
+// One relayed Generate call: the worker's stream in, the caller's stream out.
+struct Relay {
+  inf::GenerateRequest request;
+  std::string worker_id;
+  std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out;
+  std::mutex mu;
+  ClientStream<inf::GenerateEvent>::Next pending_next;  // waiting for room downstream
+  bool saw_finished = false;
+
+  // Continue reading upstream once the caller's queue has room.
+  void ResumeWhenRoom(ClientStream<inf::GenerateEvent>::Next next) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      pending_next = std::move(next);
+    }
+    if (out->has_space()) OnSpace();
+  }
+  void OnSpace() {
+    ClientStream<inf::GenerateEvent>::Next next;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      next = std::move(pending_next);
+      pending_next = nullptr;
+    }
+    if (next) next(true);
+  }
+};
+
+std::chrono::system_clock::time_point UpstreamDeadline(grpc::CallbackServerContext* ctx) {
+  const auto cap = std::chrono::system_clock::now() + std::chrono::hours(1);
+  return std::min(ctx->deadline(), cap);
+}
+
+}  // namespace
+
+SchedulerServiceImpl::SchedulerServiceImpl(WorkerRegistry& registry,
+                                           absl::Duration heartbeat_interval)
+    : registry_(registry), heartbeat_interval_(heartbeat_interval) {}
+
+inf::InferenceWorker::Stub* SchedulerServiceImpl::StubFor(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stub = stubs_[address];
+  if (!stub) {
+    stub = inf::InferenceWorker::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  }
+  return stub.get();
+}
+
+grpc::ServerUnaryReactor* SchedulerServiceImpl::RegisterWorker(
+    grpc::CallbackServerContext* ctx, const sched::RegisterWorkerRequest* req,
+    sched::RegisterWorkerResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  if (req->worker_id().empty() || req->address().empty() || req->models().empty()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "worker_id, address and at least one model are required"));
+    return reactor;
+  }
+  registry_.Register(req->worker_id(), req->address(), {req->models().begin(), req->models().end()},
+                     req->max_concurrency(), absl::Now());
+  spdlog::info("worker {} registered at {} serving {} model(s)", req->worker_id(), req->address(),
+               req->models_size());
+  resp->set_heartbeat_interval_ms(static_cast<int>(absl::ToInt64Milliseconds(heartbeat_interval_)));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SchedulerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
+                                                          const sched::HeartbeatRequest* req,
+                                                          sched::HeartbeatResponse* resp) {
+  resp->set_known(registry_.Heartbeat(req->worker_id(), req->in_flight(), absl::Now()));
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SchedulerServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx,
+                                                            const sched::ListWorkersRequest*,
+                                                            sched::ListWorkersResponse* resp) {
+  const absl::Time now = absl::Now();
+  for (const auto& w : registry_.List()) {
+    auto* out = resp->add_workers();
+    out->set_worker_id(w.id);
+    out->set_address(w.address);
+    for (const auto& m : w.models) out->add_models(m);
+    out->set_live(registry_.IsLive(w, now));
+    out->set_in_flight(w.in_flight);
+    out->set_last_heartbeat_unix_ms(absl::ToUnixMillis(w.last_heartbeat));
+  }
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
+    grpc::CallbackServerContext* ctx, const inf::GenerateRequest* req) {
+  auto [reactor, out] = ServerStream<inf::GenerateEvent>::Create(kRelayCapacity);
+  auto& requests = metrics::Default().GetCounter("sb_scheduler_generate_total",
+                                                 "Generate calls by outcome", {{"outcome", "routed"}});
+  if (req->max_tokens() <= 0) {
+    out->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens must be positive"));
+    return reactor;
+  }
+  if (!registry_.ModelKnown(req->model())) {
+    out->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "model: " + req->model()));
+    return reactor;
+  }
+  auto pick = registry_.Acquire(req->model(), absl::Now());
+  if (!pick) {
+    metrics::Default()
+        .GetCounter("sb_scheduler_generate_total", "Generate calls by outcome",
+                    {{"outcome", "no_worker"}})
+        .Inc();
+    out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                             "no live worker serves model " + req->model()));
+    return reactor;
+  }
+  requests.Inc();
+  auto relay = std::make_shared<Relay>();
+  relay->request = *req;
+  relay->worker_id = pick->worker_id;
+  relay->out = out;
+  auto* stub = StubFor(pick->address);
+  spdlog::info("request_id={} org={} model={} -> worker {}", req->request_id(), req->org_id(),
+               req->model(), pick->worker_id);
+
+  auto canceller = ClientStream<inf::GenerateEvent>::Start(
+      UpstreamDeadline(ctx),
+      [stub, relay](grpc::ClientContext* c, grpc::ClientReadReactor<inf::GenerateEvent>* r) {
+        stub->async()->Generate(c, &relay->request, r);
+      },
+      [relay](inf::GenerateEvent&& e, ClientStream<inf::GenerateEvent>::Next next) {
+        if (e.has_finished()) relay->saw_finished = true;
+        if (!relay->out->Push(std::move(e))) {
+          next(false);  // the caller has gone: cancel the worker's generation
+          return;
+        }
+        relay->ResumeWhenRoom(std::move(next));
+      },
+      [this, relay](const grpc::Status& st) {
+        registry_.Release(relay->worker_id);
+        if (st.ok() && relay->saw_finished) {
+          relay->out->Finish(grpc::Status::OK);
+          return;
+        }
+        if (relay->out->ended()) return;  // the caller cancelled; nothing to report
+        if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+            (st.ok() && !relay->saw_finished)) {
+          registry_.MarkDown(relay->worker_id);
+          spdlog::error("request_id={} worker {} failed mid-generation: {}",
+                        relay->request.request_id(), relay->worker_id, st.error_message());
+          relay->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                          "worker " + relay->worker_id + " failed: " +
+                                              st.error_message()));
+          return;
+        }
+        relay->out->Finish(st);
+      },
+      relay);
+  out->SetOnSpace([relay] { relay->OnSpace(); });
+  out->SetOnCancel([canceller] { canceller->Cancel(); });
+  return reactor;
+}
+
+}  // namespace sb::scheduler

@@ -1,0 +1,67 @@
+// The set of inference workers, their models and their liveness. Time is
+// passed in (no clock inside), so tests advance it by hand.
+//
+// A worker is live while its last heartbeat is younger than `ttl`. Pick()
+// chooses, among live workers serving the model, the one with the fewest
+// requests in flight (as this scheduler counts them), ties by id.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace sb::scheduler {
+
+struct WorkerState {
+  std::string id;
+  std::string address;
+  std::set<std::string> models;
+  int max_concurrency = 0;
+  absl::Time last_heartbeat;
+  int reported_in_flight = 0;
+  int in_flight = 0;  // routed here and not finished
+  bool down = false;  // declared dead (missed heartbeats or failed a stream)
+};
+
+struct Pick {
+  std::string worker_id;
+  std::string address;
+};
+
+class WorkerRegistry {
+ public:
+  explicit WorkerRegistry(absl::Duration ttl) : ttl_(ttl) {}
+
+  void Register(const std::string& id, const std::string& address,
+                const std::vector<std::string>& models, int max_concurrency, absl::Time now);
+  // False when the worker is unknown (or was declared dead): it must
+  // register again.
+  bool Heartbeat(const std::string& id, int in_flight, absl::Time now);
+
+  // True when some registered worker (live or not) serves the model.
+  bool ModelKnown(const std::string& model) const;
+  std::vector<std::string> Models() const;
+
+  // Reserves one in-flight slot on the chosen worker; Release it after.
+  std::optional<Pick> Acquire(const std::string& model, absl::Time now);
+  void Release(const std::string& worker_id);
+  // A stream to the worker failed: stop routing to it until it registers.
+  void MarkDown(const std::string& worker_id);
+
+  // Declares workers whose heartbeats stopped dead; returns their ids.
+  std::vector<std::string> Sweep(absl::Time now);
+  std::vector<WorkerState> List() const;
+  bool IsLive(const WorkerState& w, absl::Time now) const;
+
+ private:
+  absl::Duration ttl_;
+  mutable std::mutex mu_;
+  std::map<std::string, WorkerState> workers_;
+};
+
+}  // namespace sb::scheduler
