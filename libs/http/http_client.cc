@@ -51,7 +51,7 @@ absl::StatusOr<Response> DoExchange(const ClientRequest& req,
       parser.get().body().data = tmp;
       parser.get().body().size = sizeof tmp;
       beast::error_code ec;
-      bhttp::read(stream, buffer, parser, ec);
+      bhttp::read_some(stream, buffer, parser, ec);  // returns with what has arrived
       if (ec == bhttp::error::need_buffer) ec = {};
       if (ec) return absl::UnavailableError("reading response: " + ec.message());
       const size_t n = sizeof tmp - parser.get().body().size;

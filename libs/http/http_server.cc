@@ -183,7 +183,8 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   void DoRespond(int status, const Headers& headers, const std::string& body) {
     std::string out = "HTTP/1.1 " + std::to_string(status) + " " + ReasonPhrase(status) + "\r\n";
     for (const auto& [k, v] : headers) out += k + ": " + v + "\r\n";
-    out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    // A 204 or 304 has no body and must not say it has one (RFC 9110 8.6).
+    if (status != 204 && status != 304) out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     if (!keep_alive_) out += "Connection: close\r\n";
     out += "\r\n";
     if (request_.method != "HEAD") out += body;

@@ -47,6 +47,7 @@ std::vector<conn::StreamEvent> FromPersisted(const cpb::ChatMessage& m, int64_t 
   // One buffer entry per output token: the last delta had offset
   // output_tokens and the end output_tokens + 1.
   const int64_t last = std::max<int64_t>(m.output_tokens(), m.content().empty() ? 0 : 1);
+  if (after_offset > last) return out;  // the client has seen the end: nothing remains
   if (m.status() == "failed") {
     conn::StreamEvent e;
     e.set_offset(last + 1);
@@ -130,14 +131,24 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
     sub->out->Finish(grpc::Status(code, std::string(message.status().message())));
     return;
   }
-  auto exists = redis_.Command({"EXISTS", TokenStreamKey(sub->req.message_id())});
-  if (!exists.ok()) {
+  // The buffer's last entry tells whether it exists and whether the client
+  // has already seen its end.
+  auto last = redis_.Command({"XREVRANGE", TokenStreamKey(sub->req.message_id()), "+", "-", "COUNT", "1"});
+  if (!last.ok() || last->type != RedisReply::Type::kArray) {
     sub->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream buffer unavailable"));
     return;
   }
-  if (exists->integer == 0 && message->status() != "in_progress") {
+  if (last->elements.empty() && message->status() != "in_progress") {
     ServePersisted(*sub, *message);
     return;
+  }
+  if (!last->elements.empty()) {
+    auto entry = ParseStreamEntry(last->elements[0]);
+    if (entry.ok() && entry->kind != StreamEntry::Kind::kDelta &&
+        entry->offset <= sub->req.after_offset()) {
+      sub->out->Finish(grpc::Status::OK);  // the client has seen the end: nothing remains
+      return;
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

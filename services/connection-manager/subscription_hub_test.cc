@@ -32,6 +32,13 @@ TEST(FromPersistedTest, AfterEverythingOnlyTheEnd) {
   EXPECT_TRUE(events[0].has_end());
 }
 
+TEST(FromPersistedTest, AfterTheEndNothingRemains) {
+  EXPECT_TRUE(FromPersisted(Complete("Hello there friend", 3), 4).empty());
+  auto failed = Complete("", 0);
+  failed.set_status("failed");
+  EXPECT_TRUE(FromPersisted(failed, 1).empty());
+}
+
 TEST(FromPersistedTest, MidwayCannotBeSplicedAndSaysSo) {
   auto events = FromPersisted(Complete("Hello there friend", 3), 1);
   ASSERT_EQ(events.size(), 1u);

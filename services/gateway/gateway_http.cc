@@ -381,8 +381,14 @@ class ChatStreamCall : public std::enable_shared_from_this<ChatStreamCall> {
 
   void OnDone(const grpc::Status& st) {
     if (!started_) {
+      if (st.ok()) {
+        // The client's Last-Event-ID was the end: nothing remains. 204 is
+        // what tells an EventSource to stop reconnecting.
+        CountResponse(kRoute, 204);
+        ex_->Respond(204, BaseHeaders(rid_, "text/event-stream"), "");
+        return;
+      }
       absl::Status failure = FromGrpcStatus(st);
-      if (failure.ok()) failure = absl::InternalError("the stream ended without events");
       if (st.error_code() == grpc::StatusCode::NOT_FOUND) {
         failure = absl::NotFoundError("message " + req_.message_id() + " not found");
       }

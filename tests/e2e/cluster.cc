@@ -1,0 +1,119 @@
+#include "e2e/cluster.h"
+
+#include <chrono>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "http/http_client.h"
+#include "sbadmin/admin.h"
+#include "switchboard/scheduler/v1/scheduler.grpc.pb.h"
+
+namespace sb::testing {
+
+const std::vector<std::string>& Cluster::ServiceNames() {
+  static const std::vector<std::string> names = {"gateway", "chat", "connection-manager", "safety",
+                                                 "tenant-scheduler", "inference-worker", "billing"};
+  return names;
+}
+
+absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start() {
+  std::unique_ptr<Cluster> c(new Cluster());
+  auto infra = Infra::Start();
+  if (!infra.ok()) return infra.status();
+  c->infra_ = std::move(*infra);
+  for (const auto& s : ServiceNames()) {
+    c->grpc_ports_[s] = FreePort();
+    c->metrics_ports_[s] = FreePort();
+  }
+  c->http_port_ = FreePort();
+
+  admin::Admin admin(c->infra_->pg_uri());
+  for (const auto& org : {"acme", "globex"}) {
+    if (auto st = admin.CreateOrg(org, org); !st.ok()) return st;
+  }
+  auto key = admin.CreateKey("acme", "");
+  if (!key.ok()) return key.status();
+  c->api_key_ = *key;
+  auto other = admin.CreateKey("globex", "");
+  if (!other.ok()) return other.status();
+  c->other_key_ = *other;
+
+  const std::string pg = "--pg=" + c->infra_->pg_uri();
+  const std::string redis = "--redis_port=" + std::to_string(c->infra_->redis_port());
+  const std::string kafka = "--kafka_brokers=" + c->infra_->kafka();
+  auto addr = [&](const std::string& s) { return c->grpc_address(s); };
+  const std::vector<std::pair<std::string, std::vector<std::string>>> order = {
+      {"safety", {}},
+      {"tenant-scheduler", {"--heartbeat_interval_ms=200", "--worker_ttl_ms=1000"}},
+      {"inference-worker",
+       {"--scheduler_address=" + addr("tenant-scheduler"), kafka, "--tokens_per_second=100",
+        "--worker_id=worker-e2e"}},
+      {"billing", {pg, kafka}},
+      {"chat", {pg, redis, kafka, "--scheduler_address=" + addr("tenant-scheduler"),
+                "--safety_address=" + addr("safety")}},
+      {"connection-manager", {redis, "--chat_address=" + addr("chat")}},
+      {"gateway",
+       {pg, "--http_port=" + std::to_string(c->http_port_), "--safety_address=" + addr("safety"),
+        "--scheduler_address=" + addr("tenant-scheduler"), "--chat_address=" + addr("chat"),
+        "--connection_manager_address=" + addr("connection-manager")}},
+  };
+  for (const auto& [name, flags] : order) {
+    if (auto st = c->StartService(name, flags); !st.ok()) return st;
+  }
+
+  // Ready when the worker is registered and the public port answers.
+  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
+      grpc::CreateChannel(c->grpc_address("tenant-scheduler"), grpc::InsecureChannelCredentials()));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool ready = false;
+  while (!ready && std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    switchboard::scheduler::v1::ListWorkersResponse resp;
+    auto st = scheduler->ListWorkers(&ctx, {}, &resp);
+    auto health = http::Fetch({.port = c->http_port_, .target = "/healthz"});
+    ready = st.ok() && resp.workers_size() > 0 && resp.workers(0).live() && health.ok() &&
+            health->status == 200;
+    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!ready) return absl::UnavailableError("cluster not ready:\n" + c->Logs());
+  return c;
+}
+
+absl::Status Cluster::StartService(const std::string& name, std::vector<std::string> flags) {
+  std::vector<std::string> argv = {Infra::BuildDir() + "/services/" + name + "/" + name,
+                                   "--grpc_port=" + std::to_string(grpc_ports_[name]),
+                                   "--metrics_port=" + std::to_string(metrics_ports_[name]),
+                                   "--drain_seconds=2"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  processes_.emplace(name, Process(name, argv, infra_->dir() + "/" + name + ".log"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = http::Fetch({.port = metrics_ports_[name], .target = "/healthz",
+                          .timeout = std::chrono::milliseconds(500)});
+    if (r.ok() && r->status == 200) return absl::OkStatus();
+    if (!processes_.at(name).running()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::UnavailableError(name + " did not start:\n" +
+                                Tail(infra_->dir() + "/" + name + ".log", 30));
+}
+
+std::string Cluster::Logs(int lines) const {
+  std::string out;
+  for (const auto& s : ServiceNames()) {
+    out += "--- " + s + "\n" + Tail(infra_->dir() + "/" + s + ".log", lines);
+  }
+  return out;
+}
+
+Cluster::~Cluster() {
+  // Front to back, so that nothing is left waiting on a stopped backend.
+  for (const auto& s : ServiceNames()) {
+    auto it = processes_.find(s);
+    if (it != processes_.end()) it->second.Stop(5000);
+  }
+}
+
+}  // namespace sb::testing

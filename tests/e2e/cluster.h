@@ -1,0 +1,47 @@
+// The whole platform for end-to-end tests: PostgreSQL, Redis and the dev
+// broker (support/infra.h) and the seven service binaries, each on free
+// loopback ports, with an org and API key seeded. Logs go to the cluster's
+// temporary directory; set SB_KEEP_TEST_DIRS=1 to keep them.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "support/infra.h"
+#include "support/process.h"
+
+namespace sb::testing {
+
+class Cluster {
+ public:
+  static absl::StatusOr<std::unique_ptr<Cluster>> Start();
+  ~Cluster();
+
+  static const std::vector<std::string>& ServiceNames();
+  int http_port() const { return http_port_; }
+  int grpc_port(const std::string& service) const { return grpc_ports_.at(service); }
+  std::string grpc_address(const std::string& service) const {
+    return "127.0.0.1:" + std::to_string(grpc_port(service));
+  }
+  int metrics_port(const std::string& service) const { return metrics_ports_.at(service); }
+  const std::string& api_key() const { return api_key_; }        // org "acme"
+  const std::string& other_api_key() const { return other_key_; }  // org "globex"
+  Infra& infra() { return *infra_; }
+  Process& process(const std::string& service) { return processes_.at(service); }
+  // The last lines of every service's log, for failure messages.
+  std::string Logs(int lines = 30) const;
+
+ private:
+  Cluster() = default;
+  absl::Status StartService(const std::string& name, std::vector<std::string> flags);
+
+  std::unique_ptr<Infra> infra_;
+  std::map<std::string, int> grpc_ports_, metrics_ports_;
+  std::map<std::string, Process> processes_;
+  int http_port_ = 0;
+  std::string api_key_, other_key_;
+};
+
+}  // namespace sb::testing

@@ -1,0 +1,450 @@
+// End-to-end: the real cluster (PostgreSQL, Redis, the dev broker, seven
+// binaries) on loopback, driven the way clients drive it: HTTP for the
+// public API, gRPC for operators.
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "core/ulid.h"
+#include "e2e/cluster.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "http/http_client.h"
+#include "switchboard/billing/v1/billing.grpc.pb.h"
+
+namespace sb::testing {
+namespace {
+
+using nlohmann::json;
+
+Cluster* g_cluster = nullptr;
+
+class ClusterEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    auto c = Cluster::Start();
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+    g_cluster = cluster_.get();
+  }
+  void TearDown() override {
+    g_cluster = nullptr;
+    cluster_.reset();
+  }
+
+ private:
+  std::unique_ptr<Cluster> cluster_;
+};
+
+struct SseEvent {
+  std::string id;
+  std::string event;
+  json data;
+};
+
+// Parses a complete SSE body into events.
+std::vector<SseEvent> ParseSse(const std::string& body) {
+  std::vector<SseEvent> out;
+  size_t pos = 0;
+  while (true) {
+    const size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    SseEvent e;
+    std::string block = body.substr(pos, end - pos);
+    pos = end + 2;
+    size_t lp = 0;
+    while (lp <= block.size()) {
+      size_t nl = block.find('\n', lp);
+      if (nl == std::string::npos) nl = block.size();
+      const std::string line = block.substr(lp, nl - lp);
+      if (line.rfind("id: ", 0) == 0) e.id = line.substr(4);
+      if (line.rfind("event: ", 0) == 0) e.event = line.substr(7);
+      if (line.rfind("data: ", 0) == 0) e.data = json::parse(line.substr(6));
+      lp = nl + 1;
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+http::Response Post(const std::string& target, const std::string& body,
+                    const std::string& key = "") {
+  auto r = http::Fetch({.port = g_cluster->http_port(),
+                        .method = "POST",
+                        .target = target,
+                        .headers = {{"x-api-key", key.empty() ? g_cluster->api_key() : key},
+                                    {"anthropic-version", "2023-06-01"},
+                                    {"content-type", "application/json"}},
+                        .body = body});
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : http::Response{};
+}
+
+http::Response Get(const std::string& target, http::Headers extra = {}, const std::string& key = "") {
+  extra.emplace_back("x-api-key", key.empty() ? g_cluster->api_key() : key);
+  auto r = http::Fetch({.port = g_cluster->http_port(), .target = target, .headers = extra});
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : http::Response{};
+}
+
+std::string MessagesBody(const std::string& prompt, bool stream, int max_tokens = 200,
+                         const std::string& model = "sim-small") {
+  return json({{"model", model},
+               {"max_tokens", max_tokens},
+               {"stream", stream},
+               {"messages", {{{"role", "user"}, {"content", prompt}}}}})
+      .dump();
+}
+
+void ExpectError(const http::Response& r, int status, const std::string& type) {
+  EXPECT_EQ(r.status, status) << r.body;
+  json j = json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.body;
+  EXPECT_EQ(j["type"], "error") << r.body;
+  EXPECT_EQ(j["error"]["type"], type) << r.body;
+  EXPECT_TRUE(j["error"]["message"].is_string());
+  EXPECT_FALSE(r.headers.at("request-id").empty());
+}
+
+switchboard::billing::v1::GetUsageResponse UsageFor(const std::string& org,
+                                                    const std::string& request_id) {
+  auto billing = switchboard::billing::v1::Billing::NewStub(
+      grpc::CreateChannel(g_cluster->grpc_address("billing"), grpc::InsecureChannelCredentials()));
+  switchboard::billing::v1::GetUsageResponse resp;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    switchboard::billing::v1::GetUsageRequest req;
+    req.set_org_id(org);
+    req.set_request_id(request_id);
+    resp.Clear();
+    if (billing->GetUsage(&ctx, req, &resp).ok() && resp.records_size() > 0) return resp;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return resp;
+}
+
+// 1. Streaming: the exact event sequence, the same text as without
+// streaming, and usage equal to what the worker counted.
+TEST(MessagesApiTest, StreamingEventSequenceMatchesNonStreamedReply) {
+  auto streamed = Post("/v1/messages", MessagesBody("Tell me about fair queues", true));
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  EXPECT_EQ(streamed.headers["content-type"].rfind("text/event-stream", 0), 0u);
+  auto events = ParseSse(streamed.body);
+  ASSERT_GE(events.size(), 6u) << streamed.body;
+
+  std::vector<std::string> kinds;
+  for (const auto& e : events) {
+    EXPECT_EQ(e.event, e.data["type"]) << "event name and data type agree";
+    if (kinds.empty() || kinds.back() != e.event || e.event != "content_block_delta") {
+      kinds.push_back(e.event);
+    }
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{"message_start", "content_block_start",
+                                             "content_block_delta", "content_block_stop",
+                                             "message_delta", "message_stop"}))
+      << streamed.body;
+
+  std::string text;
+  int deltas = 0;
+  for (const auto& e : events) {
+    if (e.event != "content_block_delta") continue;
+    EXPECT_EQ(e.data["delta"]["type"], "text_delta");
+    text += e.data["delta"]["text"].get<std::string>();
+    ++deltas;
+  }
+  const json& start = events[0].data["message"];
+  EXPECT_EQ(start["role"], "assistant");
+  EXPECT_EQ(start["model"], "sim-small");
+  EXPECT_TRUE(start["id"].get<std::string>().rfind("msg_", 0) == 0);
+  const json& delta = events[events.size() - 2].data;
+  EXPECT_EQ(delta["delta"]["stop_reason"], "end_turn");
+  EXPECT_EQ(delta["usage"]["output_tokens"], deltas);  // one delta per token
+
+  auto whole = Post("/v1/messages", MessagesBody("Tell me about fair queues", false));
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  json j = json::parse(whole.body);
+  EXPECT_EQ(j["content"][0]["text"], text);
+  EXPECT_EQ(j["usage"]["output_tokens"], deltas);
+
+  // The worker's own count, as metered into the ledger.
+  auto usage = UsageFor("acme", streamed.headers["request-id"]);
+  ASSERT_EQ(usage.records_size(), 1) << g_cluster->Logs();
+  EXPECT_EQ(usage.records(0).output_tokens(), deltas);
+  EXPECT_EQ(usage.records(0).input_tokens(), start["usage"]["input_tokens"].get<int>());
+}
+
+// 2. The whole-response shape.
+TEST(MessagesApiTest, NonStreamingResponseShape) {
+  auto r = Post("/v1/messages", MessagesBody("hello", false, 5));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.headers["content-type"], "application/json");
+  EXPECT_FALSE(r.headers["request-id"].empty());
+  json j = json::parse(r.body);
+  EXPECT_TRUE(j["id"].get<std::string>().rfind("msg_", 0) == 0);
+  EXPECT_EQ(j["type"], "message");
+  EXPECT_EQ(j["role"], "assistant");
+  EXPECT_EQ(j["model"], "sim-small");
+  ASSERT_EQ(j["content"].size(), 1u);
+  EXPECT_EQ(j["content"][0]["type"], "text");
+  EXPECT_FALSE(j["content"][0]["text"].get<std::string>().empty());
+  EXPECT_EQ(j["stop_reason"], "max_tokens");
+  EXPECT_TRUE(j["stop_sequence"].is_null());
+  EXPECT_EQ(j["usage"]["output_tokens"], 5);
+  EXPECT_EQ(j["usage"]["input_tokens"], 1);
+}
+
+// 3. Errors in the error format with the right status codes.
+TEST(MessagesApiTest, ErrorsUseTheErrorFormat) {
+  ExpectError(Post("/v1/messages", MessagesBody("hi", false), "sk-sb-not-a-key"), 401,
+              "authentication_error");
+  {
+    auto r = http::Fetch({.port = g_cluster->http_port(), .method = "POST", .target = "/v1/messages",
+                          .body = MessagesBody("hi", false)});
+    ASSERT_TRUE(r.ok());
+    ExpectError(*r, 401, "authentication_error");
+  }
+  ExpectError(Post("/v1/messages", "{\"model\": \"sim-small\", "), 400, "invalid_request_error");
+  auto missing = Post("/v1/messages",
+                      R"({"model":"sim-small","messages":[{"role":"user","content":"hi"}]})");
+  ExpectError(missing, 400, "invalid_request_error");
+  EXPECT_NE(missing.body.find("max_tokens"), std::string::npos);
+  ExpectError(Post("/v1/messages", MessagesBody("hi", false, 10, "no-such-model")), 404,
+              "not_found_error");
+  ExpectError(Post("/v1/messages", MessagesBody("hi", true, 10, "no-such-model")), 404,
+              "not_found_error");
+  ExpectError(Get("/v1/nothing-here"), 404, "not_found_error");
+}
+
+TEST(MessagesApiTest, SafetyBlocksPersonalDataInTheInput) {
+  auto r = Post("/v1/messages", MessagesBody("my card is 4111 1111 1111 1111", true));
+  ExpectError(r, 400, "invalid_request_error");
+  EXPECT_NE(r.body.find("payment card"), std::string::npos) << r.body;
+}
+
+TEST(MessagesApiTest, ClientDisconnectCancelsAndMetersWhatWasGenerated) {
+  std::string seen;
+  std::string rid;
+  auto r = http::FetchStreaming(
+      {.port = g_cluster->http_port(),
+       .method = "POST",
+       .target = "/v1/messages",
+       .headers = {{"x-api-key", g_cluster->api_key()}, {"content-type", "application/json"}},
+       .body = MessagesBody("a long one please", true, 4000, "sim-small")},
+      [&](std::string_view d) {
+        seen.append(d);
+        return seen.find("content_block_delta") == std::string::npos;  // leave after the first token
+      });
+  ASSERT_TRUE(r.ok()) << r.status();
+  rid = r->headers["request-id"];
+  auto usage = UsageFor("acme", rid);
+  ASSERT_EQ(usage.records_size(), 1) << g_cluster->Logs();
+  // Cancelled early: far fewer than the natural length of the reply.
+  EXPECT_GE(usage.records(0).output_tokens(), 1);
+  EXPECT_LT(usage.records(0).output_tokens(), 52);
+}
+
+// 4. Chat: create, send, stream, drop mid-stream, resume with
+// Last-Event-ID: no gap, no duplicate; the history lists both messages.
+TEST(ChatTest, ResumableStreamAndHistory) {
+  auto created = Post("/v1/conversations", R"({"model":"sim-small","title":"resume test"})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string cid = json::parse(created.body)["id"];
+  EXPECT_TRUE(IsValidUlid(cid));
+
+  auto sent = Post("/v1/conversations/" + cid + "/messages",
+                   R"({"content":"tell me a long story","client_message_id":"c-1"})");
+  ASSERT_EQ(sent.status, 202) << sent.body;
+  json s = json::parse(sent.body);
+  const std::string mid = s["assistant_message_id"];
+  const std::string url = s["stream_url"];
+  EXPECT_EQ(url, "/v1/conversations/" + cid + "/messages/" + mid + "/stream");
+
+  // First connection: leave after three deltas.
+  std::string first_body;
+  auto first = http::FetchStreaming(
+      {.port = g_cluster->http_port(), .target = url, .headers = {{"x-api-key", g_cluster->api_key()}}},
+      [&](std::string_view d) {
+        first_body.append(d);
+        int n = 0;
+        for (size_t p = 0; (p = first_body.find("event: content_block_delta", p)) != std::string::npos; ++p) ++n;
+        return n < 3;
+      });
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->status, 200);
+  // Keep only complete events, as a client does.
+  first_body = first_body.substr(0, first_body.rfind("\n\n") + 2);
+  auto part1 = ParseSse(first_body);
+  ASSERT_GE(part1.size(), 3u);
+  ASSERT_NE(part1.back().event, "message_stop") << "the first connection must leave mid-stream";
+  EXPECT_EQ(part1[0].event, "message_start");
+  EXPECT_EQ(part1[0].id, mid + ":0");
+  std::string last_id;
+  std::string text;
+  std::vector<int64_t> offsets;
+  for (const auto& e : part1) {
+    last_id = e.id;
+    if (e.event == "content_block_delta") {
+      text += e.data["delta"]["text"].get<std::string>();
+      offsets.push_back(std::stoll(e.id.substr(e.id.find(':') + 1)));
+    }
+  }
+
+  // Reconnect with Last-Event-ID.
+  auto second = Get(url, {{"last-event-id", last_id}});
+  ASSERT_EQ(second.status, 200) << second.body;
+  auto part2 = ParseSse(second.body);
+  ASSERT_FALSE(part2.empty());
+  EXPECT_NE(part2[0].event, "message_start") << "a resumed stream continues, it does not restart";
+  for (const auto& e : part2) {
+    if (e.event == "content_block_delta") {
+      text += e.data["delta"]["text"].get<std::string>();
+      offsets.push_back(std::stoll(e.id.substr(e.id.find(':') + 1)));
+    }
+  }
+  EXPECT_EQ(part2.back().event, "message_stop");
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    ASSERT_EQ(offsets[i], static_cast<int64_t>(i + 1)) << "gap or duplicate at " << i;
+  }
+
+  // Resuming after the end: nothing remains, and 204 tells an EventSource
+  // to stop reconnecting.
+  auto after_end = Get(url, {{"last-event-id", part2.back().id}});
+  EXPECT_EQ(after_end.status, 204) << after_end.body;
+  EXPECT_EQ(after_end.body, "");
+
+  // The same client_message_id again is the same message, not a new turn.
+  auto again = Post("/v1/conversations/" + cid + "/messages",
+                    R"({"content":"tell me a long story","client_message_id":"c-1"})");
+  ASSERT_EQ(again.status, 202);
+  EXPECT_EQ(json::parse(again.body)["assistant_message_id"], mid);
+
+  // A bad Last-Event-ID is a clear 400.
+  ExpectError(Get(url, {{"last-event-id", "someone-else:3"}}), 400, "invalid_request_error");
+
+  // The history: both messages, in ULID order, the reply complete and equal
+  // to what was streamed.
+  json history;
+  for (int i = 0; i < 50; ++i) {
+    history = json::parse(Get("/v1/conversations/" + cid + "/messages").body);
+    if (history["data"].size() == 2 && history["data"][1]["status"] == "complete") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(history["data"].size(), 2u) << history.dump();
+  const json& user = history["data"][0];
+  const json& reply = history["data"][1];
+  EXPECT_EQ(user["role"], "user");
+  EXPECT_EQ(user["content"], "tell me a long story");
+  EXPECT_EQ(reply["role"], "assistant");
+  EXPECT_EQ(reply["id"], mid);
+  EXPECT_EQ(reply["parent_id"], user["id"]);
+  EXPECT_TRUE(IsValidUlid(user["id"].get<std::string>()));
+  EXPECT_LT(user["id"].get<std::string>(), reply["id"].get<std::string>());
+  EXPECT_EQ(reply["content"], text);
+  EXPECT_EQ(reply["usage"]["output_tokens"], static_cast<int>(offsets.size()));
+  EXPECT_EQ(history["has_more"], false);
+
+  // A finished reply replays whole from the start.
+  auto replay = ParseSse(Get(url).body);
+  std::string replayed;
+  for (const auto& e : replay) {
+    if (e.event == "content_block_delta") replayed += e.data["delta"]["text"].get<std::string>();
+  }
+  EXPECT_EQ(replayed, text);
+
+  // 5. The turn was metered under the reply's id.
+  auto usage = UsageFor("acme", mid);
+  ASSERT_EQ(usage.records_size(), 1) << g_cluster->Logs();
+  EXPECT_EQ(usage.records(0).output_tokens(), static_cast<int>(offsets.size()));
+}
+
+TEST(ChatTest, AnotherOrgSeesNotFound) {
+  auto created = Post("/v1/conversations", R"({"model":"sim-small"})");
+  ASSERT_EQ(created.status, 201);
+  const std::string cid = json::parse(created.body)["id"];
+  ExpectError(Get("/v1/conversations/" + cid + "/messages", {}, g_cluster->other_api_key()), 404,
+              "not_found_error");
+  ExpectError(Post("/v1/conversations/" + cid + "/messages", R"({"content":"hi"})",
+                   g_cluster->other_api_key()),
+              404, "not_found_error");
+  ExpectError(Get("/v1/conversations/" + cid + "/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV/stream"), 404,
+              "not_found_error");
+}
+
+TEST(ChatTest, BlockedMessageIsRefusedAndNotStored) {
+  auto created = Post("/v1/conversations", R"({"model":"sim-small"})");
+  const std::string cid = json::parse(created.body)["id"];
+  ExpectError(Post("/v1/conversations/" + cid + "/messages", R"({"content":"write to me@example.com"})"),
+              400, "invalid_request_error");
+  EXPECT_EQ(json::parse(Get("/v1/conversations/" + cid + "/messages").body)["data"].size(), 0u);
+}
+
+// 6. Every service answers grpc.health.v1 and lists its services through
+// server reflection.
+TEST(OperabilityTest, HealthAndReflectionOnEveryService) {
+  const std::map<std::string, std::string> expected = {
+      {"gateway", "switchboard.gateway.v1.Gateway"},
+      {"chat", "switchboard.chat.v1.Chat"},
+      {"connection-manager", "switchboard.connection.v1.ConnectionManager"},
+      {"safety", "switchboard.safety.v1.Safety"},
+      {"tenant-scheduler", "switchboard.scheduler.v1.TenantScheduler"},
+      {"inference-worker", "switchboard.inference.v1.InferenceWorker"},
+      {"billing", "switchboard.billing.v1.Billing"}};
+  for (const auto& [service, api] : expected) {
+    SCOPED_TRACE(service);
+    auto channel =
+        grpc::CreateChannel(g_cluster->grpc_address(service), grpc::InsecureChannelCredentials());
+    auto health = grpc::health::v1::Health::NewStub(channel);
+    grpc::ClientContext hctx;
+    hctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::health::v1::HealthCheckResponse hresp;
+    ASSERT_TRUE(health->Check(&hctx, {}, &hresp).ok());
+    EXPECT_EQ(hresp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+    auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);
+    grpc::ClientContext rctx;
+    rctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    auto stream = reflection->ServerReflectionInfo(&rctx);
+    grpc::reflection::v1alpha::ServerReflectionRequest list;
+    list.set_list_services("");
+    ASSERT_TRUE(stream->Write(list));
+    grpc::reflection::v1alpha::ServerReflectionResponse resp;
+    ASSERT_TRUE(stream->Read(&resp));
+    std::set<std::string> names;
+    for (const auto& s : resp.list_services_response().service()) names.insert(s.name());
+    EXPECT_TRUE(names.count(api)) << "missing " << api;
+    EXPECT_TRUE(names.count("grpc.health.v1.Health"));
+
+    // grpcurl's `describe`: the descriptor of the service is served too.
+    grpc::reflection::v1alpha::ServerReflectionRequest describe;
+    describe.set_file_containing_symbol(api);
+    ASSERT_TRUE(stream->Write(describe));
+    ASSERT_TRUE(stream->Read(&resp));
+    EXPECT_GT(resp.file_descriptor_response().file_descriptor_proto_size(), 0);
+    stream->WritesDone();
+    stream->Finish();
+  }
+}
+
+TEST(OperabilityTest, MetricsInPrometheusFormatOnEveryService) {
+  for (const auto& service : Cluster::ServiceNames()) {
+    auto r = http::Fetch({.port = g_cluster->metrics_port(service), .target = "/metrics"});
+    ASSERT_TRUE(r.ok()) << service;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_NE(r->body.find("# TYPE sb_build_info gauge"), std::string::npos) << service;
+  }
+}
+
+}  // namespace
+}  // namespace sb::testing
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::AddGlobalTestEnvironment(new sb::testing::ClusterEnvironment());
+  return RUN_ALL_TESTS();
+}

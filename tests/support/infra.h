@@ -1,0 +1,52 @@
+// Real backing services for integration and end-to-end tests, each on a
+// free loopback port with its data in a fresh temporary directory:
+// PostgreSQL (initdb'd, migrated), Redis (no persistence) and the dev
+// Kafka-protocol broker. Everything is stopped and deleted on destruction.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "support/process.h"
+
+namespace sb::testing {
+
+struct InfraOptions {
+  bool postgres = true;
+  bool redis = true;
+  bool kafka = true;
+};
+
+class Infra {
+ public:
+  static absl::StatusOr<std::unique_ptr<Infra>> Start(InfraOptions options = {});
+  ~Infra();
+
+  const std::string& dir() const { return dir_; }
+  std::string pg_uri() const;
+  int pg_port() const { return pg_port_; }
+  int redis_port() const { return redis_port_; }
+  const std::string& kafka() const { return kafka_; }
+  // Where binaries are: the build tree.
+  static std::string BuildDir();
+  static std::string SourceDir();
+
+  // Stops PostgreSQL (to test outages) and starts it again.
+  absl::Status StopPostgres();
+  absl::Status StartPostgres();
+
+ private:
+  Infra() = default;
+  absl::Status InitPostgres();
+
+  std::string dir_;
+  int pg_port_ = 0;
+  int redis_port_ = 0;
+  std::string kafka_;
+  bool pg_running_ = false;
+  Process redis_;
+  Process broker_;
+};
+
+}  // namespace sb::testing
