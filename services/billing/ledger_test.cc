@@ -1,0 +1,214 @@
+// The ledger and the metering consumer against a real PostgreSQL and the
+// dev Kafka-protocol broker, both started for this suite.
+#include <chrono>
+#include <thread>
+
+#include "billing/ledger.h"
+#include "billing/metering_consumer.h"
+#include "core/metrics.h"
+#include "gtest/gtest.h"
+#include "storage/kafka.h"
+#include "support/infra.h"
+
+namespace sb::billing {
+namespace {
+
+namespace bpb = switchboard::billing::v1;
+using sb::testing::Infra;
+
+Infra* g_infra = nullptr;
+
+class Environment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    auto infra = Infra::Start({.postgres = true, .redis = false, .kafka = true});
+    ASSERT_TRUE(infra.ok()) << infra.status();
+    infra_ = std::move(*infra);
+    g_infra = infra_.get();
+  }
+  void TearDown() override {
+    g_infra = nullptr;
+    infra_.reset();
+  }
+
+ private:
+  std::unique_ptr<Infra> infra_;
+};
+
+bpb::UsageEvent Event(const std::string& org, const std::string& request_id, int in, int out,
+                      int64_t at_ms = 1'795'000'000'000) {
+  bpb::UsageEvent e;
+  e.set_request_id(request_id);
+  e.set_org_id(org);
+  e.set_model("sim-small");
+  e.set_worker_id("w1");
+  e.set_source("api");
+  e.set_input_tokens(in);
+  e.set_output_tokens(out);
+  e.set_stop_reason("end_turn");
+  e.set_at_unix_ms(at_ms);
+  return e;
+}
+
+bpb::GetUsageResponse Usage(Ledger& ledger, const std::string& org, const std::string& request_id = "") {
+  bpb::GetUsageRequest req;
+  req.set_org_id(org);
+  req.set_request_id(request_id);
+  auto r = ledger.Query(req);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : bpb::GetUsageResponse();
+}
+
+class LedgerTest : public ::testing::Test {
+ protected:
+  LedgerTest() : pg_(g_infra->pg_uri(), 2), ledger_(pg_) {}
+  PgPool pg_;
+  Ledger ledger_;
+};
+
+TEST_F(LedgerTest, ARedeliveredEventCountsOnceAndTheOffsetStillMoves) {
+  const KafkaPosition first{"billing", "usage.events", 0, 5};
+  auto inserted = ledger_.Record(Event("org-dup", "req-1", 10, 20), first);
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  EXPECT_TRUE(*inserted);
+  // The same request again (a producer retry lands at a later offset).
+  auto again = ledger_.Record(Event("org-dup", "req-1", 10, 20), {"billing", "usage.events", 0, 6});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(*again);
+
+  auto usage = Usage(ledger_, "org-dup");
+  EXPECT_EQ(usage.requests(), 1);
+  EXPECT_EQ(usage.total_input_tokens(), 10);
+  EXPECT_EQ(usage.total_output_tokens(), 20);
+  ASSERT_EQ(usage.records_size(), 1);
+  EXPECT_EQ(usage.records(0).request_id(), "req-1");
+  EXPECT_EQ(usage.records(0).at_unix_ms(), 1'795'000'000'000);
+
+  // The hourly roll-up counted it once too.
+  auto hourly = pg_.Run<int64_t>([](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    return tx.exec1("SELECT requests FROM usage_hourly WHERE org_id = 'org-dup'")[0].as<int64_t>();
+  });
+  ASSERT_TRUE(hourly.ok()) << hourly.status();
+  EXPECT_EQ(*hourly, 1);
+
+  auto next = ledger_.NextOffset("billing", "usage.events", 0);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->value_or(-1), 7);
+}
+
+TEST_F(LedgerTest, QueriesFilterByOrgRequestAndTime) {
+  const KafkaPosition pos{"ledger-query", "usage.events", 1, 0};
+  ASSERT_TRUE(ledger_.Record(Event("org-q", "q-1", 1, 2, 1000), pos).ok());
+  ASSERT_TRUE(ledger_.Record(Event("org-q", "q-2", 3, 4, 2000), pos).ok());
+  ASSERT_TRUE(ledger_.Record(Event("org-other", "q-3", 100, 100, 1500), pos).ok());
+
+  EXPECT_EQ(Usage(ledger_, "org-q").requests(), 2);
+  auto one = Usage(ledger_, "org-q", "q-2");
+  EXPECT_EQ(one.requests(), 1);
+  EXPECT_EQ(one.total_output_tokens(), 4);
+  // Another org's request id is not visible.
+  EXPECT_EQ(Usage(ledger_, "org-q", "q-3").requests(), 0);
+
+  bpb::GetUsageRequest window;
+  window.set_org_id("org-q");
+  window.set_since_unix_ms(1500);
+  window.set_until_unix_ms(2500);
+  auto w = ledger_.Query(window);
+  ASSERT_TRUE(w.ok());
+  ASSERT_EQ(w->records_size(), 1);
+  EXPECT_EQ(w->records(0).request_id(), "q-2");
+}
+
+TEST_F(LedgerTest, UnknownPartitionHasNoOffsetAndSkipMovesIt) {
+  auto none = ledger_.NextOffset("skip-group", "usage.events", 3);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE(ledger_.Skip({"skip-group", "usage.events", 3, 41}).ok());
+  auto next = ledger_.NextOffset("skip-group", "usage.events", 3);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->value_or(-1), 42);
+}
+
+TEST_F(LedgerTest, AnOutageIsAnErrorNotACrash) {
+  ASSERT_TRUE(g_infra->StopPostgres().ok());
+  auto r = ledger_.Record(Event("org-outage", "o-1", 1, 1), {"g", "t", 0, 0});
+  ASSERT_TRUE(g_infra->StartPostgres().ok());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  // The pool reconnects afterwards.
+  auto again = ledger_.Record(Event("org-outage", "o-1", 1, 1), {"g", "t", 0, 0});
+  EXPECT_TRUE(again.ok()) << again.status();
+}
+
+// Waits until `org` has `requests` ledger rows; false on timeout.
+bool WaitForRequests(Ledger& ledger, const std::string& org, int64_t requests) {
+  for (int i = 0; i < 300; ++i) {
+    if (Usage(ledger, org).requests() >= requests) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+TEST(MeteringConsumerTest, EveryEventOnceAcrossRedeliveryMalformedInputAndRestart) {
+  PgPool pg(g_infra->pg_uri(), 2);
+  Ledger ledger(pg);
+  const std::string topic = "usage.events";
+  auto producer = KafkaProducer::Create(g_infra->kafka());
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  auto produce = [&](const bpb::UsageEvent& e) {
+    ASSERT_TRUE((*producer)->Produce(topic, e.request_id(), e.SerializeAsString()).ok());
+  };
+  produce(Event("org-consume", "c-1", 5, 7));
+  produce(Event("org-consume", "c-2", 6, 8));
+  produce(Event("org-consume", "c-1", 5, 7));  // the worker retried: same request_id
+  ASSERT_TRUE((*producer)->Produce(topic, "junk", "\xff\xff not a protobuf").ok());
+  produce(Event("org-consume", "c-3", 1, 1));
+  ASSERT_TRUE((*producer)->Flush(std::chrono::seconds(10)).ok());
+
+  {
+    MeteringConsumer consumer(ledger, g_infra->kafka(), "billing-test", topic);
+    ASSERT_TRUE(consumer.Start().ok());
+    ASSERT_TRUE(WaitForRequests(ledger, "org-consume", 3));
+    // Give a duplicate that would be wrongly counted time to arrive.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  auto usage = Usage(ledger, "org-consume");
+  EXPECT_EQ(usage.requests(), 3);
+  EXPECT_EQ(usage.total_input_tokens(), 12);
+  EXPECT_EQ(usage.total_output_tokens(), 16);
+
+  // A new consumer in the same group resumes from the ledger's offsets:
+  // nothing is counted twice, and what arrived meanwhile is counted.
+  produce(Event("org-consume", "c-4", 2, 3));
+  ASSERT_TRUE((*producer)->Flush(std::chrono::seconds(10)).ok());
+  {
+    MeteringConsumer consumer(ledger, g_infra->kafka(), "billing-test", topic);
+    ASSERT_TRUE(consumer.Start().ok());
+    ASSERT_TRUE(WaitForRequests(ledger, "org-consume", 4));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  usage = Usage(ledger, "org-consume");
+  EXPECT_EQ(usage.requests(), 4);
+  EXPECT_EQ(usage.total_input_tokens(), 14);
+  EXPECT_EQ(usage.total_output_tokens(), 19);
+  // The second consumer did not re-read the first one's events: the one
+  // duplicate and the one malformed message were each seen exactly once.
+  auto outcome = [](const std::string& o) {
+    return metrics::Default()
+        .GetCounter("sb_billing_events_total", "Usage events by outcome", {{"outcome", o}})
+        .Value();
+  };
+  EXPECT_EQ(outcome("recorded"), 4);
+  EXPECT_EQ(outcome("duplicate"), 1);
+  EXPECT_EQ(outcome("malformed"), 1);
+}
+
+}  // namespace
+}  // namespace sb::billing
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::AddGlobalTestEnvironment(new sb::billing::Environment);
+  return RUN_ALL_TESTS();
+}
