@@ -1,0 +1,72 @@
+// Per-token and per-request costs on the gateway's path, to compare with
+// each other (the machines are shared: read ratios, not absolutes).
+//
+//   ninja -C build hot_paths_bench && build/bench/hot_paths_bench
+#include <string>
+
+#include <benchmark/benchmark.h>
+
+#include "core/metrics.h"
+#include "core/ulid.h"
+#include "gateway/messages_api.h"
+#include "safety/pii.h"
+
+namespace {
+
+// One streamed token framed as an Anthropic content_block_delta event.
+void BM_SseTextDelta(benchmark::State& state) {
+  const std::string token = " ledger";
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(sb::gateway::TextDeltaEvent(token, "01JD0000000000000000000000:42"));
+  }
+}
+BENCHMARK(BM_SseTextDelta);
+
+// The output safety check sees a sliding window of recent text per token.
+void BM_PiiScanWindow(benchmark::State& state) {
+  std::string window;
+  while (window.size() < static_cast<size_t>(state.range(0))) {
+    window += "the quick brown fox mails nobody at 4111 and jumps ";
+  }
+  window.resize(state.range(0));
+  for (auto _ : state) benchmark::DoNotOptimize(sb::safety::FindPii(window));
+  state.SetBytesProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_PiiScanWindow)->Arg(64)->Arg(256)->Arg(1024);
+
+void BM_ParseMessagesRequest(benchmark::State& state) {
+  const std::string body =
+      R"({"model":"sim-small","max_tokens":256,"stream":true,"system":"be brief",)"
+      R"("messages":[{"role":"user","content":"hello there"},)"
+      R"({"role":"assistant","content":[{"type":"text","text":"hi, how can I help?"}]},)"
+      R"({"role":"user","content":"tell me about ledgers"}]})";
+  for (auto _ : state) benchmark::DoNotOptimize(sb::gateway::ParseMessagesRequest(body));
+}
+BENCHMARK(BM_ParseMessagesRequest);
+
+void BM_UlidNext(benchmark::State& state) {
+  sb::UlidGenerator ids;
+  const absl::Time now = absl::Now();
+  for (auto _ : state) benchmark::DoNotOptimize(ids.Next(now));
+}
+BENCHMARK(BM_UlidNext);
+
+void BM_CounterInc(benchmark::State& state) {
+  auto& c = sb::metrics::Default().GetCounter("bench_total", "bench");
+  for (auto _ : state) c.Inc();
+}
+BENCHMARK(BM_CounterInc)->Threads(1)->Threads(2);
+
+void BM_HistogramObserve(benchmark::State& state) {
+  auto& h = sb::metrics::Default().GetHistogram("bench_seconds", "bench");
+  double v = 0.001;
+  for (auto _ : state) {
+    h.Observe(v);
+    v = v > 10 ? 0.001 : v * 1.7;
+  }
+}
+BENCHMARK(BM_HistogramObserve)->Threads(1)->Threads(2);
+
+}  // namespace
+
+BENCHMARK_MAIN();
