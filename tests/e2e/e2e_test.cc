@@ -2,6 +2,7 @@
 // binaries) on loopback, driven the way clients drive it: HTTP for the
 // public API, gRPC for operators.
 #include <chrono>
+#include <filesystem>
 #include <set>
 #include <thread>
 
@@ -382,6 +383,20 @@ TEST(ChatTest, BlockedMessageIsRefusedAndNotStored) {
   ExpectError(Post("/v1/conversations/" + cid + "/messages", R"({"content":"write to me@example.com"})"),
               400, "invalid_request_error");
   EXPECT_EQ(json::parse(Get("/v1/conversations/" + cid + "/messages").body)["data"].size(), 0u);
+}
+
+// The official Anthropic TypeScript SDK, with only the base URL changed
+// (tests/sdk; tools/setup installs it with npm ci).
+TEST(SdkTest, OfficialTypeScriptSdkWorksAgainstTheGateway) {
+  const std::string dir = Infra::SourceDir() + "/tests/sdk";
+  ASSERT_TRUE(std::filesystem::exists(dir + "/node_modules/@anthropic-ai/sdk"))
+      << "the SDK is not installed: run tools/setup (npm ci --prefix tests/sdk)";
+  std::string out;
+  const int rc = RunCommand({"env", "ANTHROPIC_BASE_URL=http://127.0.0.1:" + std::to_string(g_cluster->http_port()),
+                             "ANTHROPIC_API_KEY=" + g_cluster->api_key(), "node", dir + "/sdk_check.mjs"},
+                            &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("sdk checks passed"), std::string::npos) << out;
 }
 
 // 6. Every service answers grpc.health.v1 and lists its services through

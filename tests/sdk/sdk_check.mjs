@@ -1,0 +1,55 @@
+// The official Anthropic TypeScript SDK against a Switchboard gateway, with
+// only the base URL changed. Run by tests/e2e (SdkTest) with
+// ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY set; exits non-zero on the first
+// failed check and prints what it saw.
+import Anthropic from '@anthropic-ai/sdk';
+import assert from 'node:assert/strict';
+
+const client = new Anthropic({ maxRetries: 0, timeout: 30_000 });
+const params = {
+  model: 'sim-small',
+  max_tokens: 64,
+  messages: [{ role: 'user', content: 'hello from the official SDK' }],
+};
+
+// Non-streaming.
+const message = await client.messages.create(params);
+assert.equal(message.type, 'message');
+assert.equal(message.role, 'assistant');
+assert.equal(message.model, 'sim-small');
+assert.equal(message.content[0].type, 'text');
+assert.ok(message.content[0].text.length > 0);
+assert.ok(['end_turn', 'max_tokens'].includes(message.stop_reason), message.stop_reason);
+assert.ok(message.usage.input_tokens > 0 && message.usage.output_tokens > 0);
+
+// Streaming through the SDK's event accumulator: the same text and usage.
+const stream = client.messages.stream(params);
+let streamed = '';
+stream.on('text', (t) => { streamed += t; });
+const final = await stream.finalMessage();
+assert.equal(streamed, message.content[0].text);
+assert.equal(final.content[0].text, message.content[0].text);
+assert.equal(final.stop_reason, message.stop_reason);
+assert.equal(final.usage.output_tokens, message.usage.output_tokens);
+
+// Raw events, in the documented order.
+const raw = await client.messages.create({ ...params, stream: true });
+const types = [];
+for await (const event of raw) types.push(event.type);
+assert.equal(types[0], 'message_start');
+assert.equal(types[1], 'content_block_start');
+assert.deepEqual(types.slice(-3), ['content_block_stop', 'message_delta', 'message_stop']);
+assert.ok(types.slice(2, -3).every((t) => t === 'content_block_delta'));
+
+// Errors come back as the SDK's typed errors.
+await assert.rejects(
+  new Anthropic({ apiKey: 'sk-sb-wrong', maxRetries: 0 }).messages.create(params),
+  (e) => e instanceof Anthropic.AuthenticationError && e.status === 401);
+await assert.rejects(
+  client.messages.create({ ...params, model: 'no-such-model' }),
+  (e) => e instanceof Anthropic.NotFoundError && e.error?.error?.type === 'not_found_error');
+await assert.rejects(
+  client.messages.create({ ...params, max_tokens: 0 }),
+  (e) => e instanceof Anthropic.BadRequestError);
+
+console.log(`sdk checks passed: ${message.usage.output_tokens} tokens, ${types.length} stream events`);
