@@ -3,6 +3,7 @@
 // `--flag` and SWITCHBOARD_<FLAG> variable is one its binary accepts (from
 // `--helpfull`), every port a flag opens is declared, and every address
 // names a service of the same file on that service's gRPC port.
+#include <functional>
 #include <map>
 #include <regex>
 #include <set>
@@ -96,6 +97,24 @@ const std::map<std::string, std::string> kAddressFlags = {
     {"connection_manager_address", "connection-manager"},
 };
 
+// Every address flag names its service on that service's gRPC port, and
+// every datastore host is something the same file defines.
+void ExpectAddressesResolve(const std::string& name, const std::map<std::string, std::string>& flags,
+                            const std::map<std::string, int>& grpc_ports,
+                            const std::function<bool(const std::string&)>& defined) {
+  for (const auto& [flag, target] : kAddressFlags) {
+    if (!flags.count(flag)) continue;
+    auto [host, port] = HostPort(flags.at(flag));
+    EXPECT_EQ(host, target) << name << " --" << flag;
+    EXPECT_EQ(port, grpc_ports.at(target)) << name << " --" << flag;
+  }
+  for (const std::string flag : {"kafka_brokers", "redis_host"}) {
+    if (!flags.count(flag)) continue;
+    const std::string host = HostPort(flags.at(flag)).first;
+    EXPECT_TRUE(defined(host)) << name << " --" << flag << " names nothing defined: " << host;
+  }
+}
+
 // The port flags each service sets and must declare.
 std::vector<std::string> PortFlags(const std::string& service) {
   if (service == "gateway") return {"http_port", "grpc_port", "metrics_port"};
@@ -150,18 +169,8 @@ TEST_F(ComposeTest, RunsEveryServiceWithFlagsItAccepts) {
       EXPECT_TRUE(declared.count(std::stoi(flags.at(pf))))
           << name << " does not declare its --" << pf << "=" << flags.at(pf);
     }
-    // Addresses point at a service on its gRPC port.
-    for (const auto& [flag, target] : kAddressFlags) {
-      if (!flags.count(flag)) continue;
-      auto [host, port] = HostPort(flags.at(flag));
-      EXPECT_EQ(host, target) << name << " --" << flag;
-      EXPECT_EQ(port, grpc_ports[target]) << name << " --" << flag;
-    }
-    for (const std::string flag : {"kafka_brokers", "redis_host"}) {
-      if (!flags.count(flag)) continue;
-      const std::string host = HostPort(flags.at(flag)).first;
-      EXPECT_TRUE(services_[host]) << name << " --" << flag << " names no service " << host;
-    }
+    ExpectAddressesResolve(name, flags, grpc_ports,
+                           [&](const std::string& host) { return bool(services_[host]); });
   }
   // The listeners must bind beyond loopback inside a container.
   EXPECT_EQ(FlagArgs(Strings(Field(services_["gateway"], "command"))).at("http_host"), "0.0.0.0");
@@ -282,17 +291,8 @@ TEST_F(KubernetesTest, EveryServiceHasADeploymentAndServiceThatAgreeWithItsFlags
   }
   for (const auto& name : kServices) {
     const auto flags = FlagArgs(Strings(Get("Deployment", name)["spec"]["template"]["spec"]["containers"][0]["args"]));
-    for (const auto& [flag, target] : kAddressFlags) {
-      if (!flags.count(flag)) continue;
-      auto [host, port] = HostPort(flags.at(flag));
-      EXPECT_EQ(host, target) << name << " --" << flag;
-      EXPECT_EQ(port, grpc_ports[target]) << name << " --" << flag;
-    }
-    for (const std::string flag : {"kafka_brokers", "redis_host"}) {
-      if (!flags.count(flag)) continue;
-      const std::string host = HostPort(flags.at(flag)).first;
-      EXPECT_TRUE(Get("Service", host)) << name << " --" << flag << " names no Service " << host;
-    }
+    ExpectAddressesResolve(name, flags, grpc_ports,
+                           [&](const std::string& host) { return bool(Get("Service", host)); });
   }
 }
 
