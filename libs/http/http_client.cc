@@ -5,6 +5,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "absl/strings/ascii.h"
+
 namespace sb::http {
 
 namespace asio = boost::asio;
@@ -13,12 +15,6 @@ namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 absl::StatusOr<Response> DoExchange(const ClientRequest& req,
                                   const std::function<bool(std::string_view)>* on_data) {
@@ -45,7 +41,11 @@ absl::StatusOr<Response> DoExchange(const ClientRequest& req,
     bhttp::read_header(stream, buffer, parser);
     Response resp;
     resp.status = static_cast<int>(parser.get().result_int());
-    for (const auto& f : parser.get()) resp.headers[Lower(f.name_string())] = std::string(f.value());
+    for (const auto& f : parser.get()) {
+      std::string name(f.name_string());
+      absl::AsciiStrToLower(&name);
+      resp.headers[std::move(name)] = std::string(f.value());
+    }
     while (!parser.is_done()) {
       char tmp[8192];
       parser.get().body().data = tmp;

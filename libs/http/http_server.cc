@@ -13,6 +13,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/ascii.h"
+
 namespace sb::http {
 
 namespace asio = boost::asio;
@@ -28,12 +30,6 @@ constexpr auto kWriteTimeout = std::chrono::seconds(60);
 std::string ReasonPhrase(int status) {
   std::string_view r = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
   return r.empty() ? "Unknown" : std::string(r);
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 // One connection. Everything that touches the socket runs on the strand.
@@ -172,7 +168,9 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     request_.path = request_.target.substr(0, q);
     if (q != std::string::npos) request_.query = request_.target.substr(q + 1);
     for (const auto& field : msg) {
-      request_.headers[Lower(field.name_string())] = std::string(field.value());
+      std::string name(field.name_string());
+      absl::AsciiStrToLower(&name);
+      request_.headers[std::move(name)] = std::string(field.value());
     }
     request_.body = std::move(msg.body());
     keep_alive_ = msg.keep_alive();

@@ -6,6 +6,15 @@
 
 namespace sb::billing {
 
+namespace {
+
+// 100 ms, doubling per attempt, at most 1.6 s.
+void SleepBeforeRetry(int attempt) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(100 << std::min(attempt, 4)));
+}
+
+}  // namespace
+
 MeteringConsumer::MeteringConsumer(Ledger& ledger, std::string brokers, std::string group,
                                    std::string topic)
     : ledger_(ledger), brokers_(std::move(brokers)), group_(std::move(group)), topic_(std::move(topic)) {}
@@ -25,7 +34,7 @@ absl::Status MeteringConsumer::Start() {
           spdlog::warn("loading stored offset for {}[{}]: {}", topic, partition,
                        next.status().ToString());
           if (stop_.load()) return std::nullopt;
-          std::this_thread::sleep_for(std::chrono::milliseconds(std::min(2000, 100 << std::min(attempt, 4))));
+          SleepBeforeRetry(attempt);
         }
       });
   if (!consumer.ok()) return consumer.status();
@@ -79,7 +88,7 @@ void MeteringConsumer::Loop() {
       }
       spdlog::warn("request_id={} ledger write failed (attempt {}): {}", event.request_id(),
                    attempt + 1, inserted.status().ToString());
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(2000, 100 << std::min(attempt, 4))));
+      SleepBeforeRetry(attempt);
     }
   }
 }
