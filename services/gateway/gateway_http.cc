@@ -455,11 +455,12 @@ void GatewayHttp::Handle(std::shared_ptr<http::Exchange> ex) {
     if (parts.size() == 2 && r.method == "POST") {
       const std::string route = "/v1/conversations";
       WithPrincipal(*this, ex, rid, route, [this, ex, rid, route](const Principal& p) {
-        json body = json::parse(ex->request().body, nullptr, false);
-        if (body.is_discarded() || !body.is_object()) {
-          RespondStatus(*ex, rid, route, absl::InvalidArgumentError("the request body must be a JSON object"));
+        auto parsed = ParseJsonObject(ex->request().body);
+        if (!parsed.ok()) {
+          RespondStatus(*ex, rid, route, parsed.status());
           return;
         }
+        const json& body = *parsed;
         auto model = body.find("model");
         if (model == body.end() || !model->is_string() || model->get<std::string>().empty()) {
           RespondStatus(*ex, rid, route, absl::InvalidArgumentError("model: Field required"));
@@ -526,11 +527,12 @@ void GatewayHttp::Handle(std::shared_ptr<http::Exchange> ex) {
       }
       if (r.method == "POST") {
         WithPrincipal(*this, ex, rid, route, [this, ex, rid, route, conversation_id](const Principal& p) {
-          json body = json::parse(ex->request().body, nullptr, false);
-          if (body.is_discarded() || !body.is_object()) {
-            RespondStatus(*ex, rid, route, absl::InvalidArgumentError("the request body must be a JSON object"));
+          auto parsed = ParseJsonObject(ex->request().body);
+          if (!parsed.ok()) {
+            RespondStatus(*ex, rid, route, parsed.status());
             return;
           }
+          const json& body = *parsed;
           auto content = body.find("content");
           if (content == body.end() || !content->is_string()) {
             RespondStatus(*ex, rid, route, absl::InvalidArgumentError("content: Field required (a string)"));

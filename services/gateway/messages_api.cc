@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/status.h"
+
 namespace sb::gateway {
 
 using nlohmann::json;
@@ -44,10 +46,15 @@ json NullableString(const std::string& s) { return s.empty() ? json(nullptr) : j
 
 }  // namespace
 
-absl::StatusOr<MessagesRequest> ParseMessagesRequest(const std::string& body) {
+absl::StatusOr<json> ParseJsonObject(const std::string& body) {
   json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Invalid("the request body is not valid JSON");
   if (!j.is_object()) return Invalid("the request body must be a JSON object");
+  return j;
+}
+
+absl::StatusOr<MessagesRequest> ParseMessagesRequest(const std::string& body) {
+  SB_ASSIGN_OR_RETURN(const json j, ParseJsonObject(body));
   MessagesRequest out;
   auto& g = out.generate;
 

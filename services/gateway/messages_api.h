@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/statusor.h"
 #include "switchboard/inference/v1/inference.pb.h"
 
@@ -15,6 +17,9 @@ struct MessagesRequest {
   switchboard::inference::v1::GenerateRequest generate;
   bool stream = false;
 };
+
+// A request body that must be a JSON object; InvalidArgument otherwise.
+absl::StatusOr<nlohmann::json> ParseJsonObject(const std::string& body);
 
 // Parses and validates a POST /v1/messages body. Errors are InvalidArgument
 // with the message a client needs ("max_tokens: Field required").
