@@ -5,6 +5,7 @@
 
 #include "absl/time/clock.h"
 #include "core/metrics.h"
+#include "safety/output_window.h"
 
 namespace sb::chat {
 
@@ -16,10 +17,6 @@ namespace {
 
 constexpr auto kSafetyDeadline = std::chrono::seconds(2);
 constexpr auto kGenerationDeadline = std::chrono::minutes(10);
-// Output safety sees the new text with this much of what came before, so
-// that an address split across tokens is still caught.
-constexpr size_t kSafetyContext = 256;
-
 std::string ErrorTypeFor(grpc::StatusCode code) {
   switch (code) {
     case grpc::StatusCode::NOT_FOUND:
@@ -111,8 +108,7 @@ void TurnRunner::Run(const TurnSpec& spec) {
       spb::CheckRequest check;
       check.set_request_id(spec.request_id);
       check.set_org_id(spec.scope.org_id);
-      check.set_text(text.substr(text.size() > kSafetyContext ? text.size() - kSafetyContext : 0) +
-                     piece);
+      check.set_text(safety::OutputCheckText(text, piece));
       spb::CheckResponse verdict;
       grpc::ClientContext sctx;
       sctx.set_deadline(std::chrono::system_clock::now() + kSafetyDeadline);

@@ -12,6 +12,7 @@
 #include "gateway/messages_api.h"
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
+#include "safety/output_window.h"
 
 namespace sb::gateway {
 
@@ -25,7 +26,6 @@ namespace {
 
 constexpr auto kUnaryDeadline = std::chrono::seconds(5);
 constexpr auto kStreamDeadline = std::chrono::minutes(30);
-constexpr size_t kSafetyContext = 256;
 
 std::chrono::system_clock::time_point In(std::chrono::system_clock::duration d) {
   return std::chrono::system_clock::now() + d;
@@ -237,8 +237,7 @@ class MessagesCall : public std::enable_shared_from_this<MessagesCall> {
     call->ctx.set_deadline(In(std::chrono::seconds(2)));
     call->req.set_request_id(rid_);
     call->req.set_org_id(req_.generate.org_id());
-    call->req.set_text(text_.substr(text_.size() > kSafetyContext ? text_.size() - kSafetyContext : 0) +
-                       piece);
+    call->req.set_text(safety::OutputCheckText(text_, piece));
     gw_.deps().safety.async()->CheckOutput(
         &call->ctx, &call->req, &call->resp,
         [self = shared_from_this(), call, piece = std::move(piece),
