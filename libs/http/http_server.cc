@@ -1,5 +1,8 @@
 #include "http/http_server.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <deque>
 #include <optional>
 
@@ -72,8 +75,19 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     QueueWrite(std::string(size) + data + "\r\n", std::move(done));
   }
 
+  void OnClientGone(std::function<void()> fn) override {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), fn = std::move(fn)]() mutable {
+      if (self->peer_gone_) {
+        fn();
+        return;
+      }
+      self->on_gone_ = std::move(fn);
+    });
+  }
+
   void EndStream() override {
     asio::post(stream_.get_executor(), [self = shared_from_this()] {
+      self->StopWatchingPeer();
       self->ending_ = true;
       self->pending_.push_back({"0\r\n\r\n", nullptr});
       self->PumpWrites();
@@ -123,11 +137,60 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
 
   void FinishExchange() {
     ending_ = false;
+    StopWatchingPeer();
     if (broken_ || !keep_alive_) {
       Close();
       return;
     }
     ReadRequest();
+  }
+
+  // While a handler works on a request nothing reads the socket, so a
+  // client that leaves would go unnoticed until the first write. Waiting
+  // for readability notices it at once. Readiness alone proves nothing (an
+  // edge-triggered wake-up can be stale), so a peek decides: 0 bytes is the
+  // peer's FIN, an error is a reset, bytes are a pipelined next request
+  // (left in the socket for the next read), and "would block" means wait
+  // again.
+  void WatchPeer() {
+    watching_ = true;
+    stream_.socket().async_wait(
+        tcp::socket::wait_read, [self = shared_from_this(), gen = exchange_gen_](beast::error_code ec) {
+          self->OnPeerReadable(ec, gen);
+        });
+  }
+
+  void OnPeerReadable(beast::error_code ec, uint64_t gen) {
+    if (gen != exchange_gen_ || !watching_ || ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      char byte;
+      const ssize_t n =
+          ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) {
+        watching_ = false;  // a pipelined request: the next read takes it
+        return;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        WatchPeer();  // a stale wake-up
+        return;
+      }
+    }
+    watching_ = false;
+    peer_gone_ = true;
+    broken_ = true;  // later writes fail at once instead of timing out
+    if (auto fn = std::move(on_gone_)) {
+      on_gone_ = nullptr;
+      fn();
+    }
+  }
+
+  // The response is complete (or about to be written whole): a client
+  // that leaves now has not abandoned anything. A wait still pending
+  // completes later and is ignored (its generation is stale).
+  void StopWatchingPeer() {
+    ++exchange_gen_;
+    watching_ = false;
+    on_gone_ = nullptr;
   }
 
   void ReadRequest() {
@@ -156,7 +219,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
                                                      std::to_string(max_body_) + " bytes"));
       } else {
         DoRespond(400, {{"content-type", "application/json"}},
-                  ErrorJson("invalid_request_error", "malformed HTTP request: " + ec.message()));
+                  ErrorJson("invalid_request_error", "malformed HTTP request"));
       }
       return;
     }
@@ -175,6 +238,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     request_.body = std::move(msg.body());
     keep_alive_ = msg.keep_alive();
     stream_.expires_never();
+    WatchPeer();
     handler_(shared_from_this());
   }
 
@@ -186,6 +250,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     if (!keep_alive_) out += "Connection: close\r\n";
     out += "\r\n";
     if (request_.method != "HEAD") out += body;
+    StopWatchingPeer();
     ending_ = true;
     pending_.push_back({std::move(out), nullptr});
     PumpWrites();
@@ -209,6 +274,11 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   bool writing_ = false;
   bool ending_ = false;
   bool broken_ = false;
+  // Client-gone detection for the exchange in progress (see WatchPeer).
+  bool watching_ = false;
+  bool peer_gone_ = false;
+  uint64_t exchange_gen_ = 0;
+  std::function<void()> on_gone_;
 };
 
 }  // namespace

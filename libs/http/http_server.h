@@ -49,12 +49,20 @@ class Exchange {
   // A whole response. Content-Length is set here.
   virtual void Respond(int status, Headers headers, std::string body) = 0;
 
-  // A streamed response. At most one Write may be outstanding: issue the
-  // next from `done`. `done(false)` means the client has gone away; every
-  // later Write fails the same way. Callbacks run on a server thread.
+  // A streamed response. Writes go out in the order they were made; a
+  // producer that wants backpressure issues the next Write from `done`.
+  // `done(false)` means the client has gone away; every later Write fails
+  // the same way. Callbacks run on a server thread.
   virtual void StartStream(int status, Headers headers) = 0;
   virtual void Write(std::string data, std::function<void(bool ok)> done) = 0;
   virtual void EndStream() = 0;
+
+  // Runs `fn` once, on a server thread, if the client closes its connection
+  // before the response is complete (Respond, or EndStream, not yet
+  // called): the way to cancel work nobody will read. Runs at once if the
+  // client has already gone. A client that half-closes its side after
+  // sending the request counts as gone. Only the latest `fn` is kept.
+  virtual void OnClientGone(std::function<void()> fn) = 0;
 };
 
 using Handler = std::function<void(std::shared_ptr<Exchange>)>;

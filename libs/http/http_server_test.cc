@@ -1,8 +1,15 @@
 #include "http/http_server.h"
 
+#include <atomic>
+#include <future>
 #include <thread>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+
 #include "gtest/gtest.h"
+#include "core/thread_pool.h"
 #include "http/http_client.h"
 
 namespace sb::http {
@@ -58,6 +65,112 @@ TEST(HttpServerTest, OversizedBodyIs413InErrorFormat) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->status, 413);
   EXPECT_NE(r->body.find("\"type\":\"request_too_large\""), std::string::npos) << r->body;
+}
+
+// A client that leaves while the handler is still working is noticed at
+// once, before any byte of the response is written.
+TEST(HttpServerTest, ClientGoneIsReportedWhileTheHandlerWorks) {
+  std::promise<void> gone;
+  std::shared_ptr<Exchange> held;
+  std::mutex mu;
+  Server server({}, [&](std::shared_ptr<Exchange> ex) {
+    ex->OnClientGone([&gone, ex] {
+      gone.set_value();
+      ex->Respond(500, {}, "nobody reads this");
+    });
+    std::lock_guard<std::mutex> lock(mu);
+    held = ex;  // no response yet: the handler "works"
+  });
+  ASSERT_TRUE(server.Start().ok());
+
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket socket(io);
+  socket.connect({boost::asio::ip::make_address("127.0.0.1"),
+                  static_cast<unsigned short>(server.port())});
+  const std::string request = "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
+  boost::asio::write(socket, boost::asio::buffer(request));
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (held) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  socket.close();
+  EXPECT_EQ(gone.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+}
+
+// Keep-alive: the watch of one exchange ends with it and does not fire for
+// a client that simply sends its next request on the same connection.
+TEST(HttpServerTest, KeepAliveRequestsAreNotMistakenForAGoneClient) {
+  std::atomic<int> gone{0};
+  Server server({}, [&](std::shared_ptr<Exchange> ex) {
+    ex->OnClientGone([&gone] { ++gone; });
+    ex->Respond(200, {}, "ok");
+  });
+  ASSERT_TRUE(server.Start().ok());
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket socket(io);
+  socket.connect({boost::asio::ip::make_address("127.0.0.1"),
+                  static_cast<unsigned short>(server.port())});
+  // Two pipelined requests in one write.
+  const std::string two = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+  boost::asio::write(socket, boost::asio::buffer(two));
+  std::string got;
+  char buf[512];
+  while (got.find("ok", got.find("ok") + 1) == std::string::npos) {
+    boost::system::error_code ec;
+    const size_t n = socket.read_some(boost::asio::buffer(buf), ec);
+    if (ec) break;
+    got.append(buf, n);
+  }
+  EXPECT_EQ(got.find("HTTP/1.1 200"), 0u) << got;
+  EXPECT_NE(got.rfind("HTTP/1.1 200"), 0u) << "both requests answered: " << got;
+  EXPECT_EQ(gone.load(), 0);
+}
+
+// Under load a readiness event can be stale (edge-triggered epoll reports
+// data that a speculative read already took): the watch for a gone client
+// must not take that for the client leaving. Many clients, each sending
+// its request in two pieces, to handlers that answer a moment later.
+TEST(HttpServerTest, StaleReadinessIsNotMistakenForAGoneClient) {
+  std::atomic<int> gone{0};
+  ThreadPool slow(4, 10000);
+  Server server({.threads = 2}, [&](std::shared_ptr<Exchange> ex) {
+    ex->OnClientGone([&gone] { ++gone; });
+    slow.Submit([ex] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      ex->Respond(200, {}, "ok");
+    });
+  });
+  ASSERT_TRUE(server.Start().ok());
+  std::atomic<int> answered{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 32; ++t) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 40; ++i) {
+        boost::asio::io_context io;
+        boost::asio::ip::tcp::socket socket(io);
+        socket.connect({boost::asio::ip::make_address("127.0.0.1"),
+                        static_cast<unsigned short>(server.port())});
+        socket.set_option(boost::asio::ip::tcp::no_delay(true));
+        const std::string head = "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
+        boost::asio::write(socket, boost::asio::buffer(head));
+        boost::asio::write(socket, boost::asio::buffer(std::string("hello")));
+        std::string got;
+        char buf[256];
+        boost::system::error_code ec;
+        while (got.find("ok") == std::string::npos && !ec) {
+          const size_t n = socket.read_some(boost::asio::buffer(buf), ec);
+          got.append(buf, n);
+        }
+        if (got.find("HTTP/1.1 200") == 0) ++answered;
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(answered.load(), 32 * 40);
+  EXPECT_EQ(gone.load(), 0);
 }
 
 }  // namespace

@@ -1,0 +1,57 @@
+// One-shot timers for event-driven code: "call this in 10 s unless I cancel
+// it first". Callbacks run on the timer's own thread, one at a time, and
+// must be short: post real work elsewhere.
+//
+//   auto id = timers.After(absl::Seconds(10), [weak] { ...; });
+//   timers.Cancel(id);  // no effect once it has run
+//
+// Timers is the interface (ManualTimers in libs/testing fires them when a
+// test advances its clock); TimerThread is the real one.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "absl/time/time.h"
+
+namespace sb {
+
+class Timers {
+ public:
+  using Id = uint64_t;
+  virtual ~Timers() = default;
+  virtual Id After(absl::Duration delay, std::function<void()> fn) = 0;
+  // True when the timer had not run yet (it now never will). A callback
+  // that is already running is not waited for.
+  virtual bool Cancel(Id id) = 0;
+};
+
+class TimerThread final : public Timers {
+ public:
+  TimerThread();
+  ~TimerThread() override;  // drops pending timers without running them
+  TimerThread(const TimerThread&) = delete;
+  TimerThread& operator=(const TimerThread&) = delete;
+
+  Id After(absl::Duration delay, std::function<void()> fn) override;
+  bool Cancel(Id id) override;
+  size_t pending() const;
+
+ private:
+  void Loop();
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::multimap<absl::Time, Id> due_;
+  std::unordered_map<Id, std::pair<absl::Time, std::function<void()>>> timers_;
+  Id next_id_ = 1;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace sb
