@@ -8,7 +8,9 @@
 
 #include "core/metrics.h"
 #include "core/ulid.h"
-#include "gateway/messages_api.h"
+#include "gateway/dialects/anthropic.h"
+#include "gateway/dialects/openai.h"
+#include "json/bounded_json.h"
 #include "safety/pii.h"
 
 namespace {
@@ -17,10 +19,20 @@ namespace {
 void BM_SseTextDelta(benchmark::State& state) {
   const std::string token = " ledger";
   for (auto _ : state) {
-    benchmark::DoNotOptimize(sb::gateway::TextDeltaEvent(token, "01JD0000000000000000000000:42"));
+    benchmark::DoNotOptimize(
+        sb::gateway::anthropic_events::TextDelta(token, "01JD0000000000000000000000:42"));
   }
 }
 BENCHMARK(BM_SseTextDelta);
+
+// The same token as an OpenAI chat.completion.chunk.
+void BM_OpenAiChunk(benchmark::State& state) {
+  sb::gateway::OpenAiDialect dialect;
+  auto stream = dialect.NewStream({"chatcmpl-01JD0000000000000000000000", 1700000000}, {});
+  stream->Start({"sim-small", 3});
+  for (auto _ : state) benchmark::DoNotOptimize(stream->Text(" ledger"));
+}
+BENCHMARK(BM_OpenAiChunk);
 
 // The output safety check sees a sliding window of recent text per token.
 void BM_PiiScanWindow(benchmark::State& state) {
@@ -40,9 +52,20 @@ void BM_ParseMessagesRequest(benchmark::State& state) {
       R"("messages":[{"role":"user","content":"hello there"},)"
       R"({"role":"assistant","content":[{"type":"text","text":"hi, how can I help?"}]},)"
       R"({"role":"user","content":"tell me about ledgers"}]})";
-  for (auto _ : state) benchmark::DoNotOptimize(sb::gateway::ParseMessagesRequest(body));
+  sb::gateway::AnthropicDialect dialect;
+  for (auto _ : state) {
+    auto json = sb::json::ParseObject(body);
+    benchmark::DoNotOptimize(dialect.Parse(*json, sb::gateway::ParseMode::kGenerate));
+  }
 }
 BENCHMARK(BM_ParseMessagesRequest);
+
+// What a hostile body costs: 4 MiB of '[' (refused at the nesting cap).
+void BM_ParseNestingBomb(benchmark::State& state) {
+  const std::string bomb(4 << 20, '[');
+  for (auto _ : state) benchmark::DoNotOptimize(sb::json::ParseObject(bomb));
+}
+BENCHMARK(BM_ParseNestingBomb);
 
 void BM_UlidNext(benchmark::State& state) {
   sb::UlidGenerator ids;

@@ -81,7 +81,7 @@ KafkaProducer::~KafkaProducer() {
   rd_kafka_destroy(rk_);
 }
 
-absl::Status KafkaProducer::Produce(const std::string& topic, const std::string& key,
+absl::Status KafkaProducer::Publish(const std::string& topic, const std::string& key,
                                     const std::string& value) {
   rd_kafka_resp_err_t err = rd_kafka_producev(
       rk_, RD_KAFKA_V_TOPIC(topic.c_str()),

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "storage/publisher.h"
 
 typedef struct rd_kafka_s rd_kafka_t;
 
@@ -28,13 +29,14 @@ namespace sb {
 
 using KafkaConfig = std::map<std::string, std::string>;
 
-class KafkaProducer {
+class KafkaProducer final : public Publisher {
  public:
   static absl::StatusOr<std::unique_ptr<KafkaProducer>> Create(const std::string& brokers,
                                                                const KafkaConfig& extra = {});
-  ~KafkaProducer();  // flushes for up to 10 s
+  ~KafkaProducer() override;  // flushes for up to 10 s
 
-  absl::Status Produce(const std::string& topic, const std::string& key, const std::string& value);
+  absl::Status Publish(const std::string& topic, const std::string& key,
+                       const std::string& value) override;
   // Waits until every queued message is delivered or `timeout` passes.
   absl::Status Flush(std::chrono::milliseconds timeout);
 

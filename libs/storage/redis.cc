@@ -12,7 +12,9 @@ timeval ToTimeval(std::chrono::milliseconds ms) {
   return tv;
 }
 
-RedisReply Convert(const redisReply* r) {
+}  // namespace
+
+RedisReply ToRedisReply(const redisReply* r) {
   RedisReply out;
   switch (r->type) {
     case REDIS_REPLY_STRING:
@@ -33,15 +35,13 @@ RedisReply Convert(const redisReply* r) {
       break;
     case REDIS_REPLY_ARRAY:
       out.type = RedisReply::Type::kArray;
-      for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(Convert(r->element[i]));
+      for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(ToRedisReply(r->element[i]));
       break;
     default:
       out.type = RedisReply::Type::kNil;
   }
   return out;
 }
-
-}  // namespace
 
 RedisClient::RedisClient(RedisOptions options) : options_(std::move(options)) {}
 
@@ -115,7 +115,7 @@ absl::StatusOr<RedisReply> RedisClient::BlockingCommand(const std::vector<std::s
     return absl::UnavailableError("redis: " + why);
   }
   if (block.count() > 0) redisSetTimeout(c, ToTimeval(options_.timeout));
-  RedisReply out = Convert(reply);
+  RedisReply out = ToRedisReply(reply);
   freeReplyObject(reply);
   Release(c, true);
   if (out.type == RedisReply::Type::kError) return absl::InternalError("redis: " + out.str);

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 
 struct redisContext;
+struct redisReply;
 
 namespace sb {
 
@@ -29,6 +30,9 @@ struct RedisReply {
 
   bool is_nil() const { return type == Type::kNil; }
 };
+
+// Copies a hiredis reply into a RedisReply.
+RedisReply ToRedisReply(const redisReply* r);
 
 struct RedisOptions {
   std::string host = "127.0.0.1";

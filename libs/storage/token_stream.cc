@@ -1,26 +1,68 @@
 #include "storage/token_stream.h"
 
+#include <atomic>
 #include <charconv>
+#include <memory>
+#include <mutex>
+
+#include "storage/redis_pipeline.h"
 
 namespace sb {
+namespace {
+
+struct KindName {
+  StreamEntry::Kind kind;
+  const char* name;
+};
+constexpr KindName kKindNames[] = {
+    {StreamEntry::Kind::kMessageStart, "message_start"},
+    {StreamEntry::Kind::kBlockStart, "content_block_start"},
+    {StreamEntry::Kind::kDelta, "delta"},
+    {StreamEntry::Kind::kBlockStop, "content_block_stop"},
+    {StreamEntry::Kind::kMessageDelta, "message_delta"},
+    {StreamEntry::Kind::kMessageStop, "message_stop"},
+    {StreamEntry::Kind::kError, "error"},
+};
+
+const char* NameOf(StreamEntry::Kind kind) {
+  for (const auto& k : kKindNames) {
+    if (k.kind == kind) return k.name;
+  }
+  return "unknown";
+}
+
+int ToInt(const std::string& s) {
+  int v = 0;
+  std::from_chars(s.data(), s.data() + s.size(), v);
+  return v;
+}
+
+}  // namespace
 
 std::string TokenStreamKey(const std::string& message_id) { return "stream:{" + message_id + "}"; }
 
 std::vector<std::string> TokenStreamAddArgs(const std::string& message_id, const StreamEntry& e) {
   std::vector<std::string> args = {"XADD", TokenStreamKey(message_id),
-                                   "0-" + std::to_string(e.offset)};
+                                   "0-" + std::to_string(e.offset), "type", NameOf(e.kind)};
   switch (e.kind) {
-    case StreamEntry::Kind::kDelta:
-      args.insert(args.end(), {"type", "delta", "text", e.text});
+    case StreamEntry::Kind::kMessageStart:
+      args.insert(args.end(), {"model", e.model, "input_tokens", std::to_string(e.input_tokens)});
       break;
-    case StreamEntry::Kind::kEnd:
-      args.insert(args.end(), {"type", "end", "stop_reason", e.stop_reason, "input_tokens",
-                               std::to_string(e.input_tokens), "output_tokens",
-                               std::to_string(e.output_tokens), "model", e.model});
+    case StreamEntry::Kind::kDelta:
+      args.insert(args.end(), {"text", e.text});
+      break;
+    case StreamEntry::Kind::kMessageDelta:
+      args.insert(args.end(), {"stop_reason", e.stop_reason, "stop_sequence", e.stop_sequence,
+                               "input_tokens", std::to_string(e.input_tokens), "output_tokens",
+                               std::to_string(e.output_tokens)});
       break;
     case StreamEntry::Kind::kError:
       args.insert(args.end(),
-                  {"type", "error", "error_type", e.error_type, "message", e.error_message});
+                  {"code", std::to_string(e.error_code), "message", e.error_message});
+      break;
+    case StreamEntry::Kind::kBlockStart:
+    case StreamEntry::Kind::kBlockStop:
+    case StreamEntry::Kind::kMessageStop:
       break;
   }
   return args;
@@ -34,10 +76,8 @@ absl::StatusOr<StreamEntry> ParseStreamEntry(const RedisReply& entry) {
   StreamEntry e;
   const std::string& id = entry.elements[0].str;
   const auto dash = id.find('-');
-  if (dash == std::string::npos) return absl::DataLossError("malformed stream id " + id);
-  const char* first = id.data() + dash + 1;
-  const char* last = id.data() + id.size();
-  if (std::from_chars(first, last, e.offset).ec != std::errc()) {
+  if (dash == std::string::npos ||
+      std::from_chars(id.data() + dash + 1, id.data() + id.size(), e.offset).ec != std::errc()) {
     return absl::DataLossError("malformed stream id " + id);
   }
   const auto& fields = entry.elements[1].elements;
@@ -47,28 +87,58 @@ absl::StatusOr<StreamEntry> ParseStreamEntry(const RedisReply& entry) {
     const std::string& v = fields[i + 1].str;
     if (k == "type") type = v;
     else if (k == "text") e.text = v;
-    else if (k == "stop_reason") e.stop_reason = v;
-    else if (k == "input_tokens") e.input_tokens = std::atoi(v.c_str());
-    else if (k == "output_tokens") e.output_tokens = std::atoi(v.c_str());
     else if (k == "model") e.model = v;
-    else if (k == "error_type") e.error_type = v;
+    else if (k == "input_tokens") e.input_tokens = ToInt(v);
+    else if (k == "output_tokens") e.output_tokens = ToInt(v);
+    else if (k == "stop_reason") e.stop_reason = v;
+    else if (k == "stop_sequence") e.stop_sequence = v;
+    else if (k == "code") e.error_code = ToInt(v);
     else if (k == "message") e.error_message = v;
   }
-  if (type == "delta") e.kind = StreamEntry::Kind::kDelta;
-  else if (type == "end") e.kind = StreamEntry::Kind::kEnd;
-  else if (type == "error") e.kind = StreamEntry::Kind::kError;
-  else return absl::DataLossError("stream entry of unknown type '" + type + "'");
-  return e;
+  for (const auto& k : kKindNames) {
+    if (type == k.name) {
+      e.kind = k.kind;
+      return e;
+    }
+  }
+  return absl::DataLossError("stream entry of unknown type '" + type + "'");
 }
 
-absl::Status TokenStreamWriter::Append(const std::string& message_id, const StreamEntry& e) {
-  auto r = redis_.Command(TokenStreamAddArgs(message_id, e));
-  if (!r.ok()) return r.status();
-  if (e.kind != StreamEntry::Kind::kDelta) {
-    auto x = redis_.Command({"EXPIRE", TokenStreamKey(message_id), std::to_string(retention_.count())});
-    if (!x.ok()) return x.status();
+void RedisTokenStream::Append(const std::string& message_id, std::vector<StreamEntry> entries,
+                              Done done) {
+  if (entries.empty()) {
+    done(absl::OkStatus());
+    return;
   }
-  return absl::OkStatus();
+  // The commands go out in order on one connection; the last reply tells
+  // that all before it were executed too. The first failure is reported.
+  struct Batch {
+    std::mutex mu;
+    size_t left;
+    absl::Status first_error;
+    Done done;
+  };
+  const bool final = entries.back().final();
+  auto batch = std::make_shared<Batch>();
+  batch->left = entries.size() + (final ? 1 : 0);
+  batch->done = std::move(done);
+  auto on_reply = [batch](absl::StatusOr<RedisReply> r) {
+    Done finish;
+    absl::Status status;
+    {
+      std::lock_guard<std::mutex> lock(batch->mu);
+      if (!r.ok() && batch->first_error.ok()) batch->first_error = r.status();
+      if (--batch->left > 0) return;
+      finish = std::move(batch->done);
+      status = batch->first_error;
+    }
+    finish(status);
+  };
+  for (const auto& e : entries) redis_.Command(TokenStreamAddArgs(message_id, e), on_reply);
+  if (final) {
+    redis_.Command({"EXPIRE", TokenStreamKey(message_id), std::to_string(retention_.count())},
+                   on_reply);
+  }
 }
 
 }  // namespace sb

@@ -1,15 +1,20 @@
-// The replay buffer of one reply's tokens: the Redis Stream
+// The replay buffer of one chat reply: the Redis Stream
 // `stream:{<message_id>}` (the braces are a Redis Cluster hash tag).
 //
-// Entry ids are `0-<offset>` with offsets 1, 2, 3, ... so that "resume after
-// offset N" is an XRANGE from `(0-N`. Each entry is a delta (text), or the
-// last entry: an end (stop reason and usage) or an error. After the last
-// entry the key expires (5 minutes by default); later readers fall back to
-// the persisted message.
+// One entry per event of the reply's Messages API stream, with entry ids
+// `0-<offset>` and offsets 1, 2, 3, ... so that "resume after offset N" is
+// an XRANGE from `(0-N` and a reader can resume after any event:
+//
+//   1 message_start, 2 content_block_start, 3.. text deltas,
+//   then content_block_stop, message_delta, message_stop
+//
+// or, at any point, an error entry that ends the stream. After the final
+// entry (message_stop or error) the key expires (5 minutes by default);
+// later readers fall back to the persisted message.
 #pragma once
 
 #include <chrono>
-#include <optional>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,17 +23,31 @@
 
 namespace sb {
 
+class AsyncRedis;
+
 struct StreamEntry {
-  enum class Kind { kDelta, kEnd, kError };
+  enum class Kind {
+    kMessageStart,
+    kBlockStart,
+    kDelta,
+    kBlockStop,
+    kMessageDelta,
+    kMessageStop,
+    kError,
+  };
   int64_t offset = 0;
   Kind kind = Kind::kDelta;
-  std::string text;  // kDelta
-  std::string stop_reason;
-  int input_tokens = 0;
-  int output_tokens = 0;
-  std::string model;
-  std::string error_type;  // kError
-  std::string error_message;
+  std::string text;          // kDelta
+  std::string model;         // kMessageStart
+  int input_tokens = 0;      // kMessageStart, kMessageDelta
+  int output_tokens = 0;     // kMessageDelta
+  std::string stop_reason;   // kMessageDelta
+  std::string stop_sequence; // kMessageDelta
+  int error_code = 0;         // kError: an absl::StatusCode
+  std::string error_message;  // kError: safe to show to the client
+
+  // message_stop and error end a stream.
+  bool final() const { return kind == Kind::kMessageStop || kind == Kind::kError; }
 };
 
 std::string TokenStreamKey(const std::string& message_id);
@@ -39,16 +58,28 @@ std::vector<std::string> TokenStreamAddArgs(const std::string& message_id, const
 // Parses one element of an XRANGE/XREAD reply ([id, [field, value, ...]]).
 absl::StatusOr<StreamEntry> ParseStreamEntry(const RedisReply& entry);
 
-class TokenStreamWriter {
+// Writes a reply's entries (RedisTokenStream in production, a fake in
+// libs/testing).
+class TokenStreamAppender {
  public:
-  TokenStreamWriter(RedisClient& redis, std::chrono::seconds retention)
-      : redis_(redis), retention_(retention) {}
+  using Done = std::function<void(absl::Status)>;
+  virtual ~TokenStreamAppender() = default;
+  // Appends `entries` in order, after everything appended before for the
+  // same message; a final entry also sets the expiry. `done` runs once,
+  // when all are stored or on the first failure, on an I/O thread.
+  virtual void Append(const std::string& message_id, std::vector<StreamEntry> entries,
+                      Done done) = 0;
+};
 
-  // Appends; after an end or error entry also sets the expiry.
-  absl::Status Append(const std::string& message_id, const StreamEntry& e);
+class RedisTokenStream final : public TokenStreamAppender {
+ public:
+  RedisTokenStream(AsyncRedis& redis, std::chrono::seconds retention)
+      : redis_(redis), retention_(retention) {}
+  void Append(const std::string& message_id, std::vector<StreamEntry> entries,
+              Done done) override;
 
  private:
-  RedisClient& redis_;
+  AsyncRedis& redis_;
   std::chrono::seconds retention_;
 };
 

@@ -7,8 +7,8 @@ namespace bpb = switchboard::billing::v1;
 
 constexpr const char* kInsertLedger =
     "INSERT INTO usage_ledger (request_id, org_id, model, worker_id, source, input_tokens, "
-    " output_tokens, stop_reason, occurred_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_timestamp($9::double precision / 1000)) "
+    " output_tokens, stop_reason, occurred_at, end_user_id) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_timestamp($9::double precision / 1000), $10) "
     "ON CONFLICT (request_id) DO NOTHING";
 constexpr const char* kRollupHourly =
     "INSERT INTO usage_hourly (org_id, model, hour, requests, input_tokens, output_tokens) "
@@ -26,7 +26,7 @@ constexpr const char* kLoadOffset =
     "WHERE consumer_group = $1 AND topic = $2 AND partition = $3";
 constexpr const char* kQueryUsage =
     "SELECT request_id, model, input_tokens, output_tokens, "
-    " (extract(epoch from occurred_at) * 1000)::bigint "
+    " (extract(epoch from occurred_at) * 1000)::bigint, stop_reason, end_user_id "
     "FROM usage_ledger WHERE org_id = $1 AND ($2 = '' OR request_id = $2) "
     " AND occurred_at >= to_timestamp($3::double precision / 1000) "
     " AND ($4 = 0 OR occurred_at < to_timestamp($4::double precision / 1000)) "
@@ -45,7 +45,7 @@ absl::StatusOr<bool> Ledger::Record(const bpb::UsageEvent& e, const KafkaPositio
     const bool inserted =
         tx.exec_params(kInsertLedger, e.request_id(), e.org_id(), e.model(), e.worker_id(),
                        e.source(), e.input_tokens(), e.output_tokens(), e.stop_reason(),
-                       e.at_unix_ms())
+                       e.at_unix_ms(), e.end_user_id())
             .affected_rows() > 0;
     if (inserted) {
       tx.exec_params(kRollupHourly, e.org_id(), e.model(), e.at_unix_ms(), e.input_tokens(),
@@ -88,6 +88,8 @@ absl::StatusOr<bpb::GetUsageResponse> Ledger::Query(const bpb::GetUsageRequest& 
       r->set_input_tokens(row[2].as<int>());
       r->set_output_tokens(row[3].as<int>());
       r->set_at_unix_ms(row[4].as<int64_t>());
+      r->set_stop_reason(row[5].as<std::string>());
+      r->set_end_user_id(row[6].as<std::string>());
     }
     auto t = tx.exec_params1(kQueryTotals, req.org_id(), req.request_id(), req.since_unix_ms(),
                              req.until_unix_ms());

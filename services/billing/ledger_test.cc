@@ -47,6 +47,7 @@ bpb::UsageEvent Event(const std::string& org, const std::string& request_id, int
   e.set_output_tokens(out);
   e.set_stop_reason("end_turn");
   e.set_at_unix_ms(at_ms);
+  e.set_end_user_id("end-user-7");
   return e;
 }
 
@@ -83,6 +84,8 @@ TEST_F(LedgerTest, ARedeliveredEventCountsOnceAndTheOffsetStillMoves) {
   ASSERT_EQ(usage.records_size(), 1);
   EXPECT_EQ(usage.records(0).request_id(), "req-1");
   EXPECT_EQ(usage.records(0).at_unix_ms(), 1'795'000'000'000);
+  EXPECT_EQ(usage.records(0).stop_reason(), "end_turn");
+  EXPECT_EQ(usage.records(0).end_user_id(), "end-user-7") << "metadata.user_id reaches the ledger";
 
   // The hourly roll-up counted it once too.
   auto hourly = pg_.Run<int64_t>([](pqxx::connection& c) {
@@ -157,12 +160,12 @@ TEST(MeteringConsumerTest, EveryEventOnceAcrossRedeliveryMalformedInputAndRestar
   auto producer = KafkaProducer::Create(g_infra->kafka());
   ASSERT_TRUE(producer.ok()) << producer.status();
   auto produce = [&](const bpb::UsageEvent& e) {
-    ASSERT_TRUE((*producer)->Produce(topic, e.request_id(), e.SerializeAsString()).ok());
+    ASSERT_TRUE((*producer)->Publish(topic, e.request_id(), e.SerializeAsString()).ok());
   };
   produce(Event("org-consume", "c-1", 5, 7));
   produce(Event("org-consume", "c-2", 6, 8));
   produce(Event("org-consume", "c-1", 5, 7));  // the worker retried: same request_id
-  ASSERT_TRUE((*producer)->Produce(topic, "junk", "\xff\xff not a protobuf").ok());
+  ASSERT_TRUE((*producer)->Publish(topic, "junk", "\xff\xff not a protobuf").ok());
   produce(Event("org-consume", "c-3", 1, 1));
   ASSERT_TRUE((*producer)->Flush(std::chrono::seconds(10)).ok());
 

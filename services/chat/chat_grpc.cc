@@ -8,7 +8,6 @@
 namespace sb::chat {
 
 namespace cpb = switchboard::chat::v1;
-namespace spb = switchboard::safety::v1;
 
 namespace {
 
@@ -23,27 +22,27 @@ absl::Status RequireScope(const std::string& org, const std::string& user) {
 
 }  // namespace
 
-ChatServiceImpl::ChatServiceImpl(ChatStore& store, TurnRunner& turns,
-                                 spb::Safety::StubInterface& safety, EventPublisher publish,
-                                 ThreadPool& pool)
-    : store_(store), turns_(turns), safety_(safety), publish_(std::move(publish)), pool_(pool) {}
+ChatServiceImpl::ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::InputGuard& input,
+                                 EventPublisher publish, ThreadPool& pool)
+    : store_(store), turns_(turns), input_(input), publish_(std::move(publish)), pool_(pool) {}
 
-grpc::ServerUnaryReactor* ChatServiceImpl::OnPool(grpc::CallbackServerContext* ctx,
-                                                  std::function<absl::Status()> fn) {
-  auto* reactor = ctx->DefaultReactor();
+void ChatServiceImpl::OnPool(grpc::ServerUnaryReactor* reactor, std::function<absl::Status()> fn) {
   if (!pool_.Submit([reactor, fn = std::move(fn)] { reactor->Finish(ToGrpcStatus(fn())); })) {
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "chat is overloaded; retry"));
   }
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
     grpc::CallbackServerContext* ctx, const cpb::CreateConversationRequest* req,
     cpb::Conversation* resp) {
-  return OnPool(ctx, [this, req, resp]() -> absl::Status {
+  auto* reactor = ctx->DefaultReactor();
+  OnPool(reactor, [this, req, resp]() -> absl::Status {
     if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
     if (req->model().empty()) return absl::InvalidArgumentError("model is required");
     if (req->title().size() > 512) return absl::InvalidArgumentError("title is too long");
+    if (req->title().find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("title must not contain NUL characters");
+    }
     auto conv = store_.CreateConversation({req->org_id(), req->user_id()}, req->model(), req->title());
     if (!conv.ok()) return conv.status();
     *resp = std::move(*conv);
@@ -56,33 +55,10 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
     publish_(ev);
     return absl::OkStatus();
   });
+  return reactor;
 }
 
-absl::Status ChatServiceImpl::Send(const cpb::SendMessageRequest& req, cpb::SendMessageResponse* resp) {
-  if (auto st = RequireScope(req.org_id(), req.user_id()); !st.ok()) return st;
-  if (req.content().empty()) return absl::InvalidArgumentError("content must not be empty");
-  if (req.content().size() > kMaxContentBytes) {
-    return absl::InvalidArgumentError("content exceeds " + std::to_string(kMaxContentBytes) + " bytes");
-  }
-  if (req.max_tokens() < 0 || req.max_tokens() > kMaxMaxTokens) {
-    return absl::InvalidArgumentError("max_tokens must be between 1 and " +
-                                      std::to_string(kMaxMaxTokens));
-  }
-  // Input safety before anything is stored: a refused message is never
-  // persisted. Unreachable safety refuses the message (fail closed).
-  spb::CheckRequest check;
-  check.set_request_id(req.request_id());
-  check.set_org_id(req.org_id());
-  check.set_text(req.content());
-  spb::CheckResponse verdict;
-  grpc::ClientContext sctx;
-  sctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  grpc::Status sst = safety_.CheckInput(&sctx, check, &verdict);
-  if (!sst.ok()) return absl::UnavailableError("safety check unavailable: " + sst.error_message());
-  if (verdict.verdict() != spb::CheckResponse::ALLOW) {
-    return absl::InvalidArgumentError("message blocked by safety policy: " + verdict.reason());
-  }
-
+absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req, cpb::SendMessageResponse* resp) {
   const Scope scope{req.org_id(), req.user_id()};
   auto turn = store_.AppendTurn(scope, req.conversation_id(), req.content(), req.client_message_id());
   if (!turn.ok()) return turn.status();
@@ -108,22 +84,54 @@ absl::Status ChatServiceImpl::Send(const cpb::SendMessageRequest& req, cpb::Send
   spec.assistant_message_id = turn->assistant_message_id;
   spec.model = turn->model;
   spec.max_tokens = req.max_tokens() > 0 ? req.max_tokens() : kDefaultMaxTokens;
-  if (!turns_.Submit(spec)) {
-    turns_.Fail(spec, 1, "overloaded_error", "too many turns in progress; retry later");
-  }
+  turns_.Start(std::move(spec));
   return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerContext* ctx,
                                                        const cpb::SendMessageRequest* req,
                                                        cpb::SendMessageResponse* resp) {
-  return OnPool(ctx, [this, req, resp] { return Send(*req, resp); });
+  auto* reactor = ctx->DefaultReactor();
+  absl::Status invalid = RequireScope(req->org_id(), req->user_id());
+  if (invalid.ok() && req->content().empty()) {
+    invalid = absl::InvalidArgumentError("content must not be empty");
+  } else if (invalid.ok() && req->content().find('\0') != std::string::npos) {
+    invalid = absl::InvalidArgumentError("content must not contain NUL characters");
+  } else if (invalid.ok() && req->content().size() > kMaxContentBytes) {
+    invalid = absl::InvalidArgumentError("content exceeds " + std::to_string(kMaxContentBytes) + " bytes");
+  } else if (invalid.ok() && (req->max_tokens() < 0 || req->max_tokens() > kMaxMaxTokens)) {
+    invalid = absl::InvalidArgumentError("max_tokens must be between 1 and " +
+                                         std::to_string(kMaxMaxTokens));
+  }
+  if (!invalid.ok()) {
+    reactor->Finish(ToGrpcStatus(invalid));
+    return reactor;
+  }
+  // Input safety before anything is stored: a refused message is never
+  // persisted, and no safety verdict refuses it (fail closed).
+  input_.Check({req->request_id(), req->org_id(), req->user_id()}, req->content(),
+               [this, reactor, req, resp](absl::Status verdict) {
+                 if (verdict.code() == absl::StatusCode::kInvalidArgument) {
+                   reactor->Finish(ToGrpcStatus(verdict));
+                   return;
+                 }
+                 if (!verdict.ok()) {
+                   spdlog::warn("request_id={} input safety unavailable: {}", req->request_id(),
+                                verdict.ToString());
+                   reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                                "the safety check is unavailable; retry"));
+                   return;
+                 }
+                 OnPool(reactor, [this, req, resp] { return Store(*req, resp); });
+               });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::ListMessages(grpc::CallbackServerContext* ctx,
                                                         const cpb::ListMessagesRequest* req,
                                                         cpb::ListMessagesResponse* resp) {
-  return OnPool(ctx, [this, req, resp]() -> absl::Status {
+  auto* reactor = ctx->DefaultReactor();
+  OnPool(reactor, [this, req, resp]() -> absl::Status {
     if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
     const int limit = req->limit() <= 0 ? 50 : std::min(req->limit(), 200);
     auto list = store_.ListMessages({req->org_id(), req->user_id()}, req->conversation_id(), limit,
@@ -132,12 +140,14 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ListMessages(grpc::CallbackServerCont
     *resp = std::move(*list);
     return absl::OkStatus();
   });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::GetMessage(grpc::CallbackServerContext* ctx,
                                                       const cpb::GetMessageRequest* req,
                                                       cpb::ChatMessage* resp) {
-  return OnPool(ctx, [this, req, resp]() -> absl::Status {
+  auto* reactor = ctx->DefaultReactor();
+  OnPool(reactor, [this, req, resp]() -> absl::Status {
     if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
     auto m = store_.GetMessage({req->org_id(), req->user_id()}, req->conversation_id(),
                                req->message_id());
@@ -145,6 +155,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::GetMessage(grpc::CallbackServerContex
     *resp = std::move(*m);
     return absl::OkStatus();
   });
+  return reactor;
 }
 
 }  // namespace sb::chat

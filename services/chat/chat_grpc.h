@@ -1,19 +1,19 @@
-// switchboard.chat.v1.Chat. Database and safety calls run on a worker pool;
-// turns run on the TurnRunner's pool.
+// switchboard.chat.v1.Chat. Database calls run on a worker pool; input
+// safety is asked asynchronously; turns run on the pipeline (turns.h).
 #pragma once
 
 #include "chat/chat_store.h"
-#include "chat/turn_runner.h"
+#include "chat/turns.h"
 #include "core/thread_pool.h"
+#include "pipeline/pipeline.h"
 #include "switchboard/chat/v1/chat.grpc.pb.h"
 
 namespace sb::chat {
 
 class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackService {
  public:
-  ChatServiceImpl(ChatStore& store, TurnRunner& turns,
-                  switchboard::safety::v1::Safety::StubInterface& safety, EventPublisher publish,
-                  ThreadPool& pool);
+  ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::InputGuard& input,
+                  EventPublisher publish, ThreadPool& pool);
 
   grpc::ServerUnaryReactor* CreateConversation(
       grpc::CallbackServerContext* ctx, const switchboard::chat::v1::CreateConversationRequest* req,
@@ -29,14 +29,16 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
                                        switchboard::chat::v1::ChatMessage* resp) override;
 
  private:
-  absl::Status Send(const switchboard::chat::v1::SendMessageRequest& req,
-                    switchboard::chat::v1::SendMessageResponse* resp);
+  // After input safety allowed the message: stores it (on the pool) and
+  // starts the turn.
+  absl::Status Store(const switchboard::chat::v1::SendMessageRequest& req,
+                     switchboard::chat::v1::SendMessageResponse* resp);
   // Runs `fn` on the pool and finishes the call with its status.
-  grpc::ServerUnaryReactor* OnPool(grpc::CallbackServerContext* ctx, std::function<absl::Status()> fn);
+  void OnPool(grpc::ServerUnaryReactor* reactor, std::function<absl::Status()> fn);
 
   ChatStore& store_;
-  TurnRunner& turns_;
-  switchboard::safety::v1::Safety::StubInterface& safety_;
+  Turns& turns_;
+  pipeline::InputGuard& input_;
   EventPublisher publish_;
   ThreadPool& pool_;
 };

@@ -22,6 +22,7 @@ cpb::ChatMessage RowToMessage(const pqxx::row& r) {
   m.set_output_tokens(r[8].as<int>());
   m.set_model(r[9].as<std::string>());
   m.set_created_at_unix_ms(r[10].as<int64_t>());
+  m.set_stream_last_offset(r[11].as<int64_t>());
   return m;
 }
 
@@ -113,7 +114,8 @@ absl::Status ChatStore::CompleteReply(const std::string& conversation_id,
   return pg_.RunVoid([&](pqxx::connection& c) {
     pqxx::work tx(c);
     tx.exec_params(sql::kCompleteMessage, conversation_id, message_id, r.content, r.status,
-                   r.stop_reason, r.input_tokens, r.output_tokens, r.model, r.safety_result);
+                   r.stop_reason, r.input_tokens, r.output_tokens, r.model, r.safety_result,
+                   r.stream_last_offset);
     tx.exec_params(sql::kBumpConversation, conversation_id, 0);
     tx.commit();
   });

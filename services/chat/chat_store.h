@@ -33,6 +33,7 @@ struct TurnResult {
   int output_tokens = 0;
   std::string model;
   std::string safety_result;
+  int64_t stream_last_offset = 0;  // the offset of the reply stream's last event
 };
 
 class ChatStore {

@@ -91,7 +91,8 @@ TEST_F(ChatStoreTest, CompletingAReplyMakesItPartOfTheHistory) {
                     .input_tokens = 3,
                     .output_tokens = 1,
                     .model = "sim-small",
-                    .safety_result = "allowed"};
+                    .safety_result = "allowed",
+                    .stream_last_offset = 6};
   ASSERT_TRUE(store_.CompleteReply(conv, turn->assistant_message_id, result).ok());
 
   auto reply = store_.GetMessage(alice_, conv, turn->assistant_message_id);
@@ -99,6 +100,7 @@ TEST_F(ChatStoreTest, CompletingAReplyMakesItPartOfTheHistory) {
   EXPECT_EQ(reply->content(), "answer");
   EXPECT_EQ(reply->status(), "complete");
   EXPECT_EQ(reply->output_tokens(), 1);
+  EXPECT_EQ(reply->stream_last_offset(), 6) << "where its stream ended, for exact resumes";
 
   // The next turn's prompt: everything complete so far, oldest first.
   auto next = store_.AppendTurn(alice_, conv, "follow-up", "");

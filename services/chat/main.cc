@@ -2,40 +2,45 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/flags/flag.h"
+#include "absl/time/clock.h"
 #include "chat/chat_grpc.h"
 #include "chat/chat_store.h"
-#include "chat/turn_runner.h"
+#include "chat/turns.h"
+#include "core/clock.h"
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
+#include "pipeline/grpc_backends.h"
 #include "storage/kafka.h"
 #include "storage/pg.h"
-#include "storage/redis.h"
+#include "storage/redis_pipeline.h"
 #include "storage/token_stream.h"
 
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port");
 ABSL_FLAG(int, metrics_port, 9101, "HTTP port for /metrics");
 ABSL_FLAG(std::string, pg, "postgresql://postgres@127.0.0.1:5432/switchboard",
           "PostgreSQL connection URI");
-ABSL_FLAG(int, pg_pool_size, 8, "PostgreSQL connections");
+ABSL_FLAG(int, pg_pool_size, 8, "PostgreSQL connections (and threads that use them)");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host");
 ABSL_FLAG(int, redis_port, 6379, "Redis port");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
 ABSL_FLAG(std::string, events_topic, "chat.events", "Topic for chat events");
 ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler gRPC address");
 ABSL_FLAG(std::string, safety_address, "127.0.0.1:50053", "safety gRPC address");
-ABSL_FLAG(int, turn_threads, 32, "Chat turns generated at once");
+ABSL_FLAG(int, max_turns, 10000,
+          "Chat turns generating at once; beyond them a turn fails at once as overloaded");
 ABSL_FLAG(int, stream_retention_seconds, 300, "How long a finished reply stays replayable from Redis");
+ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
 
 int main(int argc, char** argv) {
   sb::InitService("chat", argc, argv);
-  sb::PgPool pg(absl::GetFlag(FLAGS_pg), absl::GetFlag(FLAGS_pg_pool_size));
+  const int pg_size = absl::GetFlag(FLAGS_pg_pool_size);
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), pg_size);
   if (auto st = pg.Ping(); !st.ok()) {
     spdlog::critical("chat: {}", st.ToString());
     return 1;
   }
-  sb::RedisClient redis({.host = absl::GetFlag(FLAGS_redis_host),
-                         .port = absl::GetFlag(FLAGS_redis_port),
-                         .pool_size = absl::GetFlag(FLAGS_turn_threads)});
+  sb::RedisPipeline redis({.host = absl::GetFlag(FLAGS_redis_host),
+                           .port = absl::GetFlag(FLAGS_redis_port)});
   auto producer = sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers));
   if (!producer.ok()) {
     spdlog::critical("chat: {}", producer.status().ToString());
@@ -46,7 +51,7 @@ int main(int argc, char** argv) {
   sb::chat::EventPublisher publish = [&](const switchboard::chat::v1::ChatEvent& e) {
     auto copy = e;
     copy.set_event_id(ids.Next(absl::Now()));
-    if (auto st = (*producer)->Produce(topic, e.conversation_id(), copy.SerializeAsString());
+    if (auto st = (*producer)->Publish(topic, e.conversation_id(), copy.SerializeAsString());
         !st.ok()) {
       spdlog::error("chat event {} for {} not queued: {}", e.type(), e.conversation_id(),
                     st.ToString());
@@ -57,12 +62,20 @@ int main(int argc, char** argv) {
   auto safety = switchboard::safety::v1::Safety::NewStub(
       grpc::CreateChannel(absl::GetFlag(FLAGS_safety_address), grpc::InsecureChannelCredentials()));
 
+  const std::chrono::milliseconds safety_deadline(absl::GetFlag(FLAGS_safety_deadline_ms));
+  sb::pipeline::GrpcInputGuard input(*safety, safety_deadline);
+  sb::pipeline::UnaryOutputGates gates(*safety, safety_deadline);
+  sb::pipeline::GrpcGenerator generator(*scheduler, std::chrono::minutes(10));
+  sb::pipeline::Pipeline pipeline("chat", input, generator, gates, sb::RealClock());
+
+  // Every database call of the service runs here, one thread per connection;
+  // the queue holds a burst of turns starting or ending at once.
+  sb::ThreadPool pool(pg_size, 1 << 17);
   sb::chat::ChatStore store(pg, ids);
-  sb::TokenStreamWriter stream(redis, std::chrono::seconds(absl::GetFlag(FLAGS_stream_retention_seconds)));
-  sb::chat::TurnRunner turns(store, stream, *scheduler, *safety, publish,
-                             absl::GetFlag(FLAGS_turn_threads));
-  sb::ThreadPool pool(absl::GetFlag(FLAGS_pg_pool_size), 4096);
-  sb::chat::ChatServiceImpl service(store, turns, *safety, publish, pool);
+  sb::RedisTokenStream stream(redis,
+                              std::chrono::seconds(absl::GetFlag(FLAGS_stream_retention_seconds)));
+  sb::chat::Turns turns(store, stream, pipeline, publish, pool, absl::GetFlag(FLAGS_max_turns));
+  sb::chat::ChatServiceImpl service(store, turns, input, publish, pool);
 
   sb::ServiceRunner runner("chat");
   runner.AddService(&service);
@@ -72,6 +85,11 @@ int main(int argc, char** argv) {
     spdlog::critical("chat: {}", st.ToString());
     return 1;
   }
+  // On SIGTERM, turns in progress get the drain grace to finish.
+  runner.OnDrain([&] {
+    const absl::Time deadline = absl::Now() + sb::DrainGrace();
+    while (turns.active() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  });
   runner.WaitForShutdown(sb::DrainGrace());
   return 0;
 }

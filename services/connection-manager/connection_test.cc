@@ -1,6 +1,7 @@
 // Subscribe end to end within the service: a real Redis (started for the
 // suite), the hub, and the gRPC service on loopback. The message lookup (a
 // call to chat in production) is a table here: chat is not under test.
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -9,6 +10,7 @@
 
 #include "connection-manager/connection_grpc.h"
 #include "gtest/gtest.h"
+#include "storage/redis_pipeline.h"
 #include "storage/token_stream.h"
 #include "support/infra.h"
 
@@ -32,8 +34,10 @@ class ConnectionTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    redis_ = std::make_unique<RedisClient>(RedisOptions{.host = "127.0.0.1", .port = infra_->redis_port(), .pool_size = 4});
-    writer_ = std::make_unique<TokenStreamWriter>(*redis_, std::chrono::seconds(60));
+    const RedisOptions options{.host = "127.0.0.1", .port = infra_->redis_port(), .pool_size = 4};
+    redis_ = std::make_unique<RedisClient>(options);
+    pipeline_ = std::make_unique<RedisPipeline>(options);
+    writer_ = std::make_unique<RedisTokenStream>(*pipeline_, std::chrono::seconds(60));
     hub_ = std::make_unique<SubscriptionHub>(
         *redis_,
         [this](const conn::SubscribeRequest& r) -> absl::StatusOr<cpb::ChatMessage> {
@@ -62,7 +66,7 @@ class ConnectionTest : public ::testing::Test {
   }
 
   void SetMessage(const std::string& id, const std::string& status, const std::string& content = "",
-                  int output_tokens = 0) {
+                  int output_tokens = 0, int64_t last_offset = 0) {
     cpb::ChatMessage m;
     m.set_id(id);
     m.set_status(status);
@@ -71,25 +75,37 @@ class ConnectionTest : public ::testing::Test {
     m.set_input_tokens(2);
     m.set_stop_reason(status == "complete" ? "end_turn" : "");
     m.set_model("sim-small");
+    m.set_stream_last_offset(last_offset);
     std::lock_guard<std::mutex> lock(mu_);
     messages_[id] = m;
   }
 
-  void Append(const std::string& id, int offset, const std::string& text) {
-    StreamEntry e;
-    e.offset = offset;
-    e.text = text;
-    ASSERT_TRUE(writer_->Append(id, e).ok());
+  void Write(const std::string& id, std::vector<StreamEntry> entries) {
+    std::promise<absl::Status> done;
+    writer_->Append(id, std::move(entries), [&](absl::Status st) { done.set_value(st); });
+    ASSERT_TRUE(done.get_future().get().ok());
   }
-  void End(const std::string& id, int offset) {
+  static StreamEntry Entry(int64_t offset, StreamEntry::Kind kind, const std::string& text = "") {
     StreamEntry e;
     e.offset = offset;
-    e.kind = StreamEntry::Kind::kEnd;
-    e.stop_reason = "end_turn";
-    e.input_tokens = 2;
-    e.output_tokens = offset - 1;
+    e.kind = kind;
+    e.text = text;
     e.model = "sim-small";
-    ASSERT_TRUE(writer_->Append(id, e).ok());
+    e.stop_reason = "end_turn";
+    return e;
+  }
+  // A reply's opening: message_start, content_block_start.
+  void Open(const std::string& id) {
+    Write(id, {Entry(1, StreamEntry::Kind::kMessageStart), Entry(2, StreamEntry::Kind::kBlockStart)});
+  }
+  void Delta(const std::string& id, int offset, const std::string& text) {
+    Write(id, {Entry(offset, StreamEntry::Kind::kDelta, text)});
+  }
+  // The closing three events from `offset`.
+  void Close(const std::string& id, int offset) {
+    Write(id, {Entry(offset, StreamEntry::Kind::kBlockStop),
+               Entry(offset + 1, StreamEntry::Kind::kMessageDelta),
+               Entry(offset + 2, StreamEntry::Kind::kMessageStop)});
   }
 
   struct Result {
@@ -115,7 +131,8 @@ class ConnectionTest : public ::testing::Test {
 
   static Infra* infra_;
   std::unique_ptr<RedisClient> redis_;
-  std::unique_ptr<TokenStreamWriter> writer_;
+  std::unique_ptr<RedisPipeline> pipeline_;
+  std::unique_ptr<RedisTokenStream> writer_;
   std::unique_ptr<SubscriptionHub> hub_;
   std::unique_ptr<ConnectionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -132,56 +149,77 @@ std::vector<int64_t> Offsets(const std::vector<conn::StreamEvent>& events) {
   return out;
 }
 
+std::vector<int64_t> Range(int64_t from, int64_t to) {
+  std::vector<int64_t> out;
+  for (int64_t i = from; i <= to; ++i) out.push_back(i);
+  return out;
+}
+
 TEST_F(ConnectionTest, FollowsALiveReplyToItsEnd) {
   SetMessage("live", "in_progress");
   std::thread producer([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the subscriber is waiting
-    for (int i = 1; i <= 5; ++i) {
-      Append("live", i, " w" + std::to_string(i));
+    Open("live");
+    for (int i = 3; i <= 7; ++i) {
+      Delta("live", i, " w" + std::to_string(i));
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    End("live", 6);
+    Close("live", 8);
   });
   auto r = Subscribe("live", 0);
   producer.join();
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-  EXPECT_EQ(Offsets(r.events), (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(Offsets(r.events), Range(1, 10));
+  EXPECT_TRUE(r.events[0].has_message_start());
   EXPECT_EQ(r.events[2].delta().text(), " w3");
-  ASSERT_TRUE(r.events.back().has_end());
-  EXPECT_EQ(r.events.back().end().output_tokens(), 5);
+  EXPECT_TRUE(r.events.back().has_message_stop());
 }
 
-TEST_F(ConnectionTest, ResumesAfterTheOffsetWithNoGapAndNoDuplicate) {
+// Resuming after any event's offset yields exactly the events after it.
+TEST_F(ConnectionTest, ResumesAfterEveryOffsetWithNoGapAndNoDuplicate) {
   SetMessage("resume", "complete", "", 10);
-  for (int i = 1; i <= 10; ++i) Append("resume", i, "t");
-  End("resume", 11);
-  auto r = Subscribe("resume", 4);
-  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-  EXPECT_EQ(Offsets(r.events), (std::vector<int64_t>{5, 6, 7, 8, 9, 10, 11}));
+  Open("resume");
+  for (int i = 3; i <= 12; ++i) Delta("resume", i, "t");
+  Close("resume", 13);
+  for (int64_t after = 0; after < 15; ++after) {
+    auto r = Subscribe("resume", after);
+    ASSERT_TRUE(r.status.ok()) << after << ": " << r.status.error_message();
+    EXPECT_EQ(Offsets(r.events), Range(after + 1, 15)) << "after " << after;
+  }
+  EXPECT_TRUE(Subscribe("resume", 15).events.empty()) << "after the end nothing remains";
+  // The buffer expires some time after its end.
+  auto ttl = redis_->Command({"TTL", TokenStreamKey("resume")});
+  ASSERT_TRUE(ttl.ok());
+  EXPECT_GT(ttl->integer, 0);
+  EXPECT_LE(ttl->integer, 60);
 }
 
-TEST_F(ConnectionTest, AfterTheEndNothingRemains) {
-  SetMessage("seen", "complete", "", 2);
-  Append("seen", 1, "a");
-  Append("seen", 2, "b");
-  End("seen", 3);
-  auto r = Subscribe("seen", 3);
-  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
-  EXPECT_TRUE(r.events.empty());
+TEST_F(ConnectionTest, AnErrorEndsTheStream) {
+  SetMessage("failing", "in_progress");
+  Open("failing");
+  StreamEntry err = Entry(3, StreamEntry::Kind::kError);
+  err.error_code = static_cast<int>(absl::StatusCode::kUnavailable);
+  err.error_message = "no capacity";
+  Write("failing", {err});
+  auto r = Subscribe("failing", 0);
+  ASSERT_TRUE(r.status.ok());
+  ASSERT_EQ(r.events.size(), 3u);
+  EXPECT_EQ(r.events[2].error().code(), 14);
+  EXPECT_EQ(r.events[2].error().message(), "no capacity");
 }
 
 TEST_F(ConnectionTest, AnExpiredBufferIsServedFromTheStoredMessage) {
-  SetMessage("stored", "complete", "Hello there", 2);
+  SetMessage("stored", "complete", "Hello there", 2, /*last_offset=*/7);
   auto r = Subscribe("stored", 0);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-  ASSERT_EQ(r.events.size(), 2u);
-  EXPECT_EQ(r.events[0].delta().text(), "Hello there");
-  EXPECT_TRUE(r.events[1].has_end());
-  EXPECT_EQ(r.events[1].offset(), 3);
+  EXPECT_EQ(Offsets(r.events), (std::vector<int64_t>{1, 2, 4, 5, 6, 7}));
+  EXPECT_EQ(r.events[2].delta().text(), "Hello there");
+  EXPECT_TRUE(r.events.back().has_message_stop());
+  EXPECT_EQ(Offsets(Subscribe("stored", 5).events), (std::vector<int64_t>{6, 7}));
 }
 
 TEST_F(ConnectionTest, SomeoneElsesMessageIsNotFound) {
-  SetMessage("private", "complete", "secret", 1);
+  SetMessage("private", "complete", "secret", 1, 6);
   auto r = Subscribe("private", 0, "another-org");
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_TRUE(r.events.empty());
@@ -196,14 +234,13 @@ TEST_F(ConnectionTest, ManyStreamsShareOnePoller) {
     readers.emplace_back([&, s] { results[s] = Subscribe("many-" + std::to_string(s), 0); });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  for (int i = 1; i <= 3; ++i) {
-    for (int s = 0; s < kStreams; ++s) Append("many-" + std::to_string(s), i, "x");
-  }
-  for (int s = 0; s < kStreams; ++s) End("many-" + std::to_string(s), 4);
+  for (int s = 0; s < kStreams; ++s) Open("many-" + std::to_string(s));
+  for (int s = 0; s < kStreams; ++s) Delta("many-" + std::to_string(s), 3, "x");
+  for (int s = 0; s < kStreams; ++s) Close("many-" + std::to_string(s), 4);
   for (auto& t : readers) t.join();
   for (int s = 0; s < kStreams; ++s) {
     ASSERT_TRUE(results[s].status.ok()) << s << ": " << results[s].status.error_message();
-    EXPECT_EQ(Offsets(results[s].events), (std::vector<int64_t>{1, 2, 3, 4})) << s;
+    EXPECT_EQ(Offsets(results[s].events), Range(1, 6)) << s;
   }
   EXPECT_EQ(hub_->active(), 0u);
 }

@@ -23,61 +23,108 @@ conn::StreamEvent ToEvent(const StreamEntry& e) {
   conn::StreamEvent out;
   out.set_offset(e.offset);
   switch (e.kind) {
+    case StreamEntry::Kind::kMessageStart:
+      out.mutable_message_start()->set_model(e.model);
+      out.mutable_message_start()->set_input_tokens(e.input_tokens);
+      break;
+    case StreamEntry::Kind::kBlockStart:
+      out.mutable_content_block_start();
+      break;
     case StreamEntry::Kind::kDelta:
       out.mutable_delta()->set_text(e.text);
       break;
-    case StreamEntry::Kind::kEnd: {
-      auto* end = out.mutable_end();
-      end->set_stop_reason(e.stop_reason);
-      end->set_input_tokens(e.input_tokens);
-      end->set_output_tokens(e.output_tokens);
-      end->set_model(e.model);
+    case StreamEntry::Kind::kBlockStop:
+      out.mutable_content_block_stop();
+      break;
+    case StreamEntry::Kind::kMessageDelta: {
+      auto* d = out.mutable_message_delta();
+      d->set_stop_reason(e.stop_reason);
+      d->set_stop_sequence(e.stop_sequence);
+      d->set_input_tokens(e.input_tokens);
+      d->set_output_tokens(e.output_tokens);
       break;
     }
+    case StreamEntry::Kind::kMessageStop:
+      out.mutable_message_stop();
+      break;
     case StreamEntry::Kind::kError:
-      out.mutable_error()->set_type(e.error_type);
+      out.mutable_error()->set_code(e.error_code);
       out.mutable_error()->set_message(e.error_message);
       break;
   }
   return out;
 }
 
+namespace {
+
+conn::StreamEvent At(int64_t offset) {
+  conn::StreamEvent e;
+  e.set_offset(offset);
+  return e;
+}
+
+}  // namespace
+
 std::vector<conn::StreamEvent> FromPersisted(const cpb::ChatMessage& m, int64_t after_offset) {
   std::vector<conn::StreamEvent> out;
-  // One buffer entry per output token: the last delta had offset
-  // output_tokens and the end output_tokens + 1.
-  const int64_t last = std::max<int64_t>(m.output_tokens(), m.content().empty() ? 0 : 1);
-  if (after_offset > last) return out;  // the client has seen the end: nothing remains
-  if (m.status() == "failed") {
-    conn::StreamEvent e;
-    e.set_offset(last + 1);
-    e.mutable_error()->set_type("api_error");
+  const bool failed = m.status() == "failed";
+  // The stream ended at `last`: a complete reply's events are
+  //   1 message_start, 2 content_block_start, 3..last-3 deltas,
+  //   last-2 content_block_stop, last-1 message_delta, last message_stop;
+  // a failed one ends with an error at `last`.
+  int64_t last = m.stream_last_offset();
+  if (last == 0) last = failed ? 1 : (m.content().empty() ? 5 : 6);  // stored before offsets were
+  if (after_offset >= last) return out;  // the client has seen the end: nothing remains
+  if (failed) {
+    auto e = At(last);
+    e.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kInternal));
     e.mutable_error()->set_message("the reply failed; its partial content is in the message");
     out.push_back(std::move(e));
     return out;
   }
-  if (after_offset == 0 && !m.content().empty()) {
-    conn::StreamEvent d;
-    d.set_offset(last);
-    d.mutable_delta()->set_text(m.content());
-    out.push_back(std::move(d));
-  } else if (after_offset > 0 && after_offset < last) {
-    // Token boundaries are not stored: the rest cannot be cut out exactly.
-    conn::StreamEvent e;
-    e.set_offset(after_offset + 1);
-    e.mutable_error()->set_type("not_found_error");
-    e.mutable_error()->set_message(
-        "the replay buffer for this reply has expired; read the complete message instead");
+  const int64_t last_delta = last - 3;  // == 2 when the reply has no text
+  if (after_offset < 1) {
+    auto e = At(1);
+    e.mutable_message_start()->set_model(m.model());
+    e.mutable_message_start()->set_input_tokens(m.input_tokens());
     out.push_back(std::move(e));
-    return out;
   }
-  conn::StreamEvent end;
-  end.set_offset(last + 1);
-  end.mutable_end()->set_stop_reason(m.stop_reason());
-  end.mutable_end()->set_input_tokens(m.input_tokens());
-  end.mutable_end()->set_output_tokens(m.output_tokens());
-  end.mutable_end()->set_model(m.model());
-  out.push_back(std::move(end));
+  if (after_offset < 2) {
+    auto e = At(2);
+    e.mutable_content_block_start();
+    out.push_back(std::move(e));
+  }
+  if (last_delta > 2 && after_offset < last_delta) {
+    if (after_offset > 2) {
+      // Token boundaries are not stored: the rest cannot be cut out exactly.
+      auto e = At(after_offset + 1);
+      e.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kNotFound));
+      e.mutable_error()->set_message(
+          "the replay buffer for this reply has expired; read the complete message instead");
+      out.push_back(std::move(e));
+      return out;
+    }
+    // The whole text as one delta, at the offset the last delta had.
+    auto e = At(last_delta);
+    e.mutable_delta()->set_text(m.content());
+    out.push_back(std::move(e));
+  }
+  if (after_offset < last - 2) {
+    auto e = At(last - 2);
+    e.mutable_content_block_stop();
+    out.push_back(std::move(e));
+  }
+  if (after_offset < last - 1) {
+    auto e = At(last - 1);
+    auto* d = e.mutable_message_delta();
+    d->set_stop_reason(m.stop_reason());
+    d->set_input_tokens(m.input_tokens());
+    d->set_output_tokens(m.output_tokens());
+    out.push_back(std::move(e));
+  }
+  auto stop = At(last);
+  stop.mutable_message_stop();
+  out.push_back(std::move(stop));
   return out;
 }
 
@@ -144,8 +191,7 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
   }
   if (!last->elements.empty()) {
     auto entry = ParseStreamEntry(last->elements[0]);
-    if (entry.ok() && entry->kind != StreamEntry::Kind::kDelta &&
-        entry->offset <= sub->req.after_offset()) {
+    if (entry.ok() && entry->final() && entry->offset <= sub->req.after_offset()) {
       sub->out->Finish(grpc::Status::OK);  // the client has seen the end: nothing remains
       return;
     }
@@ -162,7 +208,7 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
 }
 
 void SubscriptionHub::ServePersisted(Sub& sub, const cpb::ChatMessage& m) {
-  // At most two events: they fit in any queue.
+  // At most six events: they fit in any queue.
   for (auto& e : FromPersisted(m, sub.req.after_offset())) sub.out->Push(std::move(e));
   sub.out->Finish(grpc::Status::OK);
   sub.done = true;
@@ -174,7 +220,7 @@ bool SubscriptionHub::Deliver(Sub& sub, const StreamEntry& e) {
   sub.last_entry = absl::Now();
   sub.next_check = sub.last_entry + kStallCheck;
   sub.out->Push(ToEvent(e));
-  if (e.kind == StreamEntry::Kind::kDelta) return false;
+  if (!e.final()) return false;
   sub.out->Finish(grpc::Status::OK);
   return true;
 }

@@ -36,7 +36,8 @@ using MessageLookup = std::function<absl::StatusOr<switchboard::chat::v1::ChatMe
 // Converts a buffer entry to the wire event.
 switchboard::connection::v1::StreamEvent ToEvent(const StreamEntry& e);
 // The events that replace an expired buffer, for a client that has seen
-// everything up to `after_offset`; none when it has seen the end.
+// everything up to `after_offset`, with the offsets the live stream had
+// (from the message's stream_last_offset); none when it has seen the end.
 std::vector<switchboard::connection::v1::StreamEvent> FromPersisted(
     const switchboard::chat::v1::ChatMessage& m, int64_t after_offset);
 

@@ -5,53 +5,76 @@
 namespace sb::connection {
 namespace {
 
-switchboard::chat::v1::ChatMessage Complete(const std::string& text, int tokens) {
+namespace conn = switchboard::connection::v1;
+
+// A complete reply of three deltas: its live stream had offsets
+// 1 start, 2 block start, 3-5 deltas, 6 block stop, 7 message delta, 8 stop.
+switchboard::chat::v1::ChatMessage Complete() {
   switchboard::chat::v1::ChatMessage m;
   m.set_status("complete");
-  m.set_content(text);
-  m.set_output_tokens(tokens);
-  m.set_input_tokens(3);
+  m.set_content("Hello there friend");
+  m.set_output_tokens(3);
+  m.set_input_tokens(4);
   m.set_stop_reason("end_turn");
   m.set_model("sim-small");
+  m.set_stream_last_offset(8);
   return m;
 }
 
-TEST(FromPersistedTest, FromTheStartServesTheWholeTextThenTheEnd) {
-  auto events = FromPersisted(Complete("Hello there friend", 3), 0);
-  ASSERT_EQ(events.size(), 2u);
-  EXPECT_EQ(events[0].delta().text(), "Hello there friend");
-  EXPECT_EQ(events[0].offset(), 3);
-  EXPECT_TRUE(events[1].has_end());
-  EXPECT_EQ(events[1].offset(), 4);  // the same offset the live end had
-  EXPECT_EQ(events[1].end().output_tokens(), 3);
+std::vector<int64_t> Offsets(const std::vector<conn::StreamEvent>& events) {
+  std::vector<int64_t> out;
+  for (const auto& e : events) out.push_back(e.offset());
+  return out;
 }
 
-TEST(FromPersistedTest, AfterEverythingOnlyTheEnd) {
-  auto events = FromPersisted(Complete("Hello there friend", 3), 3);
-  ASSERT_EQ(events.size(), 1u);
-  EXPECT_TRUE(events[0].has_end());
+TEST(FromPersistedTest, FromTheStartEveryEventWithTheLiveOffsets) {
+  auto events = FromPersisted(Complete(), 0);
+  EXPECT_EQ(Offsets(events), (std::vector<int64_t>{1, 2, 5, 6, 7, 8}));
+  EXPECT_EQ(events[0].message_start().model(), "sim-small");
+  EXPECT_EQ(events[0].message_start().input_tokens(), 4);
+  EXPECT_TRUE(events[1].has_content_block_start());
+  EXPECT_EQ(events[2].delta().text(), "Hello there friend");
+  EXPECT_TRUE(events[3].has_content_block_stop());
+  EXPECT_EQ(events[4].message_delta().stop_reason(), "end_turn");
+  EXPECT_EQ(events[4].message_delta().output_tokens(), 3);
+  EXPECT_TRUE(events[5].has_message_stop());
 }
 
-TEST(FromPersistedTest, AfterTheEndNothingRemains) {
-  EXPECT_TRUE(FromPersisted(Complete("Hello there friend", 3), 4).empty());
-  auto failed = Complete("", 0);
-  failed.set_status("failed");
-  EXPECT_TRUE(FromPersisted(failed, 1).empty());
+TEST(FromPersistedTest, ResumesExactlyAfterEveryEventOutsideTheText) {
+  EXPECT_EQ(Offsets(FromPersisted(Complete(), 1)), (std::vector<int64_t>{2, 5, 6, 7, 8}));
+  EXPECT_EQ(Offsets(FromPersisted(Complete(), 2)), (std::vector<int64_t>{5, 6, 7, 8}));
+  EXPECT_EQ(Offsets(FromPersisted(Complete(), 5)), (std::vector<int64_t>{6, 7, 8}));
+  EXPECT_EQ(Offsets(FromPersisted(Complete(), 6)), (std::vector<int64_t>{7, 8}));
+  EXPECT_EQ(Offsets(FromPersisted(Complete(), 7)), (std::vector<int64_t>{8}));
+  EXPECT_TRUE(FromPersisted(Complete(), 8).empty()) << "after the end nothing remains";
 }
 
-TEST(FromPersistedTest, MidwayCannotBeSplicedAndSaysSo) {
-  auto events = FromPersisted(Complete("Hello there friend", 3), 1);
-  ASSERT_EQ(events.size(), 1u);
-  ASSERT_TRUE(events[0].has_error());
-  EXPECT_NE(events[0].error().message().find("expired"), std::string::npos);
+TEST(FromPersistedTest, MidwayThroughTheTextCannotBeSplicedAndSaysSo) {
+  for (int64_t after : {3, 4}) {
+    auto events = FromPersisted(Complete(), after);
+    ASSERT_EQ(events.size(), 1u);
+    ASSERT_TRUE(events[0].has_error());
+    EXPECT_EQ(events[0].offset(), after + 1);
+    EXPECT_NE(events[0].error().message().find("expired"), std::string::npos);
+  }
 }
 
-TEST(FromPersistedTest, FailedReplyIsAnError) {
-  auto m = Complete("", 0);
+TEST(FromPersistedTest, AnEmptyReplyHasNoDelta) {
+  auto m = Complete();
+  m.set_content("");
+  m.set_stream_last_offset(5);
+  EXPECT_EQ(Offsets(FromPersisted(m, 0)), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+}
+
+TEST(FromPersistedTest, AFailedReplyIsAnErrorAtItsLastOffset) {
+  auto m = Complete();
   m.set_status("failed");
+  m.set_stream_last_offset(4);
   auto events = FromPersisted(m, 0);
   ASSERT_EQ(events.size(), 1u);
   EXPECT_TRUE(events[0].has_error());
+  EXPECT_EQ(events[0].offset(), 4);
+  EXPECT_TRUE(FromPersisted(m, 4).empty());
 }
 
 TEST(ToEventTest, ConvertsEachKind) {
@@ -60,10 +83,18 @@ TEST(ToEventTest, ConvertsEachKind) {
   d.text = "hi";
   EXPECT_EQ(ToEvent(d).delta().text(), "hi");
   EXPECT_EQ(ToEvent(d).offset(), 7);
-  StreamEntry end;
-  end.kind = StreamEntry::Kind::kEnd;
-  end.stop_reason = "max_tokens";
-  EXPECT_EQ(ToEvent(end).end().stop_reason(), "max_tokens");
+  StreamEntry md;
+  md.kind = StreamEntry::Kind::kMessageDelta;
+  md.stop_reason = "stop_sequence";
+  md.stop_sequence = "END";
+  EXPECT_EQ(ToEvent(md).message_delta().stop_sequence(), "END");
+  StreamEntry err;
+  err.kind = StreamEntry::Kind::kError;
+  err.error_code = static_cast<int>(absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ToEvent(err).error().code(), 14);
+  StreamEntry stop;
+  stop.kind = StreamEntry::Kind::kMessageStop;
+  EXPECT_TRUE(ToEvent(stop).has_message_stop());
 }
 
 }  // namespace

@@ -3,12 +3,15 @@
 
 #include "absl/flags/flag.h"
 #include "absl/time/clock.h"
-#include "gateway/auth.h"
+#include "core/clock.h"
+#include "core/timers.h"
+#include "gateway/gateway.h"
 #include "gateway/gateway_grpc.h"
-#include "gateway/gateway_http.h"
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
 #include "http/http_server.h"
+#include "pipeline/grpc_backends.h"
+#include "storage/api_keys.h"
 #include "storage/pg.h"
 
 ABSL_FLAG(int, http_port, 8080, "Public HTTP port (the API)");
@@ -24,6 +27,9 @@ ABSL_FLAG(std::string, chat_address, "127.0.0.1:50051", "chat gRPC address");
 ABSL_FLAG(std::string, connection_manager_address, "127.0.0.1:50052",
           "connection-manager gRPC address");
 ABSL_FLAG(int, key_cache_seconds, 60, "How long a verified API key is trusted without a look-up");
+ABSL_FLAG(int, ping_interval_seconds, 10,
+          "A stream with nothing written for this long gets a ping (0: never)");
+ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
 
 namespace {
 
@@ -40,11 +46,12 @@ int main(int argc, char** argv) {
     spdlog::critical("gateway: {}", st.ToString());
     return 1;
   }
-  sb::gateway::PgKeyStore keys(pg);
+  sb::PgKeyStore keys(pg);
   sb::gateway::Authenticator auth(keys, absl::Seconds(absl::GetFlag(FLAGS_key_cache_seconds)),
                                   absl::Seconds(5));
   sb::ThreadPool pool(4, 4096);
   sb::UlidGenerator ids;
+  sb::TimerThread timers;
   auto safety = switchboard::safety::v1::Safety::NewStub(Dial(absl::GetFlag(FLAGS_safety_address)));
   auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
       Dial(absl::GetFlag(FLAGS_scheduler_address)));
@@ -52,7 +59,23 @@ int main(int argc, char** argv) {
   auto connections = switchboard::connection::v1::ConnectionManager::NewStub(
       Dial(absl::GetFlag(FLAGS_connection_manager_address)));
 
-  sb::gateway::GatewayHttp api({auth, pool, *safety, *scheduler, *chat, *connections, ids});
+  const std::chrono::milliseconds safety_deadline(absl::GetFlag(FLAGS_safety_deadline_ms));
+  sb::pipeline::GrpcInputGuard input(*safety, safety_deadline);
+  sb::pipeline::UnaryOutputGates gates(*safety, safety_deadline);
+  sb::pipeline::GrpcGenerator generator(*scheduler, std::chrono::minutes(30));
+  sb::pipeline::Pipeline pipeline("gateway", input, generator, gates, sb::RealClock());
+
+  sb::gateway::Gateway api({.auth = auth,
+                            .pool = pool,
+                            .pipeline = pipeline,
+                            .scheduler = *scheduler,
+                            .chat = *chat,
+                            .connections = *connections,
+                            .ids = ids,
+                            .clock = sb::RealClock(),
+                            .timers = timers,
+                            .options = {.ping_interval = absl::Seconds(
+                                            absl::GetFlag(FLAGS_ping_interval_seconds))}});
   sb::http::Server http({.host = absl::GetFlag(FLAGS_http_host),
                          .port = absl::GetFlag(FLAGS_http_port),
                          .threads = absl::GetFlag(FLAGS_http_threads)},
@@ -61,7 +84,7 @@ int main(int argc, char** argv) {
     spdlog::critical("gateway: {}", st.ToString());
     return 1;
   }
-  sb::gateway::GatewayServiceImpl info(http.port(), [&api] { return api.in_flight_streams(); });
+  sb::gateway::GatewayServiceImpl info(http.port(), [&api] { return api.active_streams(); });
   sb::ServiceRunner runner("gateway");
   runner.AddService(&info);
   if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
@@ -71,11 +94,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   spdlog::info("gateway serving HTTP on {}:{}", absl::GetFlag(FLAGS_http_host), http.port());
-  // On SIGTERM: let in-flight streams finish (up to the drain grace), then
-  // close the HTTP side.
+  // On SIGTERM: let in-flight generations and streams finish (up to the
+  // drain grace), then close the HTTP side.
   runner.OnDrain([&] {
     const absl::Time deadline = absl::Now() + sb::DrainGrace();
-    while (api.in_flight_streams() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+    while ((api.active_streams() > 0 || pipeline.active() > 0) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
   });
   runner.WaitForShutdown(sb::DrainGrace());
   http.Stop();

@@ -24,6 +24,8 @@ ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic for metering events")
 ABSL_FLAG(std::string, models, "sim-small,sim-large", "Comma-separated models this worker serves");
 ABSL_FLAG(double, tokens_per_second, 50, "Simulated decode rate per sequence");
 ABSL_FLAG(int, max_batch, 64, "Simulated batch size (sequences decoded per step)");
+ABSL_FLAG(int, max_waiting, 1024,
+          "Requests queued for a batch slot; beyond them the worker answers UNAVAILABLE");
 
 int main(int argc, char** argv) {
   sb::InitService("inference-worker", argc, argv);
@@ -35,7 +37,7 @@ int main(int argc, char** argv) {
   }
   const std::string topic = absl::GetFlag(FLAGS_usage_topic);
   sb::worker::UsageSink usage = [&](const switchboard::billing::v1::UsageEvent& e) {
-    if (auto st = (*producer)->Produce(topic, e.request_id(), e.SerializeAsString()); !st.ok()) {
+    if (auto st = (*producer)->Publish(topic, e.request_id(), e.SerializeAsString()); !st.ok()) {
       // Never silent: the event stays countable in the log and metrics.
       spdlog::error("request_id={} metering event not queued: {}", e.request_id(), st.ToString());
     }
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
   sim.models = absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty());
   sim.tokens_per_second = absl::GetFlag(FLAGS_tokens_per_second);
   sim.max_batch = absl::GetFlag(FLAGS_max_batch);
+  sim.max_waiting = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_max_waiting)));
   sb::worker::SimulatedEngine engine(sim, /*run_thread=*/true);
 
   std::string worker_id = absl::GetFlag(FLAGS_worker_id);
@@ -70,7 +73,8 @@ int main(int argc, char** argv) {
   registration.set_worker_id(worker_id);
   registration.set_address(advertise);
   for (const auto& m : sim.models) registration.add_models(m);
-  registration.set_max_concurrency(sim.max_batch);
+  // What it holds at once: the batch and the queue behind it.
+  registration.set_max_concurrency(sim.max_batch + static_cast<int>(sim.max_waiting));
   auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_scheduler_address),
                                      grpc::InsecureChannelCredentials());
   auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(channel);

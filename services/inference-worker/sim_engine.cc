@@ -99,8 +99,11 @@ absl::Status SimulatedEngine::Submit(EngineRequest request, std::shared_ptr<Gene
   seq.sink = std::move(sink);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (waiting_.size() >= options_.max_waiting) {
-      return absl::ResourceExhaustedError("engine queue is full");
+    // Room for a batch and a queue behind it; a request waits for the next
+    // step even when the batch has room.
+    if (waiting_.size() + running_.size() >=
+        static_cast<size_t>(options_.max_batch) + options_.max_waiting) {
+      return absl::UnavailableError("engine queue is full");
     }
     waiting_.push_back(std::move(seq));
   }

@@ -29,7 +29,7 @@ struct SimOptions {
   std::vector<std::string> models = {"sim-small"};
   double tokens_per_second = 50;  // per sequence: one token per step
   int max_batch = 64;
-  size_t max_waiting = 1024;
+  size_t max_waiting = 1024;  // queued beyond a full batch
 };
 
 class SimulatedEngine final : public Engine {

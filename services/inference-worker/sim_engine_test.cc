@@ -146,5 +146,19 @@ TEST(SimEngineTest, RejectsUnknownModel) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(SimEngineTest, AFullEngineIsOverloadedNotRateLimited) {
+  SimulatedEngine engine({.models = {"sim-small"}, .max_batch = 1, .max_waiting = 1}, false);
+  auto a = std::make_shared<RecordingSink>();
+  auto b = std::make_shared<RecordingSink>();
+  auto c = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine.Submit(Req(4), a).ok());
+  ASSERT_TRUE(engine.Submit(Req(4), b).ok());
+  const absl::Status full = engine.Submit(Req(4), c);
+  EXPECT_EQ(full.code(), absl::StatusCode::kUnavailable) << full;
+  RunToEnd(engine, *a);
+  RunToEnd(engine, *b);
+  EXPECT_TRUE(engine.Submit(Req(4), c).ok()) << "room again once they finished";
+}
+
 }  // namespace
 }  // namespace sb::worker

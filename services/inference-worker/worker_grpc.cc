@@ -18,11 +18,17 @@ EngineRequest ToEngineRequest(const inf::GenerateRequest& req, const Engine& eng
   out.model = req.model();
   out.max_tokens = req.max_tokens();
   out.stop_sequences.assign(req.stop_sequences().begin(), req.stop_sequences().end());
-  int tokens = engine.CountTokens(req.system());
-  out.prompt = req.system();
+  int tokens = 0;
+  for (const auto& b : req.system()) {
+    out.prompt += b.text();
+    tokens += engine.CountTokens(b.text());
+  }
   for (const auto& m : req.messages()) {
-    out.prompt += "\n" + m.role() + ": " + m.content();
-    tokens += engine.CountTokens(m.content());
+    out.prompt += "\n" + m.role() + ":";
+    for (const auto& b : m.content()) {
+      out.prompt += " " + b.text();
+      tokens += engine.CountTokens(b.text());
+    }
   }
   out.input_tokens = tokens;
   return out;
@@ -39,6 +45,7 @@ class WorkerServiceImpl::StreamSink final : public GenerationSink {
     usage_.set_model(req.model());
     usage_.set_worker_id(svc->worker_id_);
     usage_.set_source(req.source());
+    usage_.set_end_user_id(req.end_user_id());
   }
 
   // Until Started is queued, the engine's offers are refused (and repeated
@@ -69,6 +76,10 @@ class WorkerServiceImpl::StreamSink final : public GenerationSink {
     usage_.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
     svc_->usage_(usage_);
     svc_->in_flight_.fetch_sub(1);
+    metrics::Default()
+        .GetCounter("sb_worker_requests_finished_total", "Requests ended, by stop reason",
+                    {{"stop_reason", info.stop_reason}})
+        .Inc();
     spdlog::info("request_id={} finished: {} input={} output={}", usage_.request_id(),
                  info.stop_reason, info.input_tokens, info.output_tokens);
     return true;
@@ -106,6 +117,27 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
   out->Push(std::move(started));
   sink->MarkStarted();
   metrics::Default().GetCounter("sb_worker_requests_total", "Generate calls accepted").Inc();
+  return reactor;
+}
+
+bool WorkerServiceImpl::Serves(const std::string& model) const {
+  for (const auto& m : engine_.Models()) {
+    if (m == model) return true;
+  }
+  return false;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::CountTokens(grpc::CallbackServerContext* ctx,
+                                                         const inf::GenerateRequest* req,
+                                                         inf::CountTokensResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  if (!Serves(req->model())) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "model: " + req->model()));
+    return reactor;
+  }
+  resp->set_model(req->model());
+  resp->set_input_tokens(ToEngineRequest(*req, engine_).input_tokens);
+  reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 

@@ -17,7 +17,9 @@ namespace sb::worker {
 // Where metering events go (Kafka in production, a vector in tests).
 using UsageSink = std::function<void(const switchboard::billing::v1::UsageEvent&)>;
 
-// Flattens a request into the engine's prompt and counts its input tokens.
+// Flattens a request into the engine's prompt and counts its input tokens:
+// every text block, with the engine's tokenizer. CountTokens answers with
+// the same count, so it always equals the usage the request reports.
 EngineRequest ToEngineRequest(const switchboard::inference::v1::GenerateRequest& req,
                               const Engine& engine);
 
@@ -31,11 +33,15 @@ class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWork
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const switchboard::inference::v1::ListModelsRequest* req,
                                        switchboard::inference::v1::ListModelsResponse* resp) override;
+  grpc::ServerUnaryReactor* CountTokens(grpc::CallbackServerContext* ctx,
+                                        const switchboard::inference::v1::GenerateRequest* req,
+                                        switchboard::inference::v1::CountTokensResponse* resp) override;
 
   int in_flight() const { return in_flight_.load(); }
 
  private:
   class StreamSink;
+  bool Serves(const std::string& model) const;
 
   Engine& engine_;
   std::string worker_id_;

@@ -109,6 +109,60 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::ListWorkers(grpc::CallbackServer
   return reactor;
 }
 
+grpc::ServerUnaryReactor* SchedulerServiceImpl::ListModels(grpc::CallbackServerContext* ctx,
+                                                           const sched::ListModelsRequest*,
+                                                           sched::ListModelsResponse* resp) {
+  for (const auto& m : registry_.ListModels(absl::Now())) {
+    auto* out = resp->add_models();
+    out->set_id(m.id);
+    out->set_created_unix_ms(absl::ToUnixMillis(m.first_seen));
+    out->set_live_workers(m.live_workers);
+  }
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::Status SchedulerServiceImpl::NoWorker(const std::string& model, NoPick why) {
+  switch (why) {
+    case NoPick::kUnknownModel:
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "model: " + model);
+    case NoPick::kNoLiveWorker:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no live worker serves model " + model);
+    case NoPick::kAllFull:
+      break;
+  }
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "every worker serving model " + model + " is at capacity");
+}
+
+grpc::ServerUnaryReactor* SchedulerServiceImpl::CountTokens(grpc::CallbackServerContext* ctx,
+                                                            const inf::GenerateRequest* req,
+                                                            inf::CountTokensResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  const absl::Time now = absl::Now();
+  NoPick why = NoPick::kUnknownModel;
+  auto pick = registry_.AnyLive(req->model(), now, &why);
+  if (!pick) {
+    reactor->Finish(NoWorker(req->model(), why));
+    return reactor;
+  }
+  struct Call {
+    grpc::ClientContext ctx;
+    inf::GenerateRequest req;
+  };
+  auto call = std::make_shared<Call>();
+  call->ctx.set_deadline(std::min(ctx->deadline(), std::chrono::system_clock::now() +
+                                                        std::chrono::seconds(5)));
+  call->req = *req;
+  StubFor(pick->address)
+      ->async()
+      ->CountTokens(&call->ctx, &call->req, resp, [reactor, call](grpc::Status st) {
+        reactor->Finish(st);
+      });
+  return reactor;
+}
+
 grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
     grpc::CallbackServerContext* ctx, const inf::GenerateRequest* req) {
   auto [reactor, out] = ServerStream<inf::GenerateEvent>::Create(kRelayCapacity);
@@ -118,18 +172,16 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
     out->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens must be positive"));
     return reactor;
   }
-  if (!registry_.ModelKnown(req->model())) {
-    out->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "model: " + req->model()));
-    return reactor;
-  }
-  auto pick = registry_.Acquire(req->model(), absl::Now());
+  NoPick why = NoPick::kUnknownModel;
+  auto pick = registry_.Acquire(req->model(), absl::Now(), &why);
   if (!pick) {
-    metrics::Default()
-        .GetCounter("sb_scheduler_generate_total", "Generate calls by outcome",
-                    {{"outcome", "no_worker"}})
-        .Inc();
-    out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                             "no live worker serves model " + req->model()));
+    if (why != NoPick::kUnknownModel) {
+      metrics::Default()
+          .GetCounter("sb_scheduler_generate_total", "Generate calls by outcome",
+                      {{"outcome", why == NoPick::kAllFull ? "at_capacity" : "no_worker"}})
+          .Inc();
+    }
+    out->Finish(NoWorker(req->model(), why));
     return reactor;
   }
   requests.Inc();

@@ -1,7 +1,8 @@
 // switchboard.scheduler.v1.TenantScheduler: worker registration and
-// heartbeats, and Generate, which picks a live worker and relays its token
-// stream with backpressure (one message in flight each way). A worker whose
-// stream breaks is marked down and the caller gets UNAVAILABLE.
+// heartbeats, the models the workers serve, and Generate, which picks a
+// live worker with room and relays its token stream with backpressure (one
+// message in flight each way). A worker whose stream breaks is marked down
+// and the caller gets UNAVAILABLE; so does a caller no worker has room for.
 #pragma once
 
 #include <map>
@@ -28,12 +29,19 @@ class SchedulerServiceImpl final : public switchboard::scheduler::v1::TenantSche
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
                                         const switchboard::scheduler::v1::ListWorkersRequest* req,
                                         switchboard::scheduler::v1::ListWorkersResponse* resp) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
+                                       const switchboard::scheduler::v1::ListModelsRequest* req,
+                                       switchboard::scheduler::v1::ListModelsResponse* resp) override;
   grpc::ServerWriteReactor<switchboard::inference::v1::GenerateEvent>* Generate(
       grpc::CallbackServerContext* ctx,
       const switchboard::inference::v1::GenerateRequest* req) override;
+  grpc::ServerUnaryReactor* CountTokens(grpc::CallbackServerContext* ctx,
+                                        const switchboard::inference::v1::GenerateRequest* req,
+                                        switchboard::inference::v1::CountTokensResponse* resp) override;
 
  private:
   switchboard::inference::v1::InferenceWorker::Stub* StubFor(const std::string& address);
+  static grpc::Status NoWorker(const std::string& model, NoPick why);
 
   WorkerRegistry& registry_;
   absl::Duration heartbeat_interval_;

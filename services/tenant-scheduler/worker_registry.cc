@@ -17,6 +17,7 @@ void WorkerRegistry::Register(const std::string& id, const std::string& address,
   w.max_concurrency = max_concurrency;
   w.last_heartbeat = now;
   w.down = false;
+  for (const auto& m : models) model_first_seen_.emplace(m, now);
 }
 
 bool WorkerRegistry::Heartbeat(const std::string& id, int in_flight, absl::Time now) {
@@ -36,23 +37,52 @@ bool WorkerRegistry::ModelKnown(const std::string& model) const {
   return false;
 }
 
-std::vector<std::string> WorkerRegistry::Models() const {
+std::vector<ModelEntry> WorkerRegistry::ListModels(absl::Time now) const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::set<std::string> all;
-  for (const auto& [id, w] : workers_) all.insert(w.models.begin(), w.models.end());
-  return {all.begin(), all.end()};
+  std::vector<ModelEntry> out;
+  for (const auto& [model, first_seen] : model_first_seen_) {
+    ModelEntry e{model, first_seen, 0};
+    for (const auto& [id, w] : workers_) {
+      if (w.models.count(model) && IsLive(w, now)) ++e.live_workers;
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
-std::optional<Pick> WorkerRegistry::Acquire(const std::string& model, absl::Time now) {
+std::optional<Pick> WorkerRegistry::Acquire(const std::string& model, absl::Time now, NoPick* why) {
   std::lock_guard<std::mutex> lock(mu_);
   WorkerState* best = nullptr;
+  bool known = false, live = false;
   for (auto& [id, w] : workers_) {
-    if (!w.models.count(model) || !IsLive(w, now)) continue;
+    if (!w.models.count(model)) continue;
+    known = true;
+    if (!IsLive(w, now)) continue;
+    live = true;
+    if (w.max_concurrency > 0 && w.in_flight >= w.max_concurrency) continue;
     if (best == nullptr || w.in_flight < best->in_flight) best = &w;
   }
-  if (best == nullptr) return std::nullopt;
+  if (best == nullptr) {
+    if (why != nullptr) {
+      *why = !known ? NoPick::kUnknownModel : !live ? NoPick::kNoLiveWorker : NoPick::kAllFull;
+    }
+    return std::nullopt;
+  }
   ++best->in_flight;
   return Pick{best->id, best->address};
+}
+
+std::optional<Pick> WorkerRegistry::AnyLive(const std::string& model, absl::Time now,
+                                            NoPick* why) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  bool known = false;
+  for (const auto& [id, w] : workers_) {
+    if (!w.models.count(model)) continue;
+    known = true;
+    if (IsLive(w, now)) return Pick{w.id, w.address};
+  }
+  if (why != nullptr) *why = known ? NoPick::kNoLiveWorker : NoPick::kUnknownModel;
+  return std::nullopt;
 }
 
 void WorkerRegistry::Release(const std::string& worker_id) {

@@ -1,9 +1,10 @@
 // The set of inference workers, their models and their liveness. Time is
 // passed in (no clock inside), so tests advance it by hand.
 //
-// A worker is live while its last heartbeat is younger than `ttl`. Pick()
-// chooses, among live workers serving the model, the one with the fewest
-// requests in flight (as this scheduler counts them), ties by id.
+// A worker is live while its last heartbeat is younger than `ttl`.
+// Acquire() chooses, among live workers serving the model that have room
+// (fewer requests in flight, as this scheduler counts them, than the
+// worker's max_concurrency), the one with the fewest in flight, ties by id.
 #pragma once
 
 #include <map>
@@ -33,6 +34,15 @@ struct Pick {
   std::string address;
 };
 
+struct ModelEntry {
+  std::string id;
+  absl::Time first_seen;
+  int live_workers = 0;
+};
+
+// Why Acquire() found no worker.
+enum class NoPick { kUnknownModel, kNoLiveWorker, kAllFull };
+
 class WorkerRegistry {
  public:
   explicit WorkerRegistry(absl::Duration ttl) : ttl_(ttl) {}
@@ -45,10 +55,17 @@ class WorkerRegistry {
 
   // True when some registered worker (live or not) serves the model.
   bool ModelKnown(const std::string& model) const;
-  std::vector<std::string> Models() const;
+
+  // Every model a registered worker serves, by id, with when it was first
+  // seen and how many live workers serve it now.
+  std::vector<ModelEntry> ListModels(absl::Time now) const;
 
   // Reserves one in-flight slot on the chosen worker; Release it after.
-  std::optional<Pick> Acquire(const std::string& model, absl::Time now);
+  std::optional<Pick> Acquire(const std::string& model, absl::Time now, NoPick* why = nullptr);
+  // Any live worker serving the model, without reserving a slot (for calls
+  // that cost the worker next to nothing, such as counting tokens).
+  std::optional<Pick> AnyLive(const std::string& model, absl::Time now,
+                              NoPick* why = nullptr) const;
   void Release(const std::string& worker_id);
   // A stream to the worker failed: stop routing to it until it registers.
   void MarkDown(const std::string& worker_id);
@@ -62,6 +79,7 @@ class WorkerRegistry {
   absl::Duration ttl_;
   mutable std::mutex mu_;
   std::map<std::string, WorkerState> workers_;
+  std::map<std::string, absl::Time> model_first_seen_;
 };
 
 }  // namespace sb::scheduler

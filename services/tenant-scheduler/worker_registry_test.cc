@@ -56,5 +56,37 @@ TEST(WorkerRegistryTest, ReleaseFreesTheSlot) {
   EXPECT_EQ(q->worker_id, "w1");  // both idle again: ties go to the smaller id
 }
 
+TEST(WorkerRegistryTest, AFullWorkerTakesNoMoreAndSaysWhy) {
+  WorkerRegistry r(absl::Seconds(3));
+  r.Register("w1", "a:1", {"m"}, 2, kT0);
+  ASSERT_TRUE(r.Acquire("m", kT0));
+  ASSERT_TRUE(r.Acquire("m", kT0));
+  NoPick why;
+  EXPECT_FALSE(r.Acquire("m", kT0, &why));
+  EXPECT_EQ(why, NoPick::kAllFull);
+  EXPECT_TRUE(r.AnyLive("m", kT0)) << "counting tokens needs no slot";
+  r.Release("w1");
+  EXPECT_TRUE(r.Acquire("m", kT0));
+  EXPECT_FALSE(r.Acquire("other", kT0, &why));
+  EXPECT_EQ(why, NoPick::kUnknownModel);
+  r.MarkDown("w1");
+  EXPECT_FALSE(r.Acquire("m", kT0, &why));
+  EXPECT_EQ(why, NoPick::kNoLiveWorker);
+}
+
+TEST(WorkerRegistryTest, ListsModelsWithFirstSightingAndLiveWorkers) {
+  WorkerRegistry r(absl::Seconds(3));
+  r.Register("w1", "a:1", {"b-model", "a-model"}, 0, kT0);
+  r.Register("w2", "a:2", {"a-model"}, 0, kT0 + absl::Seconds(1));
+  r.MarkDown("w1");
+  auto models = r.ListModels(kT0 + absl::Seconds(1));
+  ASSERT_EQ(models.size(), 2u);
+  EXPECT_EQ(models[0].id, "a-model");
+  EXPECT_EQ(models[0].first_seen, kT0);
+  EXPECT_EQ(models[0].live_workers, 1);
+  EXPECT_EQ(models[1].id, "b-model");
+  EXPECT_EQ(models[1].live_workers, 0);
+}
+
 }  // namespace
 }  // namespace sb::scheduler

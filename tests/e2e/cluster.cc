@@ -100,6 +100,39 @@ absl::Status Cluster::StartService(const std::string& name, std::vector<std::str
                                 Tail(infra_->dir() + "/" + name + ".log", 30));
 }
 
+absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_id,
+                                                     const std::string& models,
+                                                     std::vector<std::string> flags) {
+  const int metrics_port = FreePort();
+  std::vector<std::string> argv = {
+      Infra::BuildDir() + "/services/inference-worker/inference-worker",
+      "--grpc_port=" + std::to_string(FreePort()),
+      "--metrics_port=" + std::to_string(metrics_port),
+      "--scheduler_address=" + grpc_address("tenant-scheduler"),
+      "--kafka_brokers=" + infra_->kafka(),
+      "--worker_id=" + worker_id,
+      "--models=" + models,
+      "--drain_seconds=1"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  const std::string log = infra_->dir() + "/" + worker_id + ".log";
+  Process p(worker_id, argv, log);
+  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
+      grpc::CreateChannel(grpc_address("tenant-scheduler"), grpc::InsecureChannelCredentials()));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (std::chrono::steady_clock::now() < deadline && p.running()) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    switchboard::scheduler::v1::ListWorkersResponse resp;
+    if (scheduler->ListWorkers(&ctx, {}, &resp).ok()) {
+      for (const auto& w : resp.workers()) {
+        if (w.worker_id() == worker_id && w.live()) return Worker{std::move(p), metrics_port};
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::UnavailableError("worker " + worker_id + " did not register:\n" + Tail(log, 30));
+}
+
 std::string Cluster::Logs(int lines) const {
   std::string out;
   for (const auto& s : ServiceNames()) {

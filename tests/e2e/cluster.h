@@ -33,6 +33,16 @@ class Cluster {
   // The last lines of every service's log, for failure messages.
   std::string Logs(int lines = 30) const;
 
+  // Starts one more inference worker, registered with the cluster's
+  // scheduler, serving `models` (comma-separated) with `flags` added; waits
+  // until the scheduler lists it live. Its log is <dir>/<worker_id>.log.
+  struct Worker {
+    Process process;
+    int metrics_port = 0;
+  };
+  absl::StatusOr<Worker> StartWorker(const std::string& worker_id, const std::string& models,
+                                     std::vector<std::string> flags = {});
+
  private:
   Cluster() = default;
   absl::Status StartService(const std::string& name, std::vector<std::string> flags);

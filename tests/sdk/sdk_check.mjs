@@ -1,5 +1,6 @@
 // The official Anthropic TypeScript SDK against a Switchboard gateway, with
-// only the base URL changed. Run by tests/e2e (SdkTest) with
+// only the base URL changed: messages (whole and streamed), stop sequences,
+// token counting, models and typed errors. Run by tests/e2e (SdkTest) with
 // ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY set; exits non-zero on the first
 // failed check and prints what it saw.
 import Anthropic from '@anthropic-ai/sdk';
@@ -41,6 +42,26 @@ assert.equal(types[1], 'content_block_start');
 assert.deepEqual(types.slice(-3), ['content_block_stop', 'message_delta', 'message_stop']);
 assert.ok(types.slice(2, -3).every((t) => t === 'content_block_delta'));
 
+// Stop sequences: the reply ends before the first occurrence, and says so.
+const words = message.content[0].text.split(' ');
+const stop = ' ' + words[Math.min(3, words.length - 1)];
+const cut = message.content[0].text.indexOf(stop);
+const stopped = await client.messages.create({ ...params, stop_sequences: [stop] });
+assert.equal(stopped.stop_reason, 'stop_sequence');
+assert.equal(stopped.stop_sequence, stop);
+assert.equal(stopped.content[0].text, message.content[0].text.slice(0, cut));
+
+// Token counting agrees with what the generation reports.
+const counted = await client.messages.countTokens({ model: params.model, messages: params.messages });
+assert.equal(counted.input_tokens, message.usage.input_tokens);
+
+// The model list, through the SDK's pagination.
+const models = [];
+for await (const m of client.models.list()) models.push(m);
+assert.ok(models.some((m) => m.id === 'sim-small' && m.type === 'model'), JSON.stringify(models));
+const one = await client.models.retrieve('sim-small');
+assert.equal(one.id, 'sim-small');
+
 // Errors come back as the SDK's typed errors.
 await assert.rejects(
   new Anthropic({ apiKey: 'sk-sb-wrong', maxRetries: 0 }).messages.create(params),
@@ -52,4 +73,9 @@ await assert.rejects(
   client.messages.create({ ...params, max_tokens: 0 }),
   (e) => e instanceof Anthropic.BadRequestError);
 
-console.log(`sdk checks passed: ${message.usage.output_tokens} tokens, ${types.length} stream events`);
+await assert.rejects(
+  client.models.retrieve('no-such-model'),
+  (e) => e instanceof Anthropic.NotFoundError);
+
+console.log(`sdk checks passed: ${message.usage.output_tokens} tokens, ${types.length} stream events, ` +
+            `${models.length} models`);

@@ -1,40 +1,23 @@
-#include "gateway/auth.h"
+#include "gateway/filters/auth.h"
 
 #include "core/crypto.h"
-#include "storage/pg.h"
+#include "gateway/context.h"
 
 namespace sb::gateway {
 namespace {
 
-constexpr const char* kFindKey =
-    "SELECT id, org_id, coalesce(user_id, '') FROM api_keys "
-    "WHERE secret_sha256 = $1 AND revoked_at IS NULL";
 constexpr size_t kMaxCacheEntries = 100000;
 
-absl::Status Rejected() { return absl::UnauthenticatedError("invalid x-api-key"); }
+absl::Status Rejected() { return absl::UnauthenticatedError("invalid API key"); }
 
 }  // namespace
 
-absl::StatusOr<Principal> PgKeyStore::FindBySecretHash(const std::string& sha256) {
-  std::optional<Principal> found;
-  absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
-    pqxx::read_transaction tx(c);
-    pqxx::binarystring hash(sha256);
-    auto r = tx.exec_params(kFindKey, hash);
-    if (!r.empty()) {
-      found = Principal{r[0][0].as<std::string>(), r[0][1].as<std::string>(),
-                        r[0][2].as<std::string>()};
-    }
-  });
-  if (!st.ok()) return st;
-  if (!found) return absl::NotFoundError("no such key");
-  return *found;
-}
-
 std::optional<absl::StatusOr<Principal>> Authenticator::Cached(const std::string& secret,
                                                               absl::Time now) {
-  if (secret.empty()) return absl::StatusOr<Principal>(absl::UnauthenticatedError(
-      "x-api-key header is required"));
+  if (secret.empty()) {
+    return absl::StatusOr<Principal>(absl::UnauthenticatedError(
+        "an API key is required: send it as x-api-key or Authorization: Bearer"));
+  }
   const std::string digest = Sha256(secret);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = cache_.find(digest);
@@ -63,6 +46,37 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const std::string& secret,
   if (cache_.size() >= kMaxCacheEntries) cache_.clear();
   cache_[digest] = Entry{result, now + ttl};
   return result;
+}
+
+std::string ApiKeyOf(const http::Request& r) {
+  std::string key = r.Header("x-api-key");
+  if (key.empty()) {
+    const std::string auth = r.Header("authorization");
+    if (auth.size() > 7 && (auth.rfind("Bearer ", 0) == 0 || auth.rfind("bearer ", 0) == 0)) {
+      key = auth.substr(7);
+    }
+  }
+  return key;
+}
+
+void AuthFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next next) {
+  auto finish = [ctx, next = std::move(next)](const absl::StatusOr<Principal>& p) {
+    if (!p.ok()) {
+      ctx->Fail(p.status());
+      return;
+    }
+    ctx->principal = *p;
+    next();
+  };
+  const std::string key = ApiKeyOf(ctx->request());
+  if (auto cached = auth_.Cached(key, ctx->clock().Now())) {
+    finish(*cached);
+    return;
+  }
+  auto* auth = &auth_;
+  if (!pool_.Submit([auth, key, ctx, finish] { finish(auth->Authenticate(key, ctx->clock().Now())); })) {
+    ctx->Fail(absl::UnavailableError("the gateway is overloaded; retry shortly"));
+  }
 }
 
 }  // namespace sb::gateway

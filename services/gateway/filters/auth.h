@@ -1,7 +1,8 @@
 // API-key authentication. Keys are looked up by the SHA-256 of the whole
-// secret (the database never sees or stores the secret) and cached for a
-// short while, so that the hot path is a hash and a map look-up, and the
-// inference API keeps serving known keys while PostgreSQL is away.
+// secret (KeyStore: the database never sees or stores the secret) and
+// cached for a short while, so that the hot path is a hash and a map
+// look-up, and the inference API keeps serving known keys while PostgreSQL
+// is away.
 #pragma once
 
 #include <map>
@@ -11,35 +12,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-
-namespace sb {
-class PgPool;
-}
+#include "core/clock.h"
+#include "core/thread_pool.h"
+#include "gateway/filters/filter.h"
+#include "http/http_server.h"
+#include "storage/api_keys.h"
 
 namespace sb::gateway {
-
-struct Principal {
-  std::string key_id;
-  std::string org_id;
-  std::string user_id;  // empty for org-wide keys
-};
-
-// Where keys come from (PostgreSQL in production).
-class KeyStore {
- public:
-  virtual ~KeyStore() = default;
-  // NotFound for an unknown or revoked key; Unavailable when the store is.
-  virtual absl::StatusOr<Principal> FindBySecretHash(const std::string& sha256) = 0;
-};
-
-class PgKeyStore final : public KeyStore {
- public:
-  explicit PgKeyStore(PgPool& pg) : pg_(pg) {}
-  absl::StatusOr<Principal> FindBySecretHash(const std::string& sha256) override;
-
- private:
-  PgPool& pg_;
-};
 
 class Authenticator {
  public:
@@ -61,6 +40,22 @@ class Authenticator {
   absl::Duration ttl_, negative_ttl_;
   std::mutex mu_;
   std::map<std::string, Entry> cache_;  // by SHA-256
+};
+
+// The key from `x-api-key` (Anthropic) or `Authorization: Bearer` (OpenAI).
+std::string ApiKeyOf(const http::Request& r);
+
+// Sets ctx->principal, or answers 401 (no or bad key) / 529 (the key store
+// is down and the key is not cached). Cache misses are looked up on `pool`.
+class AuthFilter final : public Filter {
+ public:
+  AuthFilter(Authenticator& auth, ThreadPool& pool) : auth_(auth), pool_(pool) {}
+  std::string_view name() const override { return "auth"; }
+  void Handle(const std::shared_ptr<RequestContext>& ctx, Next next) override;
+
+ private:
+  Authenticator& auth_;
+  ThreadPool& pool_;
 };
 
 }  // namespace sb::gateway

@@ -1,0 +1,330 @@
+#include "pipeline/pipeline.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/metrics.h"
+#include "core/public_status.h"
+
+namespace sb::pipeline {
+namespace {
+
+metrics::Counter& Outcome(const std::string& pipeline, const char* outcome) {
+  return metrics::Default().GetCounter("sb_pipeline_generations_total",
+                                       "Generations by how they ended",
+                                       {{"pipeline", pipeline}, {"outcome", outcome}});
+}
+
+// What input safety reads: every text block, system first, one per line.
+std::string InputText(const Request& r) {
+  std::string text;
+  auto add = [&text](const switchboard::inference::v1::ContentBlock& b) {
+    if (!text.empty()) text += '\n';
+    text += b.text();
+  };
+  for (const auto& b : r.system()) add(b);
+  for (const auto& m : r.messages()) {
+    for (const auto& b : m.content()) add(b);
+  }
+  return text;
+}
+
+}  // namespace
+
+Pipeline::Pipeline(std::string name, InputGuard& input, Generator& generator, OutputGates& gates,
+                   Clock& clock)
+    : name_(std::move(name)),
+      input_(input),
+      generator_(generator),
+      gates_(gates),
+      clock_(clock),
+      active_gauge_(metrics::Default().GetGauge("sb_pipeline_active_generations",
+                                                "Generations in progress", {{"pipeline", name_}})),
+      finished_(Outcome(name_, "finished")),
+      cancelled_(Outcome(name_, "cancelled")),
+      failed_(Outcome(name_, "failed")),
+      refused_(Outcome(name_, "refused")),
+      queue_seconds_(metrics::Default().GetHistogram(
+          "sb_pipeline_queue_seconds", "From asking the scheduler to the worker's first event",
+          {{"pipeline", name_}})) {}
+
+std::shared_ptr<Generation> Pipeline::Run(std::shared_ptr<Request> request,
+                                          std::shared_ptr<Sink> sink, RunOptions options) {
+  std::shared_ptr<Generation> gen(new Generation(*this, std::move(request), std::move(sink)));
+  gen->self_ = gen;
+  active_.fetch_add(1);
+  active_gauge_.Add(1);
+  gen->Start(options);
+  return gen;
+}
+
+Generation::Generation(Pipeline& pipeline, std::shared_ptr<Request> request,
+                       std::shared_ptr<Sink> sink)
+    : pipeline_(pipeline), request_(std::move(request)), sink_(std::move(sink)) {}
+
+void Generation::Start(const RunOptions& options) {
+  CheckContext ctx{request_->request_id(), request_->org_id(), request_->end_user_id()};
+  gate_ = pipeline_.gates_.Open(ctx);
+  if (!options.check_input) {
+    StartGenerate();
+    return;
+  }
+  pipeline_.input_.Check(ctx, InputText(*request_),
+                         [self = shared_from_this()](absl::Status verdict) {
+                           self->OnInputChecked(verdict);
+                         });
+}
+
+void Generation::OnInputChecked(const absl::Status& verdict) {
+  bool cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == State::kDone) return;
+    cancelled = cancel_requested_;
+  }
+  if (cancelled) {
+    Finish({.stop_reason = "cancelled"});
+    return;
+  }
+  if (verdict.code() == absl::StatusCode::kInvalidArgument) {
+    pipeline_.refused_.Inc();
+    Fail(verdict);
+    return;
+  }
+  if (!verdict.ok()) {
+    // Fail closed: no verdict, no generation.
+    spdlog::warn("request_id={} input safety unavailable: {}", request_id(), verdict.ToString());
+    Fail(absl::UnavailableError("the safety check is unavailable, so the request was not run; retry"));
+    return;
+  }
+  StartGenerate();
+}
+
+void Generation::StartGenerate() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == State::kDone) return;
+    state_ = State::kWaiting;
+    generate_at_ = pipeline_.clock_.Now();
+  }
+  auto self = shared_from_this();
+  auto call = pipeline_.generator_.Generate(
+      request_, {.on_event = [self](Event&& e, Generator::Next next) {
+                   self->OnEvent(std::move(e), std::move(next));
+                 },
+                 .on_done = [self](const absl::Status& st) { self->OnStreamDone(st); }});
+  bool cancel_now;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    call_ = call;
+    cancel_now = cancel_requested_ && state_ != State::kDone;
+  }
+  if (cancel_now) call->Cancel();
+}
+
+void Generation::Cancel() {
+  std::shared_ptr<GenerateCall> call;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == State::kDone || cancel_requested_) return;
+    cancel_requested_ = true;
+    call = call_;
+  }
+  // While the input check runs there is no call yet: OnInputChecked ends it.
+  if (call) call->Cancel();
+}
+
+void Generation::OnEvent(Event&& e, Generator::Next next) {
+  auto sink_ready = [self = shared_from_this(), next](bool more) {
+    if (!more) {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      self->sink_gone_ = true;
+    }
+    next(more);
+  };
+  if (e.has_started()) {
+    StartInfo info;
+    bool proceed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      proceed = !cancel_requested_ && state_ == State::kWaiting;
+      if (proceed) {
+        state_ = State::kStreaming;
+        start_ = {e.started().model(), e.started().input_tokens()};
+        info = start_;
+        pipeline_.queue_seconds_.Observe(
+            absl::ToDoubleSeconds(pipeline_.clock_.Now() - generate_at_));
+      }
+    }
+    // Never call out with mu_ held: next() may complete the stream inline.
+    if (!proceed) {
+      next(false);
+      return;
+    }
+    sink_->OnStart(info, sink_ready);
+    return;
+  }
+  if (e.has_token()) {
+    bool in_order;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      in_order = state_ == State::kStreaming;
+      if (in_order) {
+        ++tokens_received_;
+      } else {
+        SetFailureLocked(PublicStatus(absl::InternalError("the worker sent a token before its start"),
+                                      request_id(), "the generation"));
+      }
+    }
+    if (!in_order) {
+      next(false);
+      return;
+    }
+    gate_->Push(std::move(*e.mutable_token()->mutable_text()),
+                [self = shared_from_this(), next](absl::StatusOr<std::string> released) {
+                  self->Release(std::move(released), next);
+                });
+    return;
+  }
+  if (e.has_finished()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    saw_finished_ = true;
+    const auto& f = e.finished();
+    finish_ = {f.stop_reason(), f.stop_sequence(), f.input_tokens(), f.output_tokens()};
+  }
+  next(true);
+}
+
+void Generation::Release(absl::StatusOr<std::string> released, Generator::Next next) {
+  bool stop;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!released.ok()) SetFailureLocked(GateFailure(released.status()));
+    stop = !released.ok() || cancel_requested_;
+  }
+  if (stop) {
+    next(false);
+    return;
+  }
+  if (released->empty()) {
+    next(true);
+    return;
+  }
+  sink_->OnText(std::move(*released), [self = shared_from_this(), next](bool more) {
+    if (!more) {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      self->sink_gone_ = true;
+    }
+    next(more);
+  });
+}
+
+void Generation::SetFailureLocked(absl::Status failure) {
+  if (failure_.ok()) failure_ = std::move(failure);
+}
+
+void Generation::OnStreamDone(const absl::Status& status) {
+  absl::Status failure;
+  bool sink_gone, cancelled, saw_finished, started;
+  FinishInfo cancelled_info;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == State::kDone) return;
+    failure = failure_;
+    sink_gone = sink_gone_;
+    cancelled = cancel_requested_;
+    saw_finished = saw_finished_;
+    started = state_ == State::kStreaming;
+    cancelled_info = {"cancelled", "", start_.input_tokens, tokens_received_};
+  }
+  if (!failure.ok()) {  // already fit for the caller
+    if (failure.code() == absl::StatusCode::kInvalidArgument) pipeline_.refused_.Inc();
+    Fail(failure);
+    return;
+  }
+  if (sink_gone) {
+    Fail(absl::CancelledError("the client went away"));
+    return;
+  }
+  if (cancelled && !(status.ok() && saw_finished)) {
+    Finish(cancelled_info);
+    return;
+  }
+  if (!status.ok()) {
+    Fail(PublicFailure(status, started));
+    return;
+  }
+  if (!saw_finished) {
+    Fail(PublicFailure(absl::InternalError("the generation stream ended without a result"), started));
+    return;
+  }
+  // The end: what the gate still holds is checked and released last.
+  gate_->Flush([self = shared_from_this()](absl::StatusOr<std::string> rest) {
+    if (!rest.ok()) {
+      const absl::Status failure = self->GateFailure(rest.status());
+      if (failure.code() == absl::StatusCode::kInvalidArgument) self->pipeline_.refused_.Inc();
+      self->Fail(failure);
+      return;
+    }
+    if (rest->empty()) {
+      self->Finish(self->finish_);
+      return;
+    }
+    self->sink_->OnText(std::move(*rest), [self](bool) { self->Finish(self->finish_); });
+  });
+}
+
+absl::Status Generation::GateFailure(const absl::Status& raw) const {
+  if (raw.code() == absl::StatusCode::kInvalidArgument) return raw;  // refused, with the reason
+  spdlog::warn("request_id={} output safety unavailable: {}", request_id(), raw.ToString());
+  return absl::UnavailableError(
+      "the output safety check is unavailable, so the generation was stopped; retry");
+}
+
+absl::Status Generation::PublicFailure(const absl::Status& raw, bool started) const {
+  switch (raw.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kResourceExhausted:
+      // A backend's overload is never the caller's rate limit (429): it is
+      // capacity (529), or a failure mid-stream.
+      spdlog::warn("request_id={} generation failed: {}", request_id(), raw.ToString());
+      return absl::UnavailableError(
+          started ? "the generation was interrupted by a backend failure; retry the request"
+                  : "no capacity to serve model " + request_->model() + " right now; retry shortly");
+    case absl::StatusCode::kDeadlineExceeded:
+      spdlog::warn("request_id={} generation failed: {}", request_id(), raw.ToString());
+      return absl::DeadlineExceededError("the generation took too long");
+    default:
+      return PublicStatus(raw, request_id(), "the generation");
+  }
+}
+
+bool Generation::EnterDone() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ == State::kDone) return false;
+  state_ = State::kDone;
+  return true;
+}
+
+void Generation::Finish(const FinishInfo& info) {
+  if (!EnterDone()) return;
+  auto keep = std::move(self_);
+  (info.stop_reason == "cancelled" ? pipeline_.cancelled_ : pipeline_.finished_).Inc();
+  pipeline_.active_.fetch_sub(1);
+  pipeline_.active_gauge_.Add(-1);
+  sink_->OnFinish(info);
+}
+
+void Generation::Fail(const absl::Status& status) {
+  if (!EnterDone()) return;
+  auto keep = std::move(self_);
+  if (status.code() == absl::StatusCode::kCancelled) {
+    pipeline_.cancelled_.Inc();
+  } else if (status.code() != absl::StatusCode::kInvalidArgument) {
+    pipeline_.failed_.Inc();
+  }
+  pipeline_.active_.fetch_sub(1);
+  pipeline_.active_gauge_.Add(-1);
+  sink_->OnError(status);
+}
+
+}  // namespace sb::pipeline

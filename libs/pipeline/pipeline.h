@@ -1,0 +1,221 @@
+// The one generation pipeline, shared by the gateway (API requests) and
+// chat (turns):
+//
+//   input safety -> schedule (Generate stream) -> output safety -> sink
+//
+// It is callback-driven end to end: no thread per generation and no
+// blocking call anywhere; every step continues from the completion of the
+// one before. Exactly one token is in flight at a time, so a slow sink
+// holds back only its own generation (backpressure reaches the worker
+// through the gRPC stream).
+//
+//   auto gen = pipeline.Run(request, sink, {.check_input = true});
+//   exchange->OnClientGone([gen] { gen->Cancel(); });
+//
+// Every backend sits behind an interface below (gRPC implementations in
+// grpc_backends.h, fakes in libs/testing), so the pipeline's logic is
+// tested without servers.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/clock.h"
+#include "switchboard/inference/v1/inference.pb.h"
+
+namespace sb::metrics {
+class Counter;
+class Gauge;
+class Histogram;
+}  // namespace sb::metrics
+
+namespace sb::pipeline {
+
+using Request = switchboard::inference::v1::GenerateRequest;
+using Event = switchboard::inference::v1::GenerateEvent;
+
+struct StartInfo {
+  std::string model;  // resolved by the scheduler
+  int input_tokens = 0;
+};
+
+struct FinishInfo {
+  std::string stop_reason;  // end_turn, max_tokens, stop_sequence, cancelled
+  std::string stop_sequence;
+  int input_tokens = 0;
+  int output_tokens = 0;
+};
+
+// Where released output goes: an SSE encoder, a buffer for a whole reply,
+// chat's Redis stream. Calls come one at a time, never concurrently, on
+// whatever thread the previous step completed on. `ready(true)` asks for
+// the next piece; `ready(false)` means the consumer has gone (the pipeline
+// cancels the generation). Exactly one of OnFinish or OnError ends every
+// generation, also one the sink gave up on; OnError may come without
+// OnStart (nothing was generated).
+class Sink {
+ public:
+  using Ready = std::function<void(bool more)>;
+  virtual ~Sink() = default;
+  virtual void OnStart(const StartInfo& info, Ready ready) = 0;
+  virtual void OnText(std::string text, Ready ready) = 0;
+  virtual void OnFinish(const FinishInfo& info) = 0;
+  // `status` carries no internals (see core/public_status.h).
+  virtual void OnError(const absl::Status& status) = 0;
+};
+
+struct CheckContext {
+  std::string request_id;
+  std::string org_id;
+  std::string end_user_id;
+};
+
+// Input safety. done(OK): allowed. done(InvalidArgument): refused, with a
+// reason for the caller. Anything else: no verdict (the pipeline fails
+// closed).
+class InputGuard {
+ public:
+  virtual ~InputGuard() = default;
+  virtual void Check(const CheckContext& ctx, std::string text,
+                     std::function<void(absl::Status)> done) = 0;
+};
+
+// Output safety for one generation. Push() hands it the next piece of
+// generated text and gets back the text that may now be released (possibly
+// less than the piece, when a gate holds text back until no rule can still
+// match it; possibly more, releasing what it held). Flush() releases the
+// rest at the end. An error status ends the generation: InvalidArgument
+// when the output was refused, anything else when no verdict was had
+// (fail closed: nothing unreleased is ever shown).
+class OutputGate {
+ public:
+  using Done = std::function<void(absl::StatusOr<std::string> released)>;
+  virtual ~OutputGate() = default;
+  virtual void Push(std::string piece, Done done) = 0;
+  virtual void Flush(Done done) = 0;
+};
+
+class OutputGates {
+ public:
+  virtual ~OutputGates() = default;
+  virtual std::unique_ptr<OutputGate> Open(const CheckContext& ctx) = 0;
+};
+
+// The scheduler's Generate stream.
+class GenerateCall {
+ public:
+  virtual ~GenerateCall() = default;
+  virtual void Cancel() = 0;  // safe at any time, also after the end
+};
+
+class Generator {
+ public:
+  using Next = std::function<void(bool more)>;
+  struct Callbacks {
+    // One event at a time; call next(true) for the following one or
+    // next(false) to cancel.
+    std::function<void(Event&& event, Next next)> on_event;
+    // Once, last, with the stream's final status (raw, may hold internals).
+    std::function<void(const absl::Status& status)> on_done;
+  };
+  virtual ~Generator() = default;
+  virtual std::shared_ptr<GenerateCall> Generate(std::shared_ptr<const Request> request,
+                                                 Callbacks callbacks) = 0;
+};
+
+struct RunOptions {
+  // False when the caller already checked the input (a chat turn checks the
+  // new message before storing it, not the whole history again).
+  bool check_input = true;
+};
+
+class Generation;
+
+class Pipeline {
+ public:
+  // `name` labels the metrics ("gateway", "chat").
+  Pipeline(std::string name, InputGuard& input, Generator& generator, OutputGates& gates,
+           Clock& clock);
+
+  // Starts a generation; the returned handle may be dropped (the pipeline
+  // keeps the generation alive until the sink's terminal call).
+  std::shared_ptr<Generation> Run(std::shared_ptr<Request> request, std::shared_ptr<Sink> sink,
+                                  RunOptions options = {});
+
+  int64_t active() const { return active_.load(); }
+
+ private:
+  friend class Generation;
+  std::string name_;
+  InputGuard& input_;
+  Generator& generator_;
+  OutputGates& gates_;
+  Clock& clock_;
+  std::atomic<int64_t> active_{0};
+  metrics::Gauge& active_gauge_;
+  metrics::Counter& finished_;
+  metrics::Counter& cancelled_;
+  metrics::Counter& failed_;
+  metrics::Counter& refused_;
+  metrics::Histogram& queue_seconds_;
+};
+
+// One generation's state machine:
+//   kChecking -> kWaiting (Generate called) -> kStreaming (Started seen) -> kDone
+// Cancel() may arrive in any state, from any thread.
+class Generation : public std::enable_shared_from_this<Generation> {
+ public:
+  // Stops the generation: the upstream call is cancelled and the sink ends
+  // with OnFinish(stop_reason "cancelled", the tokens released so far).
+  // Text the output gate still holds is never released.
+  void Cancel();
+
+  const std::string& request_id() const { return request_->request_id(); }
+
+ private:
+  friend class Pipeline;
+  enum class State { kChecking, kWaiting, kStreaming, kDone };
+
+  Generation(Pipeline& pipeline, std::shared_ptr<Request> request, std::shared_ptr<Sink> sink);
+  void Start(const RunOptions& options);
+  void OnInputChecked(const absl::Status& verdict);
+  void StartGenerate();
+  void OnEvent(Event&& event, Generator::Next next);
+  void OnToken(std::string text, Generator::Next next);
+  void OnStreamDone(const absl::Status& status);
+  void Release(absl::StatusOr<std::string> released, Generator::Next next);
+  // Records the failure that ends the generation (the first one wins); it
+  // must already be fit for the caller. Requires mu_.
+  void SetFailureLocked(absl::Status failure);
+  void Finish(const FinishInfo& info);
+  void Fail(const absl::Status& status);
+  bool EnterDone();  // false when already done
+  absl::Status PublicFailure(const absl::Status& raw, bool started) const;
+  // What an output gate's error means for the caller (fail closed).
+  absl::Status GateFailure(const absl::Status& raw) const;
+
+  Pipeline& pipeline_;
+  std::shared_ptr<Request> request_;
+  std::shared_ptr<Sink> sink_;
+  std::unique_ptr<OutputGate> gate_;
+  std::shared_ptr<Generation> self_;  // keeps us alive until kDone
+
+  std::mutex mu_;  // guards the fields below; never held while calling out
+  State state_ = State::kChecking;
+  bool cancel_requested_ = false;
+  bool sink_gone_ = false;
+  bool saw_finished_ = false;
+  absl::Status failure_;
+  std::shared_ptr<GenerateCall> call_;
+  StartInfo start_;
+  FinishInfo finish_;
+  int tokens_received_ = 0;
+  absl::Time generate_at_;
+};
+
+}  // namespace sb::pipeline

@@ -1,0 +1,247 @@
+#include "pipeline/pipeline.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "testing/fake_pipeline.h"
+#include "testing/manual_clock.h"
+
+namespace sb::pipeline {
+namespace {
+
+using sb::testing::FakeGenerator;
+using sb::testing::FakeInputGuard;
+using sb::testing::FakeOutputGates;
+using sb::testing::Finished;
+using sb::testing::ManualClock;
+using sb::testing::Started;
+using sb::testing::Token;
+
+// Records what reaches it; answers ready(true) at once unless told to hold,
+// in which case the test answers for it (a slow client).
+class RecordingSink final : public Sink {
+ public:
+  void OnStart(const StartInfo& info, Ready ready) override {
+    log.push_back("start:" + info.model + ":" + std::to_string(info.input_tokens));
+    Answer(std::move(ready));
+  }
+  void OnText(std::string text, Ready ready) override {
+    log.push_back("text:" + text);
+    Answer(std::move(ready));
+  }
+  void OnFinish(const FinishInfo& info) override {
+    log.push_back("finish:" + info.stop_reason + ":" + std::to_string(info.input_tokens) + ":" +
+                  std::to_string(info.output_tokens));
+    ++terminal;
+  }
+  void OnError(const absl::Status& status) override {
+    error = status;
+    log.push_back("error:" + std::string(absl::StatusCodeToString(status.code())));
+    ++terminal;
+  }
+
+  void Answer(Ready ready) {
+    if (hold) {
+      held = std::move(ready);
+    } else {
+      ready(!gone);
+    }
+  }
+  // Answers the held ready callback.
+  void Resume(bool more = true) {
+    auto r = std::move(held);
+    held = nullptr;
+    ASSERT_TRUE(r) << "nothing was waiting for the sink";
+    r(more);
+  }
+
+  std::vector<std::string> log;
+  absl::Status error;
+  int terminal = 0;
+  bool hold = false;
+  bool gone = false;
+  Ready held;
+};
+
+std::shared_ptr<Request> MakeRequest() {
+  auto r = std::make_shared<Request>();
+  r->set_request_id("req_1");
+  r->set_org_id("org");
+  r->set_model("sim-small");
+  r->set_max_tokens(16);
+  auto* sys = r->add_system();
+  sys->set_type("text");
+  sys->set_text("be brief");
+  auto* m = r->add_messages();
+  m->set_role("user");
+  auto* b = m->add_content();
+  b->set_type("text");
+  b->set_text("hello");
+  return r;
+}
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  ManualClock clock_;
+  FakeInputGuard input_;
+  FakeGenerator generator_;
+  FakeOutputGates gates_;
+  Pipeline pipeline_{"test", input_, generator_, gates_, clock_};
+  std::shared_ptr<RecordingSink> sink_ = std::make_shared<RecordingSink>();
+};
+
+TEST_F(PipelineTest, StreamsReleasedTextToTheSinkAndFinishes) {
+  generator_.set_script({Started("sim-small", 3), Token("Hel"), Token("lo"),
+                         Finished("end_turn", 3, 2)});
+  std::weak_ptr<Generation> weak = pipeline_.Run(MakeRequest(), sink_);
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:sim-small:3", "text:Hel", "text:lo",
+                                                  "finish:end_turn:3:2"}));
+  EXPECT_EQ(sink_->terminal, 1);
+  ASSERT_EQ(input_.texts().size(), 1u);
+  EXPECT_EQ(input_.texts()[0], "be brief\nhello");
+  EXPECT_EQ(gates_.pushes(), 2);
+  EXPECT_EQ(generator_.last()->request().model(), "sim-small");
+  EXPECT_EQ(pipeline_.active(), 0);
+  EXPECT_TRUE(weak.expired()) << "a finished generation is released";
+}
+
+TEST_F(PipelineTest, RefusedInputNeverReachesTheScheduler) {
+  input_.set_verdict(absl::InvalidArgumentError("input blocked by safety policy: e-mail address"));
+  pipeline_.Run(MakeRequest(), sink_);
+  EXPECT_EQ(generator_.calls(), 0u);
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"error:INVALID_ARGUMENT"}));
+  EXPECT_NE(sink_->error.message().find("e-mail"), std::string::npos);
+}
+
+TEST_F(PipelineTest, NoInputVerdictFailsClosed) {
+  input_.set_verdict(absl::UnavailableError("connect to 10.1.2.3:50053 refused"));
+  pipeline_.Run(MakeRequest(), sink_);
+  EXPECT_EQ(generator_.calls(), 0u);
+  EXPECT_EQ(sink_->error.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(sink_->error.message().find("10.1.2.3"), std::string::npos) << sink_->error;
+}
+
+TEST_F(PipelineTest, InputCheckCanBeSkippedByACallerThatDidIt) {
+  generator_.set_script({Started("m", 1), Finished("end_turn", 1, 0)});
+  pipeline_.Run(MakeRequest(), sink_, {.check_input = false});
+  EXPECT_TRUE(input_.texts().empty());
+  EXPECT_EQ(sink_->log.back(), "finish:end_turn:1:0");
+}
+
+// Backpressure: while the sink has not taken a piece, the stream is not
+// read further.
+TEST_F(PipelineTest, ASlowSinkHoldsBackItsStream) {
+  sink_->hold = true;
+  pipeline_.Run(MakeRequest(), sink_);
+  auto call = generator_.last();
+  ASSERT_TRUE(call->Emit(Started("sim-small", 3)));
+  EXPECT_FALSE(call->wants_more()) << "the sink has not taken message_start yet";
+  EXPECT_FALSE(call->Emit(Token("early")));
+  sink_->Resume();
+  ASSERT_TRUE(call->Emit(Token("one")));
+  EXPECT_FALSE(call->wants_more());
+  EXPECT_EQ(sink_->log.back(), "text:one");
+  sink_->Resume();
+  ASSERT_TRUE(call->Emit(Finished("end_turn", 3, 1)));
+  ASSERT_TRUE(call->End(absl::OkStatus()));
+  EXPECT_EQ(sink_->log.back(), "finish:end_turn:3:1");
+}
+
+TEST_F(PipelineTest, CancelStopsTheStreamAndFinishesWithWhatWasGenerated) {
+  auto gen = pipeline_.Run(MakeRequest(), sink_);
+  auto call = generator_.last();
+  ASSERT_TRUE(call->Emit(Started("sim-small", 4)));
+  ASSERT_TRUE(call->Emit(Token("a")));
+  ASSERT_TRUE(call->Emit(Token("b")));
+  gen->Cancel();
+  EXPECT_TRUE(call->cancelled());
+  EXPECT_TRUE(call->ended());
+  EXPECT_EQ(sink_->log.back(), "finish:cancelled:4:2");
+  EXPECT_EQ(sink_->terminal, 1);
+  gen->Cancel();  // again: nothing more
+  EXPECT_EQ(sink_->terminal, 1);
+}
+
+TEST_F(PipelineTest, CancelWhileTheSinkIsBusyEndsWhenItIsDone) {
+  sink_->hold = true;
+  auto gen = pipeline_.Run(MakeRequest(), sink_);
+  auto call = generator_.last();
+  ASSERT_TRUE(call->Emit(Started("sim-small", 1)));
+  gen->Cancel();
+  EXPECT_EQ(sink_->terminal, 0) << "no terminal call while the sink still works";
+  sink_->Resume();
+  EXPECT_EQ(sink_->log.back(), "finish:cancelled:1:0");
+}
+
+TEST_F(PipelineTest, CancelDuringTheInputCheckNeverSchedules) {
+  input_.set_hold(true);
+  auto gen = pipeline_.Run(MakeRequest(), sink_);
+  gen->Cancel();
+  input_.Release();
+  EXPECT_EQ(generator_.calls(), 0u);
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"finish:cancelled:0:0"}));
+}
+
+TEST_F(PipelineTest, AClientThatGoesAwayCancelsTheGeneration) {
+  pipeline_.Run(MakeRequest(), sink_);
+  auto call = generator_.last();
+  ASSERT_TRUE(call->Emit(Started("sim-small", 1)));
+  sink_->gone = true;
+  ASSERT_TRUE(call->Emit(Token("x")));
+  EXPECT_TRUE(call->cancelled());
+  EXPECT_EQ(sink_->log.back(), "error:CANCELLED");
+  EXPECT_EQ(pipeline_.active(), 0);
+}
+
+TEST_F(PipelineTest, AFailureMidStreamReachesTheSinkWithoutInternals) {
+  pipeline_.Run(MakeRequest(), sink_);
+  auto call = generator_.last();
+  ASSERT_TRUE(call->Emit(Started("sim-small", 1)));
+  ASSERT_TRUE(call->Emit(Token("partial")));
+  ASSERT_TRUE(call->End(absl::UnavailableError("worker worker-vm-7 failed: Socket closed")));
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:sim-small:1", "text:partial",
+                                                  "error:UNAVAILABLE"}));
+  EXPECT_EQ(sink_->error.message().find("worker-vm-7"), std::string::npos) << sink_->error;
+  EXPECT_NE(sink_->error.message().find("interrupted"), std::string::npos) << sink_->error;
+}
+
+TEST_F(PipelineTest, NoCapacityBeforeTheStartIsOverloadNotARateLimit) {
+  pipeline_.Run(MakeRequest(), sink_);
+  ASSERT_TRUE(generator_.last()->End(absl::ResourceExhaustedError("engine queue is full")));
+  EXPECT_EQ(sink_->error.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(sink_->error.message().find("no capacity"), std::string::npos);
+}
+
+TEST_F(PipelineTest, CallerFacingErrorsKeepTheirMessage) {
+  pipeline_.Run(MakeRequest(), sink_);
+  ASSERT_TRUE(generator_.last()->End(absl::NotFoundError("model: sim-nope")));
+  EXPECT_EQ(sink_->error, absl::NotFoundError("model: sim-nope"));
+}
+
+TEST_F(PipelineTest, AStreamWithoutAResultIsAnError) {
+  generator_.set_script({Started("m", 1), Token("t")});
+  pipeline_.Run(MakeRequest(), sink_);
+  EXPECT_EQ(sink_->error.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(sink_->error.message().find("req_1"), std::string::npos) << "names the request id";
+}
+
+TEST_F(PipelineTest, BlockedOutputStopsBeforeTheBlockedPiece) {
+  gates_.set_blocked_substring("@");
+  generator_.set_script({Started("m", 1), Token("mail me at "), Token("me@x.io"), Token("later"),
+                         Finished("end_turn", 1, 3)});
+  pipeline_.Run(MakeRequest(), sink_);
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1", "text:mail me at ",
+                                                  "error:INVALID_ARGUMENT"}));
+  EXPECT_TRUE(generator_.last()->cancelled()) << "the worker stops generating";
+}
+
+TEST_F(PipelineTest, OutputSafetyDownFailsClosed) {
+  gates_.set_status(absl::DeadlineExceededError("deadline"));
+  generator_.set_script({Started("m", 1), Token("secret"), Finished("end_turn", 1, 1)});
+  pipeline_.Run(MakeRequest(), sink_);
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1", "error:UNAVAILABLE"}));
+}
+
+}  // namespace
+}  // namespace sb::pipeline

@@ -1,0 +1,249 @@
+#include "chat/turns.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/time/clock.h"
+#include "core/metrics.h"
+#include "core/public_status.h"
+
+namespace sb::chat {
+
+namespace cpb = switchboard::chat::v1;
+
+namespace {
+
+StreamEntry Entry(int64_t offset, StreamEntry::Kind kind) {
+  StreamEntry e;
+  e.offset = offset;
+  e.kind = kind;
+  return e;
+}
+
+StreamEntry ErrorEntry(int64_t offset, const absl::Status& status) {
+  StreamEntry e = Entry(offset, StreamEntry::Kind::kError);
+  e.error_code = static_cast<int>(status.code());
+  e.error_message = std::string(status.message());
+  return e;
+}
+
+}  // namespace
+
+// Writes one turn's reply: every event to the Redis Stream (in order; a
+// failed append is logged and counted, the turn goes on and the stored
+// message stays whole), then the reply to PostgreSQL before the stream's
+// last event, so that a reader who sees the end finds the message complete.
+class ChatTurnSink final : public pipeline::Sink,
+                           public std::enable_shared_from_this<ChatTurnSink> {
+ public:
+  ChatTurnSink(Turns& turns, TurnSpec spec) : turns_(turns), spec_(std::move(spec)) {}
+
+  void OnStart(const pipeline::StartInfo& info, Ready ready) override {
+    result_.model = info.model;
+    result_.input_tokens = info.input_tokens;
+    StreamEntry start = Entry(++offset_, StreamEntry::Kind::kMessageStart);
+    start.model = info.model;
+    start.input_tokens = info.input_tokens;
+    Append({std::move(start), Entry(++offset_, StreamEntry::Kind::kBlockStart)}, std::move(ready));
+  }
+
+  void OnText(std::string text, Ready ready) override {
+    result_.content += text;
+    StreamEntry delta = Entry(++offset_, StreamEntry::Kind::kDelta);
+    delta.text = std::move(text);
+    Append({std::move(delta)}, std::move(ready));
+  }
+
+  void OnFinish(const pipeline::FinishInfo& info) override {
+    result_.status = "complete";
+    result_.safety_result = "allow";
+    result_.stop_reason = info.stop_reason;
+    result_.input_tokens = info.input_tokens;
+    result_.output_tokens = info.output_tokens;
+    if (result_.model.empty()) result_.model = spec_.model;
+    if (offset_ == 0) {
+      // Stopped before the worker started: the stream still opens.
+      StreamEntry start = Entry(++offset_, StreamEntry::Kind::kMessageStart);
+      start.model = result_.model;
+      closing_.push_back(std::move(start));
+      closing_.push_back(Entry(++offset_, StreamEntry::Kind::kBlockStart));
+    }
+    closing_.push_back(Entry(++offset_, StreamEntry::Kind::kBlockStop));
+    StreamEntry delta = Entry(++offset_, StreamEntry::Kind::kMessageDelta);
+    delta.stop_reason = info.stop_reason;
+    delta.stop_sequence = info.stop_sequence;
+    delta.input_tokens = info.input_tokens;
+    delta.output_tokens = info.output_tokens;
+    closing_.push_back(std::move(delta));
+    closing_.push_back(Entry(++offset_, StreamEntry::Kind::kMessageStop));
+    result_.stream_last_offset = offset_;
+    Persist(true);
+  }
+
+  void OnError(const absl::Status& status) override {
+    spdlog::warn("request_id={} turn {} failed: {}", spec_.request_id, spec_.assistant_message_id,
+                 status.ToString());
+    result_.status = "failed";
+    result_.stop_reason = "error";
+    if (result_.model.empty()) result_.model = spec_.model;
+    closing_.push_back(ErrorEntry(++offset_, status));
+    result_.stream_last_offset = offset_;
+    Persist(false);
+  }
+
+ private:
+  void Append(std::vector<StreamEntry> entries, Ready ready) {
+    turns_.stream_.Append(spec_.assistant_message_id, std::move(entries),
+                          [self = shared_from_this(), ready = std::move(ready)](absl::Status st) {
+                            if (!st.ok()) self->AppendFailed(st);
+                            if (ready) ready(true);  // a turn runs on without readers
+                          });
+  }
+
+  void AppendFailed(const absl::Status& st) {
+    turns_.append_failures_.Inc();
+    spdlog::error("request_id={} stream append for {}: {}", spec_.request_id,
+                  spec_.assistant_message_id, st.ToString());
+  }
+
+  // The reply to PostgreSQL, then the stream's closing entries, then the
+  // announcement.
+  void Persist(bool ok) {
+    auto self = shared_from_this();
+    const bool queued = turns_.pool_.Submit([self, ok] {
+      if (auto st = self->turns_.store_.CompleteReply(self->spec_.conversation_id,
+                                                      self->spec_.assistant_message_id,
+                                                      self->result_);
+          !st.ok()) {
+        spdlog::error("request_id={} persisting reply {}: {}", self->spec_.request_id,
+                      self->spec_.assistant_message_id, st.ToString());
+      }
+      self->turns_.stream_.Append(self->spec_.assistant_message_id, std::move(self->closing_),
+                                  [self, ok](absl::Status st) {
+                                    if (!st.ok()) self->AppendFailed(st);
+                                    if (ok) self->Announce();
+                                    self->turns_.Ended(ok);
+                                  });
+    });
+    if (!queued) {
+      spdlog::error("request_id={} reply {} not persisted: the database queue is full",
+                    spec_.request_id, spec_.assistant_message_id);
+      // The stream still ends, right after what was written.
+      const int64_t next = offset_ - static_cast<int64_t>(closing_.size()) + 1;
+      turns_.stream_.Append(spec_.assistant_message_id,
+                            {ErrorEntry(next, absl::UnavailableError("chat is overloaded"))},
+                            [self](absl::Status) { self->turns_.Ended(false); });
+    }
+  }
+
+  void Announce() {
+    cpb::ChatEvent ev;
+    ev.set_type("message.completed");
+    ev.set_org_id(spec_.scope.org_id);
+    ev.set_user_id(spec_.scope.user_id);
+    ev.set_conversation_id(spec_.conversation_id);
+    ev.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
+    auto* m = ev.mutable_message();
+    m->set_id(spec_.assistant_message_id);
+    m->set_conversation_id(spec_.conversation_id);
+    m->set_parent_id(spec_.user_message_id);
+    m->set_role("assistant");
+    m->set_content(result_.content);
+    m->set_status("complete");
+    m->set_stop_reason(result_.stop_reason);
+    m->set_input_tokens(result_.input_tokens);
+    m->set_output_tokens(result_.output_tokens);
+    m->set_model(result_.model);
+    m->set_stream_last_offset(result_.stream_last_offset);
+    turns_.publish_(ev);
+  }
+
+  Turns& turns_;
+  TurnSpec spec_;
+  int64_t offset_ = 0;
+  TurnResult result_;
+  std::vector<StreamEntry> closing_;
+};
+
+Turns::Turns(ChatStore& store, TokenStreamAppender& stream, pipeline::Pipeline& pipeline,
+             EventPublisher publish, ThreadPool& pool, int max_turns)
+    : store_(store),
+      stream_(stream),
+      pipeline_(pipeline),
+      publish_(std::move(publish)),
+      pool_(pool),
+      max_turns_(max_turns),
+      active_gauge_(metrics::Default().GetGauge("sb_chat_turns_in_progress",
+                                                "Chat turns generating now")),
+      completed_(metrics::Default().GetCounter("sb_chat_turns_total", "Chat turns by outcome",
+                                               {{"outcome", "complete"}})),
+      failed_(metrics::Default().GetCounter("sb_chat_turns_total", "Chat turns by outcome",
+                                            {{"outcome", "failed"}})),
+      append_failures_(metrics::Default().GetCounter(
+          "sb_chat_stream_append_failures_total",
+          "Reply events the Redis stream did not take (readers fall back to the stored message)")) {}
+
+void Turns::Start(TurnSpec spec) {
+  if (active_.fetch_add(1) >= max_turns_) {
+    active_.fetch_sub(1);
+    failed_.Inc();
+    FailEarly(spec, absl::UnavailableError("too many chat turns in progress; retry later"));
+    return;
+  }
+  active_gauge_.Add(1);
+  if (!pool_.Submit([this, spec] { Run(spec); })) {
+    FailEarly(spec, absl::UnavailableError("chat is overloaded; retry later"));
+    Ended(false);
+  }
+}
+
+void Turns::Ended(bool ok) {
+  active_.fetch_sub(1);
+  active_gauge_.Add(-1);
+  (ok ? completed_ : failed_).Inc();
+}
+
+void Turns::Run(TurnSpec spec) {
+  auto history = store_.History(spec.conversation_id, spec.user_message_id);
+  if (!history.ok()) {
+    FailEarly(spec, PublicStatus(history.status(), spec.request_id, "loading the conversation"));
+    Ended(false);
+    return;
+  }
+  auto req = std::make_shared<pipeline::Request>();
+  req->set_request_id(spec.request_id);
+  req->set_org_id(spec.scope.org_id);
+  req->set_end_user_id(spec.scope.user_id);
+  req->set_model(spec.model);
+  req->set_max_tokens(spec.max_tokens);
+  req->set_source("chat");
+  for (auto& [role, content] : *history) {
+    auto* m = req->add_messages();
+    m->set_role(role);
+    auto* b = m->add_content();
+    b->set_type("text");
+    b->set_text(std::move(content));
+  }
+  // The new message passed input safety before it was stored; the rest of
+  // the history passed it on earlier turns.
+  pipeline_.Run(std::move(req), std::make_shared<ChatTurnSink>(*this, std::move(spec)),
+                {.check_input = false});
+}
+
+void Turns::FailEarly(const TurnSpec& spec, const absl::Status& status) {
+  spdlog::warn("request_id={} turn {} not run: {}", spec.request_id, spec.assistant_message_id,
+               status.ToString());
+  stream_.Append(spec.assistant_message_id, {ErrorEntry(1, status)}, [](absl::Status) {});
+  TurnResult r;
+  r.status = "failed";
+  r.stop_reason = "error";
+  r.model = spec.model;
+  r.stream_last_offset = 1;
+  auto st = pool_.Submit([this, spec, r] {
+    if (auto s = store_.CompleteReply(spec.conversation_id, spec.assistant_message_id, r); !s.ok()) {
+      spdlog::error("request_id={} persisting failed reply: {}", spec.request_id, s.ToString());
+    }
+  });
+  if (!st) spdlog::error("request_id={} failed reply not persisted: queue full", spec.request_id);
+}
+
+}  // namespace sb::chat

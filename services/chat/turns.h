@@ -1,0 +1,72 @@
+// Chat turns on the generation pipeline. A turn runs to its end whether or
+// not anybody is watching: the history is loaded (on the database pool),
+// the pipeline generates (no thread per turn; the user's new message was
+// checked by input safety before it was stored), and ChatTurnSink writes
+// every event of the reply to its Redis Stream as one entry (so a reader
+// can resume after any event), persists the reply, and announces it.
+//
+// At most `max_turns` run at once; a turn beyond them ends at once with an
+// overloaded error entry and a failed reply.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "chat/chat_store.h"
+#include "core/thread_pool.h"
+#include "pipeline/pipeline.h"
+#include "storage/token_stream.h"
+#include "switchboard/chat/v1/chat.pb.h"
+
+namespace sb::metrics {
+class Counter;
+class Gauge;
+}  // namespace sb::metrics
+
+namespace sb::chat {
+
+using EventPublisher = std::function<void(const switchboard::chat::v1::ChatEvent&)>;
+
+struct TurnSpec {
+  Scope scope;
+  std::string request_id;
+  std::string conversation_id;
+  std::string user_message_id;
+  std::string assistant_message_id;
+  std::string model;
+  int max_tokens = 1024;
+};
+
+class Turns {
+ public:
+  // `pool` runs the database calls; `max_turns` bounds turns in progress.
+  Turns(ChatStore& store, TokenStreamAppender& stream, pipeline::Pipeline& pipeline,
+        EventPublisher publish, ThreadPool& pool, int max_turns);
+
+  // Starts the turn; never blocks.
+  void Start(TurnSpec spec);
+  int64_t active() const { return active_.load(); }
+
+ private:
+  friend class ChatTurnSink;
+  void Run(TurnSpec spec);
+  // Ends a turn that could not run: an error entry and a failed reply.
+  void FailEarly(const TurnSpec& spec, const absl::Status& status);
+  void Ended(bool ok);
+
+  ChatStore& store_;
+  TokenStreamAppender& stream_;
+  pipeline::Pipeline& pipeline_;
+  EventPublisher publish_;
+  ThreadPool& pool_;
+  const int max_turns_;
+  std::atomic<int64_t> active_{0};
+  metrics::Gauge& active_gauge_;
+  metrics::Counter& completed_;
+  metrics::Counter& failed_;
+  metrics::Counter& append_failures_;
+};
+
+}  // namespace sb::chat

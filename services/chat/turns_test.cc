@@ -1,0 +1,159 @@
+// Turns on the pipeline: the per-event entries a reply's stream gets, and
+// what is stored, with the generation faked and the store a real
+// PostgreSQL started for the suite.
+#include "chat/turns.h"
+
+#include <chrono>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "sbadmin/admin.h"
+#include "support/infra.h"
+#include "testing/fake_pipeline.h"
+#include "testing/fake_storage.h"
+#include "testing/manual_clock.h"
+
+namespace sb::chat {
+namespace {
+
+using sb::testing::FakeGenerator;
+using sb::testing::FakeInputGuard;
+using sb::testing::FakeOutputGates;
+using sb::testing::FakeTokenStream;
+using sb::testing::Infra;
+using Kind = StreamEntry::Kind;
+
+class TurnsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto infra = Infra::Start({.postgres = true, .redis = false, .kafka = false});
+    ASSERT_TRUE(infra.ok()) << infra.status();
+    infra_ = std::move(*infra).release();
+    ASSERT_TRUE(admin::Admin(infra_->pg_uri()).CreateOrg("acme", "Acme").ok());
+  }
+  static void TearDownTestSuite() {
+    delete infra_;
+    infra_ = nullptr;
+  }
+
+  // A stored user message and its in-progress reply, as SendMessage leaves them.
+  TurnSpec NewTurn() {
+    auto conv = store_.CreateConversation(scope_, "sim-small", "t");
+    EXPECT_TRUE(conv.ok()) << conv.status();
+    auto turn = store_.AppendTurn(scope_, conv->id(), "hello", "");
+    EXPECT_TRUE(turn.ok()) << turn.status();
+    return {scope_, turn->assistant_message_id, conv->id(), turn->user_message.id(),
+            turn->assistant_message_id, "sim-small", 16};
+  }
+
+  // Waits for the turn's final entry and for the turn to be counted done.
+  std::vector<StreamEntry> WaitForEnd(const std::string& message_id) {
+    for (int i = 0; i < 1000; ++i) {
+      auto entries = stream_.entries(message_id);
+      if (!entries.empty() && entries.back().final() && turns_.active() == 0) return entries;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ADD_FAILURE() << "the turn did not end";
+    return stream_.entries(message_id);
+  }
+
+  static Infra* infra_;
+  PgPool pg_{infra_->pg_uri(), 2};
+  UlidGenerator ids_;
+  ChatStore store_{pg_, ids_};
+  const Scope scope_{"acme", "alice"};
+  FakeTokenStream stream_;
+  FakeInputGuard input_;
+  FakeGenerator generator_;
+  FakeOutputGates gates_;
+  sb::testing::ManualClock clock_;
+  pipeline::Pipeline pipeline_{"chat-test", input_, generator_, gates_, clock_};
+  ThreadPool pool_{2, 1000};
+  std::vector<switchboard::chat::v1::ChatEvent> published_;
+  std::mutex mu_;
+  Turns turns_{store_, stream_, pipeline_,
+               [this](const switchboard::chat::v1::ChatEvent& e) {
+                 std::lock_guard<std::mutex> lock(mu_);
+                 published_.push_back(e);
+               },
+               pool_, /*max_turns=*/2};
+};
+
+Infra* TurnsTest::infra_ = nullptr;
+
+std::vector<Kind> Kinds(const std::vector<StreamEntry>& entries) {
+  std::vector<Kind> out;
+  for (const auto& e : entries) out.push_back(e.kind);
+  return out;
+}
+
+TEST_F(TurnsTest, EveryEventOfTheReplyIsAnEntryWithContiguousOffsets) {
+  generator_.set_script({sb::testing::Started("sim-small", 3), sb::testing::Token("Hel"),
+                         sb::testing::Token("lo"), sb::testing::Finished("end_turn", 3, 2)});
+  const TurnSpec spec = NewTurn();
+  turns_.Start(spec);
+  auto entries = WaitForEnd(spec.assistant_message_id);
+  EXPECT_EQ(Kinds(entries), (std::vector<Kind>{Kind::kMessageStart, Kind::kBlockStart, Kind::kDelta,
+                                               Kind::kDelta, Kind::kBlockStop, Kind::kMessageDelta,
+                                               Kind::kMessageStop}));
+  for (size_t i = 0; i < entries.size(); ++i) EXPECT_EQ(entries[i].offset, static_cast<int64_t>(i + 1));
+  EXPECT_EQ(entries[0].model, "sim-small");
+  EXPECT_EQ(entries[0].input_tokens, 3);
+  EXPECT_EQ(entries[3].text, "lo");
+  EXPECT_EQ(entries[5].stop_reason, "end_turn");
+  EXPECT_EQ(entries[5].output_tokens, 2);
+  EXPECT_TRUE(input_.texts().empty()) << "the turn's input was checked before it was stored";
+  EXPECT_EQ(generator_.last()->request().source(), "chat");
+  ASSERT_EQ(generator_.last()->request().messages_size(), 1);
+  EXPECT_EQ(generator_.last()->request().messages(0).content(0).text(), "hello");
+
+  auto stored = store_.GetMessage(scope_, spec.conversation_id, spec.assistant_message_id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->status(), "complete");
+  EXPECT_EQ(stored->content(), "Hello");
+  EXPECT_EQ(stored->stream_last_offset(), 7);
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSERT_EQ(published_.size(), 1u);
+  EXPECT_EQ(published_[0].type(), "message.completed");
+}
+
+TEST_F(TurnsTest, AFailureEndsTheStreamWithAnErrorAndAFailedReply) {
+  generator_.set_script({sb::testing::Started("sim-small", 3), sb::testing::Token("par")},
+                        absl::UnavailableError("worker w-9 at 10.0.0.9 failed"));
+  const TurnSpec spec = NewTurn();
+  turns_.Start(spec);
+  auto entries = WaitForEnd(spec.assistant_message_id);
+  EXPECT_EQ(Kinds(entries),
+            (std::vector<Kind>{Kind::kMessageStart, Kind::kBlockStart, Kind::kDelta, Kind::kError}));
+  EXPECT_EQ(entries.back().offset, 4);
+  EXPECT_EQ(entries.back().error_code, static_cast<int>(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(entries.back().error_message.find("10.0.0.9"), std::string::npos)
+      << "no internals reach readers: " << entries.back().error_message;
+  auto stored = store_.GetMessage(scope_, spec.conversation_id, spec.assistant_message_id);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->status(), "failed");
+  EXPECT_EQ(stored->content(), "par");
+  EXPECT_EQ(stored->stream_last_offset(), 4);
+}
+
+TEST_F(TurnsTest, TurnsBeyondTheLimitFailAtOnceAsOverloaded) {
+  // Two turns wait for their worker; the third is refused.
+  std::vector<TurnSpec> specs = {NewTurn(), NewTurn(), NewTurn()};
+  turns_.Start(specs[0]);
+  turns_.Start(specs[1]);
+  for (int i = 0; i < 500 && generator_.calls() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  turns_.Start(specs[2]);
+  auto refused = stream_.entries(specs[2].assistant_message_id);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].kind, Kind::kError);
+  EXPECT_EQ(refused[0].offset, 1);
+  EXPECT_EQ(refused[0].error_code, static_cast<int>(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(turns_.active(), 2);
+  for (size_t i = 0; i < 2; ++i) ASSERT_TRUE(generator_.call(i)->End(absl::UnavailableError("no worker")));
+  for (size_t i = 0; i < 2; ++i) WaitForEnd(specs[i].assistant_message_id);
+}
+
+}  // namespace
+}  // namespace sb::chat

@@ -1,0 +1,124 @@
+#include "gateway/context.h"
+
+#include "absl/strings/string_view.h"
+
+namespace sb::gateway {
+
+std::vector<double> TimeToFirstTokenBuckets() {
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+          1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+}
+
+std::vector<double> InterTokenLatencyBuckets() {
+  return {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+          0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
+}
+
+namespace {
+
+std::vector<double> DurationBuckets() {
+  auto b = metrics::LatencyBuckets();
+  b.insert(b.end(), {120, 300, 600, 1800});
+  return b;
+}
+
+}  // namespace
+
+GatewayMetrics::GatewayMetrics(metrics::Registry& registry)
+    : registry_(registry),
+      streams_gauge_(registry.GetGauge("sb_gateway_active_streams", "SSE responses being written")) {}
+
+const GatewayMetrics::Series& GatewayMetrics::For(std::string_view route, std::string_view dialect,
+                                                  std::string_view model) {
+  if (model.empty()) model = "none";
+  const auto key = std::make_tuple(route, dialect, model);
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    auto it = series_.find(key);
+    if (it != series_.end()) return *it->second;
+  }
+  const metrics::Labels labels = {
+      {"route", std::string(route)}, {"dialect", std::string(dialect)}, {"model", std::string(model)}};
+  auto series = std::make_unique<Series>(Series{
+      &registry_.GetHistogram("sb_gateway_request_duration_seconds",
+                              "From the request's arrival to the end of its response", labels,
+                              DurationBuckets()),
+      &registry_.GetHistogram("sb_gateway_time_to_first_token_seconds",
+                              "From the request's arrival to its first output text written",
+                              labels, TimeToFirstTokenBuckets()),
+      &registry_.GetHistogram("sb_gateway_inter_token_latency_seconds",
+                              "Between two output texts written to a stream", labels,
+                              InterTokenLatencyBuckets())});
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  auto [it, inserted] = series_.try_emplace(
+      Key(std::string(route), std::string(dialect), std::string(model)), std::move(series));
+  return *it->second;
+}
+
+metrics::Counter& GatewayMetrics::Responses(std::string_view route, std::string_view dialect,
+                                            int status) {
+  const std::string code = std::to_string(status);
+  const auto key = std::make_tuple(route, dialect, std::string_view(code));
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    auto it = responses_.find(key);
+    if (it != responses_.end()) return *it->second;
+  }
+  auto& counter = registry_.GetCounter(
+      "sb_gateway_responses_total", "HTTP responses by route, dialect and status",
+      {{"route", std::string(route)}, {"dialect", std::string(dialect)}, {"code", code}});
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  responses_.try_emplace(Key(std::string(route), std::string(dialect), code), &counter);
+  return counter;
+}
+
+void GatewayMetrics::StreamStarted() {
+  active_streams_.fetch_add(1);
+  streams_gauge_.Add(1);
+}
+
+void GatewayMetrics::StreamEnded() {
+  active_streams_.fetch_sub(1);
+  streams_gauge_.Add(-1);
+}
+
+RequestContext::RequestContext(std::shared_ptr<http::Exchange> exchange, std::string request_id,
+                               Clock& clock, GatewayMetrics& metrics)
+    : exchange_(std::move(exchange)),
+      request_id_(std::move(request_id)),
+      clock_(clock),
+      metrics_(metrics),
+      start_(clock.Now()) {}
+
+void RequestContext::Respond(int status, std::string_view content_type, std::string body,
+                             http::Headers extra) {
+  extra.emplace_back("content-type", std::string(content_type));
+  extra.emplace_back("request-id", request_id_);
+  metrics_.Responses(route_name, dialect->name(), status).Inc();
+  series().duration->Observe(absl::ToDoubleSeconds(clock_.Now() - start_));
+  exchange_->Respond(status, std::move(extra), std::move(body));
+}
+
+void RequestContext::Fail(const absl::Status& status, int http_status, http::Headers extra) {
+  ErrorReply e = dialect->Error(status, http_status);
+  if (e.retry_after_seconds > 0) extra.emplace_back("retry-after", std::to_string(e.retry_after_seconds));
+  Respond(e.http_status, "application/json", std::move(e.body), std::move(extra));
+}
+
+void RequestContext::StartStream() {
+  streaming_ = true;
+  metrics_.StreamStarted();
+  metrics_.Responses(route_name, dialect->name(), 200).Inc();
+  exchange_->StartStream(200, {{"content-type", "text/event-stream; charset=utf-8"},
+                               {"cache-control", "no-cache"},
+                               {"x-accel-buffering", "no"},
+                               {"request-id", request_id_}});
+}
+
+void RequestContext::EndStream() {
+  series().duration->Observe(absl::ToDoubleSeconds(clock_.Now() - start_));
+  metrics_.StreamEnded();
+  exchange_->EndStream();
+}
+
+}  // namespace sb::gateway

@@ -1,0 +1,123 @@
+// One API exchange as the filters and handlers see it: the HTTP request,
+// its request id, its route and dialect, what the filters established
+// (principal, parsed body, parsed API request), and the ways to answer —
+// each of which sets `request-id`, counts the response and records its
+// duration under the route's metrics.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "core/clock.h"
+#include "core/metrics.h"
+#include "gateway/dialects/dialect.h"
+#include "http/http_server.h"
+#include "storage/api_keys.h"
+
+namespace sb::gateway {
+
+// The gateway's request metrics, labelled by route, dialect and model
+// (never by org or key). Series are created on first use and cached, so a
+// request resolves its handles once and a token costs only an Observe.
+class GatewayMetrics {
+ public:
+  struct Series {
+    metrics::Histogram* duration;  // sb_gateway_request_duration_seconds
+    metrics::Histogram* ttft;      // sb_gateway_time_to_first_token_seconds
+    metrics::Histogram* itl;       // sb_gateway_inter_token_latency_seconds
+  };
+
+  explicit GatewayMetrics(metrics::Registry& registry = metrics::Default());
+
+  // `model` is one the scheduler resolved, or "" (the label is then "none"),
+  // so clients cannot mint label values.
+  const Series& For(std::string_view route, std::string_view dialect, std::string_view model);
+  metrics::Counter& Responses(std::string_view route, std::string_view dialect, int status);
+
+  // Streams the gateway is writing now (a drain waits for them).
+  void StreamStarted();
+  void StreamEnded();
+  int64_t active_streams() const { return active_streams_.load(); }
+
+ private:
+  using Key = std::tuple<std::string, std::string, std::string>;
+  metrics::Registry& registry_;
+  std::shared_mutex mu_;
+  std::map<Key, std::unique_ptr<Series>, std::less<>> series_;
+  std::map<Key, metrics::Counter*, std::less<>> responses_;
+  metrics::Gauge& streams_gauge_;
+  std::atomic<int64_t> active_streams_{0};
+};
+
+// vLLM's bucket boundaries, so dashboards built for vLLM read ours.
+std::vector<double> TimeToFirstTokenBuckets();
+std::vector<double> InterTokenLatencyBuckets();
+
+struct Route;
+
+class RequestContext {
+ public:
+  RequestContext(std::shared_ptr<http::Exchange> exchange, std::string request_id, Clock& clock,
+                 GatewayMetrics& metrics);
+
+  http::Exchange& exchange() { return *exchange_; }
+  const http::Request& request() const { return exchange_->request(); }
+  const std::string& request_id() const { return request_id_; }
+  absl::Time start() const { return start_; }
+  Clock& clock() { return clock_; }
+  GatewayMetrics& metrics() { return metrics_; }
+
+  // Set before the filters run.
+  std::string route_name;  // the route's pattern, or "other"
+  const Dialect* dialect = nullptr;
+  std::vector<std::string> params;
+
+  // Set by filters.
+  std::optional<Principal> principal;
+  std::string user_id;  // chat routes: whose conversations (ChatUserFilter)
+  nlohmann::json body;
+  ApiRequest api;
+
+  // The model label for this request's metrics (see GatewayMetrics::For).
+  void set_model(std::string model) { model_ = std::move(model); }
+  const GatewayMetrics::Series& series() {
+    return metrics_.For(route_name, dialect->name(), model_);
+  }
+
+  // A whole response.
+  void Respond(int status, std::string_view content_type, std::string body,
+               http::Headers extra = {});
+  void RespondJson(int status, std::string body) {
+    Respond(status, "application/json", std::move(body));
+  }
+  // An error in the route's dialect. `status` must carry no internals.
+  void Fail(const absl::Status& status, int http_status = 0, http::Headers extra = {});
+
+  // A streamed (SSE) response: 200 with the event-stream headers, then the
+  // exchange's Write calls, then EndStream.
+  void StartStream();
+  void EndStream();
+  bool streaming() const { return streaming_; }
+
+ private:
+  std::shared_ptr<http::Exchange> exchange_;
+  std::string request_id_;
+  Clock& clock_;
+  GatewayMetrics& metrics_;
+  absl::Time start_;
+  std::string model_;
+  bool streaming_ = false;
+};
+
+}  // namespace sb::gateway

@@ -1,0 +1,84 @@
+#include "gateway/dialects/fields.h"
+
+#include <cstdio>
+
+#include "absl/strings/cord.h"
+
+namespace sb::gateway {
+namespace {
+
+constexpr char kFieldPayload[] = "type.switchboard.dev/field";
+
+std::string Num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+}  // namespace
+
+absl::Status FieldError(std::string_view field, std::string_view message) {
+  absl::Status st = absl::InvalidArgumentError(std::string(field) + ": " + std::string(message));
+  st.SetPayload(kFieldPayload, absl::Cord(std::string(field)));
+  return st;
+}
+
+std::string ErrorField(const absl::Status& status) {
+  auto payload = status.GetPayload(kFieldPayload);
+  return payload ? std::string(*payload) : std::string();
+}
+
+absl::Status CheckText(std::string_view text, std::string_view field, size_t max_bytes) {
+  if (text.size() > max_bytes) {
+    return FieldError(field, "must be at most " + std::to_string(max_bytes) + " bytes");
+  }
+  if (text.find('\0') != std::string_view::npos) return FieldError(field, "must not contain NUL characters");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> RequiredString(const nlohmann::json& obj, const char* key,
+                                           std::string_view field, size_t max_bytes) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return FieldError(field, "Field required");
+  if (!it->is_string() || it->get_ref<const std::string&>().empty()) {
+    return FieldError(field, "Input should be a non-empty string");
+  }
+  const std::string& s = it->get_ref<const std::string&>();
+  if (auto st = CheckText(s, field, max_bytes); !st.ok()) return st;
+  return s;
+}
+
+absl::StatusOr<std::optional<float>> OptionalNumber(const nlohmann::json& obj, const char* key,
+                                                    double min, double max) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::optional<float>();
+  if (!it->is_number()) return FieldError(key, "Input should be a valid number");
+  const double v = it->get<double>();
+  if (!(v >= min && v <= max)) {
+    return FieldError(key, "Input should be between " + Num(min) + " and " + Num(max));
+  }
+  return std::optional<float>(static_cast<float>(v));
+}
+
+absl::StatusOr<std::optional<int64_t>> OptionalInteger(const nlohmann::json& obj, const char* key,
+                                                       int64_t min, int64_t max) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::optional<int64_t>();
+  if (!it->is_number_integer()) return FieldError(key, "Input should be a valid integer");
+  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(max)) {
+    return FieldError(key, "Input should be less than or equal to " + std::to_string(max));
+  }
+  const int64_t v = it->get<int64_t>();
+  if (v < min) return FieldError(key, "Input should be greater than or equal to " + std::to_string(min));
+  if (v > max) return FieldError(key, "Input should be less than or equal to " + std::to_string(max));
+  return std::optional<int64_t>(v);
+}
+
+absl::StatusOr<bool> OptionalBool(const nlohmann::json& obj, const char* key, bool fallback) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) return FieldError(key, "Input should be a valid boolean");
+  return it->get<bool>();
+}
+
+}  // namespace sb::gateway

@@ -1,0 +1,24 @@
+#include "gateway/filters/filter.h"
+
+namespace sb::gateway {
+namespace {
+
+void RunFrom(const std::vector<Filter*>& filters, size_t i,
+             const std::shared_ptr<RequestContext>& ctx, std::function<void()> last) {
+  if (i == filters.size()) {
+    last();
+    return;
+  }
+  filters[i]->Handle(ctx, [&filters, i, ctx, last = std::move(last)]() mutable {
+    RunFrom(filters, i + 1, ctx, std::move(last));
+  });
+}
+
+}  // namespace
+
+void RunChain(const std::vector<Filter*>& filters, const std::shared_ptr<RequestContext>& ctx,
+              std::function<void()> last) {
+  RunFrom(filters, 0, ctx, std::move(last));
+}
+
+}  // namespace sb::gateway

@@ -1,0 +1,87 @@
+#include "gateway/gateway.h"
+
+#include "gateway/filters/filter.h"
+#include "gateway/handlers/chat.h"
+#include "gateway/handlers/inference.h"
+
+namespace sb::gateway {
+
+Gateway::Gateway(GatewayDeps deps)
+    : deps_(deps), auth_(deps.auth, deps.pool) {
+  AddRoutes();
+}
+
+void Gateway::AddRoutes() {
+  auto handler = [this](void (*fn)(GatewayDeps&, const std::shared_ptr<RequestContext>&)) {
+    return [this, fn](const std::shared_ptr<RequestContext>& ctx) { fn(deps_, ctx); };
+  };
+  // Admission (rate limits, concurrency) and idempotency filters go between
+  // auth_ and json_body_ on the API routes.
+  const std::vector<Filter*> generate = {&auth_, &json_body_, &parse_generate_};
+  router_.Add({"POST", "/v1/messages", DialectChoice::kAnthropic, generate,
+               handler(&HandleGenerate)});
+  router_.Add({"POST", "/v1/chat/completions", DialectChoice::kOpenAi, generate,
+               handler(&HandleGenerate)});
+  router_.Add({"POST", "/v1/messages/count_tokens", DialectChoice::kAnthropic,
+               {&auth_, &json_body_, &parse_count_}, handler(&HandleCountTokens)});
+  router_.Add({"GET", "/v1/models", DialectChoice::kByHeader, {&auth_}, handler(&HandleListModels)});
+  router_.Add({"GET", "/v1/models/{model_id}", DialectChoice::kByHeader, {&auth_},
+               handler(&HandleGetModel)});
+
+  const std::vector<Filter*> chat_read = {&auth_, &chat_user_};
+  const std::vector<Filter*> chat_write = {&auth_, &chat_user_, &json_body_};
+  router_.Add({"POST", "/v1/conversations", DialectChoice::kAnthropic, chat_write,
+               handler(&HandleCreateConversation)});
+  router_.Add({"GET", "/v1/conversations/{conversation_id}/messages", DialectChoice::kAnthropic,
+               chat_read, handler(&HandleListMessages)});
+  router_.Add({"POST", "/v1/conversations/{conversation_id}/messages", DialectChoice::kAnthropic,
+               chat_write, handler(&HandleSendMessage)});
+  router_.Add({"GET", "/v1/conversations/{conversation_id}/messages/{message_id}/stream",
+               DialectChoice::kAnthropic, chat_read, handler(&HandleChatStream)});
+
+  router_.Add({"GET", "/healthz", DialectChoice::kAnthropic, {},
+               [](const std::shared_ptr<RequestContext>& ctx) {
+                 ctx->Respond(200, "text/plain", "ok\n");
+               }});
+}
+
+const Dialect& Gateway::DialectFor(DialectChoice choice, const http::Request& r) const {
+  switch (choice) {
+    case DialectChoice::kAnthropic:
+      return anthropic_;
+    case DialectChoice::kOpenAi:
+      return openai_;
+    case DialectChoice::kByHeader:
+      break;
+  }
+  return r.Header("anthropic-version").empty() ? static_cast<const Dialect&>(openai_) : anthropic_;
+}
+
+void Gateway::Handle(std::shared_ptr<http::Exchange> exchange) {
+  auto ctx = std::make_shared<RequestContext>(
+      exchange, "req_" + deps_.ids.Next(deps_.clock.Now()), deps_.clock, metrics_);
+  const http::Request& r = exchange->request();
+  const Router::Match match = router_.Find(r.method, r.path);
+  if (match.route == nullptr) {
+    ctx->route_name = "other";
+    if (match.path_route == nullptr) {
+      ctx->dialect = &DialectFor(Router::DialectForUnknownPath(r.path), r);
+      ctx->Fail(absl::NotFoundError("no route for " + r.method + " " + r.path));
+      return;
+    }
+    // 405: the path exists, in its route's dialect.
+    ctx->dialect = &DialectFor(match.path_route->dialect, r);
+    std::string allowed;
+    for (const auto& m : match.allowed) allowed += (allowed.empty() ? "" : ", ") + m;
+    ctx->Fail(absl::InvalidArgumentError("use " + allowed + " for " + r.path), 405,
+              {{"allow", allowed}});
+    return;
+  }
+  ctx->route_name = match.route->pattern;
+  ctx->dialect = &DialectFor(match.route->dialect, r);
+  ctx->params = match.params;
+  const Route* route = match.route;
+  RunChain(route->filters, ctx, [route, ctx] { route->handler(ctx); });
+}
+
+}  // namespace sb::gateway

@@ -1,0 +1,339 @@
+#include "gateway/handlers/chat.h"
+
+#include <charconv>
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "core/public_status.h"
+#include "gateway/dialects/fields.h"
+#include "gateway/handlers/unary.h"
+#include "gateway/sse_stream.h"
+#include "grpcx/status.h"
+#include "grpcx/streams.h"
+
+namespace sb::gateway {
+
+namespace cpb = switchboard::chat::v1;
+namespace conn = switchboard::connection::v1;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::chrono::milliseconds kUnaryDeadline{5000};
+constexpr auto kStreamDeadline = std::chrono::minutes(30);
+constexpr size_t kMaxTitleBytes = 512;
+constexpr size_t kMaxContentBytes = 200 * 1024;
+constexpr int kMaxChatOutputTokens = 8192;
+
+std::string Iso8601(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
+
+json NullIfEmpty(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+
+json MessageToJson(const cpb::ChatMessage& m) {
+  return {{"id", m.id()},
+          {"type", "chat.message"},
+          {"conversation_id", m.conversation_id()},
+          {"parent_id", NullIfEmpty(m.parent_id())},
+          {"role", m.role()},
+          {"content", m.content()},
+          {"status", m.status()},
+          {"stop_reason", NullIfEmpty(m.stop_reason())},
+          {"model", NullIfEmpty(m.model())},
+          {"usage", {{"input_tokens", m.input_tokens()}, {"output_tokens", m.output_tokens()}}},
+          {"created_at", Iso8601(m.created_at_unix_ms())}};
+}
+
+json ConversationToJson(const cpb::Conversation& c) {
+  return {{"id", c.id()},
+          {"type", "conversation"},
+          {"title", c.title()},
+          {"model", c.model()},
+          {"version", c.version()},
+          {"message_count", c.message_count()},
+          {"created_at", Iso8601(c.created_at_unix_ms())},
+          {"last_message_at", Iso8601(c.last_message_at_unix_ms())}};
+}
+
+// A path id: bounded, and nothing that could not be an id.
+absl::Status CheckId(const std::string& id, const char* field) {
+  return CheckText(id, field, kMaxIdBytes);
+}
+
+// The public form of a backend failure, logged with the request id.
+absl::Status Public(const RequestContext& ctx, const grpc::Status& st, const char* what) {
+  return PublicStatus(FromGrpcStatus(st), ctx.request_id(), what);
+}
+
+// Parses `Last-Event-ID: {message_id}:{offset}`; 0 when absent.
+absl::StatusOr<int64_t> ResumeOffset(const http::Request& r, const std::string& message_id) {
+  const std::string last = r.Header("last-event-id");
+  if (last.empty()) return 0;
+  const auto colon = last.rfind(':');
+  int64_t offset = -1;
+  if (colon == std::string::npos || last.substr(0, colon) != message_id ||
+      std::from_chars(last.data() + colon + 1, last.data() + last.size(), offset).ec != std::errc() ||
+      offset < 0) {
+    return absl::InvalidArgumentError("Last-Event-ID must be '" + message_id +
+                                      ":<offset>' as sent in this stream's id: lines");
+  }
+  return offset;
+}
+
+// GET .../messages/{message_id}/stream: connection-manager's events, one
+// SSE event each, with its own id.
+class ChatStream : public std::enable_shared_from_this<ChatStream> {
+ public:
+  ChatStream(GatewayDeps& deps, std::shared_ptr<RequestContext> ctx)
+      : deps_(deps),
+        ctx_(ctx),
+        stream_(std::make_shared<SseStream>(std::move(ctx), deps.timers, deps.options.ping_interval,
+                                            anthropic_events::Ping())) {}
+
+  void Start(conn::SubscribeRequest req) {
+    req_ = std::move(req);
+    auto self = shared_from_this();
+    auto* stub = &deps_.connections;
+    auto canceller = ClientStream<conn::StreamEvent>::Start(
+        std::chrono::system_clock::now() + kStreamDeadline,
+        [stub, self](grpc::ClientContext* c, grpc::ClientReadReactor<conn::StreamEvent>* r) {
+          stub->async()->Subscribe(c, &self->req_, r);
+        },
+        [self](conn::StreamEvent&& e, ClientStream<conn::StreamEvent>::Next next) {
+          self->OnEvent(std::move(e), std::move(next));
+        },
+        [self](const grpc::Status& st) { self->OnDone(st); });
+    ctx_->exchange().OnClientGone([canceller] { canceller->Cancel(); });
+  }
+
+ private:
+  std::string Encode(const conn::StreamEvent& e) {
+    const std::string id = req_.message_id() + ":" + std::to_string(e.offset());
+    switch (e.event_case()) {
+      case conn::StreamEvent::kMessageStart:
+        return anthropic_events::MessageStart(req_.message_id(), e.message_start().model(),
+                                              e.message_start().input_tokens(), id);
+      case conn::StreamEvent::kContentBlockStart:
+        return anthropic_events::ContentBlockStart(id);
+      case conn::StreamEvent::kDelta:
+        return anthropic_events::TextDelta(e.delta().text(), id);
+      case conn::StreamEvent::kContentBlockStop:
+        return anthropic_events::ContentBlockStop(id);
+      case conn::StreamEvent::kMessageDelta: {
+        const auto& d = e.message_delta();
+        return anthropic_events::MessageDelta(
+            {d.stop_reason(), d.stop_sequence(), d.input_tokens(), d.output_tokens()}, id);
+      }
+      case conn::StreamEvent::kMessageStop:
+        ended_ = true;
+        return anthropic_events::MessageStop(id);
+      case conn::StreamEvent::kError:
+        ended_ = true;
+        return anthropic_events::Error(
+            absl::Status(static_cast<absl::StatusCode>(e.error().code()), e.error().message()), id);
+      case conn::StreamEvent::EVENT_NOT_SET:
+        break;
+    }
+    return "";
+  }
+
+  void OnEvent(conn::StreamEvent&& e, ClientStream<conn::StreamEvent>::Next next) {
+    stream_->Start();
+    std::string out = Encode(e);
+    if (out.empty()) {
+      next(true);
+      return;
+    }
+    stream_->Write(std::move(out), [next = std::move(next)](bool ok) { next(ok); });
+  }
+
+  void OnDone(const grpc::Status& st) {
+    if (!stream_->started()) {
+      if (st.ok()) {
+        // The client's Last-Event-ID was the end: nothing remains. 204 is
+        // what tells an EventSource to stop reconnecting.
+        ctx_->Respond(204, "text/event-stream", "");
+        return;
+      }
+      ctx_->Fail(st.error_code() == grpc::StatusCode::NOT_FOUND
+                     ? absl::NotFoundError("message " + req_.message_id() + " not found")
+                     : Public(*ctx_, st, "the reply stream"));
+      return;
+    }
+    std::string last;
+    if (!ended_ && st.error_code() != grpc::StatusCode::CANCELLED) {
+      last = anthropic_events::Error(
+          st.ok() ? PublicStatus(absl::InternalError("the stream ended early"), ctx_->request_id(),
+                                 "the reply stream")
+                  : Public(*ctx_, st, "the reply stream"));
+    }
+    stream_->End(std::move(last));
+  }
+
+  GatewayDeps& deps_;
+  std::shared_ptr<RequestContext> ctx_;
+  std::shared_ptr<SseStream> stream_;
+  conn::SubscribeRequest req_;
+  bool ended_ = false;  // the last event (message_stop or error) was sent
+};
+
+}  // namespace
+
+void HandleCreateConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  const json& body = ctx->body;
+  auto model = RequiredString(body, "model", "model", kMaxModelIdBytes);
+  if (!model.ok()) {
+    ctx->Fail(model.status());
+    return;
+  }
+  auto call = NewUnary<cpb::CreateConversationRequest, cpb::Conversation>(kUnaryDeadline);
+  call->req.set_org_id(ctx->principal->org_id);
+  call->req.set_user_id(ctx->user_id);
+  call->req.set_model(*model);
+  if (auto t = body.find("title"); t != body.end() && !t->is_null()) {
+    if (!t->is_string()) {
+      ctx->Fail(FieldError("title", "Input should be a valid string"));
+      return;
+    }
+    if (auto st = CheckText(t->get_ref<const std::string&>(), "title", kMaxTitleBytes); !st.ok()) {
+      ctx->Fail(st);
+      return;
+    }
+    call->req.set_title(t->get<std::string>());
+  }
+  deps.chat.async()->CreateConversation(&call->ctx, &call->req, &call->resp,
+                                        [ctx, call](grpc::Status st) {
+                                          if (!st.ok()) {
+                                            ctx->Fail(Public(*ctx, st, "creating the conversation"));
+                                            return;
+                                          }
+                                          ctx->RespondJson(201, ConversationToJson(call->resp).dump());
+                                        });
+}
+
+void HandleListMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  const std::string& conversation_id = ctx->params.at(0);
+  if (auto st = CheckId(conversation_id, "conversation_id"); !st.ok()) {
+    ctx->Fail(st);
+    return;
+  }
+  auto call = NewUnary<cpb::ListMessagesRequest, cpb::ListMessagesResponse>(kUnaryDeadline);
+  call->req.set_org_id(ctx->principal->org_id);
+  call->req.set_user_id(ctx->user_id);
+  call->req.set_conversation_id(conversation_id);
+  const std::string cursor = ctx->request().QueryParam("cursor");
+  if (auto st = CheckId(cursor, "cursor"); !st.ok()) {
+    ctx->Fail(st);
+    return;
+  }
+  call->req.set_cursor(cursor);
+  const std::string limit = ctx->request().QueryParam("limit");
+  if (!limit.empty()) {
+    int n = 0;
+    if (std::from_chars(limit.data(), limit.data() + limit.size(), n).ec != std::errc() || n < 1 ||
+        n > 200) {
+      ctx->Fail(FieldError("limit", "must be an integer between 1 and 200"));
+      return;
+    }
+    call->req.set_limit(n);
+  }
+  deps.chat.async()->ListMessages(
+      &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
+        if (!st.ok()) {
+          ctx->Fail(Public(*ctx, st, "listing messages"));
+          return;
+        }
+        json data = json::array();
+        for (const auto& m : call->resp.messages()) data.push_back(MessageToJson(m));
+        json out = {{"data", data},
+                    {"has_more", call->resp.has_more()},
+                    {"next_cursor", NullIfEmpty(call->resp.next_cursor())}};
+        ctx->RespondJson(200, out.dump());
+      });
+}
+
+void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  const std::string& conversation_id = ctx->params.at(0);
+  if (auto st = CheckId(conversation_id, "conversation_id"); !st.ok()) {
+    ctx->Fail(st);
+    return;
+  }
+  const json& body = ctx->body;
+  auto content = body.find("content");
+  if (content == body.end() || !content->is_string() ||
+      content->get_ref<const std::string&>().empty()) {
+    ctx->Fail(FieldError("content", "Field required (a non-empty string)"));
+    return;
+  }
+  if (auto st = CheckText(content->get_ref<const std::string&>(), "content", kMaxContentBytes);
+      !st.ok()) {
+    ctx->Fail(st);
+    return;
+  }
+  auto call = NewUnary<cpb::SendMessageRequest, cpb::SendMessageResponse>(kUnaryDeadline);
+  call->req.set_org_id(ctx->principal->org_id);
+  call->req.set_user_id(ctx->user_id);
+  call->req.set_conversation_id(conversation_id);
+  call->req.set_content(content->get<std::string>());
+  call->req.set_request_id(ctx->request_id());
+  if (auto c = body.find("client_message_id"); c != body.end() && !c->is_null()) {
+    if (!c->is_string()) {
+      ctx->Fail(FieldError("client_message_id", "Input should be a valid string"));
+      return;
+    }
+    if (auto st = CheckId(c->get_ref<const std::string&>(), "client_message_id"); !st.ok()) {
+      ctx->Fail(st);
+      return;
+    }
+    call->req.set_client_message_id(c->get<std::string>());
+  }
+  if (auto m = body.find("max_tokens"); m != body.end() && !m->is_null()) {
+    if (!m->is_number_integer() || m->get<int64_t>() < 1 || m->get<int64_t>() > kMaxChatOutputTokens) {
+      ctx->Fail(FieldError("max_tokens", "must be an integer between 1 and " +
+                                             std::to_string(kMaxChatOutputTokens)));
+      return;
+    }
+    call->req.set_max_tokens(m->get<int>());
+  }
+  deps.chat.async()->SendMessage(
+      &call->ctx, &call->req, &call->resp, [ctx, call, conversation_id](grpc::Status st) {
+        if (!st.ok()) {
+          ctx->Fail(Public(*ctx, st, "sending the message"));
+          return;
+        }
+        const std::string& reply = call->resp.assistant_message_id();
+        json out = {{"user_message", MessageToJson(call->resp.user_message())},
+                    {"assistant_message_id", reply},
+                    {"stream_url",
+                     "/v1/conversations/" + conversation_id + "/messages/" + reply + "/stream"}};
+        ctx->RespondJson(202, out.dump());
+      });
+}
+
+void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  const std::string& conversation_id = ctx->params.at(0);
+  const std::string& message_id = ctx->params.at(1);
+  for (const auto& [id, field] : {std::pair{&conversation_id, "conversation_id"},
+                                  std::pair{&message_id, "message_id"}}) {
+    if (auto st = CheckId(*id, field); !st.ok()) {
+      ctx->Fail(st);
+      return;
+    }
+  }
+  auto offset = ResumeOffset(ctx->request(), message_id);
+  if (!offset.ok()) {
+    ctx->Fail(offset.status());
+    return;
+  }
+  conn::SubscribeRequest req;
+  req.set_org_id(ctx->principal->org_id);
+  req.set_user_id(ctx->user_id);
+  req.set_conversation_id(conversation_id);
+  req.set_message_id(message_id);
+  req.set_after_offset(*offset);
+  std::make_shared<ChatStream>(deps, ctx)->Start(std::move(req));
+}
+
+}  // namespace sb::gateway

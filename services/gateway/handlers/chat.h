@@ -1,0 +1,20 @@
+// Handlers of the chat API: conversations and messages (through chat) and
+// the resumable token stream of a reply (through connection-manager).
+// Every call is scoped to the caller's org and user (ctx->user_id, set by
+// ChatUserFilter).
+#pragma once
+
+#include <memory>
+
+#include "gateway/gateway.h"
+
+namespace sb::gateway {
+
+void HandleCreateConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+void HandleListMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+// SSE in the Messages API event shapes; every event has its own
+// `id: {message_id}:{offset}`, and `Last-Event-ID` resumes after any of them.
+void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+
+}  // namespace sb::gateway

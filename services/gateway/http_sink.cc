@@ -1,0 +1,71 @@
+#include "gateway/http_sink.h"
+
+namespace sb::gateway {
+
+HttpSink::HttpSink(std::shared_ptr<RequestContext> ctx, ReplyIds ids, Timers& timers,
+                   absl::Duration ping_interval)
+    : ctx_(std::move(ctx)), ids_(std::move(ids)) {
+  if (ctx_->api.stream) {
+    encoder_ = ctx_->dialect->NewStream(ids_, ctx_->api);
+    stream_ = std::make_shared<SseStream>(ctx_, timers, ping_interval, encoder_->Ping());
+  }
+}
+
+void HttpSink::OnStart(const pipeline::StartInfo& info, Ready ready) {
+  started_ = true;
+  ctx_->set_model(info.model);
+  series_ = &ctx_->series();
+  if (!stream_) {
+    whole_.start = info;
+    ready(true);
+    return;
+  }
+  stream_->Start();
+  stream_->Write(encoder_->Start(info), std::move(ready));
+}
+
+void HttpSink::RecordText() {
+  const absl::Time now = ctx_->clock().Now();
+  if (!had_text_) {
+    series_->ttft->Observe(absl::ToDoubleSeconds(now - ctx_->start()));
+    had_text_ = true;
+  } else {
+    series_->itl->Observe(absl::ToDoubleSeconds(now - last_text_));
+  }
+  last_text_ = now;
+}
+
+void HttpSink::OnText(std::string text, Ready ready) {
+  RecordText();
+  if (!stream_) {
+    whole_.text += text;
+    ready(true);
+    return;
+  }
+  stream_->Write(encoder_->Text(text), std::move(ready));
+}
+
+void HttpSink::OnFinish(const pipeline::FinishInfo& info) {
+  if (!started_) {
+    // Cancelled before the worker started: the client left; nothing to say.
+    ctx_->Fail(absl::CancelledError("the request was cancelled"));
+    return;
+  }
+  if (!stream_) {
+    whole_.finish = info;
+    ctx_->RespondJson(200, ctx_->dialect->Whole(ids_, whole_));
+    return;
+  }
+  stream_->End(encoder_->Finish(info));
+}
+
+void HttpSink::OnError(const absl::Status& status) {
+  if (stream_ && stream_->started()) {
+    stream_->End(encoder_->Error(status));
+    return;
+  }
+  // Nothing sent yet: a plain HTTP error.
+  ctx_->Fail(status);
+}
+
+}  // namespace sb::gateway

@@ -1,0 +1,18 @@
+// Server-sent events framing, in one place for every stream the gateway
+// writes (https://html.spec.whatwg.org/multipage/server-sent-events.html).
+// `data` must be one line (JSON as nlohmann dumps it is).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace sb::gateway::sse {
+
+// "id: <id>\nevent: <event>\ndata: <data>\n\n"; the id line only when given.
+std::string Event(std::string_view event, std::string_view data, std::string_view id = {});
+// "data: <data>\n\n": an event with no name (the OpenAI dialect).
+std::string Data(std::string_view data);
+// ": <text>\n\n": a comment, which readers ignore (keeps idle streams alive).
+std::string Comment(std::string_view text);
+
+}  // namespace sb::gateway::sse

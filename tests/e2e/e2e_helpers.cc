@@ -1,0 +1,129 @@
+#include "e2e/e2e_helpers.h"
+
+#include <chrono>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "gtest/gtest.h"
+#include "switchboard/billing/v1/billing.grpc.pb.h"
+
+namespace sb::testing {
+
+using nlohmann::json;
+
+Cluster* g_cluster = nullptr;
+
+std::vector<SseEvent> ParseSse(const std::string& body) {
+  std::vector<SseEvent> out;
+  size_t pos = 0;
+  while (true) {
+    const size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    SseEvent e;
+    std::string block = body.substr(pos, end - pos);
+    pos = end + 2;
+    if (block.rfind(":", 0) == 0) continue;  // a comment
+    size_t lp = 0;
+    while (lp <= block.size()) {
+      size_t nl = block.find('\n', lp);
+      if (nl == std::string::npos) nl = block.size();
+      const std::string line = block.substr(lp, nl - lp);
+      if (line.rfind("id: ", 0) == 0) e.id = line.substr(4);
+      if (line.rfind("event: ", 0) == 0) e.event = line.substr(7);
+      if (line.rfind("data: ", 0) == 0) {
+        e.raw_data = line.substr(6);
+        e.data = json::parse(e.raw_data, nullptr, false);
+      }
+      lp = nl + 1;
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+http::Response Post(const std::string& target, const std::string& body, const std::string& key) {
+  auto r = http::Fetch({.port = g_cluster->http_port(),
+                        .method = "POST",
+                        .target = target,
+                        .headers = {{"x-api-key", key.empty() ? g_cluster->api_key() : key},
+                                    {"anthropic-version", "2023-06-01"},
+                                    {"content-type", "application/json"}},
+                        .body = body});
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : http::Response{};
+}
+
+http::Response Get(const std::string& target, http::Headers extra, const std::string& key) {
+  extra.emplace_back("x-api-key", key.empty() ? g_cluster->api_key() : key);
+  auto r = http::Fetch({.port = g_cluster->http_port(), .target = target, .headers = extra});
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : http::Response{};
+}
+
+std::string MessagesBody(const std::string& prompt, bool stream, int max_tokens,
+                         const std::string& model) {
+  return json({{"model", model},
+               {"max_tokens", max_tokens},
+               {"stream", stream},
+               {"messages", {{{"role", "user"}, {"content", prompt}}}}})
+      .dump();
+}
+
+void ExpectError(const http::Response& r, int status, const std::string& type) {
+  EXPECT_EQ(r.status, status) << r.body;
+  json j = json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.body;
+  EXPECT_EQ(j["type"], "error") << r.body;
+  EXPECT_EQ(j["error"]["type"], type) << r.body;
+  EXPECT_TRUE(j["error"]["message"].is_string());
+  EXPECT_FALSE(r.headers.at("request-id").empty());
+}
+
+namespace {
+
+switchboard::billing::v1::GetUsageResponse WaitForUsage(
+    const switchboard::billing::v1::GetUsageRequest& req, int min) {
+  auto billing = switchboard::billing::v1::Billing::NewStub(
+      grpc::CreateChannel(g_cluster->grpc_address("billing"), grpc::InsecureChannelCredentials()));
+  switchboard::billing::v1::GetUsageResponse resp;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    resp.Clear();
+    if (billing->GetUsage(&ctx, req, &resp).ok() && resp.records_size() >= min) return resp;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return resp;
+}
+
+}  // namespace
+
+switchboard::billing::v1::GetUsageResponse UsageFor(const std::string& org,
+                                                    const std::string& request_id) {
+  switchboard::billing::v1::GetUsageRequest req;
+  req.set_org_id(org);
+  req.set_request_id(request_id);
+  return WaitForUsage(req, 1);
+}
+
+switchboard::billing::v1::GetUsageResponse UsageOfOrg(const std::string& org, int min) {
+  switchboard::billing::v1::GetUsageRequest req;
+  req.set_org_id(org);
+  return WaitForUsage(req, min);
+}
+
+double MetricValue(int metrics_port, const std::string& series) {
+  auto r = http::Fetch({.port = metrics_port, .target = "/metrics"});
+  if (!r.ok()) return 0;
+  const std::string& body = r->body;
+  for (size_t pos = 0; (pos = body.find(series + " ", pos)) != std::string::npos; pos += series.size()) {
+    if (pos == 0 || body[pos - 1] == '\n') {
+      return std::stod(body.substr(pos + series.size() + 1));
+    }
+  }
+  return 0;
+}
+
+}  // namespace sb::testing

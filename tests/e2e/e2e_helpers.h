@@ -1,0 +1,46 @@
+// Helpers the end-to-end suites share: the one cluster of the run, HTTP
+// calls with the cluster's key, SSE parsing, and reading metrics.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "e2e/cluster.h"
+#include "http/http_client.h"
+#include "switchboard/billing/v1/billing.pb.h"
+
+namespace sb::testing {
+
+// Set for the whole run by main().
+extern Cluster* g_cluster;
+
+struct SseEvent {
+  std::string id;
+  std::string event;  // "" for a data-only (OpenAI) event
+  nlohmann::json data;
+  std::string raw_data;
+};
+
+// Parses a complete SSE body into events; comments (": ping") are skipped.
+std::vector<SseEvent> ParseSse(const std::string& body);
+
+http::Response Post(const std::string& target, const std::string& body,
+                    const std::string& key = "");
+http::Response Get(const std::string& target, http::Headers extra = {},
+                   const std::string& key = "");
+std::string MessagesBody(const std::string& prompt, bool stream, int max_tokens = 200,
+                         const std::string& model = "sim-small");
+// Expects an Anthropic-shaped error with `status` and `type`.
+void ExpectError(const http::Response& r, int status, const std::string& type);
+// The billing records of one request, waiting for them to be metered.
+switchboard::billing::v1::GetUsageResponse UsageFor(const std::string& org,
+                                                    const std::string& request_id);
+// All billing records of an org, waiting until there are at least `min`.
+switchboard::billing::v1::GetUsageResponse UsageOfOrg(const std::string& org, int min);
+// The value of one series on a service's /metrics ("" labels: unlabelled),
+// 0 when absent.
+double MetricValue(int metrics_port, const std::string& series);
+
+}  // namespace sb::testing
