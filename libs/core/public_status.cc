@@ -14,7 +14,6 @@ bool IsCallerFacing(absl::StatusCode code) {
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kUnauthenticated:
-    case absl::StatusCode::kResourceExhausted:
       return true;
     default:
       return false;
@@ -31,6 +30,10 @@ absl::Status PublicStatus(const absl::Status& status, std::string_view request_i
     case absl::StatusCode::kUnavailable:
       message = w + " is unavailable right now; retry shortly";
       break;
+    case absl::StatusCode::kResourceExhausted:
+      // A backend's (or gRPC's own) exhaustion is overload, never the
+      // caller's rate limit: a 529, not a 429.
+      return absl::UnavailableError(w + " is overloaded right now; retry shortly");
     case absl::StatusCode::kDeadlineExceeded:
       message = w + " took too long";
       break;

@@ -2,9 +2,11 @@
 // SQL or library messages. PublicStatus keeps the code of an error from a
 // backend and, unless the code is one whose message is written for the
 // caller (InvalidArgument, NotFound, FailedPrecondition, OutOfRange,
-// PermissionDenied, Unauthenticated, ResourceExhausted), replaces the
-// message with a plain one that names the request id; the original is
-// logged with the request id so an operator can find it.
+// PermissionDenied, Unauthenticated), replaces the message with a plain one
+// that names the request id; the original is logged with the request id so
+// an operator can find it. A backend's ResourceExhausted (a full engine,
+// gRPC's own message-size limit) becomes Unavailable: overload, not the
+// caller's rate limit.
 //
 //   auto st = PublicStatus(FromGrpcStatus(grpc_status), rid, "listing messages");
 //   // Internal("postgres: ERROR: invalid byte sequence ...") becomes

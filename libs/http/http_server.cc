@@ -48,10 +48,9 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   const Request& request() const override { return request_; }
 
   void Respond(int status, Headers headers, std::string body) override {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), status,
-                                        headers = std::move(headers), body = std::move(body)] {
-      self->DoRespond(status, headers, body);
-    });
+    asio::post(stream_.get_executor(),
+               [self = shared_from_this(), status, headers = std::move(headers),
+                body = std::move(body)] { self->DoRespond(status, headers, body); });
   }
 
   void StartStream(int status, Headers headers) override {
@@ -65,8 +64,8 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
 
   void Write(std::string data, std::function<void(bool)> done) override {
     if (data.empty()) {  // an empty chunk would end the body
-      asio::post(stream_.get_executor(), [done = std::move(done), ok = !broken_] {
-        if (done) done(ok);
+      asio::post(stream_.get_executor(), [self = shared_from_this(), done = std::move(done)] {
+        if (done) done(!self->broken_);
       });
       return;
     }
@@ -79,9 +78,10 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     asio::post(stream_.get_executor(), [self = shared_from_this(), fn = std::move(fn)]() mutable {
       if (self->peer_gone_) {
         fn();
-        return;
+      } else if (self->watching_) {
+        self->on_gone_ = std::move(fn);
       }
-      self->on_gone_ = std::move(fn);
+      // Otherwise the response already ended: nothing left to abandon.
     });
   }
 
@@ -101,11 +101,11 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   };
 
   void QueueWrite(std::string data, std::function<void(bool)> done) {
-    asio::post(stream_.get_executor(),
-               [self = shared_from_this(), data = std::move(data), done = std::move(done)]() mutable {
-                 self->pending_.push_back({std::move(data), std::move(done)});
-                 self->PumpWrites();
-               });
+    asio::post(stream_.get_executor(), [self = shared_from_this(), data = std::move(data),
+                                        done = std::move(done)]() mutable {
+      self->pending_.push_back({std::move(data), std::move(done)});
+      self->PumpWrites();
+    });
   }
 
   void PumpWrites() {
@@ -146,35 +146,46 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   }
 
   // While a handler works on a request nothing reads the socket, so a
-  // client that leaves would go unnoticed until the first write. Waiting
-  // for readability notices it at once. Readiness alone proves nothing (an
-  // edge-triggered wake-up can be stale), so a peek decides: 0 bytes is the
-  // peer's FIN, an error is a reset, bytes are a pipelined next request
-  // (left in the socket for the next read), and "would block" means wait
-  // again.
+  // client that leaves would go unnoticed until the first write. A peek
+  // decides: 0 bytes is the peer's FIN, an error is a reset, bytes are a
+  // pipelined next request (left in the socket for the next read), and
+  // "would block" means wait for readability and peek again. Readiness alone
+  // proves nothing (an edge-triggered wake-up can be stale), and a FIN that
+  // came with the request raises no new edge: hence the peek first.
   void WatchPeer() {
     watching_ = true;
-    stream_.socket().async_wait(
-        tcp::socket::wait_read, [self = shared_from_this(), gen = exchange_gen_](beast::error_code ec) {
-          self->OnPeerReadable(ec, gen);
-        });
+    if (!PeekPeer()) AwaitPeer();
   }
 
-  void OnPeerReadable(beast::error_code ec, uint64_t gen) {
-    if (gen != exchange_gen_ || !watching_ || ec == asio::error::operation_aborted) return;
-    if (!ec) {
-      char byte;
-      const ssize_t n =
-          ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n > 0) {
-        watching_ = false;  // a pipelined request: the next read takes it
+  void AwaitPeer() {
+    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(),
+                                                         gen =
+                                                             exchange_gen_](beast::error_code ec) {
+      if (gen != self->exchange_gen_ || !self->watching_ || ec == asio::error::operation_aborted) {
         return;
       }
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        WatchPeer();  // a stale wake-up
-        return;
+      if (ec) {
+        self->PeerGone();
+      } else if (!self->PeekPeer()) {
+        self->AwaitPeer();
       }
+    });
+  }
+
+  // True when the peek decided (the client left, or sent more).
+  bool PeekPeer() {
+    char byte;
+    const ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) {
+      watching_ = false;  // a pipelined request: the next read takes it
+      return true;
     }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
+    PeerGone();
+    return true;
+  }
+
+  void PeerGone() {
     watching_ = false;
     peer_gone_ = true;
     broken_ = true;  // later writes fail at once instead of timing out
@@ -198,10 +209,9 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     parser_->body_limit(max_body_);
     parser_->header_limit(64 * 1024);
     stream_.expires_after(kIdleTimeout);
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = shared_from_this()](beast::error_code ec, size_t) {
-                        self->OnRead(ec);
-                      });
+    bhttp::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
@@ -215,8 +225,8 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
       keep_alive_ = false;
       if (ec == bhttp::error::body_limit) {
         DoRespond(413, {{"content-type", "application/json"}},
-                  ErrorJson("request_too_large", "request body exceeds " +
-                                                     std::to_string(max_body_) + " bytes"));
+                  ErrorJson("request_too_large",
+                            "request body exceeds " + std::to_string(max_body_) + " bytes"));
       } else {
         DoRespond(400, {{"content-type", "application/json"}},
                   ErrorJson("invalid_request_error", "malformed HTTP request"));
@@ -246,7 +256,8 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     std::string out = "HTTP/1.1 " + std::to_string(status) + " " + ReasonPhrase(status) + "\r\n";
     for (const auto& [k, v] : headers) out += k + ": " + v + "\r\n";
     // A 204 or 304 has no body and must not say it has one (RFC 9110 8.6).
-    if (status != 204 && status != 304) out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    if (status != 204 && status != 304)
+      out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     if (!keep_alive_) out += "Connection: close\r\n";
     out += "\r\n";
     if (request_.method != "HEAD") out += body;
@@ -257,6 +268,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   }
 
   void Close() {
+    on_gone_ = nullptr;  // it may hold this exchange: no cycle outlives the connection
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
@@ -305,7 +317,8 @@ std::string Request::QueryParam(const std::string& name) const {
 
 std::string ErrorJson(const std::string& type, const std::string& message) {
   nlohmann::json j = {{"type", "error"}, {"error", {{"type", type}, {"message", message}}}};
-  return j.dump();
+  // A message may quote what a client sent: never throw on invalid UTF-8.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 struct Server::Impl {

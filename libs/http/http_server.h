@@ -29,9 +29,9 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 struct Request {
   std::string method;
-  std::string target;  // as sent: path and query
-  std::string path;    // percent-decoding is left to the handler
-  std::string query;   // after '?', empty when absent
+  std::string target;                          // as sent: path and query
+  std::string path;                            // percent-decoding is left to the handler
+  std::string query;                           // after '?', empty when absent
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
 
@@ -52,7 +52,8 @@ class Exchange {
   // A streamed response. Writes go out in the order they were made; a
   // producer that wants backpressure issues the next Write from `done`.
   // `done(false)` means the client has gone away; every later Write fails
-  // the same way. Callbacks run on a server thread.
+  // the same way. `done` never runs inside Write: always later, on a server
+  // thread (so a caller may hold its own lock across Write).
   virtual void StartStream(int status, Headers headers) = 0;
   virtual void Write(std::string data, std::function<void(bool ok)> done) = 0;
   virtual void EndStream() = 0;

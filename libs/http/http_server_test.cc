@@ -40,18 +40,20 @@ TEST(HttpServerTest, WholeAndStreamedResponses) {
   });
   ASSERT_TRUE(server.Start().ok());
 
-  auto r = Fetch({.port = server.port(), .method = "POST", .target = "/echo?a=1&q=hi",
-                  .headers = {{"X-Test", "yes"}}, .body = "payload"});
+  auto r = Fetch({.port = server.port(),
+                  .method = "POST",
+                  .target = "/echo?a=1&q=hi",
+                  .headers = {{"X-Test", "yes"}},
+                  .body = "payload"});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(r->body, "POST hi yes payload");
 
   std::string streamed;
-  auto s = FetchStreaming({.port = server.port(), .target = "/stream"},
-                          [&](std::string_view d) {
-                            streamed.append(d);
-                            return true;
-                          });
+  auto s = FetchStreaming({.port = server.port(), .target = "/stream"}, [&](std::string_view d) {
+    streamed.append(d);
+    return true;
+  });
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->headers["transfer-encoding"], "chunked");
   EXPECT_EQ(streamed, "chunk0\nchunk1\nchunk2\n");
@@ -61,7 +63,8 @@ TEST(HttpServerTest, OversizedBodyIs413InErrorFormat) {
   Server server({.max_body_bytes = 10},
                 [](std::shared_ptr<Exchange> ex) { ex->Respond(200, {}, "unexpected"); });
   ASSERT_TRUE(server.Start().ok());
-  auto r = Fetch({.port = server.port(), .method = "POST", .target = "/", .body = std::string(100, 'x')});
+  auto r = Fetch(
+      {.port = server.port(), .method = "POST", .target = "/", .body = std::string(100, 'x')});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->status, 413);
   EXPECT_NE(r->body.find("\"type\":\"request_too_large\""), std::string::npos) << r->body;
@@ -85,8 +88,8 @@ TEST(HttpServerTest, ClientGoneIsReportedWhileTheHandlerWorks) {
 
   boost::asio::io_context io;
   boost::asio::ip::tcp::socket socket(io);
-  socket.connect({boost::asio::ip::make_address("127.0.0.1"),
-                  static_cast<unsigned short>(server.port())});
+  socket.connect(
+      {boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(server.port())});
   const std::string request = "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
   boost::asio::write(socket, boost::asio::buffer(request));
   for (int i = 0; i < 200; ++i) {
@@ -100,6 +103,30 @@ TEST(HttpServerTest, ClientGoneIsReportedWhileTheHandlerWorks) {
   EXPECT_EQ(gone.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
 }
 
+// A client that sends its request and closes its side at once (the FIN
+// arrives with the request, so no new readiness follows) is noticed too.
+TEST(HttpServerTest, ARequestSentWithItsFinIsAGoneClient) {
+  std::promise<void> gone;
+  std::mutex mu;
+  std::shared_ptr<Exchange> held;
+  Server server({}, [&](std::shared_ptr<Exchange> ex) {
+    std::lock_guard<std::mutex> lock(mu);
+    held = ex;
+    ex->OnClientGone([&gone] { gone.set_value(); });
+  });
+  ASSERT_TRUE(server.Start().ok());
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket socket(io);
+  socket.connect(
+      {boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(server.port())});
+  boost::asio::write(socket,
+                     boost::asio::buffer(std::string("GET /x HTTP/1.1\r\nHost: x\r\n\r\n")));
+  socket.shutdown(boost::asio::ip::tcp::socket::shutdown_send);
+  EXPECT_EQ(gone.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  std::lock_guard<std::mutex> lock(mu);
+  held->Respond(200, {}, "late");
+}
+
 // Keep-alive: the watch of one exchange ends with it and does not fire for
 // a client that simply sends its next request on the same connection.
 TEST(HttpServerTest, KeepAliveRequestsAreNotMistakenForAGoneClient) {
@@ -111,8 +138,8 @@ TEST(HttpServerTest, KeepAliveRequestsAreNotMistakenForAGoneClient) {
   ASSERT_TRUE(server.Start().ok());
   boost::asio::io_context io;
   boost::asio::ip::tcp::socket socket(io);
-  socket.connect({boost::asio::ip::make_address("127.0.0.1"),
-                  static_cast<unsigned short>(server.port())});
+  socket.connect(
+      {boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(server.port())});
   // Two pipelined requests in one write.
   const std::string two = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
   boost::asio::write(socket, boost::asio::buffer(two));

@@ -52,8 +52,8 @@ class BoundedDomBuilder final : public nlohmann::json_sax<json> {
  private:
   json* Add(json value) {
     if (++values_ > limits_.max_values) {
-      error_ = "the request body has more than " + std::to_string(limits_.max_values) +
-               " JSON values";
+      error_ =
+          "the request body has more than " + std::to_string(limits_.max_values) + " JSON values";
       return nullptr;
     }
     if (stack_.empty()) {
@@ -72,8 +72,8 @@ class BoundedDomBuilder final : public nlohmann::json_sax<json> {
 
   bool Open(json container) {
     if (static_cast<int>(stack_.size()) >= limits_.max_depth) {
-      error_ = "the request body nests deeper than " + std::to_string(limits_.max_depth) +
-               " levels";
+      error_ =
+          "the request body nests deeper than " + std::to_string(limits_.max_depth) + " levels";
       return false;
     }
     json* added = Add(std::move(container));
@@ -94,8 +94,8 @@ class BoundedDomBuilder final : public nlohmann::json_sax<json> {
 
 absl::StatusOr<nlohmann::json> Parse(std::string_view text, const Limits& limits) {
   BoundedDomBuilder builder(limits);
-  const bool ok = json::sax_parse(text.begin(), text.end(), &builder,
-                                  json::input_format_t::json, /*strict=*/true);
+  const bool ok = json::sax_parse(text.begin(), text.end(), &builder, json::input_format_t::json,
+                                  /*strict=*/true);
   if (!ok) {
     return absl::InvalidArgumentError(builder.error().empty() ? "the request body is not valid JSON"
                                                               : builder.error());
@@ -106,8 +106,13 @@ absl::StatusOr<nlohmann::json> Parse(std::string_view text, const Limits& limits
 absl::StatusOr<nlohmann::json> ParseObject(std::string_view text, const Limits& limits) {
   auto parsed = Parse(text, limits);
   if (!parsed.ok()) return parsed;
-  if (!parsed->is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  if (!parsed->is_object())
+    return absl::InvalidArgumentError("the request body must be a JSON object");
   return parsed;
+}
+
+std::string Dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace sb::json

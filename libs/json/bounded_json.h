@@ -32,4 +32,10 @@ absl::StatusOr<nlohmann::json> Parse(std::string_view text, const Limits& limits
 // A JSON object (a request body); anything else is InvalidArgument.
 absl::StatusOr<nlohmann::json> ParseObject(std::string_view text, const Limits& limits = {});
 
+// Serializes `j` compactly. Strings that are not valid UTF-8 (a path echoed
+// in an error, a token split inside a character) have the bad bytes
+// replaced by U+FFFD instead of throwing: every response body that may
+// carry outside bytes is built with this.
+std::string Dump(const nlohmann::json& j);
+
 }  // namespace sb::json

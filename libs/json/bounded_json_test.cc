@@ -63,5 +63,10 @@ TEST(BoundedJsonTest, SyntaxErrorsAndNonObjects) {
   EXPECT_NE(array.status().message().find("must be a JSON object"), std::string::npos);
 }
 
+TEST(DumpTest, InvalidUtf8IsReplacedNotThrown) {
+  EXPECT_EQ(Dump(nlohmann::json({{"path", "/v1/\xff"}})), "{\"path\":\"/v1/\xef\xbf\xbd\"}");
+  EXPECT_EQ(Dump(nlohmann::json("caf\xc3\xa9")), "\"caf\xc3\xa9\"");
+}
+
 }  // namespace
 }  // namespace sb::json

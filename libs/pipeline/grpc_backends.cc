@@ -12,6 +12,13 @@ namespace spb = switchboard::safety::v1;
 
 namespace {
 
+// A transport failure is never a verdict: whatever its code, it means "no
+// answer" (the pipeline fails closed on it); only a not-ALLOW verdict
+// refuses.
+absl::Status NoVerdict(const grpc::Status& st) {
+  return absl::UnavailableError("safety: " + st.error_message());
+}
+
 struct CheckCall {
   grpc::ClientContext ctx;
   spb::CheckRequest request;
@@ -43,7 +50,7 @@ class UnaryOutputGate final : public OutputGate {
         &call->ctx, &call->request, &call->response,
         [this, call, piece = std::move(piece), done = std::move(done)](grpc::Status st) mutable {
           if (!st.ok()) {
-            done(FromGrpcStatus(st));
+            done(NoVerdict(st));
             return;
           }
           if (call->response.verdict() != spb::CheckResponse::ALLOW) {
@@ -80,17 +87,17 @@ class GrpcCall final : public GenerateCall {
 void GrpcInputGuard::Check(const CheckContext& ctx, std::string text,
                            std::function<void(absl::Status)> done) {
   auto call = NewCheck(ctx, std::move(text), deadline_);
-  safety_.async()->CheckInput(&call->ctx, &call->request, &call->response,
-                              [call, done = std::move(done)](grpc::Status st) {
-                                if (!st.ok()) {
-                                  done(FromGrpcStatus(st));
-                                } else if (call->response.verdict() != spb::CheckResponse::ALLOW) {
-                                  done(absl::InvalidArgumentError(
-                                      "input blocked by safety policy: " + call->response.reason()));
-                                } else {
-                                  done(absl::OkStatus());
-                                }
-                              });
+  safety_.async()->CheckInput(
+      &call->ctx, &call->request, &call->response, [call, done = std::move(done)](grpc::Status st) {
+        if (!st.ok()) {
+          done(NoVerdict(st));
+        } else if (call->response.verdict() != spb::CheckResponse::ALLOW) {
+          done(absl::InvalidArgumentError("input blocked by safety policy: " +
+                                          call->response.reason()));
+        } else {
+          done(absl::OkStatus());
+        }
+      });
 }
 
 std::unique_ptr<OutputGate> UnaryOutputGates::Open(const CheckContext& ctx) {

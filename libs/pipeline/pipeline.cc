@@ -53,8 +53,23 @@ std::shared_ptr<Generation> Pipeline::Run(std::shared_ptr<Request> request,
   gen->self_ = gen;
   active_.fetch_add(1);
   active_gauge_.Add(1);
+  {
+    std::lock_guard<std::mutex> lock(live_mu_);
+    live_.emplace(gen.get(), gen);
+  }
   gen->Start(options);
   return gen;
+}
+
+void Pipeline::CancelAll() {
+  std::vector<std::shared_ptr<Generation>> live;
+  {
+    std::lock_guard<std::mutex> lock(live_mu_);
+    for (const auto& [ptr, weak] : live_) {
+      if (auto g = weak.lock()) live.push_back(std::move(g));
+    }
+  }
+  for (auto& g : live) g->Cancel();
 }
 
 Generation::Generation(Pipeline& pipeline, std::shared_ptr<Request> request,
@@ -68,10 +83,9 @@ void Generation::Start(const RunOptions& options) {
     StartGenerate();
     return;
   }
-  pipeline_.input_.Check(ctx, InputText(*request_),
-                         [self = shared_from_this()](absl::Status verdict) {
-                           self->OnInputChecked(verdict);
-                         });
+  pipeline_.input_.Check(
+      ctx, InputText(*request_),
+      [self = shared_from_this()](absl::Status verdict) { self->OnInputChecked(verdict); });
 }
 
 void Generation::OnInputChecked(const absl::Status& verdict) {
@@ -93,7 +107,8 @@ void Generation::OnInputChecked(const absl::Status& verdict) {
   if (!verdict.ok()) {
     // Fail closed: no verdict, no generation.
     spdlog::warn("request_id={} input safety unavailable: {}", request_id(), verdict.ToString());
-    Fail(absl::UnavailableError("the safety check is unavailable, so the request was not run; retry"));
+    Fail(absl::UnavailableError(
+        "the safety check is unavailable, so the request was not run; retry"));
     return;
   }
   StartGenerate();
@@ -108,10 +123,10 @@ void Generation::StartGenerate() {
   }
   auto self = shared_from_this();
   auto call = pipeline_.generator_.Generate(
-      request_, {.on_event = [self](Event&& e, Generator::Next next) {
-                   self->OnEvent(std::move(e), std::move(next));
-                 },
-                 .on_done = [self](const absl::Status& st) { self->OnStreamDone(st); }});
+      request_,
+      {.on_event = [self](Event&& e,
+                          Generator::Next next) { self->OnEvent(std::move(e), std::move(next)); },
+       .on_done = [self](const absl::Status& st) { self->OnStreamDone(st); }});
   bool cancel_now;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -143,10 +158,11 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
   };
   if (e.has_started()) {
     StartInfo info;
-    bool proceed;
+    bool proceed, out_of_order;
     {
       std::lock_guard<std::mutex> lock(mu_);
       proceed = !cancel_requested_ && state_ == State::kWaiting;
+      out_of_order = !cancel_requested_ && state_ != State::kWaiting;
       if (proceed) {
         state_ = State::kStreaming;
         start_ = {e.started().model(), e.started().input_tokens()};
@@ -156,6 +172,7 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
       }
     }
     // Never call out with mu_ held: next() may complete the stream inline.
+    if (out_of_order) RecordFailure(ProtocolError("a second start"));
     if (!proceed) {
       next(false);
       return;
@@ -168,14 +185,10 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       in_order = state_ == State::kStreaming;
-      if (in_order) {
-        ++tokens_received_;
-      } else {
-        SetFailureLocked(PublicStatus(absl::InternalError("the worker sent a token before its start"),
-                                      request_id(), "the generation"));
-      }
+      if (in_order) ++tokens_received_;
     }
     if (!in_order) {
+      RecordFailure(ProtocolError("a token before its start"));
       next(false);
       return;
     }
@@ -195,10 +208,10 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
 }
 
 void Generation::Release(absl::StatusOr<std::string> released, Generator::Next next) {
+  if (!released.ok()) RecordFailure(GateFailure(released.status()));
   bool stop;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!released.ok()) SetFailureLocked(GateFailure(released.status()));
     stop = !released.ok() || cancel_requested_;
   }
   if (stop) {
@@ -218,8 +231,14 @@ void Generation::Release(absl::StatusOr<std::string> released, Generator::Next n
   });
 }
 
-void Generation::SetFailureLocked(absl::Status failure) {
+void Generation::RecordFailure(absl::Status failure) {
+  std::lock_guard<std::mutex> lock(mu_);
   if (failure_.ok()) failure_ = std::move(failure);
+}
+
+absl::Status Generation::ProtocolError(const std::string& what) const {
+  return PublicStatus(absl::InternalError("the worker's stream sent " + what), request_id(),
+                      "the generation");
 }
 
 void Generation::OnStreamDone(const absl::Status& status) {
@@ -245,7 +264,7 @@ void Generation::OnStreamDone(const absl::Status& status) {
     Fail(absl::CancelledError("the client went away"));
     return;
   }
-  if (cancelled && !(status.ok() && saw_finished)) {
+  if (cancelled) {
     Finish(cancelled_info);
     return;
   }
@@ -254,7 +273,8 @@ void Generation::OnStreamDone(const absl::Status& status) {
     return;
   }
   if (!saw_finished) {
-    Fail(PublicFailure(absl::InternalError("the generation stream ended without a result"), started));
+    Fail(PublicFailure(absl::InternalError("the generation stream ended without a result"),
+                       started));
     return;
   }
   // The end: what the gate still holds is checked and released last.
@@ -284,12 +304,14 @@ absl::Status Generation::PublicFailure(const absl::Status& raw, bool started) co
   switch (raw.code()) {
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kCancelled:  // not asked for: a backend gave up
       // A backend's overload is never the caller's rate limit (429): it is
       // capacity (529), or a failure mid-stream.
       spdlog::warn("request_id={} generation failed: {}", request_id(), raw.ToString());
       return absl::UnavailableError(
-          started ? "the generation was interrupted by a backend failure; retry the request"
-                  : "no capacity to serve model " + request_->model() + " right now; retry shortly");
+          started
+              ? "the generation was interrupted by a backend failure; retry the request"
+              : "no capacity to serve model " + request_->model() + " right now; retry shortly");
     case absl::StatusCode::kDeadlineExceeded:
       spdlog::warn("request_id={} generation failed: {}", request_id(), raw.ToString());
       return absl::DeadlineExceededError("the generation took too long");
@@ -299,9 +321,13 @@ absl::Status Generation::PublicFailure(const absl::Status& raw, bool started) co
 }
 
 bool Generation::EnterDone() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (state_ == State::kDone) return false;
-  state_ = State::kDone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == State::kDone) return false;
+    state_ = State::kDone;
+  }
+  std::lock_guard<std::mutex> lock(pipeline_.live_mu_);
+  pipeline_.live_.erase(this);
   return true;
 }
 

@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -148,9 +149,14 @@ class Pipeline {
                                   RunOptions options = {});
 
   int64_t active() const { return active_.load(); }
+  // Cancels every generation in progress: for shutdown, once the drain
+  // grace is over, so that none outlives the objects it calls.
+  void CancelAll();
 
  private:
   friend class Generation;
+  std::mutex live_mu_;
+  std::unordered_map<const Generation*, std::weak_ptr<Generation>> live_;
   std::string name_;
   InputGuard& input_;
   Generator& generator_;
@@ -171,8 +177,9 @@ class Pipeline {
 class Generation : public std::enable_shared_from_this<Generation> {
  public:
   // Stops the generation: the upstream call is cancelled and the sink ends
-  // with OnFinish(stop_reason "cancelled", the tokens released so far).
-  // Text the output gate still holds is never released.
+  // with OnFinish(stop_reason "cancelled", output_tokens the tokens the
+  // worker generated so far), also when the worker had just finished. Text
+  // the output gate still holds is never released.
   void Cancel();
 
   const std::string& request_id() const { return request_->request_id(); }
@@ -186,12 +193,12 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void OnInputChecked(const absl::Status& verdict);
   void StartGenerate();
   void OnEvent(Event&& event, Generator::Next next);
-  void OnToken(std::string text, Generator::Next next);
   void OnStreamDone(const absl::Status& status);
   void Release(absl::StatusOr<std::string> released, Generator::Next next);
   // Records the failure that ends the generation (the first one wins); it
-  // must already be fit for the caller. Requires mu_.
-  void SetFailureLocked(absl::Status failure);
+  // must already be fit for the caller.
+  void RecordFailure(absl::Status failure);
+  absl::Status ProtocolError(const std::string& what) const;
   void Finish(const FinishInfo& info);
   void Fail(const absl::Status& status);
   bool EnterDone();  // false when already done

@@ -92,8 +92,8 @@ class PipelineTest : public ::testing::Test {
 };
 
 TEST_F(PipelineTest, StreamsReleasedTextToTheSinkAndFinishes) {
-  generator_.set_script({Started("sim-small", 3), Token("Hel"), Token("lo"),
-                         Finished("end_turn", 3, 2)});
+  generator_.set_script(
+      {Started("sim-small", 3), Token("Hel"), Token("lo"), Finished("end_turn", 3, 2)});
   std::weak_ptr<Generation> weak = pipeline_.Run(MakeRequest(), sink_);
   EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:sim-small:3", "text:Hel", "text:lo",
                                                   "finish:end_turn:3:2"}));
@@ -163,6 +163,43 @@ TEST_F(PipelineTest, CancelStopsTheStreamAndFinishesWithWhatWasGenerated) {
   EXPECT_EQ(sink_->terminal, 1);
 }
 
+TEST_F(PipelineTest, CancelAfterTheLastEventStillEndsAsCancelled) {
+  auto gen = pipeline_.Run(MakeRequest(), sink_);
+  auto call = generator_.last();
+  ASSERT_TRUE(call->Emit(Started("sim-small", 1)));
+  ASSERT_TRUE(call->Emit(Token("a")));
+  ASSERT_TRUE(call->Emit(Finished("end_turn", 1, 1)));
+  gen->Cancel();  // before the stream's end arrived
+  EXPECT_EQ(sink_->log.back(), "finish:cancelled:1:1");
+}
+
+TEST_F(PipelineTest, CancelAllStopsEveryGenerationInProgress) {
+  pipeline_.Run(MakeRequest(), sink_);
+  auto other = std::make_shared<RecordingSink>();
+  pipeline_.Run(MakeRequest(), other);
+  ASSERT_TRUE(generator_.call(0)->Emit(Started("m", 1)));
+  pipeline_.CancelAll();
+  EXPECT_EQ(sink_->log.back(), "finish:cancelled:1:0");
+  EXPECT_EQ(other->log.back(), "finish:cancelled:0:0");
+  EXPECT_EQ(pipeline_.active(), 0);
+}
+
+TEST_F(PipelineTest, AnUnaskedCancelFromABackendIsAFailureNotTheClientsCancel) {
+  pipeline_.Run(MakeRequest(), sink_);
+  ASSERT_TRUE(generator_.last()->Emit(Started("m", 1)));
+  ASSERT_TRUE(generator_.last()->End(absl::CancelledError("Cancelled on the server side")));
+  EXPECT_EQ(sink_->error.code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(PipelineTest, ASecondStartIsAProtocolError) {
+  pipeline_.Run(MakeRequest(), sink_);
+  auto call = generator_.last();
+  ASSERT_TRUE(call->Emit(Started("m", 1)));
+  ASSERT_TRUE(call->Emit(Started("m", 1)));
+  EXPECT_EQ(sink_->error.code(), absl::StatusCode::kInternal);
+  EXPECT_TRUE(call->cancelled());
+}
+
 TEST_F(PipelineTest, CancelWhileTheSinkIsBusyEndsWhenItIsDone) {
   sink_->hold = true;
   auto gen = pipeline_.Run(MakeRequest(), sink_);
@@ -200,8 +237,8 @@ TEST_F(PipelineTest, AFailureMidStreamReachesTheSinkWithoutInternals) {
   ASSERT_TRUE(call->Emit(Started("sim-small", 1)));
   ASSERT_TRUE(call->Emit(Token("partial")));
   ASSERT_TRUE(call->End(absl::UnavailableError("worker worker-vm-7 failed: Socket closed")));
-  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:sim-small:1", "text:partial",
-                                                  "error:UNAVAILABLE"}));
+  EXPECT_EQ(sink_->log,
+            (std::vector<std::string>{"start:sim-small:1", "text:partial", "error:UNAVAILABLE"}));
   EXPECT_EQ(sink_->error.message().find("worker-vm-7"), std::string::npos) << sink_->error;
   EXPECT_NE(sink_->error.message().find("interrupted"), std::string::npos) << sink_->error;
 }
@@ -231,8 +268,8 @@ TEST_F(PipelineTest, BlockedOutputStopsBeforeTheBlockedPiece) {
   generator_.set_script({Started("m", 1), Token("mail me at "), Token("me@x.io"), Token("later"),
                          Finished("end_turn", 1, 3)});
   pipeline_.Run(MakeRequest(), sink_);
-  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1", "text:mail me at ",
-                                                  "error:INVALID_ARGUMENT"}));
+  EXPECT_EQ(sink_->log,
+            (std::vector<std::string>{"start:m:1", "text:mail me at ", "error:INVALID_ARGUMENT"}));
   EXPECT_TRUE(generator_.last()->cancelled()) << "the worker stops generating";
 }
 

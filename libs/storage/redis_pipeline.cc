@@ -19,16 +19,24 @@ RedisPipeline::RedisPipeline(RedisOptions options, size_t max_queue, size_t max_
       thread_([this] { Loop(); }) {}
 
 RedisPipeline::~RedisPipeline() {
+  Stop();
+  if (conn_ != nullptr) redisFree(conn_);
+}
+
+void RedisPipeline::Stop() {
   std::deque<Pending> left;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
     stop_ = true;
   }
   cv_.notify_all();
   thread_.join();
-  left.swap(queue_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    left.swap(queue_);
+  }
   for (auto& p : left) p.done(absl::UnavailableError("redis pipeline is shutting down"));
-  if (conn_ != nullptr) redisFree(conn_);
 }
 
 size_t RedisPipeline::queued() const {
@@ -86,7 +94,8 @@ bool RedisPipeline::Send(std::vector<Pending>& batch,
       redisFree(conn_);
       conn_ = nullptr;
       // What was sent may or may not have run: the callers decide.
-      while (results.size() < batch.size()) results.push_back(absl::UnavailableError("redis: " + why));
+      while (results.size() < batch.size())
+        results.push_back(absl::UnavailableError("redis: " + why));
       return false;
     }
     auto* reply = static_cast<redisReply*>(raw);

@@ -36,14 +36,17 @@ class AsyncRedis {
 
 class RedisPipeline final : public AsyncRedis {
  public:
-  explicit RedisPipeline(RedisOptions options, size_t max_queue = 200000,
-                         size_t max_batch = 512);
-  ~RedisPipeline() override;  // fails what is still queued with Unavailable
+  explicit RedisPipeline(RedisOptions options, size_t max_queue = 200000, size_t max_batch = 512);
+  ~RedisPipeline() override;  // Stop()
   RedisPipeline(const RedisPipeline&) = delete;
   RedisPipeline& operator=(const RedisPipeline&) = delete;
 
   void Command(std::vector<std::string> args, Callback done) override;
   size_t queued() const;
+  // Finishes the batch in flight, fails what is still queued with
+  // Unavailable, and refuses later commands. Idempotent. Call it while the
+  // owners of pending callbacks are still alive.
+  void Stop();
 
  private:
   struct Pending {

@@ -57,8 +57,7 @@ std::vector<std::string> TokenStreamAddArgs(const std::string& message_id, const
                                std::to_string(e.output_tokens)});
       break;
     case StreamEntry::Kind::kError:
-      args.insert(args.end(),
-                  {"code", std::to_string(e.error_code), "message", e.error_message});
+      args.insert(args.end(), {"code", std::to_string(e.error_code), "message", e.error_message});
       break;
     case StreamEntry::Kind::kBlockStart:
     case StreamEntry::Kind::kBlockStop:
@@ -85,15 +84,24 @@ absl::StatusOr<StreamEntry> ParseStreamEntry(const RedisReply& entry) {
   for (size_t i = 0; i + 1 < fields.size(); i += 2) {
     const std::string& k = fields[i].str;
     const std::string& v = fields[i + 1].str;
-    if (k == "type") type = v;
-    else if (k == "text") e.text = v;
-    else if (k == "model") e.model = v;
-    else if (k == "input_tokens") e.input_tokens = ToInt(v);
-    else if (k == "output_tokens") e.output_tokens = ToInt(v);
-    else if (k == "stop_reason") e.stop_reason = v;
-    else if (k == "stop_sequence") e.stop_sequence = v;
-    else if (k == "code") e.error_code = ToInt(v);
-    else if (k == "message") e.error_message = v;
+    if (k == "type")
+      type = v;
+    else if (k == "text")
+      e.text = v;
+    else if (k == "model")
+      e.model = v;
+    else if (k == "input_tokens")
+      e.input_tokens = ToInt(v);
+    else if (k == "output_tokens")
+      e.output_tokens = ToInt(v);
+    else if (k == "stop_reason")
+      e.stop_reason = v;
+    else if (k == "stop_sequence")
+      e.stop_sequence = v;
+    else if (k == "code")
+      e.error_code = ToInt(v);
+    else if (k == "message")
+      e.error_message = v;
   }
   for (const auto& k : kKindNames) {
     if (type == k.name) {
@@ -119,8 +127,9 @@ void RedisTokenStream::Append(const std::string& message_id, std::vector<StreamE
     Done done;
   };
   const bool final = entries.back().final();
+  const bool first = entries.front().offset == 1;
   auto batch = std::make_shared<Batch>();
-  batch->left = entries.size() + (final ? 1 : 0);
+  batch->left = entries.size() + (final ? 1 : 0) + (first && !final ? 1 : 0);
   batch->done = std::move(done);
   auto on_reply = [batch](absl::StatusOr<RedisReply> r) {
     Done finish;
@@ -135,6 +144,10 @@ void RedisTokenStream::Append(const std::string& message_id, std::vector<StreamE
     finish(status);
   };
   for (const auto& e : entries) redis_.Command(TokenStreamAddArgs(message_id, e), on_reply);
+  if (first && !final) {
+    redis_.Command({"EXPIRE", TokenStreamKey(message_id), std::to_string(live_ttl_.count())},
+                   on_reply);
+  }
   if (final) {
     redis_.Command({"EXPIRE", TokenStreamKey(message_id), std::to_string(retention_.count())},
                    on_reply);

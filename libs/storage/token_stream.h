@@ -10,7 +10,9 @@
 //
 // or, at any point, an error entry that ends the stream. After the final
 // entry (message_stop or error) the key expires (5 minutes by default);
-// later readers fall back to the persisted message.
+// later readers fall back to the persisted message. The first entry sets a
+// long expiry too (an hour), so that the buffer of a reply whose writer died
+// does not stay forever.
 #pragma once
 
 #include <chrono>
@@ -37,12 +39,12 @@ struct StreamEntry {
   };
   int64_t offset = 0;
   Kind kind = Kind::kDelta;
-  std::string text;          // kDelta
-  std::string model;         // kMessageStart
-  int input_tokens = 0;      // kMessageStart, kMessageDelta
-  int output_tokens = 0;     // kMessageDelta
-  std::string stop_reason;   // kMessageDelta
-  std::string stop_sequence; // kMessageDelta
+  std::string text;           // kDelta
+  std::string model;          // kMessageStart
+  int input_tokens = 0;       // kMessageStart, kMessageDelta
+  int output_tokens = 0;      // kMessageDelta
+  std::string stop_reason;    // kMessageDelta
+  std::string stop_sequence;  // kMessageDelta
   int error_code = 0;         // kError: an absl::StatusCode
   std::string error_message;  // kError: safe to show to the client
 
@@ -73,14 +75,15 @@ class TokenStreamAppender {
 
 class RedisTokenStream final : public TokenStreamAppender {
  public:
-  RedisTokenStream(AsyncRedis& redis, std::chrono::seconds retention)
-      : redis_(redis), retention_(retention) {}
-  void Append(const std::string& message_id, std::vector<StreamEntry> entries,
-              Done done) override;
+  RedisTokenStream(AsyncRedis& redis, std::chrono::seconds retention,
+                   std::chrono::seconds live_ttl = std::chrono::hours(1))
+      : redis_(redis), retention_(retention), live_ttl_(live_ttl) {}
+  void Append(const std::string& message_id, std::vector<StreamEntry> entries, Done done) override;
 
  private:
   AsyncRedis& redis_;
   std::chrono::seconds retention_;
+  std::chrono::seconds live_ttl_;
 };
 
 }  // namespace sb

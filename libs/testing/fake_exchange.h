@@ -1,6 +1,8 @@
 // An HTTP exchange in memory: a request to hand to a handler, and a record
-// of what the handler answered. Writes complete at once (ok unless the
-// client is "gone"); OnClientGone fires when the test calls ClientLeaves().
+// of what the handler answered. As the real server does, a Write's `done`
+// never runs inside Write: it waits until the test calls RunPending() (ok
+// unless the client is "gone"). OnClientGone fires when the test calls
+// ClientLeaves().
 #pragma once
 
 #include <functional>
@@ -34,14 +36,24 @@ class FakeExchange final : public http::Exchange {
     headers_ = std::move(headers);
   }
   void Write(std::string data, std::function<void(bool ok)> done) override {
-    bool ok;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ok = !gone_ && !done_;
-      if (ok) body_ += data;
-      ++writes_;
+    std::lock_guard<std::mutex> lock(mu_);
+    const bool ok = !gone_ && !done_;
+    if (ok) body_ += data;
+    ++writes_;
+    if (done) pending_.push_back([done = std::move(done), ok] { done(ok); });
+  }
+  // Completes the writes made so far (and those their callbacks make).
+  void RunPending() {
+    for (;;) {
+      std::function<void()> next;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (pending_.empty()) return;
+        next = std::move(pending_.front());
+        pending_.erase(pending_.begin());
+      }
+      next();
     }
-    if (done) done(ok);
   }
   void EndStream() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -104,6 +116,7 @@ class FakeExchange final : public http::Exchange {
   bool done_ = false;
   bool gone_ = false;
   std::function<void()> on_gone_;
+  std::vector<std::function<void()>> pending_;
 };
 
 // A request with the given method, path and headers (names lower case).

@@ -32,8 +32,7 @@ pipeline::Event Finished(const std::string& stop_reason, int input_tokens, int o
 
 class FakeGenerator final : public pipeline::Generator {
  public:
-  class Call final : public pipeline::GenerateCall,
-                     public std::enable_shared_from_this<Call> {
+  class Call final : public pipeline::GenerateCall, public std::enable_shared_from_this<Call> {
    public:
     // Delivers an event; false when the consumer has not asked for one
     // (it is still busy with the previous event, or the call ended).

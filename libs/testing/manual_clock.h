@@ -57,7 +57,8 @@ class ManualTimers final : public Timers {
         std::lock_guard<std::mutex> lock(mu_);
         auto due = timers_.end();
         for (auto it = timers_.begin(); it != timers_.end(); ++it) {
-          if (it->second.at <= clock_.Now() && (due == timers_.end() || it->second.at < due->second.at)) {
+          if (it->second.at <= clock_.Now() &&
+              (due == timers_.end() || it->second.at < due->second.at)) {
             due = it;
           }
         }

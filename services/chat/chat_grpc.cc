@@ -16,7 +16,8 @@ constexpr int kMaxMaxTokens = 8192;
 constexpr size_t kMaxContentBytes = 200 * 1024;
 
 absl::Status RequireScope(const std::string& org, const std::string& user) {
-  if (org.empty() || user.empty()) return absl::InvalidArgumentError("org_id and user_id are required");
+  if (org.empty() || user.empty())
+    return absl::InvalidArgumentError("org_id and user_id are required");
   return absl::OkStatus();
 }
 
@@ -43,7 +44,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
     if (req->title().find('\0') != std::string::npos) {
       return absl::InvalidArgumentError("title must not contain NUL characters");
     }
-    auto conv = store_.CreateConversation({req->org_id(), req->user_id()}, req->model(), req->title());
+    auto conv =
+        store_.CreateConversation({req->org_id(), req->user_id()}, req->model(), req->title());
     if (!conv.ok()) return conv.status();
     *resp = std::move(*conv);
     cpb::ChatEvent ev;
@@ -58,9 +60,11 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
   return reactor;
 }
 
-absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req, cpb::SendMessageResponse* resp) {
+absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req,
+                                    cpb::SendMessageResponse* resp) {
   const Scope scope{req.org_id(), req.user_id()};
-  auto turn = store_.AppendTurn(scope, req.conversation_id(), req.content(), req.client_message_id());
+  auto turn =
+      store_.AppendTurn(scope, req.conversation_id(), req.content(), req.client_message_id());
   if (!turn.ok()) return turn.status();
   *resp->mutable_user_message() = turn->user_message;
   resp->set_assistant_message_id(turn->assistant_message_id);
@@ -98,7 +102,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
   } else if (invalid.ok() && req->content().find('\0') != std::string::npos) {
     invalid = absl::InvalidArgumentError("content must not contain NUL characters");
   } else if (invalid.ok() && req->content().size() > kMaxContentBytes) {
-    invalid = absl::InvalidArgumentError("content exceeds " + std::to_string(kMaxContentBytes) + " bytes");
+    invalid = absl::InvalidArgumentError("content exceeds " + std::to_string(kMaxContentBytes) +
+                                         " bytes");
   } else if (invalid.ok() && (req->max_tokens() < 0 || req->max_tokens() > kMaxMaxTokens)) {
     invalid = absl::InvalidArgumentError("max_tokens must be between 1 and " +
                                          std::to_string(kMaxMaxTokens));

@@ -21,9 +21,9 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   grpc::ServerUnaryReactor* SendMessage(grpc::CallbackServerContext* ctx,
                                         const switchboard::chat::v1::SendMessageRequest* req,
                                         switchboard::chat::v1::SendMessageResponse* resp) override;
-  grpc::ServerUnaryReactor* ListMessages(grpc::CallbackServerContext* ctx,
-                                         const switchboard::chat::v1::ListMessagesRequest* req,
-                                         switchboard::chat::v1::ListMessagesResponse* resp) override;
+  grpc::ServerUnaryReactor* ListMessages(
+      grpc::CallbackServerContext* ctx, const switchboard::chat::v1::ListMessagesRequest* req,
+      switchboard::chat::v1::ListMessagesResponse* resp) override;
   grpc::ServerUnaryReactor* GetMessage(grpc::CallbackServerContext* ctx,
                                        const switchboard::chat::v1::GetMessageRequest* req,
                                        switchboard::chat::v1::ChatMessage* resp) override;

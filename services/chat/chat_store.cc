@@ -35,7 +35,8 @@ absl::StatusOr<cpb::Conversation> ChatStore::CreateConversation(const Scope& sco
   return pg_.Run<cpb::Conversation>([&](pqxx::connection& c) {
     pqxx::work tx(c);
     tx.exec_params(sql::kEnsureUser, scope.org_id, scope.user_id);
-    auto r = tx.exec_params1(sql::kInsertConversation, id, scope.org_id, scope.user_id, title, model);
+    auto r =
+        tx.exec_params1(sql::kInsertConversation, id, scope.org_id, scope.user_id, title, model);
     tx.commit();
     cpb::Conversation conv;
     conv.set_id(id);
@@ -58,7 +59,8 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
   std::optional<NewTurn> turn;
   absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
     pqxx::work tx(c);
-    auto conv = tx.exec_params(sql::kLockConversation, conversation_id, scope.org_id, scope.user_id);
+    auto conv =
+        tx.exec_params(sql::kLockConversation, conversation_id, scope.org_id, scope.user_id);
     if (conv.empty()) return;  // not found (or not theirs)
     NewTurn t;
     t.model = conv[0][1].as<std::string>();
@@ -121,10 +123,8 @@ absl::Status ChatStore::CompleteReply(const std::string& conversation_id,
   });
 }
 
-absl::StatusOr<cpb::ListMessagesResponse> ChatStore::ListMessages(const Scope& scope,
-                                                                  const std::string& conversation_id,
-                                                                  int limit,
-                                                                  const std::string& cursor) {
+absl::StatusOr<cpb::ListMessagesResponse> ChatStore::ListMessages(
+    const Scope& scope, const std::string& conversation_id, int limit, const std::string& cursor) {
   std::optional<cpb::ListMessagesResponse> out;
   absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
     pqxx::read_transaction tx(c);
@@ -134,12 +134,16 @@ absl::StatusOr<cpb::ListMessagesResponse> ChatStore::ListMessages(const Scope& s
     }
     cpb::ListMessagesResponse resp;
     auto rows = tx.exec_params(sql::kListMessages, conversation_id, cursor, limit + 1);
+    size_t bytes = 0;
     for (const auto& r : rows) {
-      if (resp.messages_size() == limit) {
+      // A page also ends at kMaxPageBytes of text, so that it always fits
+      // one gRPC message.
+      if (resp.messages_size() == limit || (resp.messages_size() > 0 && bytes > kMaxPageBytes)) {
         resp.set_has_more(true);
         break;
       }
       *resp.add_messages() = RowToMessage(r);
+      bytes += resp.messages(resp.messages_size() - 1).content().size();
     }
     if (resp.has_more()) resp.set_next_cursor(resp.messages(resp.messages_size() - 1).id());
     out = std::move(resp);

@@ -36,12 +36,17 @@ struct TurnResult {
   int64_t stream_last_offset = 0;  // the offset of the reply stream's last event
 };
 
+// A page of messages holds at most about this much text (it ends after the
+// message that crosses it), whatever its limit.
+inline constexpr size_t kMaxPageBytes = 2 << 20;
+
 class ChatStore {
  public:
   ChatStore(PgPool& pg, UlidGenerator& ids) : pg_(pg), ids_(ids) {}
 
-  absl::StatusOr<switchboard::chat::v1::Conversation> CreateConversation(
-      const Scope& scope, const std::string& model, const std::string& title);
+  absl::StatusOr<switchboard::chat::v1::Conversation> CreateConversation(const Scope& scope,
+                                                                         const std::string& model,
+                                                                         const std::string& title);
   // Appends the user's message and an in-progress assistant reply in one
   // transaction. The same client_message_id again returns the first turn.
   absl::StatusOr<NewTurn> AppendTurn(const Scope& scope, const std::string& conversation_id,

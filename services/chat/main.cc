@@ -28,7 +28,8 @@ ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler g
 ABSL_FLAG(std::string, safety_address, "127.0.0.1:50053", "safety gRPC address");
 ABSL_FLAG(int, max_turns, 10000,
           "Chat turns generating at once; beyond them a turn fails at once as overloaded");
-ABSL_FLAG(int, stream_retention_seconds, 300, "How long a finished reply stays replayable from Redis");
+ABSL_FLAG(int, stream_retention_seconds, 300,
+          "How long a finished reply stays replayable from Redis");
 ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
 
 int main(int argc, char** argv) {
@@ -39,8 +40,8 @@ int main(int argc, char** argv) {
     spdlog::critical("chat: {}", st.ToString());
     return 1;
   }
-  sb::RedisPipeline redis({.host = absl::GetFlag(FLAGS_redis_host),
-                           .port = absl::GetFlag(FLAGS_redis_port)});
+  sb::RedisPipeline redis(
+      {.host = absl::GetFlag(FLAGS_redis_host), .port = absl::GetFlag(FLAGS_redis_port)});
   auto producer = sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers));
   if (!producer.ok()) {
     spdlog::critical("chat: {}", producer.status().ToString());
@@ -91,5 +92,13 @@ int main(int argc, char** argv) {
     while (turns.active() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
   });
   runner.WaitForShutdown(sb::DrainGrace());
+  // Turns still running after the grace are stopped (their replies end as
+  // cancelled), and their last writes land, before anything they use goes.
+  pipeline.CancelAll();
+  const absl::Time deadline = absl::Now() + absl::Seconds(2);
+  while ((turns.active() > 0 || pipeline.active() > 0) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  redis.Stop();
   return 0;
 }

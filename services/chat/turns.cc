@@ -110,9 +110,8 @@ class ChatTurnSink final : public pipeline::Sink,
   void Persist(bool ok) {
     auto self = shared_from_this();
     const bool queued = turns_.pool_.Submit([self, ok] {
-      if (auto st = self->turns_.store_.CompleteReply(self->spec_.conversation_id,
-                                                      self->spec_.assistant_message_id,
-                                                      self->result_);
+      if (auto st = self->turns_.store_.CompleteReply(
+              self->spec_.conversation_id, self->spec_.assistant_message_id, self->result_);
           !st.ok()) {
         spdlog::error("request_id={} persisting reply {}: {}", self->spec_.request_id,
                       self->spec_.assistant_message_id, st.ToString());
@@ -172,15 +171,16 @@ Turns::Turns(ChatStore& store, TokenStreamAppender& stream, pipeline::Pipeline& 
       publish_(std::move(publish)),
       pool_(pool),
       max_turns_(max_turns),
-      active_gauge_(metrics::Default().GetGauge("sb_chat_turns_in_progress",
-                                                "Chat turns generating now")),
+      active_gauge_(
+          metrics::Default().GetGauge("sb_chat_turns_in_progress", "Chat turns generating now")),
       completed_(metrics::Default().GetCounter("sb_chat_turns_total", "Chat turns by outcome",
                                                {{"outcome", "complete"}})),
       failed_(metrics::Default().GetCounter("sb_chat_turns_total", "Chat turns by outcome",
                                             {{"outcome", "failed"}})),
       append_failures_(metrics::Default().GetCounter(
           "sb_chat_stream_append_failures_total",
-          "Reply events the Redis stream did not take (readers fall back to the stored message)")) {}
+          "Reply events the Redis stream did not take (readers fall back to the stored message)")) {
+}
 
 void Turns::Start(TurnSpec spec) {
   if (active_.fetch_add(1) >= max_turns_) {
@@ -209,6 +209,14 @@ void Turns::Run(TurnSpec spec) {
     Ended(false);
     return;
   }
+  // The prompt is the most recent history that fits kMaxPromptBytes (a
+  // request must fit one gRPC message); the newest message always goes.
+  size_t bytes = 0, first = history->size();
+  while (first > 0 && (first == history->size() ||
+                       bytes + (*history)[first - 1].second.size() <= kMaxPromptBytes)) {
+    bytes += (*history)[--first].second.size();
+  }
+  history->erase(history->begin(), history->begin() + static_cast<std::ptrdiff_t>(first));
   auto req = std::make_shared<pipeline::Request>();
   req->set_request_id(spec.request_id);
   req->set_org_id(spec.scope.org_id);
@@ -239,7 +247,8 @@ void Turns::FailEarly(const TurnSpec& spec, const absl::Status& status) {
   r.model = spec.model;
   r.stream_last_offset = 1;
   auto st = pool_.Submit([this, spec, r] {
-    if (auto s = store_.CompleteReply(spec.conversation_id, spec.assistant_message_id, r); !s.ok()) {
+    if (auto s = store_.CompleteReply(spec.conversation_id, spec.assistant_message_id, r);
+        !s.ok()) {
       spdlog::error("request_id={} persisting failed reply: {}", spec.request_id, s.ToString());
     }
   });

@@ -29,6 +29,10 @@ namespace sb::chat {
 
 using EventPublisher = std::function<void(const switchboard::chat::v1::ChatEvent&)>;
 
+// A turn's prompt: the conversation's most recent messages within this
+// much text (older ones are left out).
+inline constexpr size_t kMaxPromptBytes = 3 << 20;
+
 struct TurnSpec {
   Scope scope;
   std::string request_id;

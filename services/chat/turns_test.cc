@@ -42,8 +42,13 @@ class TurnsTest : public ::testing::Test {
     EXPECT_TRUE(conv.ok()) << conv.status();
     auto turn = store_.AppendTurn(scope_, conv->id(), "hello", "");
     EXPECT_TRUE(turn.ok()) << turn.status();
-    return {scope_, turn->assistant_message_id, conv->id(), turn->user_message.id(),
-            turn->assistant_message_id, "sim-small", 16};
+    return {scope_,
+            turn->assistant_message_id,
+            conv->id(),
+            turn->user_message.id(),
+            turn->assistant_message_id,
+            "sim-small",
+            16};
   }
 
   // Waits for the turn's final entry and for the turn to be counted done.
@@ -71,12 +76,15 @@ class TurnsTest : public ::testing::Test {
   ThreadPool pool_{2, 1000};
   std::vector<switchboard::chat::v1::ChatEvent> published_;
   std::mutex mu_;
-  Turns turns_{store_, stream_, pipeline_,
+  Turns turns_{store_,
+               stream_,
+               pipeline_,
                [this](const switchboard::chat::v1::ChatEvent& e) {
                  std::lock_guard<std::mutex> lock(mu_);
                  published_.push_back(e);
                },
-               pool_, /*max_turns=*/2};
+               pool_,
+               /*max_turns=*/2};
 };
 
 Infra* TurnsTest::infra_ = nullptr;
@@ -93,10 +101,11 @@ TEST_F(TurnsTest, EveryEventOfTheReplyIsAnEntryWithContiguousOffsets) {
   const TurnSpec spec = NewTurn();
   turns_.Start(spec);
   auto entries = WaitForEnd(spec.assistant_message_id);
-  EXPECT_EQ(Kinds(entries), (std::vector<Kind>{Kind::kMessageStart, Kind::kBlockStart, Kind::kDelta,
-                                               Kind::kDelta, Kind::kBlockStop, Kind::kMessageDelta,
-                                               Kind::kMessageStop}));
-  for (size_t i = 0; i < entries.size(); ++i) EXPECT_EQ(entries[i].offset, static_cast<int64_t>(i + 1));
+  EXPECT_EQ(Kinds(entries),
+            (std::vector<Kind>{Kind::kMessageStart, Kind::kBlockStart, Kind::kDelta, Kind::kDelta,
+                               Kind::kBlockStop, Kind::kMessageDelta, Kind::kMessageStop}));
+  for (size_t i = 0; i < entries.size(); ++i)
+    EXPECT_EQ(entries[i].offset, static_cast<int64_t>(i + 1));
   EXPECT_EQ(entries[0].model, "sim-small");
   EXPECT_EQ(entries[0].input_tokens, 3);
   EXPECT_EQ(entries[3].text, "lo");
@@ -123,8 +132,8 @@ TEST_F(TurnsTest, AFailureEndsTheStreamWithAnErrorAndAFailedReply) {
   const TurnSpec spec = NewTurn();
   turns_.Start(spec);
   auto entries = WaitForEnd(spec.assistant_message_id);
-  EXPECT_EQ(Kinds(entries),
-            (std::vector<Kind>{Kind::kMessageStart, Kind::kBlockStart, Kind::kDelta, Kind::kError}));
+  EXPECT_EQ(Kinds(entries), (std::vector<Kind>{Kind::kMessageStart, Kind::kBlockStart, Kind::kDelta,
+                                               Kind::kError}));
   EXPECT_EQ(entries.back().offset, 4);
   EXPECT_EQ(entries.back().error_code, static_cast<int>(absl::StatusCode::kUnavailable));
   EXPECT_EQ(entries.back().error_message.find("10.0.0.9"), std::string::npos)
@@ -151,7 +160,8 @@ TEST_F(TurnsTest, TurnsBeyondTheLimitFailAtOnceAsOverloaded) {
   EXPECT_EQ(refused[0].offset, 1);
   EXPECT_EQ(refused[0].error_code, static_cast<int>(absl::StatusCode::kUnavailable));
   EXPECT_EQ(turns_.active(), 2);
-  for (size_t i = 0; i < 2; ++i) ASSERT_TRUE(generator_.call(i)->End(absl::UnavailableError("no worker")));
+  for (size_t i = 0; i < 2; ++i)
+    ASSERT_TRUE(generator_.call(i)->End(absl::UnavailableError("no worker")));
   for (size_t i = 0; i < 2; ++i) WaitForEnd(specs[i].assistant_message_id);
 }
 

@@ -43,7 +43,8 @@ class ConnectionTest : public ::testing::Test {
         [this](const conn::SubscribeRequest& r) -> absl::StatusOr<cpb::ChatMessage> {
           std::lock_guard<std::mutex> lock(mu_);
           auto it = messages_.find(r.message_id());
-          if (it == messages_.end() || r.org_id() != "org") return absl::NotFoundError("no such message");
+          if (it == messages_.end() || r.org_id() != "org")
+            return absl::NotFoundError("no such message");
           return it->second;
         },
         2);
@@ -55,8 +56,8 @@ class ConnectionTest : public ::testing::Test {
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(port, 0);
-    stub_ = conn::ConnectionManager::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    stub_ = conn::ConnectionManager::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   }
 
   void TearDown() override {
@@ -96,7 +97,8 @@ class ConnectionTest : public ::testing::Test {
   }
   // A reply's opening: message_start, content_block_start.
   void Open(const std::string& id) {
-    Write(id, {Entry(1, StreamEntry::Kind::kMessageStart), Entry(2, StreamEntry::Kind::kBlockStart)});
+    Write(id,
+          {Entry(1, StreamEntry::Kind::kMessageStart), Entry(2, StreamEntry::Kind::kBlockStart)});
   }
   void Delta(const std::string& id, int offset, const std::string& text) {
     Write(id, {Entry(offset, StreamEntry::Kind::kDelta, text)});

@@ -133,7 +133,9 @@ SubscriptionHub::SubscriptionHub(RedisClient& redis, MessageLookup lookup, int l
 
 SubscriptionHub::~SubscriptionHub() { Stop(); }
 
-void SubscriptionHub::Start() { thread_ = std::thread([this] { Loop(); }); }
+void SubscriptionHub::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void SubscriptionHub::Stop() {
   std::list<std::shared_ptr<Sub>> subs;
@@ -180,7 +182,8 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
   }
   // The buffer's last entry tells whether it exists and whether the client
   // has already seen its end.
-  auto last = redis_.Command({"XREVRANGE", TokenStreamKey(sub->req.message_id()), "+", "-", "COUNT", "1"});
+  auto last =
+      redis_.Command({"XREVRANGE", TokenStreamKey(sub->req.message_id()), "+", "-", "COUNT", "1"});
   if (!last.ok() || last->type != RedisReply::Type::kArray) {
     sub->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream buffer unavailable"));
     return;
@@ -199,7 +202,8 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) {
-      sub->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection-manager is draining"));
+      sub->out->Finish(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection-manager is draining"));
       return;
     }
     subs_.push_back(sub);
@@ -245,8 +249,8 @@ void SubscriptionHub::CheckStalled(const std::shared_ptr<Sub>& sub) {
 }
 
 void SubscriptionHub::Loop() {
-  auto& active_gauge =
-      metrics::Default().GetGauge("sb_connection_active_streams", "Live token stream subscriptions");
+  auto& active_gauge = metrics::Default().GetGauge("sb_connection_active_streams",
+                                                   "Live token stream subscriptions");
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     // Drop what ended, and pick the subscriptions ready for more.
@@ -270,8 +274,8 @@ void SubscriptionHub::Loop() {
       continue;
     }
     lock.unlock();
-    std::vector<std::string> args = {"XREAD", "COUNT", std::to_string(kReadCount), "BLOCK",
-                                     std::to_string(kBlockMs), "STREAMS"};
+    std::vector<std::string> args = {
+        "XREAD", "COUNT", std::to_string(kReadCount), "BLOCK", std::to_string(kBlockMs), "STREAMS"};
     for (const auto& s : ready) args.push_back(TokenStreamKey(s->req.message_id()));
     for (const auto& s : ready) args.push_back("0-" + std::to_string(s->last_offset));
     auto reply = redis_.BlockingCommand(args, std::chrono::milliseconds(kBlockMs));

@@ -5,12 +5,12 @@
 namespace sb::gateway {
 
 std::vector<double> TimeToFirstTokenBuckets() {
-  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
           1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
 }
 
 std::vector<double> InterTokenLatencyBuckets() {
-  return {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+  return {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4, 0.5,
           0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
 }
 
@@ -26,7 +26,8 @@ std::vector<double> DurationBuckets() {
 
 GatewayMetrics::GatewayMetrics(metrics::Registry& registry)
     : registry_(registry),
-      streams_gauge_(registry.GetGauge("sb_gateway_active_streams", "SSE responses being written")) {}
+      streams_gauge_(
+          registry.GetGauge("sb_gateway_active_streams", "SSE responses being written")) {}
 
 const GatewayMetrics::Series& GatewayMetrics::For(std::string_view route, std::string_view dialect,
                                                   std::string_view model) {
@@ -37,18 +38,19 @@ const GatewayMetrics::Series& GatewayMetrics::For(std::string_view route, std::s
     auto it = series_.find(key);
     if (it != series_.end()) return *it->second;
   }
-  const metrics::Labels labels = {
-      {"route", std::string(route)}, {"dialect", std::string(dialect)}, {"model", std::string(model)}};
-  auto series = std::make_unique<Series>(Series{
-      &registry_.GetHistogram("sb_gateway_request_duration_seconds",
-                              "From the request's arrival to the end of its response", labels,
-                              DurationBuckets()),
-      &registry_.GetHistogram("sb_gateway_time_to_first_token_seconds",
-                              "From the request's arrival to its first output text written",
-                              labels, TimeToFirstTokenBuckets()),
-      &registry_.GetHistogram("sb_gateway_inter_token_latency_seconds",
-                              "Between two output texts written to a stream", labels,
-                              InterTokenLatencyBuckets())});
+  const metrics::Labels labels = {{"route", std::string(route)},
+                                  {"dialect", std::string(dialect)},
+                                  {"model", std::string(model)}};
+  auto series = std::make_unique<Series>(
+      Series{&registry_.GetHistogram("sb_gateway_request_duration_seconds",
+                                     "From the request's arrival to the end of its response",
+                                     labels, DurationBuckets()),
+             &registry_.GetHistogram("sb_gateway_time_to_first_token_seconds",
+                                     "From the request's arrival to its first output text written",
+                                     labels, TimeToFirstTokenBuckets()),
+             &registry_.GetHistogram("sb_gateway_inter_token_latency_seconds",
+                                     "Between two output texts written to a stream", labels,
+                                     InterTokenLatencyBuckets())});
   std::unique_lock<std::shared_mutex> lock(mu_);
   auto [it, inserted] = series_.try_emplace(
       Key(std::string(route), std::string(dialect), std::string(model)), std::move(series));
@@ -101,7 +103,8 @@ void RequestContext::Respond(int status, std::string_view content_type, std::str
 
 void RequestContext::Fail(const absl::Status& status, int http_status, http::Headers extra) {
   ErrorReply e = dialect->Error(status, http_status);
-  if (e.retry_after_seconds > 0) extra.emplace_back("retry-after", std::to_string(e.retry_after_seconds));
+  if (e.retry_after_seconds > 0)
+    extra.emplace_back("retry-after", std::to_string(e.retry_after_seconds));
   Respond(e.http_status, "application/json", std::move(e.body), std::move(extra));
 }
 

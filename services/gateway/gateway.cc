@@ -6,10 +6,7 @@
 
 namespace sb::gateway {
 
-Gateway::Gateway(GatewayDeps deps)
-    : deps_(deps), auth_(deps.auth, deps.pool) {
-  AddRoutes();
-}
+Gateway::Gateway(GatewayDeps deps) : deps_(deps), auth_(deps.auth, deps.pool) { AddRoutes(); }
 
 void Gateway::AddRoutes() {
   auto handler = [this](void (*fn)(GatewayDeps&, const std::shared_ptr<RequestContext>&)) {
@@ -18,14 +15,21 @@ void Gateway::AddRoutes() {
   // Admission (rate limits, concurrency) and idempotency filters go between
   // auth_ and json_body_ on the API routes.
   const std::vector<Filter*> generate = {&auth_, &json_body_, &parse_generate_};
-  router_.Add({"POST", "/v1/messages", DialectChoice::kAnthropic, generate,
-               handler(&HandleGenerate)});
-  router_.Add({"POST", "/v1/chat/completions", DialectChoice::kOpenAi, generate,
-               handler(&HandleGenerate)});
-  router_.Add({"POST", "/v1/messages/count_tokens", DialectChoice::kAnthropic,
-               {&auth_, &json_body_, &parse_count_}, handler(&HandleCountTokens)});
-  router_.Add({"GET", "/v1/models", DialectChoice::kByHeader, {&auth_}, handler(&HandleListModels)});
-  router_.Add({"GET", "/v1/models/{model_id}", DialectChoice::kByHeader, {&auth_},
+  router_.Add(
+      {"POST", "/v1/messages", DialectChoice::kAnthropic, generate, handler(&HandleGenerate)});
+  router_.Add(
+      {"POST", "/v1/chat/completions", DialectChoice::kOpenAi, generate, handler(&HandleGenerate)});
+  router_.Add({"POST",
+               "/v1/messages/count_tokens",
+               DialectChoice::kAnthropic,
+               {&auth_, &json_body_, &parse_count_},
+               handler(&HandleCountTokens)});
+  router_.Add(
+      {"GET", "/v1/models", DialectChoice::kByHeader, {&auth_}, handler(&HandleListModels)});
+  router_.Add({"GET",
+               "/v1/models/{model_id}",
+               DialectChoice::kByHeader,
+               {&auth_},
                handler(&HandleGetModel)});
 
   const std::vector<Filter*> chat_read = {&auth_, &chat_user_};
@@ -39,7 +43,10 @@ void Gateway::AddRoutes() {
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages/{message_id}/stream",
                DialectChoice::kAnthropic, chat_read, handler(&HandleChatStream)});
 
-  router_.Add({"GET", "/healthz", DialectChoice::kAnthropic, {},
+  router_.Add({"GET",
+               "/healthz",
+               DialectChoice::kAnthropic,
+               {},
                [](const std::shared_ptr<RequestContext>& ctx) {
                  ctx->Respond(200, "text/plain", "ok\n");
                }});
@@ -58,15 +65,17 @@ const Dialect& Gateway::DialectFor(DialectChoice choice, const http::Request& r)
 }
 
 void Gateway::Handle(std::shared_ptr<http::Exchange> exchange) {
-  auto ctx = std::make_shared<RequestContext>(
-      exchange, "req_" + deps_.ids.Next(deps_.clock.Now()), deps_.clock, metrics_);
+  auto ctx = std::make_shared<RequestContext>(exchange, "req_" + deps_.ids.Next(deps_.clock.Now()),
+                                              deps_.clock, metrics_);
   const http::Request& r = exchange->request();
   const Router::Match match = router_.Find(r.method, r.path);
   if (match.route == nullptr) {
     ctx->route_name = "other";
     if (match.path_route == nullptr) {
       ctx->dialect = &DialectFor(Router::DialectForUnknownPath(r.path), r);
-      ctx->Fail(absl::NotFoundError("no route for " + r.method + " " + r.path));
+      // The path is the client's own: quoted short (dumped safely, as
+      // every error body is).
+      ctx->Fail(absl::NotFoundError("no route for " + r.method + " " + r.path.substr(0, 200)));
       return;
     }
     // 405: the path exists, in its route's dialect.

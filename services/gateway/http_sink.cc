@@ -12,7 +12,6 @@ HttpSink::HttpSink(std::shared_ptr<RequestContext> ctx, ReplyIds ids, Timers& ti
 }
 
 void HttpSink::OnStart(const pipeline::StartInfo& info, Ready ready) {
-  started_ = true;
   ctx_->set_model(info.model);
   series_ = &ctx_->series();
   if (!stream_) {
@@ -46,9 +45,15 @@ void HttpSink::OnText(std::string text, Ready ready) {
 }
 
 void HttpSink::OnFinish(const pipeline::FinishInfo& info) {
-  if (!started_) {
-    // Cancelled before the worker started: the client left; nothing to say.
-    ctx_->Fail(absl::CancelledError("the request was cancelled"));
+  if (info.stop_reason == "cancelled") {
+    // Only a client that left cancels an API request: nobody reads this,
+    // but it is counted as what it was (499), not as a reply.
+    const absl::Status cancelled = absl::CancelledError("the request was cancelled");
+    if (stream_ && stream_->started()) {
+      stream_->End(encoder_->Error(cancelled));
+    } else {
+      ctx_->Fail(cancelled);
+    }
     return;
   }
   if (!stream_) {

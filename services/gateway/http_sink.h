@@ -32,7 +32,6 @@ class HttpSink final : public pipeline::Sink {
   std::shared_ptr<SseStream> stream_;       // streaming only
   Completion whole_;                        // otherwise
   const GatewayMetrics::Series* series_ = nullptr;
-  bool started_ = false;
   bool had_text_ = false;
   absl::Time last_text_;
 };

@@ -31,10 +31,16 @@ class HttpSinkTest : public ::testing::Test {
     ctx_->api.stream = stream;
     return std::make_shared<HttpSink>(ctx_, ReplyIds{"msg_1", 1}, timers_, absl::Seconds(10));
   }
+  // A ready callback; RunPending() completes the exchange's writes, which
+  // is when a streaming sink answers.
   bool ready_ = false;
+  int readies_ = 0;
   pipeline::Sink::Ready Ready() {
     ready_ = false;
-    return [this](bool ok) { ready_ = ok; };
+    return [this](bool ok) {
+      ready_ = ok;
+      ++readies_;
+    };
   }
 
   ManualClock clock_;
@@ -50,6 +56,8 @@ class HttpSinkTest : public ::testing::Test {
 TEST_F(HttpSinkTest, StreamsEventsAndPingsOnlyWhenIdle) {
   auto sink = Make(true, anthropic_);
   sink->OnStart({"sim-small", 2}, Ready());
+  EXPECT_FALSE(ready_) << "ready only once the write completed";
+  exchange_->RunPending();
   EXPECT_TRUE(ready_);
   EXPECT_EQ(exchange_->status(), 200);
   EXPECT_EQ(exchange_->header("content-type"), "text/event-stream; charset=utf-8");
@@ -114,9 +122,19 @@ TEST_F(HttpSinkTest, AnErrorMidStreamIsAnErrorEventThenTheEnd) {
 TEST_F(HttpSinkTest, AGoneClientMakesTheSinkRefuseMore) {
   auto sink = Make(true, anthropic_);
   sink->OnStart({"m", 1}, Ready());
+  exchange_->RunPending();
   exchange_->ClientLeaves();
   sink->OnText("x", Ready());
+  exchange_->RunPending();
+  EXPECT_EQ(readies_, 2);
   EXPECT_FALSE(ready_) << "ready(false) tells the pipeline to cancel";
+}
+
+TEST_F(HttpSinkTest, ACancelledRequestIsNotAnsweredAsAReply) {
+  auto whole = Make(false, anthropic_);
+  whole->OnStart({"m", 1}, Ready());
+  whole->OnFinish({"cancelled", "", 1, 3});
+  EXPECT_EQ(exchange_->status(), 499) << "counted as a cancelled request, not a 200";
 }
 
 }  // namespace

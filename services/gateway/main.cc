@@ -65,21 +65,22 @@ int main(int argc, char** argv) {
   sb::pipeline::GrpcGenerator generator(*scheduler, std::chrono::minutes(30));
   sb::pipeline::Pipeline pipeline("gateway", input, generator, gates, sb::RealClock());
 
-  sb::gateway::Gateway api({.auth = auth,
-                            .pool = pool,
-                            .pipeline = pipeline,
-                            .scheduler = *scheduler,
-                            .chat = *chat,
-                            .connections = *connections,
-                            .ids = ids,
-                            .clock = sb::RealClock(),
-                            .timers = timers,
-                            .options = {.ping_interval = absl::Seconds(
-                                            absl::GetFlag(FLAGS_ping_interval_seconds))}});
-  sb::http::Server http({.host = absl::GetFlag(FLAGS_http_host),
-                         .port = absl::GetFlag(FLAGS_http_port),
-                         .threads = absl::GetFlag(FLAGS_http_threads)},
-                        [&api](std::shared_ptr<sb::http::Exchange> ex) { api.Handle(std::move(ex)); });
+  sb::gateway::Gateway api(
+      {.auth = auth,
+       .pool = pool,
+       .pipeline = pipeline,
+       .scheduler = *scheduler,
+       .chat = *chat,
+       .connections = *connections,
+       .ids = ids,
+       .clock = sb::RealClock(),
+       .timers = timers,
+       .options = {.ping_interval = absl::Seconds(absl::GetFlag(FLAGS_ping_interval_seconds))}});
+  sb::http::Server http(
+      {.host = absl::GetFlag(FLAGS_http_host),
+       .port = absl::GetFlag(FLAGS_http_port),
+       .threads = absl::GetFlag(FLAGS_http_threads)},
+      [&api](std::shared_ptr<sb::http::Exchange> ex) { api.Handle(std::move(ex)); });
   if (auto st = http.Start(); !st.ok()) {
     spdlog::critical("gateway: {}", st.ToString());
     return 1;
@@ -103,6 +104,11 @@ int main(int argc, char** argv) {
     }
   });
   runner.WaitForShutdown(sb::DrainGrace());
+  // Generations still running after the grace are cancelled before the
+  // objects they call go away.
+  pipeline.CancelAll();
+  const absl::Time deadline = absl::Now() + absl::Seconds(2);
+  while (pipeline.active() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
   http.Stop();
   return 0;
 }

@@ -9,8 +9,8 @@ namespace {
 
 std::vector<std::string_view> Segments(std::string_view path) {
   std::vector<std::string_view> out;
-  for (absl::string_view s : absl::StrSplit(absl::string_view(path.data(), path.size()), '/',
-                                            absl::SkipEmpty())) {
+  for (absl::string_view s :
+       absl::StrSplit(absl::string_view(path.data(), path.size()), '/', absl::SkipEmpty())) {
     out.emplace_back(s.data(), s.size());
   }
   return out;
@@ -45,8 +45,8 @@ std::string PercentDecode(std::string_view s) {
 void Router::Add(Route route) {
   Entry e;
   for (auto seg : Segments(route.pattern)) {
-    e.segments.emplace_back(seg.size() > 1 && seg.front() == '{' && seg.back() == '}' ? "{}"
-                                                                                        : std::string(seg));
+    e.segments.emplace_back(
+        seg.size() > 1 && seg.front() == '{' && seg.back() == '}' ? "{}" : std::string(seg));
   }
   e.route = std::move(route);
   entries_.push_back(std::move(e));
@@ -75,7 +75,8 @@ Router::Match Router::Find(std::string_view method, std::string_view path) const
       return match;
     }
     if (match.path_route == nullptr) match.path_route = &e.route;
-    if (std::find(match.allowed.begin(), match.allowed.end(), e.route.method) == match.allowed.end()) {
+    if (std::find(match.allowed.begin(), match.allowed.end(), e.route.method) ==
+        match.allowed.end()) {
       match.allowed.push_back(e.route.method);
     }
   }
@@ -84,8 +85,8 @@ Router::Match Router::Find(std::string_view method, std::string_view path) const
 
 DialectChoice Router::DialectForUnknownPath(std::string_view path) {
   static constexpr std::string_view kOpenAiPrefixes[] = {
-      "/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/responses",
-      "/v1/audio/", "/v1/images/", "/v1/files", "/v1/moderations"};
+      "/v1/chat/",  "/v1/completions", "/v1/embeddings", "/v1/responses",
+      "/v1/audio/", "/v1/images/",     "/v1/files",      "/v1/moderations"};
   for (auto prefix : kOpenAiPrefixes) {
     if (path.substr(0, prefix.size()) == prefix) return DialectChoice::kOpenAi;
   }

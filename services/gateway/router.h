@@ -43,8 +43,8 @@ struct Route {
 class Router {
  public:
   struct Match {
-    const Route* route = nullptr;       // set on a match
-    std::vector<std::string> params;    // placeholder values, in order
+    const Route* route = nullptr;     // set on a match
+    std::vector<std::string> params;  // placeholder values, in order
     // No match, but a route knows the path (405): the first such route and
     // the methods the path allows.
     const Route* path_route = nullptr;

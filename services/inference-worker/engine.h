@@ -50,8 +50,9 @@ class Engine {
   virtual std::vector<std::string> Models() const = 0;
   // Exact token count of `text` under this engine's tokenizer.
   virtual int CountTokens(std::string_view text) const = 0;
-  // InvalidArgument for a model this engine does not serve, Unavailable
-  // when its queue is full (overload: the caller may retry elsewhere).
+  // InvalidArgument for a model this engine does not serve,
+  // ResourceExhausted when its queue is full (overload, not a failure: the
+  // scheduler must not take the worker for dead).
   virtual absl::Status Submit(EngineRequest request, std::shared_ptr<GenerationSink> sink) = 0;
 };
 

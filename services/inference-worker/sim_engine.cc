@@ -9,16 +9,14 @@ namespace sb::worker {
 namespace {
 
 constexpr const char* kVocabulary[] = {
-    "the",      "switchboard", "routes",   "tokens",  "through", "a",        "fair",
-    "queue",    "and",         "every",    "request", "finds",   "its",      "worker",
-    "streams",  "arrive",      "in",       "order",   "while",   "safety",   "checks",
-    "each",     "word",        "before",   "it",      "reaches", "you",      "model",
-    "capacity", "is",          "shared",   "by",      "weight",  "so",       "no",
-    "tenant",   "waits",       "long",     "cache",   "pages",   "hold",     "context",
-    "batches",  "grow",        "shrink",   "with",    "load",    "ledger",   "counts",
-    "once",     "replies",     "resume",   "after",   "drop",    "quiet",    "steady",
-    "simulated", "accelerator", "answers", "politely", "today",  "clearly",  "here",
-    "now"};
+    "the",       "switchboard", "routes",  "tokens",   "through",  "a",       "fair",    "queue",
+    "and",       "every",       "request", "finds",    "its",      "worker",  "streams", "arrive",
+    "in",        "order",       "while",   "safety",   "checks",   "each",    "word",    "before",
+    "it",        "reaches",     "you",     "model",    "capacity", "is",      "shared",  "by",
+    "weight",    "so",          "no",      "tenant",   "waits",    "long",    "cache",   "pages",
+    "hold",      "context",     "batches", "grow",     "shrink",   "with",    "load",    "ledger",
+    "counts",    "once",        "replies", "resume",   "after",    "drop",    "quiet",   "steady",
+    "simulated", "accelerator", "answers", "politely", "today",    "clearly", "here",    "now"};
 constexpr size_t kVocabularySize = sizeof(kVocabulary) / sizeof(kVocabulary[0]);
 
 uint64_t Fnv1a(std::string_view s) {
@@ -103,7 +101,7 @@ absl::Status SimulatedEngine::Submit(EngineRequest request, std::shared_ptr<Gene
     // step even when the batch has room.
     if (waiting_.size() + running_.size() >=
         static_cast<size_t>(options_.max_batch) + options_.max_waiting) {
-      return absl::UnavailableError("engine queue is full");
+      return absl::ResourceExhaustedError("engine queue is full");
     }
     waiting_.push_back(std::move(seq));
   }
@@ -118,30 +116,44 @@ bool SimulatedEngine::Advance(Sequence& seq) {
     seq.finish.input_tokens = seq.request.input_tokens;
     seq.finish.output_tokens = static_cast<int>(seq.next);
   };
+  // Offers text[released, end) to the sink; false when it has no room (the
+  // same step is tried again later).
+  auto emit = [&](const std::string& text, size_t end) {
+    if (end <= seq.released) return true;
+    if (!seq.sink->OnToken(text.substr(seq.released, end - seq.released),
+                           static_cast<int>(seq.next))) {
+      return false;
+    }
+    seq.released = end;
+    return true;
+  };
   if (!seq.finishing && seq.sink->cancelled()) finish("cancelled");
   if (!seq.finishing) {
-    std::string token = seq.tokens[seq.next];
-    // A stop sequence ends the reply before it: the text up to it is the
-    // last token, and the stop sequence itself is not emitted.
+    // A stop sequence ends the reply before it and is never shown, not even
+    // its start: the last (longest stop - 1) bytes are held back until they
+    // cannot begin one.
+    std::string candidate = seq.generated + seq.tokens[seq.next];
+    size_t longest = 0, hit = std::string::npos;
     std::string stop_hit;
     for (const auto& stop : seq.request.stop_sequences) {
       if (stop.empty()) continue;
-      const std::string combined = seq.text + token;
-      const size_t pos = combined.find(stop, seq.text.size() >= stop.size()
-                                                 ? seq.text.size() - stop.size() + 1
-                                                 : 0);
-      if (pos != std::string::npos) {
-        token = combined.substr(seq.text.size(), pos > seq.text.size() ? pos - seq.text.size() : 0);
+      longest = std::max(longest, stop.size());
+      const size_t pos = candidate.find(stop, seq.released);
+      if (pos < hit) {
+        hit = pos;
         stop_hit = stop;
-        break;
       }
     }
-    if (!token.empty()) {
-      if (!seq.sink->OnToken(token, static_cast<int>(seq.next))) return false;  // retry later
-      seq.text += token;
-      ++seq.next;
+    size_t end = hit;
+    if (hit == std::string::npos) {
+      const size_t keep = std::min(longest > 0 ? longest - 1 : 0, candidate.size() - seq.released);
+      end = candidate.size() - keep;
     }
+    if (!emit(candidate, end)) return false;
+    seq.generated = std::move(candidate);
+    ++seq.next;
     if (!stop_hit.empty()) {
+      seq.generated.resize(hit);
       finish("stop_sequence");
       seq.finish.stop_sequence = stop_hit;
     } else if (static_cast<int>(seq.next) >= seq.request.max_tokens) {
@@ -151,6 +163,11 @@ bool SimulatedEngine::Advance(Sequence& seq) {
     } else {
       return false;
     }
+  }
+  // What was held back goes out before the end (not after a cancel: nobody
+  // reads it).
+  if (seq.finish.stop_reason != "cancelled" && !emit(seq.generated, seq.generated.size())) {
+    return false;
   }
   return seq.sink->OnFinished(seq.finish);
 }

@@ -56,8 +56,9 @@ class SimulatedEngine final : public Engine {
     EngineRequest request;
     std::shared_ptr<GenerationSink> sink;
     std::vector<std::string> tokens;
-    size_t next = 0;
-    std::string text;  // emitted so far, to find stop sequences
+    size_t next = 0;        // tokens generated
+    std::string generated;  // their text
+    size_t released = 0;    // bytes of it handed to the sink
     bool finishing = false;
     FinishInfo finish;
   };

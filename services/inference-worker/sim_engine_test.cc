@@ -11,7 +11,8 @@ class RecordingSink : public GenerationSink {
  public:
   bool OnToken(const std::string& text, int index) override {
     if (refuse) return false;
-    EXPECT_EQ(index, static_cast<int>(tokens.size()));
+    // One piece per token, unless a stop sequence holds text back.
+    EXPECT_GE(index, static_cast<int>(tokens.size()));
     tokens.push_back(text);
     return true;
   }
@@ -109,6 +110,45 @@ TEST(SimEngineTest, StopSequenceIsNotEmitted) {
   EXPECT_EQ(s->Text().find(reply[3]), std::string::npos);
 }
 
+// A stop sequence that starts inside one token and ends in the next: no
+// byte of it is ever shown, and the text before it all is.
+TEST(SimEngineTest, AStopSequenceAcrossTokensIsNeverPartlyShown) {
+  const auto reply = SimulatedEngine::ReplyTokens("sim-small", "hello");
+  ASSERT_GT(reply.size(), 4u);
+  std::string full;
+  for (const auto& t : reply) full += t;
+  const std::string stop = reply[2].substr(reply[2].size() - 2) + reply[3].substr(0, 3);
+  const std::string expected = full.substr(0, full.find(stop));
+  SimulatedEngine e({}, false);
+  auto s = std::make_shared<RecordingSink>();
+  auto r = Req(1000);
+  r.stop_sequences = {stop, "never-in-the-reply"};
+  ASSERT_TRUE(e.Submit(r, s).ok());
+  for (int i = 0; i < 1000 && !s->finished; ++i) {
+    e.Step();
+    EXPECT_EQ(s->Text().find(stop.substr(0, 2), expected.size()), std::string::npos)
+        << "the stop's first bytes reached the client";
+  }
+  EXPECT_EQ(s->Text(), expected);
+  EXPECT_EQ(s->info.stop_reason, "stop_sequence");
+  EXPECT_EQ(s->info.stop_sequence, stop);
+}
+
+TEST(SimEngineTest, HeldBackTextIsReleasedAtTheEnd) {
+  const auto reply = SimulatedEngine::ReplyTokens("sim-small", "hello");
+  std::string full;
+  for (const auto& t : reply) full += t;
+  SimulatedEngine e({}, false);
+  auto s = std::make_shared<RecordingSink>();
+  auto r = Req(1000);
+  r.stop_sequences = {"a stop sequence the reply never has"};
+  ASSERT_TRUE(e.Submit(r, s).ok());
+  RunToEnd(e, *s);
+  EXPECT_EQ(s->Text(), full);
+  EXPECT_EQ(s->info.stop_reason, "end_turn");
+  EXPECT_EQ(s->info.output_tokens, static_cast<int>(reply.size()));
+}
+
 TEST(SimEngineTest, SlowConsumerStallsOnlyItself) {
   SimulatedEngine e({}, false);
   auto slow = std::make_shared<RecordingSink>();
@@ -146,7 +186,7 @@ TEST(SimEngineTest, RejectsUnknownModel) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST(SimEngineTest, AFullEngineIsOverloadedNotRateLimited) {
+TEST(SimEngineTest, AFullEngineRefusesMoreUntilItHasRoom) {
   SimulatedEngine engine({.models = {"sim-small"}, .max_batch = 1, .max_waiting = 1}, false);
   auto a = std::make_shared<RecordingSink>();
   auto b = std::make_shared<RecordingSink>();
@@ -154,7 +194,7 @@ TEST(SimEngineTest, AFullEngineIsOverloadedNotRateLimited) {
   ASSERT_TRUE(engine.Submit(Req(4), a).ok());
   ASSERT_TRUE(engine.Submit(Req(4), b).ok());
   const absl::Status full = engine.Submit(Req(4), c);
-  EXPECT_EQ(full.code(), absl::StatusCode::kUnavailable) << full;
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
   RunToEnd(engine, *a);
   RunToEnd(engine, *b);
   EXPECT_TRUE(engine.Submit(Req(4), c).ok()) << "room again once they finished";

@@ -152,22 +152,21 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::CountTokens(grpc::CallbackServer
     inf::GenerateRequest req;
   };
   auto call = std::make_shared<Call>();
-  call->ctx.set_deadline(std::min(ctx->deadline(), std::chrono::system_clock::now() +
-                                                        std::chrono::seconds(5)));
+  call->ctx.set_deadline(
+      std::min(ctx->deadline(), std::chrono::system_clock::now() + std::chrono::seconds(5)));
   call->req = *req;
   StubFor(pick->address)
       ->async()
-      ->CountTokens(&call->ctx, &call->req, resp, [reactor, call](grpc::Status st) {
-        reactor->Finish(st);
-      });
+      ->CountTokens(&call->ctx, &call->req, resp,
+                    [reactor, call](grpc::Status st) { reactor->Finish(st); });
   return reactor;
 }
 
 grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
     grpc::CallbackServerContext* ctx, const inf::GenerateRequest* req) {
   auto [reactor, out] = ServerStream<inf::GenerateEvent>::Create(kRelayCapacity);
-  auto& requests = metrics::Default().GetCounter("sb_scheduler_generate_total",
-                                                 "Generate calls by outcome", {{"outcome", "routed"}});
+  auto& requests = metrics::Default().GetCounter(
+      "sb_scheduler_generate_total", "Generate calls by outcome", {{"outcome", "routed"}});
   if (req->max_tokens() <= 0) {
     out->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens must be positive"));
     return reactor;
@@ -213,14 +212,20 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
           return;
         }
         if (relay->out->ended()) return;  // the caller cancelled; nothing to report
-        if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
-            (st.ok() && !relay->saw_finished)) {
+        if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          // A full engine is busy, not dead: keep routing to it.
+          relay->out->Finish(grpc::Status(
+              grpc::StatusCode::UNAVAILABLE,
+              "every worker serving model " + relay->request.model() + " is at capacity"));
+          return;
+        }
+        if (st.error_code() == grpc::StatusCode::UNAVAILABLE || (st.ok() && !relay->saw_finished)) {
           registry_.MarkDown(relay->worker_id);
           spdlog::error("request_id={} worker {} failed mid-generation: {}",
                         relay->request.request_id(), relay->worker_id, st.error_message());
-          relay->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                          "worker " + relay->worker_id + " failed: " +
-                                              st.error_message()));
+          relay->out->Finish(
+              grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                           "worker " + relay->worker_id + " failed: " + st.error_message()));
           return;
         }
         relay->out->Finish(st);

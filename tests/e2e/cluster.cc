@@ -12,8 +12,9 @@
 namespace sb::testing {
 
 const std::vector<std::string>& Cluster::ServiceNames() {
-  static const std::vector<std::string> names = {"gateway", "chat", "connection-manager", "safety",
-                                                 "tenant-scheduler", "inference-worker", "billing"};
+  static const std::vector<std::string> names = {
+      "gateway",          "chat",   "connection-manager", "safety", "tenant-scheduler",
+      "inference-worker", "billing"};
   return names;
 }
 
@@ -50,8 +51,9 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start() {
        {"--scheduler_address=" + addr("tenant-scheduler"), kafka, "--tokens_per_second=100",
         "--worker_id=worker-e2e"}},
       {"billing", {pg, kafka}},
-      {"chat", {pg, redis, kafka, "--scheduler_address=" + addr("tenant-scheduler"),
-                "--safety_address=" + addr("safety")}},
+      {"chat",
+       {pg, redis, kafka, "--scheduler_address=" + addr("tenant-scheduler"),
+        "--safety_address=" + addr("safety")}},
       {"connection-manager", {redis, "--chat_address=" + addr("chat")}},
       {"gateway",
        {pg, "--http_port=" + std::to_string(c->http_port_), "--safety_address=" + addr("safety"),
@@ -90,7 +92,8 @@ absl::Status Cluster::StartService(const std::string& name, std::vector<std::str
   processes_.emplace(name, Process(name, argv, infra_->dir() + "/" + name + ".log"));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   while (std::chrono::steady_clock::now() < deadline) {
-    auto r = http::Fetch({.port = metrics_ports_[name], .target = "/healthz",
+    auto r = http::Fetch({.port = metrics_ports_[name],
+                          .target = "/healthz",
                           .timeout = std::chrono::milliseconds(500)});
     if (r.ok() && r->status == 200) return absl::OkStatus();
     if (!processes_.at(name).running()) break;

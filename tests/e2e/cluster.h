@@ -26,7 +26,7 @@ class Cluster {
     return "127.0.0.1:" + std::to_string(grpc_port(service));
   }
   int metrics_port(const std::string& service) const { return metrics_ports_.at(service); }
-  const std::string& api_key() const { return api_key_; }        // org "acme"
+  const std::string& api_key() const { return api_key_; }          // org "acme"
   const std::string& other_api_key() const { return other_key_; }  // org "globex"
   Infra& infra() { return *infra_; }
   Process& process(const std::string& service) { return processes_.at(service); }

@@ -118,7 +118,8 @@ double MetricValue(int metrics_port, const std::string& series) {
   auto r = http::Fetch({.port = metrics_port, .target = "/metrics"});
   if (!r.ok()) return 0;
   const std::string& body = r->body;
-  for (size_t pos = 0; (pos = body.find(series + " ", pos)) != std::string::npos; pos += series.size()) {
+  for (size_t pos = 0; (pos = body.find(series + " ", pos)) != std::string::npos;
+       pos += series.size()) {
     if (pos == 0 || body[pos - 1] == '\n') {
       return std::stod(body.substr(pos + series.size() + 1));
     }

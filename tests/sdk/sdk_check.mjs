@@ -51,9 +51,16 @@ assert.equal(stopped.stop_reason, 'stop_sequence');
 assert.equal(stopped.stop_sequence, stop);
 assert.equal(stopped.content[0].text, message.content[0].text.slice(0, cut));
 
-// Token counting agrees with what the generation reports.
+// Token counting agrees with what the generation reports, system prompt
+// (as text blocks) included.
 const counted = await client.messages.countTokens({ model: params.model, messages: params.messages });
 assert.equal(counted.input_tokens, message.usage.input_tokens);
+const withSystem = { ...params, system: [{ type: 'text', text: 'You are terse, and kind.' }] };
+const systemCounted = await client.messages.countTokens({
+  model: withSystem.model, system: withSystem.system, messages: withSystem.messages });
+const systemReply = await client.messages.create(withSystem);
+assert.equal(systemCounted.input_tokens, systemReply.usage.input_tokens);
+assert.ok(systemCounted.input_tokens > counted.input_tokens, 'the system prompt is counted');
 
 // The model list, through the SDK's pagination.
 const models = [];

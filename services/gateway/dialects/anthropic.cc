@@ -4,6 +4,7 @@
 #include "core/status.h"
 #include "gateway/dialects/fields.h"
 #include "gateway/sse.h"
+#include "json/bounded_json.h"
 
 namespace sb::gateway {
 
@@ -58,7 +59,8 @@ const char* TypeForHttp(int status) {
 }
 
 std::string ErrorBody(std::string_view type, std::string_view message) {
-  return json({{"type", "error"}, {"error", {{"type", type}, {"message", message}}}}).dump();
+  return sb::json::Dump(
+      json({{"type", "error"}, {"error", {{"type", type}, {"message", message}}}}));
 }
 
 json NullableString(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
@@ -89,18 +91,21 @@ absl::Status ParseBlocks(const json& value, const std::string& field,
     const std::string at = field + "." + std::to_string(i);
     if (!block.is_object()) return FieldError(at, "Input should be an object");
     auto type = block.find("type");
-    if (type == block.end() || !type->is_string()) return FieldError(at + ".type", "Field required");
+    if (type == block.end() || !type->is_string())
+      return FieldError(at + ".type", "Field required");
     const std::string& t = type->get_ref<const std::string&>();
     if (t == "image" || t == "document") {
       return FieldError(at + ".type", t + " content is not supported yet; send text");
     }
     if (t != "text") {
-      return FieldError(at + ".type", "content blocks of type '" + t +
-                                          "' are not supported; use 'text'");
+      return FieldError(at + ".type",
+                        "content blocks of type '" + t + "' are not supported; use 'text'");
     }
     auto text = block.find("text");
-    if (text == block.end() || !text->is_string()) return FieldError(at + ".text", "Field required");
-    SB_RETURN_IF_ERROR(CheckText(text->get_ref<const std::string&>(), at + ".text", std::string::npos));
+    if (text == block.end() || !text->is_string())
+      return FieldError(at + ".text", "Field required");
+    SB_RETURN_IF_ERROR(
+        CheckText(text->get_ref<const std::string&>(), at + ".text", std::string::npos));
     auto* b = out->Add();
     b->set_type("text");
     b->set_text(text->get<std::string>());
@@ -122,9 +127,7 @@ class AnthropicStream final : public StreamEncoder {
     return anthropic_events::ContentBlockStop() + anthropic_events::MessageDelta(info) +
            anthropic_events::MessageStop();
   }
-  std::string Error(const absl::Status& status) override {
-    return anthropic_events::Error(status);
-  }
+  std::string Error(const absl::Status& status) override { return anthropic_events::Error(status); }
   std::string Ping() const override { return anthropic_events::Ping(); }
 
  private:
@@ -147,22 +150,22 @@ std::string MessageStart(std::string_view message_id, std::string_view model, in
               {"stop_reason", nullptr},
               {"stop_sequence", nullptr},
               {"usage", UsageJson(input_tokens, 1)}}}};
-  return sse::Event("message_start", j.dump(), id);
+  return sse::Event("message_start", sb::json::Dump(j), id);
 }
 
 std::string ContentBlockStart(std::string_view id) {
-  static const std::string kData =
-      json({{"type", "content_block_start"},
-            {"index", 0},
-            {"content_block", {{"type", "text"}, {"text", ""}}}})
-          .dump();
+  static const std::string kData = json({{"type", "content_block_start"},
+                                         {"index", 0},
+                                         {"content_block", {{"type", "text"}, {"text", ""}}}})
+                                       .dump();  // ASCII only
   return sse::Event("content_block_start", kData, id);
 }
 
 std::string TextDelta(std::string_view text, std::string_view id) {
   // Built by hand around the one escaped string: this runs once per token.
-  std::string data = R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":)";
-  data += json(text).dump();
+  std::string data =
+      R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":)";
+  data += sb::json::Dump(json(text));
   data += "}}";
   return sse::Event("content_block_delta", data, id);
 }
@@ -172,12 +175,12 @@ std::string ContentBlockStop(std::string_view id) {
 }
 
 std::string MessageDelta(const pipeline::FinishInfo& info, std::string_view id) {
-  json j = {{"type", "message_delta"},
-            {"delta",
-             {{"stop_reason", info.stop_reason},
-              {"stop_sequence", NullableString(info.stop_sequence)}}},
-            {"usage", UsageJson(info.input_tokens, info.output_tokens)}};
-  return sse::Event("message_delta", j.dump(), id);
+  json j = {
+      {"type", "message_delta"},
+      {"delta",
+       {{"stop_reason", info.stop_reason}, {"stop_sequence", NullableString(info.stop_sequence)}}},
+      {"usage", UsageJson(info.input_tokens, info.output_tokens)}};
+  return sse::Event("message_delta", sb::json::Dump(j), id);
 }
 
 std::string MessageStop(std::string_view id) {
@@ -201,7 +204,8 @@ ErrorReply AnthropicDialect::Error(const absl::Status& status, int http_status) 
   ErrorReply r;
   r.http_status = http_status != 0 ? http_status : m.http_status;
   r.retry_after_seconds = m.retry_after;
-  const std::string message = status.message().empty() ? "internal error" : std::string(status.message());
+  const std::string message =
+      status.message().empty() ? "internal error" : std::string(status.message());
   r.body = ErrorBody(http_status != 0 ? TypeForHttp(http_status) : m.type, message);
   return r;
 }
@@ -263,7 +267,8 @@ absl::StatusOr<ApiRequest> AnthropicDialect::Parse(const json& j, ParseMode mode
     return FieldError("tool_choice", "tool use is not supported yet");
   }
   if (auto thinking = j.find("thinking"); thinking != j.end() && thinking->is_object() &&
-                                          thinking->value("type", "") == "enabled") {
+                                          thinking->find("type") != thinking->end() &&
+                                          *thinking->find("type") == "enabled") {
     return FieldError("thinking", "extended thinking is not supported yet");
   }
 
@@ -271,7 +276,8 @@ absl::StatusOr<ApiRequest> AnthropicDialect::Parse(const json& j, ParseMode mode
   if (auto stops = j.find("stop_sequences"); stops != j.end() && !stops->is_null()) {
     if (!stops->is_array()) return FieldError("stop_sequences", "Input should be a valid list");
     if (stops->size() > kMaxStopSequences) {
-      return FieldError("stop_sequences", "at most " + std::to_string(kMaxStopSequences) + " items");
+      return FieldError("stop_sequences",
+                        "at most " + std::to_string(kMaxStopSequences) + " items");
     }
     for (size_t i = 0; i < stops->size(); ++i) {
       const std::string at = "stop_sequences." + std::to_string(i);
@@ -292,7 +298,8 @@ absl::StatusOr<ApiRequest> AnthropicDialect::Parse(const json& j, ParseMode mode
   if (auto metadata = j.find("metadata"); metadata != j.end() && !metadata->is_null()) {
     if (!metadata->is_object()) return FieldError("metadata", "Input should be an object");
     if (auto user = metadata->find("user_id"); user != metadata->end() && !user->is_null()) {
-      if (!user->is_string()) return FieldError("metadata.user_id", "Input should be a valid string");
+      if (!user->is_string())
+        return FieldError("metadata.user_id", "Input should be a valid string");
       SB_RETURN_IF_ERROR(
           CheckText(user->get_ref<const std::string&>(), "metadata.user_id", kMaxUserIdBytes));
       g.set_end_user_id(user->get<std::string>());
@@ -315,17 +322,18 @@ std::string AnthropicDialect::Whole(const ReplyIds& ids, const Completion& c) co
             {"stop_reason", c.finish.stop_reason},
             {"stop_sequence", NullableString(c.finish.stop_sequence)},
             {"usage", UsageJson(c.finish.input_tokens, c.finish.output_tokens)}};
-  return j.dump();
+  return sb::json::Dump(j);
 }
 
 namespace {
 
 json ModelJson(const ModelEntry& m) {
-  return {{"type", "model"},
-          {"id", m.id},
-          {"display_name", m.id},
-          {"created_at", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(m.created_unix_ms),
-                                          absl::UTCTimeZone())}};
+  return {
+      {"type", "model"},
+      {"id", m.id},
+      {"display_name", m.id},
+      {"created_at", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(m.created_unix_ms),
+                                      absl::UTCTimeZone())}};
 }
 
 }  // namespace
@@ -337,9 +345,11 @@ std::string AnthropicDialect::ModelList(const std::vector<ModelEntry>& page, boo
             {"has_more", has_more},
             {"first_id", page.empty() ? json(nullptr) : json(page.front().id)},
             {"last_id", page.empty() ? json(nullptr) : json(page.back().id)}};
-  return j.dump();
+  return sb::json::Dump(j);
 }
 
-std::string AnthropicDialect::Model(const ModelEntry& m) const { return ModelJson(m).dump(); }
+std::string AnthropicDialect::Model(const ModelEntry& m) const {
+  return sb::json::Dump(ModelJson(m));
+}
 
 }  // namespace sb::gateway

@@ -45,7 +45,8 @@ TEST(AnthropicParseTest, AFullRequestBecomesTheStructuredInternalRequest) {
 }
 
 TEST(AnthropicParseTest, SystemMayBeAPlainString) {
-  auto r = Parse(R"({"model":"m","max_tokens":1,"system":"sys","messages":[{"role":"user","content":"x"}]})");
+  auto r = Parse(
+      R"({"model":"m","max_tokens":1,"system":"sys","messages":[{"role":"user","content":"x"}]})");
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->generate->system_size(), 1);
   EXPECT_EQ(r->generate->system(0).text(), "sys");
@@ -53,8 +54,8 @@ TEST(AnthropicParseTest, SystemMayBeAPlainString) {
 
 struct BadCase {
   std::string body;
-  std::string field;      // the field the error names
-  std::string message;    // a part of the message
+  std::string field;    // the field the error names
+  std::string message;  // a part of the message
 };
 
 class AnthropicBadRequestTest : public ::testing::TestWithParam<BadCase> {};
@@ -74,27 +75,73 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadCase{R"({"max_tokens":5,)" + kMsgs + "}", "model", "Field required"},
         BadCase{R"({"model":"m",)" + kMsgs + "}", "max_tokens", "Field required"},
-        BadCase{R"({"model":"m","max_tokens":0,)" + kMsgs + "}", "max_tokens", "greater than or equal to 1"},
+        BadCase{R"({"model":"m","max_tokens":0,)" + kMsgs + "}", "max_tokens",
+                "greater than or equal to 1"},
         BadCase{R"({"model":"m","max_tokens":"5",)" + kMsgs + "}", "max_tokens", "valid integer"},
-        BadCase{R"({"model":"m","max_tokens":9999999999999999999,)" + kMsgs + "}", "max_tokens", "less than or equal"},
+        BadCase{R"({"model":"m","max_tokens":9999999999999999999,)" + kMsgs + "}", "max_tokens",
+                "less than or equal"},
         BadCase{R"({"model":"m","max_tokens":5})", "messages", "Field required"},
         BadCase{R"({"model":"m","max_tokens":5,"messages":[]})", "messages", "at least one"},
-        BadCase{R"({"model":"m","max_tokens":5,"messages":[{"role":"robot","content":"x"}]})", "messages.0.role", "'user' or 'assistant'"},
-        BadCase{R"({"model":"m","max_tokens":5,"messages":[{"role":"user"}]})", "messages.0.content", "Field required"},
-        BadCase{R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{}}]}]})", "messages.0.content.0.type", "image content is not supported"},
-        BadCase{R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result"}]}]})", "messages.0.content.0.type", "not supported"},
-        BadCase{R"({"model":"m","max_tokens":5,"tools":[{"name":"t"}],)" + kMsgs + "}", "tools", "not supported"},
-        BadCase{R"({"model":"m","max_tokens":5,"temperature":1.5,)" + kMsgs + "}", "temperature", "between 0 and 1"},
-        BadCase{R"({"model":"m","max_tokens":5,"top_p":-0.1,)" + kMsgs + "}", "top_p", "between 0 and 1"},
-        BadCase{R"({"model":"m","max_tokens":5,"top_k":0,)" + kMsgs + "}", "top_k", "greater than or equal to 1"},
-        BadCase{R"({"model":"m","max_tokens":5,"top_k":1.5,)" + kMsgs + "}", "top_k", "valid integer"},
-        BadCase{R"({"model":"m","max_tokens":5,"stop_sequences":"END",)" + kMsgs + "}", "stop_sequences", "valid list"},
-        BadCase{R"({"model":"m","max_tokens":5,"stop_sequences":[""],)" + kMsgs + "}", "stop_sequences.0", "non-empty"},
-        BadCase{R"({"model":"m","max_tokens":5,"stop_sequences":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"],)" + kMsgs + "}", "stop_sequences", "at most 16"},
-        BadCase{R"({"model":"m","max_tokens":5,"metadata":{"user_id":7},)" + kMsgs + "}", "metadata.user_id", "valid string"},
-        BadCase{R"({"model":"m","max_tokens":5,"stream":"yes",)" + kMsgs + "}", "stream", "valid boolean"},
-        BadCase{R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":"a\u0000b"}]})", "messages.0.content", "NUL"},
-        BadCase{R"({"model":")" + std::string(300, 'x') + R"(","max_tokens":5,)" + kMsgs + "}", "model", "at most 256 bytes"}));
+        BadCase{R"({"model":"m","max_tokens":5,"messages":[{"role":"robot","content":"x"}]})",
+                "messages.0.role", "'user' or 'assistant'"},
+        BadCase{R"({"model":"m","max_tokens":5,"messages":[{"role":"user"}]})",
+                "messages.0.content", "Field required"},
+        BadCase{
+            R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{}}]}]})",
+            "messages.0.content.0.type", "image content is not supported"},
+        BadCase{
+            R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result"}]}]})",
+            "messages.0.content.0.type", "not supported"},
+        BadCase{R"({"model":"m","max_tokens":5,"tools":[{"name":"t"}],)" + kMsgs + "}", "tools",
+                "not supported"},
+        BadCase{R"({"model":"m","max_tokens":5,"temperature":1.5,)" + kMsgs + "}", "temperature",
+                "between 0 and 1"},
+        BadCase{R"({"model":"m","max_tokens":5,"top_p":-0.1,)" + kMsgs + "}", "top_p",
+                "between 0 and 1"},
+        BadCase{R"({"model":"m","max_tokens":5,"top_k":0,)" + kMsgs + "}", "top_k",
+                "greater than or equal to 1"},
+        BadCase{R"({"model":"m","max_tokens":5,"top_k":1.5,)" + kMsgs + "}", "top_k",
+                "valid integer"},
+        BadCase{R"({"model":"m","max_tokens":5,"stop_sequences":"END",)" + kMsgs + "}",
+                "stop_sequences", "valid list"},
+        BadCase{R"({"model":"m","max_tokens":5,"stop_sequences":[""],)" + kMsgs + "}",
+                "stop_sequences.0", "non-empty"},
+        BadCase{
+            R"({"model":"m","max_tokens":5,"stop_sequences":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"],)" +
+                kMsgs + "}",
+            "stop_sequences", "at most 16"},
+        BadCase{R"({"model":"m","max_tokens":5,"metadata":{"user_id":7},)" + kMsgs + "}",
+                "metadata.user_id", "valid string"},
+        BadCase{R"({"model":"m","max_tokens":5,"stream":"yes",)" + kMsgs + "}", "stream",
+                "valid boolean"},
+        BadCase{R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":"a\u0000b"}]})",
+                "messages.0.content", "NUL"},
+        BadCase{R"({"model":")" + std::string(300, 'x') + R"(","max_tokens":5,)" + kMsgs + "}",
+                "model", "at most 256 bytes"},
+        BadCase{R"({"model":"m","max_tokens":5,"messages":[{"role":5,"content":"x"}]})",
+                "messages.0.role", "'user' or 'assistant'"},
+        BadCase{
+            R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":5}]}]})",
+            "messages.0.content.0.type", "Field required"}));
+
+TEST(AnthropicParseTest, OddlyTypedOptionalFieldsDoNotThrow) {
+  auto r = Parse(
+      R"({"model":"m","max_tokens":5,"thinking":{"type":7},"messages":[{"role":"user","content":"x"}]})");
+  EXPECT_TRUE(r.ok()) << r.status();
+}
+
+TEST(FieldsTest, TextMustBeValidUtf8WithoutNul) {
+  EXPECT_TRUE(IsValidUtf8("plain ascii"));
+  EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // a surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // beyond U+10FFFF
+  EXPECT_EQ(ErrorField(CheckText("id\xff", "model_id", 256)), "model_id");
+  EXPECT_NE(CheckText("id\xff", "model_id", 256).message().find("UTF-8"), std::string::npos);
+  EXPECT_TRUE(CheckText("caf\xc3\xa9", "x", 256).ok());
+}
 
 TEST(AnthropicParseTest, TheMessageCountIsCapped) {
   json body = {{"model", "m"}, {"max_tokens", 1}, {"messages", json::array()}};
@@ -113,28 +160,29 @@ TEST(AnthropicStreamTest, GoldenEventSequence) {
   std::string out = s->Start({"sim-small", 3});
   out += s->Text("Hi \"you\"");
   out += s->Finish({"stop_sequence", "END", 3, 2});
-  EXPECT_EQ(out,
-            "event: message_start\n"
-            R"(data: {"message":{"content":[],"id":"msg_01","model":"sim-small","role":"assistant","stop_reason":null,"stop_sequence":null,"type":"message","usage":{"input_tokens":3,"output_tokens":1}},"type":"message_start"})"
-            "\n\n"
-            "event: content_block_start\n"
-            R"(data: {"content_block":{"text":"","type":"text"},"index":0,"type":"content_block_start"})"
-            "\n\n"
-            "event: ping\n"
-            R"(data: {"type":"ping"})"
-            "\n\n"
-            "event: content_block_delta\n"
-            R"(data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi \"you\""}})"
-            "\n\n"
-            "event: content_block_stop\n"
-            R"(data: {"type":"content_block_stop","index":0})"
-            "\n\n"
-            "event: message_delta\n"
-            R"(data: {"delta":{"stop_reason":"stop_sequence","stop_sequence":"END"},"type":"message_delta","usage":{"input_tokens":3,"output_tokens":2}})"
-            "\n\n"
-            "event: message_stop\n"
-            R"(data: {"type":"message_stop"})"
-            "\n\n");
+  EXPECT_EQ(
+      out,
+      "event: message_start\n"
+      R"(data: {"message":{"content":[],"id":"msg_01","model":"sim-small","role":"assistant","stop_reason":null,"stop_sequence":null,"type":"message","usage":{"input_tokens":3,"output_tokens":1}},"type":"message_start"})"
+      "\n\n"
+      "event: content_block_start\n"
+      R"(data: {"content_block":{"text":"","type":"text"},"index":0,"type":"content_block_start"})"
+      "\n\n"
+      "event: ping\n"
+      R"(data: {"type":"ping"})"
+      "\n\n"
+      "event: content_block_delta\n"
+      R"(data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi \"you\""}})"
+      "\n\n"
+      "event: content_block_stop\n"
+      R"(data: {"type":"content_block_stop","index":0})"
+      "\n\n"
+      "event: message_delta\n"
+      R"(data: {"delta":{"stop_reason":"stop_sequence","stop_sequence":"END"},"type":"message_delta","usage":{"input_tokens":3,"output_tokens":2}})"
+      "\n\n"
+      "event: message_stop\n"
+      R"(data: {"type":"message_stop"})"
+      "\n\n");
   EXPECT_EQ(s->Error(absl::UnavailableError("no capacity")),
             "event: error\n"
             R"(data: {"error":{"message":"no capacity","type":"overloaded_error"},"type":"error"})"
@@ -167,10 +215,12 @@ TEST_P(AnthropicErrorTest, EveryCodeHasItsStatusAndType) {
   const auto e = AnthropicDialect().Error(GetParam().status);
   EXPECT_EQ(e.http_status, GetParam().http_status);
   EXPECT_EQ(e.retry_after_seconds, GetParam().retry_after);
-  EXPECT_EQ(e.body, json({{"type", "error"},
-                          {"error", {{"type", GetParam().type},
-                                     {"message", std::string(GetParam().status.message())}}}})
-                        .dump());
+  EXPECT_EQ(
+      e.body,
+      json({{"type", "error"},
+            {"error",
+             {{"type", GetParam().type}, {"message", std::string(GetParam().status.message())}}}})
+          .dump());
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -180,7 +230,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ErrorCase{absl::PermissionDeniedError("no"), 403, "permission_error", 0},
                       ErrorCase{absl::NotFoundError("model: x"), 404, "not_found_error", 0},
                       ErrorCase{absl::AbortedError("conflict"), 409, "invalid_request_error", 0},
-                      ErrorCase{absl::ResourceExhaustedError("slow down"), 429, "rate_limit_error", 1},
+                      ErrorCase{absl::ResourceExhaustedError("slow down"), 429, "rate_limit_error",
+                                1},
                       ErrorCase{absl::InternalError("oops"), 500, "api_error", 0},
                       ErrorCase{absl::DeadlineExceededError("slow"), 504, "timeout_error", 0},
                       ErrorCase{absl::UnavailableError("busy"), 529, "overloaded_error", 1}));
@@ -194,8 +245,10 @@ TEST(AnthropicErrorTest, MethodNotAllowedKeepsTheShape) {
 TEST(AnthropicModelsTest, ListShape) {
   AnthropicDialect d;
   const auto body = json::parse(d.ModelList({{"a", 0}, {"b", 1'700'000'000'000}}, true));
-  EXPECT_EQ(body["data"][1],
-            json({{"type", "model"}, {"id", "b"}, {"display_name", "b"}, {"created_at", "2023-11-14T22:13:20Z"}}));
+  EXPECT_EQ(body["data"][1], json({{"type", "model"},
+                                   {"id", "b"},
+                                   {"display_name", "b"},
+                                   {"created_at", "2023-11-14T22:13:20Z"}}));
   EXPECT_EQ(body["has_more"], true);
   EXPECT_EQ(body["first_id"], "a");
   EXPECT_EQ(body["last_id"], "b");

@@ -28,11 +28,50 @@ std::string ErrorField(const absl::Status& status) {
   return payload ? std::string(*payload) : std::string();
 }
 
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // truncated
+    for (size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    // Overlong forms, surrogates and values beyond Unicode are not UTF-8.
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
 absl::Status CheckText(std::string_view text, std::string_view field, size_t max_bytes) {
   if (text.size() > max_bytes) {
     return FieldError(field, "must be at most " + std::to_string(max_bytes) + " bytes");
   }
-  if (text.find('\0') != std::string_view::npos) return FieldError(field, "must not contain NUL characters");
+  if (text.find('\0') != std::string_view::npos)
+    return FieldError(field, "must not contain NUL characters");
+  if (!IsValidUtf8(text)) return FieldError(field, "must be valid UTF-8");
   return absl::OkStatus();
 }
 
@@ -69,8 +108,10 @@ absl::StatusOr<std::optional<int64_t>> OptionalInteger(const nlohmann::json& obj
     return FieldError(key, "Input should be less than or equal to " + std::to_string(max));
   }
   const int64_t v = it->get<int64_t>();
-  if (v < min) return FieldError(key, "Input should be greater than or equal to " + std::to_string(min));
-  if (v > max) return FieldError(key, "Input should be less than or equal to " + std::to_string(max));
+  if (v < min)
+    return FieldError(key, "Input should be greater than or equal to " + std::to_string(min));
+  if (v > max)
+    return FieldError(key, "Input should be less than or equal to " + std::to_string(max));
   return std::optional<int64_t>(v);
 }
 

@@ -43,7 +43,9 @@ absl::StatusOr<std::optional<float>> OptionalNumber(const nlohmann::json& obj, c
 absl::StatusOr<std::optional<int64_t>> OptionalInteger(const nlohmann::json& obj, const char* key,
                                                        int64_t min, int64_t max);
 absl::StatusOr<bool> OptionalBool(const nlohmann::json& obj, const char* key, bool fallback);
-// A string that is not null-free, or longer than max, is an error.
+// Text that is not valid UTF-8, holds a NUL character, or is longer than
+// max_bytes, is an error naming the field.
 absl::Status CheckText(std::string_view text, std::string_view field, size_t max_bytes);
+bool IsValidUtf8(std::string_view s);
 
 }  // namespace sb::gateway

@@ -4,6 +4,7 @@
 #include "core/status.h"
 #include "gateway/dialects/fields.h"
 #include "gateway/sse.h"
+#include "json/bounded_json.h"
 
 namespace sb::gateway {
 
@@ -51,7 +52,8 @@ Mapping MapCode(absl::StatusCode code) {
 
 json ErrorJson(const absl::Status& status, const Mapping& m) {
   const std::string field = ErrorField(status);
-  const std::string message = status.message().empty() ? "internal error" : std::string(status.message());
+  const std::string message =
+      status.message().empty() ? "internal error" : std::string(status.message());
   const char* code = m.code;
   if (status.code() == absl::StatusCode::kNotFound && absl::StartsWith(message, "model")) {
     code = "model_not_found";
@@ -94,14 +96,17 @@ absl::Status ParseContent(const json& value, const std::string& field,
     const json& part = value[i];
     const std::string at = field + "[" + std::to_string(i) + "]";
     if (!part.is_object()) return FieldError(at, "Input should be an object");
-    const std::string type = part.value("type", "");
+    auto type_it = part.find("type");
+    const std::string type =
+        type_it != part.end() && type_it->is_string() ? type_it->get<std::string>() : "";
     if (type == "image_url" || type == "input_audio" || type == "file") {
       return FieldError(at, type + " content parts are not supported yet; send text");
     }
     if (type != "text") return FieldError(at + ".type", "Input should be 'text'");
     auto text = part.find("text");
     if (text == part.end() || !text->is_string()) return FieldError(at + ".text", "Field required");
-    SB_RETURN_IF_ERROR(CheckText(text->get_ref<const std::string&>(), at + ".text", std::string::npos));
+    SB_RETURN_IF_ERROR(
+        CheckText(text->get_ref<const std::string&>(), at + ".text", std::string::npos));
     auto* b = out->Add();
     b->set_type("text");
     b->set_text(text->get<std::string>());
@@ -110,7 +115,9 @@ absl::Status ParseContent(const json& value, const std::string& field,
 }
 
 // Fields with no support yet: answered with a 400 that names them, never
-// silently ignored.
+// silently ignored. Accepted and passed over: seed (the simulated engine is
+// deterministic anyway), parallel_tool_calls (no tools), store, metadata,
+// service_tier, prediction — none changes the text the model would write.
 absl::Status RefuseUnsupported(const json& j) {
   if (auto n = j.find("n"); n != j.end() && !n->is_null() && !(n->is_number_integer() && *n == 1)) {
     return FieldError("n", "only n=1 is supported");
@@ -127,6 +134,20 @@ absl::Status RefuseUnsupported(const json& j) {
   }
   if (auto lp = j.find("logprobs"); lp != j.end() && lp->is_boolean() && lp->get<bool>()) {
     return FieldError("logprobs", "log probabilities are not supported yet");
+  }
+  if (auto tl = j.find("top_logprobs"); tl != j.end() && !tl->is_null()) {
+    return FieldError("top_logprobs", "log probabilities are not supported yet");
+  }
+  if (auto bias = j.find("logit_bias");
+      bias != j.end() && !(bias->is_null() || (bias->is_object() && bias->empty()))) {
+    return FieldError("logit_bias", "is not supported yet");
+  }
+  if (auto rf = j.find("response_format"); rf != j.end() && !rf->is_null()) {
+    auto type = rf->is_object() ? rf->find("type") : rf->end();
+    if (!rf->is_object() || type == rf->end() || *type != "text") {
+      return FieldError("response_format",
+                        "structured output is not supported yet (only type text)");
+    }
   }
   if (auto m = j.find("modalities"); m != j.end() && m->is_array()) {
     for (const auto& v : *m) {
@@ -154,12 +175,12 @@ class OpenAiStream final : public StreamEncoder {
       json usage = Base();
       usage["choices"] = json::array();
       usage["usage"] = UsageJson(info);
-      out += sse::Data(usage.dump());
+      out += sse::Data(sb::json::Dump(usage));
     }
     return out + sse::Data("[DONE]");
   }
   std::string Error(const absl::Status& status) override {
-    return sse::Data(ErrorJson(status, MapCode(status.code())).dump());
+    return sse::Data(sb::json::Dump(ErrorJson(status, MapCode(status.code()))));
   }
   std::string Ping() const override { return sse::Comment("ping"); }
 
@@ -173,12 +194,13 @@ class OpenAiStream final : public StreamEncoder {
   }
   std::string Chunk(json delta, const char* finish_reason) const {
     json j = Base();
-    j["choices"] = json::array({{{"index", 0},
-                                 {"delta", std::move(delta)},
-                                 {"logprobs", nullptr},
-                                 {"finish_reason", finish_reason ? json(finish_reason) : json(nullptr)}}});
+    j["choices"] =
+        json::array({{{"index", 0},
+                      {"delta", std::move(delta)},
+                      {"logprobs", nullptr},
+                      {"finish_reason", finish_reason ? json(finish_reason) : json(nullptr)}}});
     if (include_usage_) j["usage"] = nullptr;
-    return sse::Data(j.dump());
+    return sse::Data(sb::json::Dump(j));
   }
 
   ReplyIds ids_;
@@ -187,7 +209,9 @@ class OpenAiStream final : public StreamEncoder {
 };
 
 json ModelJson(const ModelEntry& m) {
-  return {{"id", m.id}, {"object", "model"}, {"created", m.created_unix_ms / 1000},
+  return {{"id", m.id},
+          {"object", "model"},
+          {"created", m.created_unix_ms / 1000},
           {"owned_by", "switchboard"}};
 }
 
@@ -196,7 +220,7 @@ json ModelJson(const ModelEntry& m) {
 ErrorReply OpenAiDialect::Error(const absl::Status& status, int http_status) const {
   Mapping m = MapCode(status.code());
   if (http_status != 0) m.http_status = http_status;
-  return {m.http_status, ErrorJson(status, m).dump(), m.retry_after};
+  return {m.http_status, sb::json::Dump(ErrorJson(status, m)), m.retry_after};
 }
 
 std::string OpenAiDialect::ReplyId(std::string_view ulid) const {
@@ -224,7 +248,9 @@ absl::StatusOr<ApiRequest> OpenAiDialect::Parse(const json& j, ParseMode) const 
     const json& m = (*messages)[i];
     const std::string at = "messages[" + std::to_string(i) + "]";
     if (!m.is_object()) return FieldError(at, "Input should be an object");
-    const std::string role = m.value("role", "");
+    auto role_it = m.find("role");
+    const std::string role =
+        role_it != m.end() && role_it->is_string() ? role_it->get<std::string>() : "";
     if (role != "system" && role != "developer" && role != "user" && role != "assistant") {
       if (role == "tool" || role == "function") {
         return FieldError(at + ".role", "tool messages are not supported yet");
@@ -236,7 +262,8 @@ absl::StatusOr<ApiRequest> OpenAiDialect::Parse(const json& j, ParseMode) const 
       return FieldError(at + ".tool_calls", "tool calling is not supported yet");
     }
     auto content = m.find("content");
-    if (content == m.end() || content->is_null()) return FieldError(at + ".content", "Field required");
+    if (content == m.end() || content->is_null())
+      return FieldError(at + ".content", "Field required");
     const bool instructions = role == "system" || role == "developer";
     if (instructions && leading) {
       // Leading instructions are the request's system prompt; later ones
@@ -256,7 +283,8 @@ absl::StatusOr<ApiRequest> OpenAiDialect::Parse(const json& j, ParseMode) const 
   SB_ASSIGN_OR_RETURN(auto max_tokens, OptionalInteger(j, "max_tokens", 1, kMaxOutputTokens));
   SB_ASSIGN_OR_RETURN(auto max_completion,
                       OptionalInteger(j, "max_completion_tokens", 1, kMaxOutputTokens));
-  g.set_max_tokens(static_cast<int>(max_completion.value_or(max_tokens.value_or(kOpenAiDefaultMaxTokens))));
+  g.set_max_tokens(
+      static_cast<int>(max_completion.value_or(max_tokens.value_or(kOpenAiDefaultMaxTokens))));
 
   if (auto stop = j.find("stop"); stop != j.end() && !stop->is_null()) {
     std::vector<const json*> stops;
@@ -274,7 +302,8 @@ absl::StatusOr<ApiRequest> OpenAiDialect::Parse(const json& j, ParseMode) const 
       if (!s->is_string() || s->get_ref<const std::string&>().empty()) {
         return FieldError("stop", "each stop sequence should be a non-empty string");
       }
-      SB_RETURN_IF_ERROR(CheckText(s->get_ref<const std::string&>(), "stop", kMaxStopSequenceBytes));
+      SB_RETURN_IF_ERROR(
+          CheckText(s->get_ref<const std::string&>(), "stop", kMaxStopSequenceBytes));
       g.add_stop_sequences(s->get<std::string>());
     }
   }
@@ -311,23 +340,23 @@ std::string OpenAiDialect::Whole(const ReplyIds& ids, const Completion& c) const
             {"object", "chat.completion"},
             {"created", ids.created_unix},
             {"model", c.start.model},
-            {"choices", json::array({{{"index", 0},
-                                      {"message", {{"role", "assistant"},
-                                                   {"content", c.text},
-                                                   {"refusal", nullptr}}},
-                                      {"logprobs", nullptr},
-                                      {"finish_reason", FinishReason(c.finish.stop_reason)}}})},
+            {"choices",
+             json::array(
+                 {{{"index", 0},
+                   {"message", {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}}},
+                   {"logprobs", nullptr},
+                   {"finish_reason", FinishReason(c.finish.stop_reason)}}})},
             {"usage", UsageJson(c.finish)},
             {"system_fingerprint", nullptr}};
-  return j.dump();
+  return sb::json::Dump(j);
 }
 
 std::string OpenAiDialect::ModelList(const std::vector<ModelEntry>& page, bool) const {
   json data = json::array();
   for (const auto& m : page) data.push_back(ModelJson(m));
-  return json({{"object", "list"}, {"data", data}}).dump();
+  return sb::json::Dump(json({{"object", "list"}, {"data", data}}));
 }
 
-std::string OpenAiDialect::Model(const ModelEntry& m) const { return ModelJson(m).dump(); }
+std::string OpenAiDialect::Model(const ModelEntry& m) const { return sb::json::Dump(ModelJson(m)); }
 
 }  // namespace sb::gateway

@@ -78,20 +78,33 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, OpenAiBadRequestTest,
     ::testing::Values(
         BadCase{"{" + kM + R"(,"n":2})", "n", "only n=1"},
-        BadCase{"{" + kM + R"(,"tools":[{"type":"function","function":{"name":"f"}}]})", "tools", "not supported"},
+        BadCase{"{" + kM + R"(,"tools":[{"type":"function","function":{"name":"f"}}]})", "tools",
+                "not supported"},
         BadCase{"{" + kM + R"(,"tool_choice":"auto"})", "tool_choice", "not supported"},
         BadCase{"{" + kM + R"(,"logprobs":true})", "logprobs", "not supported"},
-        BadCase{R"({"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"x"}}]}]})",
-                "messages[0].content[1]", "image_url content parts are not supported"},
-        BadCase{R"({"model":"m","messages":[{"role":"tool","content":"x","tool_call_id":"c"}]})", "messages[0].role", "tool messages"},
-        BadCase{R"({"model":"m","messages":[{"role":"system","content":"only instructions"}]})", "messages", "user or assistant"},
+        BadCase{"{" + kM + R"(,"response_format":{"type":"json_schema","json_schema":{}}})",
+                "response_format", "not supported"},
+        BadCase{"{" + kM + R"(,"logit_bias":{"50256":-100}})", "logit_bias", "not supported"},
+        BadCase{R"({"model":"m","messages":[{"role":5,"content":"x"}]})", "messages[0].role",
+                "Input should be"},
+        BadCase{R"({"model":"m","messages":[{"role":"user","content":[{"type":7}]}]})",
+                "messages[0].content[0].type", "Input should be 'text'"},
+        BadCase{
+            R"({"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"x"}}]}]})",
+            "messages[0].content[1]", "image_url content parts are not supported"},
+        BadCase{R"({"model":"m","messages":[{"role":"tool","content":"x","tool_call_id":"c"}]})",
+                "messages[0].role", "tool messages"},
+        BadCase{R"({"model":"m","messages":[{"role":"system","content":"only instructions"}]})",
+                "messages", "user or assistant"},
         BadCase{R"({"model":"m"})", "messages", "Field required"},
         BadCase{R"({"messages":[{"role":"user","content":"x"}]})", "model", "Field required"},
         BadCase{"{" + kM + R"(,"stop":["a","b","c","d","e"]})", "stop", "at most 4"},
         BadCase{"{" + kM + R"(,"stop":7})", "stop", "string or a list"},
         BadCase{"{" + kM + R"(,"temperature":2.5})", "temperature", "between 0 and 2"},
-        BadCase{"{" + kM + R"(,"max_completion_tokens":0})", "max_completion_tokens", "greater than or equal to 1"},
-        BadCase{"{" + kM + R"(,"stream_options":{"include_usage":true}})", "stream_options", "only allowed when stream is true"},
+        BadCase{"{" + kM + R"(,"max_completion_tokens":0})", "max_completion_tokens",
+                "greater than or equal to 1"},
+        BadCase{"{" + kM + R"(,"stream_options":{"include_usage":true}})", "stream_options",
+                "only allowed when stream is true"},
         BadCase{"{" + kM + R"(,"user":["x"]})", "user", "valid string"}));
 
 TEST(OpenAiStreamTest, GoldenChunksWithUsage) {
@@ -110,11 +123,12 @@ TEST(OpenAiStreamTest, GoldenChunksWithUsage) {
     c.replace(c.find("%s"), 2, finish);
     return "data: " + c + "\n\n";
   };
-  EXPECT_EQ(out,
-            chunk(R"({"content":"","role":"assistant"})", "null") + chunk(R"({"content":"Hi"})", "null") +
-                chunk("{}", R"("length")") +
-                R"(data: {"choices":[],"created":1700000000,"id":"chatcmpl-01","model":"sim-small","object":"chat.completion.chunk","system_fingerprint":null,"usage":{"completion_tokens":1,"prompt_tokens":3,"total_tokens":4}})"
-                "\n\ndata: [DONE]\n\n");
+  EXPECT_EQ(
+      out,
+      chunk(R"({"content":"","role":"assistant"})", "null") + chunk(R"({"content":"Hi"})", "null") +
+          chunk("{}", R"("length")") +
+          R"(data: {"choices":[],"created":1700000000,"id":"chatcmpl-01","model":"sim-small","object":"chat.completion.chunk","system_fingerprint":null,"usage":{"completion_tokens":1,"prompt_tokens":3,"total_tokens":4}})"
+          "\n\ndata: [DONE]\n\n");
 }
 
 TEST(OpenAiStreamTest, WithoutUsageThereIsNoUsageChunkOrField) {
@@ -126,16 +140,19 @@ TEST(OpenAiStreamTest, WithoutUsageThereIsNoUsageChunkOrField) {
   EXPECT_NE(end.find(R"("finish_reason":"stop")"), std::string::npos);
   EXPECT_EQ(end.substr(end.size() - 14), "data: [DONE]\n\n");
   EXPECT_EQ(s->Ping(), ": ping\n\n");
-  EXPECT_EQ(s->Error(absl::UnavailableError("busy")),
-            R"(data: {"error":{"code":"overloaded","message":"busy","param":null,"type":"server_error"}})"
-            "\n\n");
+  EXPECT_EQ(
+      s->Error(absl::UnavailableError("busy")),
+      R"(data: {"error":{"code":"overloaded","message":"busy","param":null,"type":"server_error"}})"
+      "\n\n");
 }
 
 TEST(OpenAiWholeTest, GoldenCompletion) {
-  EXPECT_EQ(OpenAiDialect().Whole({"chatcmpl-01", 1700000000}, {{"sim-small", 3}, "Hello", {"stop_sequence", "END", 3, 1}}),
-            R"({"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"Hello","refusal":null,"role":"assistant"}}],)"
-            R"("created":1700000000,"id":"chatcmpl-01","model":"sim-small","object":"chat.completion","system_fingerprint":null,)"
-            R"("usage":{"completion_tokens":1,"prompt_tokens":3,"total_tokens":4}})");
+  EXPECT_EQ(
+      OpenAiDialect().Whole({"chatcmpl-01", 1700000000},
+                            {{"sim-small", 3}, "Hello", {"stop_sequence", "END", 3, 1}}),
+      R"({"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"Hello","refusal":null,"role":"assistant"}}],)"
+      R"("created":1700000000,"id":"chatcmpl-01","model":"sim-small","object":"chat.completion","system_fingerprint":null,)"
+      R"("usage":{"completion_tokens":1,"prompt_tokens":3,"total_tokens":4}})");
 }
 
 struct ErrorCase {
@@ -162,21 +179,27 @@ INSTANTIATE_TEST_SUITE_P(
     Codes, OpenAiErrorTest,
     ::testing::Values(
         ErrorCase{absl::InvalidArgumentError("bad"), 400, "invalid_request_error", nullptr},
-        ErrorCase{absl::UnauthenticatedError("key"), 401, "invalid_request_error", "invalid_api_key"},
-        ErrorCase{absl::PermissionDeniedError("no"), 403, "invalid_request_error", "permission_denied"},
+        ErrorCase{absl::UnauthenticatedError("key"), 401, "invalid_request_error",
+                  "invalid_api_key"},
+        ErrorCase{absl::PermissionDeniedError("no"), 403, "invalid_request_error",
+                  "permission_denied"},
         ErrorCase{absl::NotFoundError("model: x"), 404, "invalid_request_error", "model_not_found"},
         ErrorCase{absl::NotFoundError("conversation c"), 404, "invalid_request_error", "not_found"},
         ErrorCase{absl::AlreadyExistsError("dup"), 409, "invalid_request_error", "conflict"},
-        ErrorCase{absl::ResourceExhaustedError("slow down"), 429, "requests", "rate_limit_exceeded"},
+        ErrorCase{absl::ResourceExhaustedError("slow down"), 429, "requests",
+                  "rate_limit_exceeded"},
         ErrorCase{absl::InternalError("oops"), 500, "server_error", nullptr},
         ErrorCase{absl::UnavailableError("busy"), 503, "server_error", "overloaded"},
         ErrorCase{absl::DeadlineExceededError("slow"), 504, "server_error", "timeout"}));
 
 TEST(OpenAiModelsTest, ListShape) {
-  const auto body = json::parse(OpenAiDialect().ModelList({{"sim-small", 1'700'000'000'123}}, false));
+  const auto body =
+      json::parse(OpenAiDialect().ModelList({{"sim-small", 1'700'000'000'123}}, false));
   EXPECT_EQ(body["object"], "list");
-  EXPECT_EQ(body["data"][0],
-            json({{"id", "sim-small"}, {"object", "model"}, {"created", 1700000000}, {"owned_by", "switchboard"}}));
+  EXPECT_EQ(body["data"][0], json({{"id", "sim-small"},
+                                   {"object", "model"},
+                                   {"created", 1700000000},
+                                   {"owned_by", "switchboard"}}));
 }
 
 }  // namespace

@@ -13,7 +13,7 @@ absl::Status Rejected() { return absl::UnauthenticatedError("invalid API key"); 
 }  // namespace
 
 std::optional<absl::StatusOr<Principal>> Authenticator::Cached(const std::string& secret,
-                                                              absl::Time now) {
+                                                               absl::Time now) {
   if (secret.empty()) {
     return absl::StatusOr<Principal>(absl::UnauthenticatedError(
         "an API key is required: send it as x-api-key or Authorization: Bearer"));
@@ -74,7 +74,8 @@ void AuthFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next next) {
     return;
   }
   auto* auth = &auth_;
-  if (!pool_.Submit([auth, key, ctx, finish] { finish(auth->Authenticate(key, ctx->clock().Now())); })) {
+  if (!pool_.Submit(
+          [auth, key, ctx, finish] { finish(auth->Authenticate(key, ctx->clock().Now())); })) {
     ctx->Fail(absl::UnavailableError("the gateway is overloaded; retry shortly"));
   }
 }

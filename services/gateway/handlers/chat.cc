@@ -11,6 +11,7 @@
 #include "gateway/sse_stream.h"
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
+#include "json/bounded_json.h"
 
 namespace sb::gateway {
 
@@ -27,7 +28,8 @@ constexpr size_t kMaxContentBytes = 200 * 1024;
 constexpr int kMaxChatOutputTokens = 8192;
 
 std::string Iso8601(int64_t unix_ms) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(unix_ms),
+                          absl::UTCTimeZone());
 }
 
 json NullIfEmpty(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
@@ -74,7 +76,8 @@ absl::StatusOr<int64_t> ResumeOffset(const http::Request& r, const std::string& 
   const auto colon = last.rfind(':');
   int64_t offset = -1;
   if (colon == std::string::npos || last.substr(0, colon) != message_id ||
-      std::from_chars(last.data() + colon + 1, last.data() + last.size(), offset).ec != std::errc() ||
+      std::from_chars(last.data() + colon + 1, last.data() + last.size(), offset).ec !=
+          std::errc() ||
       offset < 0) {
     return absl::InvalidArgumentError("Last-Event-ID must be '" + message_id +
                                       ":<offset>' as sent in this stream's id: lines");
@@ -203,14 +206,14 @@ void HandleCreateConversation(GatewayDeps& deps, const std::shared_ptr<RequestCo
     }
     call->req.set_title(t->get<std::string>());
   }
-  deps.chat.async()->CreateConversation(&call->ctx, &call->req, &call->resp,
-                                        [ctx, call](grpc::Status st) {
-                                          if (!st.ok()) {
-                                            ctx->Fail(Public(*ctx, st, "creating the conversation"));
-                                            return;
-                                          }
-                                          ctx->RespondJson(201, ConversationToJson(call->resp).dump());
-                                        });
+  deps.chat.async()->CreateConversation(
+      &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
+        if (!st.ok()) {
+          ctx->Fail(Public(*ctx, st, "creating the conversation"));
+          return;
+        }
+        ctx->RespondJson(201, sb::json::Dump(ConversationToJson(call->resp)));
+      });
 }
 
 void HandleListMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
@@ -250,7 +253,7 @@ void HandleListMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>
         json out = {{"data", data},
                     {"has_more", call->resp.has_more()},
                     {"next_cursor", NullIfEmpty(call->resp.next_cursor())}};
-        ctx->RespondJson(200, out.dump());
+        ctx->RespondJson(200, sb::json::Dump(out));
       });
 }
 
@@ -290,7 +293,8 @@ void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
     call->req.set_client_message_id(c->get<std::string>());
   }
   if (auto m = body.find("max_tokens"); m != body.end() && !m->is_null()) {
-    if (!m->is_number_integer() || m->get<int64_t>() < 1 || m->get<int64_t>() > kMaxChatOutputTokens) {
+    if (!m->is_number_integer() || m->get<int64_t>() < 1 ||
+        m->get<int64_t>() > kMaxChatOutputTokens) {
       ctx->Fail(FieldError("max_tokens", "must be an integer between 1 and " +
                                              std::to_string(kMaxChatOutputTokens)));
       return;
@@ -308,15 +312,15 @@ void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
                     {"assistant_message_id", reply},
                     {"stream_url",
                      "/v1/conversations/" + conversation_id + "/messages/" + reply + "/stream"}};
-        ctx->RespondJson(202, out.dump());
+        ctx->RespondJson(202, sb::json::Dump(out));
       });
 }
 
 void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
   const std::string& conversation_id = ctx->params.at(0);
   const std::string& message_id = ctx->params.at(1);
-  for (const auto& [id, field] : {std::pair{&conversation_id, "conversation_id"},
-                                  std::pair{&message_id, "message_id"}}) {
+  for (const auto& [id, field] :
+       {std::pair{&conversation_id, "conversation_id"}, std::pair{&message_id, "message_id"}}) {
     if (auto st = CheckId(*id, field); !st.ok()) {
       ctx->Fail(st);
       return;

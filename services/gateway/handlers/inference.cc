@@ -6,7 +6,9 @@
 #include "gateway/dialects/fields.h"
 #include "gateway/handlers/unary.h"
 #include "gateway/http_sink.h"
+#include "gateway/model_pages.h"
 #include "grpcx/status.h"
+#include "json/bounded_json.h"
 
 namespace sb::gateway {
 
@@ -50,8 +52,8 @@ void HandleGenerate(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ct
   Identify(*ctx, *ctx->api.generate);
   const absl::Time now = deps.clock.Now();
   ReplyIds ids{ctx->dialect->ReplyId(deps.ids.Next(now)), absl::ToUnixSeconds(now)};
-  auto sink = std::make_shared<HttpSink>(ctx, std::move(ids), deps.timers,
-                                         deps.options.ping_interval);
+  auto sink =
+      std::make_shared<HttpSink>(ctx, std::move(ids), deps.timers, deps.options.ping_interval);
   std::weak_ptr<pipeline::Generation> gen = deps.pipeline.Run(ctx->api.generate, std::move(sink));
   // Nobody will read the reply: stop generating (and paying for) it.
   ctx->exchange().OnClientGone([gen] {
@@ -69,7 +71,7 @@ void HandleCountTokens(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
           ctx->Fail(PublicStatus(FromGrpcStatus(st), ctx->request_id(), "counting tokens"));
           return;
         }
-        ctx->RespondJson(200, json({{"input_tokens", call->resp.input_tokens()}}).dump());
+        ctx->RespondJson(200, sb::json::Dump(json({{"input_tokens", call->resp.input_tokens()}})));
       });
 }
 
@@ -82,7 +84,8 @@ void HandleListModels(GatewayDeps& deps, const std::shared_ptr<RequestContext>& 
     char* end = nullptr;
     const long v = std::strtol(limit_param.c_str(), &end, 10);
     if (end == nullptr || *end != '\0' || v < 1 || v > kMaxModelPage) {
-      ctx->Fail(FieldError("limit", "must be an integer between 1 and " + std::to_string(kMaxModelPage)));
+      ctx->Fail(
+          FieldError("limit", "must be an integer between 1 and " + std::to_string(kMaxModelPage)));
       return;
     }
     limit = static_cast<int>(v);
@@ -95,22 +98,8 @@ void HandleListModels(GatewayDeps& deps, const std::shared_ptr<RequestContext>& 
       ctx->RespondJson(200, ctx->dialect->ModelList(models, false));
       return;
     }
-    // The window: after `after_id`, or the `limit` just before `before_id`.
-    size_t from = 0, to = models.size();
-    if (!before.empty()) {
-      to = std::lower_bound(models.begin(), models.end(), before,
-                            [](const ModelEntry& m, const std::string& id) { return m.id < id; }) -
-           models.begin();
-      from = to > static_cast<size_t>(limit) ? to - limit : 0;
-    } else if (!after.empty()) {
-      from = std::upper_bound(models.begin(), models.end(), after,
-                              [](const std::string& id, const ModelEntry& m) { return id < m.id; }) -
-             models.begin();
-    }
-    const bool has_more = before.empty() ? to - from > static_cast<size_t>(limit) : from > 0;
-    if (to - from > static_cast<size_t>(limit)) to = from + limit;
-    std::vector<ModelEntry> page(models.begin() + from, models.begin() + to);
-    ctx->RespondJson(200, ctx->dialect->ModelList(page, has_more));
+    const ModelPage page = PageModels(models, static_cast<size_t>(limit), after, before);
+    ctx->RespondJson(200, ctx->dialect->ModelList(page.models, page.has_more));
   });
 }
 
