@@ -164,13 +164,25 @@ class OpenAiStream final : public StreamEncoder {
 
   std::string Start(const pipeline::StartInfo& info) override {
     model_ = info.model;
-    return Chunk(json({{"role", "assistant"}, {"content", ""}}), nullptr);
+    // A text chunk is the same bytes around its escaped text every time:
+    // cut them once from a chunk carrying a marker, so that a token costs
+    // one string escape instead of building and dumping a JSON object.
+    const std::string marked = sb::json::Dump(Chunk(json({{"content", kMarker}}), nullptr));
+    const std::string quoted_marker = sb::json::Dump(json(kMarker));
+    const size_t at = marked.find(quoted_marker);
+    text_prefix_ = "data: " + marked.substr(0, at);
+    text_suffix_ = marked.substr(at + quoted_marker.size()) + "\n\n";
+    return sse::Data(sb::json::Dump(Chunk(json({{"role", "assistant"}, {"content", ""}}), nullptr)));
   }
   std::string Text(std::string_view text) override {
-    return Chunk(json({{"content", text}}), nullptr);
+    std::string out = text_prefix_;
+    out += sb::json::Dump(json(text));
+    out += text_suffix_;
+    return out;
   }
   std::string Finish(const pipeline::FinishInfo& info) override {
-    std::string out = Chunk(json::object(), FinishReason(info.stop_reason).c_str());
+    std::string out =
+        sse::Data(sb::json::Dump(Chunk(json::object(), FinishReason(info.stop_reason).c_str())));
     if (include_usage_) {
       json usage = Base();
       usage["choices"] = json::array();
@@ -192,7 +204,7 @@ class OpenAiStream final : public StreamEncoder {
             {"model", model_},
             {"system_fingerprint", nullptr}};
   }
-  std::string Chunk(json delta, const char* finish_reason) const {
+  json Chunk(json delta, const char* finish_reason) const {
     json j = Base();
     j["choices"] =
         json::array({{{"index", 0},
@@ -200,12 +212,14 @@ class OpenAiStream final : public StreamEncoder {
                       {"logprobs", nullptr},
                       {"finish_reason", finish_reason ? json(finish_reason) : json(nullptr)}}});
     if (include_usage_) j["usage"] = nullptr;
-    return sse::Data(sb::json::Dump(j));
+    return j;
   }
 
+  static constexpr const char* kMarker = "\x01switchboard-text\x01";
   ReplyIds ids_;
   bool include_usage_;
   std::string model_;
+  std::string text_prefix_, text_suffix_;  // a text chunk around its escaped text
 };
 
 json ModelJson(const ModelEntry& m) {
