@@ -82,7 +82,7 @@ void Gateway::Handle(std::shared_ptr<http::Exchange> exchange) {
     ctx->dialect = &DialectFor(match.path_route->dialect, r);
     std::string allowed;
     for (const auto& m : match.allowed) allowed += (allowed.empty() ? "" : ", ") + m;
-    ctx->Fail(absl::InvalidArgumentError("use " + allowed + " for " + r.path), 405,
+    ctx->Fail(absl::InvalidArgumentError("use " + allowed + " for " + r.path.substr(0, 200)), 405,
               {{"allow", allowed}});
     return;
   }

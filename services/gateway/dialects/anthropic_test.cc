@@ -58,6 +58,9 @@ struct BadCase {
   std::string message;  // a part of the message
 };
 
+// How a case reads in test names: the field it is about.
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.field; }
+
 class AnthropicBadRequestTest : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(AnthropicBadRequestTest, IsA400NamingTheField) {
@@ -208,6 +211,8 @@ struct ErrorCase {
   std::string type;
   int retry_after;
 };
+
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.status.ToString(); }
 
 class AnthropicErrorTest : public ::testing::TestWithParam<ErrorCase> {};
 

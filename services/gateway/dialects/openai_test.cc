@@ -59,6 +59,9 @@ struct BadCase {
   std::string message;
 };
 
+// How a case reads in test names: the field it is about.
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.param; }
+
 class OpenAiBadRequestTest : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(OpenAiBadRequestTest, IsA400NamingTheParam) {
@@ -161,6 +164,8 @@ struct ErrorCase {
   std::string type;
   json code;
 };
+
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.status.ToString(); }
 
 class OpenAiErrorTest : public ::testing::TestWithParam<ErrorCase> {};
 
