@@ -92,13 +92,41 @@ RequestContext::RequestContext(std::shared_ptr<http::Exchange> exchange, std::st
       metrics_(metrics),
       start_(clock.Now()) {}
 
+void RequestContext::AddResponseHeaders(const http::Headers& headers) {
+  std::lock_guard<std::mutex> lock(hooks_mu_);
+  response_headers_.insert(response_headers_.end(), headers.begin(), headers.end());
+}
+
+void RequestContext::OnComplete(std::function<void(const Outcome&)> fn) {
+  std::lock_guard<std::mutex> lock(hooks_mu_);
+  on_complete_.push_back(std::move(fn));
+}
+
+http::Headers RequestContext::WithCommonHeaders(http::Headers extra) {
+  extra.emplace_back("request-id", request_id_);
+  std::lock_guard<std::mutex> lock(hooks_mu_);
+  extra.insert(extra.end(), response_headers_.begin(), response_headers_.end());
+  return extra;
+}
+
+void RequestContext::Completed() {
+  std::vector<std::function<void(const Outcome&)>> hooks;
+  {
+    std::lock_guard<std::mutex> lock(hooks_mu_);
+    if (completed_) return;
+    completed_ = true;
+    hooks.swap(on_complete_);
+  }
+  for (auto& fn : hooks) fn(outcome_);
+}
+
 void RequestContext::Respond(int status, std::string_view content_type, std::string body,
                              http::Headers extra) {
   extra.emplace_back("content-type", std::string(content_type));
-  extra.emplace_back("request-id", request_id_);
   metrics_.Responses(route_name, dialect->name(), status).Inc();
   series().duration->Observe(absl::ToDoubleSeconds(clock_.Now() - start_));
-  exchange_->Respond(status, std::move(extra), std::move(body));
+  exchange_->Respond(status, WithCommonHeaders(std::move(extra)), std::move(body));
+  Completed();
 }
 
 void RequestContext::Fail(const absl::Status& status, int http_status, http::Headers extra) {
@@ -112,16 +140,17 @@ void RequestContext::StartStream() {
   streaming_ = true;
   metrics_.StreamStarted();
   metrics_.Responses(route_name, dialect->name(), 200).Inc();
-  exchange_->StartStream(200, {{"content-type", "text/event-stream; charset=utf-8"},
-                               {"cache-control", "no-cache"},
-                               {"x-accel-buffering", "no"},
-                               {"request-id", request_id_}});
+  exchange_->StartStream(200,
+                         WithCommonHeaders({{"content-type", "text/event-stream; charset=utf-8"},
+                                            {"cache-control", "no-cache"},
+                                            {"x-accel-buffering", "no"}}));
 }
 
 void RequestContext::EndStream() {
   series().duration->Observe(absl::ToDoubleSeconds(clock_.Now() - start_));
   metrics_.StreamEnded();
   exchange_->EndStream();
+  Completed();
 }
 
 }  // namespace sb::gateway

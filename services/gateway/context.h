@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -89,6 +90,20 @@ class RequestContext {
   nlohmann::json body;
   ApiRequest api;
 
+  // What the request used, as far as it got (the sink fills it in).
+  struct Outcome {
+    bool started = false;  // a worker started generating
+    int64_t input_tokens = 0;
+    int64_t output_tokens = 0;
+  };
+  Outcome& outcome() { return outcome_; }
+
+  // Headers every response of this request carries (rate limits).
+  void AddResponseHeaders(const http::Headers& headers);
+  // Runs `fn` once the response is complete (answered whole, or its stream
+  // ended): where admission gives back what the request did not use.
+  void OnComplete(std::function<void(const Outcome&)> fn);
+
   // The model label for this request's metrics (see GatewayMetrics::For).
   void set_model(std::string model) { model_ = std::move(model); }
   const GatewayMetrics::Series& series() {
@@ -115,9 +130,17 @@ class RequestContext {
   std::string request_id_;
   Clock& clock_;
   GatewayMetrics& metrics_;
+  void Completed();
+  http::Headers WithCommonHeaders(http::Headers extra);
+
   absl::Time start_;
   std::string model_;
   bool streaming_ = false;
+  Outcome outcome_;
+  std::mutex hooks_mu_;
+  http::Headers response_headers_;
+  std::vector<std::function<void(const Outcome&)>> on_complete_;
+  bool completed_ = false;
 };
 
 }  // namespace sb::gateway

@@ -6,15 +6,20 @@
 
 namespace sb::gateway {
 
-Gateway::Gateway(GatewayDeps deps) : deps_(deps), auth_(deps.auth, deps.pool) { AddRoutes(); }
+Gateway::Gateway(GatewayDeps deps)
+    : deps_(deps),
+      auth_(deps.auth, deps.pool),
+      admission_(deps.limits, deps.admission, deps.timers, deps.options.lease_ttl) {
+  AddRoutes();
+}
 
 void Gateway::AddRoutes() {
   auto handler = [this](void (*fn)(GatewayDeps&, const std::shared_ptr<RequestContext>&)) {
     return [this, fn](const std::shared_ptr<RequestContext>& ctx) { fn(deps_, ctx); };
   };
-  // Admission (rate limits, concurrency) and idempotency filters go between
-  // auth_ and json_body_ on the API routes.
-  const std::vector<Filter*> generate = {&auth_, &json_body_, &parse_generate_};
+  // Admission needs the parsed request (its model, max_tokens and input),
+  // so it comes after the parser.
+  const std::vector<Filter*> generate = {&auth_, &json_body_, &parse_generate_, &admission_};
   router_.Add(
       {"POST", "/v1/messages", DialectChoice::kAnthropic, generate, handler(&HandleGenerate)});
   router_.Add(

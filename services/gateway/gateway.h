@@ -22,6 +22,7 @@
 #include "core/thread_pool.h"
 #include "core/timers.h"
 #include "core/ulid.h"
+#include "gateway/admission/admission_filter.h"
 #include "gateway/context.h"
 #include "gateway/dialects/anthropic.h"
 #include "gateway/dialects/openai.h"
@@ -39,6 +40,8 @@ namespace sb::gateway {
 struct GatewayOptions {
   // A stream with nothing written for this long gets the dialect's ping.
   absl::Duration ping_interval = absl::Seconds(10);
+  // Concurrency leases live this long unless renewed (a third of it).
+  absl::Duration lease_ttl = absl::Seconds(30);
 };
 
 struct GatewayDeps {
@@ -51,6 +54,8 @@ struct GatewayDeps {
   UlidGenerator& ids;
   Clock& clock;
   Timers& timers;
+  LimitsCache& limits;
+  Admission& admission;
   GatewayOptions options;
 };
 
@@ -74,6 +79,7 @@ class Gateway {
   ChatUserFilter chat_user_;
   ParseFilter parse_generate_{ParseMode::kGenerate};
   ParseFilter parse_count_{ParseMode::kCountTokens};
+  AdmissionFilter admission_;
   Router router_;
 };
 

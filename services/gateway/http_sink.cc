@@ -12,6 +12,8 @@ HttpSink::HttpSink(std::shared_ptr<RequestContext> ctx, ReplyIds ids, Timers& ti
 }
 
 void HttpSink::OnStart(const pipeline::StartInfo& info, Ready ready) {
+  ctx_->outcome().started = true;
+  ctx_->outcome().input_tokens = info.input_tokens;
   ctx_->set_model(info.model);
   series_ = &ctx_->series();
   if (!stream_) {
@@ -36,6 +38,7 @@ void HttpSink::RecordText() {
 
 void HttpSink::OnText(std::string text, Ready ready) {
   RecordText();
+  ++ctx_->outcome().output_tokens;  // pieces so far: the usage if it ends early
   if (!stream_) {
     whole_.text += text;
     ready(true);
@@ -45,6 +48,10 @@ void HttpSink::OnText(std::string text, Ready ready) {
 }
 
 void HttpSink::OnFinish(const pipeline::FinishInfo& info) {
+  if (ctx_->outcome().started) {
+    ctx_->outcome().input_tokens = info.input_tokens;
+    ctx_->outcome().output_tokens = info.output_tokens;
+  }
   if (info.stop_reason == "cancelled") {
     // Only a client that left cancels an API request: nobody reads this,
     // but it is counted as what it was (499), not as a reply.

@@ -1,10 +1,14 @@
+#include <thread>
+
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
 #include "absl/flags/flag.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "core/clock.h"
 #include "core/timers.h"
+#include "gateway/admission/redis_admission.h"
 #include "gateway/gateway.h"
 #include "gateway/gateway_grpc.h"
 #include "grpcx/common_flags.h"
@@ -13,6 +17,7 @@
 #include "pipeline/grpc_backends.h"
 #include "storage/api_keys.h"
 #include "storage/pg.h"
+#include "storage/redis_pipeline.h"
 
 ABSL_FLAG(int, http_port, 8080, "Public HTTP port (the API)");
 ABSL_FLAG(std::string, http_host, "127.0.0.1", "Address the public HTTP port binds");
@@ -30,6 +35,17 @@ ABSL_FLAG(int, key_cache_seconds, 60, "How long a verified API key is trusted wi
 ABSL_FLAG(int, ping_interval_seconds, 10,
           "A stream with nothing written for this long gets a ping (0: never)");
 ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
+ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host (rate limits)");
+ABSL_FLAG(int, redis_port, 6379, "Redis port (rate limits)");
+ABSL_FLAG(int, ratelimit_redis_timeout_ms, 250,
+          "How long an admission waits for Redis before the fallback decides");
+ABSL_FLAG(std::string, ratelimit_fallback, "local",
+          "When Redis cannot be reached: local (an in-process limiter at limit / "
+          "--gateway_replicas), open (admit), closed (refuse with 529)");
+ABSL_FLAG(int, gateway_replicas, 1, "Gateway replicas sharing the limits (for the local fallback)");
+ABSL_FLAG(int, lease_ttl_seconds, 30,
+          "A concurrency slot of a gateway that died comes back after this long");
+ABSL_FLAG(int, limits_refresh_ms, 2000, "How often the limits are re-read from PostgreSQL");
 
 namespace {
 
@@ -65,6 +81,35 @@ int main(int argc, char** argv) {
   sb::pipeline::GrpcGenerator generator(*scheduler, std::chrono::minutes(30));
   sb::pipeline::Pipeline pipeline("gateway", input, generator, gates, sb::RealClock());
 
+  // Admission: limits from PostgreSQL, refreshed in the background;
+  // counters in Redis, the fallback in process.
+  auto fallback = sb::gateway::ParseFallbackMode(absl::GetFlag(FLAGS_ratelimit_fallback));
+  if (!fallback.ok()) {
+    spdlog::critical("gateway: {}", fallback.status().ToString());
+    return 1;
+  }
+  const absl::Duration lease_ttl = absl::Seconds(absl::GetFlag(FLAGS_lease_ttl_seconds));
+  sb::gateway::PgLimitsSource limits_source(pg);
+  sb::gateway::LimitsCache limits(limits_source);
+  if (auto st = limits.Refresh(); !st.ok()) spdlog::warn("gateway: limits: {}", st.ToString());
+  absl::Notification stopping;
+  std::thread limits_refresher([&] {
+    const absl::Duration every = absl::Milliseconds(absl::GetFlag(FLAGS_limits_refresh_ms));
+    while (!stopping.WaitForNotificationWithTimeout(every)) {
+      if (auto st = limits.Refresh(); !st.ok()) {
+        spdlog::warn("gateway: limits not refreshed (the last ones stay in force): {}",
+                     st.ToString());
+      }
+    }
+  });
+  sb::RedisPipeline redis(
+      {.host = absl::GetFlag(FLAGS_redis_host),
+       .port = absl::GetFlag(FLAGS_redis_port),
+       .timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_ratelimit_redis_timeout_ms))});
+  sb::gateway::RedisAdmission redis_admission(redis, lease_ttl);
+  sb::gateway::LocalAdmission local_admission(absl::GetFlag(FLAGS_gateway_replicas), lease_ttl);
+  sb::gateway::FallbackAdmission admission(redis_admission, local_admission, *fallback);
+
   sb::gateway::Gateway api(
       {.auth = auth,
        .pool = pool,
@@ -75,7 +120,10 @@ int main(int argc, char** argv) {
        .ids = ids,
        .clock = sb::RealClock(),
        .timers = timers,
-       .options = {.ping_interval = absl::Seconds(absl::GetFlag(FLAGS_ping_interval_seconds))}});
+       .limits = limits,
+       .admission = admission,
+       .options = {.ping_interval = absl::Seconds(absl::GetFlag(FLAGS_ping_interval_seconds)),
+                   .lease_ttl = lease_ttl}});
   sb::http::Server http(
       {.host = absl::GetFlag(FLAGS_http_host),
        .port = absl::GetFlag(FLAGS_http_port),
@@ -110,5 +158,8 @@ int main(int argc, char** argv) {
   const absl::Time deadline = absl::Now() + absl::Seconds(2);
   while (pipeline.active() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
   http.Stop();
+  redis.Stop();
+  stopping.Notify();
+  limits_refresher.join();
   return 0;
 }

@@ -56,8 +56,9 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start() {
         "--safety_address=" + addr("safety")}},
       {"connection-manager", {redis, "--chat_address=" + addr("chat")}},
       {"gateway",
-       {pg, "--http_port=" + std::to_string(c->http_port_), "--safety_address=" + addr("safety"),
-        "--scheduler_address=" + addr("tenant-scheduler"), "--chat_address=" + addr("chat"),
+       {pg, redis, "--http_port=" + std::to_string(c->http_port_),
+        "--safety_address=" + addr("safety"), "--scheduler_address=" + addr("tenant-scheduler"),
+        "--chat_address=" + addr("chat"),
         "--connection_manager_address=" + addr("connection-manager")}},
   };
   for (const auto& [name, flags] : order) {

@@ -28,6 +28,22 @@ constexpr const char* kInsertKey =
     "VALUES ($1, $2, NULLIF($3, ''), $4, $5)";
 constexpr const char* kRevokeKey =
     "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL";
+constexpr const char* kOrgExists = "SELECT 1 FROM orgs WHERE id = $1";
+constexpr const char* kKeyOfOrg = "SELECT 1 FROM api_keys WHERE id = $1 AND org_id = $2";
+// $4..$7: NULL leaves a limit as it is, 0 removes it, N > 0 sets it.
+constexpr const char* kUpsertLimits =
+    "INSERT INTO rate_limits (org_id, key_id, model, rpm, input_tpm, output_tpm, concurrency) "
+    "VALUES ($1, $2, $3, NULLIF($4, 0), NULLIF($5, 0), NULLIF($6, 0), NULLIF($7, 0)) "
+    "ON CONFLICT (org_id, key_id, model) DO UPDATE SET "
+    " rpm = CASE WHEN $4::bigint IS NULL THEN rate_limits.rpm ELSE NULLIF($4, 0) END,"
+    " input_tpm = CASE WHEN $5::bigint IS NULL THEN rate_limits.input_tpm ELSE NULLIF($5, 0) END,"
+    " output_tpm = CASE WHEN $6::bigint IS NULL THEN rate_limits.output_tpm ELSE NULLIF($6, 0) END,"
+    " concurrency = CASE WHEN $7::bigint IS NULL THEN rate_limits.concurrency "
+    "   ELSE NULLIF($7, 0) END,"
+    " updated_at = clock_timestamp()";
+constexpr const char* kShowLimits =
+    "SELECT key_id, model, rpm, input_tpm, output_tpm, concurrency FROM rate_limits "
+    "WHERE org_id = $1 ORDER BY key_id, model";
 
 template <typename Fn>
 absl::Status Guard(Fn&& fn) {
@@ -114,6 +130,53 @@ absl::Status Admin::RevokeKey(const std::string& key_id) {
   });
   if (st.ok() && !found) return absl::NotFoundError("no active key " + key_id);
   return st;
+}
+
+absl::Status Admin::SetLimits(const std::string& org_id, const Limits& change) {
+  for (const auto& v : {change.rpm, change.input_tpm, change.output_tpm, change.concurrency}) {
+    if (v && *v < 0) return absl::InvalidArgumentError("a limit is a count >= 0 (0 removes it)");
+  }
+  absl::Status found;
+  absl::Status st = Guard([&] {
+    pqxx::connection c(pg_uri_);
+    pqxx::work tx(c);
+    if (tx.exec_params(kOrgExists, org_id).empty()) {
+      found = absl::NotFoundError("no org " + org_id);
+      return;
+    }
+    if (!change.key_id.empty() && tx.exec_params(kKeyOfOrg, change.key_id, org_id).empty()) {
+      found = absl::NotFoundError("no key " + change.key_id + " in org " + org_id);
+      return;
+    }
+    tx.exec_params(kUpsertLimits, org_id, change.key_id, change.model, change.rpm, change.input_tpm,
+                   change.output_tpm, change.concurrency);
+    tx.commit();
+  });
+  return st.ok() ? found : st;
+}
+
+absl::StatusOr<std::vector<Limits>> Admin::ShowLimits(const std::string& org_id) {
+  std::vector<Limits> out;
+  absl::Status st = Guard([&] {
+    pqxx::connection c(pg_uri_);
+    pqxx::read_transaction tx(c);
+    for (const auto& r : tx.exec_params(kShowLimits, org_id)) {
+      Limits l;
+      l.key_id = r[0].as<std::string>();
+      l.model = r[1].as<std::string>();
+      auto opt = [&](int i) {
+        return r[i].is_null() ? std::optional<int64_t>()
+                              : std::optional<int64_t>(r[i].as<int64_t>());
+      };
+      l.rpm = opt(2);
+      l.input_tpm = opt(3);
+      l.output_tpm = opt(4);
+      l.concurrency = opt(5);
+      out.push_back(std::move(l));
+    }
+  });
+  if (!st.ok()) return st;
+  return out;
 }
 
 }  // namespace sb::admin

@@ -6,11 +6,22 @@
 // whole key are stored.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
 namespace sb::admin {
+
+// Admission limits of an org, or of one of its keys, optionally for one
+// model. In a change, an unset field is left as it is and 0 removes the
+// limit.
+struct Limits {
+  std::string key_id;  // "" for the whole org
+  std::string model;   // "" for every model
+  std::optional<int64_t> rpm, input_tpm, output_tpm, concurrency;
+};
 
 class Admin {
  public:
@@ -24,6 +35,11 @@ class Admin {
   // Returns the key's secret form.
   absl::StatusOr<std::string> CreateKey(const std::string& org_id, const std::string& user_id);
   absl::Status RevokeKey(const std::string& key_id);
+  // Upserts one row of limits (NotFound for an unknown org, or a key that
+  // is not the org's).
+  absl::Status SetLimits(const std::string& org_id, const Limits& change);
+  // Every row of the org's limits; unset fields are no limit.
+  absl::StatusOr<std::vector<Limits>> ShowLimits(const std::string& org_id);
 
  private:
   std::string pg_uri_;

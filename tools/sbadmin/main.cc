@@ -4,9 +4,13 @@
 //   sbadmin --pg=URI create-org ORG_ID [NAME]
 //   sbadmin --pg=URI create-key ORG_ID [USER_ID]   # prints the secret once
 //   sbadmin --pg=URI revoke-key KEY_ID
+//   sbadmin --pg=URI set-limits ORG_ID [--key=KEY_ID] [--model=MODEL] [--rpm=N]
+//           [--input_tpm=N] [--output_tpm=N] [--concurrency=N]   # 0 removes a limit
+//   sbadmin --pg=URI show-limits ORG_ID
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/flags/flag.h"
@@ -17,11 +21,29 @@
 ABSL_FLAG(std::string, pg, "postgresql://postgres@127.0.0.1:5432/switchboard",
           "PostgreSQL connection URI");
 ABSL_FLAG(std::string, migrations_dir, SB_DEFAULT_MIGRATIONS_DIR, "Directory of *.sql migrations");
+ABSL_FLAG(std::string, key, "", "set-limits: narrow the limits to this API key id");
+ABSL_FLAG(std::string, model, "", "set-limits: narrow the limits to this model");
+ABSL_FLAG(int64_t, rpm, -1, "set-limits: requests per minute (0 removes the limit)");
+ABSL_FLAG(int64_t, input_tpm, -1, "set-limits: input tokens per minute (0 removes the limit)");
+ABSL_FLAG(int64_t, output_tpm, -1, "set-limits: output tokens per minute (0 removes the limit)");
+ABSL_FLAG(int64_t, concurrency, -1, "set-limits: requests at once (0 removes the limit)");
+
+namespace {
+
+std::optional<int64_t> Given(const absl::Flag<int64_t>& flag) {
+  const int64_t v = absl::GetFlag(flag);
+  return v < 0 ? std::nullopt : std::optional<int64_t>(v);
+}
+
+std::string Show(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : "-"; }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] | "
-      "revoke-key KEY_ID)");
+      "revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
+      "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG)");
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -42,6 +64,24 @@ int main(int argc, char** argv) {
     if (key.ok()) std::printf("%s\n", key->c_str());
   } else if (cmd == "revoke-key" && args.size() >= 3) {
     st = admin.RevokeKey(args[2]);
+  } else if (cmd == "set-limits" && args.size() >= 3) {
+    st = admin.SetLimits(
+        args[2], {absl::GetFlag(FLAGS_key), absl::GetFlag(FLAGS_model), Given(FLAGS_rpm),
+                  Given(FLAGS_input_tpm), Given(FLAGS_output_tpm), Given(FLAGS_concurrency)});
+  } else if (cmd == "show-limits" && args.size() >= 3) {
+    auto rows = admin.ShowLimits(args[2]);
+    st = rows.status();
+    if (rows.ok()) {
+      std::printf("%-28s %-24s %10s %12s %12s %12s\n", "key", "model", "rpm", "input_tpm",
+                  "output_tpm", "concurrency");
+      for (const auto& r : *rows) {
+        std::printf("%-28s %-24s %10s %12s %12s %12s\n",
+                    r.key_id.empty() ? "(every key)" : r.key_id.c_str(),
+                    r.model.empty() ? "(every model)" : r.model.c_str(), Show(r.rpm).c_str(),
+                    Show(r.input_tpm).c_str(), Show(r.output_tpm).c_str(),
+                    Show(r.concurrency).c_str());
+      }
+    }
   } else {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
     return 2;

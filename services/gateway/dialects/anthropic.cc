@@ -1,5 +1,7 @@
 #include "gateway/dialects/anthropic.h"
 
+#include <cmath>
+
 #include "absl/time/time.h"
 #include "core/status.h"
 #include "gateway/dialects/fields.h"
@@ -203,7 +205,7 @@ ErrorReply AnthropicDialect::Error(const absl::Status& status, int http_status) 
   const Mapping m = MapCode(status.code());
   ErrorReply r;
   r.http_status = http_status != 0 ? http_status : m.http_status;
-  r.retry_after_seconds = m.retry_after;
+  r.retry_after_seconds = RetryAfterSeconds(status) > 0 ? RetryAfterSeconds(status) : m.retry_after;
   const std::string message =
       status.message().empty() ? "internal error" : std::string(status.message());
   r.body = ErrorBody(http_status != 0 ? TypeForHttp(http_status) : m.type, message);
@@ -346,6 +348,25 @@ std::string AnthropicDialect::ModelList(const std::vector<ModelEntry>& page, boo
             {"first_id", page.empty() ? json(nullptr) : json(page.front().id)},
             {"last_id", page.empty() ? json(nullptr) : json(page.back().id)}};
   return sb::json::Dump(j);
+}
+
+http::Headers AnthropicDialect::RateLimitHeaders(const RateLimitView& view, absl::Time now) const {
+  http::Headers out;
+  auto add = [&](const char* name, const LimitState& s) {
+    if (!s.present) return;
+    const std::string base = std::string("anthropic-ratelimit-") + name;
+    out.emplace_back(base + "-limit", std::to_string(s.limit));
+    out.emplace_back(base + "-remaining", std::to_string(std::max<int64_t>(0, s.remaining)));
+    // RFC 3339, rounded up to the second: the bucket is full by then.
+    const absl::Time reset = absl::FromUnixSeconds(static_cast<int64_t>(
+        std::ceil(absl::ToDoubleSeconds(std::max(s.reset, now) - absl::UnixEpoch()))));
+    out.emplace_back(base + "-reset",
+                     absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", reset, absl::UTCTimeZone()));
+  };
+  add("requests", view.requests);
+  add("input-tokens", view.input_tokens);
+  add("output-tokens", view.output_tokens);
+  return out;
 }
 
 std::string AnthropicDialect::Model(const ModelEntry& m) const {

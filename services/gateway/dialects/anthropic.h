@@ -20,6 +20,7 @@ class AnthropicDialect final : public Dialect {
   std::string Whole(const ReplyIds& ids, const Completion& c) const override;
   std::string ModelList(const std::vector<ModelEntry>& page, bool has_more) const override;
   std::string Model(const ModelEntry& m) const override;
+  http::Headers RateLimitHeaders(const RateLimitView& view, absl::Time now) const override;
 };
 
 // The Messages API events one at a time, for streams whose events carry

@@ -19,6 +19,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "gateway/admission/admission.h"
+#include "http/http_server.h"
 #include "pipeline/pipeline.h"
 
 namespace sb::gateway {
@@ -86,6 +88,10 @@ class Dialect {
 
   virtual std::string ModelList(const std::vector<ModelEntry>& page, bool has_more) const = 0;
   virtual std::string Model(const ModelEntry& m) const = 0;
+
+  // The rate-limit headers for the tightest limits that applied (none for
+  // a dimension without a limit).
+  virtual http::Headers RateLimitHeaders(const RateLimitView& view, absl::Time now) const = 0;
 };
 
 }  // namespace sb::gateway

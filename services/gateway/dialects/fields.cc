@@ -1,6 +1,8 @@
 #include "gateway/dialects/fields.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/cord.h"
 
@@ -8,6 +10,8 @@ namespace sb::gateway {
 namespace {
 
 constexpr char kFieldPayload[] = "type.switchboard.dev/field";
+constexpr char kRetryAfterPayload[] = "type.switchboard.dev/retry-after";
+constexpr char kLimitKindPayload[] = "type.switchboard.dev/limit-kind";
 
 std::string Num(double v) {
   char buf[32];
@@ -63,6 +67,26 @@ bool IsValidUtf8(std::string_view s) {
     i += n + 1;
   }
   return true;
+}
+
+absl::Status RateLimitError(std::string_view message, absl::Duration retry_after,
+                            std::string_view kind) {
+  absl::Status st = absl::ResourceExhaustedError(std::string(message));
+  const int64_t seconds =
+      std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(retry_after, absl::Seconds(1))));
+  st.SetPayload(kRetryAfterPayload, absl::Cord(std::to_string(seconds)));
+  st.SetPayload(kLimitKindPayload, absl::Cord(std::string(kind)));
+  return st;
+}
+
+int RetryAfterSeconds(const absl::Status& status) {
+  auto p = status.GetPayload(kRetryAfterPayload);
+  return p ? std::atoi(std::string(*p).c_str()) : 0;
+}
+
+std::string LimitKind(const absl::Status& status) {
+  auto p = status.GetPayload(kLimitKindPayload);
+  return p ? std::string(*p) : std::string();
 }
 
 absl::Status CheckText(std::string_view text, std::string_view field, size_t max_bytes) {

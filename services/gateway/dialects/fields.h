@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace sb::gateway {
 
@@ -33,6 +34,14 @@ inline constexpr size_t kMaxIdBytes = 128;  // path ids, client message ids
 absl::Status FieldError(std::string_view field, std::string_view message);
 // The field a FieldError names, or "" for any other status.
 std::string ErrorField(const absl::Status& status);
+
+// A caller's own limit was hit: ResourceExhausted carrying when to retry
+// (retry-after, whole seconds, at least 1) and which kind of limit it was
+// ("requests" or "tokens": OpenAI's error type).
+absl::Status RateLimitError(std::string_view message, absl::Duration retry_after,
+                            std::string_view kind);
+int RetryAfterSeconds(const absl::Status& status);  // 0 when not set
+std::string LimitKind(const absl::Status& status);  // "" when not set
 
 // Validators that return the value or a FieldError. `field` is the path
 // used in the error.

@@ -234,6 +234,9 @@ json ModelJson(const ModelEntry& m) {
 ErrorReply OpenAiDialect::Error(const absl::Status& status, int http_status) const {
   Mapping m = MapCode(status.code());
   if (http_status != 0) m.http_status = http_status;
+  const std::string kind = LimitKind(status);
+  if (status.code() == absl::StatusCode::kResourceExhausted && !kind.empty()) m.type = kind.c_str();
+  if (RetryAfterSeconds(status) > 0) m.retry_after = RetryAfterSeconds(status);
   return {m.http_status, sb::json::Dump(ErrorJson(status, m)), m.retry_after};
 }
 
@@ -369,6 +372,42 @@ std::string OpenAiDialect::ModelList(const std::vector<ModelEntry>& page, bool) 
   json data = json::array();
   for (const auto& m : page) data.push_back(ModelJson(m));
   return sb::json::Dump(json({{"object", "list"}, {"data", data}}));
+}
+
+std::string OpenAiDuration(absl::Duration d) {
+  // As OpenAI writes them: "20ms", "1.5s", "6m0s".
+  if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
+  if (d < absl::Seconds(1)) return std::to_string(absl::ToInt64Milliseconds(d)) + "ms";
+  if (d < absl::Minutes(1)) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", absl::ToDoubleSeconds(d));
+    std::string s = buf;
+    while (s.back() == '0') s.pop_back();
+    if (s.back() == '.') s.pop_back();
+    return s + "s";
+  }
+  const int64_t seconds = absl::ToInt64Seconds(d);
+  return std::to_string(seconds / 60) + "m" + std::to_string(seconds % 60) + "s";
+}
+
+http::Headers OpenAiDialect::RateLimitHeaders(const RateLimitView& view, absl::Time now) const {
+  http::Headers out;
+  auto add = [&](const char* name, const LimitState& s) {
+    if (!s.present) return;
+    out.emplace_back(std::string("x-ratelimit-limit-") + name, std::to_string(s.limit));
+    out.emplace_back(std::string("x-ratelimit-remaining-") + name,
+                     std::to_string(std::max<int64_t>(0, s.remaining)));
+    out.emplace_back(std::string("x-ratelimit-reset-") + name, OpenAiDuration(s.reset - now));
+  };
+  add("requests", view.requests);
+  // OpenAI has one token limit: show the tighter of input and output.
+  const LimitState* tokens = &view.input_tokens;
+  if (view.output_tokens.present &&
+      (!tokens->present || view.output_tokens.remaining < tokens->remaining)) {
+    tokens = &view.output_tokens;
+  }
+  add("tokens", *tokens);
+  return out;
 }
 
 std::string OpenAiDialect::Model(const ModelEntry& m) const { return sb::json::Dump(ModelJson(m)); }

@@ -25,6 +25,10 @@ class OpenAiDialect final : public Dialect {
   std::string Whole(const ReplyIds& ids, const Completion& c) const override;
   std::string ModelList(const std::vector<ModelEntry>& page, bool has_more) const override;
   std::string Model(const ModelEntry& m) const override;
+  http::Headers RateLimitHeaders(const RateLimitView& view, absl::Time now) const override;
 };
+
+// A duration as OpenAI's reset headers write it: "20ms", "1.5s", "6m0s".
+std::string OpenAiDuration(absl::Duration d);
 
 }  // namespace sb::gateway

@@ -1,0 +1,229 @@
+#include "gateway/admission/admission_filter.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/metrics.h"
+#include "gateway/context.h"
+#include "gateway/dialects/fields.h"
+
+namespace sb::gateway {
+
+absl::StatusOr<FallbackMode> ParseFallbackMode(std::string_view s) {
+  if (s == "local") return FallbackMode::kLocal;
+  if (s == "open") return FallbackMode::kOpen;
+  if (s == "closed") return FallbackMode::kClosed;
+  return absl::InvalidArgumentError("--ratelimit_fallback must be local, open or closed");
+}
+
+FallbackAdmission::FallbackAdmission(Admission& primary, LocalAdmission& local, FallbackMode mode)
+    : primary_(primary),
+      local_(local),
+      mode_(mode),
+      fallbacks_(metrics::Default().GetCounter(
+          "sb_gateway_ratelimit_fallbacks_total",
+          "Admissions decided without Redis (it could not be reached)")) {}
+
+void FallbackAdmission::Admit(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
+                              absl::Time now, Done done) {
+  primary_.Admit(req, rows, now, [this, req, rows, now, done](absl::StatusOr<AdmissionDecision> d) {
+    if (d.ok() || d.status().code() != absl::StatusCode::kUnavailable) {
+      done(std::move(d));
+      return;
+    }
+    fallbacks_.Inc();
+    // One line a second at most: an outage must not flood the log.
+    const int64_t ms = absl::ToUnixMillis(now);
+    int64_t last = last_log_ms_.load();
+    if (ms - last >= 1000 && last_log_ms_.compare_exchange_strong(last, ms)) {
+      spdlog::warn("rate limits: {}; admitting by the fallback ({})", d.status().ToString(),
+                   mode_ == FallbackMode::kLocal  ? "local"
+                   : mode_ == FallbackMode::kOpen ? "open"
+                                                  : "closed");
+    }
+    switch (mode_) {
+      case FallbackMode::kLocal:
+        local_.Admit(req, rows, now, done);
+        return;
+      case FallbackMode::kOpen: {
+        AdmissionDecision open;
+        open.admitted = true;
+        open.local = true;
+        done(open);
+        return;
+      }
+      case FallbackMode::kClosed:
+        done(absl::UnavailableError("rate limiting is unavailable; retry shortly"));
+        return;
+    }
+  });
+}
+
+void FallbackAdmission::Complete(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
+                                 absl::Time now, int64_t input_tokens, int64_t output_tokens) {
+  if (req.local) {
+    if (mode_ == FallbackMode::kLocal) local_.Complete(req, rows, now, input_tokens, output_tokens);
+    return;
+  }
+  primary_.Complete(req, rows, now, input_tokens, output_tokens);
+}
+
+void FallbackAdmission::Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
+                              absl::Time now) {
+  if (req.local) {
+    if (mode_ == FallbackMode::kLocal) local_.Renew(req, rows, now);
+    return;
+  }
+  primary_.Renew(req, rows, now);
+}
+
+int64_t EstimateInputTokens(const pipeline::Request& request) {
+  size_t bytes = 0;
+  for (const auto& b : request.system()) bytes += b.text().size();
+  for (const auto& m : request.messages()) {
+    for (const auto& b : m.content()) bytes += b.text().size();
+  }
+  return std::max<int64_t>(1, static_cast<int64_t>((bytes + 3) / 4));
+}
+
+absl::Status RefusalStatus(const Refusal& refusal, const AdmissionRequest& req) {
+  const std::string limit = std::to_string(refusal.limit);
+  if (refusal.never) {
+    if (refusal.dimension == Dimension::kOutputTokens) {
+      return FieldError("max_tokens", std::to_string(req.max_tokens) +
+                                          " is more than the output tokens per minute limit (" +
+                                          limit + ") allows");
+    }
+    return absl::InvalidArgumentError(
+        "the request's input (about " + std::to_string(req.input_tokens) +
+        " tokens) is more than the input tokens per minute limit (" + limit + ") allows");
+  }
+  std::string what;
+  switch (refusal.dimension) {
+    case Dimension::kRequests:
+      what = "requests per minute (" + limit + ")";
+      break;
+    case Dimension::kInputTokens:
+      what = "input tokens per minute (" + limit + ")";
+      break;
+    case Dimension::kOutputTokens:
+      what = "output tokens per minute (" + limit + ")";
+      break;
+    case Dimension::kConcurrency:
+      what = "concurrent requests (" + limit + ")";
+      break;
+  }
+  return RateLimitError(
+      "rate limit reached: " + what + "; retry after the retry-after header", refusal.retry_after,
+      refusal.dimension == Dimension::kRequests || refusal.dimension == Dimension::kConcurrency
+          ? "requests"
+          : "tokens");
+}
+
+namespace {
+
+// Renews a request's concurrency leases every third of their life until
+// stopped.
+class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
+ public:
+  LeaseKeeper(Admission& admission, Timers& timers, Clock& clock, AdmissionRequest req,
+              std::vector<LimitRow> rows, absl::Duration every)
+      : admission_(admission),
+        timers_(timers),
+        clock_(clock),
+        req_(std::move(req)),
+        rows_(std::move(rows)),
+        every_(every) {}
+
+  void Start() { Schedule(); }
+  void Stop() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = true;
+    if (timer_ != 0) timers_.Cancel(timer_);
+  }
+
+ private:
+  void Schedule() {
+    std::weak_ptr<LeaseKeeper> weak = shared_from_this();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return;
+    timer_ = timers_.After(every_, [weak] {
+      if (auto self = weak.lock()) self->Renew();
+    });
+  }
+  void Renew() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      timer_ = 0;
+    }
+    admission_.Renew(req_, rows_, clock_.Now());
+    Schedule();
+  }
+
+  Admission& admission_;
+  Timers& timers_;
+  Clock& clock_;
+  const AdmissionRequest req_;
+  const std::vector<LimitRow> rows_;
+  const absl::Duration every_;
+  std::mutex mu_;
+  bool stopped_ = false;
+  Timers::Id timer_ = 0;
+};
+
+}  // namespace
+
+void AdmissionFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next next) {
+  const pipeline::Request& g = *ctx->api.generate;
+  std::vector<LimitRow> rows =
+      limits_.For(ctx->principal->org_id, ctx->principal->key_id, g.model());
+  if (rows.empty()) {
+    next();
+    return;
+  }
+  AdmissionRequest req{ctx->principal->org_id, ctx->principal->key_id, g.model(),
+                       ctx->request_id(),      EstimateInputTokens(g), g.max_tokens()};
+  const absl::Time now = ctx->clock().Now();
+  admission_.Admit(
+      req, rows, now,
+      [this, ctx, next = std::move(next), req, rows,
+       now](absl::StatusOr<AdmissionDecision> d) mutable {
+        if (!d.ok()) {
+          ctx->Fail(d.status());
+          return;
+        }
+        if (!d->admitted) {
+          // The refused dimension, for the headers.
+          LimitState refused{true, d->refusal.limit, 0, now + d->refusal.retry_after};
+          RateLimitView view;
+          if (d->refusal.dimension == Dimension::kRequests) view.requests = refused;
+          if (d->refusal.dimension == Dimension::kInputTokens) view.input_tokens = refused;
+          if (d->refusal.dimension == Dimension::kOutputTokens) view.output_tokens = refused;
+          ctx->AddResponseHeaders(ctx->dialect->RateLimitHeaders(view, now));
+          ctx->Fail(RefusalStatus(d->refusal, req));
+          return;
+        }
+        ctx->AddResponseHeaders(ctx->dialect->RateLimitHeaders(d->view, now));
+        req.local = d->local;
+        std::shared_ptr<LeaseKeeper> keeper;
+        for (const auto& row : rows) {
+          if (row.concurrency == 0) continue;
+          keeper = std::make_shared<LeaseKeeper>(admission_, timers_, ctx->clock(), req, rows,
+                                                 lease_ttl_ / 3);
+          keeper->Start();
+          break;
+        }
+        auto* admission = &admission_;
+        Clock* clock = &ctx->clock();
+        ctx->OnComplete([admission, clock, req, rows, keeper](const RequestContext::Outcome& o) {
+          if (keeper) keeper->Stop();
+          // Not started: the input stays counted, the whole output comes back.
+          admission->Complete(req, rows, clock->Now(),
+                              o.started ? o.input_tokens : req.input_tokens,
+                              o.started ? o.output_tokens : 0);
+        });
+        next();
+      });
+}
+
+}  // namespace sb::gateway
