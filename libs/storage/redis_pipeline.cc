@@ -59,6 +59,22 @@ void RedisPipeline::Command(std::vector<std::string> args, Callback done) {
   done(absl::ResourceExhaustedError("redis pipeline queue is full"));
 }
 
+void RedisPipeline::Sequence(std::vector<std::vector<std::string>> commands, Callback done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stop_ && !commands.empty() && queue_.size() + commands.size() <= max_queue_) {
+      const bool was_empty = queue_.empty();
+      for (size_t i = 0; i + 1 < commands.size(); ++i) {
+        queue_.push_back({std::move(commands[i]), [](absl::StatusOr<RedisReply>) {}});
+      }
+      queue_.push_back({std::move(commands.back()), std::move(done)});
+      if (was_empty) cv_.notify_one();
+      return;
+    }
+  }
+  done(absl::ResourceExhaustedError("redis pipeline queue is full"));
+}
+
 bool RedisPipeline::Send(std::vector<Pending>& batch,
                          std::vector<absl::StatusOr<RedisReply>>& results) {
   if (conn_ == nullptr) {

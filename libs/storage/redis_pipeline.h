@@ -42,6 +42,9 @@ class RedisPipeline final : public AsyncRedis {
   RedisPipeline& operator=(const RedisPipeline&) = delete;
 
   void Command(std::vector<std::string> args, Callback done) override;
+  // Commands sent back to back on one connection (ASKING then the command,
+  // say); `done` gets the last one's reply, the others' are dropped.
+  void Sequence(std::vector<std::vector<std::string>> commands, Callback done);
   size_t queued() const;
   // Finishes the batch in flight, fails what is still queued with
   // Unavailable, and refuses later commands. Idempotent. Call it while the

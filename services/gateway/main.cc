@@ -1,7 +1,7 @@
-#include <thread>
-
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
+
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/synchronization/notification.h"
@@ -17,6 +17,7 @@
 #include "pipeline/grpc_backends.h"
 #include "storage/api_keys.h"
 #include "storage/pg.h"
+#include "storage/redis_cluster.h"
 #include "storage/redis_pipeline.h"
 
 ABSL_FLAG(int, http_port, 8080, "Public HTTP port (the API)");
@@ -37,6 +38,8 @@ ABSL_FLAG(int, ping_interval_seconds, 10,
 ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host (rate limits)");
 ABSL_FLAG(int, redis_port, 6379, "Redis port (rate limits)");
+ABSL_FLAG(bool, redis_cluster, false,
+          "--redis_host:--redis_port is a node of a Redis Cluster (the others are discovered)");
 ABSL_FLAG(int, ratelimit_redis_timeout_ms, 250,
           "How long an admission waits for Redis before the fallback decides");
 ABSL_FLAG(std::string, ratelimit_fallback, "local",
@@ -102,11 +105,19 @@ int main(int argc, char** argv) {
       }
     }
   });
-  sb::RedisPipeline redis(
-      {.host = absl::GetFlag(FLAGS_redis_host),
-       .port = absl::GetFlag(FLAGS_redis_port),
-       .timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_ratelimit_redis_timeout_ms))});
-  sb::gateway::RedisAdmission redis_admission(redis, lease_ttl);
+  const sb::RedisOptions redis_options{
+      .host = absl::GetFlag(FLAGS_redis_host),
+      .port = absl::GetFlag(FLAGS_redis_port),
+      .timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_ratelimit_redis_timeout_ms))};
+  std::unique_ptr<sb::RedisCluster> redis_cluster;
+  std::unique_ptr<sb::RedisPipeline> redis_node;
+  sb::AsyncRedis* redis;
+  if (absl::GetFlag(FLAGS_redis_cluster)) {
+    redis = (redis_cluster = std::make_unique<sb::RedisCluster>(redis_options)).get();
+  } else {
+    redis = (redis_node = std::make_unique<sb::RedisPipeline>(redis_options)).get();
+  }
+  sb::gateway::RedisAdmission redis_admission(*redis, lease_ttl);
   sb::gateway::LocalAdmission local_admission(absl::GetFlag(FLAGS_gateway_replicas), lease_ttl);
   sb::gateway::FallbackAdmission admission(redis_admission, local_admission, *fallback);
 
@@ -158,7 +169,8 @@ int main(int argc, char** argv) {
   const absl::Time deadline = absl::Now() + absl::Seconds(2);
   while (pipeline.active() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
   http.Stop();
-  redis.Stop();
+  if (redis_cluster) redis_cluster->Stop();
+  if (redis_node) redis_node->Stop();
   stopping.Notify();
   limits_refresher.join();
   return 0;

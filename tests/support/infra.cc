@@ -1,12 +1,17 @@
 #include "support/infra.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include "sbadmin/admin.h"
@@ -73,6 +78,9 @@ absl::StatusOr<std::unique_ptr<Infra>> Infra::Start(InfraOptions options) {
       return absl::UnavailableError("redis did not start:\n" + Tail(infra->dir_ + "/redis.log", 20));
     }
   }
+  if (options.redis_cluster) {
+    if (auto st = infra->StartRedisCluster(); !st.ok()) return st;
+  }
   if (options.kafka) {
     const std::string file = infra->dir_ + "/kafka.bootstrap";
     infra->broker_ = Process("dev-broker",
@@ -86,6 +94,65 @@ absl::StatusOr<std::unique_ptr<Infra>> Infra::Start(InfraOptions options) {
     std::getline(in, infra->kafka_);
   }
   return infra;
+}
+
+absl::Status Infra::StartRedisCluster() {
+  // The cluster bus listens on port + 10000: both must be free, and the
+  // port at most 55535.
+  auto bindable = [](int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    close(fd);
+    return ok;
+  };
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> pick(20000, 55535);
+  while (cluster_ports_.size() < 3) {
+    const int p = pick(rng);
+    if (bindable(p) && bindable(p + 10000) &&
+        std::find(cluster_ports_.begin(), cluster_ports_.end(), p) == cluster_ports_.end()) {
+      cluster_ports_.push_back(p);
+    }
+  }
+  std::vector<std::string> create = {"redis-cli", "--cluster", "create"};
+  for (int p : cluster_ports_) {
+    const std::string port = std::to_string(p);
+    const std::string d = dir_ + "/redis-cluster-" + port;
+    std::filesystem::create_directories(d);
+    cluster_nodes_.emplace_back(
+        "redis-" + port,
+        std::vector<std::string>{"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1",
+                                 "--cluster-enabled", "yes", "--cluster-config-file",
+                                 d + "/nodes.conf", "--save", "", "--appendonly", "no", "--dir", d},
+        d + "/redis.log");
+    RedisClient probe({.port = p, .pool_size = 1});
+    if (!WaitFor([&] { return probe.Command({"PING"}).ok(); }, std::chrono::seconds(10))) {
+      return absl::UnavailableError("redis cluster node did not start:\n" +
+                                    Tail(d + "/redis.log", 20));
+    }
+    create.push_back("127.0.0.1:" + port);
+  }
+  create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
+  std::string out;
+  if (RunCommand(create, &out) != 0)
+    return absl::InternalError("redis-cli --cluster create: " + out);
+  // Every node must agree that the cluster is up before it is used.
+  for (int p : cluster_ports_) {
+    RedisClient probe({.port = p, .pool_size = 1});
+    if (!WaitFor(
+            [&] {
+              auto info = probe.Command({"CLUSTER", "INFO"});
+              return info.ok() && info->str.find("cluster_state:ok") != std::string::npos;
+            },
+            std::chrono::seconds(20))) {
+      return absl::UnavailableError("redis cluster did not reach cluster_state:ok");
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Infra::InitPostgres() {
@@ -142,6 +209,7 @@ absl::Status Infra::StopPostgres() {
 Infra::~Infra() {
   broker_.Stop(2000);
   redis_.Stop(2000);
+  for (auto& node : cluster_nodes_) node.Stop(2000);
   if (pg_running_) (void)StopPostgres();
   if (std::getenv("SB_KEEP_TEST_DIRS") == nullptr) {
     std::error_code ec;

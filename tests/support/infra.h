@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "support/process.h"
@@ -16,6 +17,9 @@ struct InfraOptions {
   bool postgres = true;
   bool redis = true;
   bool kafka = true;
+  // Also a 3-master Redis Cluster (no replicas), for code that must run on
+  // one as well as on a single node.
+  bool redis_cluster = false;
 };
 
 class Infra {
@@ -27,6 +31,10 @@ class Infra {
   std::string pg_uri() const;
   int pg_port() const { return pg_port_; }
   int redis_port() const { return redis_port_; }
+  pid_t redis_pid() const { return redis_.pid(); }
+  // The cluster's nodes (empty without InfraOptions::redis_cluster); any
+  // one is a seed.
+  const std::vector<int>& redis_cluster_ports() const { return cluster_ports_; }
   const std::string& kafka() const { return kafka_; }
   // Where binaries are: the build tree.
   static std::string BuildDir();
@@ -39,6 +47,7 @@ class Infra {
  private:
   Infra() = default;
   absl::Status InitPostgres();
+  absl::Status StartRedisCluster();
 
   std::string dir_;
   int pg_port_ = 0;
@@ -46,6 +55,8 @@ class Infra {
   std::string kafka_;
   bool pg_running_ = false;
   Process redis_;
+  std::vector<int> cluster_ports_;
+  std::vector<Process> cluster_nodes_;
   Process broker_;
 };
 
