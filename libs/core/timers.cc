@@ -74,4 +74,30 @@ void TimerThread::Loop() {
   }
 }
 
+void Repeating::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopped_ = true;
+  if (timer_ != 0) timers_.Cancel(timer_);
+  timer_ = 0;
+}
+
+void Repeating::Schedule() {
+  std::weak_ptr<Repeating> weak = shared_from_this();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopped_) return;
+  timer_ = timers_.After(every_, [weak] {
+    if (auto self = weak.lock()) self->Tick();
+  });
+}
+
+void Repeating::Tick() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return;
+    timer_ = 0;
+  }
+  fn_();
+  Schedule();
+}
+
 }  // namespace sb

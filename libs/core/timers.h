@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -52,6 +53,29 @@ class TimerThread final : public Timers {
   Id next_id_ = 1;
   bool stop_ = false;
   std::thread thread_;
+};
+
+// Runs `fn` every `every` until Stop() (or until it is destroyed): a
+// lease kept alive while a request runs. Make it with std::make_shared and
+// call Start(); a tick that is already running when Stop() is called may
+// still finish, but none starts after.
+class Repeating : public std::enable_shared_from_this<Repeating> {
+ public:
+  Repeating(Timers& timers, absl::Duration every, std::function<void()> fn)
+      : timers_(timers), every_(every), fn_(std::move(fn)) {}
+  void Start() { Schedule(); }
+  void Stop();
+
+ private:
+  void Schedule();
+  void Tick();
+
+  Timers& timers_;
+  const absl::Duration every_;
+  const std::function<void()> fn_;
+  std::mutex mu_;
+  bool stopped_ = false;
+  Timers::Id timer_ = 0;
 };
 
 }  // namespace sb

@@ -123,10 +123,14 @@ void RequestContext::Completed() {
 void RequestContext::Respond(int status, std::string_view content_type, std::string body,
                              http::Headers extra) {
   extra.emplace_back("content-type", std::string(content_type));
+  if (tap_) tap_->OnWhole(status, content_type, body);
   metrics_.Responses(route_name, dialect->name(), status).Inc();
   series().duration->Observe(absl::ToDoubleSeconds(clock_.Now() - start_));
-  exchange_->Respond(status, WithCommonHeaders(std::move(extra)), std::move(body));
+  // Settle first (give back what the request did not use, finish its
+  // record): a client that sends again as soon as it has this response
+  // must find it settled.
   Completed();
+  exchange_->Respond(status, WithCommonHeaders(std::move(extra)), std::move(body));
 }
 
 void RequestContext::Fail(const absl::Status& status, int http_status, http::Headers extra) {
@@ -138,6 +142,7 @@ void RequestContext::Fail(const absl::Status& status, int http_status, http::Hea
 
 void RequestContext::StartStream() {
   streaming_ = true;
+  if (tap_) tap_->OnStreamStart();
   metrics_.StreamStarted();
   metrics_.Responses(route_name, dialect->name(), 200).Inc();
   exchange_->StartStream(200,
@@ -149,8 +154,8 @@ void RequestContext::StartStream() {
 void RequestContext::EndStream() {
   series().duration->Observe(absl::ToDoubleSeconds(clock_.Now() - start_));
   metrics_.StreamEnded();
+  Completed();  // before the end reaches the client, as in Respond
   exchange_->EndStream();
-  Completed();
 }
 
 }  // namespace sb::gateway

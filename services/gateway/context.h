@@ -67,6 +67,17 @@ std::vector<double> InterTokenLatencyBuckets();
 
 struct Route;
 
+// Sees a response as it is written (the idempotency record tees it into
+// Redis). Whole responses arrive once; a stream as its start and each
+// write of data, in order (pings are not data).
+class ResponseTap {
+ public:
+  virtual ~ResponseTap() = default;
+  virtual void OnWhole(int status, std::string_view content_type, const std::string& body) = 0;
+  virtual void OnStreamStart() = 0;
+  virtual void OnStreamData(const std::string& data) = 0;
+};
+
 class RequestContext {
  public:
   RequestContext(std::shared_ptr<http::Exchange> exchange, std::string request_id, Clock& clock,
@@ -90,9 +101,15 @@ class RequestContext {
   nlohmann::json body;
   ApiRequest api;
 
+  // The generation outlives the client's connection (an idempotent
+  // request: a retry will want its response), so a client that leaves does
+  // not cancel it.
+  bool detached = false;
+
   // What the request used, as far as it got (the sink fills it in).
   struct Outcome {
     bool started = false;  // a worker started generating
+    bool cancelled = false;  // it was cancelled before it finished
     int64_t input_tokens = 0;
     int64_t output_tokens = 0;
   };
@@ -101,8 +118,17 @@ class RequestContext {
   // Headers every response of this request carries (rate limits).
   void AddResponseHeaders(const http::Headers& headers);
   // Runs `fn` once the response is complete (answered whole, or its stream
-  // ended): where admission gives back what the request did not use.
+  // ended), just before its last bytes go to the client: where admission
+  // gives back what the request did not use, so that the client's next
+  // request finds it given back.
   void OnComplete(std::function<void(const Outcome&)> fn);
+
+  // Sees everything written from now on. Set it before the response starts.
+  void set_tap(std::shared_ptr<ResponseTap> tap) { tap_ = std::move(tap); }
+  // Stream writers pass their data through here before writing it.
+  void Tap(const std::string& data) {
+    if (tap_) tap_->OnStreamData(data);
+  }
 
   // The model label for this request's metrics (see GatewayMetrics::For).
   void set_model(std::string model) { model_ = std::move(model); }
@@ -141,6 +167,7 @@ class RequestContext {
   http::Headers response_headers_;
   std::vector<std::function<void(const Outcome&)>> on_complete_;
   bool completed_ = false;
+  std::shared_ptr<ResponseTap> tap_;
 };
 
 }  // namespace sb::gateway

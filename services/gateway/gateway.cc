@@ -9,6 +9,7 @@ namespace sb::gateway {
 Gateway::Gateway(GatewayDeps deps)
     : deps_(deps),
       auth_(deps.auth, deps.pool),
+      idempotency_(deps.idempotency, deps.timers, deps.options.ping_interval),
       admission_(deps.limits, deps.admission, deps.timers, deps.options.lease_ttl) {
   AddRoutes();
 }
@@ -18,8 +19,10 @@ void Gateway::AddRoutes() {
     return [this, fn](const std::shared_ptr<RequestContext>& ctx) { fn(deps_, ctx); };
   };
   // Admission needs the parsed request (its model, max_tokens and input),
-  // so it comes after the parser.
-  const std::vector<Filter*> generate = {&auth_, &json_body_, &parse_generate_, &admission_};
+  // so it comes after the parser; idempotency comes between them, so that
+  // a bad request never claims a key and a replay costs no limits.
+  const std::vector<Filter*> generate = {&auth_, &json_body_, &parse_generate_, &idempotency_,
+                                         &admission_};
   router_.Add(
       {"POST", "/v1/messages", DialectChoice::kAnthropic, generate, handler(&HandleGenerate)});
   router_.Add(
@@ -43,8 +46,11 @@ void Gateway::AddRoutes() {
                handler(&HandleCreateConversation)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages", DialectChoice::kAnthropic,
                chat_read, handler(&HandleListMessages)});
-  router_.Add({"POST", "/v1/conversations/{conversation_id}/messages", DialectChoice::kAnthropic,
-               chat_write, handler(&HandleSendMessage)});
+  router_.Add({"POST",
+               "/v1/conversations/{conversation_id}/messages",
+               DialectChoice::kAnthropic,
+               {&auth_, &chat_user_, &json_body_, &idempotency_},
+               handler(&HandleSendMessage)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages/{message_id}/stream",
                DialectChoice::kAnthropic, chat_read, handler(&HandleChatStream)});
 

@@ -28,6 +28,7 @@
 #include "gateway/dialects/openai.h"
 #include "gateway/filters/auth.h"
 #include "gateway/filters/body.h"
+#include "gateway/idempotency/idempotency_filter.h"
 #include "gateway/router.h"
 #include "http/http_server.h"
 #include "pipeline/pipeline.h"
@@ -56,6 +57,7 @@ struct GatewayDeps {
   Timers& timers;
   LimitsCache& limits;
   Admission& admission;
+  IdempotencyStore& idempotency;
   GatewayOptions options;
 };
 
@@ -79,6 +81,7 @@ class Gateway {
   ChatUserFilter chat_user_;
   ParseFilter parse_generate_{ParseMode::kGenerate};
   ParseFilter parse_count_{ParseMode::kCountTokens};
+  IdempotencyFilter idempotency_;
   AdmissionFilter admission_;
   Router router_;
 };

@@ -22,7 +22,13 @@ void HttpSink::OnStart(const pipeline::StartInfo& info, Ready ready) {
     return;
   }
   stream_->Start();
-  stream_->Write(encoder_->Start(info), std::move(ready));
+  stream_->Write(encoder_->Start(info), Keep(std::move(ready)));
+}
+
+HttpSink::Ready HttpSink::Keep(Ready ready) const {
+  if (!ctx_->detached) return ready;
+  // A detached generation goes on for its record when the client has gone.
+  return [ready = std::move(ready)](bool) { ready(true); };
 }
 
 void HttpSink::RecordText() {
@@ -44,7 +50,7 @@ void HttpSink::OnText(std::string text, Ready ready) {
     ready(true);
     return;
   }
-  stream_->Write(encoder_->Text(text), std::move(ready));
+  stream_->Write(encoder_->Text(text), Keep(std::move(ready)));
 }
 
 void HttpSink::OnFinish(const pipeline::FinishInfo& info) {
@@ -53,6 +59,7 @@ void HttpSink::OnFinish(const pipeline::FinishInfo& info) {
     ctx_->outcome().output_tokens = info.output_tokens;
   }
   if (info.stop_reason == "cancelled") {
+    ctx_->outcome().cancelled = true;
     // Only a client that left cancels an API request: nobody reads this,
     // but it is counted as what it was (499), not as a reply.
     const absl::Status cancelled = absl::CancelledError("the request was cancelled");

@@ -1,7 +1,8 @@
 // The pipeline's sink for an API request: a stream of SSE events through
 // the dialect's encoder (SseStream keeps it alive with pings while idle),
 // or a buffer answered as one JSON reply. It records time to first token
-// and inter-token latency. The pipeline calls one method at a time.
+// and inter-token latency. The pipeline calls one method at a time. A
+// detached request's generation goes on when the client has gone.
 #pragma once
 
 #include <memory>
@@ -25,6 +26,7 @@ class HttpSink final : public pipeline::Sink {
 
  private:
   void RecordText();
+  Ready Keep(Ready ready) const;
 
   std::shared_ptr<RequestContext> ctx_;
   ReplyIds ids_;

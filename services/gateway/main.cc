@@ -49,6 +49,8 @@ ABSL_FLAG(int, gateway_replicas, 1, "Gateway replicas sharing the limits (for th
 ABSL_FLAG(int, lease_ttl_seconds, 30,
           "A concurrency slot of a gateway that died comes back after this long");
 ABSL_FLAG(int, limits_refresh_ms, 2000, "How often the limits are re-read from PostgreSQL");
+ABSL_FLAG(int, idempotency_retention_hours, 24,
+          "How long a response is kept for retries with the same Idempotency-Key");
 
 namespace {
 
@@ -94,6 +96,11 @@ int main(int argc, char** argv) {
   const absl::Duration lease_ttl = absl::Seconds(absl::GetFlag(FLAGS_lease_ttl_seconds));
   sb::gateway::PgLimitsSource limits_source(pg);
   sb::gateway::LimitsCache limits(limits_source);
+  // The limits in force before the first request (PostgreSQL down: none
+  // until the refresher reads them).
+  if (auto st = limits.Refresh(); !st.ok()) {
+    spdlog::warn("gateway: limits not read yet: {}", st.ToString());
+  }
   if (auto st = limits.Refresh(); !st.ok()) spdlog::warn("gateway: limits: {}", st.ToString());
   absl::Notification stopping;
   std::thread limits_refresher([&] {
@@ -120,6 +127,8 @@ int main(int argc, char** argv) {
   sb::gateway::RedisAdmission redis_admission(*redis, lease_ttl);
   sb::gateway::LocalAdmission local_admission(absl::GetFlag(FLAGS_gateway_replicas), lease_ttl);
   sb::gateway::FallbackAdmission admission(redis_admission, local_admission, *fallback);
+  sb::gateway::IdempotencyStore idempotency(
+      *redis, lease_ttl, absl::Hours(absl::GetFlag(FLAGS_idempotency_retention_hours)));
 
   sb::gateway::Gateway api(
       {.auth = auth,
@@ -133,6 +142,7 @@ int main(int argc, char** argv) {
        .timers = timers,
        .limits = limits,
        .admission = admission,
+       .idempotency = idempotency,
        .options = {.ping_interval = absl::Seconds(absl::GetFlag(FLAGS_ping_interval_seconds)),
                    .lease_ttl = lease_ttl}});
   sb::http::Server http(

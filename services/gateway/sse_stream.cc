@@ -30,6 +30,7 @@ void SseStream::Write(std::string data, std::function<void(bool ok)> done) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!ended_) {
       last_write_ = ctx_->clock().Now();
+      ctx_->Tap(data);
       // Write only queues (its callback never runs inline), so holding mu_
       // here keeps a ping from slipping between this write and the end.
       ctx_->exchange().Write(std::move(data), std::move(done));
@@ -44,7 +45,10 @@ void SseStream::End(std::string last) {
   if (ended_ || !started_) return;
   ended_ = true;
   if (ping_timer_ != 0) timers_.Cancel(ping_timer_);
-  if (!last.empty()) ctx_->exchange().Write(std::move(last), nullptr);
+  if (!last.empty()) {
+    ctx_->Tap(last);
+    ctx_->exchange().Write(std::move(last), nullptr);
+  }
   ctx_->EndStream();
 }
 

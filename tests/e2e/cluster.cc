@@ -20,7 +20,8 @@ const std::vector<std::string>& Cluster::ServiceNames() {
 
 absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start() {
   std::unique_ptr<Cluster> c(new Cluster());
-  auto infra = Infra::Start();
+  // The Redis Cluster is for gateways started with --redis_cluster.
+  auto infra = Infra::Start({.redis_cluster = true});
   if (!infra.ok()) return infra.status();
   c->infra_ = std::move(*infra);
   for (const auto& s : ServiceNames()) {
@@ -135,6 +136,36 @@ absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_i
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return absl::UnavailableError("worker " + worker_id + " did not register:\n" + Tail(log, 30));
+}
+
+absl::StatusOr<Cluster::Gateway> Cluster::StartGateway(const std::string& name,
+                                                       std::vector<std::string> flags) {
+  Gateway g;
+  g.http_port = FreePort();
+  g.metrics_port = FreePort();
+  std::vector<std::string> argv = {
+      Infra::BuildDir() + "/services/gateway/gateway",
+      "--grpc_port=" + std::to_string(FreePort()),
+      "--metrics_port=" + std::to_string(g.metrics_port),
+      "--http_port=" + std::to_string(g.http_port),
+      "--drain_seconds=1",
+      "--pg=" + infra_->pg_uri(),
+      "--redis_port=" + std::to_string(infra_->redis_port()),
+      "--safety_address=" + grpc_address("safety"),
+      "--scheduler_address=" + grpc_address("tenant-scheduler"),
+      "--chat_address=" + grpc_address("chat"),
+      "--connection_manager_address=" + grpc_address("connection-manager")};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  const std::string log = infra_->dir() + "/" + name + ".log";
+  g.process = Process(name, argv, log);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (std::chrono::steady_clock::now() < deadline && g.process.running()) {
+    auto r = http::Fetch(
+        {.port = g.http_port, .target = "/healthz", .timeout = std::chrono::milliseconds(500)});
+    if (r.ok() && r->status == 200) return g;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::UnavailableError("gateway " + name + " did not start:\n" + Tail(log, 30));
 }
 
 std::string Cluster::Logs(int lines) const {

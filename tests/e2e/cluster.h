@@ -43,6 +43,17 @@ class Cluster {
   absl::StatusOr<Worker> StartWorker(const std::string& worker_id, const std::string& models,
                                      std::vector<std::string> flags = {});
 
+  // Starts one more gateway replica sharing the cluster's services, Redis
+  // and database, with `flags` added (they win over the defaults); waits
+  // until it answers. Its log is <dir>/<name>.log.
+  struct Gateway {
+    Process process;
+    int http_port = 0;
+    int metrics_port = 0;
+  };
+  absl::StatusOr<Gateway> StartGateway(const std::string& name,
+                                       std::vector<std::string> flags = {});
+
  private:
   Cluster() = default;
   absl::Status StartService(const std::string& name, std::vector<std::string> flags);

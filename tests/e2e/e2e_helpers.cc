@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "gtest/gtest.h"
+#include "sbadmin/admin.h"
 #include "switchboard/billing/v1/billing.grpc.pb.h"
 
 namespace sb::testing {
@@ -40,6 +41,14 @@ std::vector<SseEvent> ParseSse(const std::string& body) {
     out.push_back(std::move(e));
   }
   return out;
+}
+
+std::string KeyOfNewOrg(const std::string& org) {
+  admin::Admin admin(g_cluster->infra().pg_uri());
+  EXPECT_TRUE(admin.CreateOrg(org, org).ok());
+  auto key = admin.CreateKey(org, "");
+  EXPECT_TRUE(key.ok()) << key.status();
+  return key.ok() ? *key : "";
 }
 
 http::Response Post(const std::string& target, const std::string& body, const std::string& key) {

@@ -26,6 +26,10 @@ struct SseEvent {
 // Parses a complete SSE body into events; comments (": ping") are skipped.
 std::vector<SseEvent> ParseSse(const std::string& body);
 
+// A new org with its own key (returned), for tests that read an org's
+// whole ledger or set its limits.
+std::string KeyOfNewOrg(const std::string& org);
+
 http::Response Post(const std::string& target, const std::string& body,
                     const std::string& key = "");
 http::Response Get(const std::string& target, http::Headers extra = {},

@@ -27,15 +27,6 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-// A new org with its own key, for tests that read an org's whole ledger.
-std::string KeyOfNewOrg(const std::string& org) {
-  admin::Admin admin(g_cluster->infra().pg_uri());
-  EXPECT_TRUE(admin.CreateOrg(org, org).ok());
-  auto key = admin.CreateKey(org, "");
-  EXPECT_TRUE(key.ok()) << key.status();
-  return key.ok() ? *key : "";
-}
-
 http::Response PostOpenAi(const std::string& body, const std::string& key = "") {
   auto r = http::Fetch(
       {.port = g_cluster->http_port(),

@@ -73,13 +73,18 @@ class Admission {
   // Unavailable when the shared state cannot be reached.
   virtual void Admit(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
                      Done done) = 0;
+  // Complete and Renew are sent without waiting; `settled` (optional) hears
+  // when they took effect (or failed: the leases then expire by themselves
+  // and the buckets refill).
+  using Settled = std::function<void(absl::Status)>;
   // The request is over: corrects the input charge to `input_tokens`,
   // gives back the output tokens not used, frees the concurrency leases.
   virtual void Complete(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-                        absl::Time now, int64_t input_tokens, int64_t output_tokens) = 0;
+                        absl::Time now, int64_t input_tokens, int64_t output_tokens,
+                        Settled settled = nullptr) = 0;
   // Extends the request's concurrency leases (it still runs).
-  virtual void Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-                     absl::Time now) = 0;
+  virtual void Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
+                     Settled settled = nullptr) = 0;
 };
 
 // The view (tightest per dimension) of per-row states, three a row

@@ -59,21 +59,26 @@ void FallbackAdmission::Admit(const AdmissionRequest& req, const std::vector<Lim
 }
 
 void FallbackAdmission::Complete(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-                                 absl::Time now, int64_t input_tokens, int64_t output_tokens) {
-  if (req.local) {
-    if (mode_ == FallbackMode::kLocal) local_.Complete(req, rows, now, input_tokens, output_tokens);
-    return;
+                                 absl::Time now, int64_t input_tokens, int64_t output_tokens,
+                                 Settled settled) {
+  if (!req.local) {
+    primary_.Complete(req, rows, now, input_tokens, output_tokens, std::move(settled));
+  } else if (mode_ == FallbackMode::kLocal) {
+    local_.Complete(req, rows, now, input_tokens, output_tokens, std::move(settled));
+  } else if (settled) {
+    settled(absl::OkStatus());  // admitted open: nothing was charged
   }
-  primary_.Complete(req, rows, now, input_tokens, output_tokens);
 }
 
 void FallbackAdmission::Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-                              absl::Time now) {
-  if (req.local) {
-    if (mode_ == FallbackMode::kLocal) local_.Renew(req, rows, now);
-    return;
+                              absl::Time now, Settled settled) {
+  if (!req.local) {
+    primary_.Renew(req, rows, now, std::move(settled));
+  } else if (mode_ == FallbackMode::kLocal) {
+    local_.Renew(req, rows, now, std::move(settled));
+  } else if (settled) {
+    settled(absl::OkStatus());
   }
-  primary_.Renew(req, rows, now);
 }
 
 int64_t EstimateInputTokens(const pipeline::Request& request) {
@@ -119,60 +124,6 @@ absl::Status RefusalStatus(const Refusal& refusal, const AdmissionRequest& req) 
           : "tokens");
 }
 
-namespace {
-
-// Renews a request's concurrency leases every third of their life until
-// stopped.
-class LeaseKeeper : public std::enable_shared_from_this<LeaseKeeper> {
- public:
-  LeaseKeeper(Admission& admission, Timers& timers, Clock& clock, AdmissionRequest req,
-              std::vector<LimitRow> rows, absl::Duration every)
-      : admission_(admission),
-        timers_(timers),
-        clock_(clock),
-        req_(std::move(req)),
-        rows_(std::move(rows)),
-        every_(every) {}
-
-  void Start() { Schedule(); }
-  void Stop() {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopped_ = true;
-    if (timer_ != 0) timers_.Cancel(timer_);
-  }
-
- private:
-  void Schedule() {
-    std::weak_ptr<LeaseKeeper> weak = shared_from_this();
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopped_) return;
-    timer_ = timers_.After(every_, [weak] {
-      if (auto self = weak.lock()) self->Renew();
-    });
-  }
-  void Renew() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopped_) return;
-      timer_ = 0;
-    }
-    admission_.Renew(req_, rows_, clock_.Now());
-    Schedule();
-  }
-
-  Admission& admission_;
-  Timers& timers_;
-  Clock& clock_;
-  const AdmissionRequest req_;
-  const std::vector<LimitRow> rows_;
-  const absl::Duration every_;
-  std::mutex mu_;
-  bool stopped_ = false;
-  Timers::Id timer_ = 0;
-};
-
-}  // namespace
-
 void AdmissionFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next next) {
   const pipeline::Request& g = *ctx->api.generate;
   std::vector<LimitRow> rows =
@@ -205,16 +156,19 @@ void AdmissionFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next ne
         }
         ctx->AddResponseHeaders(ctx->dialect->RateLimitHeaders(d->view, now));
         req.local = d->local;
-        std::shared_ptr<LeaseKeeper> keeper;
+        auto* admission = &admission_;
+        Clock* clock = &ctx->clock();
+        // The concurrency leases are renewed every third of their life
+        // while the request runs.
+        std::shared_ptr<Repeating> keeper;
         for (const auto& row : rows) {
           if (row.concurrency == 0) continue;
-          keeper = std::make_shared<LeaseKeeper>(admission_, timers_, ctx->clock(), req, rows,
-                                                 lease_ttl_ / 3);
+          keeper = std::make_shared<Repeating>(
+              timers_, lease_ttl_ / 3,
+              [admission, clock, req, rows] { admission->Renew(req, rows, clock->Now()); });
           keeper->Start();
           break;
         }
-        auto* admission = &admission_;
-        Clock* clock = &ctx->clock();
         ctx->OnComplete([admission, clock, req, rows, keeper](const RequestContext::Outcome& o) {
           if (keeper) keeper->Stop();
           // Not started: the input stays counted, the whole output comes back.

@@ -37,9 +37,9 @@ class FallbackAdmission final : public Admission {
              Done done) override;
   // Complete and Renew go where the request was admitted (req.local).
   void Complete(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
-                int64_t input_tokens, int64_t output_tokens) override;
-  void Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-             absl::Time now) override;
+                int64_t input_tokens, int64_t output_tokens, Settled settled = nullptr) override;
+  void Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
+             Settled settled = nullptr) override;
 
  private:
   Admission& primary_;

@@ -1,4 +1,4 @@
-// Admission against real Redis, on a single node and on a 3-master Redis
+// Admission and idempotency records against real Redis, on a single node and on a 3-master Redis
 // Cluster (both started for the suite): the Lua scripts' exactness under
 // concurrency across replicas, refunds, lease expiry after a replica dies,
 // and what happens when Redis cannot be reached. "Replicas" here are
@@ -15,6 +15,7 @@
 #include "gateway/admission/admission_filter.h"
 #include "gateway/admission/local_admission.h"
 #include "gateway/admission/redis_admission.h"
+#include "gateway/idempotency/idempotency_store.h"
 #include "gtest/gtest.h"
 #include "storage/redis.h"
 #include "storage/redis_cluster.h"
@@ -27,6 +28,15 @@ namespace {
 using sb::testing::Infra;
 
 enum class Topology { kSingle, kCluster };
+
+// Complete and Renew, waiting until they took effect.
+void Settle(std::function<void(Admission::Settled)> op) {
+  std::promise<absl::Status> p;
+  auto f = p.get_future();
+  op([&p](absl::Status st) { p.set_value(st); });
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(f.get().ok());
+}
 
 absl::StatusOr<AdmissionDecision> Decide(Admission& a, const AdmissionRequest& req,
                                          const std::vector<LimitRow>& rows, absl::Time now) {
@@ -77,15 +87,6 @@ class AdmissionRedisTest : public ::testing::TestWithParam<Topology> {
   }
   AdmissionRequest Req(std::string id, int64_t in = 10, int64_t max_tokens = 100) {
     return {org_, "k1", "m", std::move(id), in, max_tokens};
-  }
-
-  // Complete and Renew send without waiting; a command behind them on the
-  // same connection (and node) returns once they have run.
-  static void Flush(AsyncRedis& redis, const LimitRow& row) {
-    std::promise<void> p;
-    redis.Command({"EXISTS", RedisAdmission::Keys(row)[0]},
-                  [&p](absl::StatusOr<RedisReply>) { p.set_value(); });
-    p.get_future().wait();
   }
 
   static Infra* infra_;
@@ -146,8 +147,7 @@ TEST_P(AdmissionRedisTest, UnusedOutputTokensComeBack) {
   EXPECT_FALSE(none->admitted);
   EXPECT_EQ(none->refusal.dimension, Dimension::kOutputTokens);
   // The reply stopped after 10 tokens: 990 come back.
-  a.Complete(Req("first", 10, 1000), rows, t0_, 10, 10);
-  Flush(*conn, rows[0]);
+  Settle([&](auto done) { a.Complete(Req("first", 10, 1000), rows, t0_, 10, 10, done); });
   auto too_many = Decide(a, Req("991", 10, 991), rows, t0_);
   ASSERT_TRUE(too_many.ok());
   EXPECT_FALSE(too_many->admitted);
@@ -165,8 +165,7 @@ TEST_P(AdmissionRedisTest, ExactInputCountsCorrectTheEstimate) {
   ASSERT_TRUE(first.ok() && first->admitted);
   EXPECT_EQ(first->view.input_tokens.remaining, 60);
   // The worker counted 70, not the estimated 40: 30 more are charged.
-  a.Complete(Req("first", 40), rows, t0_, 70, 0);
-  Flush(*conn, rows[0]);
+  Settle([&](auto done) { a.Complete(Req("first", 40), rows, t0_, 70, 0, done); });
   auto second = Decide(a, Req("second", 30), rows, t0_);
   ASSERT_TRUE(second.ok() && second->admitted);
   EXPECT_EQ(second->view.input_tokens.remaining, 0);
@@ -184,8 +183,7 @@ TEST_P(AdmissionRedisTest, ADeadReplicasLeasesExpire) {
     }
     // One is still running and renewed; the replica then dies without
     // completing any of them.
-    dying.Renew(Req("held0"), rows, t0_ + absl::Seconds(1.5));
-    Flush(*conn, rows[0]);
+    Settle([&](auto done) { dying.Renew(Req("held0"), rows, t0_ + absl::Seconds(1.5), done); });
   }
   auto conn = Connect();
   RedisAdmission survivor(*conn, ttl);
@@ -247,6 +245,96 @@ TEST_P(AdmissionRedisTest, AFlushedScriptCacheIsRefilled) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_TRUE(d->admitted);
   EXPECT_EQ(d->view.requests.remaining, 3);
+}
+
+// The idempotency record's state machine (its Lua scripts), on the
+// test's clock: times are passed in, so expiry needs no waiting.
+template <typename T>
+T Await(std::function<void(std::function<void(T)>)> call) {
+  std::promise<T> p;
+  auto f = p.get_future();
+  call([&p](T v) { p.set_value(std::move(v)); });
+  EXPECT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  return f.get();
+}
+
+TEST_P(AdmissionRedisTest, IdempotencyRecordsGoFromAbsentToRunningToDone) {
+  auto conn = Connect();
+  IdempotencyStore store(*conn, absl::Seconds(30), absl::Hours(24));
+  const auto k = IdempotencyRecordKey::For(Row(0, 0, 0, 0).org_id, "/v1/messages", "", "key-1");
+  EXPECT_EQ(RedisCluster::Slot(k.record), RedisCluster::Slot(k.events));
+  using Claimed = absl::StatusOr<ClaimResult>;
+  auto claim = [&](const std::string& fp, const std::string& owner, absl::Time at) {
+    return Await<Claimed>([&](auto done) { store.Claim(k, fp, owner, at, done); });
+  };
+  auto write = [&](auto op) { return Await<absl::StatusOr<bool>>(op); };
+
+  auto first = claim("fp-a", "req-1", t0_);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->kind, ClaimResult::Kind::kClaimed);
+  auto running = claim("fp-a", "req-2", t0_ + absl::Seconds(1));
+  EXPECT_EQ(running->kind, ClaimResult::Kind::kRunning);
+  EXPECT_FALSE(running->stream);
+  EXPECT_EQ(claim("fp-b", "req-3", t0_)->kind, ClaimResult::Kind::kMismatch);
+
+  // The owner streams, then ends; readers see the data from the start.
+  EXPECT_TRUE(*write([&](auto done) { store.StartStream(k, "req-1", t0_, done); }));
+  EXPECT_TRUE(claim("fp-a", "req-2", t0_)->stream);
+  EXPECT_TRUE(*write([&](auto done) { store.Append(k, "req-1", "event: a\n\n", done); }));
+  EXPECT_FALSE(*write([&](auto done) { store.Append(k, "req-9", "not the owner", done); }));
+  auto partial =
+      Await<absl::StatusOr<EventsRead>>([&](auto done) { store.Read(k, "0-0", 100, done); });
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  EXPECT_EQ(partial->state, EventsRead::State::kRunning);
+  EXPECT_EQ(partial->owner, "req-1");
+  EXPECT_FALSE(partial->ended);
+  EXPECT_TRUE(*write([&](auto done) { store.Append(k, "req-1", "event: b\n\n", done); }));
+  EXPECT_TRUE(*write([&](auto done) { store.EndStream(k, "req-1", t0_, done); }));
+  auto all = Await<absl::StatusOr<EventsRead>>(
+      [&](auto done) { store.Read(k, partial->data.back().first, 100, done); });
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->ended);
+  ASSERT_EQ(all->data.size(), 2u) << "b, then the end";
+  EXPECT_EQ(all->data[0].second, "event: b\n\n");
+  auto done = claim("fp-a", "req-4", t0_ + absl::Hours(23));
+  EXPECT_EQ(done->kind, ClaimResult::Kind::kDone);
+  EXPECT_TRUE(done->stream);
+  // After the retention, the key is new again.
+  EXPECT_EQ(claim("fp-b", "req-5", t0_ + absl::Hours(24) + absl::Seconds(31))->kind,
+            ClaimResult::Kind::kClaimed);
+}
+
+TEST_P(AdmissionRedisTest, IdempotencyRecordsAreReleasedOrTakenOver) {
+  auto conn = Connect();
+  IdempotencyStore store(*conn, absl::Seconds(30), absl::Hours(24));
+  const auto k = IdempotencyRecordKey::For(Row(0, 0, 0, 0).org_id, "/v1/messages", "", "key-2");
+  using Claimed = absl::StatusOr<ClaimResult>;
+  auto claim = [&](const std::string& owner, absl::Time at) {
+    return Await<Claimed>([&](auto done) { store.Claim(k, "fp", owner, at, done); })->kind;
+  };
+  auto write = [&](auto op) { return *Await<absl::StatusOr<bool>>(op); };
+
+  ASSERT_EQ(claim("req-1", t0_), ClaimResult::Kind::kClaimed);
+  // Refused before it started: released, and the retry runs.
+  EXPECT_TRUE(write([&](auto done) { store.Release(k, "req-1", done); }));
+  EXPECT_EQ(claim("req-2", t0_), ClaimResult::Kind::kClaimed);
+  // Renewed, it stays running; once the lease lapses, a retry takes over and
+  // the old owner's writes go nowhere.
+  EXPECT_TRUE(write([&](auto done) { store.Renew(k, "req-2", t0_ + absl::Seconds(20), done); }));
+  EXPECT_EQ(claim("req-3", t0_ + absl::Seconds(45)), ClaimResult::Kind::kRunning);
+  EXPECT_EQ(claim("req-3", t0_ + absl::Seconds(51)), ClaimResult::Kind::kClaimed);
+  EXPECT_FALSE(write(
+      [&](auto done) { store.FinishWhole(k, "req-2", t0_, 200, "application/json", "{}", done); }));
+  EXPECT_TRUE(write([&](auto done) {
+    store.FinishWhole(k, "req-3", t0_ + absl::Seconds(52), 200, "application/json", "{\"id\":3}",
+                      done);
+  }));
+  auto replay = Await<Claimed>(
+      [&](auto done) { store.Claim(k, "fp", "req-4", t0_ + absl::Seconds(60), done); });
+  EXPECT_EQ(replay->kind, ClaimResult::Kind::kDone);
+  EXPECT_EQ(replay->status, 200);
+  EXPECT_EQ(replay->content_type, "application/json");
+  EXPECT_EQ(replay->body, "{\"id\":3}");
 }
 
 INSTANTIATE_TEST_SUITE_P(Topologies, AdmissionRedisTest,

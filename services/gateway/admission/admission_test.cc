@@ -285,7 +285,7 @@ TEST_F(AdmissionFilterTest, HeadersRefundsLeasesAndRefusals) {
   EXPECT_EQ(exchanges_.back()->header("retry-after"), "1");
   EXPECT_NE(exchanges_.back()->body().find("concurrent requests (1)"), std::string::npos);
   // The first ends having used 10 of its 1,000 output tokens.
-  first->outcome() = {true, 10, 10};
+  first->outcome() = {.started = true, .input_tokens = 10, .output_tokens = 10};
   first->RespondJson(200, "{}");
   EXPECT_EQ(exchanges_[0]->header("anthropic-ratelimit-requests-remaining"), "1");
   EXPECT_EQ(exchanges_[0]->header("anthropic-ratelimit-output-tokens-remaining"), "1000");
@@ -297,6 +297,22 @@ TEST_F(AdmissionFilterTest, HeadersRefundsLeasesAndRefusals) {
   EXPECT_FALSE(continued) << "two requests a minute";
   EXPECT_NE(exchanges_.back()->body().find("requests per minute (2)"), std::string::npos);
   EXPECT_EQ(exchanges_.back()->header("anthropic-ratelimit-requests-remaining"), "0");
+}
+
+// A client that sends again the moment it has a response must find the
+// first one's slot given back: the release runs before the response goes.
+TEST_F(AdmissionFilterTest, TheSlotIsBackBeforeTheResponseReachesTheClient) {
+  limits_.Put(Row(0, 0, 0, 1));
+  bool continued;
+  auto first = Run(10, &continued);
+  ASSERT_TRUE(continued);
+  int status_when_released = -1;
+  first->OnComplete(
+      [&](const RequestContext::Outcome&) { status_when_released = exchanges_[0]->status(); });
+  first->RespondJson(200, "{}");
+  EXPECT_EQ(status_when_released, 0) << "nothing had been written yet";
+  Run(10, &continued);
+  EXPECT_TRUE(continued);
 }
 
 }  // namespace

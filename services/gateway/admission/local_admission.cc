@@ -80,30 +80,37 @@ void LocalAdmission::Admit(const AdmissionRequest& req, const std::vector<LimitR
 }
 
 void LocalAdmission::Complete(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-                              absl::Time now, int64_t input_tokens, int64_t output_tokens) {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& row : rows) {
-    RowState& s = StateFor(row);
-    if (row.input_tpm > 0) {
-      Bucket(s, Dimension::kInputTokens, Share(row.input_tpm), now)
-          .Give(static_cast<double>(req.input_tokens - input_tokens), now);
+                              absl::Time now, int64_t input_tokens, int64_t output_tokens,
+                              Settled settled) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& row : rows) {
+      RowState& s = StateFor(row);
+      if (row.input_tpm > 0) {
+        Bucket(s, Dimension::kInputTokens, Share(row.input_tpm), now)
+            .Give(static_cast<double>(req.input_tokens - input_tokens), now);
+      }
+      if (row.output_tpm > 0) {
+        Bucket(s, Dimension::kOutputTokens, Share(row.output_tpm), now)
+            .Give(static_cast<double>(std::max<int64_t>(0, req.max_tokens - output_tokens)), now);
+      }
+      s.leases.erase(req.lease_id);
     }
-    if (row.output_tpm > 0) {
-      Bucket(s, Dimension::kOutputTokens, Share(row.output_tpm), now)
-          .Give(static_cast<double>(std::max<int64_t>(0, req.max_tokens - output_tokens)), now);
-    }
-    s.leases.erase(req.lease_id);
   }
+  if (settled) settled(absl::OkStatus());
 }
 
 void LocalAdmission::Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-                           absl::Time now) {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& row : rows) {
-    RowState& s = StateFor(row);
-    auto it = s.leases.find(req.lease_id);
-    if (it != s.leases.end()) it->second = now + lease_ttl_;
+                           absl::Time now, Settled settled) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& row : rows) {
+      RowState& s = StateFor(row);
+      auto it = s.leases.find(req.lease_id);
+      if (it != s.leases.end()) it->second = now + lease_ttl_;
+    }
   }
+  if (settled) settled(absl::OkStatus());
 }
 
 size_t LocalAdmission::leases(const LimitRow& row, absl::Time now) {

@@ -22,9 +22,9 @@ class LocalAdmission final : public Admission {
   void Admit(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
              Done done) override;
   void Complete(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
-                int64_t input_tokens, int64_t output_tokens) override;
-  void Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-             absl::Time now) override;
+                int64_t input_tokens, int64_t output_tokens, Settled settled = nullptr) override;
+  void Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
+             Settled settled = nullptr) override;
 
   // Leases held on a row now (tests).
   size_t leases(const LimitRow& row, absl::Time now);

@@ -1,7 +1,5 @@
 #include "gateway/admission/redis_admission.h"
 
-#include <openssl/sha.h>
-
 #include <memory>
 
 #include "core/crypto.h"
@@ -100,12 +98,6 @@ end
 return 1
 )lua";
 
-std::string Sha1Hex(const std::string& text) {
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-  return HexEncode(std::string(reinterpret_cast<char*>(digest), sizeof digest));
-}
-
 std::string Ms(absl::Time t) { return std::to_string(absl::ToUnixMillis(t)); }
 
 std::vector<std::string> LimitArgs(const std::vector<LimitRow>& rows) {
@@ -121,41 +113,29 @@ int64_t Int(const RedisReply& r) {
   return r.type == RedisReply::Type::kInteger ? r.integer : std::atoll(r.str.c_str());
 }
 
+// A reply to a settling script, for whoever asked to hear it.
+AsyncRedis::Callback Report(Admission::Settled settled) {
+  return [settled = std::move(settled)](absl::StatusOr<RedisReply> r) {
+    if (!settled) return;
+    settled(r.ok() ? absl::OkStatus()
+                   : absl::UnavailableError("rate limits: " + std::string(r.status().message())));
+  };
+}
+
 }  // namespace
 
 RedisAdmission::RedisAdmission(AsyncRedis& redis, absl::Duration lease_ttl)
-    : redis_(redis), lease_ttl_(lease_ttl) {
-  for (auto [script, body] : {std::pair{&admit_, kAdmit}, std::pair{&complete_, kComplete}}) {
-    script->text = std::string(kLevel) + body;
-    script->sha1 = Sha1Hex(script->text);
-  }
-  renew_ = {kRenew, Sha1Hex(kRenew)};
-}
+    : redis_(redis),
+      lease_ttl_(lease_ttl),
+      admit_(std::string(kLevel) + kAdmit),
+      complete_(std::string(kLevel) + kComplete),
+      renew_(kRenew) {}
 
 std::vector<std::string> RedisAdmission::Keys(const LimitRow& row) {
   // The org is the hash tag; the rest names the row without ambiguity.
   const std::string base =
       "rl:{" + row.org_id + "}:" + HexEncode(Sha256(row.key_id + "\n" + row.model)).substr(0, 16);
   return {base + ":req", base + ":in", base + ":out", base + ":conc"};
-}
-
-void RedisAdmission::Run(const Script& script, std::vector<std::string> keys,
-                         std::vector<std::string> args, AsyncRedis::Callback done) {
-  std::vector<std::string> cmd = {"EVALSHA", script.sha1, std::to_string(keys.size())};
-  cmd.insert(cmd.end(), keys.begin(), keys.end());
-  cmd.insert(cmd.end(), args.begin(), args.end());
-  auto* redis = &redis_;
-  const std::string* text = &script.text;
-  redis_.Command(cmd,
-                 [redis, text, cmd, done = std::move(done)](absl::StatusOr<RedisReply> r) mutable {
-                   if (r.ok() || r.status().message().find("NOSCRIPT") == absl::string_view::npos) {
-                     done(std::move(r));
-                     return;
-                   }
-                   cmd[0] = "EVAL";
-                   cmd[1] = *text;  // also caches it for the next EVALSHA
-                   redis->Command(std::move(cmd), std::move(done));
-                 });
 }
 
 void RedisAdmission::Admit(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
@@ -171,7 +151,8 @@ void RedisAdmission::Admit(const AdmissionRequest& req, const std::vector<LimitR
                                    std::to_string(req.input_tokens),
                                    std::to_string(req.max_tokens)};
   for (auto& a : LimitArgs(rows)) args.push_back(std::move(a));
-  Run(admit_, std::move(keys), std::move(args),
+  admit_.Run(
+      redis_, std::move(keys), std::move(args),
       [rows, now, done = std::move(done)](absl::StatusOr<RedisReply> r) {
         if (!r.ok()) {
           done(absl::UnavailableError("rate limits: " + std::string(r.status().message())));
@@ -204,7 +185,8 @@ void RedisAdmission::Admit(const AdmissionRequest& req, const std::vector<LimitR
 }
 
 void RedisAdmission::Complete(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-                              absl::Time now, int64_t input_tokens, int64_t output_tokens) {
+                              absl::Time now, int64_t input_tokens, int64_t output_tokens,
+                              Settled settled) {
   std::vector<std::string> keys;
   for (const auto& row : rows) {
     for (auto& k : Keys(row)) keys.push_back(std::move(k));
@@ -215,19 +197,23 @@ void RedisAdmission::Complete(const AdmissionRequest& req, const std::vector<Lim
       std::to_string(std::max<int64_t>(0, req.max_tokens - output_tokens))};
   for (auto& a : LimitArgs(rows)) args.push_back(std::move(a));
   // A lost completion is bounded: the lease expires, the buckets refill.
-  Run(complete_, std::move(keys), std::move(args), [](absl::StatusOr<RedisReply>) {});
+  complete_.Run(redis_, std::move(keys), std::move(args), Report(std::move(settled)));
 }
 
 void RedisAdmission::Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-                           absl::Time now) {
+                           absl::Time now, Settled settled) {
   std::vector<std::string> keys;
   for (const auto& row : rows) {
     if (row.concurrency > 0) keys.push_back(Keys(row)[3]);
   }
-  if (keys.empty()) return;
-  Run(renew_, std::move(keys),
+  if (keys.empty()) {
+    if (settled) settled(absl::OkStatus());
+    return;
+  }
+  renew_.Run(
+      redis_, std::move(keys),
       {Ms(now + lease_ttl_), req.lease_id, std::to_string(absl::ToInt64Milliseconds(lease_ttl_))},
-      [](absl::StatusOr<RedisReply>) {});
+      Report(std::move(settled)));
 }
 
 }  // namespace sb::gateway

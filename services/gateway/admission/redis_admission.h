@@ -15,6 +15,7 @@
 
 #include "gateway/admission/admission.h"
 #include "storage/redis_pipeline.h"
+#include "storage/redis_script.h"
 
 namespace sb::gateway {
 
@@ -25,25 +26,17 @@ class RedisAdmission final : public Admission {
   void Admit(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
              Done done) override;
   void Complete(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
-                int64_t input_tokens, int64_t output_tokens) override;
-  void Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
-             absl::Time now) override;
+                int64_t input_tokens, int64_t output_tokens, Settled settled = nullptr) override;
+  void Renew(const AdmissionRequest& req, const std::vector<LimitRow>& rows, absl::Time now,
+             Settled settled = nullptr) override;
 
   // The keys of a row's four counters (tests read them).
   static std::vector<std::string> Keys(const LimitRow& row);
 
  private:
-  struct Script {
-    std::string text;
-    std::string sha1;
-  };
-  // EVALSHA, and EVAL when the server does not have the script yet.
-  void Run(const Script& script, std::vector<std::string> keys, std::vector<std::string> args,
-           AsyncRedis::Callback done);
-
   AsyncRedis& redis_;
   absl::Duration lease_ttl_;
-  Script admit_, complete_, renew_;
+  const RedisScript admit_, complete_, renew_;
 };
 
 }  // namespace sb::gateway

@@ -50,6 +50,7 @@ Mapping MapCode(absl::StatusCode code) {
 }
 
 const char* TypeForHttp(int status) {
+  if (status >= 500) return "api_error";
   switch (status) {
     case 404:
       return "not_found_error";

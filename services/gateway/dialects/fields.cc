@@ -69,12 +69,16 @@ bool IsValidUtf8(std::string_view s) {
   return true;
 }
 
-absl::Status RateLimitError(std::string_view message, absl::Duration retry_after,
-                            std::string_view kind) {
-  absl::Status st = absl::ResourceExhaustedError(std::string(message));
+absl::Status WithRetryAfter(absl::Status status, absl::Duration retry_after) {
   const int64_t seconds =
       std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(retry_after, absl::Seconds(1))));
-  st.SetPayload(kRetryAfterPayload, absl::Cord(std::to_string(seconds)));
+  status.SetPayload(kRetryAfterPayload, absl::Cord(std::to_string(seconds)));
+  return status;
+}
+
+absl::Status RateLimitError(std::string_view message, absl::Duration retry_after,
+                            std::string_view kind) {
+  absl::Status st = WithRetryAfter(absl::ResourceExhaustedError(std::string(message)), retry_after);
   st.SetPayload(kLimitKindPayload, absl::Cord(std::string(kind)));
   return st;
 }

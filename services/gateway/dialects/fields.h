@@ -40,6 +40,8 @@ std::string ErrorField(const absl::Status& status);
 // ("requests" or "tokens": OpenAI's error type).
 absl::Status RateLimitError(std::string_view message, absl::Duration retry_after,
                             std::string_view kind);
+// Any error the client should retry after `retry_after` (at least 1 s).
+absl::Status WithRetryAfter(absl::Status status, absl::Duration retry_after);
 int RetryAfterSeconds(const absl::Status& status);  // 0 when not set
 std::string LimitKind(const absl::Status& status);  // "" when not set
 

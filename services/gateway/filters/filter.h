@@ -3,9 +3,9 @@
 // calls `next` (possibly later, from another thread, once its own work is
 // done) or answers the request itself through ctx->Fail and stops there.
 //
-// The chain for API routes is: AuthFilter, then the slots for admission and
-// idempotency (the admission issue adds those filters there), then
-// JsonBodyFilter and ParseFilter. A new step is a new class, not a branch.
+// The chain for generation routes is: AuthFilter, JsonBodyFilter,
+// ParseFilter, IdempotencyFilter, AdmissionFilter (gateway.cc says why in
+// that order). A new step is a new class, not a branch.
 #pragma once
 
 #include <functional>

@@ -55,6 +55,8 @@ void HandleGenerate(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ct
   auto sink =
       std::make_shared<HttpSink>(ctx, std::move(ids), deps.timers, deps.options.ping_interval);
   std::weak_ptr<pipeline::Generation> gen = deps.pipeline.Run(ctx->api.generate, std::move(sink));
+  // An idempotent request's reply is kept for the retry.
+  if (ctx->detached) return;
   // Nobody will read the reply: stop generating (and paying for) it.
   ctx->exchange().OnClientGone([gen] {
     if (auto g = gen.lock()) g->Cancel();
