@@ -81,6 +81,8 @@ ABSL_FLAG(std::string, ready_file, "",
 ABSL_FLAG(std::string, progress_file, "",
           "chat_turns: rewritten every 100 ms with the number of sends accepted so far");
 ABSL_FLAG(int, threads, 1, "Event-loop threads for the HTTP modes");
+ABSL_FLAG(bool, idempotency_keys, false,
+          "rps: every request carries its own Idempotency-Key (each one a new record)");
 
 namespace {
 
@@ -184,11 +186,13 @@ struct Target {
 };
 
 std::string SerializeRequest(const Target& t, std::string_view method, std::string_view path,
-                             std::string_view body) {
+                             std::string_view body, std::string_view idempotency_key = {}) {
   std::string out;
   out.reserve(256 + body.size());
   out.append(method).append(" ").append(path).append(" HTTP/1.1\r\n");
   out.append("host: ").append(t.host_header).append("\r\n");
+  if (!idempotency_key.empty())
+    out.append("idempotency-key: ").append(idempotency_key).append("\r\n");
   out.append("x-api-key: ").append(t.api_key).append("\r\n");
   out.append("anthropic-version: 2023-06-01\r\n");
   out.append("content-type: application/json\r\n");
@@ -369,8 +373,13 @@ struct LatencyLog {
 json RunRps(const Target& target) {
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   const double duration_s = absl::GetFlag(FLAGS_duration_s);
-  const std::string request =
-      SerializeRequest(target, "POST", "/v1/messages", MessagesBody(false, 1));
+  const std::string body = MessagesBody(false, 1);
+  const std::string request = SerializeRequest(target, "POST", "/v1/messages", body);
+  const bool keyed = absl::GetFlag(FLAGS_idempotency_keys);
+  // Keys unique to this run, so that every request is a new record.
+  const std::string key_prefix =
+      "load-" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+  std::atomic<int64_t> next_key{0};
   const auto measure_from =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(
                          std::chrono::duration<double>(absl::GetFlag(FLAGS_warmup_s)));
@@ -384,7 +393,11 @@ json RunRps(const Target& target) {
       std::vector<double> ms;
       int64_t errors = 0;
       for (auto t0 = Clock::now(); t0 < end; t0 = Clock::now()) {
-        Exchange x = co_await conn.RoundTrip(request);
+        const std::string keyed_request =
+            keyed ? SerializeRequest(target, "POST", "/v1/messages", body,
+                                     key_prefix + "-" + std::to_string(next_key++))
+                  : std::string();
+        Exchange x = co_await conn.RoundTrip(keyed ? keyed_request : request);
         const auto t1 = Clock::now();
         // Only exchanges wholly inside the window count, so that the rate is
         // completions per second of the window.

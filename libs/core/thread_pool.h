@@ -15,12 +15,15 @@ namespace sb {
 class ThreadPool {
  public:
   ThreadPool(int threads, size_t max_queue);
-  ~ThreadPool();  // runs what is queued, then joins
+  ~ThreadPool();  // Stop()
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   // False when the queue is full or the pool is stopping.
   bool Submit(std::function<void()> task);
+  // Refuses new tasks, runs what is queued, then joins. Idempotent; not
+  // from a pool thread.
+  void Stop();
 
  private:
   void Loop();

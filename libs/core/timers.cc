@@ -6,9 +6,12 @@ namespace sb {
 
 TimerThread::TimerThread() : thread_([this] { Loop(); }) {}
 
-TimerThread::~TimerThread() {
+TimerThread::~TimerThread() { Stop(); }
+
+void TimerThread::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
     stop_ = true;
   }
   cv_.notify_all();

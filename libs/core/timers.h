@@ -35,7 +35,10 @@ class Timers {
 class TimerThread final : public Timers {
  public:
   TimerThread();
-  ~TimerThread() override;  // drops pending timers without running them
+  ~TimerThread() override;  // Stop()
+  // Drops pending timers without running them, waits for a callback that
+  // is running, and runs none after. Idempotent.
+  void Stop();
   TimerThread(const TimerThread&) = delete;
   TimerThread& operator=(const TimerThread&) = delete;
 

@@ -45,7 +45,6 @@ bool ParseRedirect(std::string_view message, Redirect* out) {
       out->slot >= RedisCluster::kSlots) {
     return false;
   }
-  // An empty host ("MOVED 1 :7000") means the node that answered.
   if (parts[2].rfind(':') == std::string::npos) return false;
   out->kind = parts[0];
   out->address = parts[2];
@@ -151,11 +150,15 @@ void RedisCluster::Send(int slot, std::string address, std::vector<std::string> 
     return;
   }
   // The arguments are kept for a redirection.
-  auto resend = [this, slot, args, redirects,
+  auto resend = [this, slot, args, redirects, answered = address,
                  done = std::move(done)](absl::StatusOr<RedisReply> r) mutable {
     Redirect redirect;
     if (!r.ok() && r.status().code() == absl::StatusCode::kInternal && redirects < kMaxRedirects &&
         ParseRedirect(std::string(r.status().message()), &redirect)) {
+      // No host ("MOVED 1 :7000"): the node that answered.
+      if (redirect.address[0] == ':') {
+        redirect.address = answered.substr(0, answered.rfind(':')) + redirect.address;
+      }
       static auto& redirected = metrics::Default().GetCounter(
           "sb_redis_cluster_redirects_total", "Redis Cluster commands resent after MOVED or ASK");
       redirected.Inc();

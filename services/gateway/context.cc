@@ -102,6 +102,20 @@ void RequestContext::OnComplete(std::function<void(const Outcome&)> fn) {
   on_complete_.push_back(std::move(fn));
 }
 
+void RequestContext::set_cancel(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(hooks_mu_);
+  cancel_ = std::move(fn);
+}
+
+void RequestContext::CancelGeneration() {
+  std::function<void()> fn;
+  {
+    std::lock_guard<std::mutex> lock(hooks_mu_);
+    fn = cancel_;
+  }
+  if (fn) fn();
+}
+
 http::Headers RequestContext::WithCommonHeaders(http::Headers extra) {
   extra.emplace_back("request-id", request_id_);
   std::lock_guard<std::mutex> lock(hooks_mu_);

@@ -108,8 +108,9 @@ class RequestContext {
 
   // What the request used, as far as it got (the sink fills it in).
   struct Outcome {
-    bool started = false;  // a worker started generating
+    bool started = false;    // a worker started generating
     bool cancelled = false;  // it was cancelled before it finished
+    bool failed = false;     // it ended with an error
     int64_t input_tokens = 0;
     int64_t output_tokens = 0;
   };
@@ -122,6 +123,11 @@ class RequestContext {
   // gives back what the request did not use, so that the client's next
   // request finds it given back.
   void OnComplete(std::function<void(const Outcome&)> fn);
+
+  // How to stop the request's generation (the handler that starts one sets
+  // it); CancelGeneration does nothing before that or after the end.
+  void set_cancel(std::function<void()> fn);
+  void CancelGeneration();
 
   // Sees everything written from now on. Set it before the response starts.
   void set_tap(std::shared_ptr<ResponseTap> tap) { tap_ = std::move(tap); }
@@ -168,6 +174,7 @@ class RequestContext {
   std::vector<std::function<void(const Outcome&)>> on_complete_;
   bool completed_ = false;
   std::shared_ptr<ResponseTap> tap_;
+  std::function<void()> cancel_;  // guarded by hooks_mu_
 };
 
 }  // namespace sb::gateway

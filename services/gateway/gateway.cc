@@ -9,8 +9,8 @@ namespace sb::gateway {
 Gateway::Gateway(GatewayDeps deps)
     : deps_(deps),
       auth_(deps.auth, deps.pool),
-      idempotency_(deps.idempotency, deps.timers, deps.options.ping_interval),
-      admission_(deps.limits, deps.admission, deps.timers, deps.options.lease_ttl) {
+      idempotency_(deps.idempotency, deps.timers, deps.pool, deps.options.ping_interval),
+      admission_(deps.limits, deps.admission, deps.timers, deps.pool, deps.options.lease_ttl) {
   AddRoutes();
 }
 

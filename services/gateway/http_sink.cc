@@ -79,6 +79,7 @@ void HttpSink::OnFinish(const pipeline::FinishInfo& info) {
 }
 
 void HttpSink::OnError(const absl::Status& status) {
+  ctx_->outcome().failed = true;
   if (stream_ && stream_->started()) {
     stream_->End(encoder_->Error(status));
     return;

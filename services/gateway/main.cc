@@ -101,7 +101,6 @@ int main(int argc, char** argv) {
   if (auto st = limits.Refresh(); !st.ok()) {
     spdlog::warn("gateway: limits not read yet: {}", st.ToString());
   }
-  if (auto st = limits.Refresh(); !st.ok()) spdlog::warn("gateway: limits: {}", st.ToString());
   absl::Notification stopping;
   std::thread limits_refresher([&] {
     const absl::Duration every = absl::Milliseconds(absl::GetFlag(FLAGS_limits_refresh_ms));
@@ -179,8 +178,13 @@ int main(int argc, char** argv) {
   const absl::Time deadline = absl::Now() + absl::Seconds(2);
   while (pipeline.active() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
   http.Stop();
+  // Then what calls into the gateway's objects from other threads, before
+  // they go: timers (lease renewals, retries following a record), Redis
+  // (its callbacks), and the pool their continuations run on.
+  timers.Stop();
   if (redis_cluster) redis_cluster->Stop();
   if (redis_node) redis_node->Stop();
+  pool.Stop();
   stopping.Notify();
   limits_refresher.join();
   return 0;

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <thread>
+
 #include "core/metrics.h"
 #include "gateway/context.h"
 #include "gateway/dialects/fields.h"
@@ -31,6 +33,10 @@ void FallbackAdmission::Admit(const AdmissionRequest& req, const std::vector<Lim
       return;
     }
     fallbacks_.Inc();
+    // The script may have run with only its reply lost: free the lease it
+    // would have taken (a no-op otherwise), so it does not hold a slot for
+    // its whole TTL. Its charges stand: they refill.
+    primary_.Complete(req, rows, now, req.input_tokens, req.max_tokens);
     // One line a second at most: an outage must not flood the log.
     const int64_t ms = absl::ToUnixMillis(now);
     int64_t last = last_log_ms_.load();
@@ -135,49 +141,65 @@ void AdmissionFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next ne
   AdmissionRequest req{ctx->principal->org_id, ctx->principal->key_id, g.model(),
                        ctx->request_id(),      EstimateInputTokens(g), g.max_tokens()};
   const absl::Time now = ctx->clock().Now();
-  admission_.Admit(
-      req, rows, now,
-      [this, ctx, next = std::move(next), req, rows,
-       now](absl::StatusOr<AdmissionDecision> d) mutable {
-        if (!d.ok()) {
-          ctx->Fail(d.status());
-          return;
-        }
-        if (!d->admitted) {
-          // The refused dimension, for the headers.
-          LimitState refused{true, d->refusal.limit, 0, now + d->refusal.retry_after};
-          RateLimitView view;
-          if (d->refusal.dimension == Dimension::kRequests) view.requests = refused;
-          if (d->refusal.dimension == Dimension::kInputTokens) view.input_tokens = refused;
-          if (d->refusal.dimension == Dimension::kOutputTokens) view.output_tokens = refused;
-          ctx->AddResponseHeaders(ctx->dialect->RateLimitHeaders(view, now));
-          ctx->Fail(RefusalStatus(d->refusal, req));
-          return;
-        }
-        ctx->AddResponseHeaders(ctx->dialect->RateLimitHeaders(d->view, now));
-        req.local = d->local;
-        auto* admission = &admission_;
-        Clock* clock = &ctx->clock();
-        // The concurrency leases are renewed every third of their life
-        // while the request runs.
-        std::shared_ptr<Repeating> keeper;
-        for (const auto& row : rows) {
-          if (row.concurrency == 0) continue;
-          keeper = std::make_shared<Repeating>(
-              timers_, lease_ttl_ / 3,
-              [admission, clock, req, rows] { admission->Renew(req, rows, clock->Now()); });
-          keeper->Start();
-          break;
-        }
-        ctx->OnComplete([admission, clock, req, rows, keeper](const RequestContext::Outcome& o) {
-          if (keeper) keeper->Stop();
-          // Not started: the input stays counted, the whole output comes back.
-          admission->Complete(req, rows, clock->Now(),
-                              o.started ? o.input_tokens : req.input_tokens,
-                              o.started ? o.output_tokens : 0);
-        });
-        next();
-      });
+  const std::thread::id caller = std::this_thread::get_id();
+  admission_.Admit(req, rows, now,
+                   [this, ctx, next = std::move(next), req, rows, now,
+                    caller](absl::StatusOr<AdmissionDecision> d) mutable {
+                     auto decided = [this, ctx, next = std::move(next), req = std::move(req),
+                                     rows = std::move(rows), now, d = std::move(d)]() mutable {
+                       Decided(ctx, std::move(next), std::move(req), rows, now, d);
+                     };
+                     // Decided in this thread (the in-process limiter): go on.
+                     // On the Redis thread: what follows is request work.
+                     if (std::this_thread::get_id() == caller) {
+                       decided();
+                     } else {
+                       ContinueOn(pool_, ctx, std::move(decided));
+                     }
+                   });
+}
+
+void AdmissionFilter::Decided(const std::shared_ptr<RequestContext>& ctx, Next next,
+                              AdmissionRequest req, const std::vector<LimitRow>& rows,
+                              absl::Time now, const absl::StatusOr<AdmissionDecision>& d) {
+  if (!d.ok()) {
+    ctx->Fail(d.status());
+    return;
+  }
+  if (!d->admitted) {
+    // The refused dimension, for the headers: empty, full again after a
+    // minute.
+    LimitState refused{true, d->refusal.limit, 0, FullAt(d->refusal.limit, 0, now)};
+    RateLimitView view;
+    if (d->refusal.dimension == Dimension::kRequests) view.requests = refused;
+    if (d->refusal.dimension == Dimension::kInputTokens) view.input_tokens = refused;
+    if (d->refusal.dimension == Dimension::kOutputTokens) view.output_tokens = refused;
+    ctx->AddResponseHeaders(ctx->dialect->RateLimitHeaders(view, now));
+    ctx->Fail(RefusalStatus(d->refusal, req));
+    return;
+  }
+  ctx->AddResponseHeaders(ctx->dialect->RateLimitHeaders(d->view, now));
+  req.local = d->local;
+  auto* admission = &admission_;
+  Clock* clock = &ctx->clock();
+  // The concurrency leases are renewed every third of their life while the
+  // request runs.
+  std::shared_ptr<Repeating> keeper;
+  for (const auto& row : rows) {
+    if (row.concurrency == 0) continue;
+    keeper = std::make_shared<Repeating>(timers_, lease_ttl_ / 3, [admission, clock, req, rows] {
+      admission->Renew(req, rows, clock->Now());
+    });
+    keeper->Start();
+    break;
+  }
+  ctx->OnComplete([admission, clock, req, rows, keeper](const RequestContext::Outcome& o) {
+    if (keeper) keeper->Stop();
+    // Not started: the input stays counted, the whole output comes back.
+    admission->Complete(req, rows, clock->Now(), o.started ? o.input_tokens : req.input_tokens,
+                        o.started ? o.output_tokens : 0);
+  });
+  next();
 }
 
 }  // namespace sb::gateway

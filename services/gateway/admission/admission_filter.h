@@ -14,6 +14,7 @@
 #include <atomic>
 #include <memory>
 
+#include "core/thread_pool.h"
 #include "core/timers.h"
 #include "gateway/admission/admission.h"
 #include "gateway/admission/limits.h"
@@ -51,16 +52,25 @@ class FallbackAdmission final : public Admission {
 
 class AdmissionFilter final : public Filter {
  public:
-  AdmissionFilter(LimitsCache& limits, Admission& admission, Timers& timers,
+  AdmissionFilter(LimitsCache& limits, Admission& admission, Timers& timers, ThreadPool& pool,
                   absl::Duration lease_ttl)
-      : limits_(limits), admission_(admission), timers_(timers), lease_ttl_(lease_ttl) {}
+      : limits_(limits),
+        admission_(admission),
+        timers_(timers),
+        pool_(pool),
+        lease_ttl_(lease_ttl) {}
   std::string_view name() const override { return "admission"; }
   void Handle(const std::shared_ptr<RequestContext>& ctx, Next next) override;
 
  private:
+  void Decided(const std::shared_ptr<RequestContext>& ctx, Next next, AdmissionRequest req,
+               const std::vector<LimitRow>& rows, absl::Time now,
+               const absl::StatusOr<AdmissionDecision>& d);
+
   LimitsCache& limits_;
   Admission& admission_;
   Timers& timers_;
+  ThreadPool& pool_;
   absl::Duration lease_ttl_;
 };
 

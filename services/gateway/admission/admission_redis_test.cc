@@ -280,16 +280,16 @@ TEST_P(AdmissionRedisTest, IdempotencyRecordsGoFromAbsentToRunningToDone) {
   // The owner streams, then ends; readers see the data from the start.
   EXPECT_TRUE(*write([&](auto done) { store.StartStream(k, "req-1", t0_, done); }));
   EXPECT_TRUE(claim("fp-a", "req-2", t0_)->stream);
-  EXPECT_TRUE(*write([&](auto done) { store.Append(k, "req-1", "event: a\n\n", done); }));
-  EXPECT_FALSE(*write([&](auto done) { store.Append(k, "req-9", "not the owner", done); }));
+  EXPECT_TRUE(*write([&](auto done) { store.Append(k, "req-1", "event: a\n\n", 1, done); }));
+  EXPECT_FALSE(*write([&](auto done) { store.Append(k, "req-9", "not the owner", 2, done); }));
   auto partial =
       Await<absl::StatusOr<EventsRead>>([&](auto done) { store.Read(k, "0-0", 100, done); });
   ASSERT_TRUE(partial.ok()) << partial.status();
   EXPECT_EQ(partial->state, EventsRead::State::kRunning);
   EXPECT_EQ(partial->owner, "req-1");
   EXPECT_FALSE(partial->ended);
-  EXPECT_TRUE(*write([&](auto done) { store.Append(k, "req-1", "event: b\n\n", done); }));
-  EXPECT_TRUE(*write([&](auto done) { store.EndStream(k, "req-1", t0_, done); }));
+  EXPECT_TRUE(*write([&](auto done) { store.Append(k, "req-1", "event: b\n\n", 2, done); }));
+  EXPECT_TRUE(*write([&](auto done) { store.EndStream(k, "req-1", t0_, 2, done); }));
   auto all = Await<absl::StatusOr<EventsRead>>(
       [&](auto done) { store.Read(k, partial->data.back().first, 100, done); });
   ASSERT_TRUE(all.ok());
@@ -335,6 +335,34 @@ TEST_P(AdmissionRedisTest, IdempotencyRecordsAreReleasedOrTakenOver) {
   EXPECT_EQ(replay->status, 200);
   EXPECT_EQ(replay->content_type, "application/json");
   EXPECT_EQ(replay->body, "{\"id\":3}");
+}
+
+// A lost or reordered piece of a stream: the record is released at the
+// end rather than replayed with a hole, and followers see the gap at once.
+TEST_P(AdmissionRedisTest, AStreamWithAGapIsNeverReplayed) {
+  auto conn = Connect();
+  IdempotencyStore store(*conn, absl::Seconds(30), absl::Hours(24));
+  const auto k = IdempotencyRecordKey::For(Row(0, 0, 0, 0).org_id, "/v1/messages", "", "key-3");
+  using Written = absl::StatusOr<bool>;
+  auto write = [&](auto op) { return Await<Written>(op); };
+  auto claim = [&](const std::string& owner) {
+    return Await<absl::StatusOr<ClaimResult>>(
+               [&](auto done) { store.Claim(k, "fp", owner, t0_, done); })
+        ->kind;
+  };
+  ASSERT_EQ(claim("req-1"), ClaimResult::Kind::kClaimed);
+  EXPECT_TRUE(*write([&](auto done) { store.StartStream(k, "req-1", t0_, done); }));
+  EXPECT_TRUE(*write([&](auto done) { store.Append(k, "req-1", "one", 1, done); }));
+  auto skipped = write([&](auto done) { store.Append(k, "req-1", "three", 3, done); });
+  EXPECT_EQ(skipped.status().code(), absl::StatusCode::kDataLoss);
+  auto read =
+      Await<absl::StatusOr<EventsRead>>([&](auto done) { store.Read(k, "0-0", 100, done); });
+  ASSERT_TRUE(read.ok());
+  EXPECT_TRUE(read->gap);
+  EXPECT_EQ(claim("req-2"), ClaimResult::Kind::kRunning) << "still its owner's until it ends";
+  auto ended = write([&](auto done) { store.EndStream(k, "req-1", t0_, 3, done); });
+  EXPECT_EQ(ended.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(claim("req-2"), ClaimResult::Kind::kClaimed) << "released: the retry runs";
 }
 
 INSTANTIATE_TEST_SUITE_P(Topologies, AdmissionRedisTest,

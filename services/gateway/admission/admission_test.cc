@@ -3,6 +3,7 @@
 // cache, the headers of both dialects, and the filter.
 #include <memory>
 
+#include "core/thread_pool.h"
 #include "gateway/admission/admission_filter.h"
 #include "gateway/admission/local_admission.h"
 #include "gateway/admission/token_bucket.h"
@@ -138,6 +139,21 @@ TEST(LocalAdmissionTest, ConcurrencyLeasesAreHeldReturnedAndExpire) {
   EXPECT_EQ(a.leases(rows[0], kT0 + absl::Seconds(51)), 0u);
 }
 
+// Over the replica's share but within the limit: it fits once Redis is
+// back, so it is a 429 to retry, not a 400.
+TEST(LocalAdmissionTest, NeverIsJudgedAgainstTheWholeLimit) {
+  LocalAdmission a(/*share=*/2, absl::Seconds(30));
+  const std::vector<LimitRow> rows = {Row(0, 0, 4000, 0)};
+  auto over_share = Decide(a, Req("r1", 10, 3000), rows, kT0);
+  ASSERT_FALSE(over_share.admitted);
+  EXPECT_FALSE(over_share.refusal.never);
+  EXPECT_EQ(over_share.refusal.retry_after, absl::Seconds(1));
+  auto over_limit = Decide(a, Req("r2", 10, 5000), rows, kT0);
+  ASSERT_FALSE(over_limit.admitted);
+  EXPECT_TRUE(over_limit.refusal.never);
+  EXPECT_EQ(over_limit.refusal.limit, 4000);
+}
+
 TEST(LocalAdmissionTest, TheFallbackAdmitsTheReplicasShare) {
   LocalAdmission a(/*share=*/2, absl::Seconds(30));
   const std::vector<LimitRow> rows = {Row(20, 0, 0, 0)};
@@ -207,6 +223,8 @@ TEST(RateLimitHeadersTest, AnthropicRfc3339AndOpenAiDurations) {
   EXPECT_EQ(OpenAiDuration(absl::Milliseconds(20)), "20ms");
   EXPECT_EQ(OpenAiDuration(absl::Milliseconds(1500)), "1.5s");
   EXPECT_EQ(OpenAiDuration(absl::Minutes(6)), "6m0s");
+  EXPECT_EQ(OpenAiDuration(absl::Microseconds(59'999'600)), "1m0s") << "as rounded";
+  EXPECT_EQ(OpenAiDuration(absl::Microseconds(999'600)), "1s");
 }
 
 TEST(RateLimitErrorTest, Is429WithRetryAfterInBothDialects) {
@@ -258,7 +276,8 @@ class AdmissionFilterTest : public ::testing::Test {
   FakeLimitsSource source_;
   LimitsCache limits_{source_};
   LocalAdmission admission_{1, absl::Seconds(30)};
-  AdmissionFilter filter_{limits_, admission_, timers_, absl::Seconds(30)};
+  ThreadPool pool_{1, 16};
+  AdmissionFilter filter_{limits_, admission_, timers_, pool_, absl::Seconds(30)};
   AnthropicDialect anthropic_;
   std::vector<std::shared_ptr<sb::testing::FakeExchange>> exchanges_;
   int n_ = 0;

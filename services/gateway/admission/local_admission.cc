@@ -27,56 +27,69 @@ void LocalAdmission::Expire(RowState& s, absl::Time now) {
 
 void LocalAdmission::Admit(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
                            absl::Time now, Done done) {
+  done(Decide(req, rows, now));  // outside the lock: `done` answers requests
+}
+
+AdmissionDecision LocalAdmission::Decide(const AdmissionRequest& req,
+                                         const std::vector<LimitRow>& rows, absl::Time now) {
   AdmissionDecision d;
   d.local = true;
   std::vector<LimitState> states;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    const int64_t costs[3] = {1, req.input_tokens, req.max_tokens};
-    // Check every bucket first: all or nothing.
-    for (const auto& row : rows) {
-      RowState& s = StateFor(row);
-      const int64_t limits[4] = {Share(row.rpm), Share(row.input_tpm), Share(row.output_tpm),
-                                 Share(row.concurrency)};
-      for (int dim = 0; dim < 3; ++dim) {
-        if (limits[dim] == 0) continue;
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t costs[3] = {1, req.input_tokens, req.max_tokens};
+  // Check every bucket first: all or nothing.
+  for (const auto& row : rows) {
+    RowState& s = StateFor(row);
+    const int64_t full[3] = {row.rpm, row.input_tpm, row.output_tpm};
+    const int64_t limits[4] = {Share(row.rpm), Share(row.input_tpm), Share(row.output_tpm),
+                               Share(row.concurrency)};
+    for (int dim = 0; dim < 3; ++dim) {
+      if (limits[dim] == 0) continue;
+      // "Never" is judged against the whole limit, not this replica's
+      // share: a cost between the two fits once Redis is back.
+      if (costs[dim] > full[dim]) {
+        d.refusal = {static_cast<Dimension>(dim), full[dim], absl::ZeroDuration(), true,
+                     row.Scope()};
+        return d;
+      }
+      TokenBucket& b = Bucket(s, static_cast<Dimension>(dim), limits[dim], now);
+      if (costs[dim] > limits[dim]) {
+        d.refusal = {static_cast<Dimension>(dim), limits[dim], absl::Seconds(1), false,
+                     row.Scope()};
+        return d;
+      }
+      if (b.tokens(now) < static_cast<double>(costs[dim])) {
+        d.refusal = {static_cast<Dimension>(dim), limits[dim],
+                     b.TimeUntil(static_cast<double>(costs[dim]), now), false, row.Scope()};
+        return d;
+      }
+    }
+    if (limits[3] > 0) {
+      Expire(s, now);
+      if (static_cast<int64_t>(s.leases.size()) >= limits[3]) {
+        d.refusal = {Dimension::kConcurrency, limits[3], absl::Seconds(1), false, row.Scope()};
+        return d;
+      }
+    }
+  }
+  for (const auto& row : rows) {
+    RowState& s = StateFor(row);
+    const int64_t limits[4] = {Share(row.rpm), Share(row.input_tpm), Share(row.output_tpm),
+                               Share(row.concurrency)};
+    for (int dim = 0; dim < 3; ++dim) {
+      LimitState st;
+      if (limits[dim] > 0) {
         TokenBucket& b = Bucket(s, static_cast<Dimension>(dim), limits[dim], now);
-        if (costs[dim] > limits[dim] || b.tokens(now) < static_cast<double>(costs[dim])) {
-          d.refusal = {static_cast<Dimension>(dim), limits[dim],
-                       b.TimeUntil(static_cast<double>(costs[dim]), now), costs[dim] > limits[dim],
-                       row.Scope()};
-          done(d);
-          return;
-        }
+        b.TryTake(static_cast<double>(costs[dim]), now);
+        st = {true, limits[dim], static_cast<int64_t>(std::floor(b.tokens(now))), b.FullAt(now)};
       }
-      if (limits[3] > 0) {
-        Expire(s, now);
-        if (static_cast<int64_t>(s.leases.size()) >= limits[3]) {
-          d.refusal = {Dimension::kConcurrency, limits[3], absl::Seconds(1), false, row.Scope()};
-          done(d);
-          return;
-        }
-      }
+      states.push_back(st);
     }
-    for (const auto& row : rows) {
-      RowState& s = StateFor(row);
-      const int64_t limits[4] = {Share(row.rpm), Share(row.input_tpm), Share(row.output_tpm),
-                                 Share(row.concurrency)};
-      for (int dim = 0; dim < 3; ++dim) {
-        LimitState st;
-        if (limits[dim] > 0) {
-          TokenBucket& b = Bucket(s, static_cast<Dimension>(dim), limits[dim], now);
-          b.TryTake(static_cast<double>(costs[dim]), now);
-          st = {true, limits[dim], static_cast<int64_t>(std::floor(b.tokens(now))), b.FullAt(now)};
-        }
-        states.push_back(st);
-      }
-      if (limits[3] > 0) s.leases[req.lease_id] = now + lease_ttl_;
-    }
+    if (limits[3] > 0) s.leases[req.lease_id] = now + lease_ttl_;
   }
   d.admitted = true;
   d.view = TightestView(states);
-  done(d);
+  return d;
 }
 
 void LocalAdmission::Complete(const AdmissionRequest& req, const std::vector<LimitRow>& rows,

@@ -37,6 +37,8 @@ class LocalAdmission final : public Admission {
   int64_t Share(int64_t limit) const {
     return limit == 0 ? 0 : std::max<int64_t>(1, limit / share_);
   }
+  AdmissionDecision Decide(const AdmissionRequest& req, const std::vector<LimitRow>& rows,
+                           absl::Time now);
   RowState& StateFor(const LimitRow& row);                                       // requires mu_
   TokenBucket& Bucket(RowState& s, Dimension d, int64_t limit, absl::Time now);  // requires mu_
   static void Expire(RowState& s, absl::Time now);

@@ -377,6 +377,8 @@ std::string OpenAiDialect::ModelList(const std::vector<ModelEntry>& page, bool) 
 std::string OpenAiDuration(absl::Duration d) {
   // As OpenAI writes them: "20ms", "1.5s", "6m0s".
   if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
+  // Rounded to what is shown: "59.9996s" is "1m0s".
+  d = absl::Milliseconds(absl::ToInt64Milliseconds(d + absl::Microseconds(500)));
   if (d < absl::Seconds(1)) return std::to_string(absl::ToInt64Milliseconds(d)) + "ms";
   if (d < absl::Minutes(1)) {
     char buf[32];

@@ -13,6 +13,10 @@
 #include <string_view>
 #include <vector>
 
+namespace sb {
+class ThreadPool;
+}
+
 namespace sb::gateway {
 
 class RequestContext;
@@ -28,5 +32,10 @@ class Filter {
 // Runs `filters` in order, then `last`.
 void RunChain(const std::vector<Filter*>& filters, const std::shared_ptr<RequestContext>& ctx,
               std::function<void()> last);
+
+// Runs `fn` on `pool`, off the thread it was called on (a Redis pipeline's,
+// which must not run request work); a full pool answers 529.
+void ContinueOn(ThreadPool& pool, const std::shared_ptr<RequestContext>& ctx,
+                std::function<void()> fn);
 
 }  // namespace sb::gateway

@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include "core/crypto.h"
 #include "core/public_status.h"
 #include "gateway/dialects/fields.h"
 #include "gateway/handlers/unary.h"
@@ -291,6 +292,10 @@ void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
       return;
     }
     call->req.set_client_message_id(c->get<std::string>());
+  } else if (const std::string key = ctx->request().Header("idempotency-key"); !key.empty()) {
+    // Chat dedupes on it too: if this send times out after chat took it,
+    // the retry (which the gateway runs again) gets the same turn.
+    call->req.set_client_message_id("idem-" + HexEncode(Sha256(key)).substr(0, 40));
   }
   if (auto m = body.find("max_tokens"); m != body.end() && !m->is_null()) {
     if (!m->is_number_integer() || m->get<int64_t>() < 1 ||

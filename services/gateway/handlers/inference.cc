@@ -55,12 +55,14 @@ void HandleGenerate(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ct
   auto sink =
       std::make_shared<HttpSink>(ctx, std::move(ids), deps.timers, deps.options.ping_interval);
   std::weak_ptr<pipeline::Generation> gen = deps.pipeline.Run(ctx->api.generate, std::move(sink));
+  auto cancel = [gen] {
+    if (auto g = gen.lock()) g->Cancel();
+  };
+  ctx->set_cancel(cancel);
   // An idempotent request's reply is kept for the retry.
   if (ctx->detached) return;
   // Nobody will read the reply: stop generating (and paying for) it.
-  ctx->exchange().OnClientGone([gen] {
-    if (auto g = gen.lock()) g->Cancel();
-  });
+  ctx->exchange().OnClientGone(cancel);
 }
 
 void HandleCountTokens(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {

@@ -11,13 +11,14 @@
 //   running      start; whole: waits, then gets the same response
 //   other body   422 invalid_request_error
 //
-// A request refused before it started generating (400, 429, 529: any
-// non-2xx answer with no generation) releases its record: the retry runs.
-// So does one cancelled before it finished (a gateway shut down under
-// it); a gateway that dies leaves a record whose lease lapses, and the
-// next retry runs it again. Redis unreachable: a request with a key gets
-// 503 api_error (retryable) rather than risk running twice; requests
-// without one are unaffected.
+// Only a good response is kept: a request refused before it started (400,
+// 429, 529), one that failed or was cancelled (a gateway shutting down
+// under it), or one whose record lost a write releases its key, and the
+// retry runs. A gateway that dies leaves a record whose lease lapses; the
+// next retry runs it again, and should the first owner still be alive, it
+// stops its generation when it finds the record gone. Redis unreachable: a
+// request with a key gets 503 api_error (retryable) rather than risk
+// running twice; requests without one are unaffected.
 //
 // It sits after the parser (bad requests never claim a key) and before
 // admission (a replay costs no limits).
@@ -26,6 +27,7 @@
 #include <memory>
 #include <string>
 
+#include "core/thread_pool.h"
 #include "core/timers.h"
 #include "gateway/filters/filter.h"
 #include "gateway/idempotency/idempotency_store.h"
@@ -34,8 +36,9 @@ namespace sb::gateway {
 
 class IdempotencyFilter final : public Filter {
  public:
-  IdempotencyFilter(IdempotencyStore& store, Timers& timers, absl::Duration ping_interval)
-      : store_(store), timers_(timers), ping_interval_(ping_interval) {}
+  IdempotencyFilter(IdempotencyStore& store, Timers& timers, ThreadPool& pool,
+                    absl::Duration ping_interval)
+      : store_(store), timers_(timers), pool_(pool), ping_interval_(ping_interval) {}
   std::string_view name() const override { return "idempotency"; }
   void Handle(const std::shared_ptr<RequestContext>& ctx, Next next) override;
 
@@ -49,12 +52,14 @@ class IdempotencyFilter final : public Filter {
  private:
   struct Attempt;
   void Claim(std::shared_ptr<Attempt> a);
+  void OnClaim(const std::shared_ptr<Attempt>& a, const absl::StatusOr<ClaimResult>& claim);
   void Own(const std::shared_ptr<Attempt>& a);
   void Replay(const std::shared_ptr<Attempt>& a, const ClaimResult& claim);
   void Follow(const std::shared_ptr<Attempt>& a);
 
   IdempotencyStore& store_;
   Timers& timers_;
+  ThreadPool& pool_;
   const absl::Duration ping_interval_;
 };
 

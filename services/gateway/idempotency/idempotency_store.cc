@@ -30,11 +30,13 @@ return {'running', h[5]}
 // The owner's writes. KEYS: record, events. ARGV: owner, op, then per op:
 //   renew   now_ms, lease_ms
 //   stream  now_ms
-//   append  data
-//   end     now_ms
+//   append  data, seq (1, 2, ...: a gap or a repeat marks the record)
+//   end     now_ms, appends (how many there were)
 //   whole   now_ms, status, content_type, body
 //   release
-// Returns 1, or 0 when the caller no longer owns the record.
+// Returns 1; 0 when the caller no longer owns the record; -1 when the
+// stream has a gap (an append lost or out of order), in which case `end`
+// releases the record instead of finishing it: a replay must be whole.
 constexpr const char* kOwned = R"lua(
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 local op = ARGV[2]
@@ -47,14 +49,24 @@ end
 if op == 'renew' then
   redis.call('HSET', KEYS[1], 'lease', tonumber(ARGV[3]) + tonumber(ARGV[4]))
 elseif op == 'stream' then
-  redis.call('HSET', KEYS[1], 'stream', '1')
+  redis.call('HSET', KEYS[1], 'stream', '1', 'n', 0)
   redis.call('XADD', KEYS[2], '*', 's', '')
   keep(tonumber(ARGV[3]))
 elseif op == 'append' then
+  local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
+  if n < 0 or tonumber(ARGV[4]) ~= n + 1 then
+    redis.call('HSET', KEYS[1], 'gap', '1')
+    return -1
+  end
   redis.call('XADD', KEYS[2], '*', 'd', ARGV[3])
+  redis.call('HSET', KEYS[1], 'n', ARGV[4])
 elseif op == 'end' then
+  if redis.call('HGET', KEYS[1], 'gap') or redis.call('HGET', KEYS[1], 'n') ~= ARGV[4] then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return -1
+  end
   redis.call('XADD', KEYS[2], '*', 'e', '')
-  redis.call('HSET', KEYS[1], 'state', 'done')
+  redis.call('HSET', KEYS[1], 'state', 'done', 'status', '200')
   keep(tonumber(ARGV[3]))
 elseif op == 'whole' then
   redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[4], 'ctype', ARGV[5], 'body', ARGV[6])
@@ -66,11 +78,11 @@ return 1
 )lua";
 
 // KEYS: record, events. ARGV: after (an entry id), count.
-// Returns {state, owner, entries, lease_ms}.
+// Returns {state, owner, entries, lease_ms, gap}.
 constexpr const char* kRead = R"lua(
-local h = redis.call('HMGET', KEYS[1], 'state', 'owner', 'lease')
+local h = redis.call('HMGET', KEYS[1], 'state', 'owner', 'lease', 'gap')
 local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-return {h[1] or '', h[2] or '', entries, h[3] or '0'}
+return {h[1] or '', h[2] or '', entries, h[3] or '0', h[4] or ''}
 )lua";
 
 std::string Ms(absl::Time t) { return std::to_string(absl::ToUnixMillis(t)); }
@@ -83,11 +95,11 @@ const std::string& Str(const std::vector<RedisReply>& e, size_t i) {
 
 }  // namespace
 
-IdempotencyRecordKey IdempotencyRecordKey::For(const std::string& org, const std::string& route,
+IdempotencyRecordKey IdempotencyRecordKey::For(const std::string& org, const std::string& path,
                                                const std::string& user, const std::string& key) {
   // The tag is the org and the key's hash: one record's two keys share a
   // slot, and an org's records spread over the cluster.
-  const std::string h = HexEncode(Sha256(route + "\n" + user + "\n" + key)).substr(0, 32);
+  const std::string h = HexEncode(Sha256(path + "\n" + user + "\n" + key)).substr(0, 32);
   const std::string base = "idem:{" + org + ":" + h + "}";
   return {base, base + ":ev"};
 }
@@ -141,9 +153,11 @@ void IdempotencyStore::Owned(const IdempotencyRecordKey& k, std::vector<std::str
                if (!done) return;
                if (!r.ok()) {
                  done(r.status());
-                 return;
+               } else if (r->integer == -1) {
+                 done(absl::DataLossError("the recorded stream has a gap"));
+               } else {
+                 done(r->integer == 1);
                }
-               done(r->integer == 1);
              });
 }
 
@@ -158,13 +172,13 @@ void IdempotencyStore::StartStream(const IdempotencyRecordKey& k, const std::str
 }
 
 void IdempotencyStore::Append(const IdempotencyRecordKey& k, const std::string& owner,
-                              const std::string& data, WriteDone done) {
-  Owned(k, {owner, "append", data}, std::move(done));
+                              const std::string& data, int64_t seq, WriteDone done) {
+  Owned(k, {owner, "append", data, std::to_string(seq)}, std::move(done));
 }
 
 void IdempotencyStore::EndStream(const IdempotencyRecordKey& k, const std::string& owner,
-                                 absl::Time now, WriteDone done) {
-  Owned(k, {owner, "end", Ms(now)}, std::move(done));
+                                 absl::Time now, int64_t appends, WriteDone done) {
+  Owned(k, {owner, "end", Ms(now), std::to_string(appends)}, std::move(done));
 }
 
 void IdempotencyStore::FinishWhole(const IdempotencyRecordKey& k, const std::string& owner,
@@ -187,7 +201,7 @@ void IdempotencyStore::Read(const IdempotencyRecordKey& k, const std::string& af
                 return;
               }
               const auto& e = r->elements;
-              if (e.size() != 4) {
+              if (e.size() != 5) {
                 done(absl::InternalError("idempotency: unexpected reply from the read script"));
                 return;
               }
@@ -197,6 +211,7 @@ void IdempotencyStore::Read(const IdempotencyRecordKey& k, const std::string& af
                                                 : EventsRead::State::kAbsent;
               out.owner = e[1].str;
               out.lease_until = absl::FromUnixMillis(std::atoll(e[3].str.c_str()));
+              out.gap = !e[4].str.empty();
               for (const auto& entry : e[2].elements) {
                 if (entry.elements.size() != 2 || entry.elements[1].elements.size() < 2) continue;
                 const std::string& id = entry.elements[0].str;

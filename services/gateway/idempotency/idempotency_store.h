@@ -11,6 +11,10 @@
 //   running, lease passed --Claim--> running (a new owner: the old one died)
 //   any, retention passed --Claim--> running (a new record)
 //
+// A streamed response's pieces are numbered: one lost or out of order
+// (a failed write, a script resent after NOSCRIPT) leaves a gap, and the
+// record is released at the end rather than replayed broken.
+//
 // Every step is one Lua script on the record's slot (the keys share a hash
 // tag), so two gateways that claim at once cannot both win. Time comes
 // from the caller (one clock per gateway, as for admission). Every write
@@ -33,8 +37,9 @@ struct IdempotencyRecordKey {
   std::string record;  // idem:{...}
   std::string events;  // idem:{...}:ev
 
-  // The record of `key` sent by `org` to `route` (chat: by `user`).
-  static IdempotencyRecordKey For(const std::string& org, const std::string& route,
+  // The record of `key` sent by `org` to `path` (the request's path: a chat
+  // send's names its conversation) by `user` (chat; "" otherwise).
+  static IdempotencyRecordKey For(const std::string& org, const std::string& path,
                                   const std::string& user, const std::string& key);
 };
 
@@ -55,6 +60,7 @@ struct EventsRead {
   absl::Time lease_until;  // the owner's lease: past it, the owner is dead
   std::vector<std::pair<std::string, std::string>> data;  // (entry id, SSE data)
   bool ended = false;                                     // the last entry read is the stream's end
+  bool gap = false;  // an append was lost: this run's record will not finish
 };
 
 class IdempotencyStore {
@@ -67,16 +73,20 @@ class IdempotencyStore {
              const std::string& owner, absl::Time now, ClaimDone done);
 
   // The owner's writes. `done` (optional) gets whether it still owned the
-  // record (false) or Redis failed (an error).
+  // record (false), or an error: Redis failed, or (DataLoss) the stream
+  // has a gap.
   using WriteDone = std::function<void(absl::StatusOr<bool>)>;
   void Renew(const IdempotencyRecordKey& k, const std::string& owner, absl::Time now,
              WriteDone done = nullptr);
   void StartStream(const IdempotencyRecordKey& k, const std::string& owner, absl::Time now,
                    WriteDone done = nullptr);
+  // The `seq`th piece of the stream (from 1). One out of order or missing
+  // marks a gap: EndStream then releases the record instead (a replay must
+  // be whole), and followers stop.
   void Append(const IdempotencyRecordKey& k, const std::string& owner, const std::string& data,
-              WriteDone done = nullptr);
+              int64_t seq, WriteDone done = nullptr);
   void EndStream(const IdempotencyRecordKey& k, const std::string& owner, absl::Time now,
-                 WriteDone done = nullptr);
+                 int64_t appends, WriteDone done = nullptr);
   void FinishWhole(const IdempotencyRecordKey& k, const std::string& owner, absl::Time now,
                    int status, const std::string& content_type, const std::string& body,
                    WriteDone done = nullptr);
