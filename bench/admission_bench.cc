@@ -5,8 +5,9 @@
 //   1. the cost of one admission and one idempotency record: sequential
 //      round trips to Redis (µs p50/p99), one Redis and the cluster, and
 //      the in-process limiter;
-//   2. the gateway's req/s and latency at c=50 with limits and idempotency
-//      keys off and on, alternated (off, on, off, on), through
+//   2. the gateway's req/s, latency and CPU per request at c=50 with limits
+//      and idempotency keys off, both on, and each alone, in two rounds,
+//      through
 //      bench/build/bench/gateway_load (its path: --load);
 //   3. exactness: admitted vs the limit (20 a minute) when 50, 200 and 1,000
 //      clients send at once over two gateway replicas, on one Redis and on
@@ -225,16 +226,24 @@ void Throughput(sb::testing::Cluster& c) {
       "\n| run (c=50, 1-token replies) | req/s | p50 ms | p99 ms | errors | gateway CPU µs/req | "
       "Redis CPU µs/req |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
+  struct Config {
+    const char* name;
+    const std::string& key;
+    bool keyed;
+  };
+  const Config configs[] = {{"no limits, no key", off, false},
+                            {"limits + Idempotency-Key", on, true},
+                            {"limits only", on, false},
+                            {"Idempotency-Key only", off, true}};
   for (int round = 0; round < 2; ++round) {
-    for (bool enabled : {false, true}) {
+    for (const Config& config : configs) {
       const double gateway0 = CpuUs(g.process.pid()), redis0 = CpuUs(c.infra().redis_pid());
       const double answered0 = MetricSum(g.metrics_port, "sb_gateway_responses_total");
-      const auto r = Load(g.http_port, enabled ? on : off, enabled);
+      const auto r = Load(g.http_port, config.key, config.keyed);
       // CPU over every request the gateway answered (the warm-up's too).
       const double all = MetricSum(g.metrics_port, "sb_gateway_responses_total") - answered0;
-      std::printf("| %s (round %d) | %.0f | %.2f | %.2f | %lld | %.0f | %.0f |\n",
-                  enabled ? "limits + Idempotency-Key" : "no limits, no key", round + 1,
-                  r.value("rps", 0.0), r.value("p50_ms", 0.0), r.value("p99_ms", 0.0),
+      std::printf("| %s (round %d) | %.0f | %.2f | %.2f | %lld | %.0f | %.0f |\n", config.name,
+                  round + 1, r.value("rps", 0.0), r.value("p50_ms", 0.0), r.value("p99_ms", 0.0),
                   static_cast<long long>(r.value("errors", 0)),
                   (CpuUs(g.process.pid()) - gateway0) / all,
                   (CpuUs(c.infra().redis_pid()) - redis0) / all);
