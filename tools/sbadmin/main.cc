@@ -75,6 +75,9 @@ int main(int argc, char** argv) {
       std::printf("%-28s %-24s %10s %12s %12s %12s\n", "key", "model", "rpm", "input_tpm",
                   "output_tpm", "concurrency");
       for (const auto& r : *rows) {
+        // A row whose every limit was removed stays (so gateways see the
+        // change) but limits nothing.
+        if (!r.rpm && !r.input_tpm && !r.output_tpm && !r.concurrency) continue;
         std::printf("%-28s %-24s %10s %12s %12s %12s\n",
                     r.key_id.empty() ? "(every key)" : r.key_id.c_str(),
                     r.model.empty() ? "(every model)" : r.model.c_str(), Show(r.rpm).c_str(),
