@@ -79,9 +79,14 @@ class Recorder final : public ResponseTap, public std::enable_shared_from_this<R
   }
 
   void Complete(const RequestContext::Outcome& o) {
-    std::lock_guard<std::mutex> lock(mu_);
-    completed_ = true;
-    const bool good = !o.cancelled && !o.failed && !broken_;
+    bool good;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      completed_ = true;
+      good = !o.cancelled && !o.failed && !broken_;
+    }
+    // The store is called without the lock: a refusal can come back inline
+    // (a full queue), into Check, which takes it.
     if (good && streamed_) {
       store_.EndStream(key_, owner_, clock_.Now(), appends_, Check());
     } else if (good && status_ / 100 == 2) {
