@@ -22,7 +22,6 @@ class RedisScript {
   explicit RedisScript(std::string text);
   void Run(AsyncRedis& redis, std::vector<std::string> keys, std::vector<std::string> args,
            AsyncRedis::Callback done) const;
-  const std::string& sha1() const { return sha1_; }
 
  private:
   std::string text_;

@@ -37,6 +37,8 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output);
 
 // A port that was free a moment ago on 127.0.0.1.
 int FreePort();
+// Whether `port` on 127.0.0.1 could be bound a moment ago.
+bool PortFree(int port);
 
 // The last `lines` lines of a file.
 std::string Tail(const std::string& path, int lines);

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "core/metrics.h"
@@ -9,6 +10,10 @@
 #include "gateway/dialects/fields.h"
 
 namespace sb::gateway {
+
+bool LimitsConcurrency(const std::vector<LimitRow>& rows) {
+  return std::any_of(rows.begin(), rows.end(), [](const LimitRow& r) { return r.concurrency > 0; });
+}
 
 absl::StatusOr<FallbackMode> ParseFallbackMode(std::string_view s) {
   if (s == "local") return FallbackMode::kLocal;
@@ -36,7 +41,8 @@ void FallbackAdmission::Admit(const AdmissionRequest& req, const std::vector<Lim
     // The script may have run with only its reply lost: free the lease it
     // would have taken (a no-op otherwise), so it does not hold a slot for
     // its whole TTL. Its charges stand: they refill.
-    primary_.Complete(req, rows, now, req.input_tokens, req.max_tokens);
+    if (LimitsConcurrency(rows))
+      primary_.Complete(req, rows, now, req.input_tokens, req.max_tokens);
     // One line a second at most: an outage must not flood the log.
     const int64_t ms = absl::ToUnixMillis(now);
     int64_t last = last_log_ms_.load();
@@ -130,6 +136,13 @@ absl::Status RefusalStatus(const Refusal& refusal, const AdmissionRequest& req) 
           : "tokens");
 }
 
+// One admitted request's part in admission, shared by the callbacks that
+// renew and settle it (one copy of its rows, not one per callback).
+struct AdmissionFilter::Admitted {
+  AdmissionRequest req;
+  std::vector<LimitRow> rows;
+};
+
 void AdmissionFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next next) {
   const pipeline::Request& g = *ctx->api.generate;
   std::vector<LimitRow> rows =
@@ -138,19 +151,21 @@ void AdmissionFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next ne
     next();
     return;
   }
-  AdmissionRequest req{ctx->principal->org_id, ctx->principal->key_id, g.model(),
-                       ctx->request_id(),      EstimateInputTokens(g), g.max_tokens()};
+  auto a = std::make_shared<Admitted>(
+      Admitted{{ctx->principal->org_id, ctx->principal->key_id, g.model(), ctx->request_id(),
+                EstimateInputTokens(g), g.max_tokens()},
+               std::move(rows)});
   const absl::Time now = ctx->clock().Now();
   const std::thread::id caller = std::this_thread::get_id();
-  admission_.Admit(req, rows, now,
-                   [this, ctx, next = std::move(next), req, rows, now,
+  admission_.Admit(a->req, a->rows, now,
+                   [this, ctx, next = std::move(next), a, now,
                     caller](absl::StatusOr<AdmissionDecision> d) mutable {
-                     auto decided = [this, ctx, next = std::move(next), req = std::move(req),
-                                     rows = std::move(rows), now, d = std::move(d)]() mutable {
-                       Decided(ctx, std::move(next), std::move(req), rows, now, d);
+                     auto decided = [this, ctx, next = std::move(next), a, now,
+                                     d = std::move(d)]() mutable {
+                       Decided(ctx, std::move(next), std::move(a), now, d);
                      };
-                     // Decided in this thread (the in-process limiter): go on.
-                     // On the Redis thread: what follows is request work.
+                     // Decided in this thread (the in-process limiter): go on. On the
+                     // Redis thread: what follows is request work.
                      if (std::this_thread::get_id() == caller) {
                        decided();
                      } else {
@@ -160,8 +175,8 @@ void AdmissionFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next ne
 }
 
 void AdmissionFilter::Decided(const std::shared_ptr<RequestContext>& ctx, Next next,
-                              AdmissionRequest req, const std::vector<LimitRow>& rows,
-                              absl::Time now, const absl::StatusOr<AdmissionDecision>& d) {
+                              std::shared_ptr<Admitted> a, absl::Time now,
+                              const absl::StatusOr<AdmissionDecision>& d) {
   if (!d.ok()) {
     ctx->Fail(d.status());
     return;
@@ -175,28 +190,29 @@ void AdmissionFilter::Decided(const std::shared_ptr<RequestContext>& ctx, Next n
     if (d->refusal.dimension == Dimension::kInputTokens) view.input_tokens = refused;
     if (d->refusal.dimension == Dimension::kOutputTokens) view.output_tokens = refused;
     ctx->AddResponseHeaders(ctx->dialect->RateLimitHeaders(view, now));
-    ctx->Fail(RefusalStatus(d->refusal, req));
+    ctx->Fail(RefusalStatus(d->refusal, a->req));
     return;
   }
   ctx->AddResponseHeaders(ctx->dialect->RateLimitHeaders(d->view, now));
-  req.local = d->local;
+  a->req.local = d->local;  // before the callbacks below share it
+  std::shared_ptr<const Admitted> admitted = std::move(a);
   auto* admission = &admission_;
   Clock* clock = &ctx->clock();
   // The concurrency leases are renewed every third of their life while the
   // request runs.
   std::shared_ptr<Repeating> keeper;
-  for (const auto& row : rows) {
-    if (row.concurrency == 0) continue;
-    keeper = std::make_shared<Repeating>(timers_, lease_ttl_ / 3, [admission, clock, req, rows] {
-      admission->Renew(req, rows, clock->Now());
+  if (LimitsConcurrency(admitted->rows)) {
+    keeper = std::make_shared<Repeating>(timers_, lease_ttl_ / 3, [admission, clock, admitted] {
+      admission->Renew(admitted->req, admitted->rows, clock->Now());
     });
     keeper->Start();
-    break;
   }
-  ctx->OnComplete([admission, clock, req, rows, keeper](const RequestContext::Outcome& o) {
+  ctx->OnComplete([admission, clock, admitted, keeper](const RequestContext::Outcome& o) {
     if (keeper) keeper->Stop();
+    const AdmissionRequest& req = admitted->req;
     // Not started: the input stays counted, the whole output comes back.
-    admission->Complete(req, rows, clock->Now(), o.started ? o.input_tokens : req.input_tokens,
+    admission->Complete(req, admitted->rows, clock->Now(),
+                        o.started ? o.input_tokens : req.input_tokens,
                         o.started ? o.output_tokens : 0);
   });
   next();

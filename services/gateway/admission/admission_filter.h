@@ -63,9 +63,9 @@ class AdmissionFilter final : public Filter {
   void Handle(const std::shared_ptr<RequestContext>& ctx, Next next) override;
 
  private:
-  void Decided(const std::shared_ptr<RequestContext>& ctx, Next next, AdmissionRequest req,
-               const std::vector<LimitRow>& rows, absl::Time now,
-               const absl::StatusOr<AdmissionDecision>& d);
+  struct Admitted;
+  void Decided(const std::shared_ptr<RequestContext>& ctx, Next next, std::shared_ptr<Admitted> a,
+               absl::Time now, const absl::StatusOr<AdmissionDecision>& d);
 
   LimitsCache& limits_;
   Admission& admission_;
@@ -74,6 +74,8 @@ class AdmissionFilter final : public Filter {
   absl::Duration lease_ttl_;
 };
 
+// Whether any of the rows limits concurrency (holds leases).
+bool LimitsConcurrency(const std::vector<LimitRow>& rows);
 // What admission counts as a request's input before the worker has
 // counted it: about four bytes a token, never less than one.
 int64_t EstimateInputTokens(const pipeline::Request& request);
