@@ -1,22 +1,24 @@
 #include "http/http_server.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
-#include <cerrno>
-#include <deque>
-#include <optional>
-
+#include <array>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
+#include <deque>
+#include <mutex>
 #include <nlohmann/json.hpp>
-
-#include <spdlog/spdlog.h>
+#include <optional>
+#include <unordered_map>
 
 #include "absl/strings/ascii.h"
+#include "core/metrics.h"
 
 namespace sb::http {
 
@@ -27,25 +29,197 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr auto kIdleTimeout = std::chrono::seconds(120);
+using SteadyClock = std::chrono::steady_clock;
+
 constexpr auto kWriteTimeout = std::chrono::seconds(60);
+constexpr size_t kHeaderLimit = 64 * 1024;
+constexpr size_t kFirstReadBytes = 4096;
 
 std::string ReasonPhrase(int status) {
   std::string_view r = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
   return r.empty() ? "Unknown" : std::string(r);
 }
 
+// Caps (ServerOptions) shared by one server's connections, with their
+// metrics. Sessions hold it too: an exchange can outlive its server.
+class Edge {
+ public:
+  enum Refusal {
+    kConnections,
+    kConnectionsPerIp,
+    kRequestsInFlight,
+    kBufferedBytes,
+    kHeaderTimeout,
+    kBodyTimeout,
+    kRefusals
+  };
+
+  explicit Edge(const ServerOptions& options) : options_(options) {
+    const std::string& listener = options.metrics_listener;
+    if (listener.empty()) return;
+    auto& m = metrics::Default();
+    connections_gauge_ =
+        &m.GetGauge("sb_http_connections", "Open client connections", {{"listener", listener}});
+    requests_gauge_ = &m.GetGauge("sb_http_requests_in_flight",
+                                  "Requests handed to the handler and not yet answered in full",
+                                  {{"listener", listener}});
+    bytes_gauge_ = &m.GetGauge("sb_http_buffered_body_bytes",
+                               "Request body bytes reserved by requests in progress",
+                               {{"listener", listener}});
+    static constexpr const char* kReasons[kRefusals] = {"connections",        "connections_per_ip",
+                                                        "requests_in_flight", "buffered_bytes",
+                                                        "header_timeout",     "body_timeout"};
+    for (int r = 0; r < kRefusals; ++r) {
+      refused_[r] = &m.GetCounter(
+          "sb_http_refused_total",
+          "Connections and requests refused or cut off at the edge, by the limit that did it",
+          {{"listener", listener}, {"reason", kReasons[r]}});
+    }
+  }
+
+  const ServerOptions& options() const { return options_; }
+
+  void Refused(Refusal r) {
+    if (refused_[r] != nullptr) refused_[r]->Inc();
+  }
+
+  // False (and counted) when a connection cap is reached.
+  bool AdmitConnection(const std::string& ip) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (options_.max_connections > 0 && connections_ >= options_.max_connections) {
+      Refused(kConnections);
+      return false;
+    }
+    size_t& mine = per_ip_[ip];
+    if (options_.max_connections_per_ip > 0 && mine >= options_.max_connections_per_ip) {
+      if (mine == 0) per_ip_.erase(ip);
+      Refused(kConnectionsPerIp);
+      return false;
+    }
+    ++mine;
+    ++connections_;
+    if (connections_gauge_ != nullptr) connections_gauge_->Set(static_cast<double>(connections_));
+    return true;
+  }
+
+  void ReleaseConnection(const std::string& ip) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = per_ip_.find(ip);
+    if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
+    --connections_;
+    if (connections_gauge_ != nullptr) connections_gauge_->Set(static_cast<double>(connections_));
+  }
+
+  bool AdmitRequest() {
+    if (!Take(in_flight_, 1, options_.max_requests_in_flight, requests_gauge_)) {
+      Refused(kRequestsInFlight);
+      return false;
+    }
+    return true;
+  }
+  void ReleaseRequest() { Give(in_flight_, 1, requests_gauge_); }
+
+  bool ReserveBytes(size_t n) {
+    if (!Take(buffered_, n, options_.max_buffered_bytes, bytes_gauge_)) {
+      Refused(kBufferedBytes);
+      return false;
+    }
+    return true;
+  }
+  void ReleaseBytes(size_t n) { Give(buffered_, n, bytes_gauge_); }
+
+ private:
+  static bool Take(std::atomic<size_t>& v, size_t n, size_t cap, metrics::Gauge* gauge) {
+    size_t cur = v.load(std::memory_order_relaxed);
+    do {
+      if (cap > 0 && cur + n > cap) return false;
+    } while (!v.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
+    if (gauge != nullptr) gauge->Add(static_cast<double>(n));
+    return true;
+  }
+  static void Give(std::atomic<size_t>& v, size_t n, metrics::Gauge* gauge) {
+    v.fetch_sub(n, std::memory_order_relaxed);
+    if (gauge != nullptr) gauge->Add(-static_cast<double>(n));
+  }
+
+  const ServerOptions options_;
+  std::mutex mu_;
+  size_t connections_ = 0;
+  std::unordered_map<std::string, size_t> per_ip_;
+  std::atomic<size_t> in_flight_{0};
+  std::atomic<size_t> buffered_{0};
+  metrics::Gauge* connections_gauge_ = nullptr;
+  metrics::Gauge* requests_gauge_ = nullptr;
+  metrics::Gauge* bytes_gauge_ = nullptr;
+  std::array<metrics::Counter*, kRefusals> refused_{};
+};
+
+std::string OverloadedJson(const std::string& message) {
+  return ErrorJson("overloaded_error", message);
+}
+
+// Over a connection cap: a best-effort 503 without reading the request
+// (a client that reads its socket sees why), then close. Never blocks.
+void RefuseConnection(tcp::socket& socket) {
+  static const std::string kResponse = [] {
+    const std::string body = OverloadedJson("too many connections; retry shortly");
+    return "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+           "retry-after: 1\r\nConnection: close\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }();
+  [[maybe_unused]] const ssize_t n = ::send(socket.native_handle(), kResponse.data(),
+                                            kResponse.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  beast::error_code ignored;
+  socket.shutdown(tcp::socket::shutdown_both, ignored);
+  socket.close(ignored);
+}
+
 // One connection. Everything that touches the socket runs on the strand.
+//
+// Per request: the headers (under a deadline) -> the handler, with the body
+// read first unless the server defers it -> the response -> the next
+// request's first bytes (under the keep-alive timeout), or close. A request
+// holds a slot of max_requests_in_flight from the handler until its
+// response is complete, and its body's bytes of max_buffered_bytes as long.
 class Session : public Exchange, public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const Handler& handler, size_t max_body)
-      : stream_(std::move(socket)), handler_(handler), max_body_(max_body) {}
+  Session(tcp::socket socket, const Handler& handler, std::shared_ptr<Edge> edge, std::string ip)
+      : stream_(std::move(socket)),
+        handler_(handler),
+        edge_(std::move(edge)),
+        options_(edge_->options()),
+        ip_(std::move(ip)) {}
+
+  ~Session() override {
+    EndExchange();
+    ReleaseConnection();
+  }
 
   void Begin() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadRequest(); });
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadHeader(); });
   }
 
   const Request& request() const override { return request_; }
+
+  void ReadBody(std::function<void(absl::Status)> done) override {
+    asio::post(stream_.get_executor(),
+               [self = shared_from_this(), done = std::move(done)]() mutable {
+                 switch (self->body_) {
+                   case BodyState::kDone:
+                     done(absl::OkStatus());
+                     return;
+                   case BodyState::kFailed:
+                     done(self->body_error_);
+                     return;
+                   case BodyState::kReading:
+                     done(absl::FailedPreconditionError("the body is already being read"));
+                     return;
+                   case BodyState::kUnread:
+                     self->StartBody(std::move(done));
+                     return;
+                 }
+               });
+  }
 
   void Respond(int status, Headers headers, std::string body) override {
     asio::post(stream_.get_executor(),
@@ -54,12 +228,10 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   }
 
   void StartStream(int status, Headers headers) override {
-    std::string head = "HTTP/1.1 " + std::to_string(status) + " " + ReasonPhrase(status) + "\r\n";
-    for (const auto& [k, v] : headers) head += k + ": " + v + "\r\n";
-    head += "Transfer-Encoding: chunked\r\n";
-    if (!keep_alive_) head += "Connection: close\r\n";
-    head += "\r\n";
-    QueueWrite(std::move(head), nullptr);
+    asio::post(stream_.get_executor(),
+               [self = shared_from_this(), status, headers = std::move(headers)] {
+                 self->DoStartStream(status, headers);
+               });
   }
 
   void Write(std::string data, std::function<void(bool)> done) override {
@@ -78,7 +250,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     asio::post(stream_.get_executor(), [self = shared_from_this(), fn = std::move(fn)]() mutable {
       if (self->peer_gone_) {
         fn();
-      } else if (self->watching_) {
+      } else if (self->answering_) {
         self->on_gone_ = std::move(fn);
       }
       // Otherwise the response already ended: nothing left to abandon.
@@ -95,6 +267,8 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   }
 
  private:
+  enum class BodyState { kUnread, kReading, kDone, kFailed };
+
   struct PendingWrite {
     std::string data;
     std::function<void(bool)> done;
@@ -138,11 +312,31 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   void FinishExchange() {
     ending_ = false;
     StopWatchingPeer();
+    EndExchange();
     if (broken_ || !keep_alive_) {
       Close();
       return;
     }
-    ReadRequest();
+    AwaitNextRequest();
+  }
+
+  // Gives back what the request held. Idempotent.
+  void EndExchange() {
+    if (in_flight_) {
+      in_flight_ = false;
+      edge_->ReleaseRequest();
+    }
+    if (reserved_ > 0) {
+      edge_->ReleaseBytes(reserved_);
+      reserved_ = 0;
+    }
+  }
+
+  void ReleaseConnection() {
+    if (counted_) {
+      counted_ = false;
+      edge_->ReleaseConnection(ip_);
+    }
   }
 
   // While a handler works on a request nothing reads the socket, so a
@@ -151,7 +345,8 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   // pipelined next request (left in the socket for the next read), and
   // "would block" means wait for readability and peek again. Readiness alone
   // proves nothing (an edge-triggered wake-up can be stale), and a FIN that
-  // came with the request raises no new edge: hence the peek first.
+  // came with the request raises no new edge: hence the peek first. Only
+  // once the body is in: until then its bytes are not a next request.
   void WatchPeer() {
     watching_ = true;
     if (!PeekPeer()) AwaitPeer();
@@ -201,20 +396,42 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   void StopWatchingPeer() {
     ++exchange_gen_;
     watching_ = false;
+    answering_ = false;
     on_gone_ = nullptr;
   }
 
-  void ReadRequest() {
-    parser_.emplace();
-    parser_->body_limit(max_body_);
-    parser_->header_limit(64 * 1024);
-    stream_.expires_after(kIdleTimeout);
-    bhttp::async_read(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  // Between requests: the next one's first bytes, within the keep-alive
+  // timeout; its header deadline starts when they arrive.
+  void AwaitNextRequest() {
+    if (buffer_.size() > 0) {
+      ReadHeader();
+      return;
+    }
+    stream_.expires_after(options_.keepalive_timeout);
+    stream_.async_read_some(buffer_.prepare(kFirstReadBytes),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              if (ec) {
+                                self->Close();
+                                return;
+                              }
+                              self->buffer_.commit(n);
+                              self->ReadHeader();
+                            });
   }
 
-  void OnRead(beast::error_code ec) {
+  void ReadHeader() {
+    parser_.emplace();
+    parser_->body_limit(options_.max_body_bytes);
+    parser_->header_limit(kHeaderLimit);
+    body_ = BodyState::kUnread;
+    stream_.expires_after(options_.header_timeout);
+    bhttp::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec == beast::error::timeout) edge_->Refused(Edge::kHeaderTimeout);
     if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
         ec == beast::error::timeout || ec == asio::error::operation_aborted ||
         ec == asio::error::connection_reset) {
@@ -225,15 +442,17 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
       keep_alive_ = false;
       if (ec == bhttp::error::body_limit) {
         DoRespond(413, {{"content-type", "application/json"}},
-                  ErrorJson("request_too_large",
-                            "request body exceeds " + std::to_string(max_body_) + " bytes"));
+                  ErrorJson("request_too_large", BodyTooLarge()));
+      } else if (ec == bhttp::error::header_limit) {
+        DoRespond(431, {{"content-type", "application/json"}},
+                  ErrorJson("invalid_request_error", "request headers are too large"));
       } else {
         DoRespond(400, {{"content-type", "application/json"}},
                   ErrorJson("invalid_request_error", "malformed HTTP request"));
       }
       return;
     }
-    auto msg = parser_->release();
+    const auto& msg = parser_->get();
     request_ = Request{};
     request_.method = std::string(msg.method_string());
     request_.target = std::string(msg.target());
@@ -245,16 +464,143 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
       absl::AsciiStrToLower(&name);
       request_.headers[std::move(name)] = std::string(field.value());
     }
-    request_.body = std::move(msg.body());
+    request_.client_ip = ip_;
     keep_alive_ = msg.keep_alive();
     stream_.expires_never();
-    WatchPeer();
-    handler_(shared_from_this());
+    if (parser_->is_done()) body_ = BodyState::kDone;
+
+    if (!edge_->AdmitRequest()) {
+      DoRespond(503, {{"content-type", "application/json"}, {"retry-after", "1"}},
+                OverloadedJson("too many requests in progress; retry shortly"));
+      return;
+    }
+    in_flight_ = true;
+    answering_ = true;
+    if (body_ == BodyState::kDone) {
+      WatchPeer();
+      handler_(shared_from_this());
+    } else if (options_.defer_body) {
+      handler_(shared_from_this());
+    } else {
+      StartBody([self = shared_from_this()](absl::Status st) {
+        if (st.ok()) {
+          self->handler_(self);
+        } else if (!self->broken_) {
+          const int status = HttpStatusOfBodyError(st);
+          Headers headers = {{"content-type", "application/json"}};
+          if (status == 503) headers.push_back({"retry-after", "1"});
+          self->DoRespond(status, headers,
+                          ErrorJson(status == 413   ? "request_too_large"
+                                    : status == 503 ? "overloaded_error"
+                                                    : "invalid_request_error",
+                                    std::string(st.message())));
+        } else {
+          self->Close();
+        }
+      });
+    }
+  }
+
+  std::string BodyTooLarge() const {
+    return "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes";
+  }
+
+  void StartBody(std::function<void(absl::Status)> done) {
+    body_ = BodyState::kReading;
+    body_done_ = std::move(done);
+    body_start_ = SteadyClock::now();
+    // A declared length is reserved up front, so that a body that cannot
+    // be afforded is refused before it is read; a chunked one as it grows.
+    if (const auto length = parser_->content_length(); length && !Reserve(*length)) {
+      FailBody(
+          absl::UnavailableError("the server is busy receiving other requests; retry shortly"));
+      return;
+    }
+    ReadMoreBody();
+  }
+
+  bool Reserve(size_t n) {
+    if (!edge_->ReserveBytes(n)) return false;
+    reserved_ += n;
+    return true;
+  }
+
+  void ReadMoreBody() {
+    if (parser_->is_done()) {
+      body_ = BodyState::kDone;
+      request_.body = std::move(parser_->get().body());
+      stream_.expires_never();
+      WatchPeer();
+      std::exchange(body_done_, nullptr)(absl::OkStatus());
+      return;
+    }
+    // The allowance grows with what arrived: a client above the minimum
+    // rate never runs out, one below it does, however it paces its bytes.
+    auto allowance = std::chrono::duration_cast<SteadyClock::duration>(options_.body_timeout);
+    if (options_.min_body_rate > 0) {
+      const size_t received = parser_->get().body().size();
+      allowance += std::chrono::milliseconds(received * 1000 / options_.min_body_rate);
+    }
+    stream_.expires_at(body_start_ + allowance);
+    bhttp::async_read_some(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
+  }
+
+  void OnBody(beast::error_code ec) {
+    if (!ec) {
+      const size_t size = parser_->get().body().size();
+      if (!parser_->content_length() && size > reserved_ && !Reserve(size - reserved_)) {
+        FailBody(
+            absl::UnavailableError("the server is busy receiving other requests; retry shortly"));
+        return;
+      }
+      ReadMoreBody();
+      return;
+    }
+    if (ec == beast::error::timeout) {
+      edge_->Refused(Edge::kBodyTimeout);
+      broken_ = true;  // the stream closed the socket
+      FailBody(absl::DeadlineExceededError("the request body arrived too slowly"));
+    } else if (ec == bhttp::error::body_limit) {
+      FailBody(absl::OutOfRangeError(BodyTooLarge()));
+    } else if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+               ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+      broken_ = true;
+      peer_gone_ = true;
+      FailBody(absl::CancelledError("the client went away"));
+    } else {
+      FailBody(absl::InvalidArgumentError("malformed HTTP request body"));
+    }
+  }
+
+  void FailBody(absl::Status st) {
+    body_ = BodyState::kFailed;
+    body_error_ = st;
+    keep_alive_ = false;
+    stream_.expires_never();
+    std::exchange(body_done_, nullptr)(std::move(st));
+  }
+
+  std::string Head(int status, const Headers& headers) {
+    // A body left unread cannot be skipped reliably: close after answering.
+    if (body_ != BodyState::kDone) keep_alive_ = false;
+    std::string out = "HTTP/1.1 " + std::to_string(status) + " " + ReasonPhrase(status) + "\r\n";
+    for (const auto& [k, v] : headers) out += k + ": " + v + "\r\n";
+    return out;
+  }
+
+  void DoStartStream(int status, const Headers& headers) {
+    std::string head = Head(status, headers);
+    head += "Transfer-Encoding: chunked\r\n";
+    if (!keep_alive_) head += "Connection: close\r\n";
+    head += "\r\n";
+    pending_.push_back({std::move(head), nullptr});
+    PumpWrites();
   }
 
   void DoRespond(int status, const Headers& headers, const std::string& body) {
-    std::string out = "HTTP/1.1 " + std::to_string(status) + " " + ReasonPhrase(status) + "\r\n";
-    for (const auto& [k, v] : headers) out += k + ": " + v + "\r\n";
+    std::string out = Head(status, headers);
     // A 204 or 304 has no body and must not say it has one (RFC 9110 8.6).
     if (status != 204 && status != 304)
       out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
@@ -269,6 +615,8 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
 
   void Close() {
     on_gone_ = nullptr;  // it may hold this exchange: no cycle outlives the connection
+    EndExchange();
+    ReleaseConnection();
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
@@ -276,17 +624,29 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
 
   beast::tcp_stream stream_;
   const Handler& handler_;
-  size_t max_body_;
+  const std::shared_ptr<Edge> edge_;
+  const ServerOptions& options_;  // edge_'s
+  const std::string ip_;
+  bool counted_ = true;  // holds a connection slot
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   Request request_;
   bool keep_alive_ = true;
+  // The request in progress.
+  bool in_flight_ = false;  // holds a max_requests_in_flight slot
+  size_t reserved_ = 0;     // bytes of max_buffered_bytes it holds
+  BodyState body_ = BodyState::kUnread;
+  absl::Status body_error_;
+  std::function<void(absl::Status)> body_done_;
+  SteadyClock::time_point body_start_;
+  // Writes.
   std::deque<PendingWrite> pending_;
   PendingWrite current_;
   bool writing_ = false;
   bool ending_ = false;
   bool broken_ = false;
   // Client-gone detection for the exchange in progress (see WatchPeer).
+  bool answering_ = false;  // handed to the handler, response not yet begun to end
   bool watching_ = false;
   bool peer_gone_ = false;
   uint64_t exchange_gen_ = 0;
@@ -315,6 +675,21 @@ std::string Request::QueryParam(const std::string& name) const {
   return "";
 }
 
+int HttpStatusOfBodyError(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOutOfRange:
+      return 413;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 408;
+    case absl::StatusCode::kCancelled:
+      return 499;
+    default:
+      return 400;
+  }
+}
+
 std::string ErrorJson(const std::string& type, const std::string& message) {
   nlohmann::json j = {{"type", "error"}, {"error", {{"type", type}, {"message", message}}}};
   // A message may quote what a client sent: never throw on invalid UTF-8.
@@ -323,6 +698,7 @@ std::string ErrorJson(const std::string& type, const std::string& message) {
 
 struct Server::Impl {
   ServerOptions options;
+  std::shared_ptr<Edge> edge;
   Handler handler;
   asio::io_context io;
   std::optional<tcp::acceptor> acceptor;
@@ -335,8 +711,15 @@ struct Server::Impl {
         if (ec == asio::error::operation_aborted) return;
         spdlog::warn("http accept failed: {}", ec.message());
       } else {
-        s.set_option(tcp::no_delay(true));
-        std::make_shared<Session>(std::move(s), handler, options.max_body_bytes)->Begin();
+        beast::error_code peer_ec;
+        const auto peer = s.remote_endpoint(peer_ec);
+        std::string ip = peer_ec ? std::string() : peer.address().to_string();
+        if (!edge->AdmitConnection(ip)) {
+          RefuseConnection(s);
+        } else {
+          s.set_option(tcp::no_delay(true), peer_ec);
+          std::make_shared<Session>(std::move(s), handler, edge, std::move(ip))->Begin();
+        }
       }
       Accept();
     });
@@ -345,6 +728,7 @@ struct Server::Impl {
 
 Server::Server(ServerOptions options, Handler handler) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
+  impl_->edge = std::make_shared<Edge>(impl_->options);
   impl_->handler = std::move(handler);
 }
 

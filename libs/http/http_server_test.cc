@@ -1,15 +1,20 @@
 #include "http/http_server.h"
 
-#include <atomic>
-#include <future>
-#include <thread>
+#include <sys/socket.h>
+#include <sys/time.h>
 
+#include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
+#include <future>
+#include <mutex>
+#include <thread>
 
-#include "gtest/gtest.h"
+#include "core/metrics.h"
 #include "core/thread_pool.h"
+#include "gtest/gtest.h"
 #include "http/http_client.h"
 
 namespace sb::http {
@@ -198,6 +203,271 @@ TEST(HttpServerTest, StaleReadinessIsNotMistakenForAGoneClient) {
   for (auto& c : clients) c.join();
   EXPECT_EQ(answered.load(), 32 * 40);
   EXPECT_EQ(gone.load(), 0);
+}
+
+// A raw client for the edge tests: what it sends is exactly what a slow or
+// abusive client would.
+class RawClient {
+ public:
+  explicit RawClient(int port) : socket_(io_) {
+    socket_.connect(
+        {boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
+    // Reads give up after 5 s: a server that never answers fails the test
+    // instead of hanging it.
+    timeval tv{.tv_sec = 5, .tv_usec = 0};
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  void Send(const std::string& data) {
+    boost::system::error_code ec;
+    boost::asio::write(socket_, boost::asio::buffer(data), ec);
+  }
+  // Everything until the server closes (or 5 s of silence).
+  std::string ReadToClose(bool* closed = nullptr) {
+    std::string got;
+    char buf[1024];
+    for (;;) {
+      const ssize_t n = ::recv(socket_.native_handle(), buf, sizeof buf, 0);
+      if (n <= 0) {
+        if (closed != nullptr) *closed = (n == 0 || errno == ECONNRESET);
+        return got;
+      }
+      got.append(buf, static_cast<size_t>(n));
+    }
+  }
+  // One response whose head contains "Content-Length" (enough for these tests).
+  std::string ReadResponse() {
+    std::string got;
+    char buf[1024];
+    while (true) {
+      const auto head_end = got.find("\r\n\r\n");
+      if (head_end != std::string::npos) {
+        const auto cl = got.find("Content-Length: ");
+        if (cl != std::string::npos && cl < head_end) {
+          const size_t len = std::stoul(got.substr(cl + 16));
+          if (got.size() >= head_end + 4 + len) return got;
+        }
+      }
+      const ssize_t n = ::recv(socket_.native_handle(), buf, sizeof buf, 0);
+      if (n <= 0) return got;
+      got.append(buf, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::socket socket_;
+};
+
+// With defer_body, a handler answers from the headers alone: a client that
+// declared a body and never sends it still gets its answer at once, and the
+// connection closes (the unread body cannot be skipped).
+TEST(HttpServerEdgeTest, DeferredBodyLetsAHandlerRefuseFromTheHeaders) {
+  std::atomic<int> handled{0};
+  Server server({.defer_body = true}, [&](std::shared_ptr<Exchange> ex) {
+    ++handled;
+    ex->Respond(401, {{"content-type", "application/json"}}, "no key");
+  });
+  ASSERT_TRUE(server.Start().ok());
+  RawClient c(server.port());
+  c.Send("POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+  bool closed = false;
+  const std::string got = c.ReadToClose(&closed);
+  EXPECT_EQ(got.rfind("HTTP/1.1 401", 0), 0u) << got;
+  EXPECT_NE(got.find("Connection: close"), std::string::npos) << got;
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(handled.load(), 1);
+}
+
+TEST(HttpServerEdgeTest, DeferredBodyIsReadOnRequest) {
+  Server server({.defer_body = true}, [](std::shared_ptr<Exchange> ex) {
+    const bool before = ex->request().body.empty();
+    ex->ReadBody([ex, before](absl::Status st) {
+      ex->Respond(st.ok() ? 200 : 500, {},
+                  std::string(before ? "empty-before " : "full-before ") + ex->request().body +
+                      " from " + ex->request().client_ip);
+    });
+  });
+  ASSERT_TRUE(server.Start().ok());
+  auto r = Fetch({.port = server.port(), .method = "POST", .target = "/", .body = "payload"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "empty-before payload from 127.0.0.1");
+}
+
+// Slowloris: headers that never finish are cut off at the header deadline
+// (they used to be allowed two minutes).
+TEST(HttpServerEdgeTest, UnfinishedHeadersAreCutOffAtTheDeadline) {
+  Server server({.header_timeout = std::chrono::milliseconds(200)},
+                [](std::shared_ptr<Exchange> ex) { ex->Respond(200, {}, "ok"); });
+  ASSERT_TRUE(server.Start().ok());
+  RawClient c(server.port());
+  c.Send("GET / HTTP/1.1\r\nHost: x\r\n");  // ...and nothing more
+  bool closed = false;
+  EXPECT_EQ(c.ReadToClose(&closed), "");
+  EXPECT_TRUE(closed) << "the server should have closed the connection within 5 s";
+}
+
+// A body slower than the minimum rate fails with DeadlineExceeded; one at
+// a fine pace, paced over longer than body_timeout, succeeds.
+TEST(HttpServerEdgeTest, ABodyBelowTheMinimumRateIsCutOff) {
+  std::promise<absl::Status> slow_result;
+  Server server(
+      {.defer_body = true, .body_timeout = std::chrono::milliseconds(300), .min_body_rate = 1000},
+      [&](std::shared_ptr<Exchange> ex) {
+        ex->ReadBody([ex, &slow_result](absl::Status st) {
+          if (ex->request().path == "/slow") slow_result.set_value(st);
+          ex->Respond(st.ok() ? 200 : HttpStatusOfBodyError(st), {}, "done");
+        });
+      });
+  ASSERT_TRUE(server.Start().ok());
+
+  RawClient slow(server.port());
+  slow.Send("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789");
+  auto f = slow_result.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_EQ(f.get().code(), absl::StatusCode::kDeadlineExceeded);
+
+  // 600 bytes in 6 pieces, 100 ms apart: 0.5 s in all, longer than the
+  // 300 ms base allowance, but each piece earns 100 ms more.
+  RawClient paced(server.port());
+  paced.Send("POST /paced HTTP/1.1\r\nHost: x\r\nContent-Length: 600\r\n\r\n");
+  for (int i = 0; i < 6; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    paced.Send(std::string(100, 'x'));
+  }
+  EXPECT_EQ(paced.ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
+}
+
+TEST(HttpServerEdgeTest, ConnectionsPerClientAddressAreCapped) {
+  Server server({.max_connections_per_ip = 2},
+                [](std::shared_ptr<Exchange> ex) { ex->Respond(200, {}, "ok"); });
+  ASSERT_TRUE(server.Start().ok());
+  auto a = std::make_unique<RawClient>(server.port());
+  RawClient b(server.port());
+  // Both are open (a request on each is answered), so a third is refused.
+  a->Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  b.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(a->ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_EQ(b.ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
+  {
+    RawClient third(server.port());
+    const std::string got = third.ReadToClose();
+    EXPECT_EQ(got.rfind("HTTP/1.1 503", 0), 0u) << got;
+  }
+  // A closed connection gives its slot back.
+  a.reset();
+  for (int i = 0; i < 100; ++i) {
+    auto r = Fetch({.port = server.port(), .target = "/"});
+    if (r.ok() && r->status == 200) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "the slot of a closed connection never came back";
+}
+
+TEST(HttpServerEdgeTest, TotalConnectionsAreCapped) {
+  Server server({.max_connections = 1},
+                [](std::shared_ptr<Exchange> ex) { ex->Respond(200, {}, "ok"); });
+  ASSERT_TRUE(server.Start().ok());
+  RawClient first(server.port());
+  first.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(first.ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
+  RawClient second(server.port());
+  EXPECT_EQ(second.ReadToClose().rfind("HTTP/1.1 503", 0), 0u);
+}
+
+// Requests the handler has not finished answering count against the cap;
+// one over it gets 503 until a slot frees up.
+TEST(HttpServerEdgeTest, RequestsInFlightAreCapped) {
+  std::mutex mu;
+  std::vector<std::shared_ptr<Exchange>> held;
+  Server server({.max_requests_in_flight = 1}, [&](std::shared_ptr<Exchange> ex) {
+    if (ex->request().path == "/hold") {
+      std::lock_guard<std::mutex> lock(mu);
+      held.push_back(ex);
+      return;
+    }
+    ex->Respond(200, {}, "ok");
+  });
+  ASSERT_TRUE(server.Start().ok());
+  RawClient holder(server.port());
+  holder.Send("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!held.empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto refused = Fetch({.port = server.port(), .target = "/"});
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->status, 503);
+  EXPECT_EQ(refused->headers["retry-after"], "1");
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    held[0]->Respond(200, {}, "held");
+  }
+  EXPECT_EQ(holder.ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
+  auto after = Fetch({.port = server.port(), .target = "/"});
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->status, 200);
+}
+
+// Bodies buffered at once are capped over all connections: a body that
+// does not fit is refused before it is read; once the other is answered,
+// the same body fits.
+TEST(HttpServerEdgeTest, BufferedBodyBytesAreCappedInTotal) {
+  std::mutex mu;
+  std::vector<std::shared_ptr<Exchange>> held;
+  Server server({.max_buffered_bytes = 1500}, [&](std::shared_ptr<Exchange> ex) {
+    if (ex->request().path == "/hold") {
+      std::lock_guard<std::mutex> lock(mu);
+      held.push_back(ex);
+      return;
+    }
+    ex->Respond(200, {}, std::to_string(ex->request().body.size()));
+  });
+  ASSERT_TRUE(server.Start().ok());
+  RawClient holder(server.port());
+  holder.Send("POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" +
+              std::string(1000, 'a'));
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!held.empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto refused = Fetch(
+      {.port = server.port(), .method = "POST", .target = "/", .body = std::string(1000, 'b')});
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->status, 503);
+  EXPECT_NE(refused->body.find("overloaded_error"), std::string::npos) << refused->body;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    held[0]->Respond(200, {}, "held");
+  }
+  EXPECT_EQ(holder.ReadResponse().rfind("HTTP/1.1 200", 0), 0u);
+  auto fits = Fetch(
+      {.port = server.port(), .method = "POST", .target = "/", .body = std::string(1000, 'b')});
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_EQ(fits->status, 200);
+  EXPECT_EQ(fits->body, "1000");
+}
+
+TEST(HttpServerEdgeTest, RefusalsAreCountedPerListener) {
+  Server server({.max_connections = 1, .metrics_listener = "edge_test"},
+                [](std::shared_ptr<Exchange> ex) { ex->Respond(200, {}, "ok"); });
+  ASSERT_TRUE(server.Start().ok());
+  RawClient first(server.port());
+  first.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  first.ReadResponse();
+  RawClient second(server.port());
+  second.ReadToClose();
+  const std::string text = metrics::Default().Render();
+  EXPECT_NE(text.find("sb_http_refused_total{listener=\"edge_test\",reason=\"connections\"} 1"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("sb_http_connections{listener=\"edge_test\"} 1"), std::string::npos) << text;
 }
 
 }  // namespace

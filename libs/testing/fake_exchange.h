@@ -2,7 +2,8 @@
 // of what the handler answered. As the real server does, a Write's `done`
 // never runs inside Write: it waits until the test calls RunPending() (ok
 // unless the client is "gone"). OnClientGone fires when the test calls
-// ClientLeaves().
+// ClientLeaves(). ReadBody answers at once (inline, unlike the server: the
+// body is already in the request), with the error set by FailBodyWith.
 #pragma once
 
 #include <functional>
@@ -20,6 +21,25 @@ class FakeExchange final : public http::Exchange {
   explicit FakeExchange(http::Request request) : request_(std::move(request)) {}
 
   const http::Request& request() const override { return request_; }
+
+  void ReadBody(std::function<void(absl::Status)> done) override {
+    absl::Status st;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++body_reads_;
+      st = body_error_;
+    }
+    done(st);
+  }
+  // Later ReadBody calls fail with `st` (a slow, oversized or lost body).
+  void FailBodyWith(absl::Status st) {
+    std::lock_guard<std::mutex> lock(mu_);
+    body_error_ = std::move(st);
+  }
+  int body_reads() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return body_reads_;
+  }
 
   void Respond(int status, http::Headers headers, std::string body) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -108,6 +128,8 @@ class FakeExchange final : public http::Exchange {
  private:
   http::Request request_;
   mutable std::mutex mu_;
+  absl::Status body_error_;
+  int body_reads_ = 0;
   int status_ = 0;
   int responses_ = 0;
   int writes_ = 0;

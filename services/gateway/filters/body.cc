@@ -7,13 +7,21 @@
 namespace sb::gateway {
 
 void JsonBodyFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next next) {
-  auto parsed = json::ParseObject(ctx->request().body);
-  if (!parsed.ok()) {
-    ctx->Fail(parsed.status());
-    return;
-  }
-  ctx->body = std::move(*parsed);
-  next();
+  // The body is read only now, after authentication: a request without a
+  // valid key never gets a byte of its body buffered.
+  ctx->exchange().ReadBody([ctx, next = std::move(next)](absl::Status read) {
+    if (!read.ok()) {
+      ctx->Fail(read, http::HttpStatusOfBodyError(read));
+      return;
+    }
+    auto parsed = json::ParseObject(ctx->request().body);
+    if (!parsed.ok()) {
+      ctx->Fail(parsed.status());
+      return;
+    }
+    ctx->body = std::move(*parsed);
+    next();
+  });
 }
 
 void ChatUserFilter::Handle(const std::shared_ptr<RequestContext>& ctx, Next next) {
