@@ -1,13 +1,13 @@
 #include "grpcx/server.h"
 
-#include <signal.h>
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include "core/metrics.h"
 #include "grpcx/health.h"
+#include "grpcx/tls.h"
 #include "http/http_server.h"
 
 namespace sb {
@@ -35,9 +35,11 @@ int ServiceRunner::metrics_port() const { return metrics_ ? metrics_->server->po
 
 absl::Status ServiceRunner::Start(const std::string& grpc_address, int metrics_port,
                                   const std::string& metrics_host) {
+  auto tls = grpcx::TlsFilesFromFlags();
+  if (!tls.ok()) return tls.status();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(grpc_address, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.AddListeningPort(grpc_address, grpcx::ServerCredentials(*tls), &grpc_port_);
   builder.RegisterService(health_.get());
   for (auto* s : services_) builder.RegisterService(s);
   server_ = builder.BuildAndStart();
@@ -66,7 +68,8 @@ absl::Status ServiceRunner::Start(const std::string& grpc_address, int metrics_p
   metrics::Default()
       .GetGauge("sb_build_info", "Always 1; labels name the service", {{"service", name_}})
       .Set(1);
-  spdlog::info("{} serving gRPC on port {} and metrics on port {}", name_, grpc_port_,
+  spdlog::info("{} serving gRPC ({}) on port {} and metrics on port {}", name_,
+               tls->ca.empty() ? "plaintext: --insecure_internal" : "mutual TLS", grpc_port_,
                metrics_->server->port());
   return absl::OkStatus();
 }

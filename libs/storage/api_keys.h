@@ -3,9 +3,13 @@
 // FakeKeyStore in libs/testing.
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 
 namespace sb {
 
@@ -32,6 +36,33 @@ class PgKeyStore final : public KeyStore {
 
  private:
   PgPool& pg_;
+};
+
+// Follows key revocations as they happen: LISTEN on its own PostgreSQL
+// connection (migration 0005's trigger notifies on every revocation or
+// deletion of a key, whoever makes it), and on every (re)connect catches up
+// with the keys revoked while it was not listening (all of them, the first
+// time). `on_revoked` runs on the listener's thread, once or more per key.
+// While PostgreSQL is unreachable it retries every second.
+class KeyRevocationListener {
+ public:
+  KeyRevocationListener(std::string conninfo, std::function<void(const std::string&)> on_revoked);
+  ~KeyRevocationListener();  // Stop()
+  void Start();
+  void Stop();
+  // Connected and listening (tests wait for it).
+  bool listening() const { return listening_.load(); }
+
+ private:
+  void Run();
+  // One connection's life: listen, catch up, wait for notifications.
+  void ListenOnce(std::string* since);
+
+  const std::string conninfo_;
+  const std::function<void(const std::string&)> on_revoked_;
+  std::atomic<bool> listening_{false};
+  absl::Notification stop_;
+  std::thread thread_;
 };
 
 }  // namespace sb

@@ -1,5 +1,6 @@
 #include "billing/billing_grpc.h"
 
+#include "grpcx/authz.h"
 #include "grpcx/status.h"
 
 namespace sb::billing {
@@ -7,6 +8,8 @@ namespace sb::billing {
 grpc::ServerUnaryReactor* BillingServiceImpl::GetUsage(
     grpc::CallbackServerContext* ctx, const switchboard::billing::v1::GetUsageRequest* req,
     switchboard::billing::v1::GetUsageResponse* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.billing.v1.Billing/GetUsage"))
+    return refused;
   auto* reactor = ctx->DefaultReactor();
   if (req->org_id().empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "org_id is required"));

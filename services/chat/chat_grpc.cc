@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/time/clock.h"
+#include "grpcx/authz.h"
 #include "grpcx/status.h"
 
 namespace sb::chat {
@@ -36,6 +37,9 @@ void ChatServiceImpl::OnPool(grpc::ServerUnaryReactor* reactor, std::function<ab
 grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
     grpc::CallbackServerContext* ctx, const cpb::CreateConversationRequest* req,
     cpb::Conversation* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/CreateConversation"))
+    return refused;
   auto* reactor = ctx->DefaultReactor();
   OnPool(reactor, [this, req, resp]() -> absl::Status {
     if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
@@ -95,6 +99,8 @@ absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req,
 grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerContext* ctx,
                                                        const cpb::SendMessageRequest* req,
                                                        cpb::SendMessageResponse* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/SendMessage"))
+    return refused;
   auto* reactor = ctx->DefaultReactor();
   absl::Status invalid = RequireScope(req->org_id(), req->user_id());
   if (invalid.ok() && req->content().empty()) {
@@ -135,6 +141,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ChatServiceImpl::ListMessages(grpc::CallbackServerContext* ctx,
                                                         const cpb::ListMessagesRequest* req,
                                                         cpb::ListMessagesResponse* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/ListMessages"))
+    return refused;
   auto* reactor = ctx->DefaultReactor();
   OnPool(reactor, [this, req, resp]() -> absl::Status {
     if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
@@ -151,6 +159,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ListMessages(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* ChatServiceImpl::GetMessage(grpc::CallbackServerContext* ctx,
                                                       const cpb::GetMessageRequest* req,
                                                       cpb::ChatMessage* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/GetMessage"))
+    return refused;
   auto* reactor = ctx->DefaultReactor();
   OnPool(reactor, [this, req, resp]() -> absl::Status {
     if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;

@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
+#include "grpcx/tls.h"
 #include "pipeline/grpc_backends.h"
 #include "storage/kafka.h"
 #include "storage/pg.h"
@@ -58,10 +59,10 @@ int main(int argc, char** argv) {
                     st.ToString());
     }
   };
-  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(grpc::CreateChannel(
-      absl::GetFlag(FLAGS_scheduler_address), grpc::InsecureChannelCredentials()));
+  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
+      sb::grpcx::Dial(absl::GetFlag(FLAGS_scheduler_address), sb::grpcx::kScheduler));
   auto safety = switchboard::safety::v1::Safety::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_safety_address), grpc::InsecureChannelCredentials()));
+      sb::grpcx::Dial(absl::GetFlag(FLAGS_safety_address), sb::grpcx::kSafety));
 
   const std::chrono::milliseconds safety_deadline(absl::GetFlag(FLAGS_safety_deadline_ms));
   sb::pipeline::GrpcInputGuard input(*safety, safety_deadline);

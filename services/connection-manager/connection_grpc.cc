@@ -1,5 +1,7 @@
 #include "connection-manager/connection_grpc.h"
 
+#include "grpcx/authz.h"
+
 namespace sb::connection {
 
 namespace conn = switchboard::connection::v1;
@@ -9,6 +11,10 @@ constexpr size_t kQueueCapacity = 256;
 
 grpc::ServerWriteReactor<conn::StreamEvent>* ConnectionServiceImpl::Subscribe(
     grpc::CallbackServerContext* ctx, const conn::SubscribeRequest* req) {
+  if (auto st = grpcx::Authorize(*ctx, "/switchboard.connection.v1.ConnectionManager/Subscribe");
+      !st.ok()) {
+    return new grpcx::RefusedWriter<conn::StreamEvent>(st);
+  }
   auto [reactor, out] = ServerStream<conn::StreamEvent>::Create(kQueueCapacity);
   if (req->org_id().empty() || req->user_id().empty() || req->conversation_id().empty() ||
       req->message_id().empty() || req->after_offset() < 0) {

@@ -7,6 +7,7 @@
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
 #include "grpcx/status.h"
+#include "grpcx/tls.h"
 #include "storage/redis.h"
 #include "switchboard/chat/v1/chat.grpc.pb.h"
 
@@ -23,7 +24,7 @@ int main(int argc, char** argv) {
                          .port = absl::GetFlag(FLAGS_redis_port),
                          .pool_size = absl::GetFlag(FLAGS_lookup_threads) + 1});
   auto chat = switchboard::chat::v1::Chat::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_chat_address), grpc::InsecureChannelCredentials()));
+      sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat));
   sb::connection::MessageLookup lookup = [&](const switchboard::connection::v1::SubscribeRequest& r)
       -> absl::StatusOr<switchboard::chat::v1::ChatMessage> {
     switchboard::chat::v1::GetMessageRequest req;

@@ -67,6 +67,8 @@ class Gateway {
 
   void Handle(std::shared_ptr<http::Exchange> exchange);
   int64_t active_streams() const { return metrics_.active_streams(); }
+  // Every route as "METHOD /pattern" (the authorization matrix test's input).
+  std::vector<std::string> RouteList() const { return router_.List(); }
 
  private:
   void AddRoutes();

@@ -13,6 +13,7 @@
 #include "gateway/gateway_grpc.h"
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
+#include "grpcx/tls.h"
 #include "http/http_server.h"
 #include "pipeline/grpc_backends.h"
 #include "storage/api_keys.h"
@@ -23,6 +24,24 @@
 ABSL_FLAG(int, http_port, 8080, "Public HTTP port (the API)");
 ABSL_FLAG(std::string, http_host, "127.0.0.1", "Address the public HTTP port binds");
 ABSL_FLAG(int, http_threads, 2, "HTTP event threads");
+ABSL_FLAG(int, http_max_body_bytes, 4 << 20, "Largest request body accepted (413 above)");
+ABSL_FLAG(int, http_header_timeout_seconds, 10,
+          "A request's headers must be complete this long after the connection opens (or "
+          "after the request's first byte on a kept-alive connection); else it is closed");
+ABSL_FLAG(int, http_keepalive_timeout_seconds, 60, "An idle kept-alive connection is closed after");
+ABSL_FLAG(int, http_body_timeout_seconds, 10,
+          "A request body may take this long plus one second per --http_min_body_rate bytes "
+          "received; a slower body gets 408 and a close");
+ABSL_FLAG(int, http_min_body_rate, 8192, "Slowest request body accepted, in bytes per second");
+ABSL_FLAG(int, http_max_connections, 4096,
+          "Open client connections (0: no cap); a connection over it gets 503 and a close");
+ABSL_FLAG(int, http_max_connections_per_ip, 256,
+          "Open connections per client address (0: no cap); over it: 503 and a close");
+ABSL_FLAG(int, http_max_requests_in_flight, 2048,
+          "Requests in progress, streams included (0: no cap); a request over it gets 503");
+ABSL_FLAG(int64_t, http_max_buffered_bytes, 64 << 20,
+          "Request body bytes buffered at once over all requests (0: no cap); a body that "
+          "would exceed it gets 503");
 ABSL_FLAG(int, grpc_port, 50050, "gRPC port");
 ABSL_FLAG(int, metrics_port, 9100, "HTTP port for /metrics");
 ABSL_FLAG(std::string, pg, "postgresql://postgres@127.0.0.1:5432/switchboard",
@@ -32,7 +51,17 @@ ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler g
 ABSL_FLAG(std::string, chat_address, "127.0.0.1:50051", "chat gRPC address");
 ABSL_FLAG(std::string, connection_manager_address, "127.0.0.1:50052",
           "connection-manager gRPC address");
-ABSL_FLAG(int, key_cache_seconds, 60, "How long a verified API key is trusted without a look-up");
+ABSL_FLAG(int, key_cache_seconds, 60,
+          "How long a verified API key is trusted without a look-up (revocations still apply "
+          "at once)");
+ABSL_FLAG(int, key_cache_stale_seconds, 300,
+          "While PostgreSQL is unreachable, a key verified within this long is still trusted");
+ABSL_FLAG(int, unknown_key_cache_seconds, 30,
+          "How long an unknown key is refused without a look-up");
+ABSL_FLAG(double, auth_lookups_per_second_per_ip, 5,
+          "Look-ups of uncached API keys per client address and second (0: no limit); past the "
+          "budget a request gets 429");
+ABSL_FLAG(double, auth_lookup_burst_per_ip, 20, "Burst of the look-ups per client address");
 ABSL_FLAG(int, ping_interval_seconds, 10,
           "A stream with nothing written for this long gets a ping (0: never)");
 ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
@@ -52,14 +81,6 @@ ABSL_FLAG(int, limits_refresh_ms, 2000, "How often the limits are re-read from P
 ABSL_FLAG(int, idempotency_retention_hours, 24,
           "How long a response is kept for retries with the same Idempotency-Key");
 
-namespace {
-
-std::shared_ptr<grpc::Channel> Dial(const std::string& address) {
-  return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   sb::InitService("gateway", argc, argv);
   sb::PgPool pg(absl::GetFlag(FLAGS_pg), 4);
@@ -68,17 +89,26 @@ int main(int argc, char** argv) {
     return 1;
   }
   sb::PgKeyStore keys(pg);
-  sb::gateway::Authenticator auth(keys, absl::Seconds(absl::GetFlag(FLAGS_key_cache_seconds)),
-                                  absl::Seconds(5));
+  sb::gateway::Authenticator auth(
+      keys, {.ttl = absl::Seconds(absl::GetFlag(FLAGS_key_cache_seconds)),
+             .negative_ttl = absl::Seconds(absl::GetFlag(FLAGS_unknown_key_cache_seconds)),
+             .stale = absl::Seconds(absl::GetFlag(FLAGS_key_cache_stale_seconds)),
+             .lookups_per_second_per_ip = absl::GetFlag(FLAGS_auth_lookups_per_second_per_ip),
+             .lookup_burst_per_ip = absl::GetFlag(FLAGS_auth_lookup_burst_per_ip)});
+  sb::KeyRevocationListener revocations(absl::GetFlag(FLAGS_pg),
+                                        [&auth](const std::string& id) { auth.Revoke(id); });
+  revocations.Start();
   sb::ThreadPool pool(4, 4096);
   sb::UlidGenerator ids;
   sb::TimerThread timers;
-  auto safety = switchboard::safety::v1::Safety::NewStub(Dial(absl::GetFlag(FLAGS_safety_address)));
+  auto safety = switchboard::safety::v1::Safety::NewStub(
+      sb::grpcx::Dial(absl::GetFlag(FLAGS_safety_address), sb::grpcx::kSafety));
   auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
-      Dial(absl::GetFlag(FLAGS_scheduler_address)));
-  auto chat = switchboard::chat::v1::Chat::NewStub(Dial(absl::GetFlag(FLAGS_chat_address)));
-  auto connections = switchboard::connection::v1::ConnectionManager::NewStub(
-      Dial(absl::GetFlag(FLAGS_connection_manager_address)));
+      sb::grpcx::Dial(absl::GetFlag(FLAGS_scheduler_address), sb::grpcx::kScheduler));
+  auto chat = switchboard::chat::v1::Chat::NewStub(
+      sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat));
+  auto connections = switchboard::connection::v1::ConnectionManager::NewStub(sb::grpcx::Dial(
+      absl::GetFlag(FLAGS_connection_manager_address), sb::grpcx::kConnectionManager));
 
   const std::chrono::milliseconds safety_deadline(absl::GetFlag(FLAGS_safety_deadline_ms));
   sb::pipeline::GrpcInputGuard input(*safety, safety_deadline);
@@ -147,13 +177,30 @@ int main(int argc, char** argv) {
   sb::http::Server http(
       {.host = absl::GetFlag(FLAGS_http_host),
        .port = absl::GetFlag(FLAGS_http_port),
-       .threads = absl::GetFlag(FLAGS_http_threads)},
+       .threads = absl::GetFlag(FLAGS_http_threads),
+       .max_body_bytes = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_http_max_body_bytes))),
+       .defer_body = true,
+       .header_timeout = std::chrono::seconds(absl::GetFlag(FLAGS_http_header_timeout_seconds)),
+       .keepalive_timeout =
+           std::chrono::seconds(absl::GetFlag(FLAGS_http_keepalive_timeout_seconds)),
+       .body_timeout = std::chrono::seconds(absl::GetFlag(FLAGS_http_body_timeout_seconds)),
+       .min_body_rate = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_http_min_body_rate))),
+       .max_connections =
+           static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_http_max_connections))),
+       .max_connections_per_ip =
+           static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_http_max_connections_per_ip))),
+       .max_requests_in_flight =
+           static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_http_max_requests_in_flight))),
+       .max_buffered_bytes =
+           static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_http_max_buffered_bytes))),
+       .metrics_listener = "api"},
       [&api](std::shared_ptr<sb::http::Exchange> ex) { api.Handle(std::move(ex)); });
   if (auto st = http.Start(); !st.ok()) {
     spdlog::critical("gateway: {}", st.ToString());
     return 1;
   }
-  sb::gateway::GatewayServiceImpl info(http.port(), [&api] { return api.active_streams(); });
+  sb::gateway::GatewayServiceImpl info(
+      http.port(), [&api] { return api.active_streams(); }, api.RouteList());
   sb::ServiceRunner runner("gateway");
   runner.AddService(&info);
   if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
@@ -185,6 +232,7 @@ int main(int argc, char** argv) {
   if (redis_cluster) redis_cluster->Stop();
   if (redis_node) redis_node->Stop();
   pool.Stop();
+  revocations.Stop();
   stopping.Notify();
   limits_refresher.join();
   return 0;

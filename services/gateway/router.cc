@@ -52,6 +52,12 @@ void Router::Add(Route route) {
   entries_.push_back(std::move(e));
 }
 
+std::vector<std::string> Router::List() const {
+  std::vector<std::string> out;
+  for (const auto& e : entries_) out.push_back(e.route.method + " " + e.route.pattern);
+  return out;
+}
+
 Router::Match Router::Find(std::string_view method, std::string_view path) const {
   Match match;
   const auto segments = Segments(path);

@@ -53,6 +53,8 @@ class Router {
 
   void Add(Route route);
   Match Find(std::string_view method, std::string_view path) const;
+  // "METHOD /pattern" for every route, in the order they were added.
+  std::vector<std::string> List() const;
 
   // The dialect for a path no route matched: the OpenAI one under its own
   // API prefixes (/v1/chat/, /v1/completions, /v1/embeddings, ...), else

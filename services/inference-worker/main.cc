@@ -1,13 +1,12 @@
-#include <unistd.h>
-
 #include <grpcpp/grpcpp.h>
-
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
+#include "grpcx/tls.h"
 #include "inference-worker/registrar.h"
 #include "inference-worker/sim_engine.h"
 #include "inference-worker/worker_grpc.h"
@@ -75,8 +74,7 @@ int main(int argc, char** argv) {
   for (const auto& m : sim.models) registration.add_models(m);
   // What it holds at once: the batch and the queue behind it.
   registration.set_max_concurrency(sim.max_batch + static_cast<int>(sim.max_waiting));
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_scheduler_address),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = sb::grpcx::Dial(absl::GetFlag(FLAGS_scheduler_address), sb::grpcx::kScheduler);
   auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(channel);
   sb::worker::Registrar registrar(*scheduler, registration, [&] { return service.in_flight(); });
   registrar.Start();

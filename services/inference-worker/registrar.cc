@@ -39,6 +39,7 @@ void Registrar::Loop() {
       grpc::Status st = scheduler_.RegisterWorker(&ctx, registration_, &resp);
       if (st.ok()) {
         registered = true;
+        registration_.set_session(resp.session());
         interval = std::chrono::milliseconds(std::max(100, resp.heartbeat_interval_ms()));
         spdlog::info("registered with the scheduler as {} at {}", registration_.worker_id(),
                      registration_.address());
@@ -49,6 +50,7 @@ void Registrar::Loop() {
       sched::HeartbeatRequest req;
       req.set_worker_id(registration_.worker_id());
       req.set_in_flight(in_flight_());
+      req.set_session(registration_.session());
       sched::HeartbeatResponse resp;
       grpc::Status st = scheduler_.Heartbeat(&ctx, req, &resp);
       if (st.ok() && !resp.known()) {

@@ -4,6 +4,7 @@
 
 #include "absl/time/clock.h"
 #include "core/metrics.h"
+#include "grpcx/authz.h"
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
 
@@ -99,6 +100,10 @@ WorkerServiceImpl::WorkerServiceImpl(Engine& engine, std::string worker_id, Usag
 
 grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
     grpc::CallbackServerContext* ctx, const inf::GenerateRequest* req) {
+  if (auto st = grpcx::Authorize(*ctx, "/switchboard.inference.v1.InferenceWorker/Generate");
+      !st.ok()) {
+    return new grpcx::RefusedWriter<inf::GenerateEvent>(st);
+  }
   auto [reactor, out] = ServerStream<inf::GenerateEvent>::Create(64);
   EngineRequest er = ToEngineRequest(*req, engine_);
   inf::GenerateEvent started;
@@ -130,6 +135,9 @@ bool WorkerServiceImpl::Serves(const std::string& model) const {
 grpc::ServerUnaryReactor* WorkerServiceImpl::CountTokens(grpc::CallbackServerContext* ctx,
                                                          const inf::GenerateRequest* req,
                                                          inf::CountTokensResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.inference.v1.InferenceWorker/CountTokens"))
+    return refused;
   auto* reactor = ctx->DefaultReactor();
   if (!Serves(req->model())) {
     reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "model: " + req->model()));
@@ -144,6 +152,9 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CountTokens(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* WorkerServiceImpl::ListModels(grpc::CallbackServerContext* ctx,
                                                         const inf::ListModelsRequest*,
                                                         inf::ListModelsResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.inference.v1.InferenceWorker/ListModels"))
+    return refused;
   for (const auto& m : engine_.Models()) resp->add_models(m);
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/metrics.h"
+#include "grpcx/authz.h"
 #include "safety/policy.h"
 
 namespace sb::safety {
@@ -41,12 +42,16 @@ grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckReq
 grpc::ServerUnaryReactor* SafetyServiceImpl::CheckInput(grpc::CallbackServerContext* ctx,
                                                         const CheckRequest* req,
                                                         CheckResponse* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.Safety/CheckInput"))
+    return refused;
   return Check(ctx, req, resp, Direction::kInput);
 }
 
 grpc::ServerUnaryReactor* SafetyServiceImpl::CheckOutput(grpc::CallbackServerContext* ctx,
                                                          const CheckRequest* req,
                                                          CheckResponse* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.Safety/CheckOutput"))
+    return refused;
   return Check(ctx, req, resp, Direction::kOutput);
 }
 

@@ -3,8 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/time/clock.h"
+#include "core/crypto.h"
 #include "core/metrics.h"
+#include "grpcx/authz.h"
 #include "grpcx/streams.h"
+#include "grpcx/tls.h"
 
 namespace sb::scheduler {
 
@@ -58,8 +61,9 @@ inf::InferenceWorker::Stub* SchedulerServiceImpl::StubFor(const std::string& add
   std::lock_guard<std::mutex> lock(mu_);
   auto& stub = stubs_[address];
   if (!stub) {
-    stub = inf::InferenceWorker::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    // Only an inference-worker certificate is accepted at the other end: an
+    // address is dialled only to reach a worker.
+    stub = inf::InferenceWorker::NewStub(grpcx::Dial(address, grpcx::kWorker));
   }
   return stub.get();
 }
@@ -67,17 +71,29 @@ inf::InferenceWorker::Stub* SchedulerServiceImpl::StubFor(const std::string& add
 grpc::ServerUnaryReactor* SchedulerServiceImpl::RegisterWorker(
     grpc::CallbackServerContext* ctx, const sched::RegisterWorkerRequest* req,
     sched::RegisterWorkerResponse* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(
+          ctx, "/switchboard.scheduler.v1.TenantScheduler/RegisterWorker"))
+    return refused;
   auto* reactor = ctx->DefaultReactor();
   if (req->worker_id().empty() || req->address().empty() || req->models().empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                  "worker_id, address and at least one model are required"));
     return reactor;
   }
-  registry_.Register(req->worker_id(), req->address(), {req->models().begin(), req->models().end()},
-                     req->max_concurrency(), absl::Now());
+  auto session = registry_.Register(
+      req->worker_id(), req->address(), {req->models().begin(), req->models().end()},
+      req->max_concurrency(), absl::Now(), req->session(), RandomHex(16));
+  if (!session.ok()) {
+    spdlog::warn("refused registration of worker {} at {} from {}: {}", req->worker_id(),
+                 req->address(), ctx->peer(), session.status().ToString());
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "this worker id is held by a live worker"));
+    return reactor;
+  }
   spdlog::info("worker {} registered at {} serving {} model(s)", req->worker_id(), req->address(),
                req->models_size());
   resp->set_heartbeat_interval_ms(static_cast<int>(absl::ToInt64Milliseconds(heartbeat_interval_)));
+  resp->set_session(*session);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -85,8 +101,18 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::RegisterWorker(
 grpc::ServerUnaryReactor* SchedulerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
                                                           const sched::HeartbeatRequest* req,
                                                           sched::HeartbeatResponse* resp) {
-  resp->set_known(registry_.Heartbeat(req->worker_id(), req->in_flight(), absl::Now()));
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.scheduler.v1.TenantScheduler/Heartbeat"))
+    return refused;
+  const auto beat =
+      registry_.Heartbeat(req->worker_id(), req->in_flight(), absl::Now(), req->session());
   auto* reactor = ctx->DefaultReactor();
+  if (beat == WorkerRegistry::Beat::kWrongSession) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                 "not the session of this worker's registration"));
+    return reactor;
+  }
+  resp->set_known(beat == WorkerRegistry::Beat::kOk);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -94,6 +120,9 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::Heartbeat(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* SchedulerServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx,
                                                             const sched::ListWorkersRequest*,
                                                             sched::ListWorkersResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.scheduler.v1.TenantScheduler/ListWorkers"))
+    return refused;
   const absl::Time now = absl::Now();
   for (const auto& w : registry_.List()) {
     auto* out = resp->add_workers();
@@ -112,6 +141,9 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::ListWorkers(grpc::CallbackServer
 grpc::ServerUnaryReactor* SchedulerServiceImpl::ListModels(grpc::CallbackServerContext* ctx,
                                                            const sched::ListModelsRequest*,
                                                            sched::ListModelsResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.scheduler.v1.TenantScheduler/ListModels"))
+    return refused;
   for (const auto& m : registry_.ListModels(absl::Now())) {
     auto* out = resp->add_models();
     out->set_id(m.id);
@@ -139,6 +171,9 @@ grpc::Status SchedulerServiceImpl::NoWorker(const std::string& model, NoPick why
 grpc::ServerUnaryReactor* SchedulerServiceImpl::CountTokens(grpc::CallbackServerContext* ctx,
                                                             const inf::GenerateRequest* req,
                                                             inf::CountTokensResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.scheduler.v1.TenantScheduler/CountTokens"))
+    return refused;
   auto* reactor = ctx->DefaultReactor();
   const absl::Time now = absl::Now();
   NoPick why = NoPick::kUnknownModel;
@@ -164,6 +199,10 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::CountTokens(grpc::CallbackServer
 
 grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
     grpc::CallbackServerContext* ctx, const inf::GenerateRequest* req) {
+  if (auto st = grpcx::Authorize(*ctx, "/switchboard.scheduler.v1.TenantScheduler/Generate");
+      !st.ok()) {
+    return new grpcx::RefusedWriter<inf::GenerateEvent>(st);
+  }
   auto [reactor, out] = ServerStream<inf::GenerateEvent>::Create(kRelayCapacity);
   auto& requests = metrics::Default().GetCounter(
       "sb_scheduler_generate_total", "Generate calls by outcome", {{"outcome", "routed"}});

@@ -6,11 +6,19 @@ bool WorkerRegistry::IsLive(const WorkerState& w, absl::Time now) const {
   return !w.down && now - w.last_heartbeat < ttl_;
 }
 
-void WorkerRegistry::Register(const std::string& id, const std::string& address,
-                              const std::vector<std::string>& models, int max_concurrency,
-                              absl::Time now) {
+absl::StatusOr<std::string> WorkerRegistry::Register(const std::string& id,
+                                                     const std::string& address,
+                                                     const std::vector<std::string>& models,
+                                                     int max_concurrency, absl::Time now,
+                                                     const std::string& session,
+                                                     const std::string& new_session) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = workers_.find(id);
+      it != workers_.end() && IsLive(it->second, now) && it->second.session != session) {
+    return absl::AlreadyExistsError("worker id " + id + " is held by a live worker");
+  }
   WorkerState& w = workers_[id];
+  if (w.session.empty() || w.session != session) w.session = new_session;
   w.id = id;
   w.address = address;
   w.models = std::set<std::string>(models.begin(), models.end());
@@ -18,15 +26,18 @@ void WorkerRegistry::Register(const std::string& id, const std::string& address,
   w.last_heartbeat = now;
   w.down = false;
   for (const auto& m : models) model_first_seen_.emplace(m, now);
+  return w.session;
 }
 
-bool WorkerRegistry::Heartbeat(const std::string& id, int in_flight, absl::Time now) {
+WorkerRegistry::Beat WorkerRegistry::Heartbeat(const std::string& id, int in_flight, absl::Time now,
+                                               const std::string& session) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(id);
-  if (it == workers_.end() || it->second.down) return false;
+  if (it == workers_.end() || it->second.down) return Beat::kUnknown;
+  if (it->second.session != session) return Beat::kWrongSession;
   it->second.last_heartbeat = now;
   it->second.reported_in_flight = in_flight;
-  return true;
+  return Beat::kOk;
 }
 
 bool WorkerRegistry::ModelKnown(const std::string& model) const {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 namespace sb::scheduler {
@@ -27,6 +28,7 @@ struct WorkerState {
   int reported_in_flight = 0;
   int in_flight = 0;  // routed here and not finished
   bool down = false;  // declared dead (missed heartbeats or failed a stream)
+  std::string session;  // proves the registration (RegisterWorkerResponse.session)
 };
 
 struct Pick {
@@ -47,11 +49,18 @@ class WorkerRegistry {
  public:
   explicit WorkerRegistry(absl::Duration ttl) : ttl_(ttl) {}
 
-  void Register(const std::string& id, const std::string& address,
-                const std::vector<std::string>& models, int max_concurrency, absl::Time now);
-  // False when the worker is unknown (or was declared dead): it must
-  // register again.
-  bool Heartbeat(const std::string& id, int in_flight, absl::Time now);
+  // Registers (or renews) worker `id` and returns the registration's
+  // session. AlreadyExists when a live worker holds the id and `session`
+  // is not its session: an id cannot be taken over while its worker lives.
+  // A new registration gets `new_session` (random, from the caller).
+  absl::StatusOr<std::string> Register(const std::string& id, const std::string& address,
+                                       const std::vector<std::string>& models, int max_concurrency,
+                                       absl::Time now, const std::string& session,
+                                       const std::string& new_session);
+  enum class Beat { kOk, kUnknown, kWrongSession };
+  // kUnknown when the worker is unknown (or was declared dead): it must
+  // register again. kWrongSession changes nothing.
+  Beat Heartbeat(const std::string& id, int in_flight, absl::Time now, const std::string& session);
 
   // True when some registered worker (live or not) serves the model.
   bool ModelKnown(const std::string& model) const;

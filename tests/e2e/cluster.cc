@@ -24,6 +24,10 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start() {
   auto infra = Infra::Start({.redis_cluster = true});
   if (!infra.ok()) return infra.status();
   c->infra_ = std::move(*infra);
+  std::string out;
+  if (RunCommand({Infra::SourceDir() + "/tools/certs", c->infra_->dir() + "/tls"}, &out) != 0) {
+    return absl::InternalError("tools/certs failed: " + out);
+  }
   for (const auto& s : ServiceNames()) {
     c->grpc_ports_[s] = FreePort();
     c->metrics_ports_[s] = FreePort();
@@ -67,8 +71,8 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start() {
   }
 
   // Ready when the worker is registered and the public port answers.
-  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
-      grpc::CreateChannel(c->grpc_address("tenant-scheduler"), grpc::InsecureChannelCredentials()));
+  auto scheduler =
+      switchboard::scheduler::v1::TenantScheduler::NewStub(c->Channel("tenant-scheduler"));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   bool ready = false;
   while (!ready && std::chrono::steady_clock::now() < deadline) {
@@ -90,6 +94,7 @@ absl::Status Cluster::StartService(const std::string& name, std::vector<std::str
                                    "--grpc_port=" + std::to_string(grpc_ports_[name]),
                                    "--metrics_port=" + std::to_string(metrics_ports_[name]),
                                    "--drain_seconds=2"};
+  for (auto& f : TlsFlags(name)) argv.push_back(std::move(f));
   argv.insert(argv.end(), flags.begin(), flags.end());
   processes_.emplace(name, Process(name, argv, infra_->dir() + "/" + name + ".log"));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
@@ -118,11 +123,12 @@ absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_i
       "--worker_id=" + worker_id,
       "--models=" + models,
       "--drain_seconds=1"};
+  for (auto& f : TlsFlags("inference-worker")) argv.push_back(std::move(f));
   argv.insert(argv.end(), flags.begin(), flags.end());
   const std::string log = infra_->dir() + "/" + worker_id + ".log";
   Process p(worker_id, argv, log);
-  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
-      grpc::CreateChannel(grpc_address("tenant-scheduler"), grpc::InsecureChannelCredentials()));
+  auto scheduler =
+      switchboard::scheduler::v1::TenantScheduler::NewStub(Channel("tenant-scheduler"));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   while (std::chrono::steady_clock::now() < deadline && p.running()) {
     grpc::ClientContext ctx;
@@ -155,6 +161,7 @@ absl::StatusOr<Cluster::Gateway> Cluster::StartGateway(const std::string& name,
       "--scheduler_address=" + grpc_address("tenant-scheduler"),
       "--chat_address=" + grpc_address("chat"),
       "--connection_manager_address=" + grpc_address("connection-manager")};
+  for (auto& f : TlsFlags("gateway")) argv.push_back(std::move(f));
   argv.insert(argv.end(), flags.begin(), flags.end());
   const std::string log = infra_->dir() + "/" + name + ".log";
   g.process = Process(name, argv, log);
@@ -166,6 +173,21 @@ absl::StatusOr<Cluster::Gateway> Cluster::StartGateway(const std::string& name,
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return absl::UnavailableError("gateway " + name + " did not start:\n" + Tail(log, 30));
+}
+
+grpcx::TlsFiles Cluster::TlsFilesOf(const std::string& identity) const {
+  const std::string d = infra_->dir() + "/tls/";
+  return {d + "ca.crt", d + identity + ".crt", d + identity + ".key", 1};
+}
+
+std::vector<std::string> Cluster::TlsFlags(const std::string& identity) const {
+  const grpcx::TlsFiles f = TlsFilesOf(identity);
+  return {"--tls_ca=" + f.ca, "--tls_cert=" + f.cert, "--tls_key=" + f.key};
+}
+
+std::shared_ptr<grpc::Channel> Cluster::Channel(const std::string& service,
+                                                const std::string& identity) const {
+  return grpcx::Dial(grpc_address(service), service, TlsFilesOf(identity));
 }
 
 std::string Cluster::Logs(int lines) const {

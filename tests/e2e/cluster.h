@@ -7,10 +7,16 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "grpcx/tls.h"
 #include "support/infra.h"
 #include "support/process.h"
+
+namespace grpc {
+class Channel;
+}
 
 namespace sb::testing {
 
@@ -29,6 +35,14 @@ class Cluster {
   const std::string& api_key() const { return api_key_; }          // org "acme"
   const std::string& other_api_key() const { return other_key_; }  // org "globex"
   Infra& infra() { return *infra_; }
+
+  // Every service runs with mutual TLS, each with its own identity's
+  // certificate from the cluster's CA (tools/certs, in <dir>/tls).
+  grpcx::TlsFiles TlsFilesOf(const std::string& identity) const;
+  std::vector<std::string> TlsFlags(const std::string& identity) const;
+  // A channel to `service`, proving `identity` (the operator by default).
+  std::shared_ptr<grpc::Channel> Channel(const std::string& service,
+                                         const std::string& identity = "operator") const;
   Process& process(const std::string& service) { return processes_.at(service); }
   // The last lines of every service's log, for failure messages.
   std::string Logs(int lines = 30) const;

@@ -93,8 +93,7 @@ namespace {
 
 switchboard::billing::v1::GetUsageResponse WaitForUsage(
     const switchboard::billing::v1::GetUsageRequest& req, int min) {
-  auto billing = switchboard::billing::v1::Billing::NewStub(
-      grpc::CreateChannel(g_cluster->grpc_address("billing"), grpc::InsecureChannelCredentials()));
+  auto billing = switchboard::billing::v1::Billing::NewStub(g_cluster->Channel("billing"));
   switchboard::billing::v1::GetUsageResponse resp;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {

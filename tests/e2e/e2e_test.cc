@@ -306,8 +306,7 @@ TEST(OperabilityTest, HealthAndReflectionOnEveryService) {
       {"billing", "switchboard.billing.v1.Billing"}};
   for (const auto& [service, api] : expected) {
     SCOPED_TRACE(service);
-    auto channel =
-        grpc::CreateChannel(g_cluster->grpc_address(service), grpc::InsecureChannelCredentials());
+    auto channel = g_cluster->Channel(service);
     auto health = grpc::health::v1::Health::NewStub(channel);
     grpc::ClientContext hctx;
     hctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));

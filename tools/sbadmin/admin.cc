@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <pqxx/pqxx>
 #include <sstream>
 #include <vector>
 
-#include <pqxx/pqxx>
-
 #include "absl/time/clock.h"
+#include "core/api_key.h"
 #include "core/crypto.h"
 #include "core/ulid.h"
 
@@ -28,6 +28,11 @@ constexpr const char* kInsertKey =
     "VALUES ($1, $2, NULLIF($3, ''), $4, $5)";
 constexpr const char* kRevokeKey =
     "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL";
+constexpr const char* kListKeys =
+    "SELECT id, prefix, coalesce(user_id, ''),"
+    " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+    " coalesce(to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
+    " FROM api_keys WHERE org_id = $1 ORDER BY created_at, id";
 constexpr const char* kOrgExists = "SELECT 1 FROM orgs WHERE id = $1";
 constexpr const char* kKeyOfOrg = "SELECT 1 FROM api_keys WHERE id = $1 AND org_id = $2";
 // $4..$7: NULL leaves a limit as it is, 0 removes it, N > 0 sets it.
@@ -107,13 +112,16 @@ absl::Status Admin::CreateOrg(const std::string& org_id, const std::string& name
 absl::StatusOr<std::string> Admin::CreateKey(const std::string& org_id, const std::string& user_id) {
   UlidGenerator ids;
   const std::string key_id = ids.Next(absl::Now());
-  const std::string secret = "sk-sb-" + key_id + "-" + RandomHex(24);
+  const std::string secret = FormatApiKey(key_id, RandomHex(16));
   const std::string digest = Sha256(secret);
+  // The id and four characters of the secret: enough to tell keys apart.
+  const std::string prefix =
+      secret.substr(0, std::string_view("sk-sb-").size() + key_id.size() + 5);
   absl::Status st = Guard([&] {
     pqxx::connection c(pg_uri_);
     pqxx::work tx(c);
     pqxx::binarystring hash(digest);
-    tx.exec_params(kInsertKey, key_id, org_id, user_id, secret.substr(0, 16), hash);
+    tx.exec_params(kInsertKey, key_id, org_id, user_id, prefix, hash);
     tx.commit();
   });
   if (!st.ok()) return st;
@@ -130,6 +138,26 @@ absl::Status Admin::RevokeKey(const std::string& key_id) {
   });
   if (st.ok() && !found) return absl::NotFoundError("no active key " + key_id);
   return st;
+}
+
+absl::StatusOr<std::vector<KeyInfo>> Admin::ListKeys(const std::string& org_id) {
+  std::vector<KeyInfo> out;
+  absl::Status found;
+  absl::Status st = Guard([&] {
+    pqxx::connection c(pg_uri_);
+    pqxx::read_transaction tx(c);
+    if (tx.exec_params(kOrgExists, org_id).empty()) {
+      found = absl::NotFoundError("no org " + org_id);
+      return;
+    }
+    for (const auto& row : tx.exec_params(kListKeys, org_id)) {
+      out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
+                     row[3].as<std::string>(), row[4].as<std::string>()});
+    }
+  });
+  if (!st.ok()) return st;
+  if (!found.ok()) return found;
+  return out;
 }
 
 absl::Status Admin::SetLimits(const std::string& org_id, const Limits& change) {

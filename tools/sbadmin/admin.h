@@ -1,9 +1,9 @@
 // Operator actions on the database: migrations, orgs and API keys. Used by
 // the sbadmin command and by tests that need a seeded database.
 //
-// An API key is shown once, at creation: `sk-sb-<key id>-<secret>`. Only
-// its first characters (to recognise it in lists) and the SHA-256 of the
-// whole key are stored.
+// An API key is shown once, at creation: `sk-sb-<key id>-<secret><check>`
+// (core/api_key.h). Only its first characters (to recognise it in lists)
+// and the SHA-256 of the whole key are stored.
 #pragma once
 
 #include <optional>
@@ -23,6 +23,15 @@ struct Limits {
   std::optional<int64_t> rpm, input_tpm, output_tpm, concurrency;
 };
 
+// One API key as list-keys shows it: never the secret.
+struct KeyInfo {
+  std::string id;
+  std::string prefix;
+  std::string user_id;     // "" for an org-wide key
+  std::string created_at;  // ISO 8601, UTC
+  std::string revoked_at;  // "" while the key is active
+};
+
 class Admin {
  public:
   explicit Admin(std::string pg_uri) : pg_uri_(std::move(pg_uri)) {}
@@ -34,7 +43,10 @@ class Admin {
   absl::Status CreateOrg(const std::string& org_id, const std::string& name);
   // Returns the key's secret form.
   absl::StatusOr<std::string> CreateKey(const std::string& org_id, const std::string& user_id);
+  // Every gateway refuses the key within a second (migration 0005).
   absl::Status RevokeKey(const std::string& key_id);
+  // The org's keys, oldest first (NotFound for an unknown org).
+  absl::StatusOr<std::vector<KeyInfo>> ListKeys(const std::string& org_id);
   // Upserts one row of limits (NotFound for an unknown org, or a key that
   // is not the org's).
   absl::Status SetLimits(const std::string& org_id, const Limits& change);

@@ -3,6 +3,7 @@
 //   sbadmin --pg=URI migrate [--migrations_dir=DIR]
 //   sbadmin --pg=URI create-org ORG_ID [NAME]
 //   sbadmin --pg=URI create-key ORG_ID [USER_ID]   # prints the secret once
+//   sbadmin --pg=URI list-keys ORG_ID                # id, prefix, user, created, revoked
 //   sbadmin --pg=URI revoke-key KEY_ID
 //   sbadmin --pg=URI set-limits ORG_ID [--key=KEY_ID] [--model=MODEL] [--rpm=N]
 //           [--input_tpm=N] [--output_tpm=N] [--concurrency=N]   # 0 removes a limit
@@ -42,7 +43,7 @@ std::string Show(const std::optional<int64_t>& v) { return v ? std::to_string(*v
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] | "
-      "revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
+      "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
       "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG)");
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
@@ -62,6 +63,17 @@ int main(int argc, char** argv) {
     auto key = admin.CreateKey(args[2], args.size() >= 4 ? args[3] : "");
     st = key.status();
     if (key.ok()) std::printf("%s\n", key->c_str());
+  } else if (cmd == "list-keys" && args.size() >= 3) {
+    auto keys = admin.ListKeys(args[2]);
+    st = keys.status();
+    if (keys.ok()) {
+      std::printf("%-26s  %-37s  %-16s  %-20s  %s\n", "id", "prefix", "user", "created", "revoked");
+      for (const auto& k : *keys) {
+        std::printf("%-26s  %-37s  %-16s  %-20s  %s\n", k.id.c_str(), k.prefix.c_str(),
+                    k.user_id.empty() ? "-" : k.user_id.c_str(), k.created_at.c_str(),
+                    k.revoked_at.empty() ? "-" : k.revoked_at.c_str());
+      }
+    }
   } else if (cmd == "revoke-key" && args.size() >= 3) {
     st = admin.RevokeKey(args[2]);
   } else if (cmd == "set-limits" && args.size() >= 3) {

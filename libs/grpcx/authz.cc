@@ -1,0 +1,62 @@
+#include "grpcx/authz.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/metrics.h"
+#include "grpcx/tls.h"
+
+namespace sb::grpcx {
+
+const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodCallers() {
+  static const auto* table = new std::map<std::string, std::vector<std::string_view>, std::less<>>{
+      {"/switchboard.billing.v1.Billing/GetUsage", {kGateway, kOperator}},
+      {"/switchboard.chat.v1.Chat/CreateConversation", {kGateway}},
+      {"/switchboard.chat.v1.Chat/SendMessage", {kGateway}},
+      {"/switchboard.chat.v1.Chat/ListMessages", {kGateway, kConnectionManager}},
+      {"/switchboard.chat.v1.Chat/GetMessage", {kGateway, kConnectionManager}},
+      {"/switchboard.connection.v1.ConnectionManager/Subscribe", {kGateway}},
+      {"/switchboard.gateway.v1.Gateway/GetInfo", {kOperator}},
+      {"/switchboard.inference.v1.InferenceWorker/Generate", {kScheduler}},
+      {"/switchboard.inference.v1.InferenceWorker/CountTokens", {kScheduler}},
+      {"/switchboard.inference.v1.InferenceWorker/ListModels", {kScheduler, kOperator}},
+      {"/switchboard.safety.v1.Safety/CheckInput", {kGateway, kChat}},
+      {"/switchboard.safety.v1.Safety/CheckOutput", {kGateway, kChat}},
+      {"/switchboard.scheduler.v1.TenantScheduler/RegisterWorker", {kWorker}},
+      {"/switchboard.scheduler.v1.TenantScheduler/Heartbeat", {kWorker}},
+      {"/switchboard.scheduler.v1.TenantScheduler/ListWorkers", {kOperator}},
+      {"/switchboard.scheduler.v1.TenantScheduler/ListModels", {kGateway, kChat, kOperator}},
+      {"/switchboard.scheduler.v1.TenantScheduler/Generate", {kGateway, kChat}},
+      {"/switchboard.scheduler.v1.TenantScheduler/CountTokens", {kGateway, kChat}},
+  };
+  return *table;
+}
+
+grpc::Status Authorize(const grpc::ServerContextBase& ctx, std::string_view method) {
+  auto auth = ctx.auth_context();
+  if (!auth || !auth->IsPeerAuthenticated()) return grpc::Status::OK;  // plaintext server
+  const std::string caller = CallerIdentity(ctx);
+  const auto& table = MethodCallers();
+  if (auto it = table.find(method); it != table.end()) {
+    for (std::string_view allowed : it->second) {
+      if (allowed == caller) return grpc::Status::OK;
+    }
+  }
+  metrics::Default()
+      .GetCounter("sb_grpc_denied_total", "Calls refused because the caller may not make them",
+                  {{"method", std::string(method)}, {"caller", caller}})
+      .Inc();
+  spdlog::warn("denied {} to caller identity '{}' ({})", method, caller, ctx.peer());
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      "this identity may not call " + std::string(method));
+}
+
+grpc::ServerUnaryReactor* RefuseUnlessAllowed(grpc::CallbackServerContext* ctx,
+                                              std::string_view method) {
+  grpc::Status st = Authorize(*ctx, method);
+  if (st.ok()) return nullptr;
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(st);
+  return reactor;
+}
+
+}  // namespace sb::grpcx
