@@ -2,11 +2,22 @@
 // checked against the binaries themselves: every service is there, every
 // `--flag` and SWITCHBOARD_<FLAG> variable is one its binary accepts (from
 // `--helpfull`), every port a flag opens is declared, and every address
-// names a service of the same file on that service's gRPC port.
+// names a service of the same file on that service's gRPC port. The trust
+// rules are checked too: mutual TLS with the service's own pair on every
+// service, credentials for Redis and Kafka on every client, a NetworkPolicy
+// per workload admitting exactly the callers the flags imply, nothing but the
+// gateway's HTTP port published beyond loopback, and no key material in git.
+// Key material is gitignored, so the files that need it (compose's env
+// files, kustomize's secretGenerator) are checked on a copy of deploy/ that
+// deploy/make-secrets fills in.
+#include <stdlib.h>
+
+#include <fstream>
 #include <functional>
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -14,6 +25,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "support/infra.h"
@@ -88,6 +100,73 @@ std::pair<std::string, int> HostPort(const std::string& address) {
   if (colon == std::string::npos) return {address, 0};
   return {address.substr(0, colon), std::stoi(address.substr(colon + 1))};
 }
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Deletes a directory tree when the test binary exits.
+struct RemovedAtExit {
+  std::string path;
+  ~RemovedAtExit() {
+    if (!path.empty()) RunCommand({"rm", "-rf", path}, nullptr);
+  }
+};
+
+// A copy of deploy/ (compose file and k8s/) with the gitignored secrets that
+// deploy/make-secrets writes, made once per test binary. Empty on failure.
+const std::string& GeneratedDeploy() {
+  static RemovedAtExit cleanup;
+  static const std::string dir = [] {
+    char tmpl[] = "/tmp/sb-deploy-test-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return std::string();
+    const std::string root = tmpl, src = Infra::SourceDir() + "/deploy";
+    cleanup.path = root;
+    std::string out;
+    for (const auto& argv : std::vector<std::vector<std::string>>{
+             {"mkdir", "-p", root + "/deploy"},
+             {"cp", src + "/docker-compose.yml", root + "/deploy/"},
+             {"cp", "-r", src + "/k8s", root + "/deploy/"},
+             {"rm", "-rf", root + "/deploy/k8s/secrets"},
+             {"bash", src + "/make-secrets", "compose", root + "/deploy"},
+             {"bash", src + "/make-secrets", "k8s", root + "/deploy/k8s"}}) {
+      if (RunCommand(argv, &out) != 0) {
+        ADD_FAILURE() << absl::StrJoin(argv, " ") << ": " << out;
+        return std::string();
+      }
+    }
+    return root + "/deploy";
+  }();
+  return dir;
+}
+
+// KEY=VALUE lines of an env file.
+std::map<std::string, std::string> EnvFile(const std::string& path) {
+  std::map<std::string, std::string> out;
+  for (absl::string_view line : absl::StrSplit(ReadFile(path), '\n')) {
+    const size_t eq = line.find('=');
+    if (line.empty() || line[0] == '#' || eq == absl::string_view::npos) continue;
+    out[std::string(line.substr(0, eq))] = std::string(line.substr(eq + 1));
+  }
+  return out;
+}
+
+// The flags every service needs for mutual TLS; --insecure_internal must not
+// be set (or be false).
+void ExpectMutualTls(const std::string& where, const std::map<std::string, std::string>& flags) {
+  for (const std::string f : {"tls_ca", "tls_cert", "tls_key"}) {
+    EXPECT_TRUE(flags.count(f) && !flags.at(f).empty()) << where << " must set --" << f;
+  }
+  if (flags.count("insecure_internal")) {
+    EXPECT_EQ(flags.at("insecure_internal"), "false") << where << " turns mutual TLS off";
+  }
+}
+
+std::string Dirname(const std::string& path) { return path.substr(0, path.rfind('/')); }
+std::string Basename(const std::string& path) { return path.substr(path.rfind('/') + 1); }
 
 // The flags that name another service's gRPC endpoint, and whose.
 const std::map<std::string, std::string> kAddressFlags = {
@@ -194,13 +273,160 @@ TEST_F(ComposeTest, UsesRealDatastoresAndMigratesFirst) {
   }
 }
 
+// On the copy with secrets: compose refuses a missing env_file.
 TEST(ComposeConfigTest, DockerComposeAcceptsTheFile) {
+  ASSERT_FALSE(GeneratedDeploy().empty());
   std::string out;
-  ASSERT_EQ(RunCommand({"docker-compose", "-f", Infra::SourceDir() + "/deploy/docker-compose.yml",
-                        "config", "-q"},
+  ASSERT_EQ(RunCommand({"docker-compose", "-f", GeneratedDeploy() + "/docker-compose.yml", "config", "-q"},
                        &out),
             0)
       << out;
+}
+
+// The secrets a service mounts: target (under /run/secrets) -> top-level secret name.
+std::map<std::string, std::string> SecretTargets(const YAML::Node& svc) {
+  std::map<std::string, std::string> out;
+  for (const auto& s : Field(svc, "secrets")) {
+    if (s.IsScalar()) {
+      out[s.as<std::string>()] = s.as<std::string>();
+    } else {
+      const std::string source = s["source"].as<std::string>();
+      out[s["target"] ? s["target"].as<std::string>() : source] = source;
+    }
+  }
+  return out;
+}
+
+TEST_F(ComposeTest, EveryServiceTalksMutualTlsWithItsOwnPair) {
+  const YAML::Node secrets = root_["secrets"];
+  ASSERT_TRUE(secrets.IsMap()) << "docker-compose.yml declares no secrets";
+  for (const auto& name : kServices) {
+    const YAML::Node svc = services_[name];
+    const auto flags = FlagArgs(Strings(Field(svc, "command")));
+    ExpectMutualTls("compose " + name, flags);
+    const auto mounted = SecretTargets(svc);
+    // Each TLS path is a secret this service mounts, from deploy/.tls and
+    // for its own identity (the CA for --tls_ca).
+    const std::map<std::string, std::string> want = {
+        {"tls_ca", "ca.crt"}, {"tls_cert", name + ".crt"}, {"tls_key", name + ".key"}};
+    for (const auto& [flag, file] : want) {
+      if (!flags.count(flag)) continue;
+      const std::string path = flags.at(flag);
+      ASSERT_EQ(Dirname(path), "/run/secrets") << name << " --" << flag << " is not a mounted secret";
+      ASSERT_TRUE(mounted.count(Basename(path))) << name << " does not mount " << path;
+      const std::string source = mounted.at(Basename(path));
+      EXPECT_EQ(secrets[source]["file"].as<std::string>(""), ".tls/" + file)
+          << name << " --" << flag << " is not its own pair from deploy/.tls";
+    }
+  }
+}
+
+TEST_F(ComposeTest, DatastoreClientsHaveCredentialsAndDatastoresRequireThem) {
+  ASSERT_FALSE(GeneratedDeploy().empty());
+  const YAML::Node secrets = root_["secrets"];
+  auto env_files = [&](const YAML::Node& svc) {
+    std::set<std::string> out;
+    for (const auto& f : Strings(Field(svc, "env_file"))) out.insert(f);
+    return out;
+  };
+  for (const auto& name : kServices) {
+    const YAML::Node svc = services_[name];
+    const auto flags = FlagArgs(Strings(Field(svc, "command")));
+    const auto files = env_files(svc);
+    // Every variable of its env files overrides a flag of this binary.
+    for (const auto& f : files) {
+      for (const auto& [var, value] : EnvFile(GeneratedDeploy() + "/" + f)) {
+        ExpectEnvAccepted(name, var, "compose " + name + " " + f);
+      }
+    }
+    if (flags.count("redis_host")) {
+      EXPECT_TRUE(files.count(".secrets/redis.env")) << name << " uses Redis without its password";
+    }
+    if (flags.count("kafka_brokers")) {
+      EXPECT_TRUE(flags.count("kafka_security_protocol") &&
+                  absl::StartsWith(flags.at("kafka_security_protocol"), "sasl_"))
+          << name << " must log in to Kafka";
+      EXPECT_TRUE(flags.count("kafka_sasl_mechanism")) << name;
+      EXPECT_TRUE(flags.count("kafka_sasl_username")) << name;
+      EXPECT_TRUE(files.count(".secrets/kafka.env")) << name << " uses Kafka without its password";
+    }
+  }
+  // Both ends of the usage events sign with the same key.
+  for (const std::string name : {"inference-worker", "billing"}) {
+    const auto flags = FlagArgs(Strings(Field(services_[name], "command")));
+    ASSERT_TRUE(flags.count("usage_signing_key_file")) << name;
+    const auto mounted = SecretTargets(services_[name]);
+    const std::string path = flags.at("usage_signing_key_file");
+    ASSERT_TRUE(mounted.count(Basename(path))) << name << " does not mount " << path;
+    EXPECT_EQ(mounted.at(Basename(path)), "usage_signing_key") << name;
+  }
+  // Redis loads requirepass from a mounted config file.
+  const auto redis_cmd = Strings(services_["redis"]["command"]);
+  ASSERT_GE(redis_cmd.size(), 2u);
+  ASSERT_TRUE(absl::StartsWith(redis_cmd[1], "/run/secrets/")) << "redis-server runs without its config";
+  const std::string redis_conf =
+      ReadFile(GeneratedDeploy() + "/" +
+               secrets[SecretTargets(services_["redis"]).at(Basename(redis_cmd[1]))]["file"].as<std::string>());
+  const auto redis_env = EnvFile(GeneratedDeploy() + "/.secrets/redis.env");
+  ASSERT_TRUE(redis_env.count("SWITCHBOARD_REDIS_PASSWORD"));
+  EXPECT_TRUE(absl::StrContains(redis_conf, "requirepass " + redis_env.at("SWITCHBOARD_REDIS_PASSWORD")))
+      << "Redis and its clients disagree on the password";
+  // Kafka: every client listener is SASL, and the clients' user is in the JAAS file.
+  const YAML::Node kenv = services_["kafka"]["environment"];
+  for (absl::string_view l : absl::StrSplit(kenv["KAFKA_ADVERTISED_LISTENERS"].as<std::string>(""), ',')) {
+    EXPECT_TRUE(absl::StartsWith(l, "SASL_")) << "Kafka advertises a listener without SASL: " << l;
+  }
+  EXPECT_TRUE(absl::StrContains(kenv["KAFKA_OPTS"].as<std::string>(""), "java.security.auth.login.config=/run/secrets/"));
+  const std::string jaas = ReadFile(GeneratedDeploy() + "/.secrets/kafka_server_jaas.conf");
+  const auto kafka_env = EnvFile(GeneratedDeploy() + "/.secrets/kafka.env");
+  ASSERT_TRUE(kafka_env.count("SWITCHBOARD_KAFKA_SASL_PASSWORD"));
+  const auto worker = FlagArgs(Strings(Field(services_["inference-worker"], "command")));
+  EXPECT_TRUE(absl::StrContains(jaas, "user_" + worker.at("kafka_sasl_username") + "=\"" +
+                                          kafka_env.at("SWITCHBOARD_KAFKA_SASL_PASSWORD") + "\""))
+      << "the broker does not know the services' Kafka login";
+}
+
+// "[host_ip:]host:container[/proto]", a bare port, or the long form.
+std::vector<std::pair<std::string, int>> Published(const YAML::Node& ports) {
+  std::vector<std::pair<std::string, int>> out;  // host ip ("" = every interface), container port
+  for (const auto& p : ports) {
+    if (p.IsMap()) {
+      out.emplace_back(p["host_ip"].as<std::string>(""), p["target"].as<int>(0));
+      continue;
+    }
+    std::string spec = p.as<std::string>();
+    spec = spec.substr(0, spec.find('/'));
+    const size_t last = spec.rfind(':');
+    const int container = std::stoi(spec.substr(last + 1));
+    std::string ip;
+    if (last != std::string::npos) {
+      const std::string rest = spec.substr(0, last);  // [ip:]host_port
+      const size_t colon = rest.rfind(':');
+      if (colon != std::string::npos) ip = rest.substr(0, colon);
+    }
+    if (ip.size() > 1 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
+    out.emplace_back(ip, container);
+  }
+  return out;
+}
+
+TEST_F(ComposeTest, PublishesOnlyTheGatewayHttpPortBeyondLoopback) {
+  const int http = std::stoi(FlagArgs(Strings(Field(services_["gateway"], "command"))).at("http_port"));
+  for (const auto& kv : services_) {
+    const std::string name = kv.first.as<std::string>();
+    for (const auto& [ip, port] : Published(Field(kv.second, "ports"))) {
+      if (ip == "127.0.0.1" || ip == "::1") continue;
+      EXPECT_TRUE(name == "gateway" && port == http)
+          << name << " publishes port " << port << " on " << (ip.empty() ? "every interface" : ip);
+    }
+  }
+  // The published-ports parser itself.
+  const auto parsed = Published(YAML::Load(R"(["8080", "127.0.0.1:1:2", "0.0.0.0:3:4/tcp", "[::1]:5:6"])"));
+  ASSERT_EQ(parsed.size(), 4u);
+  EXPECT_EQ(parsed[0], std::make_pair(std::string(), 8080));
+  EXPECT_EQ(parsed[1], std::make_pair(std::string("127.0.0.1"), 2));
+  EXPECT_EQ(parsed[2], std::make_pair(std::string("0.0.0.0"), 4));
+  EXPECT_EQ(parsed[3], std::make_pair(std::string("::1"), 6));
 }
 
 TEST(DockerfileTest, BuildsAndShipsEveryBinary) {
@@ -224,6 +450,16 @@ class KubernetesTest : public ::testing::Test {
   void SetUp() override {
     const std::string dir = Infra::SourceDir() + "/deploy/k8s/";
     const YAML::Node kustomization = YAML::LoadFile(dir + "kustomization.yaml");
+    // name -> (key -> file) of the Secrets kustomize generates from the
+    // gitignored files deploy/make-secrets writes.
+    for (const auto& gen : kustomization["secretGenerator"]) {
+      auto& keys = generated_[gen["name"].as<std::string>()];
+      for (const auto& f : Strings(gen["files"])) {
+        const size_t eq = f.find('=');
+        keys[eq == std::string::npos ? Basename(f) : f.substr(0, eq)] =
+            eq == std::string::npos ? f : f.substr(eq + 1);
+      }
+    }
     for (const auto& file : Strings(kustomization["resources"])) {
       for (const auto& doc : YAML::LoadAllFromFile(dir + file)) {
         const std::string key =
@@ -235,10 +471,191 @@ class KubernetesTest : public ::testing::Test {
   }
   YAML::Node Get(const std::string& kind, const std::string& name) {
     auto it = objects_.find(kind + "/" + name);
-    return it == objects_.end() ? YAML::Node() : it->second;
+    // Undefined, not YAML::Node(): a default Node is a null that tests true.
+    return it == objects_.end() ? YAML::Node(YAML::NodeType::Undefined) : it->second;
+  }
+  // The pod template of a Deployment, StatefulSet or Job.
+  YAML::Node Pod(const std::string& kind, const std::string& name) {
+    const YAML::Node o = Get(kind, name);
+    return o.IsMap() ? o["spec"]["template"] : YAML::Node(YAML::NodeType::Undefined);
+  }
+  // The secret a container's file path comes from, and its key: the volume
+  // mounted at the path's directory. {"", ""} if none.
+  std::pair<std::string, std::string> SecretFile(const YAML::Node& pod_spec, const YAML::Node& c,
+                                                 const std::string& path) {
+    for (const auto& m : c["volumeMounts"]) {
+      if (m["mountPath"].as<std::string>() != Dirname(path) || m["subPath"]) continue;
+      for (const auto& v : pod_spec["volumes"]) {
+        if (v["name"].as<std::string>() == m["name"].as<std::string>() && v["secret"]) {
+          return {v["secret"]["secretName"].as<std::string>(), Basename(path)};
+        }
+      }
+    }
+    return {"", ""};
   }
   std::map<std::string, YAML::Node> objects_;
+  std::map<std::string, std::map<std::string, std::string>> generated_;
 };
+
+TEST_F(KubernetesTest, EveryDeploymentMountsItsOwnTlsPairAndDatastoreCredentials) {
+  for (const auto& name : kServices) {
+    const YAML::Node pod = Pod("Deployment", name)["spec"];
+    ASSERT_TRUE(pod) << name;
+    const YAML::Node c = pod["containers"][0];
+    const auto flags = FlagArgs(Strings(c["args"]));
+    ExpectMutualTls("k8s " + name, flags);
+    const std::map<std::string, std::string> want = {
+        {"tls_ca", "secrets/tls/ca.crt"}, {"tls_cert", "secrets/tls/" + name + ".crt"},
+        {"tls_key", "secrets/tls/" + name + ".key"}};
+    for (const auto& [flag, file] : want) {
+      if (!flags.count(flag)) continue;
+      const auto [secret, key] = SecretFile(pod, c, flags.at(flag));
+      ASSERT_FALSE(secret.empty()) << name << " --" << flag << "=" << flags.at(flag)
+                                   << " is not in a mounted Secret (directory mounts only)";
+      ASSERT_TRUE(generated_.count(secret)) << name << ": no secretGenerator makes " << secret;
+      EXPECT_EQ(generated_[secret][key], file) << name << " --" << flag << " is not its own pair";
+    }
+    std::set<std::string> env;
+    for (const auto& e : c["env"]) {
+      if (e["valueFrom"]["secretKeyRef"]) {
+        const std::string secret = e["valueFrom"]["secretKeyRef"]["name"].as<std::string>();
+        EXPECT_TRUE(generated_.count(secret) || Get("Secret", secret)) << name << ": no Secret " << secret;
+      }
+      env.insert(e["name"].as<std::string>());
+    }
+    if (flags.count("redis_host")) {
+      EXPECT_TRUE(env.count("SWITCHBOARD_REDIS_PASSWORD")) << name << " uses Redis without its password";
+    }
+    if (flags.count("kafka_brokers")) {
+      EXPECT_TRUE(flags.count("kafka_security_protocol") &&
+                  absl::StartsWith(flags.at("kafka_security_protocol"), "sasl_"))
+          << name << " must log in to Kafka";
+      EXPECT_TRUE(flags.count("kafka_sasl_mechanism")) << name;
+      EXPECT_TRUE(flags.count("kafka_sasl_username")) << name;
+      EXPECT_TRUE(env.count("SWITCHBOARD_KAFKA_SASL_PASSWORD")) << name << " uses Kafka without its password";
+    }
+  }
+  for (const std::string name : {"inference-worker", "billing"}) {
+    const YAML::Node pod = Pod("Deployment", name)["spec"];
+    const auto flags = FlagArgs(Strings(pod["containers"][0]["args"]));
+    ASSERT_TRUE(flags.count("usage_signing_key_file")) << name;
+    EXPECT_EQ(SecretFile(pod, pod["containers"][0], flags.at("usage_signing_key_file")).first,
+              "switchboard-usage-signing")
+        << name << " does not mount the shared signing key";
+  }
+  // The datastores require what the clients present.
+  const YAML::Node redis = Pod("Deployment", "redis")["spec"]["containers"][0];
+  ASSERT_TRUE(redis);
+  EXPECT_TRUE(absl::EndsWith(Strings(redis["args"]).at(0), ".conf")) << "redis-server runs without its config";
+  EXPECT_EQ(SecretFile(Pod("Deployment", "redis")["spec"], redis, Strings(redis["args"]).at(0)).first,
+            "switchboard-redis");
+  std::map<std::string, std::string> kafka_env;
+  const YAML::Node kafka = Pod("StatefulSet", "kafka")["spec"]["containers"][0];
+  for (const auto& e : kafka["env"]) kafka_env[e["name"].as<std::string>()] = e["value"].as<std::string>("");
+  for (absl::string_view l : absl::StrSplit(kafka_env["KAFKA_ADVERTISED_LISTENERS"], ',')) {
+    EXPECT_TRUE(absl::StartsWith(l, "SASL_")) << "Kafka advertises a listener without SASL: " << l;
+  }
+  EXPECT_TRUE(absl::StrContains(kafka_env["KAFKA_OPTS"], "java.security.auth.login.config="));
+}
+
+// Sources a NetworkPolicy rule admits: app names, "*" (anyone) or "scraper".
+std::set<std::string> Sources(const YAML::Node& rule) {
+  std::set<std::string> out;
+  if (!rule["from"] || rule["from"].size() == 0) return {"*"};
+  for (const auto& f : rule["from"]) {
+    if (f["ipBlock"]) {
+      out.insert("*");
+    } else if (f["namespaceSelector"]) {
+      out.insert(f["podSelector"]["matchLabels"]["switchboard.io/metrics-scraper"].as<std::string>("") == "true"
+                     ? "scraper"
+                     : "*");
+    } else {
+      out.insert(f["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as<std::string>("*"));
+    }
+  }
+  return out;
+}
+
+TEST_F(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
+  // Default deny: every pod, ingress, no rule.
+  bool deny = false;
+  // target app -> port name -> sources
+  std::map<std::string, std::map<std::string, std::set<std::string>>> allowed;
+  for (const auto& [key, np] : objects_) {
+    if (!absl::StartsWith(key, "NetworkPolicy/")) continue;
+    const YAML::Node sel = np["spec"]["podSelector"];
+    if (sel.size() == 0 && !np["spec"]["ingress"]) {
+      deny = absl::StrContains(absl::StrJoin(Strings(np["spec"]["policyTypes"]), ","), "Ingress");
+      continue;
+    }
+    const std::string target = sel["matchLabels"]["app.kubernetes.io/name"].as<std::string>("");
+    ASSERT_FALSE(target.empty()) << key << " selects no single workload";
+    allowed[target];  // selected, even with no rule
+    for (const auto& rule : np["spec"]["ingress"]) {
+      ASSERT_TRUE(rule["ports"]) << key << " opens every port";
+      for (const auto& p : rule["ports"]) {
+        for (const auto& src : Sources(rule)) allowed[target][p["port"].as<std::string>()].insert(src);
+      }
+    }
+  }
+  EXPECT_TRUE(deny) << "no default-deny ingress NetworkPolicy";
+
+  // Who should reach whom, from the flags.
+  std::map<std::string, std::map<std::string, std::set<std::string>>> want;
+  for (const auto& name : kServices) {
+    const YAML::Node c = Pod("Deployment", name)["spec"]["containers"][0];
+    const auto flags = FlagArgs(Strings(c["args"]));
+    want[name]["grpc"];
+    want[name]["metrics"] = {"scraper"};
+    for (const auto& [flag, target] : kAddressFlags) {
+      if (flags.count(flag)) want[target]["grpc"].insert(name);
+    }
+    if (flags.count("redis_host")) want["redis"]["redis"].insert(name);
+    if (flags.count("kafka_brokers")) want["kafka"]["kafka"].insert(name);
+    for (const auto& e : c["env"]) {
+      if (e["name"].as<std::string>() == "SWITCHBOARD_PG") want["postgres"]["postgres"].insert(name);
+    }
+  }
+  // The scheduler dials the workers that registered with it (no flag).
+  want["inference-worker"]["grpc"].insert("tenant-scheduler");
+  want["gateway"]["http"] = {"*"};
+  want["postgres"]["postgres"].insert({"switchboard-migrate", "sbadmin"});
+  want["kafka"]["kafka"].insert("kafka-topics");
+  EXPECT_EQ(Pod("Job", "switchboard-migrate")["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>(""),
+            "switchboard-migrate");
+  EXPECT_EQ(Pod("Job", "kafka-topics")["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>(""),
+            "kafka-topics");
+
+  for (const auto& [target, ports] : want) {
+    ASSERT_TRUE(allowed.count(target)) << "no NetworkPolicy selects " << target;
+    for (const auto& [port, sources] : ports) {
+      std::set<std::string> got = allowed[target][port];
+      EXPECT_EQ(got, sources) << target << " port " << port << " admits " << absl::StrJoin(got, ",")
+                              << " instead of " << absl::StrJoin(sources, ",");
+    }
+    for (const auto& [port, sources] : allowed[target]) {
+      EXPECT_TRUE(ports.count(port)) << target << " admits " << absl::StrJoin(sources, ",") << " on "
+                                     << port << ", which nothing needs";
+    }
+  }
+  // Every workload is selected by some policy.
+  for (const auto& [key, obj] : objects_) {
+    if (!absl::StartsWith(key, "Deployment/") && !absl::StartsWith(key, "StatefulSet/")) continue;
+    const std::string app = obj["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>("");
+    EXPECT_TRUE(allowed.count(app)) << key << " has no NetworkPolicy";
+  }
+  // Port names in the policies are the pods' container port names.
+  for (const auto& [target, ports] : allowed) {
+    // (A yaml-cpp Node cannot be re-pointed: assignment writes through.)
+    const YAML::Node pod = Pod("Deployment", target) ? Pod("Deployment", target) : Pod("StatefulSet", target);
+    ASSERT_TRUE(pod) << "a NetworkPolicy selects " << target << ", which is not a workload";
+    std::set<std::string> names;
+    for (const auto& p : pod["spec"]["containers"][0]["ports"]) names.insert(p["name"].as<std::string>());
+    for (const auto& [port, sources] : ports) {
+      EXPECT_TRUE(names.count(port)) << target << " has no port named " << port;
+    }
+  }
+}
 
 TEST_F(KubernetesTest, EveryServiceHasADeploymentAndServiceThatAgreeWithItsFlags) {
   const YAML::Node common = Get("ConfigMap", "switchboard-common");
@@ -281,8 +698,10 @@ TEST_F(KubernetesTest, EveryServiceHasADeploymentAndServiceThatAgreeWithItsFlags
           << "Service " << name << " does not expose " << container_ports[port];
     }
     grpc_ports[name] = std::stoi(flags.at("grpc_port"));
-    // Probes: readiness is grpc.health.v1 on the gRPC port, liveness /healthz on metrics.
-    EXPECT_EQ(c["readinessProbe"]["grpc"]["port"].as<int>(0), grpc_ports[name]) << name;
+    // Probes: /healthz on metrics. Not gRPC: the kubelet's gRPC probe cannot
+    // present a client certificate, so under mutual TLS it would never pass.
+    EXPECT_FALSE(c["readinessProbe"]["grpc"]) << name << ": the kubelet cannot pass mutual TLS";
+    EXPECT_EQ(c["readinessProbe"]["httpGet"]["port"].as<std::string>(""), "metrics") << name;
     EXPECT_EQ(c["livenessProbe"]["httpGet"]["path"].as<std::string>(""), "/healthz") << name;
     EXPECT_EQ(c["livenessProbe"]["httpGet"]["port"].as<std::string>(""), "metrics") << name;
     // The pod outlives the drain.
@@ -323,23 +742,82 @@ TEST_F(KubernetesTest, MigrationsJobAndScalingObjectsReferToRealThings) {
   EXPECT_GE(pdbs, 1);
 }
 
+// On the copy with secrets: the secretGenerator needs its files.
 TEST(KustomizeTest, RendersWithKubectl) {
   std::string which;
   if (RunCommand({"sh", "-c", "command -v kubectl"}, &which) != 0) {
     GTEST_SKIP() << "kubectl is not installed; the manifests were checked file by file above";
   }
+  ASSERT_FALSE(GeneratedDeploy().empty());
   std::string out;
-  ASSERT_EQ(RunCommand({"kubectl", "kustomize", Infra::SourceDir() + "/deploy/k8s"}, &out), 0) << out;
+  ASSERT_EQ(RunCommand({"kubectl", "kustomize", GeneratedDeploy() + "/k8s"}, &out), 0) << out;
   const auto docs = YAML::LoadAll(out);
   int deployments = 0;
+  std::set<std::string> secrets;
   for (const auto& d : docs) {
-    if (d["kind"].as<std::string>() == "Deployment") ++deployments;
+    if (d["kind"].as<std::string>() == "Secret") secrets.insert(d["metadata"]["name"].as<std::string>());
+  }
+  for (const auto& d : docs) {
+    if (d["kind"].as<std::string>() == "Deployment") {
+      ++deployments;
+      // Every Secret a pod mounts or reads is one the render contains.
+      const YAML::Node pod = d["spec"]["template"]["spec"];
+      for (const auto& v : pod["volumes"]) {
+        if (v["secret"]) {
+          EXPECT_TRUE(secrets.count(v["secret"]["secretName"].as<std::string>())) << v;
+        }
+      }
+      for (const auto& e : pod["containers"][0]["env"]) {
+        if (e["valueFrom"]["secretKeyRef"]) {
+          EXPECT_TRUE(secrets.count(e["valueFrom"]["secretKeyRef"]["name"].as<std::string>())) << e;
+        }
+      }
+    }
     if (d["kind"].as<std::string>() != "Namespace") {
       EXPECT_EQ(d["metadata"]["namespace"].as<std::string>(""), "switchboard")
           << d["metadata"]["name"].as<std::string>();
     }
   }
   EXPECT_GE(deployments, static_cast<int>(kServices.size()));
+}
+
+// ---------------------------------------------------------------------------
+// Key material
+
+TEST(KeyMaterialTest, NoneIsCommittedAndTheGeneratedFilesAreIgnored) {
+  const std::string src = Infra::SourceDir();
+  std::string files;
+  if (RunCommand({"git", "-C", src, "ls-files"}, &files) != 0) {
+    GTEST_SKIP() << "not a git checkout: " << files;
+  }
+  // A PEM private key of any type (plain, EC, RSA, encrypted): a BEGIN line
+  // naming a private key. The markers are assembled so this file does not match.
+  const std::string begin = "-----" + std::string("BEGIN "), tag = std::string("PRIVATE") + " KEY-----";
+  auto has_private_key = [&](const std::string& text) {
+    for (size_t at = text.find(begin); at != std::string::npos; at = text.find(begin, at + 1)) {
+      const size_t end = text.find('\n', at);
+      if (absl::StrContains(text.substr(at, end == std::string::npos ? std::string::npos : end - at), tag)) {
+        return true;
+      }
+    }
+    return false;
+  };
+  for (absl::string_view f : absl::StrSplit(files, '\n', absl::SkipEmpty())) {
+    const std::string path(f);
+    EXPECT_FALSE(absl::EndsWith(path, ".key") || absl::StartsWith(path, "deploy/.tls") ||
+                 absl::StartsWith(path, "deploy/.secrets/") || absl::StartsWith(path, "deploy/k8s/secrets/"))
+        << "committed key material: " << path;
+    EXPECT_FALSE(has_private_key(ReadFile(src + "/" + path)))
+        << "committed private key in " << path << " (generate it at run time, e.g. with tools/certs)";
+  }
+  // What deploy/make-secrets writes stays out of git.
+  for (const std::string p : {"deploy/.tls/gateway.key", "deploy/.tls/ca.key", "deploy/.secrets/redis.env",
+                              "deploy/.secrets/kafka_server_jaas.conf", "deploy/.tls-k8s/ca.key",
+                              "deploy/k8s/secrets/tls/chat.key", "deploy/k8s/secrets/redis-password"}) {
+    std::string out;
+    EXPECT_EQ(RunCommand({"git", "-C", src, "check-ignore", "-q", "--no-index", p}, &out), 0)
+        << p << " is not gitignored";
+  }
 }
 
 }  // namespace
