@@ -165,6 +165,12 @@ start_service() {  # service extra-flag...
   local svc="$1"; shift
   # shellcheck disable=SC2207
   local flags=($(flags_for "$svc") "$@")
+  # Builds since usage signing require the key; older ones do not know the flag.
+  case "$svc" in inference-worker | billing)
+    if "$(binary "$svc")" --helpfull 2>&1 | grep -qE -- '^ +--usage_signing_key_file \('; then
+      flags+=(--usage_signing_key_file="$STATE/usage_signing.key")
+    fi ;;
+  esac
   check_flags "$(binary "$svc")" "${flags[@]}"
   echo "$(binary "$svc") ${flags[*]}" >>"$STATE/commands"
   nohup "$(binary "$svc")" "${flags[@]}" >>"$STATE/$svc.log" 2>&1 &
@@ -202,6 +208,7 @@ cluster_up() {  # build dir
   STATE="$(mktemp -d /tmp/sb-front-door.XXXXXX)"
   chmod 755 "$STATE"
   : >"$STATE/commands"
+  (umask 077 && openssl rand -hex 32 >"$STATE/usage_signing.key")
   log "cluster from $BUILD in $STATE"
 
   mkdir -p "$STATE/pg" && chown postgres:postgres "$STATE/pg"

@@ -3,7 +3,25 @@
 #include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
 
+#include <fstream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "core/metrics.h"
+
+ABSL_FLAG(std::string, kafka_security_protocol, "plaintext",
+          "How Kafka clients reach the brokers: plaintext, ssl, sasl_plaintext or sasl_ssl "
+          "(plaintext is for local development only)");
+ABSL_FLAG(std::string, kafka_sasl_mechanism, "",
+          "SASL mechanism with sasl_plaintext or sasl_ssl: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
+ABSL_FLAG(std::string, kafka_sasl_username, "", "SASL user name (sasl_* protocols)");
+ABSL_FLAG(std::string, kafka_sasl_password, "",
+          "SASL password (sasl_* protocols); prefer the SWITCHBOARD_KAFKA_SASL_PASSWORD "
+          "environment variable, which process listings do not show");
+ABSL_FLAG(std::string, kafka_ssl_ca, "",
+          "PEM file of the CA certificates that sign the brokers' (ssl, sasl_ssl; empty: the "
+          "system's CAs)");
 
 namespace sb {
 namespace {
@@ -25,18 +43,90 @@ KafkaConfig Merge(KafkaConfig base, const KafkaConfig& extra) {
   return base;
 }
 
+// The defaults, then the security flags, then the caller's own settings.
+absl::StatusOr<KafkaConfig> WithSecurity(KafkaConfig base, const KafkaConfig& extra) {
+  auto security = KafkaSecurityConfig(KafkaSecurityFromFlags());
+  if (!security.ok()) return security.status();
+  return Merge(Merge(std::move(base), *security), extra);
+}
+
 }  // namespace
+
+absl::StatusOr<KafkaConfig> KafkaSecurityConfig(const KafkaSecurity& s) {
+  const std::string protocol = absl::AsciiStrToLower(s.protocol);
+  const bool sasl = protocol == "sasl_plaintext" || protocol == "sasl_ssl";
+  const bool tls = protocol == "ssl" || protocol == "sasl_ssl";
+  if (!sasl && !tls && protocol != "plaintext") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kafka_security_protocol=", s.protocol,
+                     ": expected plaintext, ssl, sasl_plaintext or sasl_ssl"));
+  }
+  KafkaConfig out{{"security.protocol", protocol}};
+  if (sasl) {
+    const std::string mechanism = absl::AsciiStrToUpper(s.sasl_mechanism);
+    if (mechanism != "PLAIN" && mechanism != "SCRAM-SHA-256" && mechanism != "SCRAM-SHA-512") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kafka_sasl_mechanism=", s.sasl_mechanism, ": with ", protocol,
+                       " expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"));
+    }
+    if (s.sasl_username.empty() || s.sasl_password.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--kafka_security_protocol=", protocol,
+          " needs --kafka_sasl_username and --kafka_sasl_password (or SWITCHBOARD_KAFKA_SASL_*)"));
+    }
+    out["sasl.mechanisms"] = mechanism;
+    out["sasl.username"] = s.sasl_username;
+    out["sasl.password"] = s.sasl_password;
+  } else if (!s.sasl_mechanism.empty() || !s.sasl_username.empty() || !s.sasl_password.empty()) {
+    // Credentials that would be ignored: the operator believes the brokers
+    // see them, and they do not.
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kafka_sasl_* is set but --kafka_security_protocol=", protocol,
+                     " does not use SASL (sasl_plaintext or sasl_ssl does)"));
+  }
+  if (!s.ssl_ca.empty()) {
+    if (!tls) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kafka_ssl_ca is set but --kafka_security_protocol=", protocol,
+                       " does not use TLS (ssl or sasl_ssl does)"));
+    }
+    // librdkafka only opens the file when it first connects; a typo should
+    // stop the service now, not show up later as a connection error.
+    if (!std::ifstream(s.ssl_ca).good()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kafka_ssl_ca=", s.ssl_ca, ": cannot read the file"));
+    }
+    out["ssl.ca.location"] = s.ssl_ca;
+  }
+  return out;
+}
+
+KafkaSecurity KafkaSecurityFromFlags() {
+  return KafkaSecurity{.protocol = absl::GetFlag(FLAGS_kafka_security_protocol),
+                       .sasl_mechanism = absl::GetFlag(FLAGS_kafka_sasl_mechanism),
+                       .sasl_username = absl::GetFlag(FLAGS_kafka_sasl_username),
+                       .sasl_password = absl::GetFlag(FLAGS_kafka_sasl_password),
+                       .ssl_ca = absl::GetFlag(FLAGS_kafka_ssl_ca)};
+}
+
+std::optional<std::string> KafkaMessage::Header(std::string_view name) const {
+  for (const auto& [n, v] : headers) {
+    if (n == name) return v;
+  }
+  return std::nullopt;
+}
 
 absl::StatusOr<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(const std::string& brokers,
                                                                      const KafkaConfig& extra) {
-  auto settings = Merge({{"bootstrap.servers", brokers},
-                         {"enable.idempotence", "true"},
-                         {"acks", "all"},
-                         {"linger.ms", "5"},
-                         {"message.timeout.ms", "0"},  // never expire: deliver on recovery
-                         {"queue.buffering.max.messages", "100000"}},
-                        extra);
-  auto conf = MakeConf(settings);
+  auto settings = WithSecurity({{"bootstrap.servers", brokers},
+                                {"enable.idempotence", "true"},
+                                {"acks", "all"},
+                                {"linger.ms", "5"},
+                                {"message.timeout.ms", "0"},  // never expire: deliver on recovery
+                                {"queue.buffering.max.messages", "100000"}},
+                               extra);
+  if (!settings.ok()) return settings.status();
+  auto conf = MakeConf(*settings);
   if (!conf.ok()) return conf.status();
   std::unique_ptr<KafkaProducer> p(new KafkaProducer());
   rd_kafka_conf_set_opaque(*conf, p.get());
@@ -83,11 +173,31 @@ KafkaProducer::~KafkaProducer() {
 
 absl::Status KafkaProducer::Publish(const std::string& topic, const std::string& key,
                                     const std::string& value) {
-  rd_kafka_resp_err_t err = rd_kafka_producev(
-      rk_, RD_KAFKA_V_TOPIC(topic.c_str()),
-      RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
-      RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  return Publish(topic, key, value, {});
+}
+
+absl::Status KafkaProducer::Publish(const std::string& topic, const std::string& key,
+                                    const std::string& value, const KafkaHeaders& headers) {
+  rd_kafka_resp_err_t err;
+  if (headers.empty()) {
+    err = rd_kafka_producev(rk_, RD_KAFKA_V_TOPIC(topic.c_str()),
+                            RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+                            RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  } else {
+    // librdkafka owns the header list once the message is queued, and only then.
+    rd_kafka_headers_t* hdrs = rd_kafka_headers_new(headers.size());
+    for (const auto& [name, v] : headers) {
+      rd_kafka_header_add(hdrs, name.data(), static_cast<ssize_t>(name.size()), v.data(),
+                          static_cast<ssize_t>(v.size()));
+    }
+    err = rd_kafka_producev(rk_, RD_KAFKA_V_TOPIC(topic.c_str()),
+                            RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+                            RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_END);
+    if (err) rd_kafka_headers_destroy(hdrs);
+  }
   if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
     metrics::Default()
         .GetCounter("sb_kafka_queue_full_total", "Produce calls refused by a full local queue")
@@ -107,16 +217,17 @@ absl::Status KafkaProducer::Flush(std::chrono::milliseconds timeout) {
 absl::StatusOr<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(
     const std::string& brokers, const std::string& group, const std::vector<std::string>& topics,
     const KafkaConfig& extra, OffsetLookup offset_lookup) {
-  auto settings = Merge({{"bootstrap.servers", brokers},
-                         {"group.id", group},
-                         {"enable.auto.commit", "false"},
-                         {"auto.offset.reset", "earliest"},
-                         {"allow.auto.create.topics", "true"},
-                         {"session.timeout.ms", "10000"},
-                         {"heartbeat.interval.ms", "1000"},
-                         {"topic.metadata.refresh.interval.ms", "2000"}},
-                        extra);
-  auto conf = MakeConf(settings);
+  auto settings = WithSecurity({{"bootstrap.servers", brokers},
+                                {"group.id", group},
+                                {"enable.auto.commit", "false"},
+                                {"auto.offset.reset", "earliest"},
+                                {"allow.auto.create.topics", "true"},
+                                {"session.timeout.ms", "10000"},
+                                {"heartbeat.interval.ms", "1000"},
+                                {"topic.metadata.refresh.interval.ms", "2000"}},
+                               extra);
+  if (!settings.ok()) return settings.status();
+  auto conf = MakeConf(*settings);
   if (!conf.ok()) return conf.status();
   std::unique_ptr<KafkaConsumer> c(new KafkaConsumer());
   c->offset_lookup_ = std::move(offset_lookup);
@@ -179,6 +290,16 @@ absl::StatusOr<std::optional<KafkaMessage>> KafkaConsumer::Poll(std::chrono::mil
   out.offset = m->offset;
   if (m->key) out.key.assign(static_cast<const char*>(m->key), m->key_len);
   if (m->payload) out.value.assign(static_cast<const char*>(m->payload), m->len);
+  rd_kafka_headers_t* hdrs = nullptr;  // owned by the message
+  if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    const char* name = nullptr;
+    const void* v = nullptr;
+    size_t size = 0;
+    for (size_t i = 0;
+         rd_kafka_header_get_all(hdrs, i, &name, &v, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
+      out.headers.emplace_back(name, v ? std::string(static_cast<const char*>(v), size) : "");
+    }
+  }
   rd_kafka_message_destroy(m);
   return std::optional<KafkaMessage>(std::move(out));
 }

@@ -8,6 +8,12 @@
 // KafkaConsumer joins a consumer group. Where a consumer keeps its offsets
 // in its own database (exactly-once processing), `offset_lookup` tells the
 // position to resume each assigned partition from.
+//
+// Every client, producer or consumer, connects with the security the
+// --kafka_security_protocol, --kafka_sasl_* and --kafka_ssl_ca flags describe
+// (defined here, once, for every binary that uses Kafka); a bad combination
+// fails Create() with InvalidArgument naming the flag, so a service refuses to
+// start rather than run with security it was not asked for.
 #pragma once
 
 #include <atomic>
@@ -17,7 +23,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -28,6 +36,27 @@ typedef struct rd_kafka_s rd_kafka_t;
 namespace sb {
 
 using KafkaConfig = std::map<std::string, std::string>;
+// Message headers in order; a name may repeat.
+using KafkaHeaders = std::vector<std::pair<std::string, std::string>>;
+
+// How clients authenticate to the brokers and protect the connection.
+struct KafkaSecurity {
+  std::string protocol = "plaintext";  // plaintext | ssl | sasl_plaintext | sasl_ssl
+  std::string sasl_mechanism;          // PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL only)
+  std::string sasl_username;
+  std::string sasl_password;
+  std::string ssl_ca;  // PEM file of the CAs to trust (TLS only; empty: the system's)
+};
+
+// The librdkafka settings (security.protocol, sasl.mechanisms, sasl.username,
+// sasl.password, ssl.ca.location) for `security`. InvalidArgument, naming the
+// flag, for an unknown protocol or mechanism, SASL without a mechanism, user
+// or password, SASL or CA settings that the protocol would silently ignore,
+// or a CA file that cannot be read.
+absl::StatusOr<KafkaConfig> KafkaSecurityConfig(const KafkaSecurity& security);
+// The security the --kafka_* flags (or their SWITCHBOARD_KAFKA_* environment
+// overrides) ask for.
+KafkaSecurity KafkaSecurityFromFlags();
 
 class KafkaProducer final : public Publisher {
  public:
@@ -37,6 +66,9 @@ class KafkaProducer final : public Publisher {
 
   absl::Status Publish(const std::string& topic, const std::string& key,
                        const std::string& value) override;
+  // The same, with headers (e.g. a signature) carried beside the value.
+  absl::Status Publish(const std::string& topic, const std::string& key, const std::string& value,
+                       const KafkaHeaders& headers);
   // Waits until every queued message is delivered or `timeout` passes.
   absl::Status Flush(std::chrono::milliseconds timeout);
 
@@ -60,6 +92,10 @@ struct KafkaMessage {
   int64_t offset = 0;
   std::string key;
   std::string value;
+  KafkaHeaders headers;
+
+  // The value of the first header called `name`, or nullopt.
+  std::optional<std::string> Header(std::string_view name) const;
 };
 
 class KafkaConsumer {

@@ -63,6 +63,9 @@ absl::Status PgPool::RunImpl(const std::function<void(pqxx::connection&)>& fn) {
     result = absl::UnavailableError(std::string("postgres connection lost: ") + e.what());
   } catch (const pqxx::unique_violation& e) {
     result = absl::AlreadyExistsError(e.what());
+  } catch (const pqxx::check_violation& e) {
+    // The schema refuses the row: retrying the same row cannot succeed.
+    result = absl::FailedPreconditionError(e.what());
   } catch (const pqxx::serialization_failure& e) {
     result = absl::AbortedError(e.what());
   } catch (const pqxx::in_doubt_error& e) {

@@ -1,8 +1,10 @@
 // PostgreSQL through libpqxx 6 behind a small pool. Run() lends a
 // connection to a function and turns libpqxx's exceptions into statuses:
 // a lost connection is Unavailable (retry later; the connection is
-// reopened on next use), a unique violation AlreadyExists, a serialization
-// failure Aborted (retry the transaction), anything else Internal.
+// reopened on next use), a unique violation AlreadyExists, a CHECK
+// constraint violation FailedPrecondition (that row can never be stored), a
+// serialization failure Aborted (retry the transaction), anything else
+// Internal.
 //
 //   auto n = pool.Run<int64_t>([&](pqxx::connection& c) {
 //     pqxx::work tx(c);

@@ -8,6 +8,7 @@
 #include "core/metrics.h"
 #include "gtest/gtest.h"
 #include "storage/kafka.h"
+#include "storage/message_signing.h"
 #include "support/infra.h"
 
 namespace sb::billing {
@@ -133,6 +134,39 @@ TEST_F(LedgerTest, UnknownPartitionHasNoOffsetAndSkipMovesIt) {
   EXPECT_EQ(next->value_or(-1), 42);
 }
 
+TEST_F(LedgerTest, TheSchemaRefusesRowsThatCannotBeTrue) {
+  // Whatever writes the ledger, migration 0004's constraints hold; the
+  // refusal is FailedPrecondition (never worth retrying) and writes nothing.
+  const KafkaPosition pos{"ledger-check", "usage.events", 0, 0};
+  for (const auto& bad : {Event("org-check", "neg-in", -1, 5), Event("org-check", "neg-out", 5, -1),
+                          Event("", "no-org", 1, 1), Event("org-check", "", 1, 1),
+                          Event("org-check", "at-epoch", 1, 1, 0)}) {
+    auto r = ledger_.Record(bad, pos);
+    ASSERT_FALSE(r.ok()) << bad.ShortDebugString();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  }
+  EXPECT_EQ(Usage(ledger_, "org-check").requests(), 0);
+  EXPECT_EQ(Usage(ledger_, "").requests(), 0);
+  auto next = ledger_.NextOffset("ledger-check", "usage.events", 0);
+  ASSERT_TRUE(next.ok());
+  EXPECT_FALSE(next->has_value()) << "a refused row moves no offset";
+  // The rollup cannot go negative either, nor the prices.
+  auto rollup = pg_.RunVoid([](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec(
+        "INSERT INTO usage_hourly (org_id, model, hour, requests, input_tokens, "
+        "output_tokens) VALUES ('org-check', 'm', now(), 1, -5, 0)");
+    tx.commit();
+  });
+  EXPECT_EQ(rollup.code(), absl::StatusCode::kFailedPrecondition) << rollup;
+  auto price = pg_.RunVoid([](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec("INSERT INTO prices VALUES ('m-check', -1, 0)");
+    tx.commit();
+  });
+  EXPECT_EQ(price.code(), absl::StatusCode::kFailedPrecondition) << price;
+}
+
 TEST_F(LedgerTest, AnOutageIsAnErrorNotACrash) {
   ASSERT_TRUE(g_infra->StopPostgres().ok());
   auto r = ledger_.Record(Event("org-outage", "o-1", 1, 1), {"g", "t", 0, 0});
@@ -157,20 +191,28 @@ TEST(MeteringConsumerTest, EveryEventOnceAcrossRedeliveryMalformedInputAndRestar
   PgPool pg(g_infra->pg_uri(), 2);
   Ledger ledger(pg);
   const std::string topic = "usage.events";
+  const MessageSigner signer = *MessageSigner::FromKeys({std::string(64, 's')});
+  const MeteringOptions options{
+      .brokers = g_infra->kafka(), .group = "billing-test", .topic = topic};
   auto producer = KafkaProducer::Create(g_infra->kafka());
   ASSERT_TRUE(producer.ok()) << producer.status();
+  auto publish_signed = [&](const std::string& key, const std::string& value) {
+    ASSERT_TRUE((*producer)
+                    ->Publish(topic, key, value, {{kSignatureHeader, signer.Sign(key, value)}})
+                    .ok());
+  };
   auto produce = [&](const bpb::UsageEvent& e) {
-    ASSERT_TRUE((*producer)->Publish(topic, e.request_id(), e.SerializeAsString()).ok());
+    publish_signed(e.request_id(), e.SerializeAsString());
   };
   produce(Event("org-consume", "c-1", 5, 7));
   produce(Event("org-consume", "c-2", 6, 8));
   produce(Event("org-consume", "c-1", 5, 7));  // the worker retried: same request_id
-  ASSERT_TRUE((*producer)->Publish(topic, "junk", "\xff\xff not a protobuf").ok());
+  publish_signed("junk", "\xff\xff not a protobuf");
   produce(Event("org-consume", "c-3", 1, 1));
   ASSERT_TRUE((*producer)->Flush(std::chrono::seconds(10)).ok());
 
   {
-    MeteringConsumer consumer(ledger, g_infra->kafka(), "billing-test", topic);
+    MeteringConsumer consumer(ledger, signer, options);
     ASSERT_TRUE(consumer.Start().ok());
     ASSERT_TRUE(WaitForRequests(ledger, "org-consume", 3));
     // Give a duplicate that would be wrongly counted time to arrive.
@@ -186,7 +228,7 @@ TEST(MeteringConsumerTest, EveryEventOnceAcrossRedeliveryMalformedInputAndRestar
   produce(Event("org-consume", "c-4", 2, 3));
   ASSERT_TRUE((*producer)->Flush(std::chrono::seconds(10)).ok());
   {
-    MeteringConsumer consumer(ledger, g_infra->kafka(), "billing-test", topic);
+    MeteringConsumer consumer(ledger, signer, options);
     ASSERT_TRUE(consumer.Start().ok());
     ASSERT_TRUE(WaitForRequests(ledger, "org-consume", 4));
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -204,7 +246,13 @@ TEST(MeteringConsumerTest, EveryEventOnceAcrossRedeliveryMalformedInputAndRestar
   };
   EXPECT_EQ(outcome("recorded"), 4);
   EXPECT_EQ(outcome("duplicate"), 1);
-  EXPECT_EQ(outcome("malformed"), 1);
+  EXPECT_EQ(outcome("rejected"), 1);
+  EXPECT_EQ(
+      metrics::Default()
+          .GetCounter("sb_billing_usage_events_rejected_total",
+                      "Usage events refused and not applied, by reason", {{"reason", "malformed"}})
+          .Value(),
+      1);
 }
 
 }  // namespace

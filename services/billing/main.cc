@@ -7,6 +7,8 @@
 #include "core/thread_pool.h"
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
+#include "storage/kafka.h"
+#include "storage/message_signing.h"
 #include "storage/pg.h"
 
 ABSL_FLAG(int, grpc_port, 50056, "gRPC port");
@@ -17,9 +19,48 @@ ABSL_FLAG(int, pg_pool_size, 4, "PostgreSQL connections");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
 ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic of metering events");
 ABSL_FLAG(std::string, consumer_group, "billing", "Kafka consumer group");
+ABSL_FLAG(std::string, usage_signing_key_file, "",
+          "File of the key usage events are signed with (one key per line; the workers hold the "
+          "same file). Required: billing refuses to start without it");
+ABSL_FLAG(int64_t, max_input_tokens_per_event, 2'000'000,
+          "Usage events claiming more input tokens are refused (reason=too_many_tokens)");
+ABSL_FLAG(int64_t, max_output_tokens_per_event, 1'000'000,
+          "Usage events claiming more output tokens are refused (reason=too_many_tokens)");
 
 int main(int argc, char** argv) {
   sb::InitService("billing", argc, argv);
+  // Fail closed: without the key billing could not tell a worker's usage
+  // from a forgery.
+  const std::string key_file = absl::GetFlag(FLAGS_usage_signing_key_file);
+  if (key_file.empty()) {
+    spdlog::critical(
+        "billing: --usage_signing_key_file (or SWITCHBOARD_USAGE_SIGNING_KEY_FILE) is required: "
+        "the key the inference workers sign usage events with");
+    return 1;
+  }
+  auto signer = sb::MessageSigner::FromKeyFile(key_file);
+  if (!signer.ok()) {
+    spdlog::critical("billing: --usage_signing_key_file: {}", signer.status().ToString());
+    return 1;
+  }
+  sb::billing::MeteringOptions metering{
+      .brokers = absl::GetFlag(FLAGS_kafka_brokers),
+      .group = absl::GetFlag(FLAGS_consumer_group),
+      .topic = absl::GetFlag(FLAGS_usage_topic),
+      .limits = {.max_input_tokens = absl::GetFlag(FLAGS_max_input_tokens_per_event),
+                 .max_output_tokens = absl::GetFlag(FLAGS_max_output_tokens_per_event)}};
+  // Checked before anything listens: a typo must not leave billing serving
+  // without metering.
+  if (auto st = sb::KafkaSecurityConfig(sb::KafkaSecurityFromFlags()).status(); !st.ok()) {
+    spdlog::critical("billing: {}", st.ToString());
+    return 1;
+  }
+  if (metering.limits.max_input_tokens <= 0 || metering.limits.max_output_tokens <= 0) {
+    spdlog::critical(
+        "billing: --max_input_tokens_per_event and --max_output_tokens_per_event "
+        "must be positive");
+    return 1;
+  }
   sb::PgPool pg(absl::GetFlag(FLAGS_pg), absl::GetFlag(FLAGS_pg_pool_size));
   if (auto st = pg.Ping(); !st.ok()) {
     spdlog::critical("billing: {}", st.ToString());
@@ -28,9 +69,7 @@ int main(int argc, char** argv) {
   sb::billing::Ledger ledger(pg);
   sb::ThreadPool pool(absl::GetFlag(FLAGS_pg_pool_size), 1024);
   sb::billing::BillingServiceImpl service(ledger, pool);
-  sb::billing::MeteringConsumer consumer(ledger, absl::GetFlag(FLAGS_kafka_brokers),
-                                         absl::GetFlag(FLAGS_consumer_group),
-                                         absl::GetFlag(FLAGS_usage_topic));
+  sb::billing::MeteringConsumer consumer(ledger, *signer, std::move(metering));
   sb::ServiceRunner runner("billing");
   runner.AddService(&service);
   if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/escaping.h"
 #include "core/metrics.h"
 
 namespace sb::billing {
@@ -13,23 +14,36 @@ void SleepBeforeRetry(int attempt) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100 << std::min(attempt, 4)));
 }
 
+metrics::Counter& Outcome(const std::string& outcome) {
+  return metrics::Default().GetCounter("sb_billing_events_total", "Usage events by outcome",
+                                       {{"outcome", outcome}});
+}
+
+// Text from a refused, possibly hostile, message made safe for one log line.
+std::string ForLog(const std::string& s) {
+  constexpr size_t kMax = 80;
+  std::string out = absl::CHexEscape(s.size() > kMax ? s.substr(0, kMax) : s);
+  if (s.size() > kMax) out += "...";
+  return out;
+}
+
 }  // namespace
 
-MeteringConsumer::MeteringConsumer(Ledger& ledger, std::string brokers, std::string group,
-                                   std::string topic)
-    : ledger_(ledger), brokers_(std::move(brokers)), group_(std::move(group)), topic_(std::move(topic)) {}
+MeteringConsumer::MeteringConsumer(Ledger& ledger, const MessageSigner& signer,
+                                   MeteringOptions options, const Clock& clock)
+    : ledger_(ledger), options_(std::move(options)), validator_(signer, options_.limits, clock) {}
 
 MeteringConsumer::~MeteringConsumer() { Stop(); }
 
 absl::Status MeteringConsumer::Start() {
   auto consumer = KafkaConsumer::Create(
-      brokers_, group_, {topic_}, {},
+      options_.brokers, options_.group, {options_.topic}, {},
       [this](const std::string& topic, int32_t partition) -> std::optional<int64_t> {
         // Resume from the offset stored with the ledger rows. Retry while the
         // database is away: starting from the group's offset could skip or
         // repeat work only the ledger knows about.
         for (int attempt = 0;; ++attempt) {
-          auto next = ledger_.NextOffset(group_, topic, partition);
+          auto next = ledger_.NextOffset(options_.group, topic, partition);
           if (next.ok()) return *next;
           spdlog::warn("loading stored offset for {}[{}]: {}", topic, partition,
                        next.status().ToString());
@@ -50,12 +64,8 @@ void MeteringConsumer::Stop() {
 }
 
 void MeteringConsumer::Loop() {
-  auto& recorded = metrics::Default().GetCounter("sb_billing_events_total",
-                                                 "Usage events by outcome", {{"outcome", "recorded"}});
-  auto& duplicate = metrics::Default().GetCounter(
-      "sb_billing_events_total", "Usage events by outcome", {{"outcome", "duplicate"}});
-  auto& malformed = metrics::Default().GetCounter(
-      "sb_billing_events_total", "Usage events by outcome", {{"outcome", "malformed"}});
+  auto& recorded = Outcome("recorded");
+  auto& duplicate = Outcome("duplicate");
   while (!stop_.load()) {
     auto polled = consumer_->Poll(std::chrono::milliseconds(200));
     if (!polled.ok()) {
@@ -64,18 +74,15 @@ void MeteringConsumer::Loop() {
     }
     if (!polled->has_value()) continue;
     const KafkaMessage& msg = **polled;
-    const KafkaPosition pos{group_, msg.topic, msg.partition, msg.offset};
-    switchboard::billing::v1::UsageEvent event;
-    if (!event.ParseFromString(msg.value) || event.request_id().empty() || event.org_id().empty()) {
-      malformed.Inc();
-      spdlog::error("malformed usage event at {}[{}]@{}: skipped", msg.topic, msg.partition,
-                    msg.offset);
-      while (!stop_.load() && !ledger_.Skip(pos).ok()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      }
+    const KafkaPosition pos{options_.group, msg.topic, msg.partition, msg.offset};
+    CheckedUsage checked = validator_.Check(msg);
+    if (checked.rejection.has_value()) {
+      Reject(msg, pos, checked);
       continue;
     }
-    // Retry the same event until the database takes it: never skip usage.
+    const auto& event = checked.event;
+    // Retry the same event until the database takes it: never skip usage
+    // that could be true.
     for (int attempt = 0; !stop_.load(); ++attempt) {
       auto inserted = ledger_.Record(event, pos);
       if (inserted.ok()) {
@@ -86,10 +93,46 @@ void MeteringConsumer::Loop() {
         consumer_->Commit(msg);  // informational: the ledger's offset is the truth
         break;
       }
+      if (inserted.status().code() == absl::StatusCode::kFailedPrecondition) {
+        // The schema's constraints refuse this row, now and on every retry.
+        checked.rejection = Rejection::kConstraint;
+        spdlog::warn("request_id={} refused by the database: {}", ForLog(event.request_id()),
+                     inserted.status().ToString());
+        Reject(msg, pos, checked);
+        break;
+      }
       spdlog::warn("request_id={} ledger write failed (attempt {}): {}", event.request_id(),
                    attempt + 1, inserted.status().ToString());
       SleepBeforeRetry(attempt);
     }
+  }
+}
+
+void MeteringConsumer::Reject(const KafkaMessage& msg, const KafkaPosition& pos,
+                              const CheckedUsage& checked) {
+  const std::string reason(RejectionReason(*checked.rejection));
+  metrics::Default()
+      .GetCounter("sb_billing_usage_events_rejected_total",
+                  "Usage events refused and not applied, by reason", {{"reason", reason}})
+      .Inc();
+  Outcome("rejected").Inc();
+  const auto& e = checked.event;
+  // Unparsed (a bad signature, say), the Kafka key is the request id the
+  // producer claimed.
+  const std::string& request_id = e.request_id().empty() ? msg.key : e.request_id();
+  spdlog::warn(
+      "request_id={} usage event refused ({}) and not applied: org={} input={} output={} "
+      "at {}[{}]@{}",
+      ForLog(request_id), reason, ForLog(e.org_id()), e.input_tokens(), e.output_tokens(),
+      msg.topic, msg.partition, msg.offset);
+  // Store the offset past it, as for any other event, so that a restart does
+  // not read it again; retried only while the database is away.
+  for (int attempt = 0; !stop_.load(); ++attempt) {
+    if (ledger_.Skip(pos).ok()) {
+      consumer_->Commit(msg);
+      return;
+    }
+    SleepBeforeRetry(attempt);
   }
 }
 

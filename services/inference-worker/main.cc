@@ -11,6 +11,7 @@
 #include "inference-worker/sim_engine.h"
 #include "inference-worker/worker_grpc.h"
 #include "storage/kafka.h"
+#include "storage/message_signing.h"
 
 ABSL_FLAG(int, grpc_port, 50055, "gRPC port");
 ABSL_FLAG(int, metrics_port, 9105, "HTTP port for /metrics");
@@ -20,6 +21,9 @@ ABSL_FLAG(std::string, advertise_address, "",
 ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler gRPC address");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
 ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic for metering events");
+ABSL_FLAG(std::string, usage_signing_key_file, "",
+          "File of the key that signs usage events (the first line; billing holds the same "
+          "file). Required: the worker refuses to start without it");
 ABSL_FLAG(std::string, models, "sim-small,sim-large", "Comma-separated models this worker serves");
 ABSL_FLAG(double, tokens_per_second, 50, "Simulated decode rate per sequence");
 ABSL_FLAG(int, max_batch, 64, "Simulated batch size (sequences decoded per step)");
@@ -29,6 +33,20 @@ ABSL_FLAG(int, max_waiting, 1024,
 int main(int argc, char** argv) {
   sb::InitService("inference-worker", argc, argv);
 
+  // Fail closed: billing refuses unsigned usage, so a worker without the key
+  // would serve for free.
+  const std::string key_file = absl::GetFlag(FLAGS_usage_signing_key_file);
+  if (key_file.empty()) {
+    spdlog::critical(
+        "inference-worker: --usage_signing_key_file (or SWITCHBOARD_USAGE_SIGNING_KEY_FILE) is "
+        "required: the key that signs usage events for billing");
+    return 1;
+  }
+  auto signer = sb::MessageSigner::FromKeyFile(key_file);
+  if (!signer.ok()) {
+    spdlog::critical("inference-worker: --usage_signing_key_file: {}", signer.status().ToString());
+    return 1;
+  }
   auto producer = sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers));
   if (!producer.ok()) {
     spdlog::critical("inference-worker: {}", producer.status().ToString());
@@ -36,7 +54,9 @@ int main(int argc, char** argv) {
   }
   const std::string topic = absl::GetFlag(FLAGS_usage_topic);
   sb::worker::UsageSink usage = [&](const switchboard::billing::v1::UsageEvent& e) {
-    if (auto st = (*producer)->Publish(topic, e.request_id(), e.SerializeAsString()); !st.ok()) {
+    const std::string value = e.SerializeAsString();
+    const sb::KafkaHeaders headers = {{sb::kSignatureHeader, signer->Sign(e.request_id(), value)}};
+    if (auto st = (*producer)->Publish(topic, e.request_id(), value, headers); !st.ok()) {
       // Never silent: the event stays countable in the log and metrics.
       spdlog::error("request_id={} metering event not queued: {}", e.request_id(), st.ToString());
     }

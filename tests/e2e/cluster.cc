@@ -1,15 +1,25 @@
 #include "e2e/cluster.h"
 
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
 
+#include "core/crypto.h"
 #include "http/http_client.h"
 #include "sbadmin/admin.h"
 #include "switchboard/scheduler/v1/scheduler.grpc.pb.h"
 
 namespace sb::testing {
+namespace {
+
+// Workers sign usage events with it and billing verifies them.
+std::string UsageKeyFlag(const Infra& infra) {
+  return "--usage_signing_key_file=" + infra.dir() + "/usage_signing.key";
+}
+
+}  // namespace
 
 const std::vector<std::string>& Cluster::ServiceNames() {
   static const std::vector<std::string> names = {
@@ -28,6 +38,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start() {
   if (RunCommand({Infra::SourceDir() + "/tools/certs", c->infra_->dir() + "/tls"}, &out) != 0) {
     return absl::InternalError("tools/certs failed: " + out);
   }
+  std::ofstream(c->infra_->dir() + "/usage_signing.key") << RandomHex(32) << "\n";
   for (const auto& s : ServiceNames()) {
     c->grpc_ports_[s] = FreePort();
     c->metrics_ports_[s] = FreePort();
@@ -54,8 +65,8 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start() {
       {"tenant-scheduler", {"--heartbeat_interval_ms=200", "--worker_ttl_ms=1000"}},
       {"inference-worker",
        {"--scheduler_address=" + addr("tenant-scheduler"), kafka, "--tokens_per_second=100",
-        "--worker_id=worker-e2e"}},
-      {"billing", {pg, kafka}},
+        "--worker_id=worker-e2e", UsageKeyFlag(*c->infra_)}},
+      {"billing", {pg, kafka, UsageKeyFlag(*c->infra_)}},
       {"chat",
        {pg, redis, kafka, "--scheduler_address=" + addr("tenant-scheduler"),
         "--safety_address=" + addr("safety")}},
@@ -122,7 +133,8 @@ absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_i
       "--kafka_brokers=" + infra_->kafka(),
       "--worker_id=" + worker_id,
       "--models=" + models,
-      "--drain_seconds=1"};
+      "--drain_seconds=1",
+      UsageKeyFlag(*infra_)};
   for (auto& f : TlsFlags("inference-worker")) argv.push_back(std::move(f));
   argv.insert(argv.end(), flags.begin(), flags.end());
   const std::string log = infra_->dir() + "/" + worker_id + ".log";
