@@ -12,8 +12,10 @@
 namespace sb::gateway {
 
 // The offset to resume after: 0 when `header` is empty (a first
-// connection), the offset when `header` is "<message_id>:<offset>".
-// Anything else is InvalidArgument.
+// connection), the decimal offset when `header` is exactly
+// "<message_id>:<digits>". Anything else is InvalidArgument, including a
+// header naming another message, a sign, trailing bytes, or an offset
+// beyond int64.
 absl::StatusOr<int64_t> ParseLastEventId(std::string_view header, std::string_view message_id);
 
 }  // namespace sb::gateway

@@ -18,8 +18,17 @@ TEST(LastEventIdTest, AcceptsTheIdsTheStreamSends) {
 }
 
 TEST(LastEventIdTest, RefusesAnythingElse) {
-  for (const char* header :
-       {"msg_2:17", "msg_1", "msg_1:", ":17", "msg_1:x", "msg_1:-1", "msg_1:9223372036854775808"}) {
+  for (const char* header : {"msg_2:17", "msg_1", "msg_1:", ":17", "msg_1:x", "msg_1:-1",
+                             "msg_1:9223372036854775808", "msg_1:17 "}) {
+    auto r = ParseLastEventId(header, "msg_1");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << header;
+  }
+}
+
+// Found by tests/fuzz/last_event_id: from_chars stops at the first
+// non-digit, so "5x" read as 5 and "-0" as 0.
+TEST(LastEventIdTest, RefusesTrailingBytesAndSigns) {
+  for (const char* header : {"msg_1:5x", "msg_1:5:", "msg_1:-0", "msg_1:+5", "msg_1: 5"}) {
     auto r = ParseLastEventId(header, "msg_1");
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << header;
   }
