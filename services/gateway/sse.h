@@ -1,6 +1,12 @@
 // Server-sent events framing, in one place for every stream the gateway
 // writes (https://html.spec.whatwg.org/multipage/server-sent-events.html).
-// `data` must be one line (JSON as nlohmann dumps it is).
+//
+// The bytes are written as given, so every argument must be one line: no
+// CR or LF (JSON as nlohmann dumps it qualifies; a line break would end the
+// field and start another). `data` must not be empty (a reader drops an
+// event with no data), and an `id` must not hold NUL (a reader ignores such
+// an id). Within that, a reader gets back exactly the event type, data and
+// id that went in (tests/fuzz/sse_roundtrip checks this).
 #pragma once
 
 #include <string>

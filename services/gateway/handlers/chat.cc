@@ -9,6 +9,7 @@
 #include "core/public_status.h"
 #include "gateway/dialects/fields.h"
 #include "gateway/handlers/unary.h"
+#include "gateway/last_event_id.h"
 #include "gateway/sse_stream.h"
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
@@ -68,22 +69,6 @@ absl::Status CheckId(const std::string& id, const char* field) {
 // The public form of a backend failure, logged with the request id.
 absl::Status Public(const RequestContext& ctx, const grpc::Status& st, const char* what) {
   return PublicStatus(FromGrpcStatus(st), ctx.request_id(), what);
-}
-
-// Parses `Last-Event-ID: {message_id}:{offset}`; 0 when absent.
-absl::StatusOr<int64_t> ResumeOffset(const http::Request& r, const std::string& message_id) {
-  const std::string last = r.Header("last-event-id");
-  if (last.empty()) return 0;
-  const auto colon = last.rfind(':');
-  int64_t offset = -1;
-  if (colon == std::string::npos || last.substr(0, colon) != message_id ||
-      std::from_chars(last.data() + colon + 1, last.data() + last.size(), offset).ec !=
-          std::errc() ||
-      offset < 0) {
-    return absl::InvalidArgumentError("Last-Event-ID must be '" + message_id +
-                                      ":<offset>' as sent in this stream's id: lines");
-  }
-  return offset;
 }
 
 // GET .../messages/{message_id}/stream: connection-manager's events, one
@@ -331,7 +316,7 @@ void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& 
       return;
     }
   }
-  auto offset = ResumeOffset(ctx->request(), message_id);
+  auto offset = ParseLastEventId(ctx->request().Header("last-event-id"), message_id);
   if (!offset.ok()) {
     ctx->Fail(offset.status());
     return;
