@@ -55,7 +55,7 @@ class UsageEventsTest : public ::testing::Test {
                        {Billing(), "--grpc_port=" + std::to_string(FreePort()),
                         "--metrics_port=" + std::to_string(metrics_port_), "--drain_seconds=1",
                         "--pg=" + infra_->pg_uri(), "--kafka_brokers=" + infra_->kafka(),
-                        "--usage_signing_key_file=" + key_file_},
+                        "--usage_signing_key_file=" + key_file_, "--insecure_internal"},
                        infra_->dir() + "/billing.log");
     for (int i = 0; i < 150; ++i) {
       auto r = http::Fetch(
@@ -223,10 +223,12 @@ TEST_F(UsageEventsTest, BillingAndWorkersRefuseToStartWithoutAKey) {
   const std::vector<std::string> billing = {Billing(), "--grpc_port=" + std::to_string(FreePort()),
                                             "--metrics_port=" + std::to_string(FreePort()),
                                             "--pg=" + infra_->pg_uri(),
-                                            "--kafka_brokers=" + infra_->kafka()};
+                                            "--kafka_brokers=" + infra_->kafka(),
+                                            "--insecure_internal"};
   const std::vector<std::string> worker = {Worker(), "--grpc_port=" + std::to_string(FreePort()),
                                            "--metrics_port=" + std::to_string(FreePort()),
-                                           "--kafka_brokers=" + infra_->kafka()};
+                                           "--kafka_brokers=" + infra_->kafka(),
+                                           "--insecure_internal"};
   const std::string short_key = infra_->dir() + "/short.key";
   std::ofstream(short_key) << "tooshort\n";
   for (const auto& base : {billing, worker}) {
