@@ -75,7 +75,33 @@ redisContext* RedisClient::Acquire(absl::Status* error) {
     return nullptr;
   }
   redisSetTimeout(c, tv);
+  if (auto st = RedisAuth(c, options_.password); !st.ok()) {
+    *error = st;
+    redisFree(c);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --open_;
+    }
+    cv_.notify_one();
+    return nullptr;
+  }
   return c;
+}
+
+absl::Status RedisAuth(redisContext* c, const std::string& password) {
+  if (password.empty()) return absl::OkStatus();
+  const char* argv[] = {"AUTH", password.data()};
+  const size_t lens[] = {4, password.size()};
+  auto* reply = static_cast<redisReply*>(redisCommandArgv(c, 2, argv, lens));
+  if (reply == nullptr) return absl::UnavailableError(std::string("redis AUTH: ") + c->errstr);
+  absl::Status st = absl::OkStatus();
+  if (reply->type == REDIS_REPLY_ERROR) {
+    // The reply names the reason (WRONGPASS, or no password configured);
+    // never the password.
+    st = absl::UnauthenticatedError("redis AUTH refused: " + std::string(reply->str, reply->len));
+  }
+  freeReplyObject(reply);
+  return st;
 }
 
 void RedisClient::Release(redisContext* c, bool healthy) {

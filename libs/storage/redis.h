@@ -39,7 +39,13 @@ struct RedisOptions {
   int port = 6379;
   int pool_size = 4;
   std::chrono::milliseconds timeout{2000};
+  // Sent with AUTH on every new connection when not empty (requirepass).
+  std::string password;
 };
+
+// AUTH on a fresh connection (nothing when `password` is empty):
+// Unauthenticated with Redis's reason when refused.
+absl::Status RedisAuth(redisContext* c, const std::string& password);
 
 class RedisClient {
  public:

@@ -91,6 +91,12 @@ bool RedisPipeline::Send(std::vector<Pending>& batch,
       return false;
     }
     redisSetTimeout(conn_, tv);
+    if (auto st = RedisAuth(conn_, options_.password); !st.ok()) {
+      redisFree(conn_);
+      conn_ = nullptr;
+      for (size_t i = 0; i < batch.size(); ++i) results.push_back(st);
+      return false;
+    }
   }
   std::vector<const char*> argv;
   std::vector<size_t> lens;

@@ -23,6 +23,8 @@ ABSL_FLAG(std::string, pg, "postgresql://postgres@127.0.0.1:5432/switchboard",
 ABSL_FLAG(int, pg_pool_size, 8, "PostgreSQL connections (and threads that use them)");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host");
 ABSL_FLAG(int, redis_port, 6379, "Redis port");
+ABSL_FLAG(std::string, redis_password, "",
+          "Redis AUTH password (requirepass); better from SWITCHBOARD_REDIS_PASSWORD");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
 ABSL_FLAG(std::string, events_topic, "chat.events", "Topic for chat events");
 ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler gRPC address");
@@ -42,7 +44,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   sb::RedisPipeline redis(
-      {.host = absl::GetFlag(FLAGS_redis_host), .port = absl::GetFlag(FLAGS_redis_port)});
+      {.host = absl::GetFlag(FLAGS_redis_host),
+       .port = absl::GetFlag(FLAGS_redis_port),
+       .password = absl::GetFlag(FLAGS_redis_password)});
   auto producer = sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers));
   if (!producer.ok()) {
     spdlog::critical("chat: {}", producer.status().ToString());

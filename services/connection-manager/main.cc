@@ -15,6 +15,8 @@ ABSL_FLAG(int, grpc_port, 50052, "gRPC port");
 ABSL_FLAG(int, metrics_port, 9102, "HTTP port for /metrics");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host");
 ABSL_FLAG(int, redis_port, 6379, "Redis port");
+ABSL_FLAG(std::string, redis_password, "",
+          "Redis AUTH password (requirepass); better from SWITCHBOARD_REDIS_PASSWORD");
 ABSL_FLAG(std::string, chat_address, "127.0.0.1:50051", "chat gRPC address");
 ABSL_FLAG(int, lookup_threads, 4, "Threads for message look-ups");
 
@@ -22,7 +24,8 @@ int main(int argc, char** argv) {
   sb::InitService("connection-manager", argc, argv);
   sb::RedisClient redis({.host = absl::GetFlag(FLAGS_redis_host),
                          .port = absl::GetFlag(FLAGS_redis_port),
-                         .pool_size = absl::GetFlag(FLAGS_lookup_threads) + 1});
+                         .pool_size = absl::GetFlag(FLAGS_lookup_threads) + 1,
+                         .password = absl::GetFlag(FLAGS_redis_password)});
   auto chat = switchboard::chat::v1::Chat::NewStub(
       sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat));
   sb::connection::MessageLookup lookup = [&](const switchboard::connection::v1::SubscribeRequest& r)

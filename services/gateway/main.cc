@@ -67,6 +67,8 @@ ABSL_FLAG(int, ping_interval_seconds, 10,
 ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host (rate limits)");
 ABSL_FLAG(int, redis_port, 6379, "Redis port (rate limits)");
+ABSL_FLAG(std::string, redis_password, "",
+          "Redis AUTH password (requirepass); better from SWITCHBOARD_REDIS_PASSWORD");
 ABSL_FLAG(bool, redis_cluster, false,
           "--redis_host:--redis_port is a node of a Redis Cluster (the others are discovered)");
 ABSL_FLAG(int, ratelimit_redis_timeout_ms, 250,
@@ -144,7 +146,8 @@ int main(int argc, char** argv) {
   const sb::RedisOptions redis_options{
       .host = absl::GetFlag(FLAGS_redis_host),
       .port = absl::GetFlag(FLAGS_redis_port),
-      .timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_ratelimit_redis_timeout_ms))};
+      .timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_ratelimit_redis_timeout_ms)),
+      .password = absl::GetFlag(FLAGS_redis_password)};
   std::unique_ptr<sb::RedisCluster> redis_cluster;
   std::unique_ptr<sb::RedisPipeline> redis_node;
   sb::AsyncRedis* redis;
