@@ -17,8 +17,8 @@
 #include <optional>
 #include <unordered_map>
 
-#include "absl/strings/ascii.h"
 #include "core/metrics.h"
+#include "http/beast_request.h"
 
 namespace sb::http {
 
@@ -453,17 +453,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
       return;
     }
     const auto& msg = parser_->get();
-    request_ = Request{};
-    request_.method = std::string(msg.method_string());
-    request_.target = std::string(msg.target());
-    const auto q = request_.target.find('?');
-    request_.path = request_.target.substr(0, q);
-    if (q != std::string::npos) request_.query = request_.target.substr(q + 1);
-    for (const auto& field : msg) {
-      std::string name(field.name_string());
-      absl::AsciiStrToLower(&name);
-      request_.headers[std::move(name)] = std::string(field.value());
-    }
+    request_ = RequestFromBeastHeader(msg);
     request_.client_ip = ip_;
     keep_alive_ = msg.keep_alive();
     stream_.expires_never();

@@ -12,7 +12,7 @@ namespace sb::http {
 
 namespace bhttp = boost::beast::http;
 
-Request RequestFromBeast(bhttp::request<bhttp::string_body>&& msg) {
+Request RequestFromBeastHeader(const bhttp::request_header<>& msg) {
   Request r;
   r.method = std::string(msg.method_string());
   r.target = std::string(msg.target());
@@ -24,6 +24,11 @@ Request RequestFromBeast(bhttp::request<bhttp::string_body>&& msg) {
     absl::AsciiStrToLower(&name);
     r.headers[std::move(name)] = std::string(field.value());
   }
+  return r;
+}
+
+Request RequestFromBeast(bhttp::request<bhttp::string_body>&& msg) {
+  Request r = RequestFromBeastHeader(msg);
   r.body = std::move(msg.body());
   return r;
 }
