@@ -645,26 +645,6 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
 
 }  // namespace
 
-std::string Request::Header(const std::string& name) const {
-  auto it = headers.find(name);
-  return it == headers.end() ? std::string() : it->second;
-}
-
-std::string Request::QueryParam(const std::string& name) const {
-  size_t pos = 0;
-  while (pos <= query.size()) {
-    size_t amp = query.find('&', pos);
-    if (amp == std::string::npos) amp = query.size();
-    const std::string_view part(query.data() + pos, amp - pos);
-    const size_t eq = part.find('=');
-    if (part.substr(0, eq) == name) {
-      return eq == std::string_view::npos ? std::string() : std::string(part.substr(eq + 1));
-    }
-    pos = amp + 1;
-  }
-  return "";
-}
-
 int HttpStatusOfBodyError(const absl::Status& status) {
   switch (status.code()) {
     case absl::StatusCode::kOutOfRange:

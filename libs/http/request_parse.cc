@@ -12,6 +12,26 @@ namespace sb::http {
 
 namespace bhttp = boost::beast::http;
 
+std::string Request::Header(const std::string& name) const {
+  auto it = headers.find(name);
+  return it == headers.end() ? std::string() : it->second;
+}
+
+std::string Request::QueryParam(const std::string& name) const {
+  size_t pos = 0;
+  while (pos <= query.size()) {
+    size_t amp = query.find('&', pos);
+    if (amp == std::string::npos) amp = query.size();
+    const std::string_view part(query.data() + pos, amp - pos);
+    const size_t eq = part.find('=');
+    if (part.substr(0, eq) == name) {
+      return eq == std::string_view::npos ? std::string() : std::string(part.substr(eq + 1));
+    }
+    pos = amp + 1;
+  }
+  return "";
+}
+
 Request RequestFromBeastHeader(const bhttp::request_header<>& msg) {
   Request r;
   r.method = std::string(msg.method_string());
