@@ -6,6 +6,7 @@
 #include <grpcpp/security/tls_credentials_options.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 
@@ -88,8 +89,9 @@ std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view
 std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity) {
   auto files = TlsFilesFromFlags();
   if (!files.ok()) {
+    // Bad configuration at start-up: fatal, with the reason.
     spdlog::critical("{}", std::string(files.status().message()));
-    std::abort();
+    std::exit(2);
   }
   return Dial(address, identity, *files);
 }

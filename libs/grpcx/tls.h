@@ -65,8 +65,8 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsFiles& files
 
 // A channel to `address` whose server must hold a certificate for
 // `identity`, presenting this process's own certificate; plaintext when
-// `files` is empty. The one-argument form uses the flags (and aborts on bad
-// TLS flags: InitService has already checked them).
+// `files` is empty. The two-argument form uses the flags, and exits with
+// the reason when they are missing or unreadable (a start-up error).
 std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity,
                                     const TlsFiles& files);
 std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity);

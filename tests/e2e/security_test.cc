@@ -4,7 +4,9 @@
 // database look-up; a flood of well-formed unknown keys from one address is
 // refused with 429 once its look-ups are spent; a revoked key stops working
 // on every gateway within a second; list-keys shows ids and prefixes,
-// never secrets.
+// never secrets; a service picks up renewed certificates without a
+// restart.
+#include <grpcpp/grpcpp.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -19,6 +21,7 @@
 #include "core/api_key.h"
 #include "core/crypto.h"
 #include "e2e/e2e_helpers.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "sbadmin/admin.h"
 
@@ -186,6 +189,58 @@ TEST(KeysTest, ARevokedKeyStopsWorkingOnEveryGatewayWithinASecond) {
   ASSERT_TRUE(keys.ok());
   EXPECT_NE((*keys)[0].revoked_at, "");
   EXPECT_EQ(admin.ListKeys("no-such-org").status().code(), absl::StatusCode::kNotFound);
+}
+
+// A service re-reads its TLS files: after its CA and certificate are
+// replaced by a new CA's (a rotation), a client of the new CA is served
+// without a restart, and one of the old CA no longer is.
+TEST(ServiceIdentityTest, RenewedCertificatesAreUsedWithoutARestart) {
+  const std::string dir = g_cluster->infra().dir() + "/rotating-tls";
+  const std::string next = g_cluster->infra().dir() + "/rotating-tls-next";
+  std::string out;
+  ASSERT_EQ(RunCommand({Infra::SourceDir() + "/tools/certs", dir}, &out), 0) << out;
+  ASSERT_EQ(RunCommand({Infra::SourceDir() + "/tools/certs", next}, &out), 0) << out;
+  const int port = FreePort();
+  Process safety(
+      "safety-rotating",
+      {Infra::BuildDir() + "/services/safety/safety", "--grpc_port=" + std::to_string(port),
+       "--metrics_port=" + std::to_string(FreePort()), "--tls_ca=" + dir + "/ca.crt",
+       "--tls_cert=" + dir + "/safety.crt", "--tls_key=" + dir + "/safety.key",
+       "--tls_reload_seconds=1"},
+      g_cluster->infra().dir() + "/safety-rotating.log");
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  auto health = [&](const std::string& tls_dir) {
+    // A fresh channel each time: a new handshake.
+    auto channel =
+        grpcx::Dial(address, "safety",
+                    {tls_dir + "/ca.crt", tls_dir + "/operator.crt", tls_dir + "/operator.key", 1});
+    auto stub = grpc::health::v1::Health::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::health::v1::HealthCheckResponse resp;
+    return stub->Check(&ctx, {}, &resp).error_code();
+  };
+  bool up = false;
+  for (int i = 0; i < 100 && !(up = health(dir) == grpc::StatusCode::OK); ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(up) << Tail(g_cluster->infra().dir() + "/safety-rotating.log", 20);
+  EXPECT_EQ(health(next), grpc::StatusCode::UNAVAILABLE) << "another CA is not trusted yet";
+
+  // The rotation, as an operator (or Kubernetes) would write it.
+  for (const char* f : {"ca.crt", "safety.crt", "safety.key"}) {
+    std::filesystem::copy_file(next + "/" + f, dir + "/" + f + ".new",
+                               std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::rename(dir + "/" + f + ".new", dir + "/" + f);
+  }
+  const auto rotated = std::chrono::steady_clock::now();
+  grpc::StatusCode now = grpc::StatusCode::UNAVAILABLE;
+  while ((now = health(next)) != grpc::StatusCode::OK &&
+         std::chrono::steady_clock::now() - rotated < 15s) {
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_EQ(now, grpc::StatusCode::OK) << "the new CA's client is served without a restart";
+  EXPECT_TRUE(safety.running());
 }
 
 }  // namespace
