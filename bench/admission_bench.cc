@@ -25,13 +25,13 @@
 #include <cstdio>
 #include <fstream>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "bench_support.h"
 #include "e2e/cluster.h"
 #include "gateway/admission/local_admission.h"
 #include "gateway/admission/redis_admission.h"
@@ -47,6 +47,8 @@ ABSL_FLAG(double, duration_s, 10, "Each req/s run's measured duration");
 
 namespace {
 
+using sb::bench::CpuUs;
+using sb::bench::MetricSum;
 using sb::gateway::AdmissionDecision;
 using sb::gateway::AdmissionRequest;
 using sb::gateway::LimitRow;
@@ -162,54 +164,11 @@ std::string NewOrg(sb::testing::Cluster& c, const std::string& org,
   return admin.CreateKey(org, "").value();
 }
 
-// CPU time (user + system) a process has used, in µs.
-double CpuUs(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // Fields after the command's closing parenthesis; utime and stime are
-  // the 14th and 15th of the line.
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i >= 14) ticks += std::stod(field);
-  }
-  return ticks * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// The sum of a counter family's series on a /metrics page.
-double MetricSum(int port, const std::string& name) {
-  auto r = sb::http::Fetch({.port = port, .target = "/metrics"});
-  if (!r.ok()) return 0;
-  std::istringstream lines(r->body);
-  double sum = 0;
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind(name + "{", 0) == 0 || line.rfind(name + " ", 0) == 0) {
-      sum += std::stod(line.substr(line.rfind(' ') + 1));
-    }
-  }
-  return sum;
-}
-
 nlohmann::json Load(int port, const std::string& key, bool keyed) {
-  std::vector<std::string> argv = {
-      absl::GetFlag(FLAGS_load),
-      "--port=" + std::to_string(port),
-      "--api_key=" + key,
-      "--mode=rps",
-      "--model=sim-fast",
-      "--concurrency=50",
-      "--threads=1",
-      "--duration_s=" + std::to_string(absl::GetFlag(FLAGS_duration_s))};
-  if (keyed) argv.push_back("--idempotency_keys");
-  std::string out;
-  if (sb::testing::RunCommand(argv, &out) != 0) {
-    std::fprintf(stderr, "gateway_load failed: %s\n", out.c_str());
-    std::exit(1);
-  }
-  // The JSON line is the last line.
-  const size_t start = out.rfind('{');
-  return nlohmann::json::parse(out.substr(start), nullptr, false);
+  std::vector<std::string> extra;
+  if (keyed) extra.push_back("--idempotency_keys");
+  return sb::bench::Load(absl::GetFlag(FLAGS_load), port, key, "sim-fast", 50,
+                         absl::GetFlag(FLAGS_duration_s), extra);
 }
 
 void Throughput(sb::testing::Cluster& c) {

@@ -28,8 +28,9 @@ const std::vector<std::string>& Cluster::ServiceNames() {
   return names;
 }
 
-absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start() {
+absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
   std::unique_ptr<Cluster> c(new Cluster());
+  c->tls_ = options.tls;
   // The Redis Cluster is for gateways started with --redis_cluster.
   auto infra = Infra::Start({.redis_cluster = true});
   if (!infra.ok()) return infra.status();
@@ -188,11 +189,13 @@ absl::StatusOr<Cluster::Gateway> Cluster::StartGateway(const std::string& name,
 }
 
 grpcx::TlsFiles Cluster::TlsFilesOf(const std::string& identity) const {
+  if (!tls_) return {};
   const std::string d = infra_->dir() + "/tls/";
   return {d + "ca.crt", d + identity + ".crt", d + identity + ".key", 1};
 }
 
 std::vector<std::string> Cluster::TlsFlags(const std::string& identity) const {
+  if (!tls_) return {"--insecure_internal"};
   const grpcx::TlsFiles f = TlsFilesOf(identity);
   return {"--tls_ca=" + f.ca, "--tls_cert=" + f.cert, "--tls_key=" + f.key};
 }

@@ -22,7 +22,13 @@ namespace sb::testing {
 
 class Cluster {
  public:
-  static absl::StatusOr<std::unique_ptr<Cluster>> Start();
+  struct Options {
+    // Mutual TLS between the services (false: every service runs with
+    // --insecure_internal, for benchmarks that compare the two).
+    bool tls = true;
+  };
+  static absl::StatusOr<std::unique_ptr<Cluster>> Start(Options options);
+  static absl::StatusOr<std::unique_ptr<Cluster>> Start() { return Start(Options{}); }
   ~Cluster();
 
   static const std::vector<std::string>& ServiceNames();
@@ -37,7 +43,8 @@ class Cluster {
   Infra& infra() { return *infra_; }
 
   // Every service runs with mutual TLS, each with its own identity's
-  // certificate from the cluster's CA (tools/certs, in <dir>/tls).
+  // certificate from the cluster's CA (tools/certs, in <dir>/tls); without
+  // Options::tls, plaintext (empty files, --insecure_internal).
   grpcx::TlsFiles TlsFilesOf(const std::string& identity) const;
   std::vector<std::string> TlsFlags(const std::string& identity) const;
   // A channel to `service`, proving `identity` (the operator by default).
@@ -77,6 +84,7 @@ class Cluster {
   std::map<std::string, Process> processes_;
   int http_port_ = 0;
   std::string api_key_, other_key_;
+  bool tls_ = true;
 };
 
 }  // namespace sb::testing
