@@ -7,12 +7,7 @@
 // never secrets; a service picks up renewed certificates without a
 // restart.
 #include <grpcpp/grpcpp.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/write.hpp>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -24,44 +19,12 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "sbadmin/admin.h"
+#include "testing/raw_client.h"
 
 namespace sb::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-// A socket that says only what the test makes it say.
-class RawClient {
- public:
-  explicit RawClient(int port) : socket_(io_) {
-    socket_.connect(
-        {boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
-    timeval tv{.tv_sec = 5, .tv_usec = 0};
-    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  }
-  void Send(const std::string& data) {
-    boost::system::error_code ec;
-    boost::asio::write(socket_, boost::asio::buffer(data), ec);
-  }
-  // What arrives until the server closes, or 5 s of silence; `closed`
-  // tells which.
-  std::string ReadToClose(bool* closed) {
-    std::string got;
-    char buf[4096];
-    for (;;) {
-      const ssize_t n = ::recv(socket_.native_handle(), buf, sizeof buf, 0);
-      if (n <= 0) {
-        *closed = n == 0 || errno == ECONNRESET;
-        return got;
-      }
-      got.append(buf, static_cast<size_t>(n));
-    }
-  }
-
- private:
-  boost::asio::io_context io_;
-  boost::asio::ip::tcp::socket socket_;
-};
 
 std::string WellFormedUnknownKey() {
   // A valid ULID shape and a valid check: only the database can tell.
