@@ -80,6 +80,11 @@ HealthService::Status HealthService::Lookup(const std::string& service) {
   return it == statuses_.end() ? HealthCheckResponse::SERVICE_UNKNOWN : it->second;
 }
 
+bool HealthService::Serving(const std::string& service) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Lookup(service) == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
 void HealthService::SetStatus(const std::string& service, Status status) {
   std::lock_guard<std::mutex> lock(mu_);
   statuses_[service] = status;

@@ -17,6 +17,8 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   using Status = grpc::health::v1::HealthCheckResponse::ServingStatus;
 
   void SetStatus(const std::string& service, Status status);
+  // True when `service` ("" for the whole server) is SERVING.
+  bool Serving(const std::string& service);
   // Ends every Watch stream (so that a draining server need not wait).
   void Shutdown();
 

@@ -52,9 +52,15 @@ absl::Status ServiceRunner::Start(const std::string& grpc_address, int metrics_p
   metrics_ = std::make_unique<Metrics>();
   metrics_->server = std::make_unique<http::Server>(
       http::ServerOptions{.host = metrics_host, .port = metrics_port, .threads = 1},
-      [](std::shared_ptr<http::Exchange> ex) {
+      [health = health_.get()](std::shared_ptr<http::Exchange> ex) {
         const auto& path = ex->request().path;
-        if (path == "/metrics") {
+        if (path == "/readyz") {
+          // Readiness follows grpc.health: NOT_SERVING from the start of a
+          // drain, so a probe that cannot speak mutual TLS still sees it.
+          const bool ready = health->Serving("");
+          ex->Respond(ready ? 200 : 503, {{"content-type", "text/plain"}},
+                      ready ? "ready\n" : "draining\n");
+        } else if (path == "/metrics") {
           ex->Respond(200, {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}},
                       metrics::Default().Render());
         } else if (path == "/healthz") {

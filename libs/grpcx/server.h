@@ -1,5 +1,6 @@
 // The bootstrap every Switchboard binary shares: a gRPC server with server
-// reflection and grpc.health.v1.Health, a /metrics (and /healthz) HTTP port,
+// reflection and grpc.health.v1.Health, a /metrics HTTP port (with /healthz,
+// alive, and /readyz, 503 once draining),
 // and SIGTERM/SIGINT handling that drains in-flight calls before exit.
 //
 //   sb::ServiceRunner runner("safety");

@@ -698,9 +698,11 @@ TEST_F(KubernetesTest, EveryServiceHasADeploymentAndServiceThatAgreeWithItsFlags
           << "Service " << name << " does not expose " << container_ports[port];
     }
     grpc_ports[name] = std::stoi(flags.at("grpc_port"));
-    // Probes: /healthz on metrics. Not gRPC: the kubelet's gRPC probe cannot
+    // Probes on the metrics port: /readyz (follows grpc.health, so a draining
+    // pod leaves the Service) and /healthz (alive). Not gRPC: the kubelet's gRPC probe cannot
     // present a client certificate, so under mutual TLS it would never pass.
     EXPECT_FALSE(c["readinessProbe"]["grpc"]) << name << ": the kubelet cannot pass mutual TLS";
+    EXPECT_EQ(c["readinessProbe"]["httpGet"]["path"].as<std::string>(""), "/readyz") << name;
     EXPECT_EQ(c["readinessProbe"]["httpGet"]["port"].as<std::string>(""), "metrics") << name;
     EXPECT_EQ(c["livenessProbe"]["httpGet"]["path"].as<std::string>(""), "/healthz") << name;
     EXPECT_EQ(c["livenessProbe"]["httpGet"]["port"].as<std::string>(""), "metrics") << name;
