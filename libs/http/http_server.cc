@@ -17,6 +17,7 @@
 #include <optional>
 #include <unordered_map>
 
+#include "absl/strings/match.h"
 #include "core/metrics.h"
 #include "http/beast_request.h"
 
@@ -505,6 +506,12 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
       FailBody(
           absl::UnavailableError("the server is busy receiving other requests; retry shortly"));
       return;
+    }
+    // A client that waits to be asked for its body (curl does above 1 KiB)
+    // is asked now, once the handler wants it: never for a refused request.
+    if (absl::EqualsIgnoreCase(request_.Header("expect"), "100-continue")) {
+      pending_.push_back({"HTTP/1.1 100 Continue\r\n\r\n", nullptr});
+      PumpWrites();
     }
     ReadMoreBody();
   }

@@ -404,6 +404,36 @@ TEST(HttpServerEdgeTest, BufferedBodyBytesAreCappedInTotal) {
   EXPECT_EQ(fits->body, "1000");
 }
 
+// "Expect: 100-continue": the client is asked for its body when the
+// handler reads it, and never when the handler refuses from the headers.
+TEST(HttpServerEdgeTest, AClientWaitingForContinueIsAskedOnlyWhenTheBodyIsWanted) {
+  Server server({.defer_body = true}, [](std::shared_ptr<Exchange> ex) {
+    if (ex->request().path == "/refuse") {
+      ex->Respond(401, {}, "no");
+      return;
+    }
+    ex->ReadBody([ex](absl::Status st) {
+      ex->Respond(st.ok() ? 200 : 500, {}, std::to_string(ex->request().body.size()));
+    });
+  });
+  ASSERT_TRUE(server.Start().ok());
+  RawClient wanted(server.port());
+  wanted.Send(
+      "POST /read HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+  const std::string asked = wanted.ReadUntil("\r\n\r\n");
+  EXPECT_EQ(asked.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0), 0u) << asked;
+  wanted.Send("hello");
+  const std::string answer = wanted.ReadResponse();
+  EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+  EXPECT_NE(answer.find("\r\n\r\n5"), std::string::npos) << answer;
+
+  RawClient refused(server.port());
+  refused.Send(
+      "POST /refuse HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+  const std::string got = refused.ReadResponse();
+  EXPECT_EQ(got.rfind("HTTP/1.1 401", 0), 0u) << "no 100 for a refused request: " << got;
+}
+
 TEST(HttpServerEdgeTest, RefusalsAreCountedPerListener) {
   Server server({.max_connections = 1, .metrics_listener = "edge_test"},
                 [](std::shared_ptr<Exchange> ex) { ex->Respond(200, {}, "ok"); });

@@ -42,6 +42,17 @@ class RawClient {
       got.append(buf, static_cast<size_t>(n));
     }
   }
+  // What arrives until `needle` has (or 5 s of silence).
+  std::string ReadUntil(const std::string& needle) {
+    std::string got;
+    char buf[1024];
+    while (got.find(needle) == std::string::npos) {
+      const ssize_t n = ::recv(socket_.native_handle(), buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return got;
+  }
   // One response whose head contains "Content-Length" (enough for these tests).
   std::string ReadResponse() {
     std::string got;
