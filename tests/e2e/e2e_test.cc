@@ -271,6 +271,20 @@ TEST(ChatTest, AnotherOrgSeesNotFound) {
               "not_found_error");
 }
 
+// A page size must be a number and nothing else ("5x" is not 5).
+TEST(ChatTest, ALimitThatIsNotJustANumberIs400) {
+  auto created = Post("/v1/conversations", R"({"model":"sim-small"})");
+  ASSERT_EQ(created.status, 201);
+  const std::string cid = json::parse(created.body)["id"];
+  for (const char* bad : {"5x", "-0", "0", "201", "1e2"}) {
+    SCOPED_TRACE(bad);
+    auto r = Get("/v1/conversations/" + cid + "/messages?limit=" + bad);
+    ExpectError(r, 400, "invalid_request_error");
+    EXPECT_NE(r.body.find("limit"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(Get("/v1/conversations/" + cid + "/messages?limit=5").status, 200);
+}
+
 TEST(ChatTest, BlockedMessageIsRefusedAndNotStored) {
   auto created = Post("/v1/conversations", R"({"model":"sim-small"})");
   const std::string cid = json::parse(created.body)["id"];

@@ -221,8 +221,10 @@ void HandleListMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>
   const std::string limit = ctx->request().QueryParam("limit");
   if (!limit.empty()) {
     int n = 0;
-    if (std::from_chars(limit.data(), limit.data() + limit.size(), n).ec != std::errc() || n < 1 ||
-        n > 200) {
+    const char* end = limit.data() + limit.size();
+    // The whole value must be the number ("5x" is not 5).
+    const auto [stop, ec] = std::from_chars(limit.data(), end, n);
+    if (ec != std::errc() || stop != end || n < 1 || n > 200) {
       ctx->Fail(FieldError("limit", "must be an integer between 1 and 200"));
       return;
     }
