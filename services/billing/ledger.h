@@ -1,7 +1,11 @@
-// The usage ledger in PostgreSQL. Record() writes one metering event and the
-// consumer's next Kafka offset in one transaction: a redelivered event (same
-// request_id) changes nothing, and a restarted consumer resumes from the
-// stored offset, so every event counts exactly once.
+// The usage ledger in PostgreSQL: one row per request. Record() applies one
+// metering event and the consumer's next Kafka offset in one transaction.
+// Events of a request may come several times (running reports every second,
+// then the final one, and Kafka's redeliveries): the row keeps the highest
+// counts seen and the first stop reason, and the hourly rollup moves by the
+// difference, so repeats change nothing, a later report only raises, and a
+// restarted consumer resumes from the stored offset: every token counts
+// exactly once.
 #pragma once
 
 #include <optional>
@@ -24,10 +28,14 @@ class Ledger {
  public:
   explicit Ledger(PgPool& pg) : pg_(pg) {}
 
-  // True when the event was new, false when its request_id was already in
-  // the ledger (the offset is stored either way).
-  absl::StatusOr<bool> Record(const switchboard::billing::v1::UsageEvent& event,
-                              const KafkaPosition& position);
+  enum class Recorded {
+    kNew,        // the request's first event
+    kRaised,     // a later event with higher counts (or the stop reason)
+    kUnchanged,  // nothing new: a repeat, or an older report
+  };
+  // The offset is stored in every case.
+  absl::StatusOr<Recorded> Record(const switchboard::billing::v1::UsageEvent& event,
+                                  const KafkaPosition& position);
   // A malformed event: only move the stored offset past it.
   absl::Status Skip(const KafkaPosition& position);
   absl::StatusOr<std::optional<int64_t>> NextOffset(const std::string& group,

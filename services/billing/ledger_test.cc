@@ -72,11 +72,11 @@ TEST_F(LedgerTest, ARedeliveredEventCountsOnceAndTheOffsetStillMoves) {
   const KafkaPosition first{"billing", "usage.events", 0, 5};
   auto inserted = ledger_.Record(Event("org-dup", "req-1", 10, 20), first);
   ASSERT_TRUE(inserted.ok()) << inserted.status();
-  EXPECT_TRUE(*inserted);
+  EXPECT_EQ(*inserted, Ledger::Recorded::kNew);
   // The same request again (a producer retry lands at a later offset).
   auto again = ledger_.Record(Event("org-dup", "req-1", 10, 20), {"billing", "usage.events", 0, 6});
   ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_FALSE(*again);
+  EXPECT_EQ(*again, Ledger::Recorded::kUnchanged);
 
   auto usage = Usage(ledger_, "org-dup");
   EXPECT_EQ(usage.requests(), 1);
@@ -99,6 +99,55 @@ TEST_F(LedgerTest, ARedeliveredEventCountsOnceAndTheOffsetStillMoves) {
   auto next = ledger_.NextOffset("billing", "usage.events", 0);
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(next->value_or(-1), 7);
+}
+
+// Running reports (every second while a request generates), then the
+// final one, arrive in any order and any number of times: the row keeps the
+// highest counts and the final stop reason, and the rollup counts the
+// request once with the same totals. A worker killed after its second
+// report leaves those counts.
+TEST_F(LedgerTest, RunningReportsRaiseTheRowAndTheRollupToTheHighestCounts) {
+  auto running = [](int out, int64_t at) {
+    bpb::UsageEvent e = Event("org-run", "run-1", 12, out, at);
+    e.set_stop_reason("");
+    e.set_final(false);
+    return e;
+  };
+  const int64_t t0 = 1'795'000'000'000;
+  int64_t offset = 0;
+  auto record = [&](const bpb::UsageEvent& e) {
+    auto r = ledger_.Record(e, {"ledger-run", "usage.events", 0, offset++});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : Ledger::Recorded::kUnchanged;
+  };
+  EXPECT_EQ(record(running(10, t0)), Ledger::Recorded::kNew);
+  EXPECT_EQ(record(running(25, t0 + 1000)), Ledger::Recorded::kRaised);
+  EXPECT_EQ(record(running(10, t0)), Ledger::Recorded::kUnchanged) << "a redelivered older report";
+  auto mid = Usage(ledger_, "org-run");
+  EXPECT_EQ(mid.requests(), 1);
+  EXPECT_EQ(mid.total_output_tokens(), 25) << "what a crash now would leave";
+
+  bpb::UsageEvent final = Event("org-run", "run-1", 12, 40, t0 + 2000);
+  final.set_final(true);
+  EXPECT_EQ(record(final), Ledger::Recorded::kRaised);
+  EXPECT_EQ(record(running(25, t0 + 1000)), Ledger::Recorded::kUnchanged);
+  EXPECT_EQ(record(final), Ledger::Recorded::kUnchanged);
+
+  auto usage = Usage(ledger_, "org-run");
+  EXPECT_EQ(usage.requests(), 1);
+  EXPECT_EQ(usage.total_input_tokens(), 12);
+  EXPECT_EQ(usage.total_output_tokens(), 40);
+  ASSERT_EQ(usage.records_size(), 1);
+  EXPECT_EQ(usage.records(0).stop_reason(), "end_turn");
+  EXPECT_EQ(usage.records(0).at_unix_ms(), t0) << "the request's time is its first report's";
+  auto hourly = pg_.Run<std::vector<int64_t>>([](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec1(
+        "SELECT requests, input_tokens, output_tokens FROM usage_hourly WHERE org_id = 'org-run'");
+    return std::vector<int64_t>{r[0].as<int64_t>(), r[1].as<int64_t>(), r[2].as<int64_t>()};
+  });
+  ASSERT_TRUE(hourly.ok()) << hourly.status();
+  EXPECT_EQ(*hourly, (std::vector<int64_t>{1, 12, 40}));
 }
 
 TEST_F(LedgerTest, QueriesFilterByOrgRequestAndTime) {

@@ -66,6 +66,7 @@ void MeteringConsumer::Stop() {
 void MeteringConsumer::Loop() {
   auto& recorded = Outcome("recorded");
   auto& duplicate = Outcome("duplicate");
+  auto& raised = Outcome("raised");
   while (!stop_.load()) {
     auto polled = consumer_->Poll(std::chrono::milliseconds(200));
     if (!polled.ok()) {
@@ -86,10 +87,15 @@ void MeteringConsumer::Loop() {
     for (int attempt = 0; !stop_.load(); ++attempt) {
       auto inserted = ledger_.Record(event, pos);
       if (inserted.ok()) {
-        (*inserted ? recorded : duplicate).Inc();
-        spdlog::info("request_id={} metered org={} input={} output={}{}", event.request_id(),
+        using Recorded = Ledger::Recorded;
+        (*inserted == Recorded::kNew      ? recorded
+         : *inserted == Recorded::kRaised ? raised
+                                          : duplicate)
+            .Inc();
+        spdlog::info("request_id={} metered org={} input={} output={}{}{}", event.request_id(),
                      event.org_id(), event.input_tokens(), event.output_tokens(),
-                     *inserted ? "" : " (duplicate ignored)");
+                     event.final() ? "" : " (running)",
+                     *inserted == Recorded::kUnchanged ? " (nothing new)" : "");
         consumer_->Commit(msg);  // informational: the ledger's offset is the truth
         break;
       }

@@ -2,6 +2,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
 #include "grpcx/common_flags.h"
@@ -21,6 +23,9 @@ ABSL_FLAG(std::string, advertise_address, "",
 ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler gRPC address");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
 ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic for metering events");
+ABSL_FLAG(int, usage_report_interval_ms, 1000,
+          "While a request generates, its running usage is reported this often (billing keeps "
+          "the highest count, so a crash loses at most this much)");
 ABSL_FLAG(std::string, usage_signing_key_file, "",
           "File of the key that signs usage events (the first line; billing holds the same "
           "file). Required: the worker refuses to start without it");
@@ -75,7 +80,9 @@ int main(int argc, char** argv) {
     gethostname(host, sizeof host - 1);
     worker_id = std::string("worker-") + host + "-" + std::to_string(getpid());
   }
-  sb::worker::WorkerServiceImpl service(engine, worker_id, usage);
+  sb::worker::WorkerServiceImpl service(
+      engine, worker_id, usage,
+      absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_usage_report_interval_ms))));
 
   sb::ServiceRunner runner("inference-worker");
   runner.AddService(&service);

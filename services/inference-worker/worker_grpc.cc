@@ -39,8 +39,9 @@ EngineRequest ToEngineRequest(const inf::GenerateRequest& req, const Engine& eng
 class WorkerServiceImpl::StreamSink final : public GenerationSink {
  public:
   StreamSink(std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out, WorkerServiceImpl* svc,
-             const inf::GenerateRequest& req)
-      : out_(std::move(out)), svc_(svc) {
+             const inf::GenerateRequest& req, int input_tokens)
+      : out_(std::move(out)), svc_(svc), last_report_(absl::Now()) {
+    usage_.set_input_tokens(input_tokens);
     usage_.set_request_id(req.request_id());
     usage_.set_org_id(req.org_id());
     usage_.set_model(req.model());
@@ -58,7 +59,20 @@ class WorkerServiceImpl::StreamSink final : public GenerationSink {
     inf::GenerateEvent e;
     e.mutable_token()->set_text(text);
     e.mutable_token()->set_index(index);
-    return out_->Push(std::move(e));
+    if (!out_->Push(std::move(e))) return false;
+    // A running report every interval: if this process dies, billing still
+    // holds what it had delivered up to the last report.
+    ++delivered_;
+    const absl::Time now = absl::Now();
+    if (now - last_report_ >= svc_->report_interval_) {
+      last_report_ = now;
+      UsageEvent running = usage_;
+      running.set_output_tokens(delivered_);
+      running.set_at_unix_ms(absl::ToUnixMillis(now));
+      running.set_final(false);
+      svc_->usage_(running);
+    }
+    return true;
   }
 
   bool OnFinished(const FinishInfo& info) override {
@@ -75,6 +89,7 @@ class WorkerServiceImpl::StreamSink final : public GenerationSink {
     usage_.set_output_tokens(info.output_tokens);
     usage_.set_stop_reason(info.stop_reason);
     usage_.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
+    usage_.set_final(true);
     svc_->usage_(usage_);
     svc_->in_flight_.fetch_sub(1);
     metrics::Default()
@@ -93,10 +108,17 @@ class WorkerServiceImpl::StreamSink final : public GenerationSink {
   WorkerServiceImpl* svc_;
   UsageEvent usage_;
   std::atomic<bool> started_{false};
+  // The engine calls OnToken from one thread at a time for a request.
+  int delivered_ = 0;
+  absl::Time last_report_;
 };
 
-WorkerServiceImpl::WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage)
-    : engine_(engine), worker_id_(std::move(worker_id)), usage_(std::move(usage)) {}
+WorkerServiceImpl::WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage,
+                                     absl::Duration report_interval)
+    : engine_(engine),
+      worker_id_(std::move(worker_id)),
+      usage_(std::move(usage)),
+      report_interval_(report_interval) {}
 
 grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
     grpc::CallbackServerContext* ctx, const inf::GenerateRequest* req) {
@@ -110,7 +132,7 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
   started.mutable_started()->set_model(req->model());
   started.mutable_started()->set_worker_id(worker_id_);
   started.mutable_started()->set_input_tokens(er.input_tokens);
-  auto sink = std::make_shared<StreamSink>(out, this, *req);
+  auto sink = std::make_shared<StreamSink>(out, this, *req, er.input_tokens);
   in_flight_.fetch_add(1);
   absl::Status st = engine_.Submit(std::move(er), sink);
   if (!st.ok()) {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "absl/time/time.h"
 #include "inference-worker/engine.h"
 #include "switchboard/billing/v1/billing.pb.h"
 #include "switchboard/inference/v1/inference.grpc.pb.h"
@@ -25,7 +26,10 @@ EngineRequest ToEngineRequest(const switchboard::inference::v1::GenerateRequest&
 
 class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWorker::CallbackService {
  public:
-  WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage);
+  // `usage` gets a running report of each request every `report_interval`
+  // while it generates, and a final one when it ends.
+  WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage,
+                    absl::Duration report_interval = absl::Seconds(1));
 
   grpc::ServerWriteReactor<switchboard::inference::v1::GenerateEvent>* Generate(
       grpc::CallbackServerContext* ctx,
@@ -46,6 +50,7 @@ class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWork
   Engine& engine_;
   std::string worker_id_;
   UsageSink usage_;
+  absl::Duration report_interval_;
   std::atomic<int> in_flight_{0};
 };
 

@@ -3,16 +3,16 @@
 // of abandoned requests, overload answers, bounded parsing, errors without
 // internals, and 5,000 concurrent chat turns on one chat replica.
 #include <atomic>
-#include <chrono>
-#include <filesystem>
-#include <fstream>
-#include <mutex>
-#include <thread>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "e2e/e2e_helpers.h"
 #include "gtest/gtest.h"
@@ -323,6 +323,57 @@ TEST(InternalsTest, AKilledWorkerLeaksNoInternals) {
   auto after = Post("/v1/messages", MessagesBody("doomed again", false, 5, "sim-doomed"));
   ExpectError(after, 529, "overloaded_error");
   EXPECT_EQ(after.body.find("doomed-7"), std::string::npos) << after.body;
+}
+
+// Metering survives a crash: a worker killed with kill -9 mid-stream has
+// reported its running usage (every 200 ms here), so the ledger holds the
+// tokens the client received, less at most one interval's worth (4 at 20
+// tokens a second), instead of nothing.
+TEST(MeteringTest, AWorkerKilledMidStreamLeavesWhatItDeliveredInTheLedger) {
+  auto doomed =
+      g_cluster->StartWorker("worker-metered-kill", "sim-metered-kill",
+                             {"--tokens_per_second=20", "--usage_report_interval_ms=200"});
+  ASSERT_TRUE(doomed.ok()) << doomed.status();
+  const std::string key = KeyOfNewOrg("killed-metering");
+  // A worker that has been serving: its Kafka producer is connected (a
+  // fresh one takes a moment to get its producer id and topic metadata).
+  auto warm = Post("/v1/messages", MessagesBody("warm up", false, 2, "sim-metered-kill"), key);
+  ASSERT_EQ(warm.status, 200) << warm.body;
+  ASSERT_EQ(UsageFor("killed-metering", warm.headers["request-id"]).records_size(), 1);
+  std::string body;
+  int delivered = 0;
+  bool killed = false;
+  auto r = http::FetchStreaming(
+      {.port = g_cluster->http_port(),
+       .method = "POST",
+       .target = "/v1/messages",
+       .headers = {{"x-api-key", key}, {"content-type", "application/json"}},
+       .body = MessagesBody("metered until killed", true, 400, "sim-metered-kill")},
+      [&](std::string_view d) {
+        body.append(d);
+        if (!killed) {
+          delivered = 0;
+          for (size_t p = 0; (p = body.find("event: content_block_delta", p)) != std::string::npos;
+               ++p) {
+            ++delivered;
+          }
+          if (delivered >= 12) {
+            doomed->process.Kill();
+            killed = true;
+          }
+        }
+        return true;
+      });
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(killed) << "delivered " << delivered << ": "
+                      << body.substr(body.size() > 600 ? body.size() - 600 : 0);
+  const std::string request_id = r->headers["request-id"];
+  auto usage = UsageFor("killed-metering", request_id);
+  ASSERT_EQ(usage.records_size(), 1) << "a killed worker used to leave no ledger row";
+  std::printf("[figure] kill -9 after %d delivered tokens: the ledger holds %d\n", delivered,
+              usage.records(0).output_tokens());
+  EXPECT_GE(usage.records(0).output_tokens(), delivered - 4);
+  EXPECT_GT(usage.records(0).input_tokens(), 0);
 }
 
 TEST(InternalsTest, ANulByteIsRefusedByNameNotByTheDatabase) {
