@@ -10,6 +10,8 @@ namespace sb::gateway {
 namespace {
 
 constexpr size_t kMaxRevoked = 100000;
+// While the store is unreachable, a stale key is re-tried this often.
+constexpr absl::Duration kStoreRetry = absl::Seconds(1);
 
 absl::Status Invalid() { return absl::UnauthenticatedError("invalid API key"); }
 
@@ -50,10 +52,18 @@ std::optional<absl::StatusOr<Principal>> Authenticator::Check(const std::string&
   const std::string digest = Sha256(secret);
   std::lock_guard<std::mutex> lock(mu_);
   if (revoked_.contains(parsed.key_id)) return Refuse(kRevoked, Invalid());
-  if (auto it = known_.find(digest);
-      it != known_.end() && now < it->second.verified + options_.ttl) {
-    results_[kOk]->Inc();
-    return it->second.principal;
+  if (auto it = known_.find(digest); it != known_.end()) {
+    const Known& k = it->second;
+    if (now < k.verified + options_.ttl) {
+      results_[kOk]->Inc();
+      return k.principal;
+    }
+    // The store was just found unreachable: serve it stale until the next
+    // try instead of asking (and charging) on every request.
+    if (now < k.retry_at && now < k.verified + options_.stale) {
+      results_[kStale]->Inc();
+      return k.principal;
+    }
   }
   if (auto it = unknown_.find(digest); it != unknown_.end()) {
     if (now < it->second) return Refuse(kUnknown, Invalid());
@@ -139,6 +149,7 @@ absl::StatusOr<Principal> Authenticator::Query(const std::string& digest, absl::
   // The store is unreachable: a key verified recently enough is trusted.
   if (auto it = known_.find(digest);
       it != known_.end() && now < it->second.verified + options_.stale) {
+    it->second.retry_at = now + kStoreRetry;
     results_[kStale]->Inc();
     return it->second.principal;
   }

@@ -73,6 +73,9 @@ class Authenticator {
   struct Known {
     Principal principal;
     absl::Time verified;
+    // While the store is unreachable: no new look-up before this (the key
+    // is served stale meanwhile, within `stale`).
+    absl::Time retry_at = absl::InfinitePast();
   };
   struct Budget {
     double tokens;

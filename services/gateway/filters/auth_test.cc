@@ -133,6 +133,20 @@ TEST_F(AuthenticatorTest, KnownKeysAreTrustedForALimitedTimeWhileTheStoreIsDown)
   EXPECT_TRUE(Auth(kGood, kT0 + absl::Seconds(310)).ok());
 }
 
+// During an outage a busy client's stale key is served without a look-up
+// (and a charge) per request: the store is tried again once a second.
+TEST_F(AuthenticatorTest, AStaleKeyIsNotLookedUpOnEveryRequestDuringAnOutage) {
+  ASSERT_TRUE(Auth(kGood, kT0).ok());
+  store_.set_available(false);
+  const int before = store_.lookups();
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_TRUE(Auth(kGood, kT0 + absl::Seconds(61) + absl::Milliseconds(5 * i)).ok()) << i;
+  }
+  EXPECT_EQ(store_.lookups() - before, 1) << "one try in the first second, then stale answers";
+  EXPECT_TRUE(Auth(kGood, kT0 + absl::Seconds(63)).ok());
+  EXPECT_EQ(store_.lookups() - before, 2);
+}
+
 TEST_F(AuthenticatorTest, ARevokedKeyIsRefusedAtOnceCachedOrNot) {
   ASSERT_TRUE(Auth(kGood, kT0).ok());
   auth_.Revoke(kGoodId);
