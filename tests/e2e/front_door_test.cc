@@ -327,12 +327,13 @@ TEST(InternalsTest, AKilledWorkerLeaksNoInternals) {
 
 // Metering survives a crash: a worker killed with kill -9 mid-stream has
 // reported its running usage (every 200 ms here), so the ledger holds the
-// tokens the client received, less at most one interval's worth (4 at 20
-// tokens a second), instead of nothing.
+// tokens the client received, less what the last reports had not yet
+// delivered to Kafka when the process died (allowed: 600 ms, 6 tokens at 10
+// a second), instead of nothing.
 TEST(MeteringTest, AWorkerKilledMidStreamLeavesWhatItDeliveredInTheLedger) {
   auto doomed =
       g_cluster->StartWorker("worker-metered-kill", "sim-metered-kill",
-                             {"--tokens_per_second=20", "--usage_report_interval_ms=200"});
+                             {"--tokens_per_second=10", "--usage_report_interval_ms=200"});
   ASSERT_TRUE(doomed.ok()) << doomed.status();
   const std::string key = KeyOfNewOrg("killed-metering");
   // A worker that has been serving: its Kafka producer is connected (a
@@ -372,7 +373,7 @@ TEST(MeteringTest, AWorkerKilledMidStreamLeavesWhatItDeliveredInTheLedger) {
   ASSERT_EQ(usage.records_size(), 1) << "a killed worker used to leave no ledger row";
   std::printf("[figure] kill -9 after %d delivered tokens: the ledger holds %d\n", delivered,
               usage.records(0).output_tokens());
-  EXPECT_GE(usage.records(0).output_tokens(), delivered - 4);
+  EXPECT_GE(usage.records(0).output_tokens(), delivered - 6);
   EXPECT_GT(usage.records(0).input_tokens(), 0);
 }
 
