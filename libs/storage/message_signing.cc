@@ -5,10 +5,16 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/crypto.h"
+
+ABSL_FLAG(std::string, usage_signing_key_file, "",
+          "File of the key usage events are signed with, one key per line: inference workers "
+          "sign with the first, billing accepts any (rotation). Required: both refuse to start "
+          "without it");
 
 namespace sb {
 namespace {
@@ -72,6 +78,21 @@ bool MessageSigner::Verify(std::string_view key, std::string_view value,
   // Every key is tried, whatever matched: the time taken does not tell which.
   for (const auto& secret : keys_) ok |= ConstantTimeEquals(Mac(secret, key, value), *given);
   return ok;
+}
+
+absl::StatusOr<MessageSigner> UsageSignerFromFlags() {
+  const std::string path = absl::GetFlag(FLAGS_usage_signing_key_file);
+  if (path.empty()) {
+    return absl::InvalidArgumentError(
+        "--usage_signing_key_file (or SWITCHBOARD_USAGE_SIGNING_KEY_FILE) is required: the key "
+        "usage events are signed with (the inference workers sign, billing verifies)");
+  }
+  auto signer = MessageSigner::FromKeyFile(path);
+  if (!signer.ok()) {
+    return absl::Status(signer.status().code(),
+                        "--usage_signing_key_file: " + std::string(signer.status().message()));
+  }
+  return signer;
 }
 
 }  // namespace sb

@@ -19,7 +19,10 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+
+ABSL_DECLARE_FLAG(std::string, usage_signing_key_file);
 
 namespace sb {
 
@@ -52,5 +55,12 @@ class MessageSigner {
 
   std::vector<std::string> keys_;
 };
+
+// The signer of usage events, from --usage_signing_key_file (which the
+// inference workers and billing share): InvalidArgument naming the flag when
+// it is not set, the file's own error (prefixed with the flag) otherwise.
+// Both fail closed on it: billing could not tell usage from a forgery, and a
+// worker would serve for free.
+absl::StatusOr<MessageSigner> UsageSignerFromFlags();
 
 }  // namespace sb

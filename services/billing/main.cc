@@ -19,9 +19,6 @@ ABSL_FLAG(int, pg_pool_size, 4, "PostgreSQL connections");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
 ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic of metering events");
 ABSL_FLAG(std::string, consumer_group, "billing", "Kafka consumer group");
-ABSL_FLAG(std::string, usage_signing_key_file, "",
-          "File of the key usage events are signed with (one key per line; the workers hold the "
-          "same file). Required: billing refuses to start without it");
 ABSL_FLAG(int64_t, max_input_tokens_per_event, 2'000'000,
           "Usage events claiming more input tokens are refused (reason=too_many_tokens)");
 ABSL_FLAG(int64_t, max_output_tokens_per_event, 1'000'000,
@@ -29,18 +26,9 @@ ABSL_FLAG(int64_t, max_output_tokens_per_event, 1'000'000,
 
 int main(int argc, char** argv) {
   sb::InitService("billing", argc, argv);
-  // Fail closed: without the key billing could not tell a worker's usage
-  // from a forgery.
-  const std::string key_file = absl::GetFlag(FLAGS_usage_signing_key_file);
-  if (key_file.empty()) {
-    spdlog::critical(
-        "billing: --usage_signing_key_file (or SWITCHBOARD_USAGE_SIGNING_KEY_FILE) is required: "
-        "the key the inference workers sign usage events with");
-    return 1;
-  }
-  auto signer = sb::MessageSigner::FromKeyFile(key_file);
+  auto signer = sb::UsageSignerFromFlags();
   if (!signer.ok()) {
-    spdlog::critical("billing: --usage_signing_key_file: {}", signer.status().ToString());
+    spdlog::critical("billing: {}", std::string(signer.status().message()));
     return 1;
   }
   sb::billing::MeteringOptions metering{

@@ -26,9 +26,6 @@ ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic for metering events")
 ABSL_FLAG(int, usage_report_interval_ms, 1000,
           "While a request generates, its running usage is reported this often (billing keeps "
           "the highest count, so a crash loses at most this much)");
-ABSL_FLAG(std::string, usage_signing_key_file, "",
-          "File of the key that signs usage events (the first line; billing holds the same "
-          "file). Required: the worker refuses to start without it");
 ABSL_FLAG(std::string, models, "sim-small,sim-large", "Comma-separated models this worker serves");
 ABSL_FLAG(double, tokens_per_second, 50, "Simulated decode rate per sequence");
 ABSL_FLAG(int, max_batch, 64, "Simulated batch size (sequences decoded per step)");
@@ -38,18 +35,9 @@ ABSL_FLAG(int, max_waiting, 1024,
 int main(int argc, char** argv) {
   sb::InitService("inference-worker", argc, argv);
 
-  // Fail closed: billing refuses unsigned usage, so a worker without the key
-  // would serve for free.
-  const std::string key_file = absl::GetFlag(FLAGS_usage_signing_key_file);
-  if (key_file.empty()) {
-    spdlog::critical(
-        "inference-worker: --usage_signing_key_file (or SWITCHBOARD_USAGE_SIGNING_KEY_FILE) is "
-        "required: the key that signs usage events for billing");
-    return 1;
-  }
-  auto signer = sb::MessageSigner::FromKeyFile(key_file);
+  auto signer = sb::UsageSignerFromFlags();
   if (!signer.ok()) {
-    spdlog::critical("inference-worker: --usage_signing_key_file: {}", signer.status().ToString());
+    spdlog::critical("inference-worker: {}", std::string(signer.status().message()));
     return 1;
   }
   auto producer = sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers));
