@@ -154,6 +154,25 @@ std::map<std::string, std::string> EnvFile(const std::string& path) {
   return out;
 }
 
+// A service that uses Redis has its password, and one that uses Kafka logs
+// in with SASL and has its password (given as an env file in compose, a
+// Secret's variable in Kubernetes: the callers say which they found).
+void ExpectDatastoreCredentials(const std::string& name,
+                                const std::map<std::string, std::string>& flags,
+                                bool has_redis_password, bool has_kafka_password) {
+  if (flags.count("redis_host")) {
+    EXPECT_TRUE(has_redis_password) << name << " uses Redis without its password";
+  }
+  if (flags.count("kafka_brokers")) {
+    EXPECT_TRUE(flags.count("kafka_security_protocol") &&
+                absl::StartsWith(flags.at("kafka_security_protocol"), "sasl_"))
+        << name << " must log in to Kafka";
+    EXPECT_TRUE(flags.count("kafka_sasl_mechanism")) << name;
+    EXPECT_TRUE(flags.count("kafka_sasl_username")) << name;
+    EXPECT_TRUE(has_kafka_password) << name << " uses Kafka without its password";
+  }
+}
+
 // The flags every service needs for mutual TLS; --insecure_internal must not
 // be set (or be false).
 void ExpectMutualTls(const std::string& where, const std::map<std::string, std::string>& flags) {
@@ -339,17 +358,8 @@ TEST_F(ComposeTest, DatastoreClientsHaveCredentialsAndDatastoresRequireThem) {
         ExpectEnvAccepted(name, var, "compose " + name + " " + f);
       }
     }
-    if (flags.count("redis_host")) {
-      EXPECT_TRUE(files.count(".secrets/redis.env")) << name << " uses Redis without its password";
-    }
-    if (flags.count("kafka_brokers")) {
-      EXPECT_TRUE(flags.count("kafka_security_protocol") &&
-                  absl::StartsWith(flags.at("kafka_security_protocol"), "sasl_"))
-          << name << " must log in to Kafka";
-      EXPECT_TRUE(flags.count("kafka_sasl_mechanism")) << name;
-      EXPECT_TRUE(flags.count("kafka_sasl_username")) << name;
-      EXPECT_TRUE(files.count(".secrets/kafka.env")) << name << " uses Kafka without its password";
-    }
+    ExpectDatastoreCredentials(name, flags, files.count(".secrets/redis.env") > 0,
+                               files.count(".secrets/kafka.env") > 0);
   }
   // Both ends of the usage events sign with the same key.
   for (const std::string name : {"inference-worker", "billing"}) {
@@ -523,17 +533,8 @@ TEST_F(KubernetesTest, EveryDeploymentMountsItsOwnTlsPairAndDatastoreCredentials
       }
       env.insert(e["name"].as<std::string>());
     }
-    if (flags.count("redis_host")) {
-      EXPECT_TRUE(env.count("SWITCHBOARD_REDIS_PASSWORD")) << name << " uses Redis without its password";
-    }
-    if (flags.count("kafka_brokers")) {
-      EXPECT_TRUE(flags.count("kafka_security_protocol") &&
-                  absl::StartsWith(flags.at("kafka_security_protocol"), "sasl_"))
-          << name << " must log in to Kafka";
-      EXPECT_TRUE(flags.count("kafka_sasl_mechanism")) << name;
-      EXPECT_TRUE(flags.count("kafka_sasl_username")) << name;
-      EXPECT_TRUE(env.count("SWITCHBOARD_KAFKA_SASL_PASSWORD")) << name << " uses Kafka without its password";
-    }
+    ExpectDatastoreCredentials(name, flags, env.count("SWITCHBOARD_REDIS_PASSWORD") > 0,
+                               env.count("SWITCHBOARD_KAFKA_SASL_PASSWORD") > 0);
   }
   for (const std::string name : {"inference-worker", "billing"}) {
     const YAML::Node pod = Pod("Deployment", name)["spec"];
