@@ -15,14 +15,15 @@ constexpr const char* kFindKey =
     "WHERE secret_sha256 = $1 AND revoked_at IS NULL";
 
 constexpr const char* kRevocationChannel = "api_key_revoked";
-// Keys revoked since $1 (PostgreSQL's clock), and that clock now. The
-// bound keeps a first catch-up of a very old installation small: older
-// revocations are refused by the look-up anyway.
+// Keys revoked since $1 (PostgreSQL's clock). The bound keeps a first
+// catch-up of a very old installation small: older revocations are refused
+// by the look-up anyway.
 constexpr const char* kRevokedSince =
-    "SELECT id, to_char(now() - interval '2 seconds', 'YYYY-MM-DD HH24:MI:SS.US TZH:TZM') "
-    "FROM api_keys WHERE revoked_at IS NOT NULL AND revoked_at >= $1::timestamptz "
+    "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND revoked_at >= $1::timestamptz "
     "ORDER BY revoked_at DESC LIMIT 100000";
-constexpr const char* kNow =
+// Where the next catch-up starts: this transaction's start (the same now()
+// as the catch-up's), with a margin.
+constexpr const char* kNextSince =
     "SELECT to_char(now() - interval '2 seconds', 'YYYY-MM-DD HH24:MI:SS.US TZH:TZM')";
 
 class Receiver final : public pqxx::notification_receiver {
@@ -75,7 +76,7 @@ void KeyRevocationListener::Run() {
   std::string since = "-infinity";
   while (!stop_.HasBeenNotified()) {
     try {
-      ListenOnce(&since);
+      ListenOnce(&since, up);
     } catch (const std::exception& e) {
       spdlog::warn("key revocations: not listening ({}); retrying in 1 s", e.what());
     }
@@ -85,7 +86,7 @@ void KeyRevocationListener::Run() {
   }
 }
 
-void KeyRevocationListener::ListenOnce(std::string* since) {
+void KeyRevocationListener::ListenOnce(std::string* since, metrics::Gauge& up) {
   auto& revocations = metrics::Default().GetCounter("sb_key_revocations_total",
                                                     "Key revocations received (live or caught up)");
   auto notify = [&](const std::string& key_id) {
@@ -99,18 +100,13 @@ void KeyRevocationListener::ListenOnce(std::string* since) {
   {
     pqxx::read_transaction tx(c);
     auto r = tx.exec_params(kRevokedSince, *since);
-    std::string now;
-    if (r.empty()) {
-      now = tx.exec(kNow)[0][0].as<std::string>();
-    } else {
-      now = r[0][1].as<std::string>();
-    }
+    const std::string next = tx.exec1(kNextSince)[0].as<std::string>();
     tx.commit();
     for (const auto& row : r) notify(row[0].as<std::string>());
-    *since = now;
+    *since = next;
   }
   listening_ = true;
-  metrics::Default().GetGauge("sb_key_revocation_listener_up", "").Set(1);
+  up.Set(1);
   while (!stop_.HasBeenNotified()) {
     c.await_notification(0, 200'000);  // wakes every 200 ms to see stop_
     if (!c.is_open()) throw std::runtime_error("connection lost");

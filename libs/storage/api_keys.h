@@ -13,6 +13,10 @@
 
 namespace sb {
 
+namespace metrics {
+class Gauge;
+}
+
 class PgPool;
 
 struct Principal {
@@ -56,7 +60,7 @@ class KeyRevocationListener {
  private:
   void Run();
   // One connection's life: listen, catch up, wait for notifications.
-  void ListenOnce(std::string* since);
+  void ListenOnce(std::string* since, metrics::Gauge& up);
 
   const std::string conninfo_;
   const std::function<void(const std::string&)> on_revoked_;
