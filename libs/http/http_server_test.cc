@@ -209,6 +209,17 @@ TEST(HttpServerTest, StaleReadinessIsNotMistakenForAGoneClient) {
 
 using sb::testing::RawClient;
 
+// Waits (up to 1 s) until a handler has put an exchange in `held`.
+void WaitUntilHeld(std::mutex& mu, const std::vector<std::shared_ptr<Exchange>>& held) {
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!held.empty()) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 // The status of `fetch` once it stops being 503 (a slot or bytes given
 // back a moment after the client read the answer that freed them), or the
 // last status after 2 s.
@@ -356,13 +367,7 @@ TEST(HttpServerEdgeTest, RequestsInFlightAreCapped) {
   ASSERT_TRUE(server.Start().ok());
   RawClient holder(server.port());
   holder.Send("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
-  for (int i = 0; i < 200; ++i) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!held.empty()) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  WaitUntilHeld(mu, held);
   auto refused = Fetch({.port = server.port(), .target = "/"});
   ASSERT_TRUE(refused.ok()) << refused.status();
   EXPECT_EQ(refused->status, 503);
@@ -395,13 +400,7 @@ TEST(HttpServerEdgeTest, BufferedBodyBytesAreCappedInTotal) {
   RawClient holder(server.port());
   holder.Send("POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" +
               std::string(1000, 'a'));
-  for (int i = 0; i < 200; ++i) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!held.empty()) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  WaitUntilHeld(mu, held);
   auto refused = Fetch(
       {.port = server.port(), .method = "POST", .target = "/", .body = std::string(1000, 'b')});
   ASSERT_TRUE(refused.ok()) << refused.status();
