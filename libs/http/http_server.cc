@@ -184,8 +184,10 @@ void RefuseConnection(tcp::socket& socket) {
 // response is complete, and its body's bytes of max_buffered_bytes as long.
 class Session : public Exchange, public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const Handler& handler, std::shared_ptr<Edge> edge, std::string ip)
-      : stream_(std::move(socket)),
+  Session(std::shared_ptr<asio::io_context> io, tcp::socket socket, const Handler& handler,
+          std::shared_ptr<Edge> edge, std::string ip)
+      : io_(std::move(io)),
+        stream_(std::move(socket)),
         handler_(handler),
         edge_(std::move(edge)),
         options_(edge_->options()),
@@ -619,6 +621,10 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     stream_.close();
   }
 
+  // The socket's io_context lives as long as the socket: an exchange that
+  // its handler still holds may outlive the server (destroying a socket
+  // after its io_context is undefined).
+  const std::shared_ptr<asio::io_context> io_;
   beast::tcp_stream stream_;
   const Handler& handler_;
   const std::shared_ptr<Edge> edge_;
@@ -677,13 +683,13 @@ struct Server::Impl {
   ServerOptions options;
   std::shared_ptr<Edge> edge;
   Handler handler;
-  asio::io_context io;
+  std::shared_ptr<asio::io_context> io = std::make_shared<asio::io_context>();
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
 
   void Accept() {
-    acceptor->async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket s) {
+    acceptor->async_accept(asio::make_strand(*io), [this](beast::error_code ec, tcp::socket s) {
       if (ec) {
         if (ec == asio::error::operation_aborted) return;
         spdlog::warn("http accept failed: {}", ec.message());
@@ -695,7 +701,7 @@ struct Server::Impl {
           RefuseConnection(s);
         } else {
           s.set_option(tcp::no_delay(true), peer_ec);
-          std::make_shared<Session>(std::move(s), handler, edge, std::move(ip))->Begin();
+          std::make_shared<Session>(io, std::move(s), handler, edge, std::move(ip))->Begin();
         }
       }
       Accept();
@@ -715,7 +721,7 @@ absl::Status Server::Start() {
   beast::error_code ec;
   const auto address = asio::ip::make_address(impl_->options.host, ec);
   if (ec) return absl::InvalidArgumentError("bad listen address " + impl_->options.host);
-  impl_->acceptor.emplace(impl_->io);
+  impl_->acceptor.emplace(*impl_->io);
   tcp::endpoint endpoint(address, static_cast<unsigned short>(impl_->options.port));
   impl_->acceptor->open(endpoint.protocol(), ec);
   if (!ec) impl_->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
@@ -726,22 +732,22 @@ absl::Status Server::Start() {
                                   std::to_string(impl_->options.port) + ": " + ec.message());
   }
   port_ = impl_->acceptor->local_endpoint().port();
-  impl_->work.emplace(impl_->io.get_executor());
+  impl_->work.emplace(impl_->io->get_executor());
   impl_->Accept();
   for (int i = 0; i < std::max(1, impl_->options.threads); ++i) {
-    impl_->threads.emplace_back([this] { impl_->io.run(); });
+    impl_->threads.emplace_back([this] { impl_->io->run(); });
   }
   return absl::OkStatus();
 }
 
 void Server::Stop() {
   if (!impl_ || impl_->threads.empty()) return;
-  asio::post(impl_->io, [this] {
+  asio::post(*impl_->io, [this] {
     beast::error_code ignored;
     impl_->acceptor->close(ignored);
   });
   impl_->work.reset();
-  impl_->io.stop();
+  impl_->io->stop();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
 }
