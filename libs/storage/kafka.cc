@@ -171,6 +171,17 @@ KafkaProducer::~KafkaProducer() {
   rd_kafka_destroy(rk_);
 }
 
+absl::Status KafkaProducer::Ping(std::chrono::milliseconds timeout) {
+  const rd_kafka_metadata_t* md = nullptr;
+  const rd_kafka_resp_err_t err =
+      rd_kafka_metadata(rk_, /*all_topics=*/0, nullptr, &md, static_cast<int>(timeout.count()));
+  if (md != nullptr) rd_kafka_metadata_destroy(md);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return absl::UnavailableError(std::string("kafka: ") + rd_kafka_err2str(err));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KafkaProducer::Publish(const std::string& topic, const std::string& key,
                                     const std::string& value) {
   return Publish(topic, key, value, {});

@@ -71,6 +71,9 @@ class KafkaProducer final : public Publisher {
                        const KafkaHeaders& headers);
   // Waits until every queued message is delivered or `timeout` passes.
   absl::Status Flush(std::chrono::milliseconds timeout);
+  // OK once a broker has answered a metadata request within `timeout`;
+  // Unavailable otherwise.
+  absl::Status Ping(std::chrono::milliseconds timeout);
 
   uint64_t delivered() const { return delivered_.load(); }
   uint64_t failed() const { return failed_.load(); }

@@ -1,59 +1,108 @@
-// The one interface every engine implements: the built-in simulated
-// accelerator now, an OpenAI-compatible upstream adapter later.
+// The one interface every engine implements: the simulated accelerator
+// (sim_engine.h) and the adapters to OpenAI-compatible and Anthropic
+// upstreams (upstream_engine.h).
 //
-// An engine takes requests, produces tokens on its own threads and hands
-// them to the request's sink. A sink may refuse a token (its consumer is
-// slow); the engine then offers the same token again on a later step, so a
-// slow client holds back only its own sequence.
+// An engine takes structured requests and pushes what it generates to the
+// request's observer, from its own threads. An observer never refuses a
+// token: an upstream cannot be asked to offer it again later, so a slow
+// consumer buffers (bounded by max_tokens) rather than holding the engine.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 
 namespace sb::worker {
 
+struct EngineMessage {
+  std::string role;  // "user", "assistant" or "system"
+  std::string text;  // its text blocks, joined
+};
+
+struct Sampling {
+  std::optional<float> temperature;
+  std::optional<float> top_p;
+  std::optional<int> top_k;
+};
+
 struct EngineRequest {
+  uint64_t id = 0;  // unique within the worker; Cancel() names it
   std::string request_id;
   std::string model;
-  std::string prompt;  // the conversation, flattened
-  int input_tokens = 0;
+  std::string system;
+  std::vector<EngineMessage> messages;
+  int input_tokens = 0;  // under CountTokens; an upstream's own usage wins
   int max_tokens = 0;
   std::vector<std::string> stop_sequences;
+  Sampling sampling;
+  // Higher runs first and is preempted last; ties go to the earlier arrival.
+  int priority = 0;
+  std::string end_user_id;
+
+  // The conversation as one text, for engines that need a single prompt.
+  std::string Flatten() const;
 };
 
 struct FinishInfo {
-  std::string stop_reason;  // end_turn, max_tokens, stop_sequence, cancelled
+  // end_turn, max_tokens, stop_sequence, cancelled, or error (see `error`).
+  std::string stop_reason;
   std::string stop_sequence;
   int input_tokens = 0;
   int output_tokens = 0;
+  // Set when stop_reason is "error": Unavailable for an overloaded upstream,
+  // DeadlineExceeded for a timeout, Internal for anything else. Its message
+  // is for the log, never for a client.
+  absl::Status error;
 };
 
-class GenerationSink {
+class TokenObserver {
  public:
-  virtual ~GenerationSink() = default;
-  // False: no room now, offer it again later.
-  virtual bool OnToken(const std::string& text, int index) = 0;
-  // False: no room now, offer it again later. Called exactly once with true.
-  virtual bool OnFinished(const FinishInfo& info) = 0;
-  // The consumer has gone away: the engine finishes the sequence as
-  // "cancelled" at its next step and frees its resources.
-  virtual bool cancelled() const = 0;
+  virtual ~TokenObserver() = default;
+  // Each piece of output in order, `tokens` tokens of it (an upstream may
+  // send several in one chunk, or text with no token count of its own: 0).
+  virtual void OnToken(std::string_view text, int tokens) = 0;
+  // Exactly once, last, from any engine thread.
+  virtual void OnFinished(const FinishInfo& info) = 0;
+};
+
+// What the engine holds now, reported to the scheduler with each heartbeat.
+struct EngineLoad {
+  int running = 0;
+  int waiting = 0;
+  int64_t kv_blocks_total = 0;  // 0: the engine does not know
+  int64_t kv_blocks_free = 0;
+  double kv_cache_usage = 0;  // 0..1
+  // Hashes of the prefix blocks the engine has cached, most recent first.
+  std::vector<uint64_t> cached_prefixes;
 };
 
 class Engine {
  public:
   virtual ~Engine() = default;
   virtual std::vector<std::string> Models() const = 0;
-  // Exact token count of `text` under this engine's tokenizer.
+  // Token count of `text` under this engine's tokenizer (an estimate for an
+  // upstream, whose usage report is then what is billed).
   virtual int CountTokens(std::string_view text) const = 0;
-  // InvalidArgument for a model this engine does not serve,
-  // ResourceExhausted when its queue is full (overload, not a failure: the
-  // scheduler must not take the worker for dead).
-  virtual absl::Status Submit(EngineRequest request, std::shared_ptr<GenerationSink> sink) = 0;
+  // InvalidArgument for a model this engine does not serve or a request it
+  // cannot run; ResourceExhausted when its queue is full (overload, not a
+  // failure: the scheduler must not take the worker for dead);
+  // FailedPrecondition once draining. On OK the observer gets OnFinished
+  // exactly once; otherwise never.
+  virtual absl::Status Submit(EngineRequest request, std::shared_ptr<TokenObserver> observer) = 0;
+  // The consumer has gone: the engine stops the generation soon (an
+  // upstream request is closed) and finishes it as "cancelled". Unknown or
+  // finished ids are ignored.
+  virtual void Cancel(uint64_t id) = 0;
+  virtual EngineLoad Load() const = 0;
+  // Refuses new work, lets what runs finish until `deadline`, cancels the
+  // rest, and returns once every observer has had OnFinished.
+  virtual void Drain(absl::Time deadline) = 0;
 };
 
 }  // namespace sb::worker

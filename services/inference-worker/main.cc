@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
@@ -11,6 +14,7 @@
 #include "grpcx/tls.h"
 #include "inference-worker/registrar.h"
 #include "inference-worker/sim_engine.h"
+#include "inference-worker/usage_outbox.h"
 #include "inference-worker/worker_grpc.h"
 #include "storage/kafka.h"
 #include "storage/message_signing.h"
@@ -32,6 +36,21 @@ ABSL_FLAG(int, max_batch, 64, "Simulated batch size (sequences decoded per step)
 ABSL_FLAG(int, max_waiting, 1024,
           "Requests queued for a batch slot; beyond them the worker answers UNAVAILABLE");
 
+namespace {
+
+switchboard::scheduler::v1::WorkerLoad ToProto(const sb::worker::EngineLoad& load) {
+  switchboard::scheduler::v1::WorkerLoad out;
+  out.set_running(load.running);
+  out.set_waiting(load.waiting);
+  out.set_kv_blocks_total(load.kv_blocks_total);
+  out.set_kv_blocks_free(load.kv_blocks_free);
+  out.set_kv_cache_usage(load.kv_cache_usage);
+  for (uint64_t h : load.cached_prefixes) out.add_cached_prefixes(h);
+  return out;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   sb::InitService("inference-worker", argc, argv);
 
@@ -46,13 +65,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string topic = absl::GetFlag(FLAGS_usage_topic);
-  sb::worker::UsageSink usage = [&](const switchboard::billing::v1::UsageEvent& e) {
+  // A full producer queue pushes back: the event waits in the outbox and
+  // the worker admits nothing new until it is taken.
+  sb::worker::UsageOutbox outbox([&](const switchboard::billing::v1::UsageEvent& e) {
     const std::string value = e.SerializeAsString();
     const sb::KafkaHeaders headers = {{sb::kSignatureHeader, signer->Sign(e.request_id(), value)}};
-    if (auto st = (*producer)->Publish(topic, e.request_id(), value, headers); !st.ok()) {
-      // Never silent: the event stays countable in the log and metrics.
-      spdlog::error("request_id={} metering event not queued: {}", e.request_id(), st.ToString());
-    }
+    return (*producer)->Publish(topic, e.request_id(), value, headers);
+  });
+  sb::worker::UsageSink usage = [&](const switchboard::billing::v1::UsageEvent& e) {
+    outbox.Report(e);
   };
 
   sb::worker::SimOptions sim;
@@ -70,8 +91,10 @@ int main(int argc, char** argv) {
   }
   sb::worker::WorkerServiceImpl service(
       engine, worker_id, usage,
-      absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_usage_report_interval_ms))));
+      absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_usage_report_interval_ms))),
+      [&] { return !outbox.backed_up(); });
 
+  std::atomic<bool> stopping{false};
   sb::ServiceRunner runner("inference-worker");
   runner.AddService(&service);
   if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
@@ -91,11 +114,38 @@ int main(int argc, char** argv) {
   registration.set_max_concurrency(sim.max_batch + static_cast<int>(sim.max_waiting));
   auto channel = sb::grpcx::Dial(absl::GetFlag(FLAGS_scheduler_address), sb::grpcx::kScheduler);
   auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(channel);
-  sb::worker::Registrar registrar(*scheduler, registration, [&] { return service.in_flight(); });
-  registrar.Start();
-  // Stop taking new work first: the scheduler stops routing here once the
-  // heartbeats stop, while the server drains the streams in flight.
-  runner.OnDrain([&] { registrar.Stop(); });
-  runner.WaitForShutdown(sb::DrainGrace());
+  sb::worker::Registrar registrar(
+      *scheduler, registration, [&] { return service.in_flight(); },
+      [&] { return ToProto(engine.Load()); });
+  // No work until metering can be delivered: the worker registers (and the
+  // scheduler routes here) only once a Kafka broker has answered.
+  std::thread starter([&] {
+    for (int attempt = 0;; ++attempt) {
+      const absl::Status st = (*producer)->Ping(std::chrono::seconds(2));
+      if (st.ok()) break;
+      if (stopping.load()) return;
+      if (attempt % 5 == 0) {
+        spdlog::warn("waiting for Kafka before taking work: {}", std::string(st.message()));
+      }
+    }
+    if (!stopping.load()) registrar.Start();
+  });
+  const absl::Duration grace = sb::DrainGrace();
+  runner.OnDrain([&] {
+    // Stop taking new work first (the scheduler stops routing here once
+    // the heartbeats stop), let what runs finish within most of the grace,
+    // cancel the rest: every sequence ends, and is metered, before exit.
+    stopping.store(true);
+    starter.join();
+    registrar.Stop();
+    engine.Drain(absl::Now() + grace * 0.8);
+  });
+  runner.WaitForShutdown(grace);
+  if (!outbox.WaitEmpty(absl::Now() + absl::Seconds(5))) {
+    spdlog::error("exiting with {} metering events Kafka did not take", outbox.backlog());
+  }
+  if (auto st = (*producer)->Flush(std::chrono::seconds(10)); !st.ok()) {
+    spdlog::error("metering events undelivered at exit: {}", st.ToString());
+  }
   return 0;
 }

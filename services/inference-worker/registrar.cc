@@ -10,8 +10,12 @@ namespace sb::worker {
 namespace sched = switchboard::scheduler::v1;
 
 Registrar::Registrar(sched::TenantScheduler::StubInterface& scheduler,
-                     sched::RegisterWorkerRequest registration, std::function<int()> in_flight)
-    : scheduler_(scheduler), registration_(std::move(registration)), in_flight_(std::move(in_flight)) {}
+                     sched::RegisterWorkerRequest registration, std::function<int()> in_flight,
+                     std::function<sched::WorkerLoad()> load)
+    : scheduler_(scheduler),
+      registration_(std::move(registration)),
+      in_flight_(std::move(in_flight)),
+      load_(std::move(load)) {}
 
 Registrar::~Registrar() { Stop(); }
 
@@ -51,6 +55,7 @@ void Registrar::Loop() {
       req.set_worker_id(registration_.worker_id());
       req.set_in_flight(in_flight_());
       req.set_session(registration_.session());
+      if (load_) *req.mutable_load() = load_();
       sched::HeartbeatResponse resp;
       grpc::Status st = scheduler_.Heartbeat(&ctx, req, &resp);
       if (st.ok() && !resp.known()) {

@@ -20,7 +20,8 @@ class Registrar {
  public:
   Registrar(switchboard::scheduler::v1::TenantScheduler::StubInterface& scheduler,
             switchboard::scheduler::v1::RegisterWorkerRequest registration,
-            std::function<int()> in_flight);
+            std::function<int()> in_flight,
+            std::function<switchboard::scheduler::v1::WorkerLoad()> load = nullptr);
   ~Registrar();  // stops the thread
 
   void Start();
@@ -32,6 +33,7 @@ class Registrar {
   switchboard::scheduler::v1::TenantScheduler::StubInterface& scheduler_;
   switchboard::scheduler::v1::RegisterWorkerRequest registration_;
   std::function<int()> in_flight_;
+  std::function<switchboard::scheduler::v1::WorkerLoad()> load_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

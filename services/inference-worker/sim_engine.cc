@@ -3,6 +3,7 @@
 #include <cctype>
 #include <chrono>
 
+#include "absl/time/clock.h"
 #include "core/metrics.h"
 
 namespace sb::worker {
@@ -86,17 +87,18 @@ SimulatedEngine::~SimulatedEngine() {
   if (thread_.joinable()) thread_.join();
 }
 
-absl::Status SimulatedEngine::Submit(EngineRequest request, std::shared_ptr<GenerationSink> sink) {
+absl::Status SimulatedEngine::Submit(EngineRequest request, std::shared_ptr<TokenObserver> sink) {
   bool known = false;
   for (const auto& m : options_.models) known = known || m == request.model;
   if (!known) return absl::InvalidArgumentError("model " + request.model + " is not served here");
   if (request.max_tokens <= 0) return absl::InvalidArgumentError("max_tokens must be positive");
   Sequence seq;
-  seq.tokens = ReplyTokens(request.model, request.prompt);
+  seq.tokens = ReplyTokens(request.model, request.Flatten());
   seq.request = std::move(request);
   seq.sink = std::move(sink);
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (draining_) return absl::FailedPreconditionError("the engine is draining");
     // Room for a batch and a queue behind it; a request waits for the next
     // step even when the batch has room.
     if (waiting_.size() + running_.size() >=
@@ -110,66 +112,56 @@ absl::Status SimulatedEngine::Submit(EngineRequest request, std::shared_ptr<Gene
 }
 
 bool SimulatedEngine::Advance(Sequence& seq) {
-  auto finish = [&](std::string reason) {
-    seq.finishing = true;
-    seq.finish.stop_reason = std::move(reason);
-    seq.finish.input_tokens = seq.request.input_tokens;
-    seq.finish.output_tokens = static_cast<int>(seq.next);
-  };
-  // Offers text[released, end) to the sink; false when it has no room (the
-  // same step is tried again later).
-  auto emit = [&](const std::string& text, size_t end) {
-    if (end <= seq.released) return true;
-    if (!seq.sink->OnToken(text.substr(seq.released, end - seq.released),
-                           static_cast<int>(seq.next))) {
-      return false;
-    }
-    seq.released = end;
+  FinishInfo finish;
+  finish.input_tokens = seq.request.input_tokens;
+  auto done = [&](std::string reason) {
+    finish.stop_reason = std::move(reason);
+    finish.output_tokens = static_cast<int>(seq.next);
+    seq.sink->OnFinished(finish);
     return true;
   };
-  if (!seq.finishing && seq.sink->cancelled()) finish("cancelled");
-  if (!seq.finishing) {
-    // A stop sequence ends the reply before it and is never shown, not even
-    // its start: the last (longest stop - 1) bytes are held back until they
-    // cannot begin one.
-    std::string candidate = seq.generated + seq.tokens[seq.next];
-    size_t longest = 0, hit = std::string::npos;
-    std::string stop_hit;
-    for (const auto& stop : seq.request.stop_sequences) {
-      if (stop.empty()) continue;
-      longest = std::max(longest, stop.size());
-      const size_t pos = candidate.find(stop, seq.released);
-      if (pos < hit) {
-        hit = pos;
-        stop_hit = stop;
-      }
-    }
-    size_t end = hit;
-    if (hit == std::string::npos) {
-      const size_t keep = std::min(longest > 0 ? longest - 1 : 0, candidate.size() - seq.released);
-      end = candidate.size() - keep;
-    }
-    if (!emit(candidate, end)) return false;
-    seq.generated = std::move(candidate);
-    ++seq.next;
-    if (!stop_hit.empty()) {
-      seq.generated.resize(hit);
-      finish("stop_sequence");
-      seq.finish.stop_sequence = stop_hit;
-    } else if (static_cast<int>(seq.next) >= seq.request.max_tokens) {
-      finish("max_tokens");
-    } else if (seq.next >= seq.tokens.size()) {
-      finish("end_turn");
-    } else {
-      return false;
+  if (seq.cancelled) return done("cancelled");
+  // A stop sequence ends the reply before it and is never shown, not even
+  // its start: the last (longest stop - 1) bytes are held back until they
+  // cannot begin one.
+  std::string candidate = seq.generated + seq.tokens[seq.next];
+  size_t longest = 0, hit = std::string::npos;
+  std::string stop_hit;
+  for (const auto& stop : seq.request.stop_sequences) {
+    if (stop.empty()) continue;
+    longest = std::max(longest, stop.size());
+    const size_t pos = candidate.find(stop, seq.released);
+    if (pos < hit) {
+      hit = pos;
+      stop_hit = stop;
     }
   }
-  // What was held back goes out before the end (not after a cancel: nobody
-  // reads it).
-  if (seq.finish.stop_reason != "cancelled" && !emit(seq.generated, seq.generated.size())) {
+  size_t end = hit;
+  if (hit == std::string::npos) {
+    const size_t keep = std::min(longest > 0 ? longest - 1 : 0, candidate.size() - seq.released);
+    end = candidate.size() - keep;
+  }
+  seq.sink->OnToken(std::string_view(candidate).substr(seq.released, end - seq.released), 1);
+  seq.released = end;
+  seq.generated = std::move(candidate);
+  ++seq.next;
+  std::string reason;
+  if (!stop_hit.empty()) {
+    seq.generated.resize(hit);
+    finish.stop_sequence = stop_hit;
+    reason = "stop_sequence";
+  } else if (static_cast<int>(seq.next) >= seq.request.max_tokens) {
+    reason = "max_tokens";
+  } else if (seq.next >= seq.tokens.size()) {
+    reason = "end_turn";
+  } else {
     return false;
   }
-  return seq.sink->OnFinished(seq.finish);
+  // What was held back goes out before the end.
+  if (seq.released < seq.generated.size()) {
+    seq.sink->OnToken(std::string_view(seq.generated).substr(seq.released), 0);
+  }
+  return done(reason);
 }
 
 int SimulatedEngine::Step() {
@@ -181,6 +173,10 @@ int SimulatedEngine::Step() {
       waiting_.pop_front();
     }
     batch.splice(batch.end(), running_);
+    for (uint64_t id : cancels_) {
+      for (auto& seq : batch) seq.cancelled = seq.cancelled || seq.request.id == id;
+    }
+    cancels_.clear();
   }
   int emitted = 0;
   for (auto it = batch.begin(); it != batch.end();) {
@@ -214,6 +210,39 @@ void SimulatedEngine::Loop() {
     if (next < now) next = now;  // fell behind: do not burst to catch up
     lock.lock();
     cv_.wait_until(lock, next, [this] { return stop_; });
+  }
+}
+
+void SimulatedEngine::Cancel(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& seq : waiting_) seq.cancelled = seq.cancelled || seq.request.id == id;
+  cancels_.push_back(id);  // a running one may be in the step's batch now
+}
+
+EngineLoad SimulatedEngine::Load() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  EngineLoad load;
+  load.running = static_cast<int>(running_.size());
+  load.waiting = static_cast<int>(waiting_.size());
+  return load;
+}
+
+void SimulatedEngine::Drain(absl::Time deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  draining_ = true;
+  const auto idle = [this] { return waiting_.empty() && running_.empty(); };
+  while (!idle() && absl::Now() < deadline) {
+    lock.unlock();
+    absl::SleepFor(absl::Milliseconds(5));
+    lock.lock();
+  }
+  for (auto& seq : waiting_) seq.cancelled = true;
+  for (auto& seq : running_) cancels_.push_back(seq.request.id);
+  if (!thread_.joinable()) return;  // the caller steps
+  while (!idle()) {
+    lock.unlock();
+    absl::SleepFor(absl::Milliseconds(5));
+    lock.lock();
   }
 }
 

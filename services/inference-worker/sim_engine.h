@@ -16,6 +16,7 @@
 #include <list>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "inference-worker/engine.h"
 
@@ -40,7 +41,10 @@ class SimulatedEngine final : public Engine {
 
   std::vector<std::string> Models() const override { return options_.models; }
   int CountTokens(std::string_view text) const override { return CountWordTokens(text); }
-  absl::Status Submit(EngineRequest request, std::shared_ptr<GenerationSink> sink) override;
+  absl::Status Submit(EngineRequest request, std::shared_ptr<TokenObserver> observer) override;
+  void Cancel(uint64_t id) override;
+  EngineLoad Load() const override;
+  void Drain(absl::Time deadline) override;
 
   // One decode step over the batch. Returns the number of tokens emitted.
   int Step();
@@ -54,13 +58,12 @@ class SimulatedEngine final : public Engine {
  private:
   struct Sequence {
     EngineRequest request;
-    std::shared_ptr<GenerationSink> sink;
+    std::shared_ptr<TokenObserver> sink;
     std::vector<std::string> tokens;
     size_t next = 0;        // tokens generated
     std::string generated;  // their text
     size_t released = 0;    // bytes of it handed to the sink
-    bool finishing = false;
-    FinishInfo finish;
+    bool cancelled = false;
   };
 
   void Loop();
@@ -72,6 +75,8 @@ class SimulatedEngine final : public Engine {
   std::deque<Sequence> waiting_;
   std::list<Sequence> running_;
   bool stop_ = false;
+  bool draining_ = false;
+  std::vector<uint64_t> cancels_;  // ids to cancel at the next step
   std::thread thread_;
 };
 

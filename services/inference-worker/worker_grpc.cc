@@ -2,6 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <deque>
+#include <mutex>
+
 #include "absl/time/clock.h"
 #include "core/metrics.h"
 #include "grpcx/authz.h"
@@ -19,15 +23,20 @@ EngineRequest ToEngineRequest(const inf::GenerateRequest& req, const Engine& eng
   out.model = req.model();
   out.max_tokens = req.max_tokens();
   out.stop_sequences.assign(req.stop_sequences().begin(), req.stop_sequences().end());
+  if (req.has_temperature()) out.sampling.temperature = req.temperature();
+  if (req.has_top_p()) out.sampling.top_p = req.top_p();
+  if (req.has_top_k()) out.sampling.top_k = req.top_k();
+  out.end_user_id = req.end_user_id();
   int tokens = 0;
   for (const auto& b : req.system()) {
-    out.prompt += b.text();
+    out.system += b.text();
     tokens += engine.CountTokens(b.text());
   }
   for (const auto& m : req.messages()) {
-    out.prompt += "\n" + m.role() + ":";
+    EngineMessage& msg = out.messages.emplace_back();
+    msg.role = m.role();
     for (const auto& b : m.content()) {
-      out.prompt += " " + b.text();
+      msg.text += b.text();
       tokens += engine.CountTokens(b.text());
     }
   }
@@ -35,13 +44,37 @@ EngineRequest ToEngineRequest(const inf::GenerateRequest& req, const Engine& eng
   return out;
 }
 
-// Bridges the engine's thread to one gRPC stream.
-class WorkerServiceImpl::StreamSink final : public GenerationSink {
+namespace {
+
+grpc::Status StatusOfEngineError(const absl::Status& error) {
+  // The engine's message (an upstream's words) goes to the log, never to a
+  // client.
+  switch (error.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kResourceExhausted:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is overloaded");
+    case absl::StatusCode::kDeadlineExceeded:
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the model did not answer in time");
+    default:
+      return grpc::Status(grpc::StatusCode::INTERNAL, "the model failed");
+  }
+}
+
+}  // namespace
+
+// Bridges the engine's threads to one gRPC stream. The engine never waits:
+// what the stream has no room for waits here (at most max_tokens pieces)
+// and goes out as writes complete.
+class WorkerServiceImpl::StreamSink final : public TokenObserver,
+                                            public std::enable_shared_from_this<StreamSink> {
  public:
   StreamSink(std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out, WorkerServiceImpl* svc,
-             const inf::GenerateRequest& req, int input_tokens)
-      : out_(std::move(out)), svc_(svc), last_report_(absl::Now()) {
-    usage_.set_input_tokens(input_tokens);
+             const inf::GenerateRequest& req, const EngineRequest& er)
+      : out_(std::move(out)), svc_(svc), id_(er.id), last_report_(absl::Now()) {
+    started_.mutable_started()->set_model(req.model());
+    started_.mutable_started()->set_worker_id(svc->worker_id_);
+    started_.mutable_started()->set_input_tokens(er.input_tokens);
+    usage_.set_input_tokens(er.input_tokens);
     usage_.set_request_id(req.request_id());
     usage_.set_org_id(req.org_id());
     usage_.set_model(req.model());
@@ -50,75 +83,158 @@ class WorkerServiceImpl::StreamSink final : public GenerationSink {
     usage_.set_end_user_id(req.end_user_id());
   }
 
-  // Until Started is queued, the engine's offers are refused (and repeated
-  // at its next step), so that Started is always the first event.
-  void MarkStarted() { started_.store(true); }
-
-  bool OnToken(const std::string& text, int index) override {
-    if (!started_.load()) return false;
-    inf::GenerateEvent e;
-    e.mutable_token()->set_text(text);
-    e.mutable_token()->set_index(index);
-    if (!out_->Push(std::move(e))) return false;
-    // A running report every interval: if this process dies, billing still
-    // holds what it had delivered up to the last report.
-    ++delivered_;
-    const absl::Time now = absl::Now();
-    if (now - last_report_ >= svc_->report_interval_) {
-      last_report_ = now;
-      UsageEvent running = usage_;
-      running.set_output_tokens(delivered_);
-      running.set_at_unix_ms(absl::ToUnixMillis(now));
-      running.set_final(false);
-      svc_->usage_(running);
-    }
-    return true;
+  // Wires the stream's callbacks to this sink once the engine has it.
+  void Attach() {
+    std::weak_ptr<StreamSink> weak = weak_from_this();
+    out_->SetOnSpace([weak] {
+      if (auto self = weak.lock()) self->Flush();
+    });
+    out_->SetOnCancel([svc = svc_, id = id_] { svc->engine_.Cancel(id); });
+    std::lock_guard<std::mutex> lock(mu_);
+    attached_ = true;
+    FlushLocked();
   }
 
-  bool OnFinished(const FinishInfo& info) override {
-    if (!started_.load() && !out_->ended()) return false;
+  void OnToken(std::string_view text, int tokens) override {
+    std::lock_guard<std::mutex> lock(mu_);
     inf::GenerateEvent e;
-    auto* f = e.mutable_finished();
-    f->set_stop_reason(info.stop_reason);
-    f->set_stop_sequence(info.stop_sequence);
-    f->set_input_tokens(info.input_tokens);
-    f->set_output_tokens(info.output_tokens);
-    if (!out_->Push(std::move(e)) && !out_->ended()) return false;  // full: later
-    out_->Finish(grpc::Status::OK);
-    usage_.set_input_tokens(info.input_tokens);
-    usage_.set_output_tokens(info.output_tokens);
-    usage_.set_stop_reason(info.stop_reason);
+    e.mutable_token()->set_text(std::string(text));
+    e.mutable_token()->set_index(std::max(0, tokens > 0 ? generated_ : generated_ - 1));
+    generated_ += tokens;
+    pending_.push_back({std::move(e), tokens});
+    FlushLocked();
+  }
+
+  void OnFinished(const FinishInfo& info) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    finish_ = info;
+    finished_ = true;
+    FlushLocked();
+  }
+
+  void Flush() {
+    std::lock_guard<std::mutex> lock(mu_);
+    FlushLocked();
+  }
+
+ private:
+  struct Piece {
+    inf::GenerateEvent event;
+    int tokens;
+  };
+
+  // Requires mu_.
+  void FlushLocked() {
+    if (done_ || !attached_) return;
+    if (out_->ended()) {
+      // The client is gone (the cancel callback may not have run yet).
+      pending_.clear();
+      if (!cancel_sent_ && !finished_) {
+        cancel_sent_ = true;
+        svc_->engine_.Cancel(id_);
+      }
+      if (finished_) End();
+      return;
+    }
+    if (!started_sent_) {
+      if (finished_ && pending_.empty() && !finish_.error.ok()) {
+        // Failed before its first token: the call's status says why, so the
+        // gateway answers with an error status rather than a broken stream.
+        out_->Finish(StatusOfEngineError(finish_.error));
+        End();
+        return;
+      }
+      if (!out_->has_space()) return;
+      out_->Push(started_);
+      started_sent_ = true;
+    }
+    while (!pending_.empty() && out_->has_space()) {
+      const int tokens = pending_.front().tokens;
+      if (!out_->Push(std::move(pending_.front().event))) break;
+      pending_.pop_front();
+      delivered_ += tokens;
+      MaybeReport();
+    }
+    if (!finished_ || !pending_.empty()) return;
+    if (!finish_.error.ok()) {
+      out_->Finish(StatusOfEngineError(finish_.error));
+    } else {
+      if (!out_->has_space()) return;
+      inf::GenerateEvent e;
+      auto* f = e.mutable_finished();
+      f->set_stop_reason(finish_.stop_reason);
+      f->set_stop_sequence(finish_.stop_sequence);
+      f->set_input_tokens(finish_.input_tokens);
+      f->set_output_tokens(finish_.output_tokens);
+      out_->Push(std::move(e));
+      out_->Finish(grpc::Status::OK);
+    }
+    End();
+  }
+
+  // A running report every interval: if this process dies, billing still
+  // holds what the stream had taken up to the last report.
+  void MaybeReport() {
+    const absl::Time now = absl::Now();
+    if (now - last_report_ < svc_->report_interval_) return;
+    last_report_ = now;
+    UsageEvent running = usage_;
+    running.set_output_tokens(delivered_);
+    running.set_at_unix_ms(absl::ToUnixMillis(now));
+    running.set_final(false);
+    svc_->usage_(running);
+  }
+
+  // The final report, once. Requires mu_ and finished_.
+  void End() {
+    done_ = true;
+    if (!finish_.error.ok()) {
+      spdlog::warn("request_id={} engine failed after {} tokens: {}", usage_.request_id(),
+                   finish_.output_tokens, finish_.error.ToString());
+    }
+    const std::string reason = finish_.error.ok() ? finish_.stop_reason : "error";
+    usage_.set_input_tokens(finish_.input_tokens);
+    // Never below what the client may have received.
+    usage_.set_output_tokens(std::max(finish_.output_tokens, delivered_));
+    usage_.set_stop_reason(reason);
     usage_.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
     usage_.set_final(true);
     svc_->usage_(usage_);
     svc_->in_flight_.fetch_sub(1);
     metrics::Default()
         .GetCounter("sb_worker_requests_finished_total", "Requests ended, by stop reason",
-                    {{"stop_reason", info.stop_reason}})
+                    {{"stop_reason", reason}})
         .Inc();
-    spdlog::info("request_id={} finished: {} input={} output={}", usage_.request_id(),
-                 info.stop_reason, info.input_tokens, info.output_tokens);
-    return true;
+    spdlog::info("request_id={} finished: {} input={} output={}", usage_.request_id(), reason,
+                 finish_.input_tokens, usage_.output_tokens());
   }
 
-  bool cancelled() const override { return out_->ended(); }
-
- private:
   std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out_;
   WorkerServiceImpl* svc_;
+  const uint64_t id_;
+  std::mutex mu_;
+  bool attached_ = false;  // Submit accepted it: the stream may begin
+  inf::GenerateEvent started_;
+  std::deque<Piece> pending_;
+  FinishInfo finish_;
+  bool finished_ = false;
+  bool started_sent_ = false;
+  bool cancel_sent_ = false;
+  bool done_ = false;
+  int generated_ = 0;  // tokens the engine produced
+  int delivered_ = 0;  // tokens handed to the stream
   UsageEvent usage_;
-  std::atomic<bool> started_{false};
-  // The engine calls OnToken from one thread at a time for a request.
-  int delivered_ = 0;
   absl::Time last_report_;
 };
 
 WorkerServiceImpl::WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage,
-                                     absl::Duration report_interval)
+                                     absl::Duration report_interval,
+                                     std::function<bool()> admitting)
     : engine_(engine),
       worker_id_(std::move(worker_id)),
       usage_(std::move(usage)),
-      report_interval_(report_interval) {}
+      report_interval_(report_interval),
+      admitting_(std::move(admitting)) {}
 
 grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
     grpc::CallbackServerContext* ctx, const inf::GenerateRequest* req) {
@@ -127,22 +243,40 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
     return new grpcx::RefusedWriter<inf::GenerateEvent>(st);
   }
   auto [reactor, out] = ServerStream<inf::GenerateEvent>::Create(64);
+  if (admitting_ && !admitting_()) {
+    // Metering cannot keep up (Kafka's queue is full): serving more would
+    // mean tokens nobody is billed for.
+    metrics::Default()
+        .GetCounter("sb_worker_refused_total", "Generate calls refused, by reason",
+                    {{"reason", "metering_backlog"}})
+        .Inc();
+    out->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "worker is overloaded"));
+    return reactor;
+  }
   EngineRequest er = ToEngineRequest(*req, engine_);
-  inf::GenerateEvent started;
-  started.mutable_started()->set_model(req->model());
-  started.mutable_started()->set_worker_id(worker_id_);
-  started.mutable_started()->set_input_tokens(er.input_tokens);
-  auto sink = std::make_shared<StreamSink>(out, this, *req, er.input_tokens);
+  er.id = next_id_.fetch_add(1);
+  auto sink = std::make_shared<StreamSink>(out, this, *req, er);
   in_flight_.fetch_add(1);
   absl::Status st = engine_.Submit(std::move(er), sink);
   if (!st.ok()) {
     in_flight_.fetch_sub(1);
     spdlog::warn("request_id={} refused: {}", req->request_id(), st.ToString());
+    const char* reason = st.code() == absl::StatusCode::kResourceExhausted    ? "engine_full"
+                         : st.code() == absl::StatusCode::kFailedPrecondition ? "draining"
+                                                                              : "invalid";
+    metrics::Default()
+        .GetCounter("sb_worker_refused_total", "Generate calls refused, by reason",
+                    {{"reason", reason}})
+        .Inc();
+    if (st.code() == absl::StatusCode::kFailedPrecondition) {
+      // Draining: the scheduler tries another worker.
+      st = absl::UnavailableError("worker is draining");
+    }
     out->Finish(ToGrpcStatus(st));
     return reactor;
   }
-  out->Push(std::move(started));
-  sink->MarkStarted();
+  // The engine may already have produced tokens: they waited in the sink.
+  sink->Attach();
   metrics::Default().GetCounter("sb_worker_requests_total", "Generate calls accepted").Inc();
   return reactor;
 }

@@ -1,7 +1,12 @@
 // switchboard.inference.v1.InferenceWorker over an Engine. Generate streams
-// Started, the tokens, then Finished, and emits exactly one metering event
-// per request to Kafka usage.events when the request ends (finished or
-// cancelled), with the engine's exact counts.
+// Started, the tokens, then Finished; an engine error before the first token
+// ends the call with its status instead (UNAVAILABLE for an overloaded
+// upstream, DEADLINE_EXCEEDED for a timeout), after tokens it ends the call
+// with that status in place of Finished.
+//
+// Metering: a running report of the tokens handed to the stream every
+// report interval, and a final one with the engine's counts when the request
+// ends (finished, cancelled or failed), all keyed by request id.
 #pragma once
 
 #include <atomic>
@@ -15,7 +20,8 @@
 
 namespace sb::worker {
 
-// Where metering events go (Kafka in production, a vector in tests).
+// Where metering events go (a UsageOutbox over Kafka in production, a
+// vector in tests).
 using UsageSink = std::function<void(const switchboard::billing::v1::UsageEvent&)>;
 
 // Flattens a request into the engine's prompt and counts its input tokens:
@@ -28,8 +34,11 @@ class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWork
  public:
   // `usage` gets a running report of each request every `report_interval`
   // while it generates, and a final one when it ends.
+  // While `admitting` answers false (metering is backed up) Generate is
+  // refused with RESOURCE_EXHAUSTED.
   WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage,
-                    absl::Duration report_interval = absl::Seconds(1));
+                    absl::Duration report_interval = absl::Seconds(1),
+                    std::function<bool()> admitting = nullptr);
 
   grpc::ServerWriteReactor<switchboard::inference::v1::GenerateEvent>* Generate(
       grpc::CallbackServerContext* ctx,
@@ -51,7 +60,9 @@ class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWork
   std::string worker_id_;
   UsageSink usage_;
   absl::Duration report_interval_;
+  std::function<bool()> admitting_;
   std::atomic<int> in_flight_{0};
+  std::atomic<uint64_t> next_id_{1};
 };
 
 }  // namespace sb::worker

@@ -104,8 +104,15 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::Heartbeat(grpc::CallbackServerCo
   if (auto* refused =
           grpcx::RefuseUnlessAllowed(ctx, "/switchboard.scheduler.v1.TenantScheduler/Heartbeat"))
     return refused;
-  const auto beat =
-      registry_.Heartbeat(req->worker_id(), req->in_flight(), absl::Now(), req->session());
+  const auto& l = req->load();
+  ReportedLoad load{.running = l.running(),
+                    .waiting = l.waiting(),
+                    .kv_blocks_total = l.kv_blocks_total(),
+                    .kv_blocks_free = l.kv_blocks_free(),
+                    .kv_cache_usage = l.kv_cache_usage(),
+                    .cached_prefixes = {l.cached_prefixes().begin(), l.cached_prefixes().end()}};
+  const auto beat = registry_.Heartbeat(req->worker_id(), req->in_flight(), absl::Now(),
+                                        req->session(), std::move(load));
   auto* reactor = ctx->DefaultReactor();
   if (beat == WorkerRegistry::Beat::kWrongSession) {
     reactor->Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
@@ -132,6 +139,13 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::ListWorkers(grpc::CallbackServer
     out->set_live(registry_.IsLive(w, now));
     out->set_in_flight(w.in_flight);
     out->set_last_heartbeat_unix_ms(absl::ToUnixMillis(w.last_heartbeat));
+    auto* load = out->mutable_load();
+    load->set_running(w.load.running);
+    load->set_waiting(w.load.waiting);
+    load->set_kv_blocks_total(w.load.kv_blocks_total);
+    load->set_kv_blocks_free(w.load.kv_blocks_free);
+    load->set_kv_cache_usage(w.load.kv_cache_usage);
+    for (uint64_t h : w.load.cached_prefixes) load->add_cached_prefixes(h);
   }
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

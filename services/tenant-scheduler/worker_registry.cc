@@ -30,13 +30,14 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const std::string& id,
 }
 
 WorkerRegistry::Beat WorkerRegistry::Heartbeat(const std::string& id, int in_flight, absl::Time now,
-                                               const std::string& session) {
+                                               const std::string& session, ReportedLoad load) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(id);
   if (it == workers_.end() || it->second.down) return Beat::kUnknown;
   if (it->second.session != session) return Beat::kWrongSession;
   it->second.last_heartbeat = now;
   it->second.reported_in_flight = in_flight;
+  it->second.load = std::move(load);
   return Beat::kOk;
 }
 

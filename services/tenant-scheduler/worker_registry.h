@@ -7,6 +7,7 @@
 // worker's max_concurrency), the one with the fewest in flight, ties by id.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -19,6 +20,16 @@
 
 namespace sb::scheduler {
 
+// What a worker's engine reported holding at its last heartbeat.
+struct ReportedLoad {
+  int running = 0;
+  int waiting = 0;
+  int64_t kv_blocks_total = 0;  // 0: unknown
+  int64_t kv_blocks_free = 0;
+  double kv_cache_usage = 0;
+  std::vector<uint64_t> cached_prefixes;  // most recent first
+};
+
 struct WorkerState {
   std::string id;
   std::string address;
@@ -26,6 +37,7 @@ struct WorkerState {
   int max_concurrency = 0;
   absl::Time last_heartbeat;
   int reported_in_flight = 0;
+  ReportedLoad load;
   int in_flight = 0;  // routed here and not finished
   bool down = false;  // declared dead (missed heartbeats or failed a stream)
   std::string session;  // proves the registration (RegisterWorkerResponse.session)
@@ -60,7 +72,8 @@ class WorkerRegistry {
   enum class Beat { kOk, kUnknown, kWrongSession };
   // kUnknown when the worker is unknown (or was declared dead): it must
   // register again. kWrongSession changes nothing.
-  Beat Heartbeat(const std::string& id, int in_flight, absl::Time now, const std::string& session);
+  Beat Heartbeat(const std::string& id, int in_flight, absl::Time now, const std::string& session,
+                 ReportedLoad load = {});
 
   // True when some registered worker (live or not) serves the model.
   bool ModelKnown(const std::string& model) const;

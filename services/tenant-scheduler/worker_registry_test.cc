@@ -37,6 +37,28 @@ TEST(WorkerRegistryTest, MissedHeartbeatsMakeAWorkerDeadUntilItRegisters) {
   EXPECT_TRUE(r.Acquire("sim-small", kT0 + absl::Seconds(8)));
 }
 
+TEST(WorkerRegistryTest, AHeartbeatRecordsWhatTheEngineHolds) {
+  WorkerRegistry r(absl::Seconds(3));
+  ASSERT_TRUE(r.Register("w1", "a:1", {"sim-small"}, 8, kT0, "", "s").ok());
+  ReportedLoad load{.running = 3,
+                    .waiting = 1,
+                    .kv_blocks_total = 1000,
+                    .kv_blocks_free = 250,
+                    .kv_cache_usage = 0.75,
+                    .cached_prefixes = {42, 7}};
+  ASSERT_EQ(r.Heartbeat("w1", 4, kT0 + absl::Seconds(1), "s", load), WorkerRegistry::Beat::kOk);
+  const auto workers = r.List();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].load.running, 3);
+  EXPECT_EQ(workers[0].load.kv_blocks_free, 250);
+  EXPECT_DOUBLE_EQ(workers[0].load.kv_cache_usage, 0.75);
+  EXPECT_EQ(workers[0].load.cached_prefixes, (std::vector<uint64_t>{42, 7}));
+  // A beat from the wrong session changes nothing.
+  EXPECT_EQ(r.Heartbeat("w1", 0, kT0 + absl::Seconds(2), "other", {}),
+            WorkerRegistry::Beat::kWrongSession);
+  EXPECT_EQ(r.List()[0].load.running, 3);
+}
+
 TEST(WorkerRegistryTest, MarkDownStopsRouting) {
   WorkerRegistry r(absl::Seconds(3));
   ASSERT_TRUE(r.Register("w1", "a:1", {"sim-small"}, 8, kT0, "", "s").ok());
