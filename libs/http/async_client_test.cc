@@ -173,6 +173,19 @@ TEST_F(AsyncClientTest, ConnectionRefusedIsUnavailable) {
   EXPECT_EQ(rec->status(), 0);
 }
 
+TEST_F(AsyncClientTest, HttpsToAPlainServerFailsTheHandshake) {
+  // The TLS path runs (SNI, verification set up, handshake) and fails
+  // cleanly against a server that does not speak TLS.
+  Serve([](std::shared_ptr<Exchange> ex) { ex->Respond(200, {}, "plain"); });
+  AsyncClient client;
+  auto rec = std::make_shared<Recorder>();
+  client.Start({.url = "https://127.0.0.1:" + std::to_string(server_->port()) + "/"}, rec);
+  const absl::Status st = rec->Wait();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInternal) << st;
+  EXPECT_NE(st.message().find("TLS handshake"), absl::string_view::npos) << st;
+  EXPECT_EQ(rec->status(), 0);
+}
+
 TEST_F(AsyncClientTest, BadUrlIsInvalidArgument) {
   AsyncClient client;
   auto rec = std::make_shared<Recorder>();

@@ -129,7 +129,8 @@ TEST_F(UpstreamEngineTest, OpenAIStreamsTextWithTheUpstreamsUsage) {
   EXPECT_EQ(info.input_tokens, 3);  // the mock counts words
   EXPECT_EQ(info.output_tokens, 12);
   EXPECT_EQ(rec->finishes(), 1);
-  EXPECT_EQ(engine.Load().running, 0);
+  // The slot is released right after OnFinished returns.
+  EXPECT_TRUE(WaitUntil([&] { return engine.Load().running == 0; }));
 }
 
 TEST_F(UpstreamEngineTest, OpenAIMaxTokensAndStopSequence) {
@@ -311,6 +312,7 @@ TEST_F(UpstreamEngineTest, WithoutMetricsLoadIsOwnInFlightAndConcurrencyIsCapped
             absl::StatusCode::kResourceExhausted);
   engine.Cancel(1);
   a->Wait();
+  ASSERT_TRUE(WaitUntil([&] { return engine.Load().running == 1; }));
   ASSERT_TRUE(engine.Submit(Request("x"), std::make_shared<Recorder>()).ok());
 }
 
