@@ -54,7 +54,9 @@ grpc::Status StatusOfEngineError(const absl::Status& error) {
   switch (error.code()) {
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kResourceExhausted:
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is overloaded");
+      // Overload, not this worker's failure: the scheduler keeps routing
+      // here (UNAVAILABLE would mark the worker down).
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the model is overloaded");
     case absl::StatusCode::kDeadlineExceeded:
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the model did not answer in time");
     default:
@@ -251,6 +253,11 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     }
     if (!finish_.error.ok()) {
       out_->Finish(StatusOfEngineError(finish_.error));
+    } else if (finish_.stop_reason == "cancelled") {
+      // Cancelled while the client is still there: the worker is shutting
+      // down (drain). The call fails so the client learns its reply was
+      // cut, and the scheduler stops routing here.
+      out_->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker stopped"));
     } else {
       if (!out_->has_space()) return;
       inf::GenerateEvent e;
