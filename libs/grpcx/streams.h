@@ -131,15 +131,24 @@ class ServerStream {
         std::lock_guard<std::mutex> lock(handle_->mu_);
         handle_->writing_ = false;
         if (!ok) {
-          // The client is gone: drop what is queued and end.
+          // The client is gone: drop what is queued and end, and tell the
+          // producer as a cancel does.
           handle_->queue_.clear();
           handle_->finishing_ = true;
           if (!handle_->finished_) {
             handle_->finished_ = true;
             this->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
           }
-          return;
+          notify = std::move(handle_->on_cancel_);
+          handle_->on_cancel_ = nullptr;
         }
+      }
+      if (!ok) {
+        if (notify) notify();
+        return;
+      }
+      {
+        std::lock_guard<std::mutex> lock(handle_->mu_);
         handle_->MaybeWrite();
         if (handle_->queue_.size() < handle_->capacity_ && !handle_->finishing_) {
           notify = handle_->on_space_;

@@ -173,21 +173,27 @@ int main(int argc, char** argv) {
     }
     if (!stopping.load()) registrar.Start();
   });
+  // One budget for the whole shutdown, within --drain_seconds: half for
+  // the engine's sequences to finish, half for the streams to end, then a
+  // short flush of the metering that is left.
   const absl::Duration grace = sb::DrainGrace();
   runner.OnDrain([&] {
     // Stop taking new work first (the scheduler stops routing here once
-    // the heartbeats stop), let what runs finish within most of the grace,
-    // cancel the rest: every sequence ends, and is metered, before exit.
+    // the heartbeats stop), let what runs finish, cancel the rest: every
+    // sequence ends, and is metered, before exit.
     stopping.store(true);
     starter.join();
     registrar.Stop();
-    engine->Drain(absl::Now() + grace * 0.8);
+    engine->Drain(absl::Now() + grace / 2);
   });
-  runner.WaitForShutdown(grace);
-  if (!outbox.WaitEmpty(absl::Now() + absl::Seconds(5))) {
+  runner.WaitForShutdown(grace / 2);
+  // The engine goes before the service its sequences' sinks point at.
+  engine->Drain(absl::Now());
+  engine.reset();
+  if (!outbox.WaitEmpty(absl::Now() + absl::Seconds(2))) {
     spdlog::error("exiting with {} metering events Kafka did not take", outbox.backlog());
   }
-  if (auto st = (*producer)->Flush(std::chrono::seconds(10)); !st.ok()) {
+  if (auto st = (*producer)->Flush(std::chrono::seconds(3)); !st.ok()) {
     spdlog::error("metering events undelivered at exit: {}", st.ToString());
   }
   return 0;

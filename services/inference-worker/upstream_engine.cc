@@ -168,6 +168,11 @@ class UpstreamEngine::Stream final : public http::ResponseHandler,
     }
     switch (status.code()) {
       case absl::StatusCode::kOk:
+        // Some OpenAI-compatible servers and proxies close without [DONE]:
+        // a stream that already said how it finished is complete.
+        if (dialect_ == Dialect::kOpenAI && !stop_reason_.empty()) {
+          return Finish(FinishReason(), {});
+        }
         return Fail(absl::InternalError("upstream stream ended before its end event"), "truncated",
                     "");
       case absl::StatusCode::kCancelled:  // the client was shut down
@@ -369,11 +374,17 @@ class ScrapeHandler final : public http::ResponseHandler {
     status_ = status;
   }
   void OnBody(std::string_view piece) override {
-    if (body_.size() + piece.size() <= kMetricsBodyMax) body_.append(piece);
+    // Past the cap the body is ignored whole (never spliced from pieces).
+    if (too_big_ || body_.size() + piece.size() > kMetricsBodyMax) {
+      too_big_ = true;
+      body_.clear();
+      return;
+    }
+    body_.append(piece);
   }
   void OnComplete(const absl::Status& status) override {
     std::optional<UpstreamMetricsLoad> load;
-    if (status.ok() && status_ == 200) {
+    if (status.ok() && status_ == 200 && !too_big_) {
       load = LoadFromPrometheusText(body_, model_);
       if (!load && !model_.empty()) load = LoadFromPrometheusText(body_, "");
     }
@@ -392,6 +403,7 @@ class ScrapeHandler final : public http::ResponseHandler {
   Clock& clock_;
   int status_ = 0;
   std::string body_;
+  bool too_big_ = false;
 };
 
 }  // namespace

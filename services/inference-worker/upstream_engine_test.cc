@@ -251,6 +251,18 @@ TEST_F(UpstreamEngineTest, TruncatedStreamIsInternalWithPartialCounts) {
   EXPECT_GT(info.input_tokens, 0);  // estimated: the upstream sent no usage
 }
 
+// Some OpenAI-compatible servers close a complete stream without [DONE]:
+// once the finish reason came, that is the end, not a truncation.
+TEST_F(UpstreamEngineTest, ACompleteStreamWithoutDoneFinishesNormally) {
+  OpenAIEngine engine(Options());
+  std::shared_ptr<Recorder> rec;
+  FinishInfo info = Run(engine, Request("[mock:nodone,tokens=4]"), &rec);
+  EXPECT_TRUE(info.error.ok()) << info.error;
+  EXPECT_EQ(info.stop_reason, "end_turn");
+  EXPECT_EQ(info.output_tokens, 4);
+  EXPECT_EQ(rec->text(), Reply(4));
+}
+
 TEST_F(UpstreamEngineTest, StalledStreamIsDeadlineExceeded) {
   UpstreamOptions o = Options();
   o.idle_timeout = 200ms;

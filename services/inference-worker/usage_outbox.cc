@@ -22,8 +22,8 @@ metrics::Gauge& BacklogGauge() {
 
 }  // namespace
 
-UsageOutbox::UsageOutbox(Publish publish, absl::Duration retry)
-    : publish_(std::move(publish)), retry_(retry) {
+UsageOutbox::UsageOutbox(Publish publish, absl::Duration retry, absl::Duration ack_timeout)
+    : publish_(std::move(publish)), retry_(retry), ack_timeout_(ack_timeout) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -49,21 +49,55 @@ UsageOutbox::Stored UsageOutbox::Combine(std::vector<Stored> callbacks) {
   };
 }
 
+UsageOutbox::Stored UsageOutbox::Track(Stored stored, uint64_t* seq) {
+  if (!stored) return nullptr;
+  {
+    std::lock_guard<std::mutex> lock(unstored_->mu);
+    *seq = unstored_->next++;
+    unstored_->since.emplace(*seq, absl::Now());
+  }
+  return [unstored = unstored_, s = *seq, stored = std::move(stored)](const absl::Status& st) {
+    {
+      std::lock_guard<std::mutex> lock(unstored->mu);
+      unstored->since.erase(s);
+    }
+    stored(st);
+  };
+}
+
+void UsageOutbox::Untrack(uint64_t seq) {
+  std::lock_guard<std::mutex> lock(unstored_->mu);
+  unstored_->since.erase(seq);
+}
+
 void UsageOutbox::Report(const UsageEvent& event, Stored stored) {
-  std::lock_guard<std::mutex> lock(mu_);
-  OfferLocked();
-  if (backlog_.empty()) {
-    const absl::Status st = publish_(event, stored);
-    if (st.ok()) return;
-    if (st.code() != absl::StatusCode::kResourceExhausted) {
-      // Not a matter of room: offering it again would not help.
-      spdlog::error("request_id={} metering event refused: {}", event.request_id(), st.ToString());
-      metrics::Default()
-          .GetCounter("sb_worker_usage_refused_total", "Metering events the producer refused")
-          .Inc();
-      return;
+  Refusals refused;  // run once mu_ is released: they may report again
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    OfferLocked(refused);
+    if (!backlog_.empty()) {
+      Enqueue(event, std::move(stored));
+    } else {
+      uint64_t seq = 0;
+      const absl::Status st = publish_(event, Track(stored, &seq));
+      if (!st.ok() && stored) Untrack(seq);  // not queued: no callback will come
+      if (st.code() == absl::StatusCode::kResourceExhausted) {
+        Enqueue(event, std::move(stored));
+      } else if (!st.ok()) {
+        // Not a matter of room: offering it again would not help.
+        spdlog::error("request_id={} metering event refused: {}", event.request_id(),
+                      st.ToString());
+        metrics::Default()
+            .GetCounter("sb_worker_usage_refused_total", "Metering events the producer refused")
+            .Inc();
+        if (stored) refused.emplace_back(std::move(stored), st);
+      }
     }
   }
+  for (auto& [callback, st] : refused) callback(st);
+}
+
+void UsageOutbox::Enqueue(const UsageEvent& event, Stored stored) {
   metrics::Default()
       .GetCounter("sb_worker_usage_pushback_total",
                   "Metering events that had to wait for room in the Kafka producer's queue")
@@ -83,15 +117,22 @@ void UsageOutbox::Report(const UsageEvent& event, Stored stored) {
   cv_.notify_all();
 }
 
-void UsageOutbox::OfferLocked() {
+void UsageOutbox::OfferLocked(Refusals& refused) {
   while (!backlog_.empty()) {
     Waiting& front = backlog_.front();
-    Stored stored = Combine(front.stored);
-    const absl::Status st = publish_(front.event, stored);
-    if (st.code() == absl::StatusCode::kResourceExhausted) break;
+    Stored stored = Combine(std::move(front.stored));
+    uint64_t seq = 0;
+    const absl::Status st = publish_(front.event, Track(stored, &seq));
+    if (!st.ok() && stored) Untrack(seq);
+    if (st.code() == absl::StatusCode::kResourceExhausted) {
+      front.stored.clear();
+      front.stored.push_back(std::move(stored));
+      break;
+    }
     if (!st.ok()) {
       spdlog::error("request_id={} metering event refused: {}", front.event.request_id(),
                     st.ToString());
+      if (stored) refused.emplace_back(std::move(stored), st);
     }
     backlog_.pop_front();
   }
@@ -106,14 +147,24 @@ void UsageOutbox::Loop() {
       cv_.wait(lock, [this] { return stop_ || !backlog_.empty(); });
       continue;
     }
-    OfferLocked();
+    Refusals refused;
+    OfferLocked(refused);
+    if (!refused.empty()) {
+      lock.unlock();
+      for (auto& [callback, st] : refused) callback(st);
+      lock.lock();
+    }
     cv_.wait_for(lock, absl::ToChronoMilliseconds(retry_), [this] { return stop_; });
   }
 }
 
 bool UsageOutbox::backed_up() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return !backlog_.empty();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!backlog_.empty()) return true;
+  }
+  std::lock_guard<std::mutex> lock(unstored_->mu);
+  return !unstored_->since.empty() && absl::Now() - unstored_->since.begin()->second > ack_timeout_;
 }
 
 size_t UsageOutbox::backlog() const {

@@ -92,6 +92,44 @@ TEST(UsageOutboxTest, AReplacedReportsCallbackRunsWhenItsReplacementIsStored) {
   EXPECT_EQ(p.taken[0].output_tokens(), 9);
 }
 
+// An event refused for good (not for room) still answers its callback, so a
+// stream waiting for it is not left waiting forever.
+TEST(UsageOutboxTest, ARefusedEventsCallbackRunsWithTheError) {
+  UsageOutbox outbox([](const UsageEvent&, const UsageOutbox::Stored&) {
+    return absl::InternalError("fatal producer");
+  });
+  absl::Status seen;
+  outbox.Report(Event("a", 5, false), [&](const absl::Status& st) { seen = st; });
+  EXPECT_EQ(seen.code(), absl::StatusCode::kInternal);
+  EXPECT_FALSE(outbox.backed_up());
+}
+
+// Kafka away: the producer queues reports but never stores them. Past the
+// ack timeout the outbox counts as backed up (the worker admits nothing
+// new), until the reports are stored.
+TEST(UsageOutboxTest, ReportsKafkaDoesNotStoreInTimeBackItUp) {
+  std::vector<UsageOutbox::Stored> queued;
+  std::mutex mu;
+  UsageOutbox outbox(
+      [&](const UsageEvent&, UsageOutbox::Stored stored) {
+        std::lock_guard<std::mutex> lock(mu);
+        queued.push_back(std::move(stored));
+        return absl::OkStatus();
+      },
+      absl::Milliseconds(5), absl::Milliseconds(100));
+  bool stored = false;
+  outbox.Report(Event("a", 5, false), [&](const absl::Status& st) { stored = st.ok(); });
+  outbox.Report(Event("b", 1, true));  // no callback: not tracked
+  EXPECT_FALSE(outbox.backed_up());
+  absl::SleepFor(absl::Milliseconds(150));
+  EXPECT_TRUE(outbox.backed_up());
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(queued.size(), 2u);
+  queued[0](absl::OkStatus());
+  EXPECT_TRUE(stored);
+  EXPECT_FALSE(outbox.backed_up());
+}
+
 TEST(UsageOutboxTest, WhileAnythingWaitsNewEventsQueueBehindIt) {
   Publisher p;
   UsageOutbox outbox([&](const UsageEvent& e, UsageOutbox::Stored s) { return p.Publish(e, s); },

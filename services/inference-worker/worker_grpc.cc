@@ -107,7 +107,12 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     // may drop it as soon as it has finished, with tokens still waiting
     // here); the reactor's OnDone drops this callback.
     out_->SetOnSpace([self = shared_from_this()] { self->Flush(); });
-    out_->SetOnCancel([svc = svc_, id = id_] { svc->engine_.Cancel(id); });
+    // The client left: stop the generation, and end this side of it even if
+    // the engine had already finished (tokens still waiting here).
+    out_->SetOnCancel([svc = svc_, id = id_, weak = weak_from_this()] {
+      svc->engine_.Cancel(id);
+      if (auto self = weak.lock()) self->Flush();
+    });
     Outgoing outgoing;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -316,9 +321,18 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
                    finish_.output_tokens, finish_.error.ToString());
     }
     const std::string reason = finish_.error.ok() ? finish_.stop_reason : "error";
-    usage_.set_input_tokens(finish_.input_tokens);
-    // Never below what the client may have received.
-    usage_.set_output_tokens(std::max(finish_.output_tokens, delivered_));
+    if (!finish_.error.ok() && !started_sent_) {
+      // Failed before anything reached the client (it got an error
+      // status): nothing is billed, whatever was reserved ahead.
+      usage_.set_input_tokens(0);
+      usage_.set_output_tokens(0);
+    } else {
+      usage_.set_input_tokens(finish_.input_tokens);
+      // The engine's count (an upstream's own usage); after a failure never
+      // below what the client may have received.
+      usage_.set_output_tokens(finish_.error.ok() ? finish_.output_tokens
+                                                  : std::max(finish_.output_tokens, delivered_));
+    }
     usage_.set_stop_reason(reason);
     usage_.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
     usage_.set_final(true);

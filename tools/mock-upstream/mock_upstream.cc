@@ -38,6 +38,7 @@ struct Mode {
   int tokens = -1;
   int truncate = -1;
   int stall = -1;
+  bool no_done = false;  // end a complete OpenAI stream without "data: [DONE]"
   std::string error_event;
 };
 
@@ -58,6 +59,7 @@ void ParseMode(std::string_view spec, Mode& mode) {
     if (k == "truncate" && absl::SimpleAtoi(v, &n)) mode.truncate = n;
     if (k == "stall" && absl::SimpleAtoi(v, &n)) mode.stall = n;
     if (k == "error_event") mode.error_event = v;
+    if (k == "nodone") mode.no_done = true;
   }
 }
 
@@ -346,7 +348,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
                       {"choices", json::array()},
                       {"usage", Usage()}});
     }
-    return out + "data: [DONE]\n\n";
+    return mode_.no_done ? out : out + "data: [DONE]\n\n";
   }
 
  public:
