@@ -71,7 +71,7 @@ metrics_port() { echo $((METRICS_BASE + $(service_index "$1"))); }
 addr() { echo "127.0.0.1:$(grpc_port "$1")"; }
 PG_URI="postgresql://postgres@127.0.0.1:$PG_PORT/switchboard"
 KAFKA="127.0.0.1:$KAFKA_PORT"
-PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+PGBIN="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n1)"
 
 # ---------------------------------------------------------------------------
 # Processes
@@ -219,7 +219,8 @@ tls_flags() {  # service
 
 flags_for() {
   local svc="$1"
-  local common="--grpc_port=$(grpc_port "$svc") --metrics_port=$(metrics_port "$svc") --drain_seconds=1 $(tls_flags "$svc")"
+  local common
+  common="--grpc_port=$(grpc_port "$svc") --metrics_port=$(metrics_port "$svc") --drain_seconds=1 $(tls_flags "$svc")"
   case "$svc" in
     gateway) echo "$common --http_port=$HTTP_PORT --pg=$PG_URI --redis_port=$REDIS_PORT --safety_address=$(addr safety) --scheduler_address=$(addr tenant-scheduler) --chat_address=$(addr chat) --connection_manager_address=$(addr connection-manager)" ;;
     chat) echo "$common --pg=$PG_URI --redis_port=$REDIS_PORT --kafka_brokers=$KAFKA --scheduler_address=$(addr tenant-scheduler) --safety_address=$(addr safety)" ;;
