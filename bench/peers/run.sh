@@ -327,14 +327,27 @@ run_rps() {  # target concurrency
   log "$t c=$c: wrk -t1 -c$c -d${DURATION_S}s"
   # shellcheck disable=SC2086
   t0="$(cpu_ticks ${CPU_PIDS[$t]})"
+  local p; T0=(); for p in ${CPU_PIDS[$t]}; do T0+=("$(cpu_ticks "$p")"); done
   json="$(wrk_run "$t" "$c" "$DURATION_S")"
   # shellcheck disable=SC2086
   t1="$(cpu_ticks ${CPU_PIDS[$t]})"
-  local ok
+  local ok per=() p
   ok="$(jq '.requests - .non2xx' <<<"$json")"
+  ok=$((ok + (ok == 0)))
+  for p in ${CPU_PIDS[$t]}; do per+=("$(cpu_ticks "$p")"); done
   # CPU per 2xx response: less sensitive to a noisy neighbour than req/s.
-  json="$(jq -c --argjson us "$(bc <<<"scale=1; ($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / ($ok + ($ok == 0))")" \
+  json="$(jq -c --argjson us "$(bc <<<"scale=1; ($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $ok")" \
     '. + {cpu_us_per_request: $us}' <<<"$json")"
+  if [ "$t" = switchboard ]; then
+    # Where it goes, process by process (µs per 2xx response).
+    local i=0 names=("${SERVICES[@]}" dev-broker redis) by="{}"
+    for p in ${CPU_PIDS[$t]}; do
+      by="$(jq -c --arg n "${names[$i]}" --argjson us "$(bc <<<"scale=1; (${per[$i]} - ${T0[$i]}) * 1000000 / $(getconf CLK_TCK) / $ok")" \
+        '. + {($n): $us}' <<<"$by")"
+      i=$((i + 1))
+    done
+    json="$(jq -c --argjson by "$by" '. + {cpu_us_by_process: $by}' <<<"$json")"
+  fi
   R[$t.rps$c]="$json"
   log "  $json"
 }
