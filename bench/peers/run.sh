@@ -311,7 +311,8 @@ setup_targets() {
   CPU_PIDS[portkey]="${PIDS[portkey]}"
   # Everything a request through Switchboard touches besides the mock: the
   # seven services, Redis (admission) and the broker (usage events).
-  CPU_PIDS[switchboard]="$(for s in "${SERVICES[@]}" dev-broker; do echo -n "${PIDS[$s]} "; done)$(cat "$STATE/redis.pid")"
+  [ -n "$SB_PENDING" ] ||
+    CPU_PIDS[switchboard]="$(for s in "${SERVICES[@]}" dev-broker; do echo -n "${PIDS[$s]} "; done)$(cat "$STATE/redis.pid")"
 }
 
 wrk_run() {  # target concurrency seconds -> JSON on stdout
