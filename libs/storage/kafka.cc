@@ -148,6 +148,10 @@ absl::StatusOr<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(const std::
 void KafkaProducer::OnDelivery(rd_kafka_t*, const void* msg, void* opaque) {
   auto* self = static_cast<KafkaProducer*>(opaque);
   const auto* m = static_cast<const rd_kafka_message_t*>(msg);
+  if (auto* callback = static_cast<DeliveryCallback*>(m->_private)) {
+    (*callback)(m->err ? absl::UnavailableError(rd_kafka_err2str(m->err)) : absl::OkStatus());
+    delete callback;
+  }
   if (m->err) {
     self->failed_.fetch_add(1);
     metrics::Default()
@@ -189,12 +193,21 @@ absl::Status KafkaProducer::Publish(const std::string& topic, const std::string&
 
 absl::Status KafkaProducer::Publish(const std::string& topic, const std::string& key,
                                     const std::string& value, const KafkaHeaders& headers) {
+  return Publish(topic, key, value, headers, nullptr);
+}
+
+absl::Status KafkaProducer::Publish(const std::string& topic, const std::string& key,
+                                    const std::string& value, const KafkaHeaders& headers,
+                                    DeliveryCallback on_delivered) {
+  // Owned by the message once it is queued; OnDelivery runs and frees it.
+  auto* callback = on_delivered ? new DeliveryCallback(std::move(on_delivered)) : nullptr;
   rd_kafka_resp_err_t err;
   if (headers.empty()) {
     err = rd_kafka_producev(rk_, RD_KAFKA_V_TOPIC(topic.c_str()),
                             RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
                             RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+                            RD_KAFKA_V_OPAQUE(callback), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_END);
   } else {
     // librdkafka owns the header list once the message is queued, and only then.
     rd_kafka_headers_t* hdrs = rd_kafka_headers_new(headers.size());
@@ -205,10 +218,11 @@ absl::Status KafkaProducer::Publish(const std::string& topic, const std::string&
     err = rd_kafka_producev(rk_, RD_KAFKA_V_TOPIC(topic.c_str()),
                             RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
                             RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_END);
+                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(callback),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (err) rd_kafka_headers_destroy(hdrs);
   }
+  if (err) delete callback;  // not queued: never delivered
   if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
     metrics::Default()
         .GetCounter("sb_kafka_queue_full_total", "Produce calls refused by a full local queue")

@@ -69,6 +69,12 @@ class KafkaProducer final : public Publisher {
   // The same, with headers (e.g. a signature) carried beside the value.
   absl::Status Publish(const std::string& topic, const std::string& key, const std::string& value,
                        const KafkaHeaders& headers);
+  // The same; once queued (OK), `on_delivered` runs exactly once on the
+  // producer's poll thread: OK when the brokers have stored the message
+  // (acks=all), or the reason it was refused for good.
+  using DeliveryCallback = std::function<void(const absl::Status&)>;
+  absl::Status Publish(const std::string& topic, const std::string& key, const std::string& value,
+                       const KafkaHeaders& headers, DeliveryCallback on_delivered);
   // Waits until every queued message is delivered or `timeout` passes.
   absl::Status Flush(std::chrono::milliseconds timeout);
   // OK once a broker has answered a metadata request within `timeout`;

@@ -9,15 +9,15 @@ namespace bpb = switchboard::billing::v1;
 
 constexpr const char* kInsertLedger =
     "INSERT INTO usage_ledger (request_id, org_id, model, worker_id, source, input_tokens, "
-    " output_tokens, stop_reason, occurred_at, end_user_id) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_timestamp($9::double precision / 1000), $10) "
+    " output_tokens, stop_reason, occurred_at, end_user_id, final) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_timestamp($9::double precision / 1000), $10, $11) "
     "ON CONFLICT (request_id) DO NOTHING";
 constexpr const char* kLockLedgerRow =
     "SELECT input_tokens, output_tokens, stop_reason, "
-    " (extract(epoch from occurred_at) * 1000)::bigint, org_id, model "
+    " (extract(epoch from occurred_at) * 1000)::bigint, org_id, model, final "
     "FROM usage_ledger WHERE request_id = $1 FOR UPDATE";
-constexpr const char* kRaiseLedgerRow =
-    "UPDATE usage_ledger SET input_tokens = $2, output_tokens = $3, stop_reason = $4 "
+constexpr const char* kUpdateLedgerRow =
+    "UPDATE usage_ledger SET input_tokens = $2, output_tokens = $3, stop_reason = $4, final = $5 "
     "WHERE request_id = $1";
 constexpr const char* kRollupHourly =
     "INSERT INTO usage_hourly (org_id, model, hour, requests, input_tokens, output_tokens) "
@@ -27,8 +27,9 @@ constexpr const char* kRollupHourly =
     " input_tokens = usage_hourly.input_tokens + EXCLUDED.input_tokens,"
     " output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens";
 // A later report of a request: its hour's row exists (its first event made
-// it), and the request is counted there already.
-constexpr const char* kRaiseHourly =
+// it), and the request is counted there already. The deltas may be negative
+// (a final report below the running one reported ahead of delivery).
+constexpr const char* kAdjustHourly =
     "UPDATE usage_hourly SET input_tokens = input_tokens + $4, output_tokens = output_tokens + $5 "
     "WHERE org_id = $1 AND model = $2 "
     " AND hour = date_trunc('hour', to_timestamp($3::double precision / 1000))";
@@ -63,25 +64,32 @@ absl::StatusOr<Ledger::Recorded> Ledger::Record(const bpb::UsageEvent& e,
     if (row.empty()) {
       tx.exec_params(kInsertLedger, e.request_id(), e.org_id(), e.model(), e.worker_id(),
                      e.source(), e.input_tokens(), e.output_tokens(), e.stop_reason(),
-                     e.at_unix_ms(), e.end_user_id());
+                     e.at_unix_ms(), e.end_user_id(), e.final());
       tx.exec_params(kRollupHourly, e.org_id(), e.model(), e.at_unix_ms(), e.input_tokens(),
                      e.output_tokens());
       outcome = Recorded::kNew;
-    } else {
-      // The row's org, model and hour stay the first event's: later events
-      // of the request raise its counts there.
+    } else if (!row[0][6].as<bool>()) {
+      // The row's org, model and hour stay the first event's. A running
+      // report only raises its counts; the final one sets them exactly
+      // (reports run ahead of delivery, so the end may be lower) and
+      // settles the row.
       const int64_t old_in = row[0][0].as<int64_t>(), old_out = row[0][1].as<int64_t>();
       const std::string old_stop = row[0][2].as<std::string>();
-      const int64_t in = std::max<int64_t>(old_in, e.input_tokens());
-      const int64_t out = std::max<int64_t>(old_out, e.output_tokens());
-      const std::string stop = old_stop.empty() ? e.stop_reason() : old_stop;
-      if (in != old_in || out != old_out || stop != old_stop) {
-        tx.exec_params(kRaiseLedgerRow, e.request_id(), in, out, stop);
+      int64_t in = std::max<int64_t>(old_in, e.input_tokens());
+      int64_t out = std::max<int64_t>(old_out, e.output_tokens());
+      std::string stop = old_stop.empty() ? e.stop_reason() : old_stop;
+      if (e.final()) {
+        in = e.input_tokens();
+        out = e.output_tokens();
+        stop = e.stop_reason();
+      }
+      if (e.final() || in != old_in || out != old_out || stop != old_stop) {
+        tx.exec_params(kUpdateLedgerRow, e.request_id(), in, out, stop, e.final());
         if (in != old_in || out != old_out) {
-          tx.exec_params(kRaiseHourly, row[0][4].as<std::string>(), row[0][5].as<std::string>(),
+          tx.exec_params(kAdjustHourly, row[0][4].as<std::string>(), row[0][5].as<std::string>(),
                          row[0][3].as<int64_t>(), in - old_in, out - old_out);
         }
-        outcome = Recorded::kRaised;
+        outcome = e.final() ? Recorded::kSettled : Recorded::kRaised;
       }
     }
     tx.exec_params(kStoreOffset, pos.group, pos.topic, pos.partition, pos.offset + 1);

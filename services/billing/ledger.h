@@ -30,8 +30,9 @@ class Ledger {
 
   enum class Recorded {
     kNew,        // the request's first event
-    kRaised,     // a later event with higher counts (or the stop reason)
-    kUnchanged,  // nothing new: a repeat, or an older report
+    kRaised,     // a later running report with higher counts (or the stop reason)
+    kSettled,    // the final report set the exact counts
+    kUnchanged,  // nothing new: a repeat, an older report, or the row was settled
   };
   // The offset is stored in every case.
   absl::StatusOr<Recorded> Record(const switchboard::billing::v1::UsageEvent& event,

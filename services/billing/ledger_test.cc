@@ -129,7 +129,7 @@ TEST_F(LedgerTest, RunningReportsRaiseTheRowAndTheRollupToTheHighestCounts) {
 
   bpb::UsageEvent final = Event("org-run", "run-1", 12, 40, t0 + 2000);
   final.set_final(true);
-  EXPECT_EQ(record(final), Ledger::Recorded::kRaised);
+  EXPECT_EQ(record(final), Ledger::Recorded::kSettled);
   EXPECT_EQ(record(running(25, t0 + 1000)), Ledger::Recorded::kUnchanged);
   EXPECT_EQ(record(final), Ledger::Recorded::kUnchanged);
 
@@ -148,6 +148,43 @@ TEST_F(LedgerTest, RunningReportsRaiseTheRowAndTheRollupToTheHighestCounts) {
   });
   ASSERT_TRUE(hourly.ok()) << hourly.status();
   EXPECT_EQ(*hourly, (std::vector<int64_t>{1, 12, 40}));
+}
+
+// Reports run ahead of delivery: a running report may hold more than the
+// request ended with. The final report sets the exact counts, down if need
+// be, in the row and the rollup, and settles the row for good.
+TEST_F(LedgerTest, TheFinalReportSetsTheExactCountsEvenBelowARunningOne) {
+  const int64_t t0 = 1'795'000'000'000;
+  int64_t offset = 0;
+  auto record = [&](const bpb::UsageEvent& e) {
+    auto r = ledger_.Record(e, {"ledger-settle", "usage.events", 0, offset++});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : Ledger::Recorded::kUnchanged;
+  };
+  bpb::UsageEvent ahead = Event("org-settle", "settle-1", 7, 32, t0);
+  ahead.set_stop_reason("");
+  ahead.set_final(false);
+  bpb::UsageEvent other = Event("org-settle", "settle-2", 3, 5, t0);
+  other.set_final(true);
+  EXPECT_EQ(record(ahead), Ledger::Recorded::kNew);
+  EXPECT_EQ(record(other), Ledger::Recorded::kNew);
+  EXPECT_EQ(Usage(ledger_, "org-settle").total_output_tokens(), 37);
+
+  bpb::UsageEvent final = Event("org-settle", "settle-1", 7, 21, t0 + 500);
+  final.set_final(true);
+  EXPECT_EQ(record(final), Ledger::Recorded::kSettled);
+  EXPECT_EQ(record(ahead), Ledger::Recorded::kUnchanged) << "a redelivered running report";
+  EXPECT_EQ(record(final), Ledger::Recorded::kUnchanged);
+  auto usage = Usage(ledger_, "org-settle");
+  EXPECT_EQ(usage.requests(), 2);
+  EXPECT_EQ(usage.total_output_tokens(), 26);
+  auto hourly = pg_.Run<int64_t>([](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    return tx.exec1("SELECT output_tokens FROM usage_hourly WHERE org_id = 'org-settle'")[0]
+        .as<int64_t>();
+  });
+  ASSERT_TRUE(hourly.ok()) << hourly.status();
+  EXPECT_EQ(*hourly, 26);
 }
 
 TEST_F(LedgerTest, QueriesFilterByOrgRequestAndTime) {

@@ -67,6 +67,7 @@ void MeteringConsumer::Loop() {
   auto& recorded = Outcome("recorded");
   auto& duplicate = Outcome("duplicate");
   auto& raised = Outcome("raised");
+  auto& settled = Outcome("settled");
   while (!stop_.load()) {
     auto polled = consumer_->Poll(std::chrono::milliseconds(200));
     if (!polled.ok()) {
@@ -88,9 +89,10 @@ void MeteringConsumer::Loop() {
       auto inserted = ledger_.Record(event, pos);
       if (inserted.ok()) {
         using Recorded = Ledger::Recorded;
-        (*inserted == Recorded::kNew      ? recorded
-         : *inserted == Recorded::kRaised ? raised
-                                          : duplicate)
+        (*inserted == Recorded::kNew       ? recorded
+         : *inserted == Recorded::kRaised  ? raised
+         : *inserted == Recorded::kSettled ? settled
+                                           : duplicate)
             .Inc();
         spdlog::info("request_id={} metered org={} input={} output={}{}{}", event.request_id(),
                      event.org_id(), event.input_tokens(), event.output_tokens(),

@@ -28,8 +28,9 @@ ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler g
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
 ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic for metering events");
 ABSL_FLAG(int, usage_report_interval_ms, 1000,
-          "While a request generates, its running usage is reported this often (billing keeps "
-          "the highest count, so a crash loses at most this much)");
+          "A request's running usage is reported ahead of delivery, about twice in this interval "
+          "at its own token rate (a token reaches the client only once Kafka has stored a report "
+          "covering it)");
 ABSL_FLAG(std::string, models, "sim-small,sim-large", "Comma-separated models this worker serves");
 ABSL_FLAG(double, tokens_per_second, 50, "Simulated decode rate per sequence");
 ABSL_FLAG(int, max_batch, 64, "Simulated batch size (sequences decoded per step)");
@@ -67,13 +68,15 @@ int main(int argc, char** argv) {
   const std::string topic = absl::GetFlag(FLAGS_usage_topic);
   // A full producer queue pushes back: the event waits in the outbox and
   // the worker admits nothing new until it is taken.
-  sb::worker::UsageOutbox outbox([&](const switchboard::billing::v1::UsageEvent& e) {
+  sb::worker::UsageOutbox outbox([&](const switchboard::billing::v1::UsageEvent& e,
+                                     sb::worker::UsageOutbox::Stored stored) {
     const std::string value = e.SerializeAsString();
     const sb::KafkaHeaders headers = {{sb::kSignatureHeader, signer->Sign(e.request_id(), value)}};
-    return (*producer)->Publish(topic, e.request_id(), value, headers);
+    return (*producer)->Publish(topic, e.request_id(), value, headers, std::move(stored));
   });
-  sb::worker::UsageSink usage = [&](const switchboard::billing::v1::UsageEvent& e) {
-    outbox.Report(e);
+  sb::worker::UsageSink usage = [&](const switchboard::billing::v1::UsageEvent& e,
+                                    sb::worker::UsageStored stored) {
+    outbox.Report(e, std::move(stored));
   };
 
   sb::worker::SimOptions sim;

@@ -36,15 +36,24 @@ UsageOutbox::~UsageOutbox() {
   thread_.join();
   if (!backlog_.empty()) {
     spdlog::error("closing with {} metering events Kafka never took; the first is request_id={}",
-                  backlog_.size(), backlog_.front().request_id());
+                  backlog_.size(), backlog_.front().event.request_id());
   }
 }
 
-void UsageOutbox::Report(const UsageEvent& event) {
+UsageOutbox::Stored UsageOutbox::Combine(std::vector<Stored> callbacks) {
+  std::erase_if(callbacks, [](const Stored& s) { return !s; });
+  if (callbacks.empty()) return nullptr;
+  if (callbacks.size() == 1) return std::move(callbacks[0]);
+  return [callbacks = std::move(callbacks)](const absl::Status& st) {
+    for (const auto& c : callbacks) c(st);
+  };
+}
+
+void UsageOutbox::Report(const UsageEvent& event, Stored stored) {
   std::lock_guard<std::mutex> lock(mu_);
   OfferLocked();
   if (backlog_.empty()) {
-    const absl::Status st = publish_(event);
+    const absl::Status st = publish_(event, stored);
     if (st.ok()) return;
     if (st.code() != absl::StatusCode::kResourceExhausted) {
       // Not a matter of room: offering it again would not help.
@@ -61,22 +70,27 @@ void UsageOutbox::Report(const UsageEvent& event) {
       .Inc();
   // A later report of the same request supersedes a waiting running one.
   for (auto& waiting : backlog_) {
-    if (waiting.request_id() == event.request_id() && !waiting.final()) {
-      waiting = event;
+    if (waiting.event.request_id() == event.request_id() && !waiting.event.final()) {
+      waiting.event = event;
+      waiting.stored.push_back(std::move(stored));
       return;
     }
   }
-  backlog_.push_back(event);
+  std::vector<Stored> callbacks;
+  callbacks.push_back(std::move(stored));
+  backlog_.push_back({event, std::move(callbacks)});
   BacklogGauge().Set(static_cast<double>(backlog_.size()));
   cv_.notify_all();
 }
 
 void UsageOutbox::OfferLocked() {
   while (!backlog_.empty()) {
-    const absl::Status st = publish_(backlog_.front());
+    Waiting& front = backlog_.front();
+    Stored stored = Combine(front.stored);
+    const absl::Status st = publish_(front.event, stored);
     if (st.code() == absl::StatusCode::kResourceExhausted) break;
     if (!st.ok()) {
-      spdlog::error("request_id={} metering event refused: {}", backlog_.front().request_id(),
+      spdlog::error("request_id={} metering event refused: {}", front.event.request_id(),
                     st.ToString());
     }
     backlog_.pop_front();

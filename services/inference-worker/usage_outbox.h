@@ -15,6 +15,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -24,13 +25,20 @@ namespace sb::worker {
 
 class UsageOutbox {
  public:
-  using Publish = std::function<absl::Status(const switchboard::billing::v1::UsageEvent&)>;
+  // Runs once the event is stored (OK) or refused for good.
+  using Stored = std::function<void(const absl::Status&)>;
+  // Queues the event; `stored` (may be null) runs later only when this
+  // returns OK.
+  using Publish =
+      std::function<absl::Status(const switchboard::billing::v1::UsageEvent&, Stored stored)>;
 
   // `retry`: how often the backlog is offered again.
   explicit UsageOutbox(Publish publish, absl::Duration retry = absl::Milliseconds(50));
   ~UsageOutbox();  // stops the retry thread; what still waits is logged
 
-  void Report(const switchboard::billing::v1::UsageEvent& event);
+  // `stored` runs once the publisher has stored this event or one that
+  // replaced it (never when it is refused outright).
+  void Report(const switchboard::billing::v1::UsageEvent& event, Stored stored = nullptr);
   bool backed_up() const;
   size_t backlog() const;
   // Waits until the backlog is empty or `deadline`; true when it emptied.
@@ -45,7 +53,12 @@ class UsageOutbox {
   absl::Duration retry_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<switchboard::billing::v1::UsageEvent> backlog_;
+  struct Waiting {
+    switchboard::billing::v1::UsageEvent event;
+    std::vector<Stored> stored;
+  };
+  static Stored Combine(std::vector<Stored> callbacks);
+  std::deque<Waiting> backlog_;
   bool stop_ = false;
   std::thread thread_;
 };

@@ -1,5 +1,6 @@
 #include "inference-worker/usage_outbox.h"
 
+#include <atomic>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -25,11 +26,12 @@ struct Publisher {
   int room = 0;
   std::vector<UsageEvent> taken;
 
-  absl::Status Publish(const UsageEvent& e) {
+  absl::Status Publish(const UsageEvent& e, const UsageOutbox::Stored& stored) {
     std::lock_guard<std::mutex> lock(mu);
     if (room == 0) return absl::ResourceExhaustedError("full");
     --room;
     taken.push_back(e);
+    if (stored) stored(absl::OkStatus());
     return absl::OkStatus();
   }
   void Open(int n) {
@@ -41,7 +43,7 @@ struct Publisher {
 TEST(UsageOutboxTest, PassesEventsStraightThroughWhileThereIsRoom) {
   Publisher p;
   p.Open(10);
-  UsageOutbox outbox([&](const UsageEvent& e) { return p.Publish(e); });
+  UsageOutbox outbox([&](const UsageEvent& e, UsageOutbox::Stored s) { return p.Publish(e, s); });
   outbox.Report(Event("a", 1, false));
   outbox.Report(Event("a", 3, true));
   EXPECT_FALSE(outbox.backed_up());
@@ -51,7 +53,8 @@ TEST(UsageOutboxTest, PassesEventsStraightThroughWhileThereIsRoom) {
 
 TEST(UsageOutboxTest, AFullQueueHoldsEventsBackAndDeliversThemInOrderLater) {
   Publisher p;
-  UsageOutbox outbox([&](const UsageEvent& e) { return p.Publish(e); }, absl::Milliseconds(5));
+  UsageOutbox outbox([&](const UsageEvent& e, UsageOutbox::Stored s) { return p.Publish(e, s); },
+                     absl::Milliseconds(5));
   outbox.Report(Event("a", 5, false));
   outbox.Report(Event("b", 2, true));
   outbox.Report(Event("a", 9, false));  // replaces a's waiting running report
@@ -73,9 +76,26 @@ TEST(UsageOutboxTest, AFullQueueHoldsEventsBackAndDeliversThemInOrderLater) {
   EXPECT_EQ(p.taken[3].output_tokens(), 5);
 }
 
+TEST(UsageOutboxTest, AReplacedReportsCallbackRunsWhenItsReplacementIsStored) {
+  Publisher p;
+  UsageOutbox outbox([&](const UsageEvent& e, UsageOutbox::Stored s) { return p.Publish(e, s); },
+                     absl::Milliseconds(5));
+  std::atomic<int> stored{0};
+  outbox.Report(Event("a", 5, false), [&](const absl::Status& st) { stored += st.ok(); });
+  outbox.Report(Event("a", 9, false), [&](const absl::Status& st) { stored += st.ok(); });
+  EXPECT_EQ(stored.load(), 0);
+  p.Open(1);
+  ASSERT_TRUE(outbox.WaitEmpty(absl::Now() + absl::Seconds(10)));
+  EXPECT_EQ(stored.load(), 2);
+  std::lock_guard<std::mutex> lock(p.mu);
+  ASSERT_EQ(p.taken.size(), 1u);
+  EXPECT_EQ(p.taken[0].output_tokens(), 9);
+}
+
 TEST(UsageOutboxTest, WhileAnythingWaitsNewEventsQueueBehindIt) {
   Publisher p;
-  UsageOutbox outbox([&](const UsageEvent& e) { return p.Publish(e); }, absl::Hours(1));
+  UsageOutbox outbox([&](const UsageEvent& e, UsageOutbox::Stored s) { return p.Publish(e, s); },
+                     absl::Hours(1));
   outbox.Report(Event("a", 1, true));
   p.Open(1);
   // Room for one: the waiting event goes first, the new one waits.
@@ -91,8 +111,9 @@ TEST(UsageOutboxTest, WhileAnythingWaitsNewEventsQueueBehindIt) {
 TEST(UsageOutboxTest, KafkaProducersFullQueuePushesBack) {
   auto producer = KafkaProducer::Create("127.0.0.1:1", {{"queue.buffering.max.messages", "2"}});
   ASSERT_TRUE(producer.ok()) << producer.status();
-  UsageOutbox outbox([&](const UsageEvent& e) {
-    return (*producer)->Publish("usage.events", e.request_id(), e.SerializeAsString());
+  UsageOutbox outbox([&](const UsageEvent& e, UsageOutbox::Stored stored) {
+    return (*producer)->Publish("usage.events", e.request_id(), e.SerializeAsString(), {},
+                                std::move(stored));
   });
   for (int i = 0; i < 5; ++i) outbox.Report(Event("r" + std::to_string(i), i, true));
   EXPECT_TRUE(outbox.backed_up());

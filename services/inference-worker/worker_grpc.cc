@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <deque>
+#include <limits>
 #include <mutex>
+#include <optional>
 
 #include "absl/time/clock.h"
 #include "core/metrics.h"
@@ -63,14 +65,28 @@ grpc::Status StatusOfEngineError(const absl::Status& error) {
 }  // namespace
 
 // Bridges the engine's threads to one gRPC stream. The engine never waits:
-// what the stream has no room for waits here (at most max_tokens pieces)
-// and goes out as writes complete.
+// what the stream cannot take yet waits here (at most max_tokens pieces).
+//
+// Metered ahead: a token reaches the stream only once Kafka has stored a
+// usage report covering it. The sink reports ahead of delivery (a credit of
+// one report interval of tokens at the request's own rate, at least
+// kMinCredit) and asks for more credit when half of it is used, so the wait
+// for Kafka's acknowledgement overlaps generation. If this process dies, the
+// ledger holds at least every token a client received (at most one credit
+// more); the final report then sets the exact counts.
 class WorkerServiceImpl::StreamSink final : public TokenObserver,
                                             public std::enable_shared_from_this<StreamSink> {
  public:
+  static constexpr int kMinCredit = 16;
+  static constexpr absl::Duration kStartedGrace = absl::Milliseconds(50);
+
   StreamSink(std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out, WorkerServiceImpl* svc,
              const inf::GenerateRequest& req, const EngineRequest& er)
-      : out_(std::move(out)), svc_(svc), id_(er.id), last_report_(absl::Now()) {
+      : out_(std::move(out)),
+        svc_(svc),
+        id_(er.id),
+        max_tokens_(er.max_tokens),
+        started_at_(absl::Now()) {
     started_.mutable_started()->set_model(req.model());
     started_.mutable_started()->set_worker_id(svc->worker_id_);
     started_.mutable_started()->set_input_tokens(er.input_tokens);
@@ -85,36 +101,65 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
 
   // Wires the stream's callbacks to this sink once the engine has it.
   void Attach() {
-    std::weak_ptr<StreamSink> weak = weak_from_this();
-    out_->SetOnSpace([weak] {
-      if (auto self = weak.lock()) self->Flush();
-    });
+    // The stream keeps the sink alive until the call is done (the engine
+    // may drop it as soon as it has finished, with tokens still waiting
+    // here); the reactor's OnDone drops this callback.
+    out_->SetOnSpace([self = shared_from_this()] { self->Flush(); });
     out_->SetOnCancel([svc = svc_, id = id_] { svc->engine_.Cancel(id); });
-    std::lock_guard<std::mutex> lock(mu_);
-    attached_ = true;
-    FlushLocked();
+    Outgoing outgoing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      attached_ = true;
+      FlushLocked(outgoing);
+    }
+    Send(outgoing);
+    // Started waits for the first token, the end, or the grace, whichever
+    // comes first: an upstream that refuses at once (429, 503) fails the
+    // call with its status, while a long prefill does not hold back the
+    // client's response headers.
+    svc_->timers_.After(kStartedGrace, [self = shared_from_this()] {
+      Outgoing outgoing;
+      {
+        std::lock_guard<std::mutex> lock(self->mu_);
+        self->start_now_ = true;
+        self->FlushLocked(outgoing);
+      }
+      self->Send(outgoing);
+    });
   }
 
   void OnToken(std::string_view text, int tokens) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    inf::GenerateEvent e;
-    e.mutable_token()->set_text(std::string(text));
-    e.mutable_token()->set_index(std::max(0, tokens > 0 ? generated_ : generated_ - 1));
-    generated_ += tokens;
-    pending_.push_back({std::move(e), tokens});
-    FlushLocked();
+    Outgoing outgoing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      inf::GenerateEvent e;
+      e.mutable_token()->set_text(std::string(text));
+      e.mutable_token()->set_index(std::max(0, tokens > 0 ? generated_ : generated_ - 1));
+      generated_ += tokens;
+      pending_.push_back({std::move(e), tokens});
+      FlushLocked(outgoing);
+    }
+    Send(outgoing);
   }
 
   void OnFinished(const FinishInfo& info) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    finish_ = info;
-    finished_ = true;
-    FlushLocked();
+    Outgoing outgoing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      finish_ = info;
+      finished_ = true;
+      FlushLocked(outgoing);
+    }
+    Send(outgoing);
   }
 
   void Flush() {
-    std::lock_guard<std::mutex> lock(mu_);
-    FlushLocked();
+    Outgoing outgoing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      FlushLocked(outgoing);
+    }
+    Send(outgoing);
   }
 
  private:
@@ -122,9 +167,50 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     inf::GenerateEvent event;
     int tokens;
   };
+  // Usage reports to publish once mu_ is released (the publisher may call
+  // back into this sink).
+  struct Outgoing {
+    std::optional<UsageEvent> report;
+    bool reservation = false;
+  };
+
+  void Send(Outgoing& outgoing) {
+    if (!outgoing.report) return;
+    if (!outgoing.reservation) {
+      svc_->usage_(*outgoing.report, nullptr);
+      return;
+    }
+    const int count = outgoing.report->output_tokens();
+    svc_->usage_(*outgoing.report, [self = shared_from_this(), count](const absl::Status& st) {
+      self->OnStored(count, st);
+    });
+  }
+
+  void OnStored(int count, const absl::Status& st) {
+    Outgoing outgoing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      reserving_ = false;
+      if (st.ok()) {
+        acked_ = std::max(acked_, count);
+      } else {
+        // Refused for good (not merely late): metering ahead cannot work
+        // for this request, and holding its tokens forever helps nobody.
+        spdlog::error("request_id={} usage report refused by Kafka: {}; delivering unmetered",
+                      usage_.request_id(), st.ToString());
+        metrics::Default()
+            .GetCounter("sb_worker_unmetered_requests_total",
+                        "Requests delivered without a stored usage report ahead of them")
+            .Inc();
+        acked_ = std::numeric_limits<int>::max();
+      }
+      FlushLocked(outgoing);
+    }
+    Send(outgoing);
+  }
 
   // Requires mu_.
-  void FlushLocked() {
+  void FlushLocked(Outgoing& outgoing) {
     if (done_ || !attached_) return;
     if (out_->ended()) {
       // The client is gone (the cancel callback may not have run yet).
@@ -133,7 +219,7 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
         cancel_sent_ = true;
         svc_->engine_.Cancel(id_);
       }
-      if (finished_) End();
+      if (finished_) End(outgoing);
       return;
     }
     if (!started_sent_) {
@@ -141,7 +227,11 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
         // Failed before its first token: the call's status says why, so the
         // gateway answers with an error status rather than a broken stream.
         out_->Finish(StatusOfEngineError(finish_.error));
-        End();
+        End(outgoing);
+        return;
+      }
+      if (pending_.empty() && !finished_ && !start_now_) {
+        MaybeReserve(outgoing);
         return;
       }
       if (!out_->has_space()) return;
@@ -150,12 +240,15 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     }
     while (!pending_.empty() && out_->has_space()) {
       const int tokens = pending_.front().tokens;
+      if (delivered_ + tokens > acked_) break;  // not metered yet
       if (!out_->Push(std::move(pending_.front().event))) break;
       pending_.pop_front();
       delivered_ += tokens;
-      MaybeReport();
     }
-    if (!finished_ || !pending_.empty()) return;
+    if (!finished_ || !pending_.empty()) {
+      MaybeReserve(outgoing);
+      return;
+    }
     if (!finish_.error.ok()) {
       out_->Finish(StatusOfEngineError(finish_.error));
     } else {
@@ -169,24 +262,38 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
       out_->Push(std::move(e));
       out_->Finish(grpc::Status::OK);
     }
-    End();
+    End(outgoing);
   }
 
-  // A running report every interval: if this process dies, billing still
-  // holds what the stream had taken up to the last report.
-  void MaybeReport() {
-    const absl::Time now = absl::Now();
-    if (now - last_report_ < svc_->report_interval_) return;
-    last_report_ = now;
+  // Asks for more credit when half of it is used (or a token waits for
+  // it), one report in flight at a time. Requires mu_.
+  void MaybeReserve(Outgoing& outgoing) {
+    if (reserving_) return;
+    const int credit = Credit();
+    if (delivered_ + credit / 2 < acked_ && generated_ <= acked_) return;
+    // Once the engine is done nothing more will be generated.
+    const int cap = finished_ ? generated_ : std::max(max_tokens_, generated_);
+    const int count = std::min(cap, std::max(generated_, delivered_ + credit));
+    if (count <= acked_) return;
+    reserving_ = true;
     UsageEvent running = usage_;
-    running.set_output_tokens(delivered_);
-    running.set_at_unix_ms(absl::ToUnixMillis(now));
+    running.set_output_tokens(count);
+    running.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
     running.set_final(false);
-    svc_->usage_(running);
+    outgoing.report = std::move(running);
+    outgoing.reservation = true;
+  }
+
+  // One report interval of tokens at this request's rate so far.
+  int Credit() const {
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - started_at_);
+    const double rate = seconds > 0.05 ? generated_ / seconds : 0;
+    const double ahead = rate * absl::ToDoubleSeconds(svc_->report_interval_);
+    return std::max(kMinCredit, static_cast<int>(ahead));
   }
 
   // The final report, once. Requires mu_ and finished_.
-  void End() {
+  void End(Outgoing& outgoing) {
     done_ = true;
     if (!finish_.error.ok()) {
       spdlog::warn("request_id={} engine failed after {} tokens: {}", usage_.request_id(),
@@ -199,7 +306,8 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     usage_.set_stop_reason(reason);
     usage_.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
     usage_.set_final(true);
-    svc_->usage_(usage_);
+    outgoing.report = usage_;
+    outgoing.reservation = false;
     svc_->in_flight_.fetch_sub(1);
     metrics::Default()
         .GetCounter("sb_worker_requests_finished_total", "Requests ended, by stop reason",
@@ -212,6 +320,8 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
   std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out_;
   WorkerServiceImpl* svc_;
   const uint64_t id_;
+  const int max_tokens_;
+  const absl::Time started_at_;
   std::mutex mu_;
   bool attached_ = false;  // Submit accepted it: the stream may begin
   inf::GenerateEvent started_;
@@ -219,12 +329,14 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
   FinishInfo finish_;
   bool finished_ = false;
   bool started_sent_ = false;
+  bool start_now_ = false;  // the grace for Started is over
   bool cancel_sent_ = false;
   bool done_ = false;
   int generated_ = 0;  // tokens the engine produced
   int delivered_ = 0;  // tokens handed to the stream
+  int acked_ = 0;      // tokens covered by a stored usage report
+  bool reserving_ = false;
   UsageEvent usage_;
-  absl::Time last_report_;
 };
 
 WorkerServiceImpl::WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage,

@@ -1,12 +1,14 @@
 // switchboard.inference.v1.InferenceWorker over an Engine. Generate streams
-// Started, the tokens, then Finished; an engine error before the first token
-// ends the call with its status instead (UNAVAILABLE for an overloaded
-// upstream, DEADLINE_EXCEEDED for a timeout), after tokens it ends the call
-// with that status in place of Finished.
+// Started (with the first token, or 50 ms after the engine took the request
+// if that comes first), the tokens, then Finished. An engine error before
+// Started ends the call with its status instead (UNAVAILABLE for an
+// overloaded upstream, DEADLINE_EXCEEDED for a timeout); a later one ends
+// the call with that status in place of Finished.
 //
-// Metering: a running report of the tokens handed to the stream every
-// report interval, and a final one with the engine's counts when the request
-// ends (finished, cancelled or failed), all keyed by request id.
+// Metering, keyed by request id: running reports ahead of delivery (a token
+// reaches the stream only once a stored report covers it, see StreamSink),
+// and a final one with the engine's counts when the request ends (finished,
+// cancelled or failed), which billing takes as the exact figure.
 #pragma once
 
 #include <atomic>
@@ -14,6 +16,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "core/timers.h"
 #include "inference-worker/engine.h"
 #include "switchboard/billing/v1/billing.pb.h"
 #include "switchboard/inference/v1/inference.grpc.pb.h"
@@ -21,8 +24,11 @@
 namespace sb::worker {
 
 // Where metering events go (a UsageOutbox over Kafka in production, a
-// vector in tests).
-using UsageSink = std::function<void(const switchboard::billing::v1::UsageEvent&)>;
+// vector in tests). `stored`, when given, runs once the event is durably
+// stored (OK) or refused for good.
+using UsageStored = std::function<void(const absl::Status&)>;
+using UsageSink =
+    std::function<void(const switchboard::billing::v1::UsageEvent&, UsageStored stored)>;
 
 // Flattens a request into the engine's prompt and counts its input tokens:
 // every text block, with the engine's tokenizer. CountTokens answers with
@@ -32,8 +38,8 @@ EngineRequest ToEngineRequest(const switchboard::inference::v1::GenerateRequest&
 
 class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWorker::CallbackService {
  public:
-  // `usage` gets a running report of each request every `report_interval`
-  // while it generates, and a final one when it ends.
+  // `usage` gets each request's running reports (about two a
+  // `report_interval` at the request's rate) and its final one.
   // While `admitting` answers false (metering is backed up) Generate is
   // refused with RESOURCE_EXHAUSTED.
   WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage,
@@ -63,6 +69,7 @@ class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWork
   std::function<bool()> admitting_;
   std::atomic<int> in_flight_{0};
   std::atomic<uint64_t> next_id_{1};
+  TimerThread timers_;
 };
 
 }  // namespace sb::worker

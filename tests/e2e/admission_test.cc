@@ -232,6 +232,7 @@ TEST(RateLimitTest, AKilledGatewaysSlotsComeBackWithinTheLeaseTtl) {
   ASSERT_TRUE(survivor.ok()) << survivor.status();
 
   const std::string slow = MessagesBody("hold the slot", true, 3000, "sim-hold");
+  std::chrono::steady_clock::time_point killed_at;
   {
     std::vector<std::unique_ptr<HeldStream>> held;
     for (int i = 0; i < 10; ++i) {
@@ -244,6 +245,7 @@ TEST(RateLimitTest, AKilledGatewaysSlotsComeBackWithinTheLeaseTtl) {
 
     doomed->process.Kill();
     const auto killed = std::chrono::steady_clock::now();
+    killed_at = killed;
     int status = 0;
     while (status != 200 && std::chrono::steady_clock::now() - killed < 10s) {
       status = Message(survivor->http_port, key, MessagesBody("again", false, 1)).status;
@@ -256,7 +258,10 @@ TEST(RateLimitTest, AKilledGatewaysSlotsComeBackWithinTheLeaseTtl) {
                     std::chrono::duration_cast<std::chrono::milliseconds>(back).count()));
     EXPECT_LT(back, 3s + 1s) << "within the 3 s lease (renewals come every second)";
   }  // the held streams end: their gateway is gone
-  // All ten are back: ten held at once through the survivor, the 11th refused.
+  // All ten are back once the last lease the dead gateway renewed has run
+  // out (they were taken a stream's first token apart, so they expire
+  // apart): ten held at once through the survivor, the 11th refused.
+  std::this_thread::sleep_until(killed_at + 3s + 200ms);
   std::vector<std::unique_ptr<HeldStream>> again;
   for (int i = 0; i < 10; ++i) {
     again.push_back(std::make_unique<HeldStream>(survivor->http_port, key, slow));

@@ -1,9 +1,10 @@
 #include "e2e/e2e_helpers.h"
 
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
 #include <chrono>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "gtest/gtest.h"
 #include "sbadmin/admin.h"
@@ -91,8 +92,10 @@ void ExpectError(const http::Response& r, int status, const std::string& type) {
 
 namespace {
 
+// Until `min` records are there and, with `settled`, every one has had its
+// final report (a stop reason; running reports run ahead of delivery).
 switchboard::billing::v1::GetUsageResponse WaitForUsage(
-    const switchboard::billing::v1::GetUsageRequest& req, int min) {
+    const switchboard::billing::v1::GetUsageRequest& req, int min, bool settled = true) {
   auto billing = switchboard::billing::v1::Billing::NewStub(g_cluster->Channel("billing"));
   switchboard::billing::v1::GetUsageResponse resp;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -100,7 +103,11 @@ switchboard::billing::v1::GetUsageResponse WaitForUsage(
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     resp.Clear();
-    if (billing->GetUsage(&ctx, req, &resp).ok() && resp.records_size() >= min) return resp;
+    if (billing->GetUsage(&ctx, req, &resp).ok() && resp.records_size() >= min &&
+        (!settled || std::all_of(resp.records().begin(), resp.records().end(),
+                                 [](const auto& r) { return !r.stop_reason().empty(); }))) {
+      return resp;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   return resp;
@@ -109,11 +116,11 @@ switchboard::billing::v1::GetUsageResponse WaitForUsage(
 }  // namespace
 
 switchboard::billing::v1::GetUsageResponse UsageFor(const std::string& org,
-                                                    const std::string& request_id) {
+                                                    const std::string& request_id, bool settled) {
   switchboard::billing::v1::GetUsageRequest req;
   req.set_org_id(org);
   req.set_request_id(request_id);
-  return WaitForUsage(req, 1);
+  return WaitForUsage(req, 1, settled);
 }
 
 switchboard::billing::v1::GetUsageResponse UsageOfOrg(const std::string& org, int min) {

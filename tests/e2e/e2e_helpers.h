@@ -38,10 +38,14 @@ std::string MessagesBody(const std::string& prompt, bool stream, int max_tokens 
                          const std::string& model = "sim-small");
 // Expects an Anthropic-shaped error with `status` and `type`.
 void ExpectError(const http::Response& r, int status, const std::string& type);
-// The billing records of one request, waiting for them to be metered.
+// The billing records of one request, waiting for them to be metered and,
+// with `settled`, for the final report (running reports run ahead of
+// delivery; a killed worker's request never settles).
 switchboard::billing::v1::GetUsageResponse UsageFor(const std::string& org,
-                                                    const std::string& request_id);
-// All billing records of an org, waiting until there are at least `min`.
+                                                    const std::string& request_id,
+                                                    bool settled = true);
+// All billing records of an org, waiting until there are at least `min`,
+// all settled.
 switchboard::billing::v1::GetUsageResponse UsageOfOrg(const std::string& org, int min);
 // The value of one series on a service's /metrics ("" labels: unlabelled),
 // 0 when absent.

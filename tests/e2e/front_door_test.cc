@@ -325,11 +325,10 @@ TEST(InternalsTest, AKilledWorkerLeaksNoInternals) {
   EXPECT_EQ(after.body.find("doomed-7"), std::string::npos) << after.body;
 }
 
-// Metering survives a crash: a worker killed with kill -9 mid-stream has
-// reported its running usage (every 200 ms here), so the ledger holds the
-// tokens the client received, less what the last reports had not yet
-// delivered to Kafka when the process died (allowed: 600 ms, 6 tokens at 10
-// a second), instead of nothing.
+// Metering survives a crash: the worker reports usage ahead of delivery (a
+// token reaches the stream only once Kafka has stored a report covering
+// it), so a worker killed with kill -9 mid-stream leaves in the ledger at
+// least every token the client received.
 TEST(MeteringTest, AWorkerKilledMidStreamLeavesWhatItDeliveredInTheLedger) {
   auto doomed =
       g_cluster->StartWorker("worker-metered-kill", "sim-metered-kill",
@@ -369,11 +368,11 @@ TEST(MeteringTest, AWorkerKilledMidStreamLeavesWhatItDeliveredInTheLedger) {
   ASSERT_TRUE(killed) << "delivered " << delivered << ": "
                       << body.substr(body.size() > 600 ? body.size() - 600 : 0);
   const std::string request_id = r->headers["request-id"];
-  auto usage = UsageFor("killed-metering", request_id);
+  auto usage = UsageFor("killed-metering", request_id, /*settled=*/false);
   ASSERT_EQ(usage.records_size(), 1) << "a killed worker used to leave no ledger row";
   std::printf("[figure] kill -9 after %d delivered tokens: the ledger holds %d\n", delivered,
               usage.records(0).output_tokens());
-  EXPECT_GE(usage.records(0).output_tokens(), delivered - 6);
+  EXPECT_GE(usage.records(0).output_tokens(), delivered);
   EXPECT_GT(usage.records(0).input_tokens(), 0);
 }
 
