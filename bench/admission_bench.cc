@@ -273,7 +273,7 @@ int main(int argc, char** argv) {
   }
   auto& c = **cluster;
   auto fast =
-      c.StartWorker("bench-fast", "sim-fast", {"--tokens_per_second=100000", "--max_batch=256"});
+      c.StartWorker("bench-fast", "sim-fast", {"--tokens_per_second=100000", "--max_num_seqs=256"});
   if (!fast.ok()) {
     std::fprintf(stderr, "%s\n", fast.status().ToString().c_str());
     return 1;

@@ -57,9 +57,9 @@ REDIS_PORT=56479
 KAFKA_PORT=19192
 SERVICES=(gateway chat connection-manager safety tenant-scheduler inference-worker billing)
 START_ORDER=(safety tenant-scheduler inference-worker billing chat connection-manager gateway)
-FAST_WORKER=(--tokens_per_second=100000 --max_batch=256)
-STREAMS_WORKER=(--tokens_per_second="$STREAMS_TPS" --max_batch=$((STREAMS + 1000)))
-CHAT_WORKER=(--tokens_per_second="$CHAT_TPS" --max_batch=$((TURNS + 1000)))
+FAST_WORKER=(--tokens_per_second=100000 --max_num_seqs=256)
+STREAMS_WORKER=(--tokens_per_second="$STREAMS_TPS" --max_num_seqs=$((STREAMS + 1000)))
+CHAT_WORKER=(--tokens_per_second="$CHAT_TPS" --max_num_seqs=$((TURNS + 1000)))
 
 log() { printf '[front_door %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }

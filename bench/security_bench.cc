@@ -80,7 +80,7 @@ void MutualTls() {
     for (bool tls : {false, true}) {
       auto c = StartCluster(tls);
       auto worker = c->StartWorker("bench-fast", "sim-fast",
-                                   {"--tokens_per_second=100000", "--max_batch=256"});
+                                   {"--tokens_per_second=100000", "--max_num_seqs=256"});
       if (!worker.ok()) std::exit(1);
       const auto& gw = c->process("gateway");
       // Warm the connections (and the TLS sessions) first.

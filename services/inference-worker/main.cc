@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
@@ -14,6 +16,7 @@
 #include "grpcx/tls.h"
 #include "inference-worker/registrar.h"
 #include "inference-worker/sim_engine.h"
+#include "inference-worker/upstream_flags.h"
 #include "inference-worker/usage_outbox.h"
 #include "inference-worker/worker_grpc.h"
 #include "storage/kafka.h"
@@ -32,10 +35,21 @@ ABSL_FLAG(int, usage_report_interval_ms, 1000,
           "at its own token rate (a token reaches the client only once Kafka has stored a report "
           "covering it)");
 ABSL_FLAG(std::string, models, "sim-small,sim-large", "Comma-separated models this worker serves");
-ABSL_FLAG(double, tokens_per_second, 50, "Simulated decode rate per sequence");
-ABSL_FLAG(int, max_batch, 64, "Simulated batch size (sequences decoded per step)");
+ABSL_FLAG(std::string, engine, "sim",
+          "sim (the simulated accelerator), openai (an OpenAI-compatible upstream: vLLM, SGLang, "
+          "llama.cpp, Ollama, TGI, OpenAI; see --upstream_*) or anthropic (Anthropic's API)");
+ABSL_FLAG(double, tokens_per_second, 0,
+          "sim: at most this many tokens a second per sequence, a floor on the step time for "
+          "tests and demos (0: as fast as the simulated GPU)");
+ABSL_FLAG(int, max_num_seqs, 256, "sim: sequences in the running batch, per model (vLLM's)");
+ABSL_FLAG(int, max_num_batched_tokens, 8192,
+          "sim: tokens one step computes, prefill chunks included (vLLM's)");
+ABSL_FLAG(int, sim_num_gpus, 0,
+          "sim: GPUs per model (0: the profile's: 1 H100 for sim-small, 4 for sim-large)");
+ABSL_FLAG(bool, enable_prefix_caching, true, "sim: automatic prefix caching (vLLM's)");
 ABSL_FLAG(int, max_waiting, 1024,
-          "Requests queued for a batch slot; beyond them the worker answers UNAVAILABLE");
+          "sim: requests queued per model behind a full batch; beyond them the worker answers "
+          "RESOURCE_EXHAUSTED");
 
 namespace {
 
@@ -79,12 +93,37 @@ int main(int argc, char** argv) {
     outbox.Report(e, std::move(stored));
   };
 
-  sb::worker::SimOptions sim;
-  sim.models = absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty());
-  sim.tokens_per_second = absl::GetFlag(FLAGS_tokens_per_second);
-  sim.max_batch = absl::GetFlag(FLAGS_max_batch);
-  sim.max_waiting = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_max_waiting)));
-  sb::worker::SimulatedEngine engine(sim, /*run_thread=*/true);
+  const std::vector<std::string> models =
+      absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty());
+  const std::string engine_name = absl::GetFlag(FLAGS_engine);
+  std::unique_ptr<sb::worker::Engine> engine;
+  int capacity = 0;  // requests the worker holds at once
+  if (engine_name == "sim") {
+    sb::worker::SimOptions sim;
+    sim.models = models;
+    sim.max_steps_per_second = absl::GetFlag(FLAGS_tokens_per_second);
+    sim.max_num_seqs = std::max(1, absl::GetFlag(FLAGS_max_num_seqs));
+    sim.max_num_batched_tokens = std::max(1, absl::GetFlag(FLAGS_max_num_batched_tokens));
+    sim.num_gpus = absl::GetFlag(FLAGS_sim_num_gpus);
+    sim.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
+    sim.max_waiting = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_max_waiting)));
+    capacity =
+        static_cast<int>(models.size()) * (sim.max_num_seqs + static_cast<int>(sim.max_waiting));
+    engine = std::make_unique<sb::worker::SimulatedEngine>(sim, /*run_thread=*/true);
+  } else {
+    auto options = sb::worker::UpstreamOptionsFromFlags(models);
+    if (!options.ok()) {
+      spdlog::critical("inference-worker: {}", options.status().ToString());
+      return 1;
+    }
+    capacity = options->max_concurrency;
+    auto upstream = sb::worker::MakeUpstreamEngine(engine_name, *std::move(options));
+    if (!upstream.ok()) {
+      spdlog::critical("inference-worker: --engine: {}", upstream.status().ToString());
+      return 1;
+    }
+    engine = *std::move(upstream);
+  }
 
   std::string worker_id = absl::GetFlag(FLAGS_worker_id);
   if (worker_id.empty()) {
@@ -93,7 +132,7 @@ int main(int argc, char** argv) {
     worker_id = std::string("worker-") + host + "-" + std::to_string(getpid());
   }
   sb::worker::WorkerServiceImpl service(
-      engine, worker_id, usage,
+      *engine, worker_id, usage,
       absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_usage_report_interval_ms))),
       [&] { return !outbox.backed_up(); });
 
@@ -112,14 +151,15 @@ int main(int argc, char** argv) {
   switchboard::scheduler::v1::RegisterWorkerRequest registration;
   registration.set_worker_id(worker_id);
   registration.set_address(advertise);
-  for (const auto& m : sim.models) registration.add_models(m);
-  // What it holds at once: the batch and the queue behind it.
-  registration.set_max_concurrency(sim.max_batch + static_cast<int>(sim.max_waiting));
+  for (const auto& m : engine->Models()) registration.add_models(m);
+  // What it holds at once: the batches and the queues behind them, or the
+  // requests an upstream engine keeps in flight.
+  registration.set_max_concurrency(capacity);
   auto channel = sb::grpcx::Dial(absl::GetFlag(FLAGS_scheduler_address), sb::grpcx::kScheduler);
   auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(channel);
   sb::worker::Registrar registrar(
       *scheduler, registration, [&] { return service.in_flight(); },
-      [&] { return ToProto(engine.Load()); });
+      [&] { return ToProto(engine->Load()); });
   // No work until metering can be delivered: the worker registers (and the
   // scheduler routes here) only once a Kafka broker has answered.
   std::thread starter([&] {
@@ -141,7 +181,7 @@ int main(int argc, char** argv) {
     stopping.store(true);
     starter.join();
     registrar.Stop();
-    engine.Drain(absl::Now() + grace * 0.8);
+    engine->Drain(absl::Now() + grace * 0.8);
   });
   runner.WaitForShutdown(grace);
   if (!outbox.WaitEmpty(absl::Now() + absl::Seconds(5))) {

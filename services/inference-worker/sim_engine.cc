@@ -1,10 +1,9 @@
 #include "inference-worker/sim_engine.h"
 
+#include <algorithm>
 #include <cctype>
-#include <chrono>
-
-#include "absl/time/clock.h"
-#include "core/metrics.h"
+#include <cstdio>
+#include <cstdlib>
 
 namespace sb::worker {
 namespace {
@@ -38,22 +37,9 @@ uint64_t Mix(uint64_t x) {
   return x;
 }
 
-}  // namespace
+constexpr size_t kMaxCachedPrefixes = 256;
 
-int CountWordTokens(std::string_view text) {
-  int n = 0;
-  bool in_word = false;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c >= 0x80) {  // UTF-8 bytes count with the word
-      if (!in_word) ++n;
-      in_word = true;
-    } else {
-      in_word = false;
-      if (!std::isspace(c)) ++n;
-    }
-  }
-  return n;
-}
+}  // namespace
 
 std::vector<std::string> SimulatedEngine::ReplyTokens(const std::string& model,
                                                       const std::string& prompt) {
@@ -74,186 +60,157 @@ std::vector<std::string> SimulatedEngine::ReplyTokens(const std::string& model,
 }
 
 SimulatedEngine::SimulatedEngine(SimOptions options, bool run_thread)
-    : options_(std::move(options)) {
-  if (run_thread) thread_ = std::thread([this] { Loop(); });
+    : options_(std::move(options)), run_thread_(run_thread) {
+  if (run_thread_) {
+    clock_ = std::make_unique<sim::RealStepClock>();
+  } else {
+    clock_ = std::make_unique<sim::VirtualClock>();
+  }
+  const sim::SchedulerOptions scheduler{
+      .min_step_time = options_.max_steps_per_second > 0
+                           ? absl::Seconds(1) / options_.max_steps_per_second
+                           : absl::ZeroDuration(),
+      .max_num_seqs = options_.max_num_seqs,
+      .max_num_batched_tokens = options_.max_num_batched_tokens,
+      .max_waiting = options_.max_waiting,
+      .enable_prefix_caching = options_.enable_prefix_caching};
+  for (const std::string& model : options_.models) {
+    absl::StatusOr<sim::Deployment> deployment = sim::DeploymentFor(model, options_.num_gpus);
+    if (!deployment.ok()) {
+      std::fprintf(stderr, "simulated engine: %s\n", deployment.status().ToString().c_str());
+      std::abort();
+    }
+    sim::CostModel cost(*std::move(deployment));
+    const int64_t blocks =
+        options_.kv_cache_blocks > 0
+            ? options_.kv_cache_blocks
+            : cost.KvCacheBlocks(options_.gpu_memory_utilization, sim::kBlockSize);
+    replicas_.push_back(
+        std::make_unique<sim::Replica>(std::move(cost), blocks, scheduler, *clock_));
+  }
+  if (run_thread_) {
+    for (auto& r : replicas_) threads_.emplace_back([this, r = r.get()] { Loop(*r); });
+  }
 }
 
 SimulatedEngine::~SimulatedEngine() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(wake_mu_);
     stop_ = true;
   }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  wake_.notify_all();
+  for (auto& t : threads_) t.join();
+  for (auto& r : replicas_) r->CancelAll();
 }
 
-absl::Status SimulatedEngine::Submit(EngineRequest request, std::shared_ptr<TokenObserver> sink) {
-  bool known = false;
-  for (const auto& m : options_.models) known = known || m == request.model;
-  if (!known) return absl::InvalidArgumentError("model " + request.model + " is not served here");
+sim::Replica* SimulatedEngine::Find(std::string_view model) const {
+  for (const auto& r : replicas_) {
+    if (r->model() == model) return r.get();
+  }
+  return nullptr;
+}
+
+const sim::Replica* SimulatedEngine::replica(std::string_view model) const { return Find(model); }
+
+absl::Status SimulatedEngine::Submit(EngineRequest request,
+                                     std::shared_ptr<TokenObserver> observer) {
+  if (draining_.load()) return absl::FailedPreconditionError("the engine is draining");
+  sim::Replica* r = Find(request.model);
+  if (r == nullptr)
+    return absl::InvalidArgumentError("model " + request.model + " is not served here");
   if (request.max_tokens <= 0) return absl::InvalidArgumentError("max_tokens must be positive");
-  Sequence seq;
-  seq.tokens = ReplyTokens(request.model, request.Flatten());
-  seq.request = std::move(request);
-  seq.sink = std::move(sink);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (draining_) return absl::FailedPreconditionError("the engine is draining");
-    // Room for a batch and a queue behind it; a request waits for the next
-    // step even when the batch has room.
-    if (waiting_.size() + running_.size() >=
-        static_cast<size_t>(options_.max_batch) + options_.max_waiting) {
-      return absl::ResourceExhaustedError("engine queue is full");
-    }
-    waiting_.push_back(std::move(seq));
+  const std::string prompt = request.Flatten();
+  std::vector<std::string> reply = ReplyTokens(request.model, prompt);
+  absl::Status s = r->Submit(std::move(request), std::move(observer), prompt, std::move(reply));
+  if (s.ok() && run_thread_) {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    wake_.notify_all();
   }
-  cv_.notify_all();
-  return absl::OkStatus();
-}
-
-bool SimulatedEngine::Advance(Sequence& seq) {
-  FinishInfo finish;
-  finish.input_tokens = seq.request.input_tokens;
-  auto done = [&](std::string reason) {
-    finish.stop_reason = std::move(reason);
-    finish.output_tokens = static_cast<int>(seq.next);
-    seq.sink->OnFinished(finish);
-    return true;
-  };
-  if (seq.cancelled) return done("cancelled");
-  // A stop sequence ends the reply before it and is never shown, not even
-  // its start: the last (longest stop - 1) bytes are held back until they
-  // cannot begin one.
-  std::string candidate = seq.generated + seq.tokens[seq.next];
-  size_t longest = 0, hit = std::string::npos;
-  std::string stop_hit;
-  for (const auto& stop : seq.request.stop_sequences) {
-    if (stop.empty()) continue;
-    longest = std::max(longest, stop.size());
-    const size_t pos = candidate.find(stop, seq.released);
-    if (pos < hit) {
-      hit = pos;
-      stop_hit = stop;
-    }
-  }
-  size_t end = hit;
-  if (hit == std::string::npos) {
-    const size_t keep = std::min(longest > 0 ? longest - 1 : 0, candidate.size() - seq.released);
-    end = candidate.size() - keep;
-  }
-  seq.sink->OnToken(std::string_view(candidate).substr(seq.released, end - seq.released), 1);
-  seq.released = end;
-  seq.generated = std::move(candidate);
-  ++seq.next;
-  std::string reason;
-  if (!stop_hit.empty()) {
-    seq.generated.resize(hit);
-    finish.stop_sequence = stop_hit;
-    reason = "stop_sequence";
-  } else if (static_cast<int>(seq.next) >= seq.request.max_tokens) {
-    reason = "max_tokens";
-  } else if (seq.next >= seq.tokens.size()) {
-    reason = "end_turn";
-  } else {
-    return false;
-  }
-  // What was held back goes out before the end.
-  if (seq.released < seq.generated.size()) {
-    seq.sink->OnToken(std::string_view(seq.generated).substr(seq.released), 0);
-  }
-  return done(reason);
-}
-
-int SimulatedEngine::Step() {
-  std::list<Sequence> batch;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    while (!waiting_.empty() && running_.size() < static_cast<size_t>(options_.max_batch)) {
-      running_.push_back(std::move(waiting_.front()));
-      waiting_.pop_front();
-    }
-    batch.splice(batch.end(), running_);
-    for (uint64_t id : cancels_) {
-      for (auto& seq : batch) seq.cancelled = seq.cancelled || seq.request.id == id;
-    }
-    cancels_.clear();
-  }
-  int emitted = 0;
-  for (auto it = batch.begin(); it != batch.end();) {
-    const size_t before = it->next;
-    const bool done = Advance(*it);
-    emitted += static_cast<int>(it->next - before);
-    it = done ? batch.erase(it) : std::next(it);
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    running_.splice(running_.begin(), batch);
-  }
-  static auto& tokens = metrics::Default().GetCounter("sb_worker_tokens_generated_total",
-                                                      "Output tokens produced by the engine");
-  tokens.Inc(emitted);
-  return emitted;
-}
-
-void SimulatedEngine::Loop() {
-  const auto interval = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(1.0 / options_.tokens_per_second));
-  auto next = std::chrono::steady_clock::now();
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stop_) {
-    cv_.wait(lock, [this] { return stop_ || !waiting_.empty() || !running_.empty(); });
-    if (stop_) break;
-    lock.unlock();
-    Step();
-    next += interval;
-    const auto now = std::chrono::steady_clock::now();
-    if (next < now) next = now;  // fell behind: do not burst to catch up
-    lock.lock();
-    cv_.wait_until(lock, next, [this] { return stop_; });
-  }
+  return s;
 }
 
 void SimulatedEngine::Cancel(uint64_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& seq : waiting_) seq.cancelled = seq.cancelled || seq.request.id == id;
-  cancels_.push_back(id);  // a running one may be in the step's batch now
+  for (auto& r : replicas_) r->Cancel(id);
 }
 
 EngineLoad SimulatedEngine::Load() const {
-  std::lock_guard<std::mutex> lock(mu_);
   EngineLoad load;
-  load.running = static_cast<int>(running_.size());
-  load.waiting = static_cast<int>(waiting_.size());
+  for (const auto& r : replicas_) {
+    const sim::ReplicaStats st = r->Stats();
+    load.running += st.running;
+    load.waiting += st.waiting;
+    load.kv_blocks_total += st.blocks_total;
+    load.kv_blocks_free += st.blocks_free;
+  }
+  if (load.kv_blocks_total > 0) {
+    load.kv_cache_usage =
+        1.0 - static_cast<double>(load.kv_blocks_free) / static_cast<double>(load.kv_blocks_total);
+  }
+  for (const auto& r : replicas_) {
+    const size_t room = kMaxCachedPrefixes - load.cached_prefixes.size();
+    if (room == 0) break;
+    for (uint64_t h : r->CachedPrefixes(room)) load.cached_prefixes.push_back(h);
+  }
   return load;
 }
 
+bool SimulatedEngine::HasWork() const {
+  return std::any_of(replicas_.begin(), replicas_.end(),
+                     [](const auto& r) { return r->HasWork(); });
+}
+
+sim::StepResult SimulatedEngine::Step() {
+  if (run_thread_) return {};
+  std::lock_guard<std::mutex> lock(step_mu_);
+  // A discrete-event simulation: every model with work has a step planned
+  // from now; the one that ends first completes, and the clock moves there.
+  sim::Replica* next = nullptr;
+  absl::Time next_end = absl::InfiniteFuture();
+  for (auto& r : replicas_) {
+    const std::optional<absl::Time> end = r->Plan();
+    if (end && *end < next_end) {
+      next = r.get();
+      next_end = *end;
+    }
+  }
+  if (next == nullptr) return {};
+  static_cast<sim::VirtualClock&>(*clock_).AdvanceTo(next_end);
+  return next->Apply();
+}
+
+void SimulatedEngine::Loop(sim::Replica& replica) {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(wake_mu_);
+      wake_.wait(lock, [&] { return stop_ || replica.HasWork(); });
+      if (stop_) return;
+    }
+    replica.RunStep();
+  }
+}
+
 void SimulatedEngine::Drain(absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  draining_ = true;
-  const auto idle = [this] { return waiting_.empty() && running_.empty(); };
-  while (!idle() && absl::Now() < deadline) {
-    lock.unlock();
-    absl::SleepFor(absl::Milliseconds(5));
-    lock.lock();
+  draining_.store(true);
+  if (run_thread_) {
+    while (HasWork() && absl::Now() < deadline) {
+      absl::SleepFor(std::min(absl::Milliseconds(1), deadline - absl::Now()));
+    }
+  } else {
+    while (HasWork() && clock_->Now() < deadline) Step();
   }
-  for (auto& seq : waiting_) seq.cancelled = true;
-  for (auto& seq : running_) cancels_.push_back(seq.request.id);
-  if (!thread_.joinable()) return;  // the caller steps
-  while (!idle()) {
-    lock.unlock();
-    absl::SleepFor(absl::Milliseconds(5));
-    lock.lock();
-  }
+  for (auto& r : replicas_) r->CancelAll();
 }
 
 size_t SimulatedEngine::running() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return running_.size();
+  size_t n = 0;
+  for (const auto& r : replicas_) n += r->Stats().running;
+  return n;
 }
 
 size_t SimulatedEngine::waiting() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return waiting_.size();
+  size_t n = 0;
+  for (const auto& r : replicas_) n += r->Stats().waiting;
+  return n;
 }
 
 }  // namespace sb::worker

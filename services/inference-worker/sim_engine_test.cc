@@ -1,94 +1,61 @@
+// The engine contract the worker and the e2e tests rely on: deterministic
+// replies, exact counts, stop sequences, max_tokens, cancel, drain, errors.
 #include "inference-worker/sim_engine.h"
 
 #include "gtest/gtest.h"
+#include "inference-worker/sim/sim_testing.h"
 
 namespace sb::worker {
 namespace {
 
-// Records what the engine hands over.
-class RecordingSink : public TokenObserver {
- public:
-  void OnToken(std::string_view text, int count) override {
-    // One piece per token, unless a stop sequence held text back.
-    if (count == 0) {
-      ASSERT_FALSE(tokens.empty());
-      tokens.back() += text;
-    } else {
-      tokens.emplace_back(text);
-    }
-  }
-  void OnFinished(const FinishInfo& f) override {
-    EXPECT_FALSE(finished) << "finished twice";
-    finished = true;
-    info = f;
-  }
-
-  std::string Text() const {
-    std::string s;
-    for (const auto& t : tokens) s += t;
-    return s;
-  }
-
-  std::vector<std::string> tokens;
-  bool finished = false;
-  FinishInfo info;
-};
-
-EngineRequest Req(int max_tokens, std::string prompt = "hello") {
-  EngineRequest r;
-  r.request_id = "r1";
-  r.model = "sim-small";
-  r.messages = {{"user", std::move(prompt)}};
-  r.input_tokens = CountWordTokens(r.messages[0].text);
-  r.max_tokens = max_tokens;
-  return r;
-}
-
-void RunToEnd(SimulatedEngine& e, const RecordingSink& s) {
-  for (int i = 0; i < 1000 && !s.finished; ++i) e.Step();
-}
+using sim::testing::Joined;
+using sim::testing::Recorder;
+using sim::testing::Req;
+using sim::testing::RunUntilIdle;
 
 TEST(TokenizerTest, CountsWordsAndPunctuation) {
   EXPECT_EQ(CountWordTokens(""), 0);
   EXPECT_EQ(CountWordTokens("hello"), 1);
   EXPECT_EQ(CountWordTokens("Hello, world!"), 4);
   EXPECT_EQ(CountWordTokens("  a  b\tc\n"), 3);
+  EXPECT_EQ(CountWordTokens("caf\xc3\xa9 ok"), 2);
 }
 
 TEST(SimEngineTest, DeterministicReplyWithExactCounts) {
   SimulatedEngine e({}, false);
-  auto a = std::make_shared<RecordingSink>();
-  auto b = std::make_shared<RecordingSink>();
+  auto a = std::make_shared<Recorder>();
+  auto b = std::make_shared<Recorder>();
   ASSERT_TRUE(e.Submit(Req(1000), a).ok());
   ASSERT_TRUE(e.Submit(Req(1000), b).ok());
-  RunToEnd(e, *a);
-  RunToEnd(e, *b);
+  RunUntilIdle(e);
+  ASSERT_TRUE(a->finished);
   EXPECT_EQ(a->Text(), b->Text());
   EXPECT_EQ(a->info.stop_reason, "end_turn");
-  EXPECT_EQ(a->info.output_tokens, static_cast<int>(a->tokens.size()));
+  EXPECT_EQ(a->info.output_tokens, a->token_calls);
   EXPECT_EQ(a->info.output_tokens, CountWordTokens(a->Text()));
-  EXPECT_EQ(a->info.input_tokens, 1);
+  EXPECT_EQ(a->info.input_tokens, Req(1).input_tokens);
   const auto reply = SimulatedEngine::ReplyTokens("sim-small", Req(1).Flatten());
-  EXPECT_EQ(a->tokens, reply);
+  EXPECT_EQ(a->pieces, reply) << "one OnToken per token, nothing held back without stops";
 }
 
 TEST(SimEngineTest, BatchesSequencesOneTokenPerStep) {
   SimulatedEngine e({}, false);
-  auto a = std::make_shared<RecordingSink>();
-  auto b = std::make_shared<RecordingSink>();
+  auto a = std::make_shared<Recorder>();
+  auto b = std::make_shared<Recorder>();
   ASSERT_TRUE(e.Submit(Req(5, "one"), a).ok());
   ASSERT_TRUE(e.Submit(Req(5, "two"), b).ok());
-  EXPECT_EQ(e.Step(), 2);
-  EXPECT_EQ(a->tokens.size(), 1u);
-  EXPECT_EQ(b->tokens.size(), 1u);
+  EXPECT_EQ(e.Step().tokens_emitted, 2);  // both prefills, in one step
+  EXPECT_EQ(e.Step().tokens_emitted, 2);  // both decodes
+  EXPECT_EQ(a->pieces.size(), 2u);
+  EXPECT_EQ(b->pieces.size(), 2u);
 }
 
 TEST(SimEngineTest, StopsAtMaxTokens) {
   SimulatedEngine e({}, false);
-  auto s = std::make_shared<RecordingSink>();
+  auto s = std::make_shared<Recorder>();
   ASSERT_TRUE(e.Submit(Req(3), s).ok());
-  RunToEnd(e, *s);
-  EXPECT_EQ(s->tokens.size(), 3u);
+  RunUntilIdle(e);
+  EXPECT_EQ(s->pieces.size(), 3u);
   EXPECT_EQ(s->info.stop_reason, "max_tokens");
   EXPECT_EQ(s->info.output_tokens, 3);
 }
@@ -97,14 +64,16 @@ TEST(SimEngineTest, StopSequenceIsNotEmitted) {
   const auto reply = SimulatedEngine::ReplyTokens("sim-small", Req(1).Flatten());
   ASSERT_GT(reply.size(), 4u);
   SimulatedEngine e({}, false);
-  auto s = std::make_shared<RecordingSink>();
+  auto s = std::make_shared<Recorder>();
   auto r = Req(1000);
-  r.stop_sequences = {reply[3]};  // e.g. " tokens"
+  r.stop_sequences = {reply[3]};
   ASSERT_TRUE(e.Submit(r, s).ok());
-  RunToEnd(e, *s);
+  RunUntilIdle(e);
+  const std::string full = Joined(reply);
   EXPECT_EQ(s->info.stop_reason, "stop_sequence");
   EXPECT_EQ(s->info.stop_sequence, reply[3]);
-  EXPECT_EQ(s->Text().find(reply[3]), std::string::npos);
+  EXPECT_EQ(s->Text(), full.substr(0, full.find(reply[3])));
+  EXPECT_EQ(s->token_calls, s->info.output_tokens);
 }
 
 // A stop sequence that starts inside one token and ends in the next: no
@@ -112,16 +81,15 @@ TEST(SimEngineTest, StopSequenceIsNotEmitted) {
 TEST(SimEngineTest, AStopSequenceAcrossTokensIsNeverPartlyShown) {
   const auto reply = SimulatedEngine::ReplyTokens("sim-small", Req(1).Flatten());
   ASSERT_GT(reply.size(), 4u);
-  std::string full;
-  for (const auto& t : reply) full += t;
+  const std::string full = Joined(reply);
   const std::string stop = reply[2].substr(reply[2].size() - 2) + reply[3].substr(0, 3);
   const std::string expected = full.substr(0, full.find(stop));
   SimulatedEngine e({}, false);
-  auto s = std::make_shared<RecordingSink>();
+  auto s = std::make_shared<Recorder>();
   auto r = Req(1000);
   r.stop_sequences = {stop, "never-in-the-reply"};
   ASSERT_TRUE(e.Submit(r, s).ok());
-  for (int i = 0; i < 1000 && !s->finished; ++i) {
+  while (e.HasWork()) {
     e.Step();
     EXPECT_EQ(s->Text().find(stop.substr(0, 2), expected.size()), std::string::npos)
         << "the stop's first bytes reached the client";
@@ -129,59 +97,152 @@ TEST(SimEngineTest, AStopSequenceAcrossTokensIsNeverPartlyShown) {
   EXPECT_EQ(s->Text(), expected);
   EXPECT_EQ(s->info.stop_reason, "stop_sequence");
   EXPECT_EQ(s->info.stop_sequence, stop);
+  EXPECT_EQ(s->token_calls, s->info.output_tokens);
 }
 
-TEST(SimEngineTest, HeldBackTextIsReleasedAtTheEnd) {
+TEST(SimEngineTest, HeldBackTextIsReleasedAtTheEndWithNoTokens) {
   const auto reply = SimulatedEngine::ReplyTokens("sim-small", Req(1).Flatten());
-  std::string full;
-  for (const auto& t : reply) full += t;
   SimulatedEngine e({}, false);
-  auto s = std::make_shared<RecordingSink>();
+  auto s = std::make_shared<Recorder>();
   auto r = Req(1000);
   r.stop_sequences = {"a stop sequence the reply never has"};
   ASSERT_TRUE(e.Submit(r, s).ok());
-  RunToEnd(e, *s);
-  EXPECT_EQ(s->Text(), full);
+  RunUntilIdle(e);
+  EXPECT_EQ(s->Text(), Joined(reply));
   EXPECT_EQ(s->info.stop_reason, "end_turn");
   EXPECT_EQ(s->info.output_tokens, static_cast<int>(reply.size()));
+  EXPECT_EQ(s->token_calls, s->info.output_tokens) << "the release carries 0 tokens";
 }
 
-TEST(SimEngineTest, CancelledSequenceFinishesAndLeavesTheBatch) {
+TEST(SimEngineTest, CancelledSequenceFinishesAtTheNextStepAndFreesItsBlocks) {
   SimulatedEngine e({}, false);
-  auto s = std::make_shared<RecordingSink>();
-  auto r = Req(1000);
-  r.id = 7;
-  ASSERT_TRUE(e.Submit(r, s).ok());
+  auto s = std::make_shared<Recorder>();
+  ASSERT_TRUE(e.Submit(Req(1000, "hello", "", 7), s).ok());
   e.Step();
   e.Step();
   e.Cancel(7);
+  e.Cancel(12345);  // unknown: ignored
+  EXPECT_FALSE(s->finished);
   e.Step();
   EXPECT_TRUE(s->finished);
   EXPECT_EQ(s->info.stop_reason, "cancelled");
   EXPECT_EQ(s->info.output_tokens, 2);
   EXPECT_EQ(e.running(), 0u);
+  const auto st = e.replica("sim-small")->Stats();
+  EXPECT_EQ(st.blocks_free, st.blocks_total);
 }
 
-TEST(SimEngineTest, RejectsUnknownModel) {
+// Tests and demos slow the simulation down: each step takes at least
+// 1 / max_steps_per_second. Any model name is served (as sim-small is).
+TEST(SimEngineTest, APacedEngineStepsNoFasterThanAskedUnderAnyModelName) {
+  SimulatedEngine e({.models = {"sim-paced"}, .max_steps_per_second = 10}, false);
+  ASSERT_NE(e.replica("sim-paced"), nullptr);
+  SimulatedEngine small({}, false);
+  EXPECT_EQ(e.replica("sim-paced")->Stats().blocks_total,
+            small.replica("sim-small")->Stats().blocks_total);
+  auto r = Req(5);
+  r.model = "sim-paced";
+  auto s = std::make_shared<Recorder>();
+  ASSERT_TRUE(e.Submit(r, s).ok());
+  const absl::Time start = e.Now();
+  RunUntilIdle(e);
+  ASSERT_TRUE(s->finished);
+  EXPECT_EQ(s->info.output_tokens, 5);
+  // Five steps (the prefill samples the first token), 100 ms each.
+  EXPECT_EQ(e.Now() - start, absl::Milliseconds(500));
+}
+
+TEST(SimEngineTest, RejectsUnknownModelAndNonPositiveMaxTokens) {
   SimulatedEngine e({}, false);
   auto r = Req(10);
   r.model = "nope";
-  EXPECT_EQ(e.Submit(r, std::make_shared<RecordingSink>()).code(),
+  EXPECT_EQ(e.Submit(r, std::make_shared<Recorder>()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.Submit(Req(0), std::make_shared<Recorder>()).code(),
             absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SimEngineTest, AFullEngineRefusesMoreUntilItHasRoom) {
-  SimulatedEngine engine({.models = {"sim-small"}, .max_batch = 1, .max_waiting = 1}, false);
-  auto a = std::make_shared<RecordingSink>();
-  auto b = std::make_shared<RecordingSink>();
-  auto c = std::make_shared<RecordingSink>();
+  // Room for a batch of one and one waiting behind it.
+  SimulatedEngine engine({.max_num_seqs = 1, .max_waiting = 1}, false);
+  auto a = std::make_shared<Recorder>();
+  auto b = std::make_shared<Recorder>();
+  auto c = std::make_shared<Recorder>();
   ASSERT_TRUE(engine.Submit(Req(4), a).ok());
   ASSERT_TRUE(engine.Submit(Req(4), b).ok());
   const absl::Status full = engine.Submit(Req(4), c);
   EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
-  RunToEnd(engine, *a);
-  RunToEnd(engine, *b);
-  EXPECT_TRUE(engine.Submit(Req(4), c).ok()) << "room again once they finished";
+  while (!a->finished) engine.Step();
+  EXPECT_TRUE(engine.Submit(Req(4), c).ok()) << "room again once one finished";
+  RunUntilIdle(engine);
+  EXPECT_TRUE(a->finished && b->finished && c->finished);
+}
+
+TEST(SimEngineTest, DrainLetsWorkFinishThenRefuses) {
+  SimulatedEngine e({}, false);
+  auto a = std::make_shared<Recorder>();
+  ASSERT_TRUE(e.Submit(Req(1000), a).ok());
+  e.Drain(absl::InfiniteFuture());
+  ASSERT_TRUE(a->finished);
+  EXPECT_EQ(a->info.stop_reason, "end_turn");
+  EXPECT_EQ(e.Submit(Req(4), std::make_shared<Recorder>()).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(SimEngineTest, DrainCancelsWhatOutlivesTheDeadline) {
+  SimulatedEngine e({}, false);
+  std::vector<std::shared_ptr<Recorder>> obs;
+  for (int i = 0; i < 20; ++i) {
+    obs.push_back(std::make_shared<Recorder>());
+    ASSERT_TRUE(e.Submit(Req(1000, "q" + std::to_string(i)), obs.back()).ok());
+  }
+  // Time for a few steps only (~7 ms each).
+  e.Drain(e.Now() + absl::Milliseconds(30));
+  int cancelled = 0;
+  for (const auto& o : obs) {
+    EXPECT_TRUE(o->finished);
+    cancelled += o->info.stop_reason == "cancelled";
+    EXPECT_EQ(o->token_calls, o->info.output_tokens);
+  }
+  EXPECT_EQ(cancelled, 20);
+  EXPECT_FALSE(e.HasWork());
+  const auto st = e.replica("sim-small")->Stats();
+  EXPECT_EQ(st.blocks_free, st.blocks_total);
+}
+
+TEST(SimEngineTest, RealClockThreadServesAndDrains) {
+  SimulatedEngine e({}, true);
+  auto a = std::make_shared<Recorder>();
+  auto b = std::make_shared<Recorder>();
+  ASSERT_TRUE(e.Submit(Req(1000, "first"), a).ok());
+  ASSERT_TRUE(e.Submit(Req(1000000, "second"), b).ok());
+  e.Drain(absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(a->finished);
+  ASSERT_TRUE(b->finished);
+  EXPECT_EQ(a->info.stop_reason, "end_turn");
+  EXPECT_EQ(a->Text(),
+            Joined(SimulatedEngine::ReplyTokens("sim-small", Req(1, "first").Flatten())));
+}
+
+TEST(SimEngineTest, LoadReportsQueueKvAndCachedPrefixes) {
+  SimulatedEngine e({}, false);
+  const std::string system = sim::testing::Words(100, "sys");
+  auto r = Req(1000, "hi", system);
+  ASSERT_TRUE(e.Submit(r, std::make_shared<Recorder>()).ok());
+  EngineLoad load = e.Load();
+  EXPECT_EQ(load.waiting, 1);
+  EXPECT_GT(load.kv_blocks_total, 20000);  // 8B on an H100: ~450k tokens
+  EXPECT_EQ(load.kv_blocks_free, load.kv_blocks_total);
+  e.Step();
+  load = e.Load();
+  EXPECT_EQ(load.running, 1);
+  EXPECT_GT(load.kv_cache_usage, 0);
+  const std::vector<uint64_t> hashes = sim::PrefixBlockHashes(r.Flatten());
+  ASSERT_GE(hashes.size(), 6u);
+  ASSERT_FALSE(load.cached_prefixes.empty());
+  for (uint64_t h : hashes) {
+    EXPECT_NE(std::find(load.cached_prefixes.begin(), load.cached_prefixes.end(), h),
+              load.cached_prefixes.end());
+  }
 }
 
 }  // namespace

@@ -54,7 +54,9 @@ grpc::Status StatusOfEngineError(const absl::Status& error) {
   switch (error.code()) {
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kResourceExhausted:
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is overloaded");
+      // Overload, not this worker's failure: the scheduler keeps routing
+      // here (UNAVAILABLE would mark the worker down).
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the model is overloaded");
     case absl::StatusCode::kDeadlineExceeded:
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the model did not answer in time");
     default:
@@ -132,11 +134,20 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     Outgoing outgoing;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (text.empty()) {
+        // A token whose text is held back (it may begin a stop sequence):
+        // counted, and delivered with the text that follows it.
+        generated_ += tokens;
+        carried_ += tokens;
+        return;
+      }
       inf::GenerateEvent e;
       e.mutable_token()->set_text(std::string(text));
-      e.mutable_token()->set_index(std::max(0, tokens > 0 ? generated_ : generated_ - 1));
+      e.mutable_token()->set_index(
+          std::max(0, tokens > 0 ? generated_ - carried_ : generated_ - 1));
       generated_ += tokens;
-      pending_.push_back({std::move(e), tokens});
+      pending_.push_back({std::move(e), tokens + carried_});
+      carried_ = 0;
       FlushLocked(outgoing);
     }
     Send(outgoing);
@@ -251,6 +262,11 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     }
     if (!finish_.error.ok()) {
       out_->Finish(StatusOfEngineError(finish_.error));
+    } else if (finish_.stop_reason == "cancelled") {
+      // Cancelled while the client is still there: the worker is shutting
+      // down (drain). The call fails so the client learns its reply was
+      // cut, and the scheduler stops routing here.
+      out_->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker stopped"));
     } else {
       if (!out_->has_space()) return;
       inf::GenerateEvent e;
@@ -333,6 +349,7 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
   bool cancel_sent_ = false;
   bool done_ = false;
   int generated_ = 0;  // tokens the engine produced
+  int carried_ = 0;    // of them, tokens with no text yet
   int delivered_ = 0;  // tokens handed to the stream
   int acked_ = 0;      // tokens covered by a stored usage report
   bool reserving_ = false;

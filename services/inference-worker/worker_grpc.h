@@ -1,9 +1,10 @@
 // switchboard.inference.v1.InferenceWorker over an Engine. Generate streams
 // Started (with the first token, or 50 ms after the engine took the request
 // if that comes first), the tokens, then Finished. An engine error before
-// Started ends the call with its status instead (UNAVAILABLE for an
-// overloaded upstream, DEADLINE_EXCEEDED for a timeout); a later one ends
-// the call with that status in place of Finished.
+// Started ends the call with its status instead (RESOURCE_EXHAUSTED for an
+// overloaded upstream, as for a full engine: overload, not a dead worker;
+// DEADLINE_EXCEEDED for a timeout; INTERNAL otherwise); a later one ends the
+// call with that status in place of Finished.
 //
 // Metering, keyed by request id: running reports ahead of delivery (a token
 // reaches the stream only once a stored report covers it, see StreamSink),

@@ -316,6 +316,33 @@ std::map<std::string, std::string> SecretTargets(const YAML::Node& svc) {
   return out;
 }
 
+// The optional profiles wire a worker with an upstream engine to a real
+// model server: flags the worker accepts, the upstream a service of the
+// file, the worker's own identity, and nothing started without the profile.
+TEST_F(ComposeTest, OptionalProfilesPutAWorkerInFrontOfVllmAndOllama) {
+  const std::map<std::string, std::pair<std::string, std::string>> workers = {
+      {"worker-vllm", {"vllm", "http://vllm:8000/v1"}},
+      {"worker-ollama", {"ollama", "http://ollama:11434/v1"}}};
+  for (const auto& [name, upstream] : workers) {
+    const YAML::Node svc = services_[name];
+    ASSERT_TRUE(svc) << "docker-compose.yml has no service " << name;
+    const auto command = Strings(Field(svc, "command"));
+    ASSERT_FALSE(command.empty());
+    EXPECT_EQ(command[0], "inference-worker");
+    const auto flags = FlagArgs(command);
+    ExpectFlagsAccepted("inference-worker", flags, "compose " + name);
+    EXPECT_EQ(flags.at("engine"), "openai") << name;
+    EXPECT_EQ(flags.at("upstream_url"), upstream.second) << name;
+    const YAML::Node server = services_[upstream.first];
+    ASSERT_TRUE(server) << name << " points at a service the file does not have";
+    EXPECT_EQ(Strings(Field(server, "profiles")), std::vector<std::string>{upstream.first});
+    EXPECT_EQ(Strings(Field(svc, "profiles")), std::vector<std::string>{upstream.first})
+        << name << " must start only with its profile";
+    ExpectMutualTls("compose " + name, flags);
+    EXPECT_EQ(SecretTargets(svc).at("tls.crt"), "inference_worker_crt") << name;
+  }
+}
+
 TEST_F(ComposeTest, EveryServiceTalksMutualTlsWithItsOwnPair) {
   const YAML::Node secrets = root_["secrets"];
   ASSERT_TRUE(secrets.IsMap()) << "docker-compose.yml declares no secrets";

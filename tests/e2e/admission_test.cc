@@ -502,7 +502,7 @@ TEST(IdempotencyTest, WithoutRedisAKeyedRequestIs503AndOthersRun) {
 // 1,000 generations and ledger rows, and every duplicate is its original.
 TEST(IdempotencyTest, AThousandKeysSentTenTimesAtOnceRunAThousandTimes) {
   auto worker = g_cluster->StartWorker("worker-idem-1000", "sim-idem",
-                                       {"--tokens_per_second=2000", "--max_batch=256"});
+                                       {"--tokens_per_second=2000", "--max_num_seqs=256"});
   ASSERT_TRUE(worker.ok()) << worker.status();
   const std::string key = KeyOfNewOrg("idem-1000");
   const int port = g_cluster->http_port();

@@ -255,8 +255,8 @@ TEST(DisconnectTest, LeavingANonStreamingRequestCancelsItsGeneration) {
 
 // No capacity is 529 overloaded_error (OpenAI dialect: 503), never 429.
 TEST(OverloadTest, NoCapacityIs529NotARateLimit) {
-  auto tiny = g_cluster->StartWorker("worker-tiny", "sim-tiny",
-                                     {"--max_batch=1", "--max_waiting=0", "--tokens_per_second=2"});
+  auto tiny = g_cluster->StartWorker(
+      "worker-tiny", "sim-tiny", {"--max_num_seqs=1", "--max_waiting=0", "--tokens_per_second=2"});
   ASSERT_TRUE(tiny.ok()) << tiny.status();
   std::atomic<bool> started{false}, release{false};
   std::thread holder([&] {
@@ -410,9 +410,9 @@ TEST(ChatScaleTest, FiveThousandConcurrentTurnsOnOneReplicaAllComplete) {
   constexpr int kConversations = 500;
   constexpr int kTurnsEach = 10;
   constexpr int kTurns = kConversations * kTurnsEach;
-  auto worker =
-      g_cluster->StartWorker("worker-chat", "sim-chat",
-                             {"--tokens_per_second=0.05", "--max_batch=6000", "--max_waiting=0"});
+  auto worker = g_cluster->StartWorker(
+      "worker-chat", "sim-chat",
+      {"--tokens_per_second=0.05", "--max_num_seqs=6000", "--max_waiting=0"});
   ASSERT_TRUE(worker.ok()) << worker.status();
   const int chat_metrics = g_cluster->metrics_port("chat");
   const std::string complete = "sb_chat_turns_total{outcome=\"complete\"}";

@@ -5,9 +5,13 @@
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
 
+// SB_MODEL: the model to use (sim-small by default; an upstream engine's in
+// the engines' end-to-end test).
+const MODEL = process.env.SB_MODEL ?? 'sim-small';
+
 const client = new OpenAI({ maxRetries: 0, timeout: 30_000 });
 const params = {
-  model: 'sim-small',
+  model: MODEL,
   max_completion_tokens: 64,
   messages: [
     { role: 'system', content: 'be brief' },
@@ -20,7 +24,7 @@ const params = {
 const completion = await client.chat.completions.create(params);
 assert.equal(completion.object, 'chat.completion');
 assert.ok(completion.id.startsWith('chatcmpl-'), completion.id);
-assert.equal(completion.model, 'sim-small');
+assert.equal(completion.model, MODEL);
 const choice = completion.choices[0];
 assert.equal(choice.message.role, 'assistant');
 assert.ok(choice.message.content.length > 0);
@@ -72,8 +76,8 @@ assert.equal(stoppedList.choices[0].message.content, choice.message.content.slic
 // Models.
 const models = [];
 for await (const m of client.models.list()) models.push(m);
-assert.ok(models.some((m) => m.id === 'sim-small' && m.object === 'model'), JSON.stringify(models));
-assert.equal((await client.models.retrieve('sim-small')).id, 'sim-small');
+assert.ok(models.some((m) => m.id === MODEL && m.object === 'model'), JSON.stringify(models));
+assert.equal((await client.models.retrieve(MODEL)).id, MODEL);
 
 // Typed errors, each with the shape {error: {message, type, param, code}}.
 await assert.rejects(

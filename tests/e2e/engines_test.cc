@@ -1,0 +1,253 @@
+// The upstream engines end to end: a worker with --engine=openai in front of
+// tools/mock-upstream (a stand-in for vLLM's OpenAI server), reached through
+// the gateway in both dialects and with both official SDKs.
+#include <grpcpp/grpcpp.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "e2e/e2e_helpers.h"
+#include "gtest/gtest.h"
+#include "http/http_client.h"
+#include "nlohmann/json.hpp"
+#include "support/process.h"
+#include "switchboard/scheduler/v1/scheduler.grpc.pb.h"
+
+namespace sb::testing {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+class UpstreamEngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    mock_port_ = FreePort();
+    mock_ = new Process("mock-upstream",
+                        {Infra::BuildDir() + "/tools/mock-upstream/mock-upstream",
+                         "--port=" + std::to_string(mock_port_), "--models=mock-model",
+                         "--reply_tokens=24", "--tokens_per_second=200"},
+                        g_cluster->infra().dir() + "/mock-upstream.log");
+    for (int i = 0; i < 100; ++i) {
+      auto r = http::Fetch({.port = mock_port_, .target = "/v1/models"});
+      if (r.ok() && r->status == 200) break;
+      std::this_thread::sleep_for(50ms);
+    }
+    auto worker = g_cluster->StartWorker(
+        "worker-upstream", "llama-8b",
+        {"--engine=openai", "--upstream_url=http://127.0.0.1:" + std::to_string(mock_port_) + "/v1",
+         "--upstream_model=mock-model", "--upstream_idle_timeout_ms=1000",
+         "--upstream_metrics_interval_ms=200"});
+    ASSERT_TRUE(worker.ok()) << worker.status();
+    worker_ = new Cluster::Worker(*std::move(worker));
+  }
+  static void TearDownTestSuite() {
+    delete worker_;
+    worker_ = nullptr;
+    delete mock_;
+    mock_ = nullptr;
+  }
+
+  static json MockStats() {
+    auto r = http::Fetch({.port = mock_port_, .target = "/mock/stats"});
+    return r.ok() ? json::parse(r->body, nullptr, false) : json();
+  }
+
+  static inline int mock_port_ = 0;
+  static inline Process* mock_ = nullptr;
+  static inline Cluster::Worker* worker_ = nullptr;
+};
+
+std::string Text(const http::Response& r) {
+  const json j = json::parse(r.body, nullptr, false);
+  return j.is_object() && j.contains("content") ? j["content"][0]["text"].get<std::string>() : "";
+}
+
+TEST_F(UpstreamEngineTest, ServesTheUpstreamsTextWithItsUsageInBothDialectsAndTheLedger) {
+  const std::string key = KeyOfNewOrg("upstream-usage");
+  auto r = Post("/v1/messages", MessagesBody("hello upstream", false, 10, "llama-8b"), key);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = json::parse(r.body);
+  EXPECT_EQ(j["model"], "llama-8b");
+  EXPECT_EQ(Text(r), "The quick brown fox jumps over the lazy dog.");  // "." is a token
+  EXPECT_EQ(j["stop_reason"], "max_tokens");
+  EXPECT_EQ(j["usage"]["output_tokens"], 10);
+  const int input = j["usage"]["input_tokens"];
+  EXPECT_GT(input, 0);
+  auto usage = UsageFor("upstream-usage", r.headers["request-id"]);
+  ASSERT_EQ(usage.records_size(), 1);
+  EXPECT_EQ(usage.records(0).output_tokens(), 10);
+  EXPECT_EQ(usage.records(0).input_tokens(), input) << "the upstream's own count is billed";
+
+  // Streamed, the deltas add up to the same text.
+  auto s = Post("/v1/messages", MessagesBody("hello upstream", true, 10, "llama-8b"), key);
+  ASSERT_EQ(s.status, 200) << s.body;
+  std::string streamed;
+  for (const auto& e : ParseSse(s.body)) {
+    if (e.event == "content_block_delta") streamed += e.data["delta"]["text"].get<std::string>();
+  }
+  EXPECT_EQ(streamed, Text(r));
+
+  // The OpenAI dialect, with a stop sequence the upstream reports.
+  auto o = Post("/v1/chat/completions",
+                R"({"model":"llama-8b","max_tokens":20,"stop":[" fox"],)"
+                R"("messages":[{"role":"user","content":"hi"}]})",
+                key);
+  ASSERT_EQ(o.status, 200) << o.body;
+  const json oj = json::parse(o.body);
+  EXPECT_EQ(oj["choices"][0]["message"]["content"], "The quick brown");
+  EXPECT_EQ(oj["choices"][0]["finish_reason"], "stop");
+  const json sent = MockStats();
+  EXPECT_GE(sent.value("completed", 0), 3) << sent.dump();
+}
+
+TEST_F(UpstreamEngineTest, UpstreamErrorsBecomeThePlatformsWithoutInternals) {
+  // 429 and 503 from the upstream: overloaded (retryable), not the caller's
+  // rate limit.
+  for (const char* mode : {"fail=429", "fail=503"}) {
+    auto r = Post("/v1/messages",
+                  MessagesBody(std::string("[mock:") + mode + "] hi", false, 10, "llama-8b"));
+    ExpectError(r, 529, "overloaded_error");
+    EXPECT_EQ(r.body.find("127.0.0.1"), std::string::npos) << r.body;
+  }
+  auto failed = Post("/v1/messages", MessagesBody("[mock:fail=500] hi", false, 10, "llama-8b"));
+  ExpectError(failed, 500, "api_error");
+  for (const char* internal : {"127.0.0.1", "mock", "upstream", "worker-upstream"}) {
+    EXPECT_EQ(failed.body.find(internal), std::string::npos) << failed.body;
+  }
+  // Silence longer than the idle timeout (1 s here) before the first token.
+  auto slow = Post("/v1/messages", MessagesBody("[mock:ttft=3000] hi", false, 10, "llama-8b"));
+  ExpectError(slow, 504, "timeout_error");
+  // The OpenAI dialect's overloaded is a 503.
+  auto o = Post("/v1/chat/completions",
+                R"({"model":"llama-8b","max_tokens":5,)"
+                R"("messages":[{"role":"user","content":"[mock:fail=429] hi"}]})");
+  EXPECT_EQ(o.status, 503) << o.body;
+}
+
+// A client that leaves closes the upstream request: the mock records the
+// abort (vLLM frees the request's KV cache on it).
+TEST_F(UpstreamEngineTest, AClientThatLeavesAbortsTheUpstreamRequest) {
+  const int before = MockStats().value("aborted", 0);
+  int deltas = 0;
+  auto r = http::FetchStreaming(
+      {.port = g_cluster->http_port(),
+       .method = "POST",
+       .target = "/v1/messages",
+       .headers = {{"x-api-key", g_cluster->api_key()}, {"content-type", "application/json"}},
+       .body = MessagesBody("[mock:tps=20,tokens=400] a long one", true, 400, "llama-8b")},
+      [&](std::string_view d) {
+        for (size_t p = 0; (p = d.find("content_block_delta", p)) != std::string::npos; ++p) {
+          ++deltas;
+        }
+        return deltas < 3;  // leave after a few tokens
+      });
+  EXPECT_GE(deltas, 3);
+  int aborted = before;
+  for (int i = 0; i < 100 && aborted == before; ++i) {
+    std::this_thread::sleep_for(50ms);
+    aborted = MockStats().value("aborted", 0);
+  }
+  EXPECT_EQ(aborted, before + 1) << MockStats().dump();
+}
+
+// Both official SDKs, with only the base URL changed, against a model an
+// upstream serves.
+TEST_F(UpstreamEngineTest, BothOfficialSdksWork) {
+  const std::string dir = Infra::SourceDir() + "/tests/sdk";
+  ASSERT_TRUE(std::filesystem::exists(dir + "/node_modules/openai"))
+      << "the SDKs are not installed: run tools/setup (npm ci --prefix tests/sdk)";
+  const std::string base = "http://127.0.0.1:" + std::to_string(g_cluster->http_port());
+  std::string out;
+  int rc =
+      RunCommand({"env", "ANTHROPIC_BASE_URL=" + base, "ANTHROPIC_API_KEY=" + g_cluster->api_key(),
+                  "SB_MODEL=llama-8b", "SB_EXACT_COUNTS=0", "node", dir + "/sdk_check.mjs"},
+                 &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("sdk checks passed"), std::string::npos) << out;
+  rc = RunCommand(
+      {"env", "OPENAI_BASE_URL=" + base + "/v1", "OPENAI_API_KEY=" + g_cluster->api_key(),
+       "SB_MODEL=llama-8b", "node", dir + "/openai_check.mjs"},
+      &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("openai sdk checks passed"), std::string::npos) << out;
+}
+
+// The worker reports its engine's load with its heartbeats: the upstream's
+// own figures (scraped from its /metrics) for an upstream engine, and the
+// simulated KV cache for the sim.
+TEST_F(UpstreamEngineTest, HeartbeatsCarryTheEnginesLoad) {
+  auto scheduler =
+      switchboard::scheduler::v1::TenantScheduler::NewStub(g_cluster->Channel("tenant-scheduler"));
+  auto config = http::Fetch({.port = mock_port_,
+                             .method = "POST",
+                             .target = "/mock/config",
+                             .body = R"({"waiting":7,"kv_cache_usage":0.25})"});
+  ASSERT_TRUE(config.ok() && config->status == 200);
+  bool upstream_seen = false, sim_seen = false;
+  for (int i = 0; i < 100 && !(upstream_seen && sim_seen); ++i) {
+    grpc::ClientContext ctx;
+    switchboard::scheduler::v1::ListWorkersResponse resp;
+    ASSERT_TRUE(scheduler->ListWorkers(&ctx, {}, &resp).ok());
+    for (const auto& w : resp.workers()) {
+      if (w.worker_id() == "worker-upstream") {
+        upstream_seen = w.load().waiting() == 7 && w.load().kv_cache_usage() == 0.25;
+      } else if (w.worker_id() == "worker-e2e") {
+        sim_seen = w.load().kv_blocks_total() > 0 &&
+                   w.load().kv_blocks_free() <= w.load().kv_blocks_total();
+      }
+    }
+    if (!(upstream_seen && sim_seen)) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(upstream_seen) << "the upstream's vllm:num_requests_waiting reached the scheduler";
+  EXPECT_TRUE(sim_seen) << "the simulator's KV cache reached the scheduler";
+}
+
+}  // namespace
+}  // namespace sb::testing
+
+namespace sb::testing {
+namespace {
+
+// SIGTERM: the worker stops taking work, lets its sequences run for most
+// of --drain_seconds (1 s here), cancels the rest, and meters every one of
+// them (a final report: settled in the ledger) before it exits.
+TEST(DrainTest, SigtermMetersEverySequenceBeforeExit) {
+  auto worker = g_cluster->StartWorker("worker-term", "sim-term", {"--tokens_per_second=5"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  const std::string key = KeyOfNewOrg("drained");
+  int deltas = 0;
+  std::string body;
+  std::thread stopper;
+  auto r = http::FetchStreaming(
+      {.port = g_cluster->http_port(),
+       .method = "POST",
+       .target = "/v1/messages",
+       .headers = {{"x-api-key", key}, {"content-type", "application/json"}},
+       .body = MessagesBody("drained mid-stream", true, 400, "sim-term")},
+      [&](std::string_view d) {
+        body.append(d);
+        deltas = 0;
+        for (size_t p = 0; (p = body.find("event: content_block_delta", p)) != std::string::npos;
+             ++p) {
+          ++deltas;
+        }
+        if (deltas >= 3 && !stopper.joinable()) {
+          stopper = std::thread([&] { worker->process.Stop(10000); });
+        }
+        return true;
+      });
+  ASSERT_TRUE(stopper.joinable()) << "only " << deltas << " deltas";
+  stopper.join();
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto usage = UsageFor("drained", r->headers["request-id"]);  // settled: the final report
+  ASSERT_EQ(usage.records_size(), 1);
+  EXPECT_EQ(usage.records(0).stop_reason(), "cancelled");
+  EXPECT_GE(usage.records(0).output_tokens(), deltas);
+  EXPECT_NE(body.find("event: error"), std::string::npos)
+      << "the client learns its stream was cut: "
+      << body.substr(body.size() > 400 ? body.size() - 400 : 0);
+}
+
+}  // namespace
+}  // namespace sb::testing
