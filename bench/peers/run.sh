@@ -430,6 +430,8 @@ report() {
     echo "- Switchboard: the seven services with --insecure_internal (plaintext gRPC inside)."
   fi
   [ -n "$SB_PENDING" ] && echo "- Switchboard: **pending** ($SB_PENDING)."
+  echo "- The mock served, over the whole run (warm-ups and readiness checks included): $(j mock.stats \
+    '"\(.requests) requests, \(.completed) completed, \(.failed) failed, \(.aborted) aborted"')."
   echo "- Load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the end; at the start: $LOAD_START."
   echo "- Machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB;"
   echo "  $(node --version) for Portkey and ttft.mjs; $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)."
@@ -455,8 +457,9 @@ install_deps
 build
 
 SB_PENDING=""
-if [ "$SWITCHBOARD_ENGINE" = openai ] &&
-  ! "$BUILD/services/inference-worker/inference-worker" --helpfull 2>&1 | grep -qE -- '^ +--engine \('; then
+# (--helpfull exits 1: read it whole before grepping, or pipefail sees that.)
+WORKER_HELP="$("$BUILD/services/inference-worker/inference-worker" --helpfull 2>&1 || true)"
+if [ "$SWITCHBOARD_ENGINE" = openai ] && ! grep -qE -- '^ +--engine \(' <<<"$WORKER_HELP"; then
   SB_PENDING="this tree's inference-worker has no --engine=openai yet"
   log "Switchboard column pending: $SB_PENDING"
 fi
@@ -489,5 +492,8 @@ for t in "${ACTIVE[@]}"; do
 done
 for c in $CONCURRENCY; do for t in "${ACTIVE[@]}"; do run_rps "$t" "$c"; done; done
 for c in $TTFT_CONCURRENCY; do for t in "${ACTIVE[@]}"; do run_ttft "$t" "$c"; done; done
+# Every configuration reached the same mock: its own count of what it served.
+R[mock.stats]="$(curl -fsS --max-time 2 "http://127.0.0.1:$MOCK_PORT/mock/stats" |
+  jq -c '{requests, completed, failed, aborted}')"
 
 if [ -n "$OUT_FILE" ]; then report | tee "$OUT_FILE"; else report; fi
