@@ -2,7 +2,7 @@
 -- again, and print the summary as one JSON line (after wrk's own report,
 -- prefixed "JSON ").
 --
---   BODY='{"model":...}' HEADERS='authorization: Bearer K|x-foo: bar' \
+--   BODY='{"model":...}' WRK_HEADERS='authorization: Bearer K|x-foo: bar' \
 --     wrk -t1 -c10 -d10s -s chat.lua http://127.0.0.1:PORT/v1/chat/completions
 --
 -- Latency is wrk's: from writing a request to reading its whole response, per
@@ -10,7 +10,7 @@
 wrk.method = "POST"
 wrk.body = os.getenv("BODY")
 wrk.headers["Content-Type"] = "application/json"
-for h in string.gmatch(os.getenv("HEADERS") or "", "[^|]+") do
+for h in string.gmatch(os.getenv("WRK_HEADERS") or "", "[^|]+") do
   local name, value = string.match(h, "^%s*([^:]+):%s*(.-)%s*$")
   if name then wrk.headers[name] = value end
 end

@@ -95,6 +95,7 @@ stop_pid() {  # pid: TERM, then KILL after 10 s
 
 cleanup() {
   local name
+  if [ -n "${LOAD_PID:-}" ]; then stop_pid "$LOAD_PID"; LOAD_PID=""; fi
   for name in "${STOP_ORDER[@]}"; do
     if [ -n "${PIDS[$name]:-}" ]; then stop_pid "${PIDS[$name]}"; unset "PIDS[$name]"; fi
   done
@@ -315,12 +316,29 @@ setup_targets() {
     CPU_PIDS[switchboard]="$(for s in "${SERVICES[@]}" dev-broker; do echo -n "${PIDS[$s]} "; done)$(cat "$STATE/redis.pid")"
 }
 
-wrk_run() {  # target concurrency seconds -> JSON on stdout
-  local t="$1" c="$2" d="$3" out
-  out="$(BODY="$(body false "$MAX_TOKENS")" HEADERS="${HEADERS[$t]}" \
-    wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s "$HERE/chat.lua" "${URL[$t]}" 2>>"$STATE/wrk.err")" ||
-    die "wrk failed on $t: $(tail -n 3 "$STATE/wrk.err")"
-  sed -n 's/^JSON //p' <<<"$out"
+# A load generator runs in the background and is waited for: bash runs the
+# INT/TERM trap only between commands, and `wait` is one it interrupts (a
+# foreground wrk would hold the cleanup for the rest of its run).
+LOAD_PID=""
+run_load() {  # out-file command...
+  local out="$1"; shift
+  "$@" >"$out" &
+  LOAD_PID=$!
+  local rc=0
+  wait "$LOAD_PID" || rc=$?
+  LOAD_PID=""
+  return "$rc"
+}
+
+WRK_JSON=""
+wrk_run() {  # target concurrency seconds -> WRK_JSON (not stdout: no subshell, see run_load)
+  local t="$1" c="$2" d="$3"
+  BODY="$(body false "$MAX_TOKENS")" WRK_HEADERS="${HEADERS[$t]}"
+  export BODY WRK_HEADERS
+  run_load "$STATE/wrk.out" wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s "$HERE/chat.lua" "${URL[$t]}" \
+    2>>"$STATE/wrk.err" || die "wrk failed on $t: $(tail -n 3 "$STATE/wrk.err")"
+  WRK_JSON="$(sed -n 's/^JSON //p' "$STATE/wrk.out")"
+  [ -n "$WRK_JSON" ] || die "wrk printed no summary for $t: $(tail -n 3 "$STATE/wrk.out")"
 }
 
 run_rps() {  # target concurrency
@@ -329,7 +347,8 @@ run_rps() {  # target concurrency
   # shellcheck disable=SC2086
   t0="$(cpu_ticks ${CPU_PIDS[$t]})"
   local p; T0=(); for p in ${CPU_PIDS[$t]}; do T0+=("$(cpu_ticks "$p")"); done
-  json="$(wrk_run "$t" "$c" "$DURATION_S")"
+  wrk_run "$t" "$c" "$DURATION_S"
+  json="$WRK_JSON"
   # shellcheck disable=SC2086
   t1="$(cpu_ticks ${CPU_PIDS[$t]})"
   local ok per=() p
@@ -358,9 +377,10 @@ run_ttft() {  # target concurrency
   IFS='|' read -r -a hs <<<"${HEADERS[$t]}"
   for h in "${hs[@]}"; do [ -n "$h" ] && args+=(--header="$h"); done
   log "$t streaming c=$c: $TTFT_REQUESTS requests"
-  R[$t.ttft$c]="$(node "$HERE/ttft.mjs" --url="${URL[$t]}" "${args[@]}" --model="$MODEL" \
+  run_load "$STATE/ttft.out" node "$HERE/ttft.mjs" --url="${URL[$t]}" "${args[@]}" --model="$MODEL" \
     --prompt="$PROMPT" --max_tokens="$MAX_TOKENS" --requests="$TTFT_REQUESTS" --warmup=50 \
-    --concurrency="$c" 2>>"$STATE/ttft.err")" || die "ttft.mjs failed on $t: $(tail -n 3 "$STATE/ttft.err")"
+    --concurrency="$c" 2>>"$STATE/ttft.err" || die "ttft.mjs failed on $t: $(tail -n 3 "$STATE/ttft.err")"
+  R[$t.ttft$c]="$(cat "$STATE/ttft.out")"
   log "  ${R[$t.ttft$c]}"
 }
 
@@ -488,7 +508,7 @@ ACTIVE=(direct portkey)
 
 for t in "${ACTIVE[@]}"; do
   log "$t: ${WARMUP_S} s warm-up at c=10"
-  wrk_run "$t" 10 "$WARMUP_S" >/dev/null
+  wrk_run "$t" 10 "$WARMUP_S"
 done
 for c in $CONCURRENCY; do for t in "${ACTIVE[@]}"; do run_rps "$t" "$c"; done; done
 for c in $TTFT_CONCURRENCY; do for t in "${ACTIVE[@]}"; do run_ttft "$t" "$c"; done; done
