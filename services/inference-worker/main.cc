@@ -74,7 +74,10 @@ int main(int argc, char** argv) {
     spdlog::critical("inference-worker: {}", std::string(signer.status().message()));
     return 1;
   }
-  auto producer = sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers));
+  // No linger: a token waits for the usage report covering it to be stored
+  // (metering ahead of delivery), so a report must not wait to be batched.
+  auto producer =
+      sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers), {{"linger.ms", "0"}});
   if (!producer.ok()) {
     spdlog::critical("inference-worker: {}", producer.status().ToString());
     return 1;
