@@ -28,15 +28,6 @@ uint64_t Fnv1a(std::string_view s) {
   return h;
 }
 
-uint64_t Mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
-
 constexpr size_t kMaxCachedPrefixes = 256;
 
 }  // namespace
@@ -48,7 +39,7 @@ std::vector<std::string> SimulatedEngine::ReplyTokens(const std::string& model,
   std::vector<std::string> tokens;
   tokens.reserve(length);
   for (size_t i = 0; i < length; ++i) {
-    std::string word = kVocabulary[Mix(seed + i) % kVocabularySize];
+    std::string word = kVocabulary[sim::Mix64(seed + i) % kVocabularySize];
     if (i == 0) {
       word[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(word[0])));
       tokens.push_back(std::move(word));

@@ -9,15 +9,6 @@
 namespace sb::worker::sim {
 namespace {
 
-uint64_t Mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
-
 [[noreturn]] void Die(const char* what) {
   std::fprintf(stderr, "KvCache: %s\n", what);
   std::abort();
@@ -29,8 +20,8 @@ void ExtendBlockHashes(const std::vector<uint32_t>& ids, size_t full_blocks,
                        std::vector<uint64_t>& hashes) {
   full_blocks = std::min(full_blocks, ids.size() / kBlockSize);
   for (size_t b = hashes.size(); b < full_blocks; ++b) {
-    uint64_t h = Mix((b == 0 ? 0x9e3779b97f4a7c15ull : hashes[b - 1]) + 1);
-    for (size_t i = b * kBlockSize; i < (b + 1) * kBlockSize; ++i) h = Mix(h ^ ids[i]);
+    uint64_t h = Mix64((b == 0 ? 0x9e3779b97f4a7c15ull : hashes[b - 1]) + 1);
+    for (size_t i = b * kBlockSize; i < (b + 1) * kBlockSize; ++i) h = Mix64(h ^ ids[i]);
     hashes.push_back(h);
   }
 }

@@ -50,5 +50,14 @@ std::vector<uint32_t> WordTokenIds(std::string_view text) {
   return ids;
 }
 
+uint64_t Mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
 }  // namespace sim
 }  // namespace sb::worker

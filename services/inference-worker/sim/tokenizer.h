@@ -15,6 +15,9 @@ int CountWordTokens(std::string_view text);
 namespace sim {
 
 uint32_t TokenId(std::string_view token);
+// A 64-bit finalizer (splitmix/murmur style): the simulator's hashes of
+// block contents and reply seeds mix through it.
+uint64_t Mix64(uint64_t x);
 std::vector<uint32_t> WordTokenIds(std::string_view text);
 
 }  // namespace sim
