@@ -1,0 +1,121 @@
+#include "tenant-scheduler/fair_queue.h"
+
+#include <algorithm>
+
+namespace sb::scheduler {
+
+FairQueue::FairQueue(Options options) : options_(options) {}
+
+void FairQueue::SetWeight(const std::string& org, double weight) {
+  if (weight > 0) weights_[org] = weight;
+}
+
+void FairQueue::SetConcurrencyCap(const std::string& org, int cap) {
+  caps_[org] = std::max(0, cap);
+}
+
+double FairQueue::Weight(const std::string& org) const {
+  auto it = weights_.find(org);
+  return it == weights_.end() ? 1.0 : it->second;
+}
+
+int FairQueue::Cap(const std::string& org) const {
+  auto it = caps_.find(org);
+  return it == caps_.end() ? 0 : it->second;
+}
+
+void FairQueue::Charge(Lane& lane, const std::string& org, double amount) {
+  OrgState& s = lane.orgs[org];
+  const bool listed = !s.queue.empty();
+  if (listed) lane.backlogged.erase({s.counter, org});
+  s.counter += amount;
+  if (listed) lane.backlogged.insert({s.counter, org});
+}
+
+absl::Status FairQueue::Push(QueuedRequest r) {
+  Lane& lane = lanes_[Index(r.priority)];
+  if (lane.queued >= options_.max_queued) {
+    return absl::ResourceExhaustedError("the queue is full");
+  }
+  if (!where_.emplace(r.id, std::make_pair(r.priority, r.org)).second) {
+    return absl::InvalidArgumentError("request " + std::to_string(r.id) + " is already queued");
+  }
+  OrgState& s = lane.orgs[r.org];
+  if (s.queue.empty()) {
+    // Backlogged again: lifted so that idle time banks no credit.
+    const double floor =
+        lane.backlogged.empty() ? lane.last_served : lane.backlogged.begin()->first;
+    s.counter = std::max(s.counter, floor);
+    lane.backlogged.insert({s.counter, r.org});
+  }
+  lane.queued += 1;
+  lane.queued_tokens += static_cast<int64_t>(r.input_tokens) + r.max_tokens;
+  s.queue.push_back(std::move(r));
+  return absl::OkStatus();
+}
+
+std::optional<QueuedRequest> FairQueue::Pop() {
+  for (Lane& lane : lanes_) {
+    for (auto it = lane.backlogged.begin(); it != lane.backlogged.end(); ++it) {
+      const std::string org = it->second;  // a copy: the entry goes next
+      OrgState& s = lane.orgs[org];
+      const int cap = Cap(org);
+      if (cap > 0 && s.in_service >= cap) continue;
+      lane.backlogged.erase(it);
+      QueuedRequest r = std::move(s.queue.front());
+      s.queue.pop_front();
+      where_.erase(r.id);
+      lane.queued -= 1;
+      lane.queued_tokens -= static_cast<int64_t>(r.input_tokens) + r.max_tokens;
+      s.in_service += 1;
+      s.counter += options_.w_in * r.input_tokens / Weight(org);
+      lane.last_served = s.counter;
+      if (!s.queue.empty()) lane.backlogged.insert({s.counter, org});
+      return r;
+    }
+  }
+  return std::nullopt;
+}
+
+void FairQueue::ChargeOutput(const std::string& org, Priority priority, int tokens) {
+  if (tokens <= 0) return;
+  Lane& lane = lanes_[Index(priority)];
+  Charge(lane, org, options_.w_out * tokens / Weight(org));
+}
+
+void FairQueue::Finished(const std::string& org, Priority priority) {
+  Lane& lane = lanes_[Index(priority)];
+  auto it = lane.orgs.find(org);
+  if (it != lane.orgs.end() && it->second.in_service > 0) it->second.in_service -= 1;
+}
+
+bool FairQueue::Remove(uint64_t id) {
+  auto w = where_.find(id);
+  if (w == where_.end()) return false;
+  const auto [priority, org] = w->second;
+  where_.erase(w);
+  Lane& lane = lanes_[Index(priority)];
+  OrgState& s = lane.orgs[org];
+  auto it = std::find_if(s.queue.begin(), s.queue.end(),
+                         [id](const QueuedRequest& r) { return r.id == id; });
+  if (it == s.queue.end()) return false;
+  lane.queued -= 1;
+  lane.queued_tokens -= static_cast<int64_t>(it->input_tokens) + it->max_tokens;
+  s.queue.erase(it);
+  if (s.queue.empty()) lane.backlogged.erase({s.counter, org});
+  return true;
+}
+
+double FairQueue::counter(const std::string& org, Priority priority) const {
+  const Lane& lane = lanes_[Index(priority)];
+  auto it = lane.orgs.find(org);
+  return it == lane.orgs.end() ? 0 : it->second.counter;
+}
+
+int FairQueue::in_service(const std::string& org, Priority priority) const {
+  const Lane& lane = lanes_[Index(priority)];
+  auto it = lane.orgs.find(org);
+  return it == lane.orgs.end() ? 0 : it->second.in_service;
+}
+
+}  // namespace sb::scheduler

@@ -1,0 +1,108 @@
+// The fair queue in front of a model's capacity: weighted Virtual Token
+// Counter (Sheng et al., "Fairness in Serving Large Language Models", OSDI
+// 2024), per priority.
+//
+// Each org has a counter per priority, charged w_in per input token when
+// one of its requests is admitted and w_out per output token as they are
+// served, divided by the org's weight. Pop() serves interactive requests
+// before batch ones; within a priority, the backlogged org with the
+// smallest counter (and room under its concurrency cap) goes next, its
+// requests in arrival order. An org that becomes backlogged again has its
+// counter lifted to the smallest counter among the backlogged (or, when
+// nobody is, to the counter of the org served last), so idle time banks no
+// credit. Over any interval in which two orgs are both backlogged, their
+// weighted service differs by at most about 2 * max(w_in * L_input,
+// w_out * M) plus what is in flight.
+//
+// Not thread-safe: the scheduler holds its own lock around it. No clock
+// inside: arrival times are passed in.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace sb::scheduler {
+
+enum class Priority { kInteractive = 0, kBatch = 1 };
+inline constexpr int kPriorities = 2;
+
+struct QueuedRequest {
+  uint64_t id = 0;
+  std::string org;
+  Priority priority = Priority::kInteractive;
+  int input_tokens = 0;
+  int max_tokens = 0;
+  absl::Time enqueued;
+};
+
+class FairQueue {
+ public:
+  struct Options {
+    double w_in = 1;
+    double w_out = 2;
+    size_t max_queued = 10000;  // per priority; Push refuses beyond it
+  };
+  explicit FairQueue(Options options);
+  FairQueue() : FairQueue(Options{}) {}
+
+  // Weight (default 1; must be > 0) and concurrency cap (0: none) of an org.
+  void SetWeight(const std::string& org, double weight);
+  void SetConcurrencyCap(const std::string& org, int cap);
+
+  // ResourceExhausted when the priority's queue is full; InvalidArgument
+  // for a duplicate id.
+  absl::Status Push(QueuedRequest request);
+  // The next request to serve, charged its input tokens; nullopt when
+  // nothing queued may run (empty, or every backlogged org at its cap).
+  std::optional<QueuedRequest> Pop();
+  // Output tokens served to a request of `org` (charged as they come).
+  void ChargeOutput(const std::string& org, Priority priority, int tokens);
+  // A popped request ended: its slot under the org's cap is free again.
+  void Finished(const std::string& org, Priority priority);
+  // A queued request left before it was served (cancelled, deadline).
+  bool Remove(uint64_t id);
+
+  size_t queued(Priority priority) const { return lanes_[Index(priority)].queued; }
+  // Input + max output tokens of the queued requests of `priority`.
+  int64_t queued_tokens(Priority priority) const { return lanes_[Index(priority)].queued_tokens; }
+  // The org's counter (weighted tokens) in `priority`; 0 for an unknown org.
+  double counter(const std::string& org, Priority priority) const;
+  int in_service(const std::string& org, Priority priority) const;
+
+ private:
+  struct OrgState {
+    double counter = 0;
+    std::deque<QueuedRequest> queue;
+    int in_service = 0;
+  };
+  struct Lane {
+    std::unordered_map<std::string, OrgState> orgs;
+    // Backlogged orgs by (counter, org): the smallest first.
+    std::set<std::pair<double, std::string>> backlogged;
+    double last_served = 0;  // the counter of the org popped last
+    size_t queued = 0;
+    int64_t queued_tokens = 0;
+  };
+  static int Index(Priority p) { return static_cast<int>(p); }
+  double Weight(const std::string& org) const;
+  int Cap(const std::string& org) const;
+  // Adds `amount` to the org's counter, keeping `backlogged` ordered.
+  void Charge(Lane& lane, const std::string& org, double amount);
+
+  Options options_;
+  Lane lanes_[kPriorities];
+  std::unordered_map<std::string, double> weights_;
+  std::unordered_map<std::string, int> caps_;
+  // Where each queued request is: id -> (priority, org).
+  std::unordered_map<uint64_t, std::pair<Priority, std::string>> where_;
+};
+
+}  // namespace sb::scheduler
