@@ -1,5 +1,6 @@
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -15,12 +16,23 @@ ABSL_FLAG(int, grpc_port, 50054, "gRPC port");
 ABSL_FLAG(int, metrics_port, 9104, "HTTP port for /metrics");
 ABSL_FLAG(int, heartbeat_interval_ms, 500, "How often workers heartbeat");
 ABSL_FLAG(int, worker_ttl_ms, 2000, "A worker silent this long is declared dead");
+ABSL_FLAG(int, max_queue_wait_ms, 2000,
+          "Longest a request waits in a model's fair queue for a worker; a request whose "
+          "estimated wait is longer is refused at once (529)");
+ABSL_FLAG(double, vtc_input_weight, 1, "Fair sharing: the charge per input token");
+ABSL_FLAG(double, vtc_output_weight, 2, "Fair sharing: the charge per output token");
+ABSL_FLAG(int, max_queued, 10000, "Requests a model's fair queue holds; beyond them: 529");
 
 int main(int argc, char** argv) {
   sb::InitService("tenant-scheduler", argc, argv);
   sb::scheduler::WorkerRegistry registry(absl::Milliseconds(absl::GetFlag(FLAGS_worker_ttl_ms)));
   const absl::Duration interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
-  sb::scheduler::SchedulerServiceImpl service(registry, interval);
+  sb::scheduler::SchedulerServiceImpl service(
+      registry, interval,
+      {.max_wait = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_max_queue_wait_ms))),
+       .input_weight = absl::GetFlag(FLAGS_vtc_input_weight),
+       .output_weight = absl::GetFlag(FLAGS_vtc_output_weight),
+       .max_queued = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_queued)))});
   sb::ServiceRunner runner("tenant-scheduler");
   runner.AddService(&service);
   if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),

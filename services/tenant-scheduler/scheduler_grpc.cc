@@ -46,6 +46,34 @@ struct Relay {
   }
 };
 
+metrics::Counter& Outcome(const std::string& outcome) {
+  return metrics::Default().GetCounter("sb_scheduler_generate_total", "Generate calls by outcome",
+                                       {{"outcome", outcome}});
+}
+
+metrics::Gauge& QueueDepth(const std::string& model) {
+  return metrics::Default().GetGauge("sb_scheduler_queue_depth",
+                                     "Requests waiting in the fair queue for a worker, by model",
+                                     {{"model", model}, {"priority", "interactive"}});
+}
+
+metrics::Histogram& QueueWait() {
+  static auto& h = metrics::Default().GetHistogram(
+      "sb_scheduler_queue_wait_seconds", "Time a request waited in the fair queue for a worker");
+  return h;
+}
+
+// About four bytes a token: the fair queue's charge for a request's input
+// before a worker has counted it.
+int EstimatedInputTokens(const inf::GenerateRequest& req) {
+  size_t bytes = 0;
+  for (const auto& b : req.system()) bytes += b.text().size();
+  for (const auto& m : req.messages()) {
+    for (const auto& b : m.content()) bytes += b.text().size();
+  }
+  return static_cast<int>(bytes / 4 + 1);
+}
+
 std::chrono::system_clock::time_point UpstreamDeadline(grpc::CallbackServerContext* ctx) {
   const auto cap = std::chrono::system_clock::now() + std::chrono::hours(1);
   return std::min(ctx->deadline(), cap);
@@ -54,8 +82,8 @@ std::chrono::system_clock::time_point UpstreamDeadline(grpc::CallbackServerConte
 }  // namespace
 
 SchedulerServiceImpl::SchedulerServiceImpl(WorkerRegistry& registry,
-                                           absl::Duration heartbeat_interval)
-    : registry_(registry), heartbeat_interval_(heartbeat_interval) {}
+                                           absl::Duration heartbeat_interval, QueueOptions queue)
+    : registry_(registry), heartbeat_interval_(heartbeat_interval), queue_options_(queue) {}
 
 inf::InferenceWorker::Stub* SchedulerServiceImpl::StubFor(const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -94,6 +122,7 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::RegisterWorker(
                req->models_size());
   resp->set_heartbeat_interval_ms(static_cast<int>(absl::ToInt64Milliseconds(heartbeat_interval_)));
   resp->set_session(*session);
+  DispatchAll();  // a new worker: room for what waits
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -120,6 +149,7 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::Heartbeat(grpc::CallbackServerCo
     return reactor;
   }
   resp->set_known(beat == WorkerRegistry::Beat::kOk);
+  if (beat == WorkerRegistry::Beat::kOk) DispatchAll();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -218,48 +248,179 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
     return new grpcx::RefusedWriter<inf::GenerateEvent>(st);
   }
   auto [reactor, out] = ServerStream<inf::GenerateEvent>::Create(kRelayCapacity);
-  auto& requests = metrics::Default().GetCounter(
-      "sb_scheduler_generate_total", "Generate calls by outcome", {{"outcome", "routed"}});
   if (req->max_tokens() <= 0) {
     out->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens must be positive"));
     return reactor;
   }
   NoPick why = NoPick::kUnknownModel;
-  auto pick = registry_.Acquire(req->model(), absl::Now(), &why);
+  std::optional<Pick> pick;
+  {
+    // Nobody overtakes the queue: a request finds a worker directly only
+    // when nothing of its model waits.
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    auto q = queues_.find(req->model());
+    const bool waiting = q != queues_.end() && !q->second.waiting.empty();
+    if (!waiting) pick = registry_.Acquire(req->model(), absl::Now(), &why);
+    if (waiting) why = NoPick::kAllFull;
+  }
   if (!pick) {
-    if (why != NoPick::kUnknownModel) {
-      metrics::Default()
-          .GetCounter("sb_scheduler_generate_total", "Generate calls by outcome",
-                      {{"outcome", why == NoPick::kAllFull ? "at_capacity" : "no_worker"}})
-          .Inc();
+    if (why == NoPick::kAllFull) {
+      Enqueue(*req, out, UpstreamDeadline(ctx));
+      return reactor;
     }
+    if (why != NoPick::kUnknownModel) Outcome("no_worker").Inc();
     out->Finish(NoWorker(req->model(), why));
     return reactor;
   }
-  requests.Inc();
+  StartRelay(*req, *pick, out, UpstreamDeadline(ctx), /*queued=*/false);
+  return reactor;
+}
+
+void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, Out out,
+                                   std::chrono::system_clock::time_point deadline) {
+  const absl::Time now = absl::Now();
+  const QueuedRequest queued{.id = 0,
+                             .org = req.org_id(),
+                             .priority = Priority::kInteractive,
+                             .input_tokens = EstimatedInputTokens(req),
+                             .max_tokens = req.max_tokens(),
+                             .enqueued = now};
+  uint64_t id = 0;
+  absl::Status refused;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    ModelQueue& mq = queues_.try_emplace(req.model(), queue_options_).first->second;
+    const int64_t ahead =
+        mq.fair.queued_tokens(Priority::kInteractive) + queued.input_tokens + queued.max_tokens;
+    const auto wait = mq.rate.Wait(ahead, now);
+    if (wait && *wait > queue_options_.max_wait) {
+      refused = absl::UnavailableError("estimated wait " + absl::FormatDuration(*wait));
+      Outcome("refused_wait").Inc();
+    } else {
+      id = next_queued_id_++;
+      QueuedRequest r = queued;
+      r.id = id;
+      if (auto st = mq.fair.Push(std::move(r)); !st.ok()) {
+        refused = st;
+        Outcome("refused_queue_full").Inc();
+      } else {
+        mq.waiting[id] = [this, req, out, deadline, now](const Pick& pick) {
+          QueueWait().Observe(absl::ToDoubleSeconds(absl::Now() - now));
+          StartRelay(req, pick, out, deadline, /*queued=*/true);
+        };
+        QueueDepth(req.model()).Set(static_cast<double>(mq.waiting.size()));
+      }
+    }
+  }
+  if (!refused.ok()) {
+    spdlog::info("request_id={} org={} model={} refused: {}", req.request_id(), req.org_id(),
+                 req.model(), std::string(refused.message()));
+    out->Finish(NoWorker(req.model(), NoPick::kAllFull));
+    return;
+  }
+  Outcome("queued").Inc();
+  const std::string model = req.model();
+  out->SetOnCancel([this, model, id] { RemoveQueued(model, id); });
+  timers_.After(queue_options_.max_wait, [this, model, id, out] {
+    if (RemoveQueued(model, id)) {
+      Outcome("timed_out").Inc();
+      out->Finish(NoWorker(model, NoPick::kAllFull));
+    }
+  });
+  // A slot may have freed while this request was being queued.
+  Dispatch(model);
+}
+
+bool SchedulerServiceImpl::RemoveQueued(const std::string& model, uint64_t id) {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  auto q = queues_.find(model);
+  if (q == queues_.end() || q->second.waiting.erase(id) == 0) return false;
+  q->second.fair.Remove(id);
+  QueueDepth(model).Set(static_cast<double>(q->second.waiting.size()));
+  return true;
+}
+
+void SchedulerServiceImpl::Dispatch(const std::string& model) {
+  while (true) {
+    std::function<void(const Pick&)> start;
+    std::optional<Pick> pick;
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      auto q = queues_.find(model);
+      if (q == queues_.end() || q->second.waiting.empty()) return;
+      NoPick why;
+      pick = registry_.Acquire(model, absl::Now(), &why);
+      if (!pick) return;
+      auto next = q->second.fair.Pop();
+      if (!next) {
+        registry_.Release(pick->worker_id);
+        return;
+      }
+      q->second.rate.Served(next->input_tokens, absl::Now());
+      auto w = q->second.waiting.find(next->id);
+      start = std::move(w->second);
+      q->second.waiting.erase(w);
+      QueueDepth(model).Set(static_cast<double>(q->second.waiting.size()));
+    }
+    start(*pick);
+  }
+}
+
+void SchedulerServiceImpl::DispatchAll() {
+  std::vector<std::string> models;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    for (const auto& [model, q] : queues_) {
+      if (!q.waiting.empty()) models.push_back(model);
+    }
+  }
+  for (const auto& m : models) Dispatch(m);
+}
+
+void SchedulerServiceImpl::Served(const inf::GenerateRequest& req, int input, int output) {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  ModelQueue& mq = queues_.try_emplace(req.model(), queue_options_).first->second;
+  if (output > 0) mq.fair.ChargeOutput(req.org_id(), Priority::kInteractive, output);
+  mq.rate.Served(input + output, absl::Now());
+}
+
+void SchedulerServiceImpl::StartRelay(const inf::GenerateRequest& req, const Pick& pick, Out out,
+                                      std::chrono::system_clock::time_point deadline, bool queued) {
+  Outcome("routed").Inc();
   auto relay = std::make_shared<Relay>();
-  relay->request = *req;
-  relay->worker_id = pick->worker_id;
+  relay->request = req;
+  relay->worker_id = pick.worker_id;
   relay->out = out;
-  auto* stub = StubFor(pick->address);
-  spdlog::info("request_id={} org={} model={} -> worker {}", req->request_id(), req->org_id(),
-               req->model(), pick->worker_id);
+  auto* stub = StubFor(pick.address);
+  spdlog::info("request_id={} org={} model={} -> worker {}", req.request_id(), req.org_id(),
+               req.model(), pick.worker_id);
+  if (!queued) Served(req, EstimatedInputTokens(req), 0);
 
   auto canceller = ClientStream<inf::GenerateEvent>::Start(
-      UpstreamDeadline(ctx),
+      deadline,
       [stub, relay](grpc::ClientContext* c, grpc::ClientReadReactor<inf::GenerateEvent>* r) {
         stub->async()->Generate(c, &relay->request, r);
       },
-      [relay](inf::GenerateEvent&& e, ClientStream<inf::GenerateEvent>::Next next) {
+      [this, relay](inf::GenerateEvent&& e, ClientStream<inf::GenerateEvent>::Next next) {
         if (e.has_finished()) relay->saw_finished = true;
+        if (e.has_token()) Served(relay->request, 0, 1);
         if (!relay->out->Push(std::move(e))) {
           next(false);  // the caller has gone: cancel the worker's generation
           return;
         }
         relay->ResumeWhenRoom(std::move(next));
       },
-      [this, relay](const grpc::Status& st) {
+      [this, relay, queued](const grpc::Status& st) {
         registry_.Release(relay->worker_id);
+        if (queued) {
+          std::lock_guard<std::mutex> lock(queue_mu_);
+          auto q = queues_.find(relay->request.model());
+          if (q != queues_.end()) {
+            q->second.fair.Finished(relay->request.org_id(), Priority::kInteractive);
+          }
+        }
+        // The freed slot goes to whoever waits for the model.
+        Dispatch(relay->request.model());
         if (st.ok() && relay->saw_finished) {
           relay->out->Finish(grpc::Status::OK);
           return;
@@ -286,7 +447,6 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
       relay);
   out->SetOnSpace([relay] { relay->OnSpace(); });
   out->SetOnCancel([canceller] { canceller->Cancel(); });
-  return reactor;
 }
 
 }  // namespace sb::scheduler

@@ -253,7 +253,8 @@ TEST(DisconnectTest, LeavingANonStreamingRequestCancelsItsGeneration) {
   EXPECT_LT(usage.records(0).output_tokens(), 200);
 }
 
-// No capacity is 529 overloaded_error (OpenAI dialect: 503), never 429.
+// No capacity is 529 overloaded_error (OpenAI dialect: 503), never 429 (here
+// after the request has waited the scheduler's --max_queue_wait_ms).
 TEST(OverloadTest, NoCapacityIs529NotARateLimit) {
   auto tiny = g_cluster->StartWorker(
       "worker-tiny", "sim-tiny", {"--max_num_seqs=1", "--max_waiting=0", "--tokens_per_second=2"});
