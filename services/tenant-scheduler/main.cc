@@ -19,6 +19,9 @@ ABSL_FLAG(int, worker_ttl_ms, 2000, "A worker silent this long is declared dead"
 ABSL_FLAG(int, max_queue_wait_ms, 2000,
           "Longest a request waits in a model's fair queue for a worker; a request whose "
           "estimated wait is longer is refused at once (529)");
+ABSL_FLAG(int, max_batch_queue_wait_s, 600,
+          "The same for batch requests (x-switchboard-priority: batch), which get only the "
+          "capacity interactive requests leave");
 ABSL_FLAG(double, vtc_input_weight, 1, "Fair sharing: the charge per input token");
 ABSL_FLAG(double, vtc_output_weight, 2, "Fair sharing: the charge per output token");
 ABSL_FLAG(int, max_queued, 10000, "Requests a model's fair queue holds; beyond them: 529");
@@ -30,6 +33,7 @@ int main(int argc, char** argv) {
   sb::scheduler::SchedulerServiceImpl service(
       registry, interval,
       {.max_wait = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_max_queue_wait_ms))),
+       .max_batch_wait = absl::Seconds(std::max(0, absl::GetFlag(FLAGS_max_batch_queue_wait_s))),
        .input_weight = absl::GetFlag(FLAGS_vtc_input_weight),
        .output_weight = absl::GetFlag(FLAGS_vtc_output_weight),
        .max_queued = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_queued)))});

@@ -51,10 +51,16 @@ metrics::Counter& Outcome(const std::string& outcome) {
                                        {{"outcome", outcome}});
 }
 
-metrics::Gauge& QueueDepth(const std::string& model) {
+Priority PriorityOf(const inf::GenerateRequest& req) {
+  return req.priority() == "batch" ? Priority::kBatch : Priority::kInteractive;
+}
+
+const char* PriorityName(Priority p) { return p == Priority::kBatch ? "batch" : "interactive"; }
+
+metrics::Gauge& QueueDepth(const std::string& model, Priority priority) {
   return metrics::Default().GetGauge("sb_scheduler_queue_depth",
-                                     "Requests waiting in the fair queue for a worker, by model",
-                                     {{"model", model}, {"priority", "interactive"}});
+                                     "Requests waiting in the fair queue for a worker",
+                                     {{"model", model}, {"priority", PriorityName(priority)}});
 }
 
 metrics::Histogram& QueueWait() {
@@ -279,9 +285,12 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
 void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, Out out,
                                    std::chrono::system_clock::time_point deadline) {
   const absl::Time now = absl::Now();
+  const Priority priority = PriorityOf(req);
+  const absl::Duration max_wait =
+      priority == Priority::kBatch ? queue_options_.max_batch_wait : queue_options_.max_wait;
   const QueuedRequest queued{.id = 0,
                              .org = req.org_id(),
-                             .priority = Priority::kInteractive,
+                             .priority = priority,
                              .input_tokens = EstimatedInputTokens(req),
                              .max_tokens = req.max_tokens(),
                              .enqueued = now};
@@ -308,7 +317,7 @@ void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, Out out,
           QueueWait().Observe(absl::ToDoubleSeconds(absl::Now() - now));
           StartRelay(req, pick, out, deadline, /*queued=*/true);
         };
-        QueueDepth(req.model()).Set(static_cast<double>(mq.waiting.size()));
+        QueueDepth(req.model(), priority).Set(static_cast<double>(mq.fair.queued(priority)));
       }
     }
   }
@@ -321,7 +330,7 @@ void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, Out out,
   Outcome("queued").Inc();
   const std::string model = req.model();
   out->SetOnCancel([this, model, id] { RemoveQueued(model, id); });
-  timers_.After(queue_options_.max_wait, [this, model, id, out] {
+  timers_.After(max_wait, [this, model, id, out] {
     if (RemoveQueued(model, id)) {
       Outcome("timed_out").Inc();
       out->Finish(NoWorker(model, NoPick::kAllFull));
@@ -336,7 +345,9 @@ bool SchedulerServiceImpl::RemoveQueued(const std::string& model, uint64_t id) {
   auto q = queues_.find(model);
   if (q == queues_.end() || q->second.waiting.erase(id) == 0) return false;
   q->second.fair.Remove(id);
-  QueueDepth(model).Set(static_cast<double>(q->second.waiting.size()));
+  for (Priority p : {Priority::kInteractive, Priority::kBatch}) {
+    QueueDepth(model, p).Set(static_cast<double>(q->second.fair.queued(p)));
+  }
   return true;
 }
 
@@ -360,7 +371,8 @@ void SchedulerServiceImpl::Dispatch(const std::string& model) {
       auto w = q->second.waiting.find(next->id);
       start = std::move(w->second);
       q->second.waiting.erase(w);
-      QueueDepth(model).Set(static_cast<double>(q->second.waiting.size()));
+      QueueDepth(model, next->priority)
+          .Set(static_cast<double>(q->second.fair.queued(next->priority)));
     }
     start(*pick);
   }
@@ -380,7 +392,7 @@ void SchedulerServiceImpl::DispatchAll() {
 void SchedulerServiceImpl::Served(const inf::GenerateRequest& req, int input, int output) {
   std::lock_guard<std::mutex> lock(queue_mu_);
   ModelQueue& mq = queues_.try_emplace(req.model(), queue_options_).first->second;
-  if (output > 0) mq.fair.ChargeOutput(req.org_id(), Priority::kInteractive, output);
+  if (output > 0) mq.fair.ChargeOutput(req.org_id(), PriorityOf(req), output);
   mq.rate.Served(input + output, absl::Now());
 }
 
@@ -416,7 +428,7 @@ void SchedulerServiceImpl::StartRelay(const inf::GenerateRequest& req, const Pic
           std::lock_guard<std::mutex> lock(queue_mu_);
           auto q = queues_.find(relay->request.model());
           if (q != queues_.end()) {
-            q->second.fair.Finished(relay->request.org_id(), Priority::kInteractive);
+            q->second.fair.Finished(relay->request.org_id(), PriorityOf(relay->request));
           }
         }
         // The freed slot goes to whoever waits for the model.

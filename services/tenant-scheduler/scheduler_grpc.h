@@ -31,7 +31,8 @@
 namespace sb::scheduler {
 
 struct QueueOptions {
-  absl::Duration max_wait = absl::Seconds(2);  // interactive requests
+  absl::Duration max_wait = absl::Seconds(2);         // interactive requests
+  absl::Duration max_batch_wait = absl::Minutes(10);  // batch requests
   double input_weight = 1;                     // VTC charge per input token
   double output_weight = 2;                    // and per output token
   size_t max_queued = 10000;                   // per model

@@ -50,5 +50,60 @@ TEST(FairQueueE2eTest, ARequestWaitsForTheNextFreeSlotInsteadOfA529) {
   EXPECT_GE(MetricValue(sched_metrics, queued), queued_before + 1);
 }
 
+// Batch gets only the capacity interactive leaves: with the one slot busy,
+// an interactive request that arrives after a batch one still runs first.
+TEST(FairQueueE2eTest, InteractiveGoesBeforeBatchAndABadPriorityIs400) {
+  auto worker = g_cluster->StartWorker(
+      "worker-prio", "sim-prio", {"--max_num_seqs=1", "--max_waiting=0", "--tokens_per_second=20"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  auto post = [](const std::string& prompt, const std::string& priority) {
+    http::Headers headers = {{"x-api-key", g_cluster->api_key()},
+                             {"content-type", "application/json"}};
+    if (!priority.empty()) headers.push_back({"x-switchboard-priority", priority});
+    auto r = http::Fetch({.port = g_cluster->http_port(),
+                          .method = "POST",
+                          .target = "/v1/messages",
+                          .headers = headers,
+                          .body = MessagesBody(prompt, false, 8, "sim-prio")});
+    return r.ok() ? *r : http::Response{};
+  };
+  auto bad = post("which priority", "urgent");
+  ExpectError(bad, 400, "invalid_request_error");
+  EXPECT_NE(bad.body.find("x-switchboard-priority"), std::string::npos) << bad.body;
+
+  std::atomic<bool> holding{false};
+  std::thread holder([&] {
+    auto r = http::FetchStreaming(
+        {.port = g_cluster->http_port(),
+         .method = "POST",
+         .target = "/v1/messages",
+         .headers = {{"x-api-key", g_cluster->api_key()}, {"content-type", "application/json"}},
+         .body = MessagesBody("hold the slot", true, 20, "sim-prio")},
+        [&](std::string_view d) {
+          if (d.find("content_block_delta") != std::string_view::npos) holding = true;
+          return true;
+        });
+    EXPECT_TRUE(r.ok() && r->status == 200);
+  });
+  for (int i = 0; i < 200 && !holding; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(holding.load());
+  std::atomic<int> order{0};
+  int batch_done = 0, interactive_done = 0;
+  std::thread batch([&] {
+    EXPECT_EQ(post("batch job", "batch").status, 200);
+    batch_done = ++order;
+  });
+  std::this_thread::sleep_for(100ms);  // the batch request is queued first
+  std::thread interactive([&] {
+    EXPECT_EQ(post("a person waiting", "").status, 200);
+    interactive_done = ++order;
+  });
+  holder.join();
+  batch.join();
+  interactive.join();
+  EXPECT_EQ(interactive_done, 1) << "interactive ran before the batch request queued earlier";
+  EXPECT_EQ(batch_done, 2);
+}
+
 }  // namespace
 }  // namespace sb::testing

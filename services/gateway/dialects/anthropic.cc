@@ -307,6 +307,12 @@ absl::StatusOr<ApiRequest> AnthropicDialect::Parse(const json& j, ParseMode mode
           CheckText(user->get_ref<const std::string&>(), "metadata.user_id", kMaxUserIdBytes));
       g.set_end_user_id(user->get<std::string>());
     }
+    if (auto p = metadata->find("priority"); p != metadata->end() && !p->is_null()) {
+      if (!p->is_string() || (*p != "interactive" && *p != "batch")) {
+        return FieldError("metadata.priority", "Input should be 'interactive' or 'batch'");
+      }
+      g.set_priority(p->get<std::string>());
+    }
   }
   return out;
 }

@@ -44,6 +44,20 @@ TEST(AnthropicParseTest, AFullRequestBecomesTheStructuredInternalRequest) {
       << "unset sampling parameters stay unset";
 }
 
+TEST(AnthropicParseTest, MetadataPriorityIsInteractiveOrBatch) {
+  const std::string base =
+      R"({"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],)";
+  auto batch = Parse(base + R"("metadata":{"priority":"batch"}})");
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_EQ(batch->generate->priority(), "batch");
+  auto unset = Parse(base + R"("metadata":{"user_id":"u"}})");
+  ASSERT_TRUE(unset.ok());
+  EXPECT_EQ(unset->generate->priority(), "") << "the default: interactive";
+  auto bad = Parse(base + R"("metadata":{"priority":"urgent"}})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("metadata.priority"), std::string::npos);
+}
+
 TEST(AnthropicParseTest, SystemMayBeAPlainString) {
   auto r = Parse(
       R"({"model":"m","max_tokens":1,"system":"sys","messages":[{"role":"user","content":"x"}]})");

@@ -50,6 +50,15 @@ void WithModels(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx,
 
 void HandleGenerate(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
   Identify(*ctx, *ctx->api.generate);
+  // The header wins over the body's metadata.priority.
+  if (const std::string p = ctx->request().Header("x-switchboard-priority"); !p.empty()) {
+    if (p != "interactive" && p != "batch") {
+      ctx->Fail(absl::InvalidArgumentError(
+          "x-switchboard-priority: must be \"interactive\" or \"batch\""));
+      return;
+    }
+    ctx->api.generate->set_priority(p);
+  }
   const absl::Time now = deps.clock.Now();
   ReplyIds ids{ctx->dialect->ReplyId(deps.ids.Next(now)), absl::ToUnixSeconds(now)};
   auto sink =
