@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "core/timers.h"
 #include "inference-worker/engine.h"
+#include "inference-worker/engine_request.h"
 #include "switchboard/billing/v1/billing.pb.h"
 #include "switchboard/inference/v1/inference.grpc.pb.h"
 
@@ -30,12 +31,6 @@ namespace sb::worker {
 using UsageStored = std::function<void(const absl::Status&)>;
 using UsageSink =
     std::function<void(const switchboard::billing::v1::UsageEvent&, UsageStored stored)>;
-
-// Flattens a request into the engine's prompt and counts its input tokens:
-// every text block, with the engine's tokenizer. CountTokens answers with
-// the same count, so it always equals the usage the request reports.
-EngineRequest ToEngineRequest(const switchboard::inference::v1::GenerateRequest& req,
-                              const Engine& engine);
 
 class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWorker::CallbackService {
  public:

@@ -8,6 +8,8 @@
 #include "grpcx/authz.h"
 #include "grpcx/streams.h"
 #include "grpcx/tls.h"
+#include "inference-worker/engine_request.h"
+#include "inference-worker/sim/kv_cache.h"
 
 namespace sb::scheduler {
 
@@ -266,7 +268,13 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
     std::lock_guard<std::mutex> lock(queue_mu_);
     auto q = queues_.find(req->model());
     const bool waiting = q != queues_.end() && !q->second.waiting.empty();
-    if (!waiting) pick = registry_.Acquire(req->model(), absl::Now(), &why);
+    if (!waiting) {
+      // Routed to the worker that has most of its prompt's prefix cached
+      // (under the simulator's tokenizer and block hashes), load allowing.
+      pick = registry_.Acquire(
+          req->model(), absl::Now(), &why,
+          worker::sim::PrefixBlockHashes(worker::ToEngineRequest(*req, nullptr).Flatten()));
+    }
     if (waiting) why = NoPick::kAllFull;
   }
   if (!pick) {

@@ -1,5 +1,7 @@
 #include "tenant-scheduler/worker_registry.h"
 
+#include "tenant-scheduler/router.h"
+
 namespace sb::scheduler {
 
 bool WorkerRegistry::IsLive(const WorkerState& w, absl::Time now) const {
@@ -62,9 +64,11 @@ std::vector<ModelEntry> WorkerRegistry::ListModels(absl::Time now) const {
   return out;
 }
 
-std::optional<Pick> WorkerRegistry::Acquire(const std::string& model, absl::Time now, NoPick* why) {
+std::optional<Pick> WorkerRegistry::Acquire(const std::string& model, absl::Time now, NoPick* why,
+                                            const std::vector<uint64_t>& prefix) {
   std::lock_guard<std::mutex> lock(mu_);
   WorkerState* best = nullptr;
+  double best_score = 0;
   bool known = false, live = false;
   for (auto& [id, w] : workers_) {
     if (!w.models.count(model)) continue;
@@ -72,7 +76,11 @@ std::optional<Pick> WorkerRegistry::Acquire(const std::string& model, absl::Time
     if (!IsLive(w, now)) continue;
     live = true;
     if (w.max_concurrency > 0 && w.in_flight >= w.max_concurrency) continue;
-    if (best == nullptr || w.in_flight < best->in_flight) best = &w;
+    const double score = RouteScore(w, prefix, RouterWeights{});
+    if (best == nullptr || score < best_score) {
+      best = &w;
+      best_score = score;
+    }
   }
   if (best == nullptr) {
     if (why != nullptr) {

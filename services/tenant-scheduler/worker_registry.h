@@ -4,7 +4,8 @@
 // A worker is live while its last heartbeat is younger than `ttl`.
 // Acquire() chooses, among live workers serving the model that have room
 // (fewer requests in flight, as this scheduler counts them, than the
-// worker's max_concurrency), the one with the fewest in flight, ties by id.
+// worker's max_concurrency), the one with the best RouteScore (router.h:
+// load, KV cache use, prefix-cache affinity), ties by id.
 #pragma once
 
 #include <cstdint>
@@ -83,7 +84,10 @@ class WorkerRegistry {
   std::vector<ModelEntry> ListModels(absl::Time now) const;
 
   // Reserves one in-flight slot on the chosen worker; Release it after.
-  std::optional<Pick> Acquire(const std::string& model, absl::Time now, NoPick* why = nullptr);
+  // `prefix`: the request's prompt prefix hashes, for cache-aware routing
+  // (router.h); without it, the least loaded.
+  std::optional<Pick> Acquire(const std::string& model, absl::Time now, NoPick* why = nullptr,
+                              const std::vector<uint64_t>& prefix = {});
   // Any live worker serving the model, without reserving a slot (for calls
   // that cost the worker next to nothing, such as counting tokens).
   std::optional<Pick> AnyLive(const std::string& model, absl::Time now,

@@ -7,6 +7,7 @@
 #include "e2e/e2e_helpers.h"
 #include "gtest/gtest.h"
 #include "http/http_client.h"
+#include "nlohmann/json.hpp"
 
 namespace sb::testing {
 namespace {
@@ -103,6 +104,54 @@ TEST(FairQueueE2eTest, InteractiveGoesBeforeBatchAndABadPriorityIs400) {
   interactive.join();
   EXPECT_EQ(interactive_done, 1) << "interactive ran before the batch request queued earlier";
   EXPECT_EQ(batch_done, 2);
+}
+
+// Requests sharing a long system prompt land on the worker that has it
+// cached (the prefix hashes workers report with their heartbeats).
+TEST(RoutingE2eTest, ASharedSystemPromptLandsOnTheWorkerThatHasItCached) {
+  auto a = g_cluster->StartWorker("worker-aff-a", "sim-affinity", {"--tokens_per_second=200"});
+  auto b = g_cluster->StartWorker("worker-aff-b", "sim-affinity", {"--tokens_per_second=200"});
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::string system;
+  for (int i = 0; i < 600; ++i) system += "rule" + std::to_string(i % 97) + " ";
+  auto body = [&](const std::string& question) {
+    return nlohmann::json({{"model", "sim-affinity"},
+                           {"max_tokens", 5},
+                           {"system", system},
+                           {"messages", {{{"role", "user"}, {"content", question}}}}})
+        .dump();
+  };
+  const std::string served = "sb_worker_requests_total";
+  // Equal load ties go to worker-aff-a; so the prefix is first served by b
+  // while a is busy with something else, and then only the cached prefix
+  // can draw the next requests to b.
+  std::atomic<bool> busy{false}, release{false};
+  std::thread elsewhere([&] {
+    auto r = http::FetchStreaming(
+        {.port = g_cluster->http_port(),
+         .method = "POST",
+         .target = "/v1/messages",
+         .headers = {{"x-api-key", g_cluster->api_key()}, {"content-type", "application/json"}},
+         .body = MessagesBody("keep a busy", true, 400, "sim-affinity")},
+        [&](std::string_view d) {
+          if (d.find("content_block_delta") != std::string_view::npos) busy = true;
+          return !release.load();
+        });
+  });
+  for (int i = 0; i < 200 && !busy; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(busy.load());
+  ASSERT_EQ(MetricValue(a->metrics_port, served), 1) << "ties go to worker-aff-a";
+  ASSERT_EQ(Post("/v1/messages", body("first")).status, 200);
+  ASSERT_EQ(MetricValue(b->metrics_port, served), 1) << "a was busy: the prefix went to b";
+  release = true;
+  elsewhere.join();
+  std::this_thread::sleep_for(1500ms);  // heartbeats: a is idle again, b reports the prefix
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(Post("/v1/messages", body("question " + std::to_string(i))).status, 200);
+  }
+  EXPECT_EQ(MetricValue(b->metrics_port, served), 5)
+      << "every request followed the cached prefix to b (a tie would have gone to a)";
+  EXPECT_EQ(MetricValue(a->metrics_port, served), 1);
 }
 
 }  // namespace
