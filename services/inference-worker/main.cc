@@ -184,10 +184,11 @@ int main(int argc, char** argv) {
     // Stop taking new work first (the scheduler stops routing here once
     // the heartbeats stop), let what runs finish, cancel the rest: every
     // sequence ends, and is metered, before exit.
+    const absl::Time deadline = absl::Now() + grace / 2;
     stopping.store(true);
     starter.join();
     registrar.Stop();
-    engine->Drain(absl::Now() + grace / 2);
+    engine->Drain(deadline);
   });
   runner.WaitForShutdown(grace / 2);
   // The engine goes before the service its sequences' sinks point at.
