@@ -152,6 +152,22 @@ TEST(SimEngineTest, APacedEngineStepsNoFasterThanAskedUnderAnyModelName) {
   EXPECT_EQ(e.Now() - start, absl::Milliseconds(500));
 }
 
+// On the real clock the stepping thread takes the step lock back after
+// every step; a drain still cancels what runs at its deadline instead of
+// waiting for the sequences to end.
+TEST(SimEngineTest, ADrainOnTheRealClockCancelsAtItsDeadline) {
+  SimulatedEngine e({.models = {"sim-slow"}, .max_steps_per_second = 2}, /*run_thread=*/true);
+  auto r = Req(1000);
+  r.model = "sim-slow";
+  auto s = std::make_shared<Recorder>();
+  ASSERT_TRUE(e.Submit(r, s).ok());
+  absl::SleepFor(absl::Milliseconds(1200));  // a token or two at 2 a second
+  e.Drain(absl::Now());
+  ASSERT_TRUE(s->finished) << "Drain returns once every observer has had OnFinished";
+  EXPECT_EQ(s->info.stop_reason, "cancelled");
+  EXPECT_LT(s->info.output_tokens, 12) << "cut well before the shortest reply ends";
+}
+
 TEST(SimEngineTest, RejectsUnknownModelAndNonPositiveMaxTokens) {
   SimulatedEngine e({}, false);
   auto r = Req(10);

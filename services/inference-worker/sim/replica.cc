@@ -1,6 +1,7 @@
 #include "inference-worker/sim/replica.h"
 
 #include <algorithm>
+#include <thread>
 
 #include "inference-worker/sim/tokenizer.h"
 
@@ -403,6 +404,13 @@ StepResult Replica::Apply() {
 }
 
 StepResult Replica::RunStep() {
+  // A CancelAll waiting for the step lock goes first: the stepping thread
+  // would otherwise take the lock back at once, step after step (a mutex is
+  // not fair), and a drain would wait for every sequence to end.
+  if (cancel_waiters_.load() > 0) {
+    std::this_thread::yield();
+    return {};
+  }
   std::lock_guard<std::mutex> step(step_mu_);
   const std::optional<absl::Time> end = Plan();
   if (!end) return {};
@@ -411,7 +419,9 @@ StepResult Replica::RunStep() {
 }
 
 void Replica::CancelAll() {
+  cancel_waiters_.fetch_add(1);
   std::lock_guard<std::mutex> step(step_mu_);
+  cancel_waiters_.fetch_sub(1);
   std::vector<Event> events;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -21,6 +21,7 @@
 // thread; they may call Submit() and Cancel().
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -156,6 +157,7 @@ class Replica {
   Metrics metrics_;
 
   std::mutex step_mu_;  // one step at a time, observers included
+  std::atomic<int> cancel_waiters_{0};  // CancelAll calls waiting for step_mu_
   mutable std::mutex mu_;
   KvCache kv_;
   std::unordered_map<Sequence*, std::unique_ptr<Sequence>> live_;
