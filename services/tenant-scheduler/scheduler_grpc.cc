@@ -265,17 +265,18 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
   {
     // Nobody overtakes the queue: a request finds a worker directly only
     // when nothing of its model waits.
+    // Routed to the worker that has most of its prompt's prefix cached
+    // (under the simulator's tokenizer and block hashes), load allowing;
+    // hashed before the queue's lock is taken.
+    const std::vector<uint64_t> prefix =
+        worker::sim::PrefixBlockHashes(worker::ToEngineRequest(*req, nullptr).Flatten());
     std::lock_guard<std::mutex> lock(queue_mu_);
     auto q = queues_.find(req->model());
-    const bool waiting = q != queues_.end() && !q->second.waiting.empty();
-    if (!waiting) {
-      // Routed to the worker that has most of its prompt's prefix cached
-      // (under the simulator's tokenizer and block hashes), load allowing.
-      pick = registry_.Acquire(
-          req->model(), absl::Now(), &why,
-          worker::sim::PrefixBlockHashes(worker::ToEngineRequest(*req, nullptr).Flatten()));
+    if (q != queues_.end() && !q->second.waiting.empty()) {
+      why = NoPick::kAllFull;
+    } else {
+      pick = registry_.Acquire(req->model(), absl::Now(), &why, prefix);
     }
-    if (waiting) why = NoPick::kAllFull;
   }
   if (!pick) {
     if (why == NoPick::kAllFull) {
