@@ -16,7 +16,8 @@ const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodC
       {"/switchboard.chat.v1.Chat/GetMessage", {kGateway, kConnectionManager}},
       {"/switchboard.connection.v1.ConnectionManager/Subscribe", {kGateway}},
       {"/switchboard.gateway.v1.Gateway/GetInfo", {kOperator}},
-      {"/switchboard.inference.v1.InferenceWorker/Generate", {kScheduler}},
+      // The gateway and chat stream from a worker under a scheduler's lease.
+      {"/switchboard.inference.v1.InferenceWorker/Generate", {kScheduler, kGateway, kChat}},
       {"/switchboard.inference.v1.InferenceWorker/CountTokens", {kScheduler}},
       {"/switchboard.inference.v1.InferenceWorker/ListModels", {kScheduler, kOperator}},
       {"/switchboard.safety.v1.Safety/CheckInput", {kGateway, kChat}},
@@ -27,6 +28,10 @@ const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodC
       {"/switchboard.scheduler.v1.TenantScheduler/ListModels", {kGateway, kChat, kOperator}},
       {"/switchboard.scheduler.v1.TenantScheduler/Generate", {kGateway, kChat}},
       {"/switchboard.scheduler.v1.TenantScheduler/CountTokens", {kGateway, kChat}},
+      {"/switchboard.scheduler.v1.TenantScheduler/Admit", {kGateway, kChat}},
+      {"/switchboard.scheduler.v1.TenantScheduler/ReleaseLease", {kGateway, kChat}},
+      {"/switchboard.scheduler.v1.TenantScheduler/ReportServed", {kWorker}},
+      {"/switchboard.scheduler.v1.TenantScheduler/GetFairness", {kOperator}},
   };
   return *table;
 }

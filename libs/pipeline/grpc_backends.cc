@@ -4,6 +4,7 @@
 
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
+#include "grpcx/tls.h"
 #include "safety/output_window.h"
 
 namespace sb::pipeline {
@@ -118,6 +119,238 @@ std::shared_ptr<GenerateCall> GrpcGenerator::Generate(std::shared_ptr<const Requ
       },
       std::const_pointer_cast<Request>(request));
   return std::make_shared<GrpcCall>(std::move(canceller));
+}
+
+}  // namespace sb::pipeline
+
+namespace sb::pipeline {
+
+namespace inf = switchboard::inference::v1;
+namespace sched = switchboard::scheduler::v1;
+
+SchedulerReplicas::SchedulerReplicas(const std::string& addresses) {
+  size_t from = 0;
+  while (from <= addresses.size()) {
+    size_t comma = addresses.find(',', from);
+    if (comma == std::string::npos) comma = addresses.size();
+    const std::string address = addresses.substr(from, comma - from);
+    if (!address.empty()) {
+      channels_.push_back(grpcx::Dial(address, grpcx::kScheduler));
+      stubs_.push_back(sched::TenantScheduler::NewStub(channels_.back()));
+    }
+    from = comma + 1;
+  }
+}
+
+size_t SchedulerReplicas::Pick(size_t attempt) {
+  const size_t n = stubs_.size();
+  if (attempt > 0 || n == 1) return (next_.load() + attempt) % n;
+  // A new call: the next replica whose channel is not failing.
+  const size_t start = next_.fetch_add(1);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t r = (start + i) % n;
+    if (channels_[r]->GetState(true) != GRPC_CHANNEL_TRANSIENT_FAILURE) return r;
+  }
+  return start % n;
+}
+
+inf::InferenceWorker::StubInterface& WorkerStubs::For(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stub = stubs_[address];
+  if (!stub) stub = inf::InferenceWorker::NewStub(grpcx::Dial(address, grpcx::kWorker));
+  return *stub;
+}
+
+namespace {
+
+// One leased generation: Admit, then the worker's stream.
+class LeasedCall final : public GenerateCall, public std::enable_shared_from_this<LeasedCall> {
+ public:
+  LeasedCall(SchedulerReplicas& schedulers, WorkerStubs& workers,
+             std::shared_ptr<const Request> request, Generator::Callbacks callbacks,
+             std::chrono::system_clock::time_point deadline)
+      : schedulers_(schedulers),
+        workers_(workers),
+        request_(std::move(request)),
+        callbacks_(std::move(callbacks)),
+        deadline_(deadline) {}
+
+  void Admit() {
+    auto admit = std::make_shared<AdmitCall>();
+    admit->ctx.set_deadline(deadline_);
+    admit->replica = schedulers_.Pick(admit_attempts_);
+    ++admit_attempts_;
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled = cancelled_;
+      if (!cancelled) admit_ = admit;
+    }
+    if (cancelled) {
+      Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      return;
+    }
+    schedulers_.at(admit->replica)
+        .async()
+        ->Admit(
+            &admit->ctx, request_.get(), &admit->lease,
+            [self = shared_from_this(), admit](grpc::Status st) { self->OnAdmitted(admit, st); });
+  }
+
+  void Cancel() override {
+    std::shared_ptr<AdmitCall> admit;
+    std::shared_ptr<ClientStream<Event>::Canceller> stream;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+      admit = admit_;
+      stream = stream_;
+    }
+    if (admit) admit->ctx.TryCancel();
+    if (stream) stream->Cancel();
+  }
+
+ private:
+  struct AdmitCall {
+    grpc::ClientContext ctx;
+    sched::Lease lease;
+    size_t replica = 0;
+  };
+
+  void OnAdmitted(const std::shared_ptr<AdmitCall>& admit, const grpc::Status& st) {
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      admit_ = nullptr;
+      cancelled = cancelled_;
+    }
+    if (cancelled) {
+      if (st.ok()) Release(admit);
+      Done(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      return;
+    }
+    if (!st.ok()) {
+      // Unreachable (or without a live worker): another replica may do.
+      if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+          admit_attempts_ < schedulers_.size()) {
+        Admit();
+        return;
+      }
+      Done(st);
+      return;
+    }
+    Stream(admit);
+  }
+
+  void Stream(const std::shared_ptr<AdmitCall>& admit) {
+    auto leased = std::make_shared<Request>(*request_);
+    leased->set_lease_id(admit->lease.lease_id());
+    leased->set_model(admit->lease.model());
+    auto& worker = workers_.For(admit->lease.worker_address());
+    auto self = shared_from_this();
+    auto canceller = ClientStream<Event>::Start(
+        deadline_,
+        [&worker, leased](grpc::ClientContext* c, grpc::ClientReadReactor<Event>* r) {
+          worker.async()->Generate(c, leased.get(), r);
+        },
+        [self, admit](Event&& e, Generator::Next next) {
+          if (e.has_started()) {
+            self->started_.store(true);
+            if (!admit->lease.version().empty())
+              e.mutable_started()->set_model(admit->lease.version());
+          }
+          self->callbacks_.on_event(std::move(e), std::move(next));
+        },
+        [self, admit](const grpc::Status& st) { self->OnStreamDone(admit, st); }, leased);
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stream_ = canceller;
+      cancelled = cancelled_;
+    }
+    if (cancelled) canceller->Cancel();
+  }
+
+  void OnStreamDone(const std::shared_ptr<AdmitCall>& admit, const grpc::Status& st) {
+    if (started_.load() || st.ok()) {
+      Done(st);
+      return;
+    }
+    // Nothing came from the worker: the lease may never have reached it.
+    Release(admit);
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stream_ = nullptr;
+      cancelled = cancelled_;
+    }
+    const auto code = st.error_code();
+    const bool retry =
+        !cancelled && !retried_ &&
+        (code == grpc::StatusCode::FAILED_PRECONDITION ||
+         code == grpc::StatusCode::PERMISSION_DENIED || code == grpc::StatusCode::UNAVAILABLE);
+    if (retry) {
+      // A stale lease, a worker that died or is draining: admitted again.
+      retried_ = true;
+      admit_attempts_ = 0;
+      Admit();
+      return;
+    }
+    if (code == grpc::StatusCode::FAILED_PRECONDITION ||
+        code == grpc::StatusCode::PERMISSION_DENIED) {
+      Done(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "worker refused the lease: " + st.error_message()));
+      return;
+    }
+    Done(st);
+  }
+
+  // Gives back a lease the worker never took (fire and forget: an unused
+  // lease also expires).
+  void Release(const std::shared_ptr<AdmitCall>& admit) {
+    struct Call {
+      grpc::ClientContext ctx;
+      sched::ReleaseLeaseRequest req;
+      sched::ReleaseLeaseResponse resp;
+    };
+    auto call = std::make_shared<Call>();
+    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    call->req.set_lease_id(admit->lease.lease_id());
+    schedulers_.at(admit->replica)
+        .async()
+        ->ReleaseLease(&call->ctx, &call->req, &call->resp, [call](grpc::Status) {});
+  }
+
+  void Done(const grpc::Status& st) {
+    if (done_.exchange(true)) return;
+    callbacks_.on_done(FromGrpcStatus(st));
+  }
+
+  SchedulerReplicas& schedulers_;
+  WorkerStubs& workers_;
+  const std::shared_ptr<const Request> request_;
+  Generator::Callbacks callbacks_;
+  const std::chrono::system_clock::time_point deadline_;
+  // Touched by one step at a time (each continues from the last).
+  size_t admit_attempts_ = 0;
+  bool retried_ = false;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> done_{false};
+  std::mutex mu_;
+  bool cancelled_ = false;
+  std::shared_ptr<AdmitCall> admit_;
+  std::shared_ptr<ClientStream<Event>::Canceller> stream_;
+};
+
+}  // namespace
+
+std::shared_ptr<GenerateCall> LeasedGenerator::Generate(std::shared_ptr<const Request> request,
+                                                        Callbacks callbacks) {
+  auto call =
+      std::make_shared<LeasedCall>(schedulers_, workers_, std::move(request), std::move(callbacks),
+                                   std::chrono::system_clock::now() + deadline_);
+  call->Admit();
+  return call;
 }
 
 }  // namespace sb::pipeline

@@ -1,11 +1,19 @@
 // The pipeline's backends over gRPC: safety's CheckInput and CheckOutput,
-// and the tenant-scheduler's Generate stream. Every call has a deadline.
+// and generation: a lease from the tenant-scheduler (Admit) and the
+// worker's stream (LeasedGenerator), or the scheduler's relayed stream
+// (GrpcGenerator, the older path). Every call has a deadline.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "pipeline/pipeline.h"
+#include "switchboard/inference/v1/inference.grpc.pb.h"
 #include "switchboard/safety/v1/safety.grpc.pb.h"
 #include "switchboard/scheduler/v1/scheduler.grpc.pb.h"
 
@@ -50,6 +58,56 @@ class GrpcGenerator final : public Generator {
 
  private:
   switchboard::scheduler::v1::TenantScheduler::StubInterface& scheduler_;
+  std::chrono::seconds deadline_;
+};
+
+// The tenant-scheduler's replicas, dialled from a comma-separated list of
+// addresses. Calls go round-robin, skipping a replica whose channel is
+// failing while another is not.
+class SchedulerReplicas {
+ public:
+  explicit SchedulerReplicas(const std::string& addresses);
+  size_t size() const { return stubs_.size(); }
+  // The replica for the `attempt`th try of one call (0, 1, ...): each try
+  // a different one.
+  size_t Pick(size_t attempt);
+  switchboard::scheduler::v1::TenantScheduler::StubInterface& at(size_t i) { return *stubs_[i]; }
+
+ private:
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::unique_ptr<switchboard::scheduler::v1::TenantScheduler::StubInterface>> stubs_;
+  std::atomic<size_t> next_{0};
+};
+
+// Workers by address, each dialled once (it must prove the inference-worker
+// identity).
+class WorkerStubs {
+ public:
+  switchboard::inference::v1::InferenceWorker::StubInterface& For(const std::string& address);
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<switchboard::inference::v1::InferenceWorker::StubInterface>>
+      stubs_;
+};
+
+// The scheduler decides, the worker streams: Admit (waits in the fair
+// queue) returns a lease on a worker, and the generation streams from that
+// worker directly. Admit goes to another replica when one is unreachable;
+// a worker that refuses the lease, or fails before its first event, gets
+// one more Admit (another worker, maybe). The Started event names the
+// version the scheduler resolved.
+class LeasedGenerator final : public Generator {
+ public:
+  LeasedGenerator(SchedulerReplicas& schedulers, WorkerStubs& workers,
+                  std::chrono::seconds deadline)
+      : schedulers_(schedulers), workers_(workers), deadline_(deadline) {}
+  std::shared_ptr<GenerateCall> Generate(std::shared_ptr<const Request> request,
+                                         Callbacks callbacks) override;
+
+ private:
+  SchedulerReplicas& schedulers_;
+  WorkerStubs& workers_;
   std::chrono::seconds deadline_;
 };
 

@@ -27,7 +27,11 @@ ABSL_FLAG(std::string, redis_password, "",
           "Redis AUTH password (requirepass); better from SWITCHBOARD_REDIS_PASSWORD");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
 ABSL_FLAG(std::string, events_topic, "chat.events", "Topic for chat events");
-ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler gRPC address");
+ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054",
+          "tenant-scheduler gRPC address; comma-separated for several replicas");
+ABSL_FLAG(bool, direct_streaming, true,
+          "Stream tokens from the worker under a scheduler lease (Admit); false: through the "
+          "scheduler (its Generate relay, the older path)");
 ABSL_FLAG(std::string, safety_address, "127.0.0.1:50053", "safety gRPC address");
 ABSL_FLAG(int, max_turns, 10000,
           "Chat turns generating at once; beyond them a turn fails at once as overloaded");
@@ -63,15 +67,26 @@ int main(int argc, char** argv) {
                     st.ToString());
     }
   };
-  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
-      sb::grpcx::Dial(absl::GetFlag(FLAGS_scheduler_address), sb::grpcx::kScheduler));
+  // Every replica of the scheduler; calls other than Admit (model lists,
+  // token counts) go to the first.
+  sb::pipeline::SchedulerReplicas schedulers(absl::GetFlag(FLAGS_scheduler_address));
+  if (schedulers.size() == 0) {
+    spdlog::critical("chat: --scheduler_address is empty");
+    return 1;
+  }
+  auto* scheduler = &schedulers.at(0);
+  sb::pipeline::WorkerStubs workers;
   auto safety = switchboard::safety::v1::Safety::NewStub(
       sb::grpcx::Dial(absl::GetFlag(FLAGS_safety_address), sb::grpcx::kSafety));
 
   const std::chrono::milliseconds safety_deadline(absl::GetFlag(FLAGS_safety_deadline_ms));
   sb::pipeline::GrpcInputGuard input(*safety, safety_deadline);
   sb::pipeline::UnaryOutputGates gates(*safety, safety_deadline);
-  sb::pipeline::GrpcGenerator generator(*scheduler, std::chrono::minutes(10));
+  sb::pipeline::LeasedGenerator leased(schedulers, workers, std::chrono::minutes(10));
+  sb::pipeline::GrpcGenerator relayed(*scheduler, std::chrono::minutes(10));
+  sb::pipeline::Generator& generator = absl::GetFlag(FLAGS_direct_streaming)
+                                           ? static_cast<sb::pipeline::Generator&>(leased)
+                                           : relayed;
   sb::pipeline::Pipeline pipeline("chat", input, generator, gates, sb::RealClock());
 
   // Every database call of the service runs here, one thread per connection;

@@ -47,7 +47,11 @@ ABSL_FLAG(int, metrics_port, 9100, "HTTP port for /metrics");
 ABSL_FLAG(std::string, pg, "postgresql://postgres@127.0.0.1:5432/switchboard",
           "PostgreSQL connection URI (API keys)");
 ABSL_FLAG(std::string, safety_address, "127.0.0.1:50053", "safety gRPC address");
-ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler gRPC address");
+ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054",
+          "tenant-scheduler gRPC address; comma-separated for several replicas");
+ABSL_FLAG(bool, direct_streaming, true,
+          "Stream tokens from the worker under a scheduler lease (Admit); false: through the "
+          "scheduler (its Generate relay, the older path)");
 ABSL_FLAG(std::string, chat_address, "127.0.0.1:50051", "chat gRPC address");
 ABSL_FLAG(std::string, connection_manager_address, "127.0.0.1:50052",
           "connection-manager gRPC address");
@@ -105,8 +109,15 @@ int main(int argc, char** argv) {
   sb::TimerThread timers;
   auto safety = switchboard::safety::v1::Safety::NewStub(
       sb::grpcx::Dial(absl::GetFlag(FLAGS_safety_address), sb::grpcx::kSafety));
-  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(
-      sb::grpcx::Dial(absl::GetFlag(FLAGS_scheduler_address), sb::grpcx::kScheduler));
+  // Every replica of the scheduler; calls other than Admit (model lists,
+  // token counts) go to the first.
+  sb::pipeline::SchedulerReplicas schedulers(absl::GetFlag(FLAGS_scheduler_address));
+  if (schedulers.size() == 0) {
+    spdlog::critical("gateway: --scheduler_address is empty");
+    return 1;
+  }
+  auto* scheduler = &schedulers.at(0);
+  sb::pipeline::WorkerStubs workers;
   auto chat = switchboard::chat::v1::Chat::NewStub(
       sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat));
   auto connections = switchboard::connection::v1::ConnectionManager::NewStub(sb::grpcx::Dial(
@@ -115,7 +126,11 @@ int main(int argc, char** argv) {
   const std::chrono::milliseconds safety_deadline(absl::GetFlag(FLAGS_safety_deadline_ms));
   sb::pipeline::GrpcInputGuard input(*safety, safety_deadline);
   sb::pipeline::UnaryOutputGates gates(*safety, safety_deadline);
-  sb::pipeline::GrpcGenerator generator(*scheduler, std::chrono::minutes(30));
+  sb::pipeline::LeasedGenerator leased(schedulers, workers, std::chrono::minutes(30));
+  sb::pipeline::GrpcGenerator relayed(*scheduler, std::chrono::minutes(30));
+  sb::pipeline::Generator& generator = absl::GetFlag(FLAGS_direct_streaming)
+                                           ? static_cast<sb::pipeline::Generator&>(leased)
+                                           : relayed;
   sb::pipeline::Pipeline pipeline("gateway", input, generator, gates, sb::RealClock());
 
   // Admission: limits from PostgreSQL, refreshed in the background;

@@ -27,7 +27,9 @@ ABSL_FLAG(int, metrics_port, 9105, "HTTP port for /metrics");
 ABSL_FLAG(std::string, worker_id, "", "Worker id (default: worker-<host>-<port>)");
 ABSL_FLAG(std::string, advertise_address, "",
           "host:port the scheduler dials (default: 127.0.0.1:<grpc_port>)");
-ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054", "tenant-scheduler gRPC address");
+ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054",
+          "tenant-scheduler gRPC address; comma-separated for several replicas (the worker "
+          "registers and heartbeats with each)");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
 ABSL_FLAG(std::string, usage_topic, "usage.events", "Topic for metering events");
 ABSL_FLAG(int, usage_report_interval_ms, 1000,
@@ -134,10 +136,22 @@ int main(int argc, char** argv) {
     gethostname(host, sizeof host - 1);
     worker_id = std::string("worker-") + host + "-" + std::to_string(getpid());
   }
+  // The scheduler replicas, dialled before the reporter that uses them.
+  std::vector<std::unique_ptr<switchboard::scheduler::v1::TenantScheduler::Stub>> schedulers;
+  for (absl::string_view address :
+       absl::StrSplit(absl::GetFlag(FLAGS_scheduler_address), ',', absl::SkipEmpty())) {
+    schedulers.push_back(switchboard::scheduler::v1::TenantScheduler::NewStub(
+        sb::grpcx::Dial(std::string(address), sb::grpcx::kScheduler)));
+  }
+  if (schedulers.empty()) {
+    spdlog::critical("inference-worker: --scheduler_address is empty");
+    return 1;
+  }
+  sb::worker::LeaseReporter leases(worker_id);
   sb::worker::WorkerServiceImpl service(
       *engine, worker_id, usage,
       absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_usage_report_interval_ms))),
-      [&] { return !outbox.backed_up(); });
+      [&] { return !outbox.backed_up(); }, &leases);
 
   std::atomic<bool> stopping{false};
   sb::ServiceRunner runner("inference-worker");
@@ -158,11 +172,12 @@ int main(int argc, char** argv) {
   // What it holds at once: the batches and the queues behind them, or the
   // requests an upstream engine keeps in flight.
   registration.set_max_concurrency(capacity);
-  auto channel = sb::grpcx::Dial(absl::GetFlag(FLAGS_scheduler_address), sb::grpcx::kScheduler);
-  auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(channel);
-  sb::worker::Registrar registrar(
-      *scheduler, registration, [&] { return service.in_flight(); },
-      [&] { return ToProto(engine->Load()); });
+  std::vector<std::unique_ptr<sb::worker::Registrar>> registrars;
+  for (auto& scheduler : schedulers) {
+    registrars.push_back(std::make_unique<sb::worker::Registrar>(
+        *scheduler, registration, [&] { return service.in_flight(); },
+        [&] { return ToProto(engine->Load()); }, &leases));
+  }
   // No work until metering can be delivered: the worker registers (and the
   // scheduler routes here) only once a Kafka broker has answered.
   std::thread starter([&] {
@@ -174,7 +189,9 @@ int main(int argc, char** argv) {
         spdlog::warn("waiting for Kafka before taking work: {}", std::string(st.message()));
       }
     }
-    if (!stopping.load()) registrar.Start();
+    if (!stopping.load()) {
+      for (auto& r : registrars) r->Start();
+    }
   });
   // One budget for the whole shutdown, within --drain_seconds: half for
   // the engine's sequences to finish, half for the streams to end, then a
@@ -187,13 +204,14 @@ int main(int argc, char** argv) {
     const absl::Time deadline = absl::Now() + grace / 2;
     stopping.store(true);
     starter.join();
-    registrar.Stop();
+    for (auto& r : registrars) r->Stop();
     engine->Drain(deadline);
   });
   runner.WaitForShutdown(grace / 2);
   // The engine goes before the service its sequences' sinks point at.
   engine->Drain(absl::Now());
   engine.reset();
+  leases.Stop(absl::Now() + absl::Seconds(1));  // the ends of the last leases
   if (!outbox.WaitEmpty(absl::Now() + absl::Seconds(2))) {
     spdlog::error("exiting with {} metering events Kafka did not take", outbox.backlog());
   }

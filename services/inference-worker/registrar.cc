@@ -1,9 +1,11 @@
 #include "inference-worker/registrar.h"
 
-#include <chrono>
-
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "inference-worker/lease_reporter.h"
 
 namespace sb::worker {
 
@@ -11,11 +13,12 @@ namespace sched = switchboard::scheduler::v1;
 
 Registrar::Registrar(sched::TenantScheduler::StubInterface& scheduler,
                      sched::RegisterWorkerRequest registration, std::function<int()> in_flight,
-                     std::function<sched::WorkerLoad()> load)
+                     std::function<sched::WorkerLoad()> load, LeaseReporter* leases)
     : scheduler_(scheduler),
       registration_(std::move(registration)),
       in_flight_(std::move(in_flight)),
-      load_(std::move(load)) {}
+      load_(std::move(load)),
+      leases_(leases) {}
 
 Registrar::~Registrar() { Stop(); }
 
@@ -44,6 +47,11 @@ void Registrar::Loop() {
       if (st.ok()) {
         registered = true;
         registration_.set_session(resp.session());
+        if (leases_ != nullptr && !resp.scheduler_id().empty()) {
+          leases_->Registered(resp.scheduler_id(), resp.lease_key(), resp.session(), &scheduler_,
+                              scheduler_id_);
+          scheduler_id_ = resp.scheduler_id();
+        }
         interval = std::chrono::milliseconds(std::max(100, resp.heartbeat_interval_ms()));
         spdlog::info("registered with the scheduler as {} at {}", registration_.worker_id(),
                      registration_.address());
@@ -56,6 +64,9 @@ void Registrar::Loop() {
       req.set_in_flight(in_flight_());
       req.set_session(registration_.session());
       if (load_) *req.mutable_load() = load_();
+      if (leases_ != nullptr) {
+        for (auto& lease : leases_->Active()) req.add_leases(std::move(lease));
+      }
       sched::HeartbeatResponse resp;
       grpc::Status st = scheduler_.Heartbeat(&ctx, req, &resp);
       if (st.ok() && !resp.known()) {

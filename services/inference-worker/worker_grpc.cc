@@ -13,6 +13,7 @@
 #include "grpcx/authz.h"
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
+#include "grpcx/tls.h"
 
 namespace sb::worker {
 
@@ -61,7 +62,8 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
         svc_(svc),
         id_(er.id),
         max_tokens_(er.max_tokens),
-        started_at_(absl::Now()) {
+        started_at_(absl::Now()),
+        lease_(req.lease_id()) {
     started_.mutable_started()->set_model(req.model());
     started_.mutable_started()->set_worker_id(svc->worker_id_);
     started_.mutable_started()->set_input_tokens(er.input_tokens);
@@ -129,6 +131,7 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
       FlushLocked(outgoing);
     }
     Send(outgoing);
+    ReportLease(false);
   }
 
   void OnFinished(const FinishInfo& info) override {
@@ -163,7 +166,23 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     bool reservation = false;
   };
 
+  // What the lease's request has been served, for the scheduler's fair
+  // queue (totals; the reporter batches them).
+  void ReportLease(bool done, bool failed = false) {
+    if (lease_.empty() || svc_->leases_ == nullptr) return;
+    int input, output;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      input = usage_.input_tokens();
+      output = done ? usage_.output_tokens() : generated_;
+    }
+    svc_->leases_->Update(lease_, input, output, done, failed);
+  }
+
   void Send(Outgoing& outgoing) {
+    if (outgoing.report && outgoing.report->final()) {
+      ReportLease(true, outgoing.report->stop_reason() == "error");
+    }
     if (!outgoing.report) return;
     if (!outgoing.reservation) {
       svc_->usage_(*outgoing.report, nullptr);
@@ -325,6 +344,7 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
   const uint64_t id_;
   const int max_tokens_;
   const absl::Time started_at_;
+  const std::string lease_;
   std::mutex mu_;
   bool attached_ = false;  // Submit accepted it: the stream may begin
   inf::GenerateEvent started_;
@@ -345,12 +365,13 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
 
 WorkerServiceImpl::WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage,
                                      absl::Duration report_interval,
-                                     std::function<bool()> admitting)
+                                     std::function<bool()> admitting, LeaseReporter* leases)
     : engine_(engine),
       worker_id_(std::move(worker_id)),
       usage_(std::move(usage)),
       report_interval_(report_interval),
-      admitting_(std::move(admitting)) {}
+      admitting_(std::move(admitting)),
+      leases_(leases) {}
 
 grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
     grpc::CallbackServerContext* ctx, const inf::GenerateRequest* req) {
@@ -359,6 +380,27 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
     return new grpcx::RefusedWriter<inf::GenerateEvent>(st);
   }
   auto [reactor, out] = ServerStream<inf::GenerateEvent>::Create(64);
+  if (req->lease_id().empty()) {
+    const std::string caller = grpcx::CallerIdentity(*ctx);
+    if (!caller.empty() && caller != grpcx::kScheduler) {
+      out->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                               "a lease from the scheduler is required"));
+      return reactor;
+    }
+  } else {
+    absl::Status leased = leases_ == nullptr
+                              ? absl::FailedPreconditionError("this worker takes no leases")
+                              : leases_->Accept(req->lease_id(), req->request_id(), absl::Now());
+    if (!leased.ok()) {
+      spdlog::warn("request_id={} lease refused: {}", req->request_id(), leased.ToString());
+      metrics::Default()
+          .GetCounter("sb_worker_refused_total", "Generate calls refused, by reason",
+                      {{"reason", "lease"}})
+          .Inc();
+      out->Finish(ToGrpcStatus(leased));
+      return reactor;
+    }
+  }
   if (admitting_ && !admitting_()) {
     // Metering cannot keep up (Kafka's queue is full): serving more would
     // mean tokens nobody is billed for.
@@ -366,6 +408,7 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
         .GetCounter("sb_worker_refused_total", "Generate calls refused, by reason",
                     {{"reason", "metering_backlog"}})
         .Inc();
+    EndLeaseUnserved(*req);
     out->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "worker is overloaded"));
     return reactor;
   }
@@ -388,6 +431,7 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
       // Draining: the scheduler tries another worker.
       st = absl::UnavailableError("worker is draining");
     }
+    EndLeaseUnserved(*req);
     out->Finish(ToGrpcStatus(st));
     return reactor;
   }
@@ -395,6 +439,10 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
   sink->Attach();
   metrics::Default().GetCounter("sb_worker_requests_total", "Generate calls accepted").Inc();
   return reactor;
+}
+
+void WorkerServiceImpl::EndLeaseUnserved(const inf::GenerateRequest& req) {
+  if (!req.lease_id().empty() && leases_ != nullptr) leases_->Update(req.lease_id(), 0, 0, true);
 }
 
 bool WorkerServiceImpl::Serves(const std::string& model) const {

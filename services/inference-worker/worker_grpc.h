@@ -10,6 +10,11 @@
 // reaches the stream only once a stored report covers it, see StreamSink),
 // and a final one with the engine's counts when the request ends (finished,
 // cancelled or failed), which billing takes as the exact figure.
+//
+// Leases: a request from the gateway or chat carries the scheduler's lease
+// (GenerateRequest.lease_id), checked by the LeaseReporter, which reports
+// the tokens the request was served and its end to the granting replica.
+// Only the scheduler itself (its relay) may call without one.
 #pragma once
 
 #include <atomic>
@@ -20,6 +25,7 @@
 #include "core/timers.h"
 #include "inference-worker/engine.h"
 #include "inference-worker/engine_request.h"
+#include "inference-worker/lease_reporter.h"
 #include "switchboard/billing/v1/billing.pb.h"
 #include "switchboard/inference/v1/inference.grpc.pb.h"
 
@@ -40,7 +46,7 @@ class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWork
   // refused with RESOURCE_EXHAUSTED.
   WorkerServiceImpl(Engine& engine, std::string worker_id, UsageSink usage,
                     absl::Duration report_interval = absl::Seconds(1),
-                    std::function<bool()> admitting = nullptr);
+                    std::function<bool()> admitting = nullptr, LeaseReporter* leases = nullptr);
 
   grpc::ServerWriteReactor<switchboard::inference::v1::GenerateEvent>* Generate(
       grpc::CallbackServerContext* ctx,
@@ -57,12 +63,15 @@ class WorkerServiceImpl final : public switchboard::inference::v1::InferenceWork
  private:
   class StreamSink;
   bool Serves(const std::string& model) const;
+  // A leased request refused before the engine took it: its slot is free.
+  void EndLeaseUnserved(const switchboard::inference::v1::GenerateRequest& req);
 
   Engine& engine_;
   std::string worker_id_;
   UsageSink usage_;
   absl::Duration report_interval_;
   std::function<bool()> admitting_;
+  LeaseReporter* leases_;
   std::atomic<int> in_flight_{0};
   std::atomic<uint64_t> next_id_{1};
   TimerThread timers_;

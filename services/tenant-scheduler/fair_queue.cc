@@ -54,33 +54,78 @@ absl::Status FairQueue::Push(QueuedRequest r) {
   return absl::OkStatus();
 }
 
-std::optional<QueuedRequest> FairQueue::Pop() {
-  for (Lane& lane : lanes_) {
-    for (auto it = lane.backlogged.begin(); it != lane.backlogged.end(); ++it) {
-      const std::string org = it->second;  // a copy: the entry goes next
-      OrgState& s = lane.orgs[org];
+std::optional<std::pair<int, std::string>> FairQueue::Next() const {
+  for (int i = 0; i < kPriorities; ++i) {
+    const Lane& lane = lanes_[i];
+    for (const auto& [counter, org] : lane.backlogged) {
       const int cap = Cap(org);
-      if (cap > 0 && s.in_service >= cap) continue;
-      lane.backlogged.erase(it);
-      QueuedRequest r = std::move(s.queue.front());
-      s.queue.pop_front();
-      where_.erase(r.id);
-      lane.queued -= 1;
-      lane.queued_tokens -= static_cast<int64_t>(r.input_tokens) + r.max_tokens;
-      s.in_service += 1;
-      s.counter += options_.w_in * r.input_tokens / Weight(org);
-      lane.last_served = s.counter;
-      if (!s.queue.empty()) lane.backlogged.insert({s.counter, org});
-      return r;
+      if (cap > 0 && lane.orgs.at(org).in_service >= cap) continue;
+      return std::make_pair(i, org);
     }
   }
   return std::nullopt;
 }
 
+std::optional<uint64_t> FairQueue::Peek() const {
+  auto next = Next();
+  if (!next) return std::nullopt;
+  return lanes_[next->first].orgs.at(next->second).queue.front().id;
+}
+
+std::optional<QueuedRequest> FairQueue::Pop() {
+  auto next = Next();
+  if (!next) return std::nullopt;
+  Lane& lane = lanes_[next->first];
+  const std::string& org = next->second;
+  OrgState& s = lane.orgs[org];
+  lane.backlogged.erase({s.counter, org});
+  QueuedRequest r = std::move(s.queue.front());
+  s.queue.pop_front();
+  where_.erase(r.id);
+  lane.queued -= 1;
+  lane.queued_tokens -= static_cast<int64_t>(r.input_tokens) + r.max_tokens;
+  s.in_service += 1;
+  s.input_served += r.input_tokens;
+  s.counter += options_.w_in * r.input_tokens / Weight(org);
+  lane.last_served = s.counter;
+  if (!s.queue.empty()) lane.backlogged.insert({s.counter, org});
+  return r;
+}
+
+bool FairQueue::UnderCap(const std::string& org, Priority priority) const {
+  const int cap = Cap(org);
+  return cap <= 0 || in_service(org, priority) < cap;
+}
+
+void FairQueue::AdmitDirect(const std::string& org, Priority priority, int input_tokens) {
+  Lane& lane = lanes_[Index(priority)];
+  OrgState& s = lane.orgs[org];
+  s.in_service += 1;
+  s.input_served += input_tokens;
+  Charge(lane, org, options_.w_in * input_tokens / Weight(org));
+}
+
 void FairQueue::ChargeOutput(const std::string& org, Priority priority, int tokens) {
   if (tokens <= 0) return;
   Lane& lane = lanes_[Index(priority)];
+  lane.orgs[org].output_served += tokens;
   Charge(lane, org, options_.w_out * tokens / Weight(org));
+}
+
+void FairQueue::ChargeInput(const std::string& org, Priority priority, int tokens) {
+  if (tokens == 0) return;
+  Lane& lane = lanes_[Index(priority)];
+  lane.orgs[org].input_served += tokens;
+  Charge(lane, org, options_.w_in * tokens / Weight(org));
+}
+
+std::vector<FairQueue::OrgView> FairQueue::Orgs(Priority priority) const {
+  std::vector<OrgView> out;
+  for (const auto& [org, s] : lanes_[Index(priority)].orgs) {
+    out.push_back({org, s.counter, static_cast<int>(s.queue.size()), s.in_service, s.input_served,
+                   s.output_served});
+  }
+  return out;
 }
 
 void FairQueue::Finished(const std::string& org, Priority priority) {

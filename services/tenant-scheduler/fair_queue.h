@@ -25,6 +25,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -63,8 +64,18 @@ class FairQueue {
   // The next request to serve, charged its input tokens; nullopt when
   // nothing queued may run (empty, or every backlogged org at its cap).
   std::optional<QueuedRequest> Pop();
+  // The id of the request Pop() would return, without taking it.
+  std::optional<uint64_t> Peek() const;
+  // Whether a request of `org` may start now without queueing: it has room
+  // under its concurrency cap. Then AdmitDirect counts it in service and
+  // charges its input, as Pop() does for a queued one.
+  bool UnderCap(const std::string& org, Priority priority) const;
+  void AdmitDirect(const std::string& org, Priority priority, int input_tokens);
   // Output tokens served to a request of `org` (charged as they come).
   void ChargeOutput(const std::string& org, Priority priority, int tokens);
+  // A correction of the input charged at admission (an estimate) once the
+  // worker has counted it; may be negative.
+  void ChargeInput(const std::string& org, Priority priority, int tokens);
   // A popped request ended: its slot under the org's cap is free again.
   void Finished(const std::string& org, Priority priority);
   // A queued request left before it was served (cancelled, deadline).
@@ -76,12 +87,26 @@ class FairQueue {
   // The org's counter (weighted tokens) in `priority`; 0 for an unknown org.
   double counter(const std::string& org, Priority priority) const;
   int in_service(const std::string& org, Priority priority) const;
+  double Weight(const std::string& org) const;
+
+  struct OrgView {
+    std::string org;
+    double counter = 0;
+    int queued = 0;
+    int in_service = 0;
+    int64_t input_served = 0;  // tokens charged, as counted (unweighted)
+    int64_t output_served = 0;
+  };
+  // Every org the priority's lane has seen.
+  std::vector<OrgView> Orgs(Priority priority) const;
 
  private:
   struct OrgState {
     double counter = 0;
     std::deque<QueuedRequest> queue;
     int in_service = 0;
+    int64_t input_served = 0;
+    int64_t output_served = 0;
   };
   struct Lane {
     std::unordered_map<std::string, OrgState> orgs;
@@ -92,8 +117,9 @@ class FairQueue {
     int64_t queued_tokens = 0;
   };
   static int Index(Priority p) { return static_cast<int>(p); }
-  double Weight(const std::string& org) const;
   int Cap(const std::string& org) const;
+  // The lane and org Pop() serves next, if any.
+  std::optional<std::pair<int, std::string>> Next() const;
   // Adds `amount` to the org's counter, keeping `backlogged` ordered.
   void Charge(Lane& lane, const std::string& org, double amount);
 

@@ -25,6 +25,8 @@ ABSL_FLAG(int, max_batch_queue_wait_s, 600,
 ABSL_FLAG(double, vtc_input_weight, 1, "Fair sharing: the charge per input token");
 ABSL_FLAG(double, vtc_output_weight, 2, "Fair sharing: the charge per output token");
 ABSL_FLAG(int, max_queued, 10000, "Requests a model's fair queue holds; beyond them: 529");
+ABSL_FLAG(int, lease_ttl_ms, 10000,
+          "A lease (Admit) must reach its worker within this long, or it is freed");
 
 int main(int argc, char** argv) {
   sb::InitService("tenant-scheduler", argc, argv);
@@ -36,7 +38,8 @@ int main(int argc, char** argv) {
        .max_batch_wait = absl::Seconds(std::max(0, absl::GetFlag(FLAGS_max_batch_queue_wait_s))),
        .input_weight = absl::GetFlag(FLAGS_vtc_input_weight),
        .output_weight = absl::GetFlag(FLAGS_vtc_output_weight),
-       .max_queued = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_queued)))});
+       .max_queued = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_queued))),
+       .lease_ttl = absl::Milliseconds(std::max(100, absl::GetFlag(FLAGS_lease_ttl_ms)))});
   sb::ServiceRunner runner("tenant-scheduler");
   runner.AddService(&service);
   if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
@@ -45,13 +48,14 @@ int main(int argc, char** argv) {
     spdlog::critical("tenant-scheduler: {}", st.ToString());
     return 1;
   }
-  // Notices dead workers even when no request asks for them.
+  spdlog::info("tenant-scheduler replica {}", service.id());
+  // Notices dead workers, and leases never used, even when no request asks.
   std::atomic<bool> stop{false};
   std::thread sweeper([&] {
     auto& live = sb::metrics::Default().GetGauge("sb_scheduler_live_workers", "Live workers");
     while (!stop.load()) {
       const absl::Time now = absl::Now();
-      for (const auto& id : registry.Sweep(now)) {
+      for (const auto& id : service.Sweep(now)) {
         spdlog::warn("worker {} missed its heartbeats: declared dead", id);
       }
       int n = 0;

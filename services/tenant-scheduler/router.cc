@@ -15,7 +15,7 @@ double PrefixAffinity(const std::vector<uint64_t>& prefix,
 double RouteScore(const WorkerState& w, const std::vector<uint64_t>& prefix,
                   const RouterWeights& weights) {
   const double capacity = std::max(1, w.max_concurrency > 0 ? w.max_concurrency : 64);
-  const double queue = (w.in_flight + w.load.waiting) / capacity;
+  const double queue = (w.in_flight + w.load.foreign_in_flight + w.load.waiting) / capacity;
   const double kv = w.load.kv_blocks_total > 0 ? std::clamp(w.load.kv_cache_usage, 0.0, 1.0) : 0;
   double affinity = 0;
   if (!prefix.empty() && !w.load.cached_prefixes.empty()) {

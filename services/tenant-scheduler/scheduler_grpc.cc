@@ -4,6 +4,7 @@
 
 #include "absl/time/clock.h"
 #include "core/crypto.h"
+#include "core/lease_token.h"
 #include "core/metrics.h"
 #include "grpcx/authz.h"
 #include "grpcx/streams.h"
@@ -23,6 +24,7 @@ constexpr size_t kRelayCapacity = 32;
 // One relayed Generate call: the worker's stream in, the caller's stream out.
 struct Relay {
   inf::GenerateRequest request;
+  std::string version;  // shown to the caller in Started.model, when set
   std::string worker_id;
   std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out;
   std::mutex mu;
@@ -65,6 +67,26 @@ metrics::Gauge& QueueDepth(const std::string& model, Priority priority) {
                                      {{"model", model}, {"priority", PriorityName(priority)}});
 }
 
+metrics::Counter& LeaseEnded(const std::string& how) {
+  return metrics::Default().GetCounter("sb_scheduler_leases_ended_total",
+                                       "Leases ended, by how: done, failed (an engine error), "
+                                       "released (never used), expired, lost (no end report), "
+                                       "worker_dead",
+                                       {{"how", how}});
+}
+
+metrics::Gauge& ActiveLeases() {
+  static auto& g = metrics::Default().GetGauge("sb_scheduler_leases", "Leases held on workers");
+  return g;
+}
+
+// Refused for capacity: the model's workers are full and the wait would be
+// too long (529 at the gateway).
+grpc::Status AtCapacity(const std::string& model) {
+  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      "every worker serving model " + model + " is at capacity");
+}
+
 metrics::Histogram& QueueWait() {
   static auto& h = metrics::Default().GetHistogram(
       "sb_scheduler_queue_wait_seconds", "Time a request waited in the fair queue for a worker");
@@ -90,8 +112,13 @@ std::chrono::system_clock::time_point UpstreamDeadline(grpc::CallbackServerConte
 }  // namespace
 
 SchedulerServiceImpl::SchedulerServiceImpl(WorkerRegistry& registry,
-                                           absl::Duration heartbeat_interval, QueueOptions queue)
-    : registry_(registry), heartbeat_interval_(heartbeat_interval), queue_options_(queue) {}
+                                           absl::Duration heartbeat_interval, QueueOptions queue,
+                                           SchedulerHooks hooks)
+    : registry_(registry),
+      heartbeat_interval_(heartbeat_interval),
+      queue_options_(queue),
+      hooks_(std::move(hooks)),
+      id_(RandomHex(6)) {}
 
 inf::InferenceWorker::Stub* SchedulerServiceImpl::StubFor(const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -130,6 +157,15 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::RegisterWorker(
                req->models_size());
   resp->set_heartbeat_interval_ms(static_cast<int>(absl::ToInt64Milliseconds(heartbeat_interval_)));
   resp->set_session(*session);
+  resp->set_scheduler_id(id_);
+  {
+    // One key per worker for this replica's life: a lease granted just
+    // before the worker registered again stays good.
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& key = lease_keys_[req->worker_id()];
+    if (key.empty()) key = RandomHex(32);
+    resp->set_lease_key(key);
+  }
   DispatchAll();  // a new worker: room for what waits
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -148,8 +184,41 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::Heartbeat(grpc::CallbackServerCo
                     .kv_blocks_free = l.kv_blocks_free(),
                     .kv_cache_usage = l.kv_cache_usage(),
                     .cached_prefixes = {l.cached_prefixes().begin(), l.cached_prefixes().end()}};
+  // Leases of other replicas take room here too; this replica's own ones
+  // tell which of its started leases still run.
+  const std::string own = id_ + ".";
+  std::set<std::string_view> listed;
+  for (const auto& lease : req->leases()) {
+    if (lease.compare(0, own.size(), own) == 0) {
+      listed.insert(lease);
+    } else {
+      ++load.foreign_in_flight;
+    }
+  }
   const auto beat = registry_.Heartbeat(req->worker_id(), req->in_flight(), absl::Now(),
                                         req->session(), std::move(load));
+  if (beat == WorkerRegistry::Beat::kOk) {
+    std::vector<std::string> freed;
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      for (auto it = leases_.begin(); it != leases_.end();) {
+        LeaseState& l = it->second;
+        if (l.worker_id != req->worker_id() || !l.started || listed.count(it->first)) {
+          if (l.worker_id == req->worker_id()) l.missing_beats = 0;
+          ++it;
+          continue;
+        }
+        if (++l.missing_beats < 3) {
+          ++it;
+          continue;
+        }
+        // Its end report was lost: the worker no longer runs it.
+        LeaseEnded("lost").Inc();
+        freed.push_back(EndLeaseLocked(it++, /*ok=*/true));
+      }
+    }
+    for (const auto& m : freed) Dispatch(m);
+  }
   auto* reactor = ctx->DefaultReactor();
   if (beat == WorkerRegistry::Beat::kWrongSession) {
     reactor->Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
@@ -249,6 +318,63 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::CountTokens(grpc::CallbackServer
   return reactor;
 }
 
+ResolvedModel SchedulerServiceImpl::Resolve(const inf::GenerateRequest& req) const {
+  if (hooks_.resolve) return hooks_.resolve(req);
+  return ResolvedModel{req.model(), ""};
+}
+
+SchedulerServiceImpl::ModelQueue& SchedulerServiceImpl::QueueFor(const std::string& model,
+                                                                 const std::string& org) {
+  ModelQueue& mq = queues_.try_emplace(model, queue_options_).first->second;
+  if (hooks_.org_policy && mq.orgs_seen.insert(org).second) {
+    const auto [weight, cap] = hooks_.org_policy(org, model);
+    mq.fair.SetWeight(org, weight);
+    mq.fair.SetConcurrencyCap(org, cap);
+  }
+  return mq;
+}
+
+void SchedulerServiceImpl::ApplyOrgPolicy() {
+  if (!hooks_.org_policy) return;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    for (auto& [model, mq] : queues_) {
+      for (const auto& org : mq.orgs_seen) {
+        const auto [weight, cap] = hooks_.org_policy(org, model);
+        mq.fair.SetWeight(org, weight);
+        mq.fair.SetConcurrencyCap(org, cap);
+      }
+    }
+  }
+  DispatchAll();  // a raised cap may let queued requests go
+}
+
+SchedulerServiceImpl::Decision SchedulerServiceImpl::TryDirect(const inf::GenerateRequest& req,
+                                                               const std::string& model) {
+  // Routed to the worker that has most of its prompt's prefix cached (under
+  // the simulator's tokenizer and block hashes), load allowing; hashed
+  // before the queue's lock is taken.
+  const std::vector<uint64_t> prefix =
+      worker::sim::PrefixBlockHashes(worker::ToEngineRequest(req, nullptr).Flatten());
+  const absl::Time now = absl::Now();
+  const Priority priority = PriorityOf(req);
+  Decision d;
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  ModelQueue& mq = QueueFor(model, req.org_id());
+  // Nobody overtakes the queue, and an org at its cap waits in it.
+  if (mq.waiting.empty() && mq.fair.UnderCap(req.org_id(), priority)) {
+    d.pick = registry_.Acquire(model, now, &d.why, prefix);
+    if (d.pick) {
+      const int input = EstimatedInputTokens(req);
+      mq.fair.AdmitDirect(req.org_id(), priority, input);
+      mq.rate.Served(input, now);
+    }
+    return d;
+  }
+  d.why = registry_.AnyLive(model, now, &d.why) ? NoPick::kAllFull : d.why;
+  return d;
+}
+
 grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
     grpc::CallbackServerContext* ctx, const inf::GenerateRequest* req) {
   if (auto st = grpcx::Authorize(*ctx, "/switchboard.scheduler.v1.TenantScheduler/Generate");
@@ -260,89 +386,342 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
     out->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens must be positive"));
     return reactor;
   }
-  NoPick why = NoPick::kUnknownModel;
-  std::optional<Pick> pick;
-  {
-    // Nobody overtakes the queue: a request finds a worker directly only
-    // when nothing of its model waits.
-    // Routed to the worker that has most of its prompt's prefix cached
-    // (under the simulator's tokenizer and block hashes), load allowing;
-    // hashed before the queue's lock is taken.
-    const std::vector<uint64_t> prefix =
-        worker::sim::PrefixBlockHashes(worker::ToEngineRequest(*req, nullptr).Flatten());
-    std::lock_guard<std::mutex> lock(queue_mu_);
-    auto q = queues_.find(req->model());
-    if (q != queues_.end() && !q->second.waiting.empty()) {
-      why = NoPick::kAllFull;
-    } else {
-      pick = registry_.Acquire(req->model(), absl::Now(), &why, prefix);
-    }
+  const ResolvedModel res = Resolve(*req);
+  const auto deadline = UpstreamDeadline(ctx);
+  Decision d = TryDirect(*req, res.model);
+  if (d.pick) {
+    StartRelay(*req, res, *d.pick, out, deadline);
+  } else if (d.why == NoPick::kAllFull) {
+    Enqueue(
+        *req, res.model,
+        [this, req = *req, res, out, deadline](const Pick& pick) {
+          StartRelay(req, res, pick, out, deadline);
+        },
+        [out](const grpc::Status& st) { out->Finish(st); },
+        [out](std::function<void()> remove) { out->SetOnCancel(std::move(remove)); });
+  } else {
+    if (d.why != NoPick::kUnknownModel) Outcome("no_worker").Inc();
+    out->Finish(NoWorker(req->model(), d.why));
   }
-  if (!pick) {
-    if (why == NoPick::kAllFull) {
-      Enqueue(*req, out, UpstreamDeadline(ctx));
-      return reactor;
-    }
-    if (why != NoPick::kUnknownModel) Outcome("no_worker").Inc();
-    out->Finish(NoWorker(req->model(), why));
-    return reactor;
-  }
-  StartRelay(*req, *pick, out, UpstreamDeadline(ctx), /*queued=*/false);
   return reactor;
 }
 
-void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, Out out,
-                                   std::chrono::system_clock::time_point deadline) {
+// Admit's reply, which may wait in the queue: the caller leaving takes the
+// request out of it.
+class SchedulerServiceImpl::AdmitReactor final : public grpc::ServerUnaryReactor {
+ public:
+  void SetOnCancel(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!cancelled_) {
+        on_cancel_ = std::move(fn);
+        return;
+      }
+    }
+    fn();
+  }
+  void OnCancel() override {
+    std::function<void()> fn;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+      fn = std::move(on_cancel_);
+      on_cancel_ = nullptr;
+    }
+    if (fn) fn();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  std::mutex mu_;
+  bool cancelled_ = false;
+  std::function<void()> on_cancel_;
+};
+
+grpc::ServerUnaryReactor* SchedulerServiceImpl::Admit(grpc::CallbackServerContext* ctx,
+                                                      const inf::GenerateRequest* req,
+                                                      sched::Lease* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.scheduler.v1.TenantScheduler/Admit"))
+    return refused;
+  auto* reactor = new AdmitReactor();
+  if (req->max_tokens() <= 0) {
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens must be positive"));
+    return reactor;
+  }
+  if (req->request_id().empty()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request_id is required"));
+    return reactor;
+  }
+  const ResolvedModel res = Resolve(*req);
+  Decision d = TryDirect(*req, res.model);
+  if (d.pick) {
+    Outcome("routed").Inc();
+    GrantLease(*req, res, *d.pick, resp);
+    reactor->Finish(grpc::Status::OK);
+  } else if (d.why == NoPick::kAllFull) {
+    Enqueue(
+        *req, res.model,
+        [this, req = *req, res, resp, reactor](const Pick& pick) {
+          Outcome("routed").Inc();
+          GrantLease(req, res, pick, resp);
+          reactor->Finish(grpc::Status::OK);
+        },
+        [reactor](const grpc::Status& st) { reactor->Finish(st); },
+        [reactor](std::function<void()> remove) { reactor->SetOnCancel(std::move(remove)); });
+  } else {
+    if (d.why != NoPick::kUnknownModel) Outcome("no_worker").Inc();
+    reactor->Finish(NoWorker(req->model(), d.why));
+  }
+  return reactor;
+}
+
+std::string SchedulerServiceImpl::GrantLease(const inf::GenerateRequest& req,
+                                             const ResolvedModel& res, const Pick& pick,
+                                             sched::Lease* out) {
+  const absl::Time now = absl::Now();
+  const absl::Time expires = now + queue_options_.lease_ttl;
+  std::string key;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    key = lease_keys_[pick.worker_id];
+  }
+  std::string lease;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    const LeaseClaims claims{.scheduler_id = id_,
+                             .sequence = next_lease_++,
+                             .expires_unix_ms = absl::ToUnixMillis(expires)};
+    lease = SignLease(key, claims, pick.worker_id, req.request_id());
+    leases_[lease] = LeaseState{.worker_id = pick.worker_id,
+                                .model = res.model,
+                                .version = res.version,
+                                .org = req.org_id(),
+                                .priority = PriorityOf(req),
+                                .expires = expires,
+                                .input_charged = EstimatedInputTokens(req)};
+    ActiveLeases().Set(static_cast<double>(leases_.size()));
+  }
+  spdlog::info("request_id={} org={} model={} leased on worker {}", req.request_id(), req.org_id(),
+               res.model, pick.worker_id);
+  out->set_lease_id(lease);
+  out->set_worker_id(pick.worker_id);
+  out->set_worker_address(pick.address);
+  out->set_model(res.model);
+  out->set_version(res.version);
+  out->set_expires_unix_ms(absl::ToUnixMillis(expires));
+  return lease;
+}
+
+std::string SchedulerServiceImpl::EndLeaseLocked(
+    std::unordered_map<std::string, LeaseState>::iterator it, bool ok) {
+  const LeaseState l = std::move(it->second);
+  leases_.erase(it);
+  ActiveLeases().Set(static_cast<double>(leases_.size()));
+  registry_.Release(l.worker_id);
+  auto q = queues_.find(l.model);
+  if (q != queues_.end()) q->second.fair.Finished(l.org, l.priority);
+  if (hooks_.outcome) hooks_.outcome(l.version.empty() ? l.model : l.version, ok);
+  return l.model;
+}
+
+grpc::ServerUnaryReactor* SchedulerServiceImpl::ReleaseLease(grpc::CallbackServerContext* ctx,
+                                                             const sched::ReleaseLeaseRequest* req,
+                                                             sched::ReleaseLeaseResponse*) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.scheduler.v1.TenantScheduler/ReleaseLease"))
+    return refused;
+  std::string model;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    auto it = leases_.find(req->lease_id());
+    // A started lease is the worker's to end.
+    if (it != leases_.end() && !it->second.started) {
+      LeaseEnded("released").Inc();
+      model = EndLeaseLocked(it, /*ok=*/true);
+    }
+  }
+  if (!model.empty()) Dispatch(model);
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SchedulerServiceImpl::ReportServed(grpc::CallbackServerContext* ctx,
+                                                             const sched::ReportServedRequest* req,
+                                                             sched::ReportServedResponse*) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.scheduler.v1.TenantScheduler/ReportServed"))
+    return refused;
+  auto* reactor = ctx->DefaultReactor();
+  if (!registry_.SessionMatches(req->worker_id(), req->session())) {
+    // Not a registration this replica knows (it restarted): the worker
+    // registers again, and the leases it reports are gone with the old one.
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                 "not the session of a registration of this worker"));
+    return reactor;
+  }
+  const absl::Time now = absl::Now();
+  std::set<std::string> freed;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    for (const auto& r : req->reports()) {
+      auto it = leases_.find(r.lease_id());
+      if (it == leases_.end() || it->second.worker_id != req->worker_id()) continue;
+      LeaseState& l = it->second;
+      l.started = true;
+      l.missing_beats = 0;
+      ModelQueue& mq = QueueFor(l.model, l.org);
+      const int input = std::max(0, r.input_tokens());
+      const int output = std::max(0, r.output_tokens());
+      if (input > 0 && input != l.input_charged) {
+        // The worker's count replaces the estimate charged at admission.
+        mq.fair.ChargeInput(l.org, l.priority, input - l.input_charged);
+        l.input_charged = input;
+      }
+      if (output > l.output_charged) {
+        mq.fair.ChargeOutput(l.org, l.priority, output - l.output_charged);
+        mq.rate.Served(output - l.output_charged, now);
+        l.output_charged = output;
+      }
+      if (r.done()) {
+        LeaseEnded(r.failed() ? "failed" : "done").Inc();
+        freed.insert(EndLeaseLocked(it, !r.failed()));
+      }
+    }
+  }
+  for (const auto& m : freed) Dispatch(m);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+std::vector<std::string> SchedulerServiceImpl::Sweep(absl::Time now) {
+  std::vector<std::string> dead = registry_.Sweep(now);
+  std::set<std::string> live;
+  for (const auto& w : registry_.List()) {
+    if (registry_.IsLive(w, now)) live.insert(w.id);
+  }
+  std::set<std::string> freed;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    for (auto it = leases_.begin(); it != leases_.end();) {
+      const LeaseState& l = it->second;
+      if (!live.count(l.worker_id)) {
+        LeaseEnded("worker_dead").Inc();
+        freed.insert(EndLeaseLocked(it++, /*ok=*/false));
+      } else if (!l.started && now > l.expires + kLeaseGrace) {
+        // Never used: its holder left, or died, before calling the worker.
+        LeaseEnded("expired").Inc();
+        freed.insert(EndLeaseLocked(it++, /*ok=*/true));
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& m : freed) Dispatch(m);
+  return dead;
+}
+
+grpc::ServerUnaryReactor* SchedulerServiceImpl::GetFairness(grpc::CallbackServerContext* ctx,
+                                                            const sched::GetFairnessRequest* req,
+                                                            sched::GetFairnessResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.scheduler.v1.TenantScheduler/GetFairness"))
+    return refused;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    for (const auto& [model, mq] : queues_) {
+      if (!req->model().empty() && req->model() != model) continue;
+      auto* m = resp->add_models();
+      m->set_model(model);
+      for (Priority p : {Priority::kInteractive, Priority::kBatch}) {
+        const auto orgs = mq.fair.Orgs(p);
+        auto cost = [&](const FairQueue::OrgView& o) {
+          return queue_options_.input_weight * static_cast<double>(o.input_served) +
+                 queue_options_.output_weight * static_cast<double>(o.output_served);
+        };
+        double total = 0;
+        for (const auto& o : orgs) total += cost(o);
+        for (const auto& o : orgs) {
+          auto* out = m->add_orgs();
+          out->set_org_id(o.org);
+          out->set_priority(PriorityName(p));
+          out->set_weight(mq.fair.Weight(o.org));
+          out->set_counter(o.counter);
+          out->set_queued(o.queued);
+          out->set_in_service(o.in_service);
+          out->set_input_tokens_served(o.input_served);
+          out->set_output_tokens_served(o.output_served);
+          out->set_share(total > 0 ? cost(o) / total : 0);
+        }
+      }
+    }
+  }
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, const std::string& model,
+                                   Start start, std::function<void(const grpc::Status&)> refuse,
+                                   const std::function<void(std::function<void()>)>& on_cancel) {
   const absl::Time now = absl::Now();
   const Priority priority = PriorityOf(req);
   const absl::Duration max_wait =
       priority == Priority::kBatch ? queue_options_.max_batch_wait : queue_options_.max_wait;
-  const QueuedRequest queued{.id = 0,
-                             .org = req.org_id(),
-                             .priority = priority,
-                             .input_tokens = EstimatedInputTokens(req),
-                             .max_tokens = req.max_tokens(),
-                             .enqueued = now};
+  const std::vector<uint64_t> prefix =
+      worker::sim::PrefixBlockHashes(worker::ToEngineRequest(req, nullptr).Flatten());
+  QueuedRequest queued{.id = 0,
+                       .org = req.org_id(),
+                       .priority = priority,
+                       .input_tokens = EstimatedInputTokens(req),
+                       .max_tokens = req.max_tokens(),
+                       .enqueued = now};
   uint64_t id = 0;
   absl::Status refused;
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
-    ModelQueue& mq = queues_.try_emplace(req.model(), queue_options_).first->second;
-    const int64_t ahead =
+    ModelQueue& mq = QueueFor(model, req.org_id());
+    // Interactive requests wait behind interactive ones only; batch ones
+    // behind everything.
+    int64_t ahead =
         mq.fair.queued_tokens(Priority::kInteractive) + queued.input_tokens + queued.max_tokens;
+    if (priority == Priority::kBatch) ahead += mq.fair.queued_tokens(Priority::kBatch);
     const auto wait = mq.rate.Wait(ahead, now);
-    if (wait && *wait > queue_options_.max_wait) {
-      refused = absl::UnavailableError("estimated wait " + absl::FormatDuration(*wait));
+    if (wait && *wait > max_wait) {
+      refused = absl::ResourceExhaustedError("estimated wait " + absl::FormatDuration(*wait));
       Outcome("refused_wait").Inc();
     } else {
       id = next_queued_id_++;
-      QueuedRequest r = queued;
-      r.id = id;
-      if (auto st = mq.fair.Push(std::move(r)); !st.ok()) {
+      queued.id = id;
+      if (auto st = mq.fair.Push(queued); !st.ok()) {
         refused = st;
         Outcome("refused_queue_full").Inc();
       } else {
-        mq.waiting[id] = [this, req, out, deadline, now](const Pick& pick) {
-          QueueWait().Observe(absl::ToDoubleSeconds(absl::Now() - now));
-          StartRelay(req, pick, out, deadline, /*queued=*/true);
-        };
-        QueueDepth(req.model(), priority).Set(static_cast<double>(mq.fair.queued(priority)));
+        mq.waiting[id] = Waiting{[start = std::move(start), now](const Pick& pick) {
+                                   QueueWait().Observe(absl::ToDoubleSeconds(absl::Now() - now));
+                                   start(pick);
+                                 },
+                                 prefix};
+        QueueDepth(model, priority).Set(static_cast<double>(mq.fair.queued(priority)));
       }
     }
   }
   if (!refused.ok()) {
-    spdlog::info("request_id={} org={} model={} refused: {}", req.request_id(), req.org_id(),
-                 req.model(), std::string(refused.message()));
-    out->Finish(NoWorker(req.model(), NoPick::kAllFull));
+    spdlog::info("request_id={} org={} model={} refused: {}", req.request_id(), req.org_id(), model,
+                 std::string(refused.message()));
+    refuse(AtCapacity(model));
     return;
   }
   Outcome("queued").Inc();
-  const std::string model = req.model();
-  out->SetOnCancel([this, model, id] { RemoveQueued(model, id); });
-  timers_.After(max_wait, [this, model, id, out] {
+  on_cancel([this, model, id, refuse] {
+    if (RemoveQueued(model, id)) refuse(grpc::Status(grpc::StatusCode::CANCELLED, "caller left"));
+  });
+  timers_.After(max_wait, [this, model, id, refuse] {
     if (RemoveQueued(model, id)) {
       Outcome("timed_out").Inc();
-      out->Finish(NoWorker(model, NoPick::kAllFull));
+      refuse(AtCapacity(model));
     }
   });
   // A slot may have freed while this request was being queued.
@@ -362,23 +741,22 @@ bool SchedulerServiceImpl::RemoveQueued(const std::string& model, uint64_t id) {
 
 void SchedulerServiceImpl::Dispatch(const std::string& model) {
   while (true) {
-    std::function<void(const Pick&)> start;
+    Start start;
     std::optional<Pick> pick;
     {
       std::lock_guard<std::mutex> lock(queue_mu_);
       auto q = queues_.find(model);
       if (q == queues_.end() || q->second.waiting.empty()) return;
+      const auto next_id = q->second.fair.Peek();
+      if (!next_id) return;  // every backlogged org is at its cap
+      auto w = q->second.waiting.find(*next_id);
+      // The worker is chosen for the request that goes next, with its prefix.
       NoPick why;
-      pick = registry_.Acquire(model, absl::Now(), &why);
+      pick = registry_.Acquire(model, absl::Now(), &why, w->second.prefix);
       if (!pick) return;
       auto next = q->second.fair.Pop();
-      if (!next) {
-        registry_.Release(pick->worker_id);
-        return;
-      }
       q->second.rate.Served(next->input_tokens, absl::Now());
-      auto w = q->second.waiting.find(next->id);
-      start = std::move(w->second);
+      start = std::move(w->second.start);
       q->second.waiting.erase(w);
       QueueDepth(model, next->priority)
           .Set(static_cast<double>(q->second.fair.queued(next->priority)));
@@ -398,24 +776,27 @@ void SchedulerServiceImpl::DispatchAll() {
   for (const auto& m : models) Dispatch(m);
 }
 
-void SchedulerServiceImpl::Served(const inf::GenerateRequest& req, int input, int output) {
+void SchedulerServiceImpl::Served(const std::string& model, const std::string& org,
+                                  Priority priority, int output) {
   std::lock_guard<std::mutex> lock(queue_mu_);
-  ModelQueue& mq = queues_.try_emplace(req.model(), queue_options_).first->second;
-  if (output > 0) mq.fair.ChargeOutput(req.org_id(), PriorityOf(req), output);
-  mq.rate.Served(input + output, absl::Now());
+  ModelQueue& mq = QueueFor(model, org);
+  mq.fair.ChargeOutput(org, priority, output);
+  mq.rate.Served(output, absl::Now());
 }
 
-void SchedulerServiceImpl::StartRelay(const inf::GenerateRequest& req, const Pick& pick, Out out,
-                                      std::chrono::system_clock::time_point deadline, bool queued) {
+void SchedulerServiceImpl::StartRelay(const inf::GenerateRequest& req, const ResolvedModel& res,
+                                      const Pick& pick, Out out,
+                                      std::chrono::system_clock::time_point deadline) {
   Outcome("routed").Inc();
   auto relay = std::make_shared<Relay>();
   relay->request = req;
+  relay->request.set_model(res.model);
+  relay->version = res.version;
   relay->worker_id = pick.worker_id;
   relay->out = out;
   auto* stub = StubFor(pick.address);
   spdlog::info("request_id={} org={} model={} -> worker {}", req.request_id(), req.org_id(),
-               req.model(), pick.worker_id);
-  if (!queued) Served(req, EstimatedInputTokens(req), 0);
+               res.model, pick.worker_id);
 
   auto canceller = ClientStream<inf::GenerateEvent>::Start(
       deadline,
@@ -424,21 +805,30 @@ void SchedulerServiceImpl::StartRelay(const inf::GenerateRequest& req, const Pic
       },
       [this, relay](inf::GenerateEvent&& e, ClientStream<inf::GenerateEvent>::Next next) {
         if (e.has_finished()) relay->saw_finished = true;
-        if (e.has_token()) Served(relay->request, 0, 1);
+        if (e.has_started() && !relay->version.empty())
+          e.mutable_started()->set_model(relay->version);
+        if (e.has_token()) {
+          Served(relay->request.model(), relay->request.org_id(), PriorityOf(relay->request), 1);
+        }
         if (!relay->out->Push(std::move(e))) {
           next(false);  // the caller has gone: cancel the worker's generation
           return;
         }
         relay->ResumeWhenRoom(std::move(next));
       },
-      [this, relay, queued](const grpc::Status& st) {
-        registry_.Release(relay->worker_id);
-        if (queued) {
+      [this, relay](const grpc::Status& st) {
+        {
           std::lock_guard<std::mutex> lock(queue_mu_);
+          registry_.Release(relay->worker_id);
           auto q = queues_.find(relay->request.model());
           if (q != queues_.end()) {
             q->second.fair.Finished(relay->request.org_id(), PriorityOf(relay->request));
           }
+        }
+        const bool failed = !st.ok() && st.error_code() != grpc::StatusCode::CANCELLED &&
+                            st.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED;
+        if (hooks_.outcome) {
+          hooks_.outcome(relay->version.empty() ? relay->request.model() : relay->version, !failed);
         }
         // The freed slot goes to whoever waits for the model.
         Dispatch(relay->request.model());
@@ -449,9 +839,7 @@ void SchedulerServiceImpl::StartRelay(const inf::GenerateRequest& req, const Pic
         if (relay->out->ended()) return;  // the caller cancelled; nothing to report
         if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
           // A full engine is busy, not dead: keep routing to it.
-          relay->out->Finish(grpc::Status(
-              grpc::StatusCode::UNAVAILABLE,
-              "every worker serving model " + relay->request.model() + " is at capacity"));
+          relay->out->Finish(AtCapacity(relay->request.model()));
           return;
         }
         if (st.error_code() == grpc::StatusCode::UNAVAILABLE || (st.ok() && !relay->saw_finished)) {

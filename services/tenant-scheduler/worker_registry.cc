@@ -43,6 +43,12 @@ WorkerRegistry::Beat WorkerRegistry::Heartbeat(const std::string& id, int in_fli
   return Beat::kOk;
 }
 
+bool WorkerRegistry::SessionMatches(const std::string& id, const std::string& session) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(id);
+  return it != workers_.end() && !session.empty() && it->second.session == session;
+}
+
 bool WorkerRegistry::ModelKnown(const std::string& model) const {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [id, w] : workers_) {
@@ -75,7 +81,9 @@ std::optional<Pick> WorkerRegistry::Acquire(const std::string& model, absl::Time
     known = true;
     if (!IsLive(w, now)) continue;
     live = true;
-    if (w.max_concurrency > 0 && w.in_flight >= w.max_concurrency) continue;
+    if (w.max_concurrency > 0 && w.in_flight + w.load.foreign_in_flight >= w.max_concurrency) {
+      continue;
+    }
     const double score = RouteScore(w, prefix, RouterWeights{});
     if (best == nullptr || score < best_score) {
       best = &w;

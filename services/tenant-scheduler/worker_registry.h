@@ -3,9 +3,9 @@
 //
 // A worker is live while its last heartbeat is younger than `ttl`.
 // Acquire() chooses, among live workers serving the model that have room
-// (fewer requests in flight, as this scheduler counts them, than the
-// worker's max_concurrency), the one with the best RouteScore (router.h:
-// load, KV cache use, prefix-cache affinity), ties by id.
+// (fewer requests in flight, as this scheduler counts them plus those
+// other replicas leased there, than the worker's max_concurrency), the one with the best RouteScore
+// (router.h: load, KV cache use, prefix-cache affinity), ties by id.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +29,9 @@ struct ReportedLoad {
   int64_t kv_blocks_free = 0;
   double kv_cache_usage = 0;
   std::vector<uint64_t> cached_prefixes;  // most recent first
+  // Requests running there under other scheduler replicas' leases: they
+  // take room this replica does not count itself.
+  int foreign_in_flight = 0;
 };
 
 struct WorkerState {
@@ -75,6 +78,9 @@ class WorkerRegistry {
   // register again. kWrongSession changes nothing.
   Beat Heartbeat(const std::string& id, int in_flight, absl::Time now, const std::string& session,
                  ReportedLoad load = {});
+
+  // Whether `session` is that of worker `id`'s registration.
+  bool SessionMatches(const std::string& id, const std::string& session) const;
 
   // True when some registered worker (live or not) serves the model.
   bool ModelKnown(const std::string& model) const;

@@ -47,7 +47,7 @@ const std::map<std::string, std::set<std::string>> kMethodCallers = {
     {"/switchboard.chat.v1.Chat/GetMessage", {"gateway", "connection-manager"}},
     {"/switchboard.connection.v1.ConnectionManager/Subscribe", {"gateway"}},
     {"/switchboard.gateway.v1.Gateway/GetInfo", {"operator"}},
-    {"/switchboard.inference.v1.InferenceWorker/Generate", {"tenant-scheduler"}},
+    {"/switchboard.inference.v1.InferenceWorker/Generate", {"tenant-scheduler", "gateway", "chat"}},
     {"/switchboard.inference.v1.InferenceWorker/CountTokens", {"tenant-scheduler"}},
     {"/switchboard.inference.v1.InferenceWorker/ListModels", {"tenant-scheduler", "operator"}},
     {"/switchboard.safety.v1.Safety/CheckInput", {"gateway", "chat"}},
@@ -58,6 +58,10 @@ const std::map<std::string, std::set<std::string>> kMethodCallers = {
     {"/switchboard.scheduler.v1.TenantScheduler/ListModels", {"gateway", "chat", "operator"}},
     {"/switchboard.scheduler.v1.TenantScheduler/Generate", {"gateway", "chat"}},
     {"/switchboard.scheduler.v1.TenantScheduler/CountTokens", {"gateway", "chat"}},
+    {"/switchboard.scheduler.v1.TenantScheduler/Admit", {"gateway", "chat"}},
+    {"/switchboard.scheduler.v1.TenantScheduler/ReleaseLease", {"gateway", "chat"}},
+    {"/switchboard.scheduler.v1.TenantScheduler/ReportServed", {"inference-worker"}},
+    {"/switchboard.scheduler.v1.TenantScheduler/GetFairness", {"operator"}},
 };
 
 // Which binary serves each gRPC service ("*": every one).
