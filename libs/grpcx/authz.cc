@@ -27,6 +27,11 @@ const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodC
       {"/switchboard.scheduler.v1.TenantScheduler/ListModels", {kGateway, kChat, kOperator}},
       {"/switchboard.scheduler.v1.TenantScheduler/Generate", {kGateway, kChat}},
       {"/switchboard.scheduler.v1.TenantScheduler/CountTokens", {kGateway, kChat}},
+      {"/switchboard.scheduler.v1.ModelAdmin/CreateVersion", {kOperator}},
+      {"/switchboard.scheduler.v1.ModelAdmin/SetAlias", {kOperator}},
+      {"/switchboard.scheduler.v1.ModelAdmin/SetCanary", {kOperator}},
+      {"/switchboard.scheduler.v1.ModelAdmin/Rollback", {kOperator}},
+      {"/switchboard.scheduler.v1.ModelAdmin/ListModels", {kOperator}},
   };
   return *table;
 }
