@@ -32,6 +32,11 @@ const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodC
       {"/switchboard.scheduler.v1.TenantScheduler/ReleaseLease", {kGateway, kChat}},
       {"/switchboard.scheduler.v1.TenantScheduler/ReportServed", {kWorker}},
       {"/switchboard.scheduler.v1.TenantScheduler/GetFairness", {kOperator}},
+      {"/switchboard.scheduler.v1.ModelAdmin/CreateVersion", {kOperator}},
+      {"/switchboard.scheduler.v1.ModelAdmin/SetAlias", {kOperator}},
+      {"/switchboard.scheduler.v1.ModelAdmin/SetCanary", {kOperator}},
+      {"/switchboard.scheduler.v1.ModelAdmin/Rollback", {kOperator}},
+      {"/switchboard.scheduler.v1.ModelAdmin/ListModels", {kOperator}},
   };
   return *table;
 }

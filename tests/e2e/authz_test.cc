@@ -24,6 +24,7 @@
 #include "switchboard/gateway/v1/gateway.grpc.pb.h"
 #include "switchboard/inference/v1/inference.pb.h"
 #include "switchboard/safety/v1/safety.pb.h"
+#include "switchboard/scheduler/v1/admin.pb.h"
 #include "switchboard/scheduler/v1/scheduler.pb.h"
 
 namespace sb::testing {
@@ -62,6 +63,11 @@ const std::map<std::string, std::set<std::string>> kMethodCallers = {
     {"/switchboard.scheduler.v1.TenantScheduler/ReleaseLease", {"gateway", "chat"}},
     {"/switchboard.scheduler.v1.TenantScheduler/ReportServed", {"inference-worker"}},
     {"/switchboard.scheduler.v1.TenantScheduler/GetFairness", {"operator"}},
+    {"/switchboard.scheduler.v1.ModelAdmin/CreateVersion", {"operator"}},
+    {"/switchboard.scheduler.v1.ModelAdmin/SetAlias", {"operator"}},
+    {"/switchboard.scheduler.v1.ModelAdmin/SetCanary", {"operator"}},
+    {"/switchboard.scheduler.v1.ModelAdmin/Rollback", {"operator"}},
+    {"/switchboard.scheduler.v1.ModelAdmin/ListModels", {"operator"}},
 };
 
 // Which binary serves each gRPC service ("*": every one).
@@ -75,6 +81,7 @@ const std::map<std::string, std::string> kServedBy = {
     {"switchboard.inference.v1.InferenceWorker", "inference-worker"},
     {"switchboard.safety.v1.Safety", "safety"},
     {"switchboard.scheduler.v1.TenantScheduler", "tenant-scheduler"},
+    {"switchboard.scheduler.v1.ModelAdmin", "tenant-scheduler"},
 };
 
 // Every method of every service in protos/: each .proto file's descriptor
@@ -89,6 +96,7 @@ std::vector<const google::protobuf::MethodDescriptor*> AllMethods() {
   (void)switchboard::inference::v1::GenerateRequest::descriptor();
   (void)switchboard::safety::v1::CheckRequest::descriptor();
   (void)switchboard::scheduler::v1::RegisterWorkerRequest::descriptor();
+  (void)switchboard::scheduler::v1::CreateVersionRequest::descriptor();
   std::vector<const google::protobuf::MethodDescriptor*> out;
   const std::filesystem::path root = Infra::SourceDir() + "/protos";
   for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {

@@ -8,6 +8,11 @@
 //   sbadmin --pg=URI set-limits ORG_ID [--key=KEY_ID] [--model=MODEL] [--rpm=N]
 //           [--input_tpm=N] [--output_tpm=N] [--concurrency=N]   # 0 removes a limit
 //   sbadmin --pg=URI show-limits ORG_ID
+//   sbadmin --pg=URI model create-version VERSION --served_model=NAME [--config=JSON] [--policy=V]
+//   sbadmin --pg=URI model set-alias ALIAS VERSION        # promotes VERSION to ALIAS's stable
+//   sbadmin --pg=URI model set-canary ALIAS VERSION --weight=N   # N percent; 0 ends the canary
+//   sbadmin --pg=URI model rollback ALIAS                 # back to the previous stable version
+//   sbadmin --pg=URI model list
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,8 +21,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/time/time.h"
 #include "core/config.h"
 #include "sbadmin/admin.h"
+#include "storage/pg.h"
+#include "tenant-scheduler/model_registry.h"
 
 ABSL_FLAG(std::string, pg, "postgresql://postgres@127.0.0.1:5432/switchboard",
           "PostgreSQL connection URI");
@@ -28,6 +36,11 @@ ABSL_FLAG(int64_t, rpm, -1, "set-limits: requests per minute (0 removes the limi
 ABSL_FLAG(int64_t, input_tpm, -1, "set-limits: input tokens per minute (0 removes the limit)");
 ABSL_FLAG(int64_t, output_tpm, -1, "set-limits: output tokens per minute (0 removes the limit)");
 ABSL_FLAG(int64_t, concurrency, -1, "set-limits: requests at once (0 removes the limit)");
+ABSL_FLAG(std::string, served_model, "",
+          "model create-version: the model workers serve under the version (as they register it)");
+ABSL_FLAG(std::string, config, "", "model create-version: the serving config, a JSON object");
+ABSL_FLAG(std::string, policy, "", "model create-version: the safety policy version");
+ABSL_FLAG(int, weight, -1, "model set-canary: percent of the alias's requests (0 ends the canary)");
 
 namespace {
 
@@ -38,20 +51,105 @@ std::optional<int64_t> Given(const absl::Flag<int64_t>& flag) {
 
 std::string Show(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : "-"; }
 
+constexpr const char* kModelUsage =
+    "sbadmin --pg=URI model (create-version VERSION --served_model=NAME [--config=JSON] "
+    "[--policy=V] | set-alias ALIAS VERSION | set-canary ALIAS VERSION --weight=N | "
+    "rollback ALIAS | list)";
+
+std::string OrNone(const std::string& s) { return s.empty() ? "-" : s; }
+
+void PrintAlias(const sb::scheduler::ModelAlias& a) {
+  std::printf("%s: stable %s, previous %s, canary %s", a.name.c_str(), a.stable.c_str(),
+              OrNone(a.previous_stable).c_str(), OrNone(a.canary).c_str());
+  if (!a.canary.empty()) std::printf(" at %d%%", a.canary_weight);
+  std::printf("\n");
+}
+
+// `sbadmin model ...`: the model registry (services/tenant-scheduler).
+// Returns the exit code.
+int RunModel(const std::vector<std::string>& args) {
+  const std::string sub = args.size() >= 3 ? args[2] : "";
+  auto arg = [&](size_t i) { return args.size() > i ? args[i] : std::string(); };
+  auto usage = [] {
+    std::fprintf(stderr, "%s\n", kModelUsage);
+    return 2;
+  };
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
+  sb::scheduler::ModelRegistry registry(pg);
+  absl::Status st;
+  auto alias_done = [&](const absl::StatusOr<sb::scheduler::ModelAlias>& a) {
+    st = a.status();
+    if (a.ok()) PrintAlias(*a);
+  };
+  if (sub == "create-version" && args.size() == 4) {
+    auto v = registry.CreateVersion({.id = args[3],
+                                     .model = absl::GetFlag(FLAGS_served_model),
+                                     .serving_config = absl::GetFlag(FLAGS_config),
+                                     .safety_policy_version = absl::GetFlag(FLAGS_policy)});
+    st = v.status();
+    if (v.ok()) {
+      std::printf("%s: serves %s, config %s, policy %s\n", v->id.c_str(), v->model.c_str(),
+                  v->serving_config.c_str(), OrNone(v->safety_policy_version).c_str());
+    }
+  } else if (sub == "set-alias" && args.size() == 5) {
+    alias_done(registry.SetAlias(args[3], args[4]));
+  } else if (sub == "set-canary" && (args.size() == 5 || args.size() == 4)) {
+    const int weight = absl::GetFlag(FLAGS_weight);
+    if (weight < 0 || (weight > 0 && args.size() != 5)) {
+      std::fprintf(stderr,
+                   "sbadmin model set-canary ALIAS VERSION --weight=N: N percent of the alias's "
+                   "requests, 1..100 (--weight=0 ends the canary)\n");
+      return 2;
+    }
+    alias_done(registry.SetCanary(args[3], arg(4), weight));
+  } else if (sub == "rollback" && args.size() == 4) {
+    alias_done(registry.Rollback(args[3]));
+  } else if (sub == "list" && args.size() == 3) {
+    auto catalog = registry.List();
+    st = catalog.status();
+    if (catalog.ok()) {
+      std::printf("%-32s %-32s %-32s %-32s %s\n", "alias", "stable", "previous", "canary",
+                  "weight");
+      for (const auto& [name, a] : catalog->aliases()) {
+        std::printf("%-32s %-32s %-32s %-32s %d\n", name.c_str(), a.stable.c_str(),
+                    OrNone(a.previous_stable).c_str(), OrNone(a.canary).c_str(), a.canary_weight);
+      }
+      std::printf("\n%-32s %-24s %-16s %-20s %s\n", "version", "served model", "policy", "created",
+                  "config");
+      for (const auto& [id, v] : catalog->versions()) {
+        std::printf(
+            "%-32s %-24s %-16s %-20s %s\n", id.c_str(), v.model.c_str(),
+            OrNone(v.safety_policy_version).c_str(),
+            absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", v.created_at, absl::UTCTimeZone()).c_str(),
+            v.serving_config.c_str());
+      }
+    }
+  } else {
+    return usage();
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "sbadmin model %s: %s\n", sub.c_str(), st.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] | "
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
-      "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG)");
+      "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | model ...)\n" +
+      std::string(kModelUsage));
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
     return 2;
   }
-  sb::admin::Admin admin(absl::GetFlag(FLAGS_pg));
   const std::string cmd = args[1];
+  if (cmd == "model") return RunModel(args);
+  sb::admin::Admin admin(absl::GetFlag(FLAGS_pg));
   absl::Status st;
   if (cmd == "migrate") {
     auto applied = admin.Migrate(absl::GetFlag(FLAGS_migrations_dir));
