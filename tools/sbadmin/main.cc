@@ -8,6 +8,8 @@
 //   sbadmin --pg=URI set-limits ORG_ID [--key=KEY_ID] [--model=MODEL] [--rpm=N]
 //           [--input_tpm=N] [--output_tpm=N] [--concurrency=N]   # 0 removes a limit
 //   sbadmin --pg=URI show-limits ORG_ID
+//   sbadmin --pg=URI set-org ORG_ID [--weight=N] [--tier=NAME]   # fairness weight, tier label
+//   sbadmin --pg=URI show-org ORG_ID                             # name, weight, tier
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +18,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "core/config.h"
 #include "sbadmin/admin.h"
 
@@ -28,6 +31,9 @@ ABSL_FLAG(int64_t, rpm, -1, "set-limits: requests per minute (0 removes the limi
 ABSL_FLAG(int64_t, input_tpm, -1, "set-limits: input tokens per minute (0 removes the limit)");
 ABSL_FLAG(int64_t, output_tpm, -1, "set-limits: output tokens per minute (0 removes the limit)");
 ABSL_FLAG(int64_t, concurrency, -1, "set-limits: requests at once (0 removes the limit)");
+ABSL_FLAG(std::string, weight, "",
+          "set-org: the org's share of tokens when a model is contended (> 0; 1 is the default)");
+ABSL_FLAG(std::string, tier, "", "set-org: the org's tier, a label (e.g. standard, premium)");
 
 namespace {
 
@@ -38,13 +44,30 @@ std::optional<int64_t> Given(const absl::Flag<int64_t>& flag) {
 
 std::string Show(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : "-"; }
 
+// set-org's flags: an empty one is not given.
+absl::StatusOr<sb::admin::OrgSettings> OrgChange() {
+  sb::admin::OrgSettings change;
+  const std::string weight = absl::GetFlag(FLAGS_weight);
+  if (!weight.empty()) {
+    double w = 0;
+    if (!absl::SimpleAtod(weight, &w)) {
+      return absl::InvalidArgumentError("--weight=" + weight + " is not a number");
+    }
+    change.weight = w;
+  }
+  const std::string tier = absl::GetFlag(FLAGS_tier);
+  if (!tier.empty()) change.tier = tier;
+  return change;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] | "
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
-      "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG)");
+      "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | "
+      "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG)");
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -96,6 +119,18 @@ int main(int argc, char** argv) {
                     Show(r.input_tpm).c_str(), Show(r.output_tpm).c_str(),
                     Show(r.concurrency).c_str());
       }
+    }
+  } else if (cmd == "set-org" && args.size() >= 3) {
+    auto change = OrgChange();
+    st = change.ok() ? admin.SetOrg(args[2], *change) : change.status();
+  } else if (cmd == "show-org" && args.size() >= 3) {
+    auto org = admin.ShowOrg(args[2]);
+    st = org.status();
+    if (org.ok()) {
+      std::printf(
+          "org      %s\nname     %s\nweight   %.10g\ntier     %s\ncreated  %s\nupdated  %s\n",
+          org->id.c_str(), org->name.c_str(), org->weight, org->tier.c_str(),
+          org->created_at.c_str(), org->updated_at.c_str());
     }
   } else {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
