@@ -1,8 +1,11 @@
 #include "sbadmin/admin.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <pqxx/pqxx>
 #include <sstream>
 #include <vector>
@@ -49,6 +52,26 @@ constexpr const char* kUpsertLimits =
 constexpr const char* kShowLimits =
     "SELECT key_id, model, rpm, input_tpm, output_tpm, concurrency FROM rate_limits "
     "WHERE org_id = $1 ORDER BY key_id, model";
+
+// $2, $3: NULL leaves the column as it is. The trigger of migration 0008
+// moves updated_at, which is how the scheduler notices.
+constexpr const char* kUpdateOrg =
+    "UPDATE orgs SET weight = coalesce($2::double precision, weight),"
+    " tier = coalesce($3::text, tier) WHERE id = $1";
+constexpr const char* kShowOrg =
+    "SELECT id, name, weight, tier,"
+    " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+    " to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+    " FROM orgs WHERE id = $1";
+
+constexpr size_t kMaxTierLength = 64;
+
+bool ValidTier(const std::string& tier) {
+  if (tier.empty() || tier.size() > kMaxTierLength) return false;
+  return std::all_of(tier.begin(), tier.end(), [](unsigned char ch) {
+    return std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.';
+  });
+}
 
 template <typename Fn>
 absl::Status Guard(Fn&& fn) {
@@ -205,6 +228,44 @@ absl::StatusOr<std::vector<Limits>> Admin::ShowLimits(const std::string& org_id)
   });
   if (!st.ok()) return st;
   return out;
+}
+
+absl::Status Admin::SetOrg(const std::string& org_id, const OrgSettings& change) {
+  if (!change.weight && !change.tier) {
+    return absl::InvalidArgumentError("nothing to change: give --weight=N and/or --tier=NAME");
+  }
+  if (change.weight && !(std::isfinite(*change.weight) && *change.weight > 0)) {
+    return absl::InvalidArgumentError("a weight is a finite number > 0 (1 is the default)");
+  }
+  if (change.tier && !ValidTier(*change.tier)) {
+    return absl::InvalidArgumentError(
+        "a tier is 1 to 64 characters: letters, digits, '-', '_' or '.'");
+  }
+  bool found = false;
+  absl::Status st = Guard([&] {
+    pqxx::connection c(pg_uri_);
+    pqxx::work tx(c);
+    found = tx.exec_params(kUpdateOrg, org_id, change.weight, change.tier).affected_rows() > 0;
+    tx.commit();
+  });
+  if (st.ok() && !found) return absl::NotFoundError("no org " + org_id);
+  return st;
+}
+
+absl::StatusOr<OrgInfo> Admin::ShowOrg(const std::string& org_id) {
+  std::optional<OrgInfo> out;
+  absl::Status st = Guard([&] {
+    pqxx::connection c(pg_uri_);
+    pqxx::read_transaction tx(c);
+    auto rows = tx.exec_params(kShowOrg, org_id);
+    if (rows.empty()) return;
+    const auto& r = rows[0];
+    out = OrgInfo{r[0].as<std::string>(), r[1].as<std::string>(), r[2].as<double>(),
+                  r[3].as<std::string>(), r[4].as<std::string>(), r[5].as<std::string>()};
+  });
+  if (!st.ok()) return st;
+  if (!out) return absl::NotFoundError("no org " + org_id);
+  return *std::move(out);
 }
 
 }  // namespace sb::admin

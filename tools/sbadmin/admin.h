@@ -23,6 +23,23 @@ struct Limits {
   std::optional<int64_t> rpm, input_tpm, output_tpm, concurrency;
 };
 
+// How the tenant scheduler treats an org (migration 0008). In a change, an
+// unset field is left as it is.
+struct OrgSettings {
+  std::optional<double> weight;     // > 0 and finite; the share of tokens under contention
+  std::optional<std::string> tier;  // a label, not empty
+};
+
+// One org as show-org prints it.
+struct OrgInfo {
+  std::string id;
+  std::string name;
+  double weight = 1;
+  std::string tier;
+  std::string created_at;  // ISO 8601, UTC
+  std::string updated_at;  // ISO 8601, UTC
+};
+
 // One API key as list-keys shows it: never the secret.
 struct KeyInfo {
   std::string id;
@@ -52,6 +69,13 @@ class Admin {
   absl::Status SetLimits(const std::string& org_id, const Limits& change);
   // Every row of the org's limits; unset fields are no limit.
   absl::StatusOr<std::vector<Limits>> ShowLimits(const std::string& org_id);
+  // Changes an org's fairness weight and/or tier: NotFound for an unknown
+  // org, InvalidArgument for a weight that is not > 0 and finite, an empty
+  // tier, or a change that changes nothing. The tenant scheduler applies it
+  // within its reload period.
+  absl::Status SetOrg(const std::string& org_id, const OrgSettings& change);
+  // NotFound for an unknown org.
+  absl::StatusOr<OrgInfo> ShowOrg(const std::string& org_id);
 
  private:
   std::string pg_uri_;

@@ -13,6 +13,8 @@
 //   sbadmin --pg=URI model set-canary ALIAS VERSION --weight=N   # N percent; 0 ends the canary
 //   sbadmin --pg=URI model rollback ALIAS                 # back to the previous stable version
 //   sbadmin --pg=URI model list
+//   sbadmin --pg=URI set-org ORG_ID [--weight=N] [--tier=NAME]   # fairness weight, tier label
+//   sbadmin --pg=URI show-org ORG_ID                             # name, weight, tier
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +23,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "core/config.h"
 #include "sbadmin/admin.h"
@@ -40,7 +43,10 @@ ABSL_FLAG(std::string, served_model, "",
           "model create-version: the model workers serve under the version (as they register it)");
 ABSL_FLAG(std::string, config, "", "model create-version: the serving config, a JSON object");
 ABSL_FLAG(std::string, policy, "", "model create-version: the safety policy version");
-ABSL_FLAG(int, weight, -1, "model set-canary: percent of the alias's requests (0 ends the canary)");
+ABSL_FLAG(std::string, weight, "",
+          "set-org: the org's share of tokens when a model is contended (> 0; 1 is the default); "
+          "model set-canary: percent of the alias's requests (0 ends the canary)");
+ABSL_FLAG(std::string, tier, "", "set-org: the org's tier, a label (e.g. standard, premium)");
 
 namespace {
 
@@ -94,7 +100,8 @@ int RunModel(const std::vector<std::string>& args) {
   } else if (sub == "set-alias" && args.size() == 5) {
     alias_done(registry.SetAlias(args[3], args[4]));
   } else if (sub == "set-canary" && (args.size() == 5 || args.size() == 4)) {
-    const int weight = absl::GetFlag(FLAGS_weight);
+    int weight = -1;
+    if (!absl::SimpleAtoi(absl::GetFlag(FLAGS_weight), &weight)) weight = -1;
     if (weight < 0 || (weight > 0 && args.size() != 5)) {
       std::fprintf(stderr,
                    "sbadmin model set-canary ALIAS VERSION --weight=N: N percent of the alias's "
@@ -134,13 +141,30 @@ int RunModel(const std::vector<std::string>& args) {
   return 0;
 }
 
+// set-org's flags: an empty one is not given.
+absl::StatusOr<sb::admin::OrgSettings> OrgChange() {
+  sb::admin::OrgSettings change;
+  const std::string weight = absl::GetFlag(FLAGS_weight);
+  if (!weight.empty()) {
+    double w = 0;
+    if (!absl::SimpleAtod(weight, &w)) {
+      return absl::InvalidArgumentError("--weight=" + weight + " is not a number");
+    }
+    change.weight = w;
+  }
+  const std::string tier = absl::GetFlag(FLAGS_tier);
+  if (!tier.empty()) change.tier = tier;
+  return change;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] | "
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
-      "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | model ...)\n" +
+      "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | "
+      "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ...)\n" +
       std::string(kModelUsage));
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
@@ -194,6 +218,18 @@ int main(int argc, char** argv) {
                     Show(r.input_tpm).c_str(), Show(r.output_tpm).c_str(),
                     Show(r.concurrency).c_str());
       }
+    }
+  } else if (cmd == "set-org" && args.size() >= 3) {
+    auto change = OrgChange();
+    st = change.ok() ? admin.SetOrg(args[2], *change) : change.status();
+  } else if (cmd == "show-org" && args.size() >= 3) {
+    auto org = admin.ShowOrg(args[2]);
+    st = org.status();
+    if (org.ok()) {
+      std::printf(
+          "org      %s\nname     %s\nweight   %.10g\ntier     %s\ncreated  %s\nupdated  %s\n",
+          org->id.c_str(), org->name.c_str(), org->weight, org->tier.c_str(),
+          org->created_at.c_str(), org->updated_at.c_str());
     }
   } else {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
