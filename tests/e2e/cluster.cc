@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
   auto addr = [&](const std::string& s) { return c->grpc_address(s); };
   const std::vector<std::pair<std::string, std::vector<std::string>>> order = {
       {"safety", {}},
-      {"tenant-scheduler", {"--heartbeat_interval_ms=200", "--worker_ttl_ms=1000"}},
+      {"tenant-scheduler", {pg, "--heartbeat_interval_ms=200", "--worker_ttl_ms=1000"}},
       {"inference-worker",
        {"--scheduler_address=" + addr("tenant-scheduler"), kafka, "--tokens_per_second=100",
         "--worker_id=worker-e2e", UsageKeyFlag(*c->infra_)}},
