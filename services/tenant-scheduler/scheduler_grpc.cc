@@ -104,6 +104,18 @@ int EstimatedInputTokens(const inf::GenerateRequest& req) {
   return static_cast<int>(bytes / 4 + 1);
 }
 
+// The hashes of the prompt's first blocks, for cache-aware routing (under
+// the simulator's tokenizer and 16-token block hashes). Only the first
+// kRoutedPromptBytes count: affinity is measured from the start, and this
+// bounds the cost of a long prompt.
+constexpr size_t kRoutedPromptBytes = 16 * 1024;
+
+std::vector<uint64_t> PromptPrefix(const inf::GenerateRequest& req) {
+  std::string text = worker::ToEngineRequest(req, nullptr).Flatten();
+  if (text.size() > kRoutedPromptBytes) text.resize(kRoutedPromptBytes);
+  return worker::sim::PrefixBlockHashes(text);
+}
+
 std::chrono::system_clock::time_point UpstreamDeadline(grpc::CallbackServerContext* ctx) {
   const auto cap = std::chrono::system_clock::now() + std::chrono::hours(1);
   return std::min(ctx->deadline(), cap);
@@ -349,13 +361,9 @@ void SchedulerServiceImpl::ApplyOrgPolicy() {
   DispatchAll();  // a raised cap may let queued requests go
 }
 
-SchedulerServiceImpl::Decision SchedulerServiceImpl::TryDirect(const inf::GenerateRequest& req,
-                                                               const std::string& model) {
-  // Routed to the worker that has most of its prompt's prefix cached (under
-  // the simulator's tokenizer and block hashes), load allowing; hashed
-  // before the queue's lock is taken.
-  const std::vector<uint64_t> prefix =
-      worker::sim::PrefixBlockHashes(worker::ToEngineRequest(req, nullptr).Flatten());
+SchedulerServiceImpl::Decision SchedulerServiceImpl::TryDirect(
+    const inf::GenerateRequest& req, const std::string& model,
+    const std::vector<uint64_t>& prefix) {
   const absl::Time now = absl::Now();
   const Priority priority = PriorityOf(req);
   Decision d;
@@ -388,12 +396,13 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* SchedulerServiceImpl::Generate(
   }
   const ResolvedModel res = Resolve(*req);
   const auto deadline = UpstreamDeadline(ctx);
-  Decision d = TryDirect(*req, res.model);
+  std::vector<uint64_t> prefix = PromptPrefix(*req);
+  Decision d = TryDirect(*req, res.model, prefix);
   if (d.pick) {
     StartRelay(*req, res, *d.pick, out, deadline);
   } else if (d.why == NoPick::kAllFull) {
     Enqueue(
-        *req, res.model,
+        *req, res.model, std::move(prefix),
         [this, req = *req, res, out, deadline](const Pick& pick) {
           StartRelay(req, res, pick, out, deadline);
         },
@@ -455,14 +464,15 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::Admit(grpc::CallbackServerContex
     return reactor;
   }
   const ResolvedModel res = Resolve(*req);
-  Decision d = TryDirect(*req, res.model);
+  std::vector<uint64_t> prefix = PromptPrefix(*req);
+  Decision d = TryDirect(*req, res.model, prefix);
   if (d.pick) {
     Outcome("routed").Inc();
     GrantLease(*req, res, *d.pick, resp);
     reactor->Finish(grpc::Status::OK);
   } else if (d.why == NoPick::kAllFull) {
     Enqueue(
-        *req, res.model,
+        *req, res.model, std::move(prefix),
         [this, req = *req, res, resp, reactor](const Pick& pick) {
           Outcome("routed").Inc();
           GrantLease(req, res, pick, resp);
@@ -664,14 +674,13 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::GetFairness(grpc::CallbackServer
 }
 
 void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, const std::string& model,
-                                   Start start, std::function<void(const grpc::Status&)> refuse,
+                                   std::vector<uint64_t> prefix, Start start,
+                                   std::function<void(const grpc::Status&)> refuse,
                                    const std::function<void(std::function<void()>)>& on_cancel) {
   const absl::Time now = absl::Now();
   const Priority priority = PriorityOf(req);
   const absl::Duration max_wait =
       priority == Priority::kBatch ? queue_options_.max_batch_wait : queue_options_.max_wait;
-  const std::vector<uint64_t> prefix =
-      worker::sim::PrefixBlockHashes(worker::ToEngineRequest(req, nullptr).Flatten());
   QueuedRequest queued{.id = 0,
                        .org = req.org_id(),
                        .priority = priority,
@@ -703,7 +712,7 @@ void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, const std::s
                                    QueueWait().Observe(absl::ToDoubleSeconds(absl::Now() - now));
                                    start(pick);
                                  },
-                                 prefix};
+                                 std::move(prefix)};
         QueueDepth(model, priority).Set(static_cast<double>(mq.fair.queued(priority)));
       }
     }

@@ -159,12 +159,13 @@ class SchedulerServiceImpl final : public switchboard::scheduler::v1::TenantSche
   // A worker for the request now, when nothing waits ahead of it and its
   // org has room under its cap (it is then counted in service).
   Decision TryDirect(const switchboard::inference::v1::GenerateRequest& req,
-                     const std::string& model);
+                     const std::string& model, const std::vector<uint64_t>& prefix);
   // Queues the request; `start` runs when it gets a worker, `refuse` when
   // it is refused or times out (never both). `on_cancel` is given the
   // function that takes it out of the queue if the caller leaves.
   void Enqueue(const switchboard::inference::v1::GenerateRequest& req, const std::string& model,
-               Start start, std::function<void(const grpc::Status&)> refuse,
+               std::vector<uint64_t> prefix, Start start,
+               std::function<void(const grpc::Status&)> refuse,
                const std::function<void(std::function<void()>)>& on_cancel);
   bool RemoveQueued(const std::string& model, uint64_t id);
   // Hands free slots of `model` (or of every model) to its queued requests.
