@@ -2,7 +2,8 @@
 // checked against the binaries themselves: every service is there, every
 // `--flag` and SWITCHBOARD_<FLAG> variable is one its binary accepts (from
 // `--helpfull`), every port a flag opens is declared, and every address
-// names a service of the same file on that service's gRPC port. The trust
+// names a service of the same file on that service's gRPC port (the
+// scheduler's list names every one of its replicas). The trust
 // rules are checked too: mutual TLS with the service's own pair on every
 // service, credentials for Redis and Kafka on every client, a NetworkPolicy
 // per workload admitting exactly the callers the flags imply, nothing but the
@@ -195,16 +196,26 @@ const std::map<std::string, std::string> kAddressFlags = {
     {"connection_manager_address", "connection-manager"},
 };
 
-// Every address flag names its service on that service's gRPC port, and
+// The replicas of the scheduler serve together: a worker registers with
+// every one, and the gateway and chat spread Admit over them, so its clients
+// list every replica's host:port in --scheduler_address (and dial each).
+// Every other address names one host.
+//
+// Every address flag names exactly the endpoints of its service (target ->
+// host:port on the service's gRPC port, one per replica), each once, and
 // every datastore host is something the same file defines.
 void ExpectAddressesResolve(const std::string& name, const std::map<std::string, std::string>& flags,
-                            const std::map<std::string, int>& grpc_ports,
+                            const std::map<std::string, std::set<std::string>>& endpoints,
                             const std::function<bool(const std::string&)>& defined) {
   for (const auto& [flag, target] : kAddressFlags) {
     if (!flags.count(flag)) continue;
-    auto [host, port] = HostPort(flags.at(flag));
-    EXPECT_EQ(host, target) << name << " --" << flag;
-    EXPECT_EQ(port, grpc_ports.at(target)) << name << " --" << flag;
+    const std::vector<std::string> listed = absl::StrSplit(flags.at(flag), ',');
+    const std::set<std::string> got(listed.begin(), listed.end());
+    EXPECT_EQ(got.size(), listed.size()) << name << " --" << flag << " names an endpoint twice";
+    ASSERT_TRUE(endpoints.count(target)) << "no endpoints of " << target;
+    EXPECT_EQ(got, endpoints.at(target))
+        << name << " --" << flag << "=" << flags.at(flag) << " instead of "
+        << absl::StrJoin(endpoints.at(target), ",");
   }
   for (const std::string flag : {"kafka_brokers", "redis_host"}) {
     if (!flags.count(flag)) continue;
@@ -229,12 +240,36 @@ YAML::Node Field(const YAML::Node& map, const std::string& key) {
   return YAML::Node();
 }
 
+// The secrets a service mounts: target (under /run/secrets) -> top-level secret name.
+std::map<std::string, std::string> SecretTargets(const YAML::Node& svc) {
+  std::map<std::string, std::string> out;
+  for (const auto& s : Field(svc, "secrets")) {
+    if (s.IsScalar()) {
+      out[s.as<std::string>()] = s.as<std::string>();
+    } else {
+      const std::string source = s["source"].as<std::string>();
+      out[s["target"] ? s["target"].as<std::string>() : source] = source;
+    }
+  }
+  return out;
+}
+
 class ComposeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     root_ = YAML::LoadFile(Infra::SourceDir() + "/deploy/docker-compose.yml");
     services_ = root_["services"];
     ASSERT_TRUE(services_.IsMap());
+  }
+  // The services whose containers run `binary` (its first command word):
+  // the service of that name, its replicas, the profiles' workers.
+  std::vector<std::string> Running(const std::string& binary) {
+    std::vector<std::string> out;
+    for (const auto& kv : services_) {
+      const auto command = Strings(Field(kv.second, "command"));
+      if (!command.empty() && command[0] == binary) out.push_back(kv.first.as<std::string>());
+    }
+    return out;
   }
   YAML::Node root_, services_;
 };
@@ -267,8 +302,23 @@ TEST_F(ComposeTest, RunsEveryServiceWithFlagsItAccepts) {
       EXPECT_TRUE(declared.count(std::stoi(flags.at(pf))))
           << name << " does not declare its --" << pf << "=" << flags.at(pf);
     }
-    ExpectAddressesResolve(name, flags, grpc_ports,
-                           [&](const std::string& host) { return bool(services_[host]); });
+  }
+  // What an address may name: every container that runs the service, on its
+  // gRPC port. Checked from every container that runs one of the services
+  // (the scheduler's replicas and the profiles' workers too).
+  std::map<std::string, std::set<std::string>> endpoints;
+  for (const auto& [flag, target] : kAddressFlags) {
+    for (const auto& name : Running(target)) {
+      const auto flags = FlagArgs(Strings(Field(services_[name], "command")));
+      ASSERT_TRUE(flags.count("grpc_port")) << name << " must pin its gRPC port";
+      endpoints[target].insert(name + ":" + flags.at("grpc_port"));
+    }
+  }
+  for (const auto& binary : kServices) {
+    for (const auto& name : Running(binary)) {
+      ExpectAddressesResolve(name, FlagArgs(Strings(Field(services_[name], "command"))), endpoints,
+                             [&](const std::string& host) { return bool(services_[host]); });
+    }
   }
   // The listeners must bind beyond loopback inside a container.
   EXPECT_EQ(FlagArgs(Strings(Field(services_["gateway"], "command"))).at("http_host"), "0.0.0.0");
@@ -285,10 +335,55 @@ TEST_F(ComposeTest, UsesRealDatastoresAndMigratesFirst) {
   ASSERT_TRUE(migrate);
   ASSERT_EQ(Strings(Field(migrate, "entrypoint")), std::vector<std::string>{"sbadmin"});
   ExpectFlagsAccepted("sbadmin", FlagArgs(Strings(Field(migrate, "command"))), "compose migrate");
-  for (const std::string svc : {"gateway", "chat", "billing"}) {
-    EXPECT_EQ(Field(services_[svc], "depends_on")["migrate"]["condition"].as<std::string>(""),
-              "service_completed_successfully")
-        << svc << " must start after the migrations";
+  // Whatever reads PostgreSQL starts after the migrations.
+  std::set<std::string> readers;
+  for (const auto& binary : kServices) {
+    for (const auto& name : Running(binary)) {
+      if (!FlagArgs(Strings(Field(services_[name], "command"))).count("pg")) continue;
+      readers.insert(name);
+      EXPECT_EQ(Field(services_[name], "depends_on")["migrate"]["condition"].as<std::string>(""),
+                "service_completed_successfully")
+          << name << " must start after the migrations";
+    }
+  }
+  for (const std::string svc : {"gateway", "chat", "billing", "tenant-scheduler"}) {
+    EXPECT_TRUE(readers.count(svc)) << svc << " has no --pg";
+  }
+}
+
+// The scheduler's replicas serve together (issue 9): identical containers
+// with the scheduler's own identity, reading PostgreSQL with the gateway's
+// login, and every client of the scheduler lists all of them.
+TEST_F(ComposeTest, RunsSchedulerReplicasThatEveryClientLists) {
+  const auto replicas = Running("tenant-scheduler");
+  ASSERT_GE(replicas.size(), 2u) << "one scheduler: nothing takes over when it stops";
+  const YAML::Node first = services_["tenant-scheduler"];
+  ASSERT_TRUE(first);
+  const auto command = Strings(Field(first, "command"));
+  const auto gateway = FlagArgs(Strings(Field(services_["gateway"], "command")));
+  ASSERT_TRUE(gateway.count("pg"));
+  EXPECT_EQ(FlagArgs(command)["pg"], gateway.at("pg")) << "the scheduler reads another database";
+  std::set<std::string> listed;
+  for (const auto& name : replicas) {
+    const YAML::Node svc = services_[name];
+    EXPECT_EQ(Field(svc, "image").as<std::string>(""), "switchboard:dev") << name;
+    // Same flags, so the same TLS paths, which must be the same secrets.
+    EXPECT_EQ(Strings(Field(svc, "command")), command) << name << " is configured unlike tenant-scheduler";
+    EXPECT_EQ(SecretTargets(svc), SecretTargets(first)) << name << " must hold the tenant-scheduler identity";
+    listed.insert(name + ":" + FlagArgs(command)["grpc_port"]);
+  }
+  // Every client, the optional profiles' workers included.
+  std::set<std::string> clients;
+  for (const auto& kv : services_) {
+    const auto flags = FlagArgs(Strings(Field(kv.second, "command")));
+    if (!flags.count("scheduler_address")) continue;
+    clients.insert(kv.first.as<std::string>());
+    const std::vector<std::string> got = absl::StrSplit(flags.at("scheduler_address"), ',');
+    EXPECT_EQ(std::set<std::string>(got.begin(), got.end()), listed)
+        << kv.first.as<std::string>() << " --scheduler_address does not list every replica";
+  }
+  for (const std::string c : {"inference-worker", "worker-vllm", "worker-ollama", "chat", "gateway"}) {
+    EXPECT_TRUE(clients.count(c)) << c << " has no --scheduler_address";
   }
 }
 
@@ -300,20 +395,6 @@ TEST(ComposeConfigTest, DockerComposeAcceptsTheFile) {
                        &out),
             0)
       << out;
-}
-
-// The secrets a service mounts: target (under /run/secrets) -> top-level secret name.
-std::map<std::string, std::string> SecretTargets(const YAML::Node& svc) {
-  std::map<std::string, std::string> out;
-  for (const auto& s : Field(svc, "secrets")) {
-    if (s.IsScalar()) {
-      out[s.as<std::string>()] = s.as<std::string>();
-    } else {
-      const std::string source = s["source"].as<std::string>();
-      out[s["target"] ? s["target"].as<std::string>() : source] = source;
-    }
-  }
-  return out;
 }
 
 // The optional profiles wire a worker with an upstream engine to a real
@@ -516,6 +597,30 @@ class KubernetesTest : public ::testing::Test {
     const YAML::Node o = Get(kind, name);
     return o.IsMap() ? o["spec"]["template"] : YAML::Node(YAML::NodeType::Undefined);
   }
+  // The Deployment or StatefulSet (the scheduler's replicas need stable
+  // names) that runs a service, and its pod template.
+  YAML::Node Workload(const std::string& name) {
+    const YAML::Node d = Get("Deployment", name);
+    return d.IsMap() ? d : Get("StatefulSet", name);
+  }
+  YAML::Node WorkloadPod(const std::string& name) {
+    const YAML::Node w = Workload(name);
+    return w.IsMap() ? w["spec"]["template"] : YAML::Node(YAML::NodeType::Undefined);
+  }
+  // The addresses that reach a service's pods on `port`: its Service's name,
+  // or for a StatefulSet each pod's own name under the governing Service
+  // (`name-0.name`, resolved through the namespace's search path).
+  std::set<std::string> Endpoints(const std::string& name, int port) {
+    const std::string p = ":" + std::to_string(port);
+    const YAML::Node sts = Get("StatefulSet", name);
+    if (!sts.IsMap()) return {name + p};
+    std::set<std::string> out;
+    const std::string service = sts["spec"]["serviceName"].as<std::string>("");
+    for (int i = 0; i < sts["spec"]["replicas"].as<int>(1); ++i) {
+      out.insert(name + "-" + std::to_string(i) + "." + service + p);
+    }
+    return out;
+  }
   // The secret a container's file path comes from, and its key: the volume
   // mounted at the path's directory. {"", ""} if none.
   std::pair<std::string, std::string> SecretFile(const YAML::Node& pod_spec, const YAML::Node& c,
@@ -534,9 +639,9 @@ class KubernetesTest : public ::testing::Test {
   std::map<std::string, std::map<std::string, std::string>> generated_;
 };
 
-TEST_F(KubernetesTest, EveryDeploymentMountsItsOwnTlsPairAndDatastoreCredentials) {
+TEST_F(KubernetesTest, EveryWorkloadMountsItsOwnTlsPairAndDatastoreCredentials) {
   for (const auto& name : kServices) {
-    const YAML::Node pod = Pod("Deployment", name)["spec"];
+    const YAML::Node pod = WorkloadPod(name)["spec"];
     ASSERT_TRUE(pod) << name;
     const YAML::Node c = pod["containers"][0];
     const auto flags = FlagArgs(Strings(c["args"]));
@@ -564,7 +669,7 @@ TEST_F(KubernetesTest, EveryDeploymentMountsItsOwnTlsPairAndDatastoreCredentials
                                env.count("SWITCHBOARD_KAFKA_SASL_PASSWORD") > 0);
   }
   for (const std::string name : {"inference-worker", "billing"}) {
-    const YAML::Node pod = Pod("Deployment", name)["spec"];
+    const YAML::Node pod = WorkloadPod(name)["spec"];
     const auto flags = FlagArgs(Strings(pod["containers"][0]["args"]));
     ASSERT_TRUE(flags.count("usage_signing_key_file")) << name;
     EXPECT_EQ(SecretFile(pod, pod["containers"][0], flags.at("usage_signing_key_file")).first,
@@ -631,7 +736,7 @@ TEST_F(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
   // Who should reach whom, from the flags.
   std::map<std::string, std::map<std::string, std::set<std::string>>> want;
   for (const auto& name : kServices) {
-    const YAML::Node c = Pod("Deployment", name)["spec"]["containers"][0];
+    const YAML::Node c = WorkloadPod(name)["spec"]["containers"][0];
     const auto flags = FlagArgs(Strings(c["args"]));
     want[name]["grpc"];
     want[name]["metrics"] = {"scraper"};
@@ -644,8 +749,13 @@ TEST_F(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
       if (e["name"].as<std::string>() == "SWITCHBOARD_PG") want["postgres"]["postgres"].insert(name);
     }
   }
-  // The scheduler dials the workers that registered with it (no flag).
+  // Workers are dialled at the address they registered (no flag): by the
+  // scheduler (CountTokens), and by every other client of the scheduler,
+  // which streams from the worker its Admit leased (issue 9).
   want["inference-worker"]["grpc"].insert("tenant-scheduler");
+  for (const auto& name : want["tenant-scheduler"]["grpc"]) {
+    if (name != "inference-worker") want["inference-worker"]["grpc"].insert(name);
+  }
   want["gateway"]["http"] = {"*"};
   want["postgres"]["postgres"].insert({"switchboard-migrate", "sbadmin"});
   want["kafka"]["kafka"].insert("kafka-topics");
@@ -685,13 +795,14 @@ TEST_F(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
   }
 }
 
-TEST_F(KubernetesTest, EveryServiceHasADeploymentAndServiceThatAgreeWithItsFlags) {
+TEST_F(KubernetesTest, EveryServiceHasAWorkloadAndServiceThatAgreeWithItsFlags) {
   const YAML::Node common = Get("ConfigMap", "switchboard-common");
   ASSERT_TRUE(common);
-  std::map<std::string, int> grpc_ports;
+  std::map<std::string, std::set<std::string>> endpoints;
   for (const auto& name : kServices) {
-    const YAML::Node deployment = Get("Deployment", name);
-    ASSERT_TRUE(deployment) << "no Deployment " << name;
+    const YAML::Node deployment = Workload(name);
+    ASSERT_TRUE(deployment) << "no Deployment or StatefulSet " << name;
+    EXPECT_FALSE(Get("Deployment", name) && Get("StatefulSet", name)) << name << " runs twice";
     const YAML::Node pod = deployment["spec"]["template"]["spec"];
     ASSERT_EQ(pod["containers"].size(), 1u);
     const YAML::Node c = pod["containers"][0];
@@ -725,7 +836,7 @@ TEST_F(KubernetesTest, EveryServiceHasADeploymentAndServiceThatAgreeWithItsFlags
       EXPECT_TRUE(service_targets.count(container_ports[port]))
           << "Service " << name << " does not expose " << container_ports[port];
     }
-    grpc_ports[name] = std::stoi(flags.at("grpc_port"));
+    endpoints[name] = Endpoints(name, std::stoi(flags.at("grpc_port")));
     // Probes on the metrics port: /readyz (follows grpc.health, so a draining
     // pod leaves the Service) and /healthz (alive). Not gRPC: the kubelet's gRPC probe cannot
     // present a client certificate, so under mutual TLS it would never pass.
@@ -739,10 +850,59 @@ TEST_F(KubernetesTest, EveryServiceHasADeploymentAndServiceThatAgreeWithItsFlags
               std::stoi(common["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>("0")));
   }
   for (const auto& name : kServices) {
-    const auto flags = FlagArgs(Strings(Get("Deployment", name)["spec"]["template"]["spec"]["containers"][0]["args"]));
-    ExpectAddressesResolve(name, flags, grpc_ports,
+    const auto flags = FlagArgs(Strings(WorkloadPod(name)["spec"]["containers"][0]["args"]));
+    ExpectAddressesResolve(name, flags, endpoints,
                            [&](const std::string& host) { return bool(Get("Service", host)); });
   }
+}
+
+// The scheduler's replicas serve together (issue 9): a StatefulSet, for the
+// stable pod names its clients list one by one, governed by a headless
+// Service that gives each pod its name; a disruption budget keeps one
+// serving; and they read PostgreSQL with the gateway's login.
+TEST_F(KubernetesTest, RunsSchedulerReplicasThatEveryClientLists) {
+  const YAML::Node sts = Get("StatefulSet", "tenant-scheduler");
+  ASSERT_TRUE(sts) << "the scheduler needs stable pod names: a StatefulSet";
+  EXPECT_GE(sts["spec"]["replicas"].as<int>(1), 2) << "one scheduler: nothing takes over when it stops";
+  EXPECT_EQ(sts["spec"]["serviceName"].as<std::string>(""), "tenant-scheduler");
+  const YAML::Node service = Get("Service", "tenant-scheduler");
+  ASSERT_TRUE(service);
+  EXPECT_EQ(service["spec"]["clusterIP"].as<std::string>(""), "None")
+      << "pods get their own DNS names only under a headless Service";
+  // Every workload that dials the scheduler lists every replica (the other
+  // test checks the services' own flags; this one every workload of the files).
+  const int port = std::stoi(FlagArgs(Strings(sts["spec"]["template"]["spec"]["containers"][0]["args"])).at("grpc_port"));
+  const std::set<std::string> replicas = Endpoints("tenant-scheduler", port);
+  EXPECT_EQ(replicas.size(), static_cast<size_t>(sts["spec"]["replicas"].as<int>(1)));
+  std::set<std::string> clients;
+  for (const auto& [key, obj] : objects_) {
+    if (!absl::StartsWith(key, "Deployment/") && !absl::StartsWith(key, "StatefulSet/")) continue;
+    const auto flags = FlagArgs(Strings(obj["spec"]["template"]["spec"]["containers"][0]["args"]));
+    if (!flags.count("scheduler_address")) continue;
+    clients.insert(obj["metadata"]["name"].as<std::string>());
+    const std::vector<std::string> got = absl::StrSplit(flags.at("scheduler_address"), ',');
+    EXPECT_EQ(std::set<std::string>(got.begin(), got.end()), replicas)
+        << key << " --scheduler_address does not list every replica";
+  }
+  EXPECT_EQ(clients, (std::set<std::string>{"chat", "gateway", "inference-worker"}));
+  // PostgreSQL: the same Secret and key as the gateway's --pg.
+  auto pg = [&](const std::string& name) {
+    for (const auto& e : WorkloadPod(name)["spec"]["containers"][0]["env"]) {
+      if (e["name"].as<std::string>() != "SWITCHBOARD_PG") continue;
+      const YAML::Node ref = e["valueFrom"]["secretKeyRef"];
+      return ref["name"].as<std::string>("") + "/" + ref["key"].as<std::string>("");
+    }
+    return std::string();
+  };
+  EXPECT_FALSE(pg("gateway").empty());
+  EXPECT_EQ(pg("tenant-scheduler"), pg("gateway")) << "the scheduler must read the gateway's database";
+  bool pdb = false;
+  for (const auto& [key, obj] : objects_) {
+    pdb |= absl::StartsWith(key, "PodDisruptionBudget/") &&
+           obj["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as<std::string>("") ==
+               "tenant-scheduler";
+  }
+  EXPECT_TRUE(pdb) << "no PodDisruptionBudget keeps a scheduler replica serving";
 }
 
 TEST_F(KubernetesTest, MigrationsJobAndScalingObjectsReferToRealThings) {
@@ -762,7 +922,7 @@ TEST_F(KubernetesTest, MigrationsJobAndScalingObjectsReferToRealThings) {
     if (absl::StartsWith(key, "PodDisruptionBudget/")) {
       ++pdbs;
       const std::string target = obj["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as<std::string>();
-      const YAML::Node d = Get("Deployment", target);
+      const YAML::Node d = Workload(target);
       ASSERT_TRUE(d) << key;
       EXPECT_GT(d["spec"]["replicas"].as<int>(), obj["spec"]["minAvailable"].as<int>())
           << key << " would block every voluntary eviction";
@@ -782,14 +942,14 @@ TEST(KustomizeTest, RendersWithKubectl) {
   std::string out;
   ASSERT_EQ(RunCommand({"kubectl", "kustomize", GeneratedDeploy() + "/k8s"}, &out), 0) << out;
   const auto docs = YAML::LoadAll(out);
-  int deployments = 0;
+  int workloads = 0;
   std::set<std::string> secrets;
   for (const auto& d : docs) {
     if (d["kind"].as<std::string>() == "Secret") secrets.insert(d["metadata"]["name"].as<std::string>());
   }
   for (const auto& d : docs) {
-    if (d["kind"].as<std::string>() == "Deployment") {
-      ++deployments;
+    if (d["kind"].as<std::string>() == "Deployment" || d["kind"].as<std::string>() == "StatefulSet") {
+      ++workloads;
       // Every Secret a pod mounts or reads is one the render contains.
       const YAML::Node pod = d["spec"]["template"]["spec"];
       for (const auto& v : pod["volumes"]) {
@@ -798,8 +958,13 @@ TEST(KustomizeTest, RendersWithKubectl) {
         }
       }
       for (const auto& e : pod["containers"][0]["env"]) {
-        if (e["valueFrom"]["secretKeyRef"]) {
+        if (e["valueFrom"] && e["valueFrom"]["secretKeyRef"]) {
           EXPECT_TRUE(secrets.count(e["valueFrom"]["secretKeyRef"]["name"].as<std::string>())) << e;
+        }
+      }
+      for (const auto& from : pod["containers"][0]["envFrom"]) {
+        if (from["secretRef"]) {
+          EXPECT_TRUE(secrets.count(from["secretRef"]["name"].as<std::string>())) << from;
         }
       }
     }
@@ -808,7 +973,7 @@ TEST(KustomizeTest, RendersWithKubectl) {
           << d["metadata"]["name"].as<std::string>();
     }
   }
-  EXPECT_GE(deployments, static_cast<int>(kServices.size()));
+  EXPECT_GE(workloads, static_cast<int>(kServices.size()));
 }
 
 // ---------------------------------------------------------------------------
