@@ -18,11 +18,7 @@ double RouteScore(const WorkerState& w, const std::vector<uint64_t>& prefix,
   const double queue = (w.in_flight + w.load.foreign_in_flight + w.load.waiting) / capacity;
   const double kv = w.load.kv_blocks_total > 0 ? std::clamp(w.load.kv_cache_usage, 0.0, 1.0) : 0;
   double affinity = 0;
-  if (!prefix.empty() && !w.load.cached_prefixes.empty()) {
-    const std::unordered_set<uint64_t> cached(w.load.cached_prefixes.begin(),
-                                              w.load.cached_prefixes.end());
-    affinity = PrefixAffinity(prefix, cached);
-  }
+  if (!prefix.empty() && !w.cached.empty()) affinity = PrefixAffinity(prefix, w.cached);
   return weights.queue * queue + weights.kv * kv - weights.affinity * affinity;
 }
 

@@ -23,7 +23,7 @@ TEST(RouterTest, LessQueueLessKvAndMoreAffinityScoreBetter) {
   full_kv.load = {.kv_blocks_total = 100, .kv_blocks_free = 10, .kv_cache_usage = 0.9};
   EXPECT_LT(RouteScore(idle, {}, {}), RouteScore(full_kv, {}, {}));
   WorkerState cached = busy;
-  cached.load.cached_prefixes = {7, 8, 9};
+  cached.cached = {7, 8, 9};
   EXPECT_LT(RouteScore(cached, {7, 8, 9}, {}), RouteScore(idle, {7, 8, 9}, {}))
       << "a whole cached prefix outweighs half a queue";
 }

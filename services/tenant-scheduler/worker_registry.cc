@@ -39,6 +39,7 @@ WorkerRegistry::Beat WorkerRegistry::Heartbeat(const std::string& id, int in_fli
   if (it->second.session != session) return Beat::kWrongSession;
   it->second.last_heartbeat = now;
   it->second.reported_in_flight = in_flight;
+  it->second.cached = {load.cached_prefixes.begin(), load.cached_prefixes.end()};
   it->second.load = std::move(load);
   return Beat::kOk;
 }

@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -42,6 +43,8 @@ struct WorkerState {
   absl::Time last_heartbeat;
   int reported_in_flight = 0;
   ReportedLoad load;
+  // load.cached_prefixes as a set, built once per heartbeat for routing.
+  std::unordered_set<uint64_t> cached;
   int in_flight = 0;  // routed here and not finished
   bool down = false;  // declared dead (missed heartbeats or failed a stream)
   std::string session;  // proves the registration (RegisterWorkerResponse.session)
