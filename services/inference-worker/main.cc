@@ -112,8 +112,11 @@ int main(int argc, char** argv) {
     sim.num_gpus = absl::GetFlag(FLAGS_sim_num_gpus);
     sim.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
     sim.max_waiting = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_max_waiting)));
-    capacity =
-        static_cast<int>(models.size()) * (sim.max_num_seqs + static_cast<int>(sim.max_waiting));
+    // The batch, not the queue behind it: what waits, waits in the
+    // scheduler's fair queue, where a light org goes ahead of a flood, not in
+    // the engine's first-come-first-served one (max_waiting is for callers
+    // that are not the scheduler's).
+    capacity = static_cast<int>(models.size()) * sim.max_num_seqs;
     engine = std::make_unique<sb::worker::SimulatedEngine>(sim, /*run_thread=*/true);
   } else {
     auto options = sb::worker::UpstreamOptionsFromFlags(models);

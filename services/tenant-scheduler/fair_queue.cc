@@ -66,10 +66,10 @@ std::optional<std::pair<int, std::string>> FairQueue::Next() const {
   return std::nullopt;
 }
 
-std::optional<uint64_t> FairQueue::Peek() const {
+const QueuedRequest* FairQueue::Peek() const {
   auto next = Next();
-  if (!next) return std::nullopt;
-  return lanes_[next->first].orgs.at(next->second).queue.front().id;
+  if (!next) return nullptr;
+  return &lanes_[next->first].orgs.at(next->second).queue.front();
 }
 
 std::optional<QueuedRequest> FairQueue::Pop() {

@@ -64,8 +64,8 @@ class FairQueue {
   // The next request to serve, charged its input tokens; nullopt when
   // nothing queued may run (empty, or every backlogged org at its cap).
   std::optional<QueuedRequest> Pop();
-  // The id of the request Pop() would return, without taking it.
-  std::optional<uint64_t> Peek() const;
+  // The request Pop() would return, without taking it (null: none).
+  const QueuedRequest* Peek() const;
   // Whether a request of `org` may start now without queueing: it has room
   // under its concurrency cap. Then AdmitDirect counts it in service and
   // charges its input, as Pop() does for a queued one.

@@ -756,9 +756,9 @@ void SchedulerServiceImpl::Dispatch(const std::string& model) {
       std::lock_guard<std::mutex> lock(queue_mu_);
       auto q = queues_.find(model);
       if (q == queues_.end() || q->second.waiting.empty()) return;
-      const auto next_id = q->second.fair.Peek();
-      if (!next_id) return;  // every backlogged org is at its cap
-      auto w = q->second.waiting.find(*next_id);
+      const QueuedRequest* next_up = q->second.fair.Peek();
+      if (next_up == nullptr) return;  // every backlogged org is at its cap
+      auto w = q->second.waiting.find(next_up->id);
       // The worker is chosen for the request that goes next, with its prefix.
       NoPick why;
       pick = registry_.Acquire(model, absl::Now(), &why, w->second.prefix);

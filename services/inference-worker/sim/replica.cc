@@ -183,6 +183,12 @@ void Replica::CacheFullBlocks(Sequence& s) {
   s.num_cached_blocks = full;
 }
 
+bool Replica::LessDeserving(const Sequence* a, const Sequence* b) {
+  // "Less" = more deserving: higher priority, then earlier arrival.
+  if (a->request.priority != b->request.priority) return a->request.priority > b->request.priority;
+  return a->arrival_order < b->arrival_order;
+}
+
 void Replica::Preempt(Sequence* victim) {
   ReleaseBlocks(*victim);
   running_.erase(std::find(running_.begin(), running_.end(), victim));
@@ -209,6 +215,26 @@ std::optional<absl::Time> Replica::Plan() {
 
     Planned p;
     p.start = now;
+    // vLLM's priority policy: a full batch makes room for a waiting request
+    // of a higher priority than some running one, preempting the least
+    // deserving (lowest priority, then latest arrival).
+    while (!waiting_.empty() && running_.size() >= static_cast<size_t>(options_.max_num_seqs)) {
+      Sequence* victim = *std::max_element(running_.begin(), running_.end(), LessDeserving);
+      if (victim->request.priority >= waiting_.front()->request.priority) break;
+      p.preempted.push_back(victim->request.id);
+      ReleaseBlocks(*victim);
+      running_.erase(std::find(running_.begin(), running_.end(), victim));
+      // At the head of its own priority: it arrived before the others there.
+      auto pos = std::find_if(waiting_.begin(), waiting_.end(), [&](const Sequence* w) {
+        return w->request.priority <= victim->request.priority;
+      });
+      waiting_.insert(pos, victim);
+      ++preemptions_;
+      metrics_.preemptions.Inc();
+    }
+    // Preemptions for memory (below) stop the queue's admission this step;
+    // these do not.
+    const size_t priority_preemptions = p.preempted.size();
     int budget = options_.max_num_batched_tokens;
     // Running sequences first.
     size_t i = 0;
@@ -217,15 +243,7 @@ std::optional<absl::Time> Replica::Plan() {
       const int n = std::min(s->Length() - s->num_computed, budget);
       bool preempted_self = false;
       while (!Reserve(*s, s->num_computed + n)) {
-        Sequence* victim = *std::max_element(running_.begin(), running_.end(),
-                                             [](const Sequence* a, const Sequence* b) {
-                                               // "Less" = more deserving: higher priority, then
-                                               // earlier arrival.
-                                               if (a->request.priority != b->request.priority) {
-                                                 return a->request.priority > b->request.priority;
-                                               }
-                                               return a->arrival_order < b->arrival_order;
-                                             });
+        Sequence* victim = *std::max_element(running_.begin(), running_.end(), LessDeserving);
         const size_t at = std::find(running_.begin(), running_.end(), victim) - running_.begin();
         auto planned = std::find_if(p.work.begin(), p.work.end(),
                                     [&](const auto& w) { return w.first == victim; });
@@ -247,7 +265,7 @@ std::optional<absl::Time> Replica::Plan() {
       ++i;
     }
     // Then the queue, unless memory is short.
-    while (p.preempted.empty() && !waiting_.empty() &&
+    while (p.preempted.size() == priority_preemptions && !waiting_.empty() &&
            running_.size() < static_cast<size_t>(options_.max_num_seqs) && budget > 0) {
       Sequence* s = waiting_.front();
       const int length = s->Length();

@@ -146,6 +146,9 @@ class Replica {
   void ReleaseBlocks(Sequence& s);
   void CacheFullBlocks(Sequence& s);
   void Preempt(Sequence* victim);
+  // Orders sequences from the most deserving (higher priority, then earlier
+  // arrival) to the least.
+  static bool LessDeserving(const Sequence* a, const Sequence* b);
   void Sample(Sequence& s, absl::Time at, std::vector<Event>& events);
   void Finish(Sequence* s, std::string reason, absl::Time at, std::vector<Event>& events);
   void UpdateGauges();

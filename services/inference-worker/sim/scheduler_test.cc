@@ -97,6 +97,42 @@ TEST(SchedulerTest, PreemptsLowestPriorityThenLatestAndRecomputesSilently) {
   EXPECT_EQ(st.blocks_free, st.blocks_total);
 }
 
+// vLLM's priority policy: a full batch makes room for a higher priority.
+TEST(SchedulerTest, AFullBatchPreemptsItsLowestPriorityForAHigherOneWaiting) {
+  SimulatedEngine e({.max_num_seqs = 2, .enable_prefix_caching = false}, false);
+  std::map<uint64_t, std::shared_ptr<Recorder>> obs;
+  std::map<uint64_t, EngineRequest> reqs;
+  auto submit = [&](uint64_t id, int priority) {
+    EngineRequest r = Req(1000, Words(20, "p" + std::to_string(id)), "", id);
+    r.priority = priority;
+    obs[id] = std::make_shared<Recorder>();
+    reqs[id] = r;
+    ASSERT_TRUE(e.Submit(r, obs[id]).ok());
+  };
+  submit(1, 1);
+  submit(2, 1);
+  for (int i = 0; i < 3; ++i) e.Step();  // both running, decoding
+  submit(3, 1);                          // same priority: waits
+  e.Step();
+  EXPECT_TRUE(obs[3]->pieces.empty());
+  submit(4, 2);
+  std::vector<uint64_t> preempted;
+  for (int i = 0; i < 2; ++i) {
+    const StepResult r = e.Step();
+    preempted.insert(preempted.end(), r.preempted.begin(), r.preempted.end());
+  }
+  EXPECT_EQ(preempted, (std::vector<uint64_t>{2})) << "the latest of the lowest priority";
+  EXPECT_FALSE(obs[4]->pieces.empty()) << "the higher priority started at once";
+  EXPECT_TRUE(obs[3]->pieces.empty()) << "an equal priority never preempts";
+  RunUntilIdle(e);
+  for (auto& [id, o] : obs) {
+    ASSERT_TRUE(o->finished);
+    EXPECT_EQ(o->Text(), FullReply(reqs[id])) << "no token repeated after recomputation";
+  }
+  const auto st = e.replica("sim-small")->Stats();
+  EXPECT_EQ(st.blocks_free, st.blocks_total);
+}
+
 TEST(SchedulerTest, ASharedSystemPromptMakesTheSecondRequestsFirstTokenSeveralTimesSooner) {
   SimulatedEngine e({}, false);
   const std::string system = Words(2000, "sys");
