@@ -32,14 +32,29 @@ void FairQueue::Charge(Lane& lane, const std::string& org, double amount) {
   if (listed) lane.backlogged.insert({s.counter, org});
 }
 
-absl::Status FairQueue::Push(QueuedRequest r) {
+absl::Status FairQueue::Push(QueuedRequest r, std::optional<uint64_t>* evicted) {
   Lane& lane = lanes_[Index(r.priority)];
-  if (lane.queued >= options_.max_queued) {
-    return absl::ResourceExhaustedError("the queue is full");
-  }
-  if (!where_.emplace(r.id, std::make_pair(r.priority, r.org)).second) {
+  if (where_.count(r.id)) {
     return absl::InvalidArgumentError("request " + std::to_string(r.id) + " is already queued");
   }
+  if (lane.queued >= options_.max_queued) {
+    // The longest queue gives up its newest request, unless it is this
+    // org's own (or no longer than it would be).
+    const OrgState* own = nullptr;
+    if (auto it = lane.orgs.find(r.org); it != lane.orgs.end()) own = &it->second;
+    const size_t own_queued = own == nullptr ? 0 : own->queue.size();
+    const OrgState* longest = nullptr;
+    for (const auto& [name, s] : lane.orgs) {
+      if (longest == nullptr || s.queue.size() > longest->queue.size()) longest = &s;
+    }
+    if (evicted == nullptr || longest == nullptr || longest->queue.size() <= own_queued + 1) {
+      return absl::ResourceExhaustedError("the queue is full");
+    }
+    const uint64_t victim = longest->queue.back().id;
+    Remove(victim);
+    *evicted = victim;
+  }
+  where_.emplace(r.id, std::make_pair(r.priority, r.org));
   OrgState& s = lane.orgs[r.org];
   if (s.queue.empty()) {
     // Backlogged again: lifted so that idle time banks no credit.
@@ -50,6 +65,7 @@ absl::Status FairQueue::Push(QueuedRequest r) {
   }
   lane.queued += 1;
   lane.queued_tokens += static_cast<int64_t>(r.input_tokens) + r.max_tokens;
+  s.queued_tokens += static_cast<int64_t>(r.input_tokens) + r.max_tokens;
   s.queue.push_back(std::move(r));
   return absl::OkStatus();
 }
@@ -84,6 +100,7 @@ std::optional<QueuedRequest> FairQueue::Pop() {
   where_.erase(r.id);
   lane.queued -= 1;
   lane.queued_tokens -= static_cast<int64_t>(r.input_tokens) + r.max_tokens;
+  s.queued_tokens -= static_cast<int64_t>(r.input_tokens) + r.max_tokens;
   s.in_service += 1;
   s.input_served += r.input_tokens;
   s.counter += options_.w_in * r.input_tokens / Weight(org);
@@ -146,9 +163,25 @@ bool FairQueue::Remove(uint64_t id) {
   if (it == s.queue.end()) return false;
   lane.queued -= 1;
   lane.queued_tokens -= static_cast<int64_t>(it->input_tokens) + it->max_tokens;
+  s.queued_tokens -= static_cast<int64_t>(it->input_tokens) + it->max_tokens;
   s.queue.erase(it);
   if (s.queue.empty()) lane.backlogged.erase({s.counter, org});
   return true;
+}
+
+int64_t FairQueue::TokensAhead(const std::string& org, Priority priority, int64_t tokens) const {
+  const Lane& lane = lanes_[Index(priority)];
+  int64_t own = tokens;
+  if (auto it = lane.orgs.find(org); it != lane.orgs.end()) own += it->second.queued_tokens;
+  const double per_weight = static_cast<double>(own) / Weight(org);
+  int64_t ahead = own;
+  for (const auto& [counter, other] : lane.backlogged) {
+    if (other == org) continue;
+    const int64_t queued = lane.orgs.at(other).queued_tokens;
+    ahead += std::min(queued, static_cast<int64_t>(per_weight * Weight(other)));
+  }
+  if (priority == Priority::kBatch) ahead += lanes_[Index(Priority::kInteractive)].queued_tokens;
+  return ahead;
 }
 
 double FairQueue::counter(const std::string& org, Priority priority) const {

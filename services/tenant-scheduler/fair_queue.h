@@ -58,9 +58,12 @@ class FairQueue {
   void SetWeight(const std::string& org, double weight);
   void SetConcurrencyCap(const std::string& org, int cap);
 
-  // ResourceExhausted when the priority's queue is full; InvalidArgument
+  // ResourceExhausted when the priority's queue is full and the org already
+  // holds the most requests in it; when another org holds more, that org's
+  // newest request makes room instead (its id in `*evicted`): a flood can
+  // fill the queue, but not crowd a light org out of it. InvalidArgument
   // for a duplicate id.
-  absl::Status Push(QueuedRequest request);
+  absl::Status Push(QueuedRequest request, std::optional<uint64_t>* evicted = nullptr);
   // The next request to serve, charged its input tokens; nullopt when
   // nothing queued may run (empty, or every backlogged org at its cap).
   std::optional<QueuedRequest> Pop();
@@ -84,6 +87,13 @@ class FairQueue {
   size_t queued(Priority priority) const { return lanes_[Index(priority)].queued; }
   // Input + max output tokens of the queued requests of `priority`.
   int64_t queued_tokens(Priority priority) const { return lanes_[Index(priority)].queued_tokens; }
+  // The tokens served before a new request of `org` carrying `tokens`
+  // (input + max output) would be, in the fair order: its org's queued
+  // tokens and its own, and of every other backlogged org of the priority
+  // as much as it gets meanwhile at its weight (never more than it has
+  // queued); a batch request also waits for every interactive one. The
+  // admission estimate's numerator.
+  int64_t TokensAhead(const std::string& org, Priority priority, int64_t tokens) const;
   // The org's counter (weighted tokens) in `priority`; 0 for an unknown org.
   double counter(const std::string& org, Priority priority) const;
   int in_service(const std::string& org, Priority priority) const;
@@ -107,6 +117,7 @@ class FairQueue {
     int in_service = 0;
     int64_t input_served = 0;
     int64_t output_served = 0;
+    int64_t queued_tokens = 0;
   };
   struct Lane {
     std::unordered_map<std::string, OrgState> orgs;

@@ -109,6 +109,42 @@ TEST(FairQueueTest, BoundedRemovableAndNoDuplicates) {
   EXPECT_FALSE(q.Pop());
 }
 
+// A full queue: the org holding the most gives up its newest request to a
+// newcomer, and one that already holds the most is refused.
+TEST(FairQueueTest, AFullQueueMakesRoomFromItsLongestOrgNotTheNewcomer) {
+  FairQueue q({.max_queued = 4});
+  for (uint64_t id = 1; id <= 4; ++id) ASSERT_TRUE(q.Push(Req(id, "flood")).ok());
+  std::optional<uint64_t> evicted;
+  EXPECT_EQ(q.Push(Req(5, "flood"), &evicted).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(evicted);
+  ASSERT_TRUE(q.Push(Req(6, "light"), &evicted).ok());
+  EXPECT_EQ(evicted, 4u) << "the flood's newest";
+  EXPECT_EQ(q.queued(Priority::kInteractive), 4u);
+  evicted.reset();
+  ASSERT_TRUE(q.Push(Req(7, "light"), &evicted).ok());
+  EXPECT_EQ(evicted, 3u);
+  // Two each now: nobody holds more than the newcomer would.
+  evicted.reset();
+  EXPECT_EQ(q.Push(Req(8, "light"), &evicted).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(evicted);
+  // Without a way to report an eviction, a full queue just refuses.
+  EXPECT_EQ(q.Push(Req(9, "other")).code(), absl::StatusCode::kResourceExhausted);
+}
+
+// The admission estimate counts what goes before a request in the fair
+// order: a light org behind a flood waits for about its own share, not for
+// the whole backlog.
+TEST(FairQueueTest, TokensAheadFollowTheFairOrder) {
+  FairQueue q;
+  for (uint64_t id = 1; id <= 100; ++id) ASSERT_TRUE(q.Push(Req(id, "flood", 10, 10)).ok());
+  EXPECT_EQ(q.TokensAhead("light", Priority::kInteractive, 20), 20 + 20);
+  EXPECT_EQ(q.TokensAhead("flood", Priority::kInteractive, 20), 2000 + 20);
+  q.SetWeight("light", 4);
+  EXPECT_EQ(q.TokensAhead("light", Priority::kInteractive, 20), 20 + 5);
+  ASSERT_TRUE(q.Push(Req(101, "batch", 10, 10, Priority::kBatch)).ok());
+  EXPECT_EQ(q.TokensAhead("batch", Priority::kBatch, 20), 20 + 20 + 2000);
+}
+
 // A deterministic model of a model's capacity: `slots` sequences at once,
 // each decoding `tps` tokens a second, on a manual clock in 10 ms ticks.
 // Orgs keep `depth` requests queued (always backlogged); requests have

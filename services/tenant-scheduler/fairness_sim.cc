@@ -237,12 +237,21 @@ class Simulation {
     r.arrived = a.at;
     OrgResult& o = result_.orgs[a.org];
     o.submitted += 1;
+    std::optional<uint64_t> evicted;
     const absl::Status pushed = queue_.Push({.id = id,
                                              .org = spec.name,
                                              .priority = spec.priority,
                                              .input_tokens = a.input_tokens,
                                              .max_tokens = a.max_tokens,
-                                             .enqueued = absl::UnixEpoch() + a.at});
+                                             .enqueued = absl::UnixEpoch() + a.at},
+                                            &evicted);
+    if (evicted) {
+      // Made room: the longest queue's newest request is refused.
+      RequestRecord& v = result_.requests[*evicted];
+      v.refused = true;
+      result_.orgs[v.org].refused += 1;
+      orgs_[v.org].queued -= 1;
+    }
     if (!pushed.ok()) {
       r.refused = true;
       o.refused += 1;

@@ -689,14 +689,14 @@ void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, const std::s
                        .enqueued = now};
   uint64_t id = 0;
   absl::Status refused;
+  std::function<void(const grpc::Status&)> refuse_evicted;
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
     ModelQueue& mq = QueueFor(model, req.org_id());
-    // Interactive requests wait behind interactive ones only; batch ones
-    // behind everything.
-    int64_t ahead =
-        mq.fair.queued_tokens(Priority::kInteractive) + queued.input_tokens + queued.max_tokens;
-    if (priority == Priority::kBatch) ahead += mq.fair.queued_tokens(Priority::kBatch);
+    // The tokens served before it in the fair order, not every token queued:
+    // a light org's request is not refused for a flood's backlog.
+    const int64_t ahead = mq.fair.TokensAhead(req.org_id(), priority,
+                                              int64_t{queued.input_tokens} + queued.max_tokens);
     const auto wait = mq.rate.Wait(ahead, now);
     if (wait && *wait > max_wait) {
       refused = absl::ResourceExhaustedError("estimated wait " + absl::FormatDuration(*wait));
@@ -704,19 +704,28 @@ void SchedulerServiceImpl::Enqueue(const inf::GenerateRequest& req, const std::s
     } else {
       id = next_queued_id_++;
       queued.id = id;
-      if (auto st = mq.fair.Push(queued); !st.ok()) {
+      std::optional<uint64_t> evicted;
+      if (auto st = mq.fair.Push(queued, &evicted); !st.ok()) {
         refused = st;
         Outcome("refused_queue_full").Inc();
       } else {
+        if (evicted) {
+          // The org holding the most of the full queue gave up its newest.
+          auto e = mq.waiting.find(*evicted);
+          refuse_evicted = std::move(e->second.refuse);
+          mq.waiting.erase(e);
+          Outcome("refused_queue_full").Inc();
+        }
         mq.waiting[id] = Waiting{[start = std::move(start), now](const Pick& pick) {
                                    QueueWait().Observe(absl::ToDoubleSeconds(absl::Now() - now));
                                    start(pick);
                                  },
-                                 std::move(prefix)};
+                                 std::move(prefix), refuse};
         QueueDepth(model, priority).Set(static_cast<double>(mq.fair.queued(priority)));
       }
     }
   }
+  if (refuse_evicted) refuse_evicted(AtCapacity(model));
   if (!refused.ok()) {
     spdlog::info("request_id={} org={} model={} refused: {}", req.request_id(), req.org_id(), model,
                  std::string(refused.message()));

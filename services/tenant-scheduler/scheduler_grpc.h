@@ -123,6 +123,7 @@ class SchedulerServiceImpl final : public switchboard::scheduler::v1::TenantSche
   struct Waiting {
     Start start;                   // runs when the request gets a worker
     std::vector<uint64_t> prefix;  // its prompt's prefix hashes, for routing
+    std::function<void(const grpc::Status&)> refuse;  // when it is pushed out
   };
   // How long after its expiry an unused lease is kept (the worker's report
   // that it started may be on its way).
