@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
   const pid_t scheduler = c.process("tenant-scheduler").pid();
   std::printf(
       "\n| run (c=%d, 8-token replies, one worker) | req/s | p50 ms | p99 ms | errors | "
-      "scheduler CPU µs/req | gateway CPU µs/req |\n|---|---|---|---|---|---|---|\n",
+      "scheduler CPU µs/req | gateway CPU µs/req | all services' CPU µs/req |\n"
+      "|---|---|---|---|---|---|---|---|\n",
       n);
   for (int round = 1; round <= absl::GetFlag(FLAGS_rounds); ++round) {
     for (auto* g : {&*relay, &*direct}) {
@@ -51,16 +52,24 @@ int main(int argc, char** argv) {
       const double answered0 = sb::bench::MetricSum(g->metrics_port, "sb_gateway_responses_total");
       const double s0 = sb::bench::CpuUs(scheduler);
       const double g0 = sb::bench::CpuUs(g->process.pid());
+      auto all = [&] {
+        double sum = sb::bench::CpuUs(g->process.pid()) + sb::bench::CpuUs(worker->process.pid());
+        for (const auto& s : sb::testing::Cluster::ServiceNames()) {
+          if (s != "gateway") sum += sb::bench::CpuUs(c.process(s).pid());
+        }
+        return sum;
+      };
+      const double a0 = all();
       auto r = sb::bench::Load(load, g->http_port, c.api_key(), "sim-fast", n,
                                absl::GetFlag(FLAGS_duration_s));
       const double answered =
           sb::bench::MetricSum(g->metrics_port, "sb_gateway_responses_total") - answered0;
-      std::printf("| %s (round %d) | %.0f | %.2f | %.2f | %lld | %.0f | %.0f |\n",
+      std::printf("| %s (round %d) | %.0f | %.2f | %.2f | %lld | %.0f | %.0f | %.0f |\n",
                   is_direct ? "direct from the worker (after)" : "through the scheduler (before)",
                   round, r.value("rps", 0.0), r.value("p50_ms", 0.0), r.value("p99_ms", 0.0),
                   static_cast<long long>(r.value("errors", 0)),
                   (sb::bench::CpuUs(scheduler) - s0) / answered,
-                  (sb::bench::CpuUs(g->process.pid()) - g0) / answered);
+                  (sb::bench::CpuUs(g->process.pid()) - g0) / answered, (all() - a0) / answered);
       std::fflush(stdout);
     }
   }

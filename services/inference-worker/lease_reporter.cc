@@ -52,9 +52,9 @@ absl::Status LeaseReporter::Accept(const std::string& lease, const std::string& 
   if (!fresh) return absl::FailedPreconditionError("lease already used");
   it->second.scheduler_id = claims->scheduler_id;
   it->second.report.set_lease_id(lease);
-  it->second.dirty = true;  // the replica learns at once that it started
-  urgent_ = true;
-  cv_.notify_all();
+  // The replica learns that it started with the next round of reports
+  // (its expiry is seconds away); only ends are sent at once.
+  it->second.dirty = true;
   return absl::OkStatus();
 }
 
