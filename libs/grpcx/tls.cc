@@ -6,6 +6,7 @@
 #include <grpcpp/security/tls_credentials_options.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -71,8 +72,16 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsFiles& files
 }
 
 std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity,
-                                    const TlsFiles& files) {
-  if (files.ca.empty()) return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+                                    const TlsFiles& files, const DialOptions& dial) {
+  grpc::ChannelArguments args;
+  if (dial.max_reconnect_backoff_ms > 0) {
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, dial.max_reconnect_backoff_ms);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                std::min(1000, dial.max_reconnect_backoff_ms));
+  }
+  if (files.ca.empty()) {
+    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  }
   grpc::experimental::TlsChannelCredentialsOptions options;
   options.set_certificate_provider(Provider(files));
   options.watch_root_certs();
@@ -80,20 +89,20 @@ std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view
   options.set_verify_server_certs(true);
   options.set_certificate_verifier(
       std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
-  grpc::ChannelArguments args;
   // The server is checked against the identity, whatever the address.
   args.SetSslTargetNameOverride(std::string(identity));
   return grpc::CreateCustomChannel(address, grpc::experimental::TlsCredentials(options), args);
 }
 
-std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity) {
+std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity,
+                                    const DialOptions& options) {
   auto files = TlsFilesFromFlags();
   if (!files.ok()) {
     // Bad configuration at start-up: fatal, with the reason.
     spdlog::critical("{}", std::string(files.status().message()));
     std::exit(2);
   }
-  return Dial(address, identity, *files);
+  return Dial(address, identity, *files, options);
 }
 
 std::string CallerIdentity(const grpc::ServerContextBase& ctx) {

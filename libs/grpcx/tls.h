@@ -67,9 +67,18 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsFiles& files
 // `identity`, presenting this process's own certificate; plaintext when
 // `files` is empty. The two-argument form uses the flags, and exits with
 // the reason when they are missing or unreadable (a start-up error).
+//
+// `options.max_reconnect_backoff_ms` caps how long the channel waits
+// between attempts to reach a server that went away (gRPC's backoff grows to
+// two minutes, and calls fail at once while it waits): for a peer that must
+// be found again soon after it restarts.
+struct DialOptions {
+  int max_reconnect_backoff_ms = 0;  // 0: gRPC's default
+};
 std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity,
-                                    const TlsFiles& files);
-std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity);
+                                    const TlsFiles& files, const DialOptions& options = {});
+std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity,
+                                    const DialOptions& options = {});
 
 // The identity of the caller of this call: its certificate's common name,
 // or "" without one (plaintext).

@@ -142,9 +142,9 @@ SchedulerReplicas::SchedulerReplicas(const std::string& addresses) {
   }
 }
 
-size_t SchedulerReplicas::Pick(size_t attempt) {
+size_t SchedulerReplicas::Pick() {
   const size_t n = stubs_.size();
-  if (attempt > 0 || n == 1) return (next_.load() + attempt) % n;
+  if (n == 1) return 0;
   // A new call: the next replica whose channel is not failing.
   const size_t start = next_.fetch_add(1);
   for (size_t i = 0; i < n; ++i) {
@@ -178,7 +178,12 @@ class LeasedCall final : public GenerateCall, public std::enable_shared_from_thi
   void Admit() {
     auto admit = std::make_shared<AdmitCall>();
     admit->ctx.set_deadline(deadline_);
-    admit->replica = schedulers_.Pick(admit_attempts_);
+    if (admit_attempts_ == 0) {
+      first_replica_ = schedulers_.Pick();
+      admit->replica = first_replica_;
+    } else {
+      admit->replica = schedulers_.Retry(first_replica_, admit_attempts_);
+    }
     ++admit_attempts_;
     bool cancelled;
     {
@@ -333,6 +338,7 @@ class LeasedCall final : public GenerateCall, public std::enable_shared_from_thi
   const std::chrono::system_clock::time_point deadline_;
   // Touched by one step at a time (each continues from the last).
   size_t admit_attempts_ = 0;
+  size_t first_replica_ = 0;  // of the current admission's first try
   bool retried_ = false;
   std::atomic<bool> started_{false};
   std::atomic<bool> done_{false};

@@ -68,9 +68,12 @@ class SchedulerReplicas {
  public:
   explicit SchedulerReplicas(const std::string& addresses);
   size_t size() const { return stubs_.size(); }
-  // The replica for the `attempt`th try of one call (0, 1, ...): each try
-  // a different one.
-  size_t Pick(size_t attempt);
+  // The replica for a call's first try.
+  size_t Pick();
+  // The replica for the `attempt`th retry (1, 2, ...) of a call whose first
+  // try went to `first`: each try a different one, whatever other calls
+  // picked meanwhile.
+  size_t Retry(size_t first, size_t attempt) const { return (first + attempt) % stubs_.size(); }
   switchboard::scheduler::v1::TenantScheduler::StubInterface& at(size_t i) { return *stubs_[i]; }
 
  private:

@@ -139,12 +139,15 @@ int main(int argc, char** argv) {
     gethostname(host, sizeof host - 1);
     worker_id = std::string("worker-") + host + "-" + std::to_string(getpid());
   }
-  // The scheduler replicas, dialled before the reporter that uses them.
+  // The scheduler replicas, dialled before the reporter that uses them. A
+  // replica that restarts must hear from every worker within about a
+  // heartbeat: reconnect attempts at most 250 ms apart, not gRPC's growing
+  // backoff (seconds after an outage of a few seconds).
   std::vector<std::unique_ptr<switchboard::scheduler::v1::TenantScheduler::Stub>> schedulers;
   for (absl::string_view address :
        absl::StrSplit(absl::GetFlag(FLAGS_scheduler_address), ',', absl::SkipEmpty())) {
-    schedulers.push_back(switchboard::scheduler::v1::TenantScheduler::NewStub(
-        sb::grpcx::Dial(std::string(address), sb::grpcx::kScheduler)));
+    schedulers.push_back(switchboard::scheduler::v1::TenantScheduler::NewStub(sb::grpcx::Dial(
+        std::string(address), sb::grpcx::kScheduler, {.max_reconnect_backoff_ms = 250})));
   }
   if (schedulers.empty()) {
     spdlog::critical("inference-worker: --scheduler_address is empty");

@@ -38,6 +38,7 @@ void Registrar::Loop() {
   auto interval = std::chrono::milliseconds(500);
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
+    bool forgotten = false;
     lock.unlock();
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -72,13 +73,18 @@ void Registrar::Loop() {
       if (st.ok() && !resp.known()) {
         spdlog::warn("scheduler forgot this worker; registering again");
         registered = false;
+        forgotten = true;
       } else if (!st.ok()) {
         spdlog::warn("heartbeat failed: {}", st.error_message());
       }
     }
     lock.lock();
-    cv_.wait_for(lock, registered ? interval : std::chrono::milliseconds(500),
-                 [this] { return stop_; });
+    // A replica that forgot this worker (it restarted) is answering: it
+    // learns of the worker at once, not a retry period later.
+    const auto wait = forgotten    ? std::chrono::milliseconds(0)
+                      : registered ? interval
+                                   : std::chrono::milliseconds(500);
+    cv_.wait_for(lock, wait, [this] { return stop_; });
   }
 }
 

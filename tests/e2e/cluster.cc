@@ -44,6 +44,8 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
     c->grpc_ports_[s] = FreePort();
     c->metrics_ports_[s] = FreePort();
   }
+  c->grpc_ports_[SchedulerName(1)] = FreePort();
+  c->metrics_ports_[SchedulerName(1)] = FreePort();
   c->http_port_ = FreePort();
 
   admin::Admin admin(c->infra_->pg_uri());
@@ -61,52 +63,98 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
   const std::string redis = "--redis_port=" + std::to_string(c->infra_->redis_port());
   const std::string kafka = "--kafka_brokers=" + c->infra_->kafka();
   auto addr = [&](const std::string& s) { return c->grpc_address(s); };
+  const std::string schedulers = "--scheduler_address=" + c->scheduler_addresses();
+  c->scheduler_flags_ = {pg, "--heartbeat_interval_ms=200", "--worker_ttl_ms=1000"};
   const std::vector<std::pair<std::string, std::vector<std::string>>> order = {
       {"safety", {}},
-      {"tenant-scheduler", {pg, "--heartbeat_interval_ms=200", "--worker_ttl_ms=1000"}},
+      {SchedulerName(0), c->scheduler_flags_},
+      {SchedulerName(1), c->scheduler_flags_},
       {"inference-worker",
-       {"--scheduler_address=" + addr("tenant-scheduler"), kafka, "--tokens_per_second=100",
-        "--worker_id=worker-e2e", UsageKeyFlag(*c->infra_)}},
+       {schedulers, kafka, "--tokens_per_second=100", "--worker_id=worker-e2e",
+        UsageKeyFlag(*c->infra_)}},
       {"billing", {pg, kafka, UsageKeyFlag(*c->infra_)}},
-      {"chat",
-       {pg, redis, kafka, "--scheduler_address=" + addr("tenant-scheduler"),
-        "--safety_address=" + addr("safety")}},
+      {"chat", {pg, redis, kafka, schedulers, "--safety_address=" + addr("safety")}},
       {"connection-manager", {redis, "--chat_address=" + addr("chat")}},
       {"gateway",
        {pg, redis, "--http_port=" + std::to_string(c->http_port_),
-        "--safety_address=" + addr("safety"), "--scheduler_address=" + addr("tenant-scheduler"),
-        "--chat_address=" + addr("chat"),
+        "--safety_address=" + addr("safety"), schedulers, "--chat_address=" + addr("chat"),
         "--connection_manager_address=" + addr("connection-manager")}},
   };
   for (const auto& [name, flags] : order) {
-    if (auto st = c->StartService(name, flags); !st.ok()) return st;
+    if (auto st = c->StartService(name, flags, name == SchedulerName(1) ? SchedulerName(0) : "");
+        !st.ok()) {
+      return st;
+    }
   }
 
-  // Ready when the worker is registered and the public port answers.
-  auto scheduler =
-      switchboard::scheduler::v1::TenantScheduler::NewStub(c->Channel("tenant-scheduler"));
+  // Ready when the worker is registered with both replicas and the public
+  // port answers.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   bool ready = false;
   while (!ready && std::chrono::steady_clock::now() < deadline) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    switchboard::scheduler::v1::ListWorkersResponse resp;
-    auto st = scheduler->ListWorkers(&ctx, {}, &resp);
     auto health = http::Fetch({.port = c->http_port_, .target = "/healthz"});
-    ready = st.ok() && resp.workers_size() > 0 && resp.workers(0).live() && health.ok() &&
-            health->status == 200;
+    ready = c->ListedLiveEverywhere("worker-e2e") && health.ok() && health->status == 200;
     if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (!ready) return absl::UnavailableError("cluster not ready:\n" + c->Logs());
   return c;
 }
 
-absl::Status Cluster::StartService(const std::string& name, std::vector<std::string> flags) {
-  std::vector<std::string> argv = {Infra::BuildDir() + "/services/" + name + "/" + name,
+std::string Cluster::SchedulerName(int replica) {
+  return replica == 0 ? "tenant-scheduler" : "tenant-scheduler-b";
+}
+
+std::string Cluster::scheduler_addresses() const {
+  std::string out;
+  for (int i = 0; i < kSchedulerReplicas; ++i) {
+    out += (i > 0 ? "," : "") + scheduler_address(i);
+  }
+  return out;
+}
+
+std::shared_ptr<grpc::Channel> Cluster::SchedulerChannel(int replica,
+                                                         const std::string& identity) const {
+  return grpcx::Dial(scheduler_address(replica), "tenant-scheduler", TlsFilesOf(identity));
+}
+
+void Cluster::KillScheduler(int replica) {
+  auto it = processes_.find(SchedulerName(replica));
+  if (it != processes_.end()) it->second.Kill();
+}
+
+absl::Status Cluster::StartScheduler(int replica) {
+  const std::string name = SchedulerName(replica);
+  if (auto it = processes_.find(name); it != processes_.end()) {
+    if (it->second.running()) return absl::FailedPreconditionError(name + " is running");
+    processes_.erase(it);
+  }
+  return StartService(name, scheduler_flags_, SchedulerName(0));
+}
+
+bool Cluster::ListedLiveEverywhere(const std::string& worker_id) const {
+  for (int i = 0; i < kSchedulerReplicas; ++i) {
+    auto p = processes_.find(SchedulerName(i));
+    if (p == processes_.end() || !p->second.running()) continue;
+    auto scheduler = switchboard::scheduler::v1::TenantScheduler::NewStub(SchedulerChannel(i));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    switchboard::scheduler::v1::ListWorkersResponse resp;
+    if (!scheduler->ListWorkers(&ctx, {}, &resp).ok()) return false;
+    bool live = false;
+    for (const auto& w : resp.workers()) live |= w.worker_id() == worker_id && w.live();
+    if (!live) return false;
+  }
+  return true;
+}
+
+absl::Status Cluster::StartService(const std::string& name, std::vector<std::string> flags,
+                                   const std::string& binary) {
+  const std::string& bin = binary.empty() ? name : binary;
+  std::vector<std::string> argv = {Infra::BuildDir() + "/services/" + bin + "/" + bin,
                                    "--grpc_port=" + std::to_string(grpc_ports_[name]),
                                    "--metrics_port=" + std::to_string(metrics_ports_[name]),
                                    "--drain_seconds=2"};
-  for (auto& f : TlsFlags(name)) argv.push_back(std::move(f));
+  for (auto& f : TlsFlags(bin)) argv.push_back(std::move(f));
   argv.insert(argv.end(), flags.begin(), flags.end());
   processes_.emplace(name, Process(name, argv, infra_->dir() + "/" + name + ".log"));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
@@ -130,7 +178,7 @@ absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_i
       Infra::BuildDir() + "/services/inference-worker/inference-worker",
       "--grpc_port=" + std::to_string(FreePort()),
       "--metrics_port=" + std::to_string(metrics_port),
-      "--scheduler_address=" + grpc_address("tenant-scheduler"),
+      "--scheduler_address=" + scheduler_addresses(),
       "--kafka_brokers=" + infra_->kafka(),
       "--worker_id=" + worker_id,
       "--models=" + models,
@@ -140,18 +188,9 @@ absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_i
   argv.insert(argv.end(), flags.begin(), flags.end());
   const std::string log = infra_->dir() + "/" + worker_id + ".log";
   Process p(worker_id, argv, log);
-  auto scheduler =
-      switchboard::scheduler::v1::TenantScheduler::NewStub(Channel("tenant-scheduler"));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   while (std::chrono::steady_clock::now() < deadline && p.running()) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    switchboard::scheduler::v1::ListWorkersResponse resp;
-    if (scheduler->ListWorkers(&ctx, {}, &resp).ok()) {
-      for (const auto& w : resp.workers()) {
-        if (w.worker_id() == worker_id && w.live()) return Worker{std::move(p), metrics_port};
-      }
-    }
+    if (ListedLiveEverywhere(worker_id)) return Worker{std::move(p), metrics_port};
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return absl::UnavailableError("worker " + worker_id + " did not register:\n" + Tail(log, 30));
@@ -171,7 +210,7 @@ absl::StatusOr<Cluster::Gateway> Cluster::StartGateway(const std::string& name,
       "--pg=" + infra_->pg_uri(),
       "--redis_port=" + std::to_string(infra_->redis_port()),
       "--safety_address=" + grpc_address("safety"),
-      "--scheduler_address=" + grpc_address("tenant-scheduler"),
+      "--scheduler_address=" + scheduler_addresses(),
       "--chat_address=" + grpc_address("chat"),
       "--connection_manager_address=" + grpc_address("connection-manager")};
   for (auto& f : TlsFlags("gateway")) argv.push_back(std::move(f));
@@ -207,7 +246,9 @@ std::shared_ptr<grpc::Channel> Cluster::Channel(const std::string& service,
 
 std::string Cluster::Logs(int lines) const {
   std::string out;
-  for (const auto& s : ServiceNames()) {
+  std::vector<std::string> names = ServiceNames();
+  names.push_back(SchedulerName(1));
+  for (const auto& s : names) {
     out += "--- " + s + "\n" + Tail(infra_->dir() + "/" + s + ".log", lines);
   }
   return out;
@@ -216,8 +257,11 @@ std::string Cluster::Logs(int lines) const {
 Cluster::~Cluster() {
   // Front to back, so that nothing is left waiting on a stopped backend.
   for (const auto& s : ServiceNames()) {
-    auto it = processes_.find(s);
-    if (it != processes_.end()) it->second.Stop(5000);
+    for (const auto& name :
+         s == SchedulerName(0) ? std::vector<std::string>{s, SchedulerName(1)} : std::vector{s}) {
+      auto it = processes_.find(name);
+      if (it != processes_.end()) it->second.Stop(5000);
+    }
   }
 }
 

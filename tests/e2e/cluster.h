@@ -1,7 +1,10 @@
 // The whole platform for end-to-end tests: PostgreSQL, Redis and the dev
 // broker (support/infra.h) and the seven service binaries, each on free
-// loopback ports, with an org and API key seeded. Logs go to the cluster's
-// temporary directory; set SB_KEEP_TEST_DIRS=1 to keep them.
+// loopback ports, with an org and API key seeded. The tenant scheduler runs
+// as two replicas (the second, "tenant-scheduler-b", with the same flags
+// and its own ports); every worker, the gateway and chat are given both.
+// Logs go to the cluster's temporary directory; set SB_KEEP_TEST_DIRS=1 to
+// keep them.
 #pragma once
 
 #include <map>
@@ -31,6 +34,8 @@ class Cluster {
   static absl::StatusOr<std::unique_ptr<Cluster>> Start() { return Start(Options{}); }
   ~Cluster();
 
+  // One process of each service: the first scheduler replica stands for
+  // the scheduler (see SchedulerReplicas for both).
   static const std::vector<std::string>& ServiceNames();
   int http_port() const { return http_port_; }
   int grpc_port(const std::string& service) const { return grpc_ports_.at(service); }
@@ -51,12 +56,32 @@ class Cluster {
   std::shared_ptr<grpc::Channel> Channel(const std::string& service,
                                          const std::string& identity = "operator") const;
   Process& process(const std::string& service) { return processes_.at(service); }
+
+  // The tenant scheduler's replicas: 0 is "tenant-scheduler" (of
+  // ServiceNames), 1 is "tenant-scheduler-b". They share PostgreSQL; each
+  // has its own fair queues, leases, breakers and metrics.
+  static constexpr int kSchedulerReplicas = 2;
+  static std::string SchedulerName(int replica);
+  std::string scheduler_address(int replica) const { return grpc_address(SchedulerName(replica)); }
+  int scheduler_metrics_port(int replica) const { return metrics_port(SchedulerName(replica)); }
+  // "A,B": what workers, the gateway and chat are given.
+  std::string scheduler_addresses() const;
+  // A channel to one replica, proving `identity`.
+  std::shared_ptr<grpc::Channel> SchedulerChannel(int replica,
+                                                  const std::string& identity = "operator") const;
+  // SIGKILL of one replica (a crash); StartScheduler starts it again with
+  // the same flags and ports and waits until it answers (workers register
+  // with it at their next heartbeat).
+  void KillScheduler(int replica);
+  absl::Status StartScheduler(int replica);
+
   // The last lines of every service's log, for failure messages.
   std::string Logs(int lines = 30) const;
 
   // Starts one more inference worker, registered with the cluster's
-  // scheduler, serving `models` (comma-separated) with `flags` added; waits
-  // until the scheduler lists it live. Its log is <dir>/<worker_id>.log.
+  // scheduler replicas, serving `models` (comma-separated) with `flags`
+  // added; waits until every running replica lists it live. Its log is
+  // <dir>/<worker_id>.log.
   struct Worker {
     Process process;
     int metrics_port = 0;
@@ -77,11 +102,16 @@ class Cluster {
 
  private:
   Cluster() = default;
-  absl::Status StartService(const std::string& name, std::vector<std::string> flags);
+  // `binary`: the service whose binary runs under `name` ("": name).
+  absl::Status StartService(const std::string& name, std::vector<std::string> flags,
+                            const std::string& binary = "");
+  // Whether every running scheduler replica lists `worker_id` live.
+  bool ListedLiveEverywhere(const std::string& worker_id) const;
 
   std::unique_ptr<Infra> infra_;
   std::map<std::string, int> grpc_ports_, metrics_ports_;
   std::map<std::string, Process> processes_;
+  std::vector<std::string> scheduler_flags_;
   int http_port_ = 0;
   std::string api_key_, other_key_;
   bool tls_ = true;

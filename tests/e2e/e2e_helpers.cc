@@ -52,8 +52,9 @@ std::string KeyOfNewOrg(const std::string& org) {
   return key.ok() ? *key : "";
 }
 
-http::Response Post(const std::string& target, const std::string& body, const std::string& key) {
-  auto r = http::Fetch({.port = g_cluster->http_port(),
+http::Response Post(const std::string& target, const std::string& body, const std::string& key,
+                    int port) {
+  auto r = http::Fetch({.port = port != 0 ? port : g_cluster->http_port(),
                         .method = "POST",
                         .target = target,
                         .headers = {{"x-api-key", key.empty() ? g_cluster->api_key() : key},
@@ -140,6 +141,14 @@ double MetricValue(int metrics_port, const std::string& series) {
     }
   }
   return 0;
+}
+
+double SchedulerMetric(const std::string& series) {
+  double sum = 0;
+  for (int i = 0; i < Cluster::kSchedulerReplicas; ++i) {
+    sum += MetricValue(g_cluster->scheduler_metrics_port(i), series);
+  }
+  return sum;
 }
 
 }  // namespace sb::testing

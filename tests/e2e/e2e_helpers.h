@@ -30,8 +30,9 @@ std::vector<SseEvent> ParseSse(const std::string& body);
 // whole ledger or set its limits.
 std::string KeyOfNewOrg(const std::string& org);
 
-http::Response Post(const std::string& target, const std::string& body,
-                    const std::string& key = "");
+// `port`: another gateway's HTTP port (0: the cluster's).
+http::Response Post(const std::string& target, const std::string& body, const std::string& key = "",
+                    int port = 0);
 http::Response Get(const std::string& target, http::Headers extra = {},
                    const std::string& key = "");
 std::string MessagesBody(const std::string& prompt, bool stream, int max_tokens = 200,
@@ -50,5 +51,7 @@ switchboard::billing::v1::GetUsageResponse UsageOfOrg(const std::string& org, in
 // The value of one series on a service's /metrics ("" labels: unlabelled),
 // 0 when absent.
 double MetricValue(int metrics_port, const std::string& series);
+// The sum of one series over the scheduler replicas.
+double SchedulerMetric(const std::string& series);
 
 }  // namespace sb::testing
