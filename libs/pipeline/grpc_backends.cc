@@ -142,11 +142,13 @@ SchedulerReplicas::SchedulerReplicas(const std::string& addresses) {
   }
 }
 
-size_t SchedulerReplicas::Pick() {
+size_t SchedulerReplicas::Pick(const std::string& model) {
   const size_t n = stubs_.size();
   if (n == 1) return 0;
-  // A new call: the next replica whose channel is not failing.
-  const size_t start = next_.fetch_add(1);
+  // FNV-1a: the same home in every process.
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : model) h = (h ^ ch) * 1099511628211ull;
+  const size_t start = static_cast<size_t>(h % n);
   for (size_t i = 0; i < n; ++i) {
     const size_t r = (start + i) % n;
     if (channels_[r]->GetState(true) != GRPC_CHANNEL_TRANSIENT_FAILURE) return r;
@@ -179,7 +181,7 @@ class LeasedCall final : public GenerateCall, public std::enable_shared_from_thi
     auto admit = std::make_shared<AdmitCall>();
     admit->ctx.set_deadline(deadline_);
     if (admit_attempts_ == 0) {
-      first_replica_ = schedulers_.Pick();
+      first_replica_ = schedulers_.Pick(request_->model());
       admit->replica = first_replica_;
     } else {
       admit->replica = schedulers_.Retry(first_replica_, admit_attempts_);

@@ -62,14 +62,16 @@ class GrpcGenerator final : public Generator {
 };
 
 // The tenant-scheduler's replicas, dialled from a comma-separated list of
-// addresses. Calls go round-robin, skipping a replica whose channel is
-// failing while another is not.
+// addresses. Each model has a home replica (by a hash of its name), so that
+// one fair queue orders a model's requests from every gateway and chat
+// replica; a model's calls go elsewhere only while its home is failing.
 class SchedulerReplicas {
  public:
   explicit SchedulerReplicas(const std::string& addresses);
   size_t size() const { return stubs_.size(); }
-  // The replica for a call's first try.
-  size_t Pick();
+  // The replica for the first try of a call for `model`: its home, or the
+  // next whose channel is not failing.
+  size_t Pick(const std::string& model);
   // The replica for the `attempt`th retry (1, 2, ...) of a call whose first
   // try went to `first`: each try a different one, whatever other calls
   // picked meanwhile.
@@ -79,7 +81,6 @@ class SchedulerReplicas {
  private:
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<switchboard::scheduler::v1::TenantScheduler::StubInterface>> stubs_;
-  std::atomic<size_t> next_{0};
 };
 
 // Workers by address, each dialled once (it must prove the inference-worker

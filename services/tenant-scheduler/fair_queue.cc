@@ -27,9 +27,9 @@ int FairQueue::Cap(const std::string& org) const {
 void FairQueue::Charge(Lane& lane, const std::string& org, double amount) {
   OrgState& s = lane.orgs[org];
   const bool listed = !s.queue.empty();
-  if (listed) lane.backlogged.erase({s.counter, org});
+  if (listed) lane.backlogged.erase(KeyOf(org, s));
   s.counter += amount;
-  if (listed) lane.backlogged.insert({s.counter, org});
+  if (listed) lane.backlogged.insert(KeyOf(org, s));
 }
 
 absl::Status FairQueue::Push(QueuedRequest r, std::optional<uint64_t>* evicted) {
@@ -59,9 +59,10 @@ absl::Status FairQueue::Push(QueuedRequest r, std::optional<uint64_t>* evicted) 
   if (s.queue.empty()) {
     // Backlogged again: lifted so that idle time banks no credit.
     const double floor =
-        lane.backlogged.empty() ? lane.last_served : lane.backlogged.begin()->first;
+        lane.backlogged.empty() ? lane.last_served : std::get<0>(*lane.backlogged.begin());
     s.counter = std::max(s.counter, floor);
-    lane.backlogged.insert({s.counter, r.org});
+    s.since = ++lane.backlogs;
+    lane.backlogged.insert(KeyOf(r.org, s));
   }
   lane.queued += 1;
   lane.queued_tokens += static_cast<int64_t>(r.input_tokens) + r.max_tokens;
@@ -73,7 +74,7 @@ absl::Status FairQueue::Push(QueuedRequest r, std::optional<uint64_t>* evicted) 
 std::optional<std::pair<int, std::string>> FairQueue::Next() const {
   for (int i = 0; i < kPriorities; ++i) {
     const Lane& lane = lanes_[i];
-    for (const auto& [counter, org] : lane.backlogged) {
+    for (const auto& [counter, since, org] : lane.backlogged) {
       const int cap = Cap(org);
       if (cap > 0 && lane.orgs.at(org).in_service >= cap) continue;
       return std::make_pair(i, org);
@@ -94,7 +95,7 @@ std::optional<QueuedRequest> FairQueue::Pop() {
   Lane& lane = lanes_[next->first];
   const std::string& org = next->second;
   OrgState& s = lane.orgs[org];
-  lane.backlogged.erase({s.counter, org});
+  lane.backlogged.erase(KeyOf(org, s));
   QueuedRequest r = std::move(s.queue.front());
   s.queue.pop_front();
   where_.erase(r.id);
@@ -105,7 +106,7 @@ std::optional<QueuedRequest> FairQueue::Pop() {
   s.input_served += r.input_tokens;
   s.counter += options_.w_in * r.input_tokens / Weight(org);
   lane.last_served = s.counter;
-  if (!s.queue.empty()) lane.backlogged.insert({s.counter, org});
+  if (!s.queue.empty()) lane.backlogged.insert(KeyOf(org, s));
   return r;
 }
 
@@ -165,7 +166,7 @@ bool FairQueue::Remove(uint64_t id) {
   lane.queued_tokens -= static_cast<int64_t>(it->input_tokens) + it->max_tokens;
   s.queued_tokens -= static_cast<int64_t>(it->input_tokens) + it->max_tokens;
   s.queue.erase(it);
-  if (s.queue.empty()) lane.backlogged.erase({s.counter, org});
+  if (s.queue.empty()) lane.backlogged.erase(KeyOf(org, s));
   return true;
 }
 
@@ -175,7 +176,7 @@ int64_t FairQueue::TokensAhead(const std::string& org, Priority priority, int64_
   if (auto it = lane.orgs.find(org); it != lane.orgs.end()) own += it->second.queued_tokens;
   const double per_weight = static_cast<double>(own) / Weight(org);
   int64_t ahead = own;
-  for (const auto& [counter, other] : lane.backlogged) {
+  for (const auto& [counter, since, other] : lane.backlogged) {
     if (other == org) continue;
     const int64_t queued = lane.orgs.at(other).queued_tokens;
     ahead += std::min(queued, static_cast<int64_t>(per_weight * Weight(other)));

@@ -8,7 +8,9 @@
 // before batch ones; within a priority, the backlogged org with the
 // smallest counter (and room under its concurrency cap) goes next, its
 // requests in arrival order. An org that becomes backlogged again has its
-// counter lifted to the smallest counter among the backlogged (or, when
+// counter lifted to the smallest counter among the backlogged (ahead of
+// the orgs with that same counter: it has banked nothing, and it is the one
+// waiting for its first service) (or, when
 // nobody is, to the counter of the org served last), so idle time banks no
 // credit. Over any interval in which two orgs are both backlogged, their
 // weighted service differs by at most about 2 * max(w_in * L_input,
@@ -24,6 +26,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -118,11 +121,19 @@ class FairQueue {
     int64_t input_served = 0;
     int64_t output_served = 0;
     int64_t queued_tokens = 0;
+    uint64_t since = 0;  // when it last became backlogged (the lane's count)
   };
+  // Order among the backlogged: the smallest counter first, and among
+  // equal counters the most recently backlogged.
+  using Key = std::tuple<double, int64_t, std::string>;
+  static Key KeyOf(const std::string& org, const OrgState& s) {
+    return {s.counter, -static_cast<int64_t>(s.since), org};
+  }
   struct Lane {
     std::unordered_map<std::string, OrgState> orgs;
     // Backlogged orgs by (counter, org): the smallest first.
-    std::set<std::pair<double, std::string>> backlogged;
+    std::set<Key> backlogged;
+    uint64_t backlogs = 0;   // times an org became backlogged
     double last_served = 0;  // the counter of the org popped last
     size_t queued = 0;
     int64_t queued_tokens = 0;

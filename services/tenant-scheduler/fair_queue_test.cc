@@ -29,12 +29,24 @@ TEST(FairQueueTest, TheOrgWithTheSmallestCounterGoesNextInArrivalOrder) {
   ASSERT_TRUE(q.Push(Req(1, "a")).ok());
   ASSERT_TRUE(q.Push(Req(2, "a")).ok());
   ASSERT_TRUE(q.Push(Req(3, "b")).ok());
-  // Both at 0: ties by org; then a (charged 10) yields to b.
-  EXPECT_EQ(q.Pop()->id, 1u);
+  // Both at 0: the most recently backlogged (b) first; then a, in its
+  // arrival order.
   EXPECT_EQ(q.Pop()->id, 3u);
+  EXPECT_EQ(q.Pop()->id, 1u);
   EXPECT_EQ(q.Pop()->id, 2u);
   EXPECT_FALSE(q.Pop());
   EXPECT_DOUBLE_EQ(q.counter("a", Priority::kInteractive), 20);
+}
+
+// A newly backlogged org is lifted to the smallest counter, and goes ahead
+// of the orgs already at it: it has waited for nothing so far.
+TEST(FairQueueTest, ANewcomerAtTheSmallestCounterGoesFirst) {
+  FairQueue q;
+  for (uint64_t id = 1; id <= 4; ++id) ASSERT_TRUE(q.Push(Req(id, "flood")).ok());
+  EXPECT_EQ(q.Pop()->org, "flood");  // flood at 10
+  ASSERT_TRUE(q.Push(Req(5, "light")).ok());
+  EXPECT_DOUBLE_EQ(q.counter("light", Priority::kInteractive), 10);
+  EXPECT_EQ(q.Pop()->id, 5u);
 }
 
 TEST(FairQueueTest, OutputIsChargedAtItsWeightAndDividedByTheOrgs) {
@@ -85,9 +97,9 @@ TEST(FairQueueTest, BatchGetsOnlyWhatInteractiveLeaves) {
 TEST(FairQueueTest, AnOrgAtItsConcurrencyCapIsSkippedUntilOneFinishes) {
   FairQueue q;
   q.SetConcurrencyCap("capped", 1);
+  ASSERT_TRUE(q.Push(Req(3, "other", 1000)).ok());
   ASSERT_TRUE(q.Push(Req(1, "capped", 1)).ok());
   ASSERT_TRUE(q.Push(Req(2, "capped", 1)).ok());
-  ASSERT_TRUE(q.Push(Req(3, "other", 1000)).ok());
   EXPECT_EQ(q.Pop()->id, 1u);
   EXPECT_EQ(q.Pop()->id, 3u) << "capped has the smaller counter but no room";
   EXPECT_FALSE(q.Pop());
