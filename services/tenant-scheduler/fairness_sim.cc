@@ -270,6 +270,16 @@ class Simulation {
   // Admits from the fair queue while the engine has a free slot.
   void Dispatch() {
     while (running_ < slots_) {
+      // As the scheduler does: the last `reserve` slots only for an org with
+      // nothing in service.
+      const QueuedRequest* next = queue_.Peek();
+      if (next == nullptr) return;
+      const int reserve = std::min(s_.reserved_slots, slots_ / 8);
+      if (running_ >= slots_ - reserve && queue_.in_service(next->org, Priority::kInteractive) +
+                                                  queue_.in_service(next->org, Priority::kBatch) >
+                                              0) {
+        return;
+      }
       const bool interactive_queued = InteractiveQueued();
       std::optional<QueuedRequest> q = queue_.Pop();
       if (!q) return;

@@ -97,6 +97,9 @@ struct FairnessScenario {
   // arrival, as they do when a worker registers more capacity than its
   // batch holds.
   int slots = 0;
+  // The scheduler's --reserved_slots (at most an eighth of the slots): kept
+  // for orgs with nothing in service.
+  int reserved_slots = 0;
   std::string model = "sim-small";
   FairQueue::Options queue;
   uint64_t seed = 1;

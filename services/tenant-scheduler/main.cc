@@ -43,6 +43,9 @@ ABSL_FLAG(int, breaker_min_requests, 20,
           "Circuit breakers: fewer requests in the window never open one");
 ABSL_FLAG(int, breaker_cool_down_s, 10, "Circuit breakers: how long one stays open");
 ABSL_FLAG(int, breaker_probes, 3, "Circuit breakers: requests let through while half-open");
+ABSL_FLAG(int, reserved_slots, 0,
+          "Slots of each model kept for orgs with nothing in service (at most an eighth of the "
+          "model's capacity), so that a newcomer does not wait for a flood's sequences to end");
 ABSL_FLAG(int, lease_ttl_ms, 10000,
           "A lease (Admit) must reach its worker within this long, or it is freed");
 
@@ -102,7 +105,8 @@ int main(int argc, char** argv) {
        .input_weight = absl::GetFlag(FLAGS_vtc_input_weight),
        .output_weight = absl::GetFlag(FLAGS_vtc_output_weight),
        .max_queued = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_queued))),
-       .lease_ttl = absl::Milliseconds(std::max(100, absl::GetFlag(FLAGS_lease_ttl_ms)))},
+       .lease_ttl = absl::Milliseconds(std::max(100, absl::GetFlag(FLAGS_lease_ttl_ms))),
+       .reserved_slots = std::max(0, absl::GetFlag(FLAGS_reserved_slots))},
       hooks);
   orgs.OnChange([&](const std::shared_ptr<const sb::scheduler::OrgPolicySnapshot>&) {
     service.ApplyOrgPolicy();

@@ -225,6 +225,24 @@ TEST_F(LeaseTest, AnotherReplicasLeasesOnAWorkerTakeItsRoom) {
   ASSERT_TRUE(Ready(second, 2000ms));
 }
 
+// The last slot (of 16) is kept for an org with nothing in service.
+TEST_F(LeaseTest, TheReservedSlotGoesToAnOrgWithNothingInService) {
+  SchedulerServiceImpl* service;
+  WorkerRegistry* registry;
+  Start({.max_wait = absl::Seconds(5), .reserved_slots = 1}, service, registry);
+  Register(0, "w1", 16);
+  std::vector<std::shared_ptr<Pending>> heavy;
+  for (int i = 0; i < 15; ++i) {
+    heavy.push_back(Admit(0, "h" + std::to_string(i), "heavy"));
+    ASSERT_TRUE(Ready(heavy.back(), 2000ms));
+  }
+  auto more = Admit(0, "h15", "heavy");
+  EXPECT_FALSE(Ready(more, 300ms)) << "the heavy org may not take the reserve";
+  auto light = Admit(0, "l0", "light");
+  ASSERT_TRUE(Ready(light, 2000ms)) << "a newcomer takes it at once";
+  EXPECT_TRUE(light->result.get().ok());
+}
+
 TEST_F(LeaseTest, ANamelessOrOverloadedAdmitIsRefusedClearly) {
   SchedulerServiceImpl* service;
   WorkerRegistry* registry;

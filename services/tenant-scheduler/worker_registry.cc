@@ -101,6 +101,19 @@ std::optional<Pick> WorkerRegistry::Acquire(const std::string& model, absl::Time
   return Pick{best->id, best->address};
 }
 
+WorkerRegistry::Room WorkerRegistry::RoomFor(const std::string& model, absl::Time now) const {
+  constexpr int64_t kUnlimited = 1 << 20;
+  std::lock_guard<std::mutex> lock(mu_);
+  Room room;
+  for (const auto& [id, w] : workers_) {
+    if (!w.models.count(model) || !IsLive(w, now)) continue;
+    const int64_t cap = w.max_concurrency > 0 ? w.max_concurrency : kUnlimited;
+    room.capacity += cap;
+    room.free += std::max<int64_t>(0, cap - w.in_flight - w.load.foreign_in_flight);
+  }
+  return room;
+}
+
 std::optional<Pick> WorkerRegistry::AnyLive(const std::string& model, absl::Time now,
                                             NoPick* why) const {
   std::lock_guard<std::mutex> lock(mu_);

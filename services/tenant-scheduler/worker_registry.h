@@ -97,6 +97,13 @@ class WorkerRegistry {
   // (router.h); without it, the least loaded.
   std::optional<Pick> Acquire(const std::string& model, absl::Time now, NoPick* why = nullptr,
                               const std::vector<uint64_t>& prefix = {});
+  // Free slots and capacity of the live workers serving the model (a
+  // worker without a limit counts as a very large one).
+  struct Room {
+    int64_t free = 0;
+    int64_t capacity = 0;
+  };
+  Room RoomFor(const std::string& model, absl::Time now) const;
   // Any live worker serving the model, without reserving a slot (for calls
   // that cost the worker next to nothing, such as counting tokens).
   std::optional<Pick> AnyLive(const std::string& model, absl::Time now,
