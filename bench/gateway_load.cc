@@ -67,6 +67,7 @@ ABSL_FLAG(double, warmup_s, 1, "rps: discarded warm-up before the measured durat
 ABSL_FLAG(int, requests, 1000, "ttft, ttft_direct: measured requests");
 ABSL_FLAG(int, warmup_requests, 20, "ttft, ttft_direct: discarded requests sent first");
 ABSL_FLAG(int, max_tokens, 8, "ttft, ttft_direct, streams, chat_turns: max_tokens per request");
+ABSL_FLAG(int, rps_max_tokens, 1, "rps: max_tokens per (non-streamed) request");
 ABSL_FLAG(std::string, worker, "127.0.0.1:50055", "ttft_direct: inference worker gRPC address");
 ABSL_FLAG(int, streams, 1000, "streams: concurrent streaming requests to hold open");
 ABSL_FLAG(double, open_rate, 0, "streams: new streams per second (0: as fast as possible)");
@@ -373,7 +374,7 @@ struct LatencyLog {
 json RunRps(const Target& target) {
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   const double duration_s = absl::GetFlag(FLAGS_duration_s);
-  const std::string body = MessagesBody(false, 1);
+  const std::string body = MessagesBody(false, absl::GetFlag(FLAGS_rps_max_tokens));
   const std::string request = SerializeRequest(target, "POST", "/v1/messages", body);
   const bool keyed = absl::GetFlag(FLAGS_idempotency_keys);
   // Keys unique to this run, so that every request is a new record.
