@@ -67,8 +67,8 @@ int main(int argc, char** argv) {
                     st.ToString());
     }
   };
-  // Every replica of the scheduler; calls other than Admit (model lists,
-  // token counts) go to the first.
+  // Every replica of the scheduler: a model's calls go to its home replica,
+  // or the next that answers (the relay, for comparison, to the first).
   sb::pipeline::SchedulerReplicas schedulers(absl::GetFlag(FLAGS_scheduler_address));
   if (schedulers.size() == 0) {
     spdlog::critical("chat: --scheduler_address is empty");

@@ -16,6 +16,7 @@
 //   GET  /healthz
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "core/clock.h"
@@ -49,7 +50,10 @@ struct GatewayDeps {
   Authenticator& auth;
   ThreadPool& pool;
   pipeline::Pipeline& pipeline;
-  switchboard::scheduler::v1::TenantScheduler::StubInterface& scheduler;
+  // The scheduler replica for calls about `model` (its home, or the next
+  // that answers; "" for calls about no one model).
+  std::function<switchboard::scheduler::v1::TenantScheduler::StubInterface&(const std::string&)>
+      scheduler;
   switchboard::chat::v1::Chat::StubInterface& chat;
   switchboard::connection::v1::ConnectionManager::StubInterface& connections;
   UlidGenerator& ids;

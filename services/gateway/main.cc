@@ -109,8 +109,8 @@ int main(int argc, char** argv) {
   sb::TimerThread timers;
   auto safety = switchboard::safety::v1::Safety::NewStub(
       sb::grpcx::Dial(absl::GetFlag(FLAGS_safety_address), sb::grpcx::kSafety));
-  // Every replica of the scheduler; calls other than Admit (model lists,
-  // token counts) go to the first.
+  // Every replica of the scheduler: a model's calls go to its home replica,
+  // or the next that answers (the relay, for comparison, to the first).
   sb::pipeline::SchedulerReplicas schedulers(absl::GetFlag(FLAGS_scheduler_address));
   if (schedulers.size() == 0) {
     spdlog::critical("gateway: --scheduler_address is empty");
@@ -181,7 +181,10 @@ int main(int argc, char** argv) {
       {.auth = auth,
        .pool = pool,
        .pipeline = pipeline,
-       .scheduler = *scheduler,
+       .scheduler = [&schedulers](const std::string& model)
+           -> switchboard::scheduler::v1::TenantScheduler::StubInterface& {
+         return schedulers.at(schedulers.Pick(model));
+       },
        .chat = *chat,
        .connections = *connections,
        .ids = ids,

@@ -480,6 +480,19 @@ TEST(SchedulerReplicasE2eTest, KillingOneReplicaUnderLoadLosesNoRequest) {
   EXPECT_GT(ok - before_kill, 0) << "served after the kill";
   EXPECT_TRUE(errors.empty()) << errors.size() << " failed, e.g. " << errors.front();
 
+  // Model lists and token counts go to a replica that answers: with B
+  // dead, to A, whichever model's home B is (after the gateway's channel
+  // to B has seen it fail).
+  for (const std::string model : {"sim-kill", "sim-small", "sim-large"}) {
+    int status = 0;
+    for (int i = 0; i < 30 && status != 200; ++i) {
+      status = Post("/v1/messages/count_tokens", MessagesBody("count me", false, 5, model)).status;
+      if (status != 200) std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_EQ(status, 200) << model;
+  }
+  EXPECT_EQ(Get("/v1/models").status, 200);
+
   // Back on the same ports: every worker registers again with it.
   const std::set<std::string> workers = LiveWorkers(0);
   ASSERT_TRUE(workers.count("worker-kill"));

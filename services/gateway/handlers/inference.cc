@@ -34,7 +34,7 @@ void Identify(const RequestContext& ctx, pipeline::Request& req) {
 void WithModels(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx,
                 std::function<void(std::vector<ModelEntry>)> fn) {
   auto call = NewUnary<sched::ListModelsRequest, sched::ListModelsResponse>(kUnaryDeadline);
-  deps.scheduler.async()->ListModels(
+  deps.scheduler("").async()->ListModels(
       &call->ctx, &call->req, &call->resp, [ctx, call, fn = std::move(fn)](grpc::Status st) {
         if (!st.ok()) {
           ctx->Fail(PublicStatus(FromGrpcStatus(st), ctx->request_id(), "listing models"));
@@ -78,8 +78,9 @@ void HandleCountTokens(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
   auto call = NewUnary<inf::GenerateRequest, inf::CountTokensResponse>(kUnaryDeadline);
   call->req = std::move(*ctx->api.generate);
   Identify(*ctx, call->req);
-  deps.scheduler.async()->CountTokens(
-      &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
+  deps.scheduler(call->req.model())
+      .async()
+      ->CountTokens(&call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
         if (!st.ok()) {
           ctx->Fail(PublicStatus(FromGrpcStatus(st), ctx->request_id(), "counting tokens"));
           return;
