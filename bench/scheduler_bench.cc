@@ -22,10 +22,10 @@
 namespace sb::scheduler {
 namespace {
 
-void BM_FairQueueAdmit(benchmark::State& state) {
-  const int orgs = static_cast<int>(state.range(0));
-  constexpr int kQueued = 10000;
-  FairQueue q({.max_queued = kQueued + 1});
+constexpr int kQueued = 10000;
+
+// Queues kQueued requests spread over `orgs`; returns the next free id.
+uint64_t Fill(FairQueue& q, int orgs) {
   uint64_t id = 0;
   for (int i = 0; i < kQueued; ++i) {
     (void)q.Push({.id = id++,
@@ -33,6 +33,13 @@ void BM_FairQueueAdmit(benchmark::State& state) {
                   .input_tokens = 100,
                   .max_tokens = 200});
   }
+  return id;
+}
+
+void BM_FairQueueAdmit(benchmark::State& state) {
+  const int orgs = static_cast<int>(state.range(0));
+  FairQueue q({.max_queued = kQueued + 1});
+  uint64_t id = Fill(q, orgs);
   for (auto _ : state) {
     auto r = q.Pop();
     q.ChargeOutput(r->org, r->priority, 50);
@@ -49,7 +56,6 @@ BENCHMARK(BM_FairQueueAdmit)->Arg(10)->Arg(1000)->Arg(10000);
 // request has 64), Pop it; then the bookkeeping that frees the slot and
 // refills the queue (not timed).
 void Percentiles(int orgs) {
-  constexpr int kQueued = 10000;
   constexpr int kDecisions = 200000;
   FairQueue q({.max_queued = kQueued + 1});
   WorkerRegistry registry(absl::Hours(1));
@@ -67,13 +73,7 @@ void Percentiles(int orgs) {
   }
   std::vector<uint64_t> prefix;
   for (uint64_t h = 0; h < 64; ++h) prefix.push_back(h * 7919 + 3);
-  uint64_t id = 0;
-  for (int i = 0; i < kQueued; ++i) {
-    (void)q.Push({.id = id++,
-                  .org = "org-" + std::to_string(i % orgs),
-                  .input_tokens = 100,
-                  .max_tokens = 200});
-  }
+  uint64_t id = Fill(q, orgs);
   std::vector<double> ns;
   ns.reserve(kDecisions);
   for (int i = 0; i < kDecisions; ++i) {

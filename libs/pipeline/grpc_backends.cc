@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "core/hash.h"
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
 #include "grpcx/tls.h"
@@ -145,10 +146,8 @@ SchedulerReplicas::SchedulerReplicas(const std::string& addresses) {
 size_t SchedulerReplicas::Pick(const std::string& model) {
   const size_t n = stubs_.size();
   if (n == 1) return 0;
-  // FNV-1a: the same home in every process.
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : model) h = (h ^ ch) * 1099511628211ull;
-  const size_t start = static_cast<size_t>(h % n);
+  // The same home in every process.
+  const size_t start = static_cast<size_t>(Fnv1a(model) % n);
   for (size_t i = 0; i < n; ++i) {
     const size_t r = (start + i) % n;
     if (channels_[r]->GetState(true) != GRPC_CHANNEL_TRANSIENT_FAILURE) return r;

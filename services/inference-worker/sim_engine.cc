@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "core/hash.h"
+
 namespace sb::worker {
 namespace {
 
@@ -18,15 +20,6 @@ constexpr const char* kVocabulary[] = {
     "counts",    "once",        "replies", "resume",   "after",    "drop",    "quiet",   "steady",
     "simulated", "accelerator", "answers", "politely", "today",    "clearly", "here",    "now"};
 constexpr size_t kVocabularySize = sizeof(kVocabulary) / sizeof(kVocabulary[0]);
-
-uint64_t Fnv1a(std::string_view s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 constexpr size_t kMaxCachedPrefixes = 256;
 

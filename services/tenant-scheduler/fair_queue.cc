@@ -75,9 +75,7 @@ std::optional<std::pair<int, std::string>> FairQueue::Next() const {
   for (int i = 0; i < kPriorities; ++i) {
     const Lane& lane = lanes_[i];
     for (const auto& [counter, since, org] : lane.backlogged) {
-      const int cap = Cap(org);
-      if (cap > 0 && lane.orgs.at(org).in_service >= cap) continue;
-      return std::make_pair(i, org);
+      if (UnderCap(org, static_cast<Priority>(i))) return std::make_pair(i, org);
     }
   }
   return std::nullopt;

@@ -8,6 +8,7 @@
 #include <queue>
 #include <random>
 
+#include "core/hash.h"
 #include "inference-worker/sim_engine.h"
 
 namespace sb::scheduler {
@@ -18,15 +19,6 @@ uint64_t SplitMix64(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
-}
-
-uint64_t Fnv1a(std::string_view s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 // Draws from mt19937_64's specified output rather than the standard
