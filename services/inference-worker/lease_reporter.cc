@@ -11,8 +11,9 @@ namespace sb::worker {
 namespace sched = switchboard::scheduler::v1;
 
 LeaseReporter::LeaseReporter(std::string worker_id, absl::Duration interval)
-    : worker_id_(std::move(worker_id)), interval_(interval) {
-  thread_ = std::thread([this] { Loop(); });
+    : worker_id_(std::move(worker_id)),
+      rounds_(interval, [this] { SendDirty(absl::Now() + absl::Seconds(1)); }) {
+  rounds_.Start();
 }
 
 LeaseReporter::~LeaseReporter() { Stop(absl::Now()); }
@@ -60,7 +61,7 @@ absl::Status LeaseReporter::Accept(const std::string& lease, const std::string& 
 
 void LeaseReporter::Update(const std::string& lease, int input_tokens, int output_tokens, bool done,
                            bool failed) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   auto it = leases_.find(lease);
   if (it == leases_.end() || it->second.report.done()) return;
   auto& r = it->second.report;
@@ -70,11 +71,9 @@ void LeaseReporter::Update(const std::string& lease, int input_tokens, int outpu
   r.set_done(done);
   r.set_failed(failed);
   it->second.dirty = true;
-  if (done) {
-    it->second.done_at = absl::Now();
-    urgent_ = true;
-    cv_.notify_all();
-  }
+  if (done) it->second.done_at = absl::Now();
+  lock.unlock();
+  if (done) rounds_.Wake();
 }
 
 std::vector<std::string> LeaseReporter::Active() const {
@@ -87,26 +86,9 @@ std::vector<std::string> LeaseReporter::Active() const {
 }
 
 void LeaseReporter::Stop(absl::Time deadline) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) return;
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  if (stopped_.exchange(true)) return;
+  rounds_.Stop();
   SendDirty(deadline);
-}
-
-void LeaseReporter::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stop_) {
-    cv_.wait_for(lock, absl::ToChronoMilliseconds(interval_), [this] { return stop_ || urgent_; });
-    if (stop_) return;
-    urgent_ = false;
-    lock.unlock();
-    SendDirty(absl::Now() + absl::Seconds(1));
-    lock.lock();
-  }
 }
 
 bool LeaseReporter::SendDirty(absl::Time deadline) {

@@ -9,15 +9,15 @@
 // (Registrar calls Registered); a lease from any other is refused.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/periodic.h"
 #include "switchboard/scheduler/v1/scheduler.grpc.pb.h"
 
 namespace sb::worker {
@@ -66,19 +66,15 @@ class LeaseReporter {
   // stops hearing from anyway).
   static constexpr absl::Duration kGiveUp = absl::Seconds(30);
 
-  void Loop();
   // Sends every dirty report; false when some replica did not take them.
   bool SendDirty(absl::Time deadline);
 
   const std::string worker_id_;
-  const absl::Duration interval_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   std::map<std::string, Replica> replicas_;
   std::map<std::string, Tracked> leases_;
-  bool urgent_ = false;
-  bool stop_ = false;
-  std::thread thread_;
+  std::atomic<bool> stopped_{false};
+  Periodic rounds_;  // last: stopped before the members it uses go
 };
 
 }  // namespace sb::worker

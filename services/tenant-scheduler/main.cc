@@ -1,13 +1,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <atomic>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/time/clock.h"
 #include "core/clock.h"
 #include "core/metrics.h"
+#include "core/periodic.h"
 #include "core/thread_pool.h"
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
@@ -125,26 +124,22 @@ int main(int argc, char** argv) {
   }
   spdlog::info("tenant-scheduler replica {}", service.id());
   // Notices dead workers, and leases never used, even when no request asks.
-  std::atomic<bool> stop{false};
-  std::thread sweeper([&] {
-    auto& live = sb::metrics::Default().GetGauge("sb_scheduler_live_workers", "Live workers");
-    while (!stop.load()) {
-      const absl::Time now = absl::Now();
-      for (const auto& id : service.Sweep(now)) {
-        spdlog::warn("worker {} missed its heartbeats: declared dead", id);
-      }
-      int n = 0;
-      for (const auto& w : registry.List()) n += registry.IsLive(w, now) ? 1 : 0;
-      live.Set(n);
-      absl::SleepFor(interval);
+  auto& live = sb::metrics::Default().GetGauge("sb_scheduler_live_workers", "Live workers");
+  sb::Periodic sweeper(interval, [&] {
+    const absl::Time now = absl::Now();
+    for (const auto& id : service.Sweep(now)) {
+      spdlog::warn("worker {} missed its heartbeats: declared dead", id);
     }
+    int n = 0;
+    for (const auto& w : registry.List()) n += registry.IsLive(w, now) ? 1 : 0;
+    live.Set(n);
   });
+  sweeper.Start(/*run_now=*/true);
   runner.OnDrain([&] {
-    stop.store(true);
+    sweeper.Stop();
     orgs.Stop();
     models.Stop();
   });
   runner.WaitForShutdown(sb::DrainGrace());
-  sweeper.join();
   return 0;
 }

@@ -224,39 +224,22 @@ absl::Status ModelRegistry::Refresh() {
 }
 
 void ModelRegistry::Start(absl::Duration interval) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (thread_.joinable() || stop_) return;
-  thread_ = std::thread([this, interval] { Loop(interval); });
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  if (reload_ || stopped_) return;
+  reload_ = std::make_unique<Periodic>(std::max(interval, absl::Milliseconds(10)),
+                                       [this] { (void)Refresh(); });  // logs its failures
+  reload_->Start();
 }
 
 void ModelRegistry::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  stopped_ = true;
+  if (reload_) reload_->Stop();
 }
 
 void ModelRegistry::Wake() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    wake_ = true;
-  }
-  cv_.notify_all();
-}
-
-void ModelRegistry::Loop(absl::Duration interval) {
-  const auto period = absl::ToChronoMilliseconds(std::max(interval, absl::Milliseconds(10)));
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, period, [this] { return stop_ || wake_; });
-      if (stop_) return;
-      wake_ = false;
-    }
-    (void)Refresh();  // logs and counts its failures
-  }
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  if (reload_) reload_->Wake();
 }
 
 absl::StatusOr<ModelVersion> ModelRegistry::CreateVersion(const ModelVersion& in) {

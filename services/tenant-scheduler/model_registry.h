@@ -25,15 +25,14 @@
 // make them on an event thread.
 #pragma once
 
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/periodic.h"
 #include "tenant-scheduler/model_catalog.h"
 
 namespace sb {
@@ -87,7 +86,6 @@ class ModelRegistry {
 
  private:
   absl::StatusOr<ModelCatalog> Load();
-  void Loop(absl::Duration interval);
   void Wake();
 
   PgPool& pg_;
@@ -96,11 +94,10 @@ class ModelRegistry {
   std::shared_ptr<const ModelCatalog> snapshot_;
   absl::Time loaded_ = absl::InfinitePast();
   bool failing_ = false;  // the last refresh failed (log transitions only)
-  // The refresh thread.
-  std::condition_variable cv_;
-  bool stop_ = false;
-  bool wake_ = false;
-  std::thread thread_;
+  // The refresh thread, made by Start().
+  std::mutex reload_mu_;
+  std::unique_ptr<Periodic> reload_;
+  bool stopped_ = false;
 };
 
 // The rules for version ids, served model names and aliases: 1..200

@@ -108,11 +108,11 @@ bool OrgPolicySnapshot::SameAs(const OrgPolicySnapshot& other) const {
 
 OrgPolicy::OrgPolicy(OrgPolicySource& source, absl::Duration refresh_every)
     : source_(source),
-      refresh_every_(refresh_every),
       failures_metric_(metrics::Default().GetCounter(
           "sb_scheduler_org_policy_reload_failures_total",
           "Reloads of org weights and caps from PostgreSQL that failed (the last ones stay)")),
-      snapshot_(std::make_shared<const OrgPolicySnapshot>()) {}
+      snapshot_(std::make_shared<const OrgPolicySnapshot>()),
+      reload_(refresh_every, [this] { (void)Refresh(); }) {}  // Refresh counts its failures
 
 OrgPolicy::~OrgPolicy() { Stop(); }
 
@@ -121,32 +121,9 @@ void OrgPolicy::OnChange(Listener listener) {
   listeners_.push_back(std::move(listener));
 }
 
-void OrgPolicy::Start() {
-  std::lock_guard<std::mutex> lock(stop_mu_);
-  if (thread_.joinable() || stop_) return;
-  thread_ = std::thread([this] { Loop(); });
-}
+void OrgPolicy::Start() { reload_.Start(/*run_now=*/true); }
 
-void OrgPolicy::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(stop_mu_);
-    stop_ = true;
-  }
-  stop_cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
-
-void OrgPolicy::Loop() {
-  const auto every = absl::ToChronoNanoseconds(refresh_every_);
-  std::unique_lock<std::mutex> lock(stop_mu_);
-  while (!stop_) {
-    lock.unlock();
-    // Failures are counted and logged inside.
-    (void)Refresh();
-    lock.lock();
-    stop_cv_.wait_for(lock, every, [this] { return stop_; });
-  }
-}
+void OrgPolicy::Stop() { reload_.Stop(); }
 
 absl::Status OrgPolicy::Refresh() {
   std::lock_guard<std::mutex> reload(refresh_mu_);

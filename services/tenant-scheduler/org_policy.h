@@ -27,18 +27,17 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/periodic.h"
 
 namespace sb {
 class PgPool;
@@ -159,10 +158,7 @@ class OrgPolicy {
   uint64_t failures() const { return failures_.load(); }
 
  private:
-  void Loop();
-
   OrgPolicySource& source_;
-  const absl::Duration refresh_every_;
   metrics::Counter& failures_metric_;
   std::atomic<uint64_t> failures_{0};
 
@@ -173,10 +169,7 @@ class OrgPolicy {
   std::mutex refresh_mu_;  // one reload at a time; guards in_outage_
   bool in_outage_ = false;
 
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stop_ = false;
-  std::thread thread_;
+  Periodic reload_;  // last: stopped before the members it uses go
 };
 
 }  // namespace sb::scheduler
