@@ -241,7 +241,7 @@ absl::Status KafkaProducer::Flush(std::chrono::milliseconds timeout) {
 
 absl::StatusOr<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(
     const std::string& brokers, const std::string& group, const std::vector<std::string>& topics,
-    const KafkaConfig& extra, OffsetLookup offset_lookup) {
+    const KafkaConfig& extra, OffsetLookup offset_lookup, OutOfRange on_out_of_range) {
   auto settings = WithSecurity({{"bootstrap.servers", brokers},
                                 {"group.id", group},
                                 {"enable.auto.commit", "false"},
@@ -256,6 +256,7 @@ absl::StatusOr<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(
   if (!conf.ok()) return conf.status();
   std::unique_ptr<KafkaConsumer> c(new KafkaConsumer());
   c->offset_lookup_ = std::move(offset_lookup);
+  c->on_out_of_range_ = std::move(on_out_of_range);
   rd_kafka_conf_set_opaque(*conf, c.get());
   rd_kafka_conf_set_rebalance_cb(
       *conf, [](rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
@@ -279,15 +280,22 @@ absl::StatusOr<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(
 void KafkaConsumer::OnRebalance(rd_kafka_t* rk, int err, void* partitions, void* opaque) {
   auto* self = static_cast<KafkaConsumer*>(opaque);
   auto* parts = static_cast<rd_kafka_topic_partition_list_t*>(partitions);
+  self->start_.clear();
+  self->paused_.clear();
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     for (int i = 0; i < parts->cnt; ++i) {
       auto& p = parts->elems[i];
-      if (self->offset_lookup_) {
-        if (auto next = self->offset_lookup_(p.topic, p.partition)) p.offset = *next;
-      }
-      spdlog::info("kafka assigned {}[{}] from offset {}", p.topic, p.partition, p.offset);
+      StartAt at;
+      if (self->offset_lookup_) at = self->offset_lookup_(p.topic, p.partition);
+      if (at.offset) p.offset = *at.offset;
+      self->start_[{p.topic, p.partition}] = p.offset;
+      if (at.paused) self->paused_.insert({p.topic, p.partition});
+      spdlog::info("kafka assigned {}[{}] from offset {}{}", p.topic, p.partition, p.offset,
+                   at.paused ? ", paused" : "");
     }
     rd_kafka_assign(rk, parts);
+    // Assigning resumes every partition it names: pause after it.
+    self->PauseAgain();
   } else {
     rd_kafka_assign(rk, nullptr);
   }
@@ -302,6 +310,19 @@ KafkaConsumer::~KafkaConsumer() {
 absl::StatusOr<std::optional<KafkaMessage>> KafkaConsumer::Poll(std::chrono::milliseconds timeout) {
   rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, static_cast<int>(timeout.count()));
   if (m == nullptr) return std::optional<KafkaMessage>();
+  if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && m->rkt != nullptr) {
+    // The position is outside the log and auto.offset.reset=error: stop
+    // fetching the partition and let the owner decide.
+    const std::string topic = rd_kafka_topic_name(m->rkt);
+    const int32_t partition = m->partition;
+    const int64_t offset = m->offset;
+    spdlog::warn("kafka {}[{}]: {}", topic, partition, rd_kafka_message_errstr(m));
+    rd_kafka_message_destroy(m);
+    paused_.insert({topic, partition});
+    PauseAgain();
+    if (on_out_of_range_) on_out_of_range_(topic, partition, offset);
+    return std::optional<KafkaMessage>();
+  }
   if (m->err) {
     const bool benign = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
     std::string why = rd_kafka_message_errstr(m);
@@ -334,6 +355,82 @@ void KafkaConsumer::Commit(const KafkaMessage& msg) {
   rd_kafka_topic_partition_list_add(list, msg.topic.c_str(), msg.partition)->offset = msg.offset + 1;
   rd_kafka_commit(rk_, list, 1);
   rd_kafka_topic_partition_list_destroy(list);
+}
+
+static_assert(KafkaConsumer::kBeginning == RD_KAFKA_OFFSET_BEGINNING);
+
+absl::StatusOr<KafkaConsumer::Watermarks> KafkaConsumer::QueryWatermarks(
+    const std::string& topic, int32_t partition, std::chrono::milliseconds timeout) {
+  Watermarks w;
+  rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+      rk_, topic.c_str(), partition, &w.low, &w.high, static_cast<int>(timeout.count()));
+  if (err) {
+    return absl::UnavailableError("kafka watermarks of " + topic + "[" + std::to_string(partition) +
+                                  "]: " + rd_kafka_err2str(err));
+  }
+  return w;
+}
+
+absl::Status KafkaConsumer::Resume(const std::string& topic, int32_t partition, int64_t offset) {
+  // A partition stopped by an offset out of range is in no fetch state a
+  // seek can move (librdkafka refuses it with "Erroneous state"): assign
+  // again, the partition from `offset` and every other from where it is.
+  rd_kafka_topic_partition_list_t* list = nullptr;
+  if (rd_kafka_assignment(rk_, &list) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return absl::UnavailableError("kafka: the consumer's assignment is unknown");
+  }
+  rd_kafka_position(rk_, list);
+  const Partition target{topic, partition};
+  bool found = false;
+  for (int i = 0; i < list->cnt; ++i) {
+    auto& p = list->elems[i];
+    const Partition key{p.topic, p.partition};
+    if (key == target) {
+      p.offset = offset;
+      found = true;
+    } else if (p.offset < 0) {
+      // Nothing consumed yet: where it was assigned from.
+      if (auto it = start_.find(key); it != start_.end()) p.offset = it->second;
+    }
+  }
+  if (!found) {
+    rd_kafka_topic_partition_list_destroy(list);
+    return absl::FailedPreconditionError("kafka: " + topic + "[" + std::to_string(partition) +
+                                         "] is not assigned to this consumer");
+  }
+  start_[target] = offset;
+  paused_.erase(target);
+  const rd_kafka_resp_err_t err = rd_kafka_assign(rk_, list);
+  // Whether assigning keeps a pause depends on the librdkafka version: say
+  // which are paused and which are not.
+  rd_kafka_resume_partitions(rk_, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  PauseAgain();
+  if (err) {
+    return absl::UnavailableError("kafka: assigning " + topic + "[" + std::to_string(partition) +
+                                  "] from " + std::to_string(offset) + ": " +
+                                  rd_kafka_err2str(err));
+  }
+  return absl::OkStatus();
+}
+
+void KafkaConsumer::PauseAgain() {
+  if (paused_.empty()) return;
+  rd_kafka_topic_partition_list_t* list =
+      rd_kafka_topic_partition_list_new(static_cast<int>(paused_.size()));
+  for (const auto& [topic, partition] : paused_) {
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
+  }
+  rd_kafka_pause_partitions(rk_, list);
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
+bool KafkaConsumer::Assigned(const std::string& topic, int32_t partition) {
+  rd_kafka_topic_partition_list_t* list = nullptr;
+  if (rd_kafka_assignment(rk_, &list) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+  const bool found = rd_kafka_topic_partition_list_find(list, topic.c_str(), partition) != nullptr;
+  rd_kafka_topic_partition_list_destroy(list);
+  return found;
 }
 
 }  // namespace sb

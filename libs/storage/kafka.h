@@ -7,7 +7,8 @@
 //
 // KafkaConsumer joins a consumer group. Where a consumer keeps its offsets
 // in its own database (exactly-once processing), `offset_lookup` tells the
-// position to resume each assigned partition from.
+// position to resume each assigned partition from, and may keep a partition
+// paused (a stored offset outside the log waits for an operator).
 //
 // Every client, producer or consumer, connects with the security the
 // --kafka_security_protocol, --kafka_sasl_* and --kafka_ssl_ca flags describe
@@ -22,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -109,14 +111,29 @@ struct KafkaMessage {
 
 class KafkaConsumer {
  public:
-  // Returns the next offset to read for a partition, or nullopt to use the
-  // group's committed offset (or the earliest when there is none).
-  using OffsetLookup =
-      std::function<std::optional<int64_t>(const std::string& topic, int32_t partition)>;
+  // A StartAt offset: the partition's first (librdkafka's logical offset).
+  static constexpr int64_t kBeginning = -2;
+  // Where an assigned partition starts.
+  struct StartAt {
+    std::optional<int64_t>
+        offset;           // nullopt: the group's committed offset (else auto.offset.reset)
+    bool paused = false;  // assigned but not fetched until Resume()
+  };
+  // Called on the polling thread (inside Poll) for each partition assigned.
+  // Where a consumer keeps its offsets in its own database (exactly-once
+  // processing), it says where to resume from.
+  using OffsetLookup = std::function<StartAt(const std::string& topic, int32_t partition)>;
+  // Called on the polling thread when the position of an assigned partition
+  // lies outside its log while consuming. Only with auto.offset.reset=error
+  // (otherwise librdkafka moves the position by itself); the partition is
+  // paused until Resume().
+  using OutOfRange =
+      std::function<void(const std::string& topic, int32_t partition, int64_t offset)>;
 
   static absl::StatusOr<std::unique_ptr<KafkaConsumer>> Create(
       const std::string& brokers, const std::string& group, const std::vector<std::string>& topics,
-      const KafkaConfig& extra = {}, OffsetLookup offset_lookup = nullptr);
+      const KafkaConfig& extra = {}, OffsetLookup offset_lookup = nullptr,
+      OutOfRange on_out_of_range = nullptr);
   ~KafkaConsumer();  // leaves the group
 
   // nullopt when nothing arrived in `timeout`. Errors are transient broker
@@ -125,12 +142,35 @@ class KafkaConsumer {
   // Commits `msg.offset + 1` to the group (asynchronously).
   void Commit(const KafkaMessage& msg);
 
+  // The partition's log: its first offset and the offset after its last
+  // (the high watermark), asked of the partition's leader.
+  struct Watermarks {
+    int64_t low = 0;
+    int64_t high = 0;
+  };
+  absl::StatusOr<Watermarks> QueryWatermarks(const std::string& topic, int32_t partition,
+                                             std::chrono::milliseconds timeout);
+  // Moves an assigned partition to `offset` and fetches it again (also one
+  // paused by the OffsetLookup or after OutOfRange); the other partitions go
+  // on from where they are. Call from the polling thread.
+  absl::Status Resume(const std::string& topic, int32_t partition, int64_t offset);
+  // Whether the partition is assigned to this consumer now.
+  bool Assigned(const std::string& topic, int32_t partition);
+
  private:
   KafkaConsumer() = default;
   static void OnRebalance(rd_kafka_t* rk, int err, void* partitions, void* opaque);
+  using Partition = std::pair<std::string, int32_t>;
+  // Pauses paused_ (assigning resumes every partition).
+  void PauseAgain();
 
   rd_kafka_t* rk_ = nullptr;
   OffsetLookup offset_lookup_;
+  OutOfRange on_out_of_range_;
+  // The polling thread's: where each assigned partition started, and the
+  // partitions kept paused.
+  std::map<Partition, int64_t> start_;
+  std::set<Partition> paused_;
 };
 
 }  // namespace sb

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
+
 namespace sb::billing {
 namespace {
 
@@ -40,6 +42,20 @@ constexpr const char* kStoreOffset =
 constexpr const char* kLoadOffset =
     "SELECT next_offset FROM consumer_offsets "
     "WHERE consumer_group = $1 AND topic = $2 AND partition = $3";
+constexpr const char* kPendingResets =
+    "SELECT topic, partition, to_position FROM consumer_offset_resets "
+    "WHERE consumer_group = $1 ORDER BY topic, partition";
+constexpr const char* kDeleteReset =
+    "DELETE FROM consumer_offset_resets "
+    "WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND to_position = $4";
+constexpr const char* kRequestReset =
+    "INSERT INTO consumer_offset_resets (consumer_group, topic, partition, to_position) "
+    "VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET "
+    " to_position = EXCLUDED.to_position, requested_at = now()";
+constexpr const char* kStoredPartitions =
+    "SELECT partition FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2 "
+    "ORDER BY partition";
 constexpr const char* kQueryUsage =
     "SELECT request_id, model, input_tokens, output_tokens, "
     " (extract(epoch from occurred_at) * 1000)::bigint, stop_reason, end_user_id "
@@ -114,6 +130,66 @@ absl::StatusOr<std::optional<int64_t>> Ledger::NextOffset(const std::string& gro
     auto r = tx.exec_params(kLoadOffset, group, topic, partition);
     if (r.empty()) return std::optional<int64_t>();
     return std::optional<int64_t>(r[0][0].as<int64_t>());
+  });
+}
+
+absl::StatusOr<std::vector<OffsetReset>> Ledger::PendingResets(const std::string& group) {
+  return pg_.Run<std::vector<OffsetReset>>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    std::vector<OffsetReset> out;
+    for (const auto& row : tx.exec_params(kPendingResets, group)) {
+      out.push_back({row[0].as<std::string>(), row[1].as<int32_t>(), row[2].as<std::string>()});
+    }
+    return out;
+  });
+}
+
+absl::Status Ledger::ApplyReset(const std::string& group, const OffsetReset& reset,
+                                int64_t next_offset) {
+  return pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params(kStoreOffset, group, reset.topic, reset.partition, next_offset);
+    tx.exec_params(kDeleteReset, group, reset.topic, reset.partition, reset.to);
+    tx.commit();
+  });
+}
+
+absl::Status Ledger::DropReset(const std::string& group, const OffsetReset& reset) {
+  return pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params(kDeleteReset, group, reset.topic, reset.partition, reset.to);
+    tx.commit();
+  });
+}
+
+absl::StatusOr<std::vector<int32_t>> Ledger::RequestReset(const std::string& group,
+                                                          const std::string& topic,
+                                                          std::optional<int32_t> partition,
+                                                          const std::string& to) {
+  int64_t offset = 0;
+  if (to != "earliest" && to != "latest" && !(absl::SimpleAtoi(to, &offset) && offset >= 0)) {
+    return absl::InvalidArgumentError("--to=" + to +
+                                      ": want earliest, latest or an offset (0 or more)");
+  }
+  if (partition && *partition < 0) {
+    return absl::InvalidArgumentError("--partition=" + std::to_string(*partition) +
+                                      ": want 0 or more");
+  }
+  return pg_.Run<std::vector<int32_t>>([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    std::vector<int32_t> parts;
+    if (partition) {
+      parts.push_back(*partition);
+    } else {
+      for (const auto& row : tx.exec_params(kStoredPartitions, group, topic)) {
+        parts.push_back(row[0].as<int32_t>());
+      }
+    }
+    // A canonical offset ("007" is 7), so the consumer's delete matches.
+    const std::string position = to == "earliest" || to == "latest" ? to : std::to_string(offset);
+    for (int32_t p : parts) tx.exec_params(kRequestReset, group, topic, p, position);
+    tx.commit();
+    return parts;
   });
 }
 

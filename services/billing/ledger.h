@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "storage/pg.h"
@@ -22,6 +23,14 @@ struct KafkaPosition {
   std::string topic;
   int32_t partition = 0;
   int64_t offset = 0;  // of the event being recorded
+};
+
+// An operator's decision for a partition whose stored offset lies outside
+// its log (`sbadmin billing reset-offsets`).
+struct OffsetReset {
+  std::string topic;
+  int32_t partition = 0;
+  std::string to;  // "earliest", "latest" or a decimal offset
 };
 
 class Ledger {
@@ -41,6 +50,21 @@ class Ledger {
   absl::Status Skip(const KafkaPosition& position);
   absl::StatusOr<std::optional<int64_t>> NextOffset(const std::string& group,
                                                     const std::string& topic, int32_t partition);
+  // The operator's decisions waiting for `group`'s consumers.
+  absl::StatusOr<std::vector<OffsetReset>> PendingResets(const std::string& group);
+  // Applies `reset`: stores `next_offset` as the partition's next offset and
+  // removes the decision, in one transaction.
+  absl::Status ApplyReset(const std::string& group, const OffsetReset& reset, int64_t next_offset);
+  // Removes a decision that cannot be applied (an offset outside the log).
+  absl::Status DropReset(const std::string& group, const OffsetReset& reset);
+  // Records a decision for `partition`, or (nullopt) for every partition of
+  // `topic` with a stored offset; returns the partitions it names. `to` is
+  // "earliest", "latest" or a decimal offset (InvalidArgument otherwise).
+  absl::StatusOr<std::vector<int32_t>> RequestReset(const std::string& group,
+                                                    const std::string& topic,
+                                                    std::optional<int32_t> partition,
+                                                    const std::string& to);
+
   absl::StatusOr<switchboard::billing::v1::GetUsageResponse> Query(
       const switchboard::billing::v1::GetUsageRequest& req);
 

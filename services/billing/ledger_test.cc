@@ -341,6 +341,92 @@ TEST(MeteringConsumerTest, EveryEventOnceAcrossRedeliveryMalformedInputAndRestar
       1);
 }
 
+// After the broker lost its log (a restart of the dev broker, a recreated
+// topic, a restored cluster) the offsets stored with the ledger lie beyond
+// the new log's end. Consuming on from them would skip the new log's first
+// events without a word; the consumer stops those partitions instead and
+// waits for the operator's decision.
+TEST(MeteringConsumerTest, AStoredOffsetOutsideTheLogStopsThePartitionUntilAnOperatorDecides) {
+  PgPool pg(g_infra->pg_uri(), 2);
+  Ledger ledger(pg);
+  const std::string topic = "usage.restored";
+  const MessageSigner signer = *MessageSigner::FromKeys({std::string(64, 's')});
+  const MeteringOptions options{.brokers = g_infra->kafka(),
+                                .group = "billing-stale",
+                                .topic = topic,
+                                .reset_check_interval = std::chrono::milliseconds(100)};
+  auto producer = KafkaProducer::Create(g_infra->kafka());
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  for (const char* id : {"r-1", "r-2", "r-3", "r-4", "r-5", "r-6"}) {
+    const std::string value = Event("org-restored", id, 1, 2).SerializeAsString();
+    ASSERT_TRUE(
+        (*producer)->Publish(topic, id, value, {{kSignatureHeader, signer.Sign(id, value)}}).ok());
+  }
+  ASSERT_TRUE((*producer)->Flush(std::chrono::seconds(10)).ok());
+  // What the ledger kept from the broker's previous life: 150 events read
+  // from each of the topic's 4 partitions (the dev broker's default).
+  constexpr int kPartitions = 4;
+  for (int32_t p = 0; p < kPartitions; ++p) {
+    ASSERT_TRUE(ledger.Skip({options.group, topic, p, 149}).ok());
+  }
+  auto stalled_gauge = [&](int32_t p) {
+    return metrics::Default()
+        .GetGauge("sb_billing_partition_stalled",
+                  "1 while a partition is not consumed: its stored offset lies outside the log",
+                  {{"topic", topic}, {"partition", std::to_string(p)}})
+        .Value();
+  };
+
+  MeteringConsumer consumer(ledger, signer, options);
+  ASSERT_TRUE(consumer.Start().ok());
+  for (int i = 0; i < 200 && consumer.stalled_partitions() < kPartitions; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(consumer.stalled_partitions(), kPartitions);
+  for (int32_t p = 0; p < kPartitions; ++p) EXPECT_EQ(stalled_gauge(p), 1) << p;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(Usage(ledger, "org-restored").requests(), 0) << "nothing consumed while stopped";
+  auto stored = ledger.NextOffset(options.group, topic, 0);
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ(**stored, 150) << "the stored offset waits for the decision";
+
+  // A decision outside the log is refused; the partition stays stopped.
+  auto parts = ledger.RequestReset(options.group, topic, 0, "999");
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  for (int i = 0; i < 100; ++i) {
+    auto pending = ledger.PendingResets(options.group);
+    ASSERT_TRUE(pending.ok());
+    if (pending->empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(ledger.PendingResets(options.group)->empty());
+  EXPECT_EQ(consumer.stalled_partitions(), kPartitions);
+  EXPECT_FALSE(ledger.RequestReset(options.group, topic, 0, "soon").ok());
+
+  // The operator replays the new log from its start: every event counts once.
+  parts = ledger.RequestReset(options.group, topic, std::nullopt, "earliest");
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  EXPECT_EQ(parts->size(), static_cast<size_t>(kPartitions));
+  ASSERT_TRUE(WaitForRequests(ledger, "org-restored", 6));
+  for (int i = 0; i < 100 && consumer.stalled_partitions() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(consumer.stalled_partitions(), 0);
+  for (int32_t p = 0; p < kPartitions; ++p) EXPECT_EQ(stalled_gauge(p), 0) << p;
+  EXPECT_TRUE(ledger.PendingResets(options.group)->empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto usage = Usage(ledger, "org-restored");
+  EXPECT_EQ(usage.requests(), 6);
+  EXPECT_EQ(usage.total_output_tokens(), 12);
+  int64_t next_total = 0;
+  for (int32_t p = 0; p < kPartitions; ++p) {
+    auto next = ledger.NextOffset(options.group, topic, p);
+    ASSERT_TRUE(next.ok() && next->has_value());
+    next_total += **next;
+  }
+  EXPECT_EQ(next_total, 6) << "each partition's stored offset is its new log's end";
+}
+
 }  // namespace
 }  // namespace sb::billing
 

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "core/metrics.h"
 
 namespace sb::billing {
@@ -17,6 +18,15 @@ void SleepBeforeRetry(int attempt) {
 metrics::Counter& Outcome(const std::string& outcome) {
   return metrics::Default().GetCounter("sb_billing_events_total", "Usage events by outcome",
                                        {{"outcome", outcome}});
+}
+
+constexpr std::chrono::milliseconds kBrokerTimeout{5000};
+
+metrics::Gauge& StalledGauge(const std::string& topic, int32_t partition) {
+  return metrics::Default().GetGauge(
+      "sb_billing_partition_stalled",
+      "1 while a partition is not consumed: its stored offset lies outside the log",
+      {{"topic", topic}, {"partition", std::to_string(partition)}});
 }
 
 // Text from a refused, possibly hostile, message made safe for one log line.
@@ -37,24 +47,131 @@ MeteringConsumer::~MeteringConsumer() { Stop(); }
 
 absl::Status MeteringConsumer::Start() {
   auto consumer = KafkaConsumer::Create(
-      options_.brokers, options_.group, {options_.topic}, {},
-      [this](const std::string& topic, int32_t partition) -> std::optional<int64_t> {
-        // Resume from the offset stored with the ledger rows. Retry while the
-        // database is away: starting from the group's offset could skip or
-        // repeat work only the ledger knows about.
-        for (int attempt = 0;; ++attempt) {
-          auto next = ledger_.NextOffset(options_.group, topic, partition);
-          if (next.ok()) return *next;
-          spdlog::warn("loading stored offset for {}[{}]: {}", topic, partition,
-                       next.status().ToString());
-          if (stop_.load()) return std::nullopt;
-          SleepBeforeRetry(attempt);
-        }
+      options_.brokers, options_.group, {options_.topic},
+      // An offset outside the log waits for an operator; librdkafka must not
+      // move it by itself.
+      {{"auto.offset.reset", "error"}},
+      [this](const std::string& topic, int32_t partition) { return StartAt(topic, partition); },
+      [this](const std::string& topic, int32_t partition, int64_t offset) {
+        auto log = consumer_->QueryWatermarks(topic, partition, kBrokerTimeout);
+        Stalled(topic, partition, offset, log.ok() ? *log : KafkaConsumer::Watermarks{-1, -1});
       });
   if (!consumer.ok()) return consumer.status();
   consumer_ = std::move(*consumer);
   thread_ = std::thread([this] { Loop(); });
   return absl::OkStatus();
+}
+
+KafkaConsumer::StartAt MeteringConsumer::StartAt(const std::string& topic, int32_t partition) {
+  // Resume from the offset stored with the ledger rows. Retry while the
+  // database is away: starting from the group's offset could skip or repeat
+  // work only the ledger knows about.
+  std::optional<int64_t> stored;
+  for (int attempt = 0;; ++attempt) {
+    auto next = ledger_.NextOffset(options_.group, topic, partition);
+    if (next.ok()) {
+      stored = *next;
+      break;
+    }
+    spdlog::warn("loading stored offset for {}[{}]: {}", topic, partition,
+                 next.status().ToString());
+    if (stop_.load()) return {.paused = true};
+    SleepBeforeRetry(attempt);
+  }
+  // Never consumed: the whole log.
+  if (!stored) return {.offset = KafkaConsumer::kBeginning};
+  for (int attempt = 0;; ++attempt) {
+    auto log = consumer_->QueryWatermarks(topic, partition, kBrokerTimeout);
+    if (log.ok()) {
+      if (*stored >= log->low && *stored <= log->high) return {.offset = *stored};
+      Stalled(topic, partition, *stored, *log);
+      return {.offset = *stored, .paused = true};
+    }
+    spdlog::warn("billing: the log of {}[{}]: {}", topic, partition, log.status().ToString());
+    if (stop_.load()) return {.offset = *stored, .paused = true};
+    SleepBeforeRetry(attempt);
+  }
+}
+
+void MeteringConsumer::Stalled(const std::string& topic, int32_t partition, int64_t offset,
+                               const KafkaConsumer::Watermarks& log) {
+  if (!stalled_.try_emplace({topic, partition}, Stall{offset, log}).second) return;
+  stalled_count_.store(static_cast<int>(stalled_.size()));
+  StalledGauge(topic, partition).Set(1);
+  metrics::Default()
+      .GetCounter("sb_billing_offsets_out_of_range_total",
+                  "Partitions stopped because their offset lay outside the log")
+      .Inc();
+  spdlog::error(
+      "billing stopped consuming {}[{}]: offset {} lies outside the partition's log (first "
+      "offset {}, end {}); nothing is skipped or replayed until an operator decides: sbadmin "
+      "billing reset-offsets --group={} --topic={} --partition={} --to=earliest|latest|OFFSET",
+      topic, partition, offset, log.low, log.high, options_.group, topic, partition);
+}
+
+void MeteringConsumer::ApplyResets() {
+  auto resumed = [&](const Partition& p) {
+    if (stalled_.erase(p) > 0) {
+      stalled_count_.store(static_cast<int>(stalled_.size()));
+      StalledGauge(p.first, p.second).Set(0);
+    }
+  };
+  // Decided and stored, but the seek failed: the stored offset stands.
+  for (auto it = resume_at_.begin(); it != resume_at_.end();) {
+    if (consumer_->Resume(it->first.first, it->first.second, it->second).ok()) {
+      resumed(it->first);
+      it = resume_at_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto pending = ledger_.PendingResets(options_.group);
+  if (!pending.ok()) {
+    spdlog::warn("billing: loading offset resets: {}", pending.status().ToString());
+    return;
+  }
+  for (const OffsetReset& r : *pending) {
+    // Another consumer of the group holds it, or it is not assigned yet
+    // (then it is applied here once it is).
+    if (r.topic != options_.topic || !consumer_->Assigned(r.topic, r.partition)) continue;
+    auto log = consumer_->QueryWatermarks(r.topic, r.partition, kBrokerTimeout);
+    if (!log.ok()) {
+      spdlog::warn("billing: the log of {}[{}]: {}", r.topic, r.partition, log.status().ToString());
+      continue;  // next round
+    }
+    int64_t to = 0;
+    if (r.to == "earliest") {
+      to = log->low;
+    } else if (r.to == "latest") {
+      to = log->high;
+    } else if (!absl::SimpleAtoi(r.to, &to)) {
+      to = -1;
+    }
+    if (to < log->low || to > log->high) {
+      spdlog::error(
+          "billing: offset reset of {}[{}] to {} refused: outside the partition's log (first "
+          "offset {}, end {})",
+          r.topic, r.partition, r.to, log->low, log->high);
+      if (auto st = ledger_.DropReset(options_.group, r); !st.ok()) {
+        spdlog::warn("billing: dropping the reset: {}", st.ToString());
+      }
+      continue;
+    }
+    if (auto st = ledger_.ApplyReset(options_.group, r, to); !st.ok()) {
+      spdlog::warn("billing: storing the reset of {}[{}]: {}", r.topic, r.partition, st.ToString());
+      continue;
+    }
+    spdlog::warn("billing consumes {}[{}] from offset {} (operator's reset to {})", r.topic,
+                 r.partition, to, r.to);
+    const Partition p{r.topic, r.partition};
+    if (auto st = consumer_->Resume(r.topic, r.partition, to); !st.ok()) {
+      spdlog::warn("billing: {}; retried", st.ToString());
+      resume_at_[p] = to;
+      continue;
+    }
+    resume_at_.erase(p);
+    resumed(p);
+  }
 }
 
 void MeteringConsumer::Stop() {
@@ -68,7 +185,12 @@ void MeteringConsumer::Loop() {
   auto& duplicate = Outcome("duplicate");
   auto& raised = Outcome("raised");
   auto& settled = Outcome("settled");
+  auto next_reset_check = std::chrono::steady_clock::now();
   while (!stop_.load()) {
+    if (std::chrono::steady_clock::now() >= next_reset_check) {
+      ApplyResets();
+      next_reset_check = std::chrono::steady_clock::now() + options_.reset_check_interval;
+    }
     auto polled = consumer_->Poll(std::chrono::milliseconds(200));
     if (!polled.ok()) {
       spdlog::warn("billing consumer: {}", polled.status().ToString());

@@ -7,12 +7,25 @@
 // as a warning with its request id, and stepped over — its offset is stored
 // like any other, so it is neither retried forever nor in the way of the
 // valid events behind it.
+//
+// Never skip silently: where the offset stored for a partition lies outside
+// the partition's log (beyond its end or before its start: the broker lost
+// its data, the topic was recreated, a cluster was restored), the consumer
+// stops consuming that partition, sets sb_billing_partition_stalled{topic,
+// partition} to 1, logs an error naming topic, partition, offset and the
+// log's bounds, and waits for an operator decision (`sbadmin billing
+// reset-offsets`, a row in consumer_offset_resets) which it applies within
+// about a second. Recording is idempotent per request id, so replaying from
+// the earliest offset is always safe.
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "billing/ledger.h"
 #include "billing/usage_validation.h"
@@ -27,6 +40,8 @@ struct MeteringOptions {
   std::string group;
   std::string topic;
   UsageLimits limits;
+  // How often the operator's offset decisions are looked for.
+  std::chrono::milliseconds reset_check_interval{1000};
 };
 
 class MeteringConsumer {
@@ -39,8 +54,24 @@ class MeteringConsumer {
   absl::Status Start();
   void Stop();
 
+  // Partitions stopped on a stored offset outside their log (any thread).
+  int stalled_partitions() const { return stalled_count_.load(); }
+
  private:
+  using Partition = std::pair<std::string, int32_t>;
+  struct Stall {
+    int64_t offset = 0;
+    KafkaConsumer::Watermarks log;
+  };
+
   void Loop();
+  // Where an assigned partition starts: its stored offset, if that lies in
+  // its log; paused otherwise.
+  KafkaConsumer::StartAt StartAt(const std::string& topic, int32_t partition);
+  void Stalled(const std::string& topic, int32_t partition, int64_t offset,
+               const KafkaConsumer::Watermarks& log);
+  // Applies the operator's decisions for the partitions this consumer holds.
+  void ApplyResets();
   // Counts, logs and steps over a refused message.
   void Reject(const KafkaMessage& msg, const KafkaPosition& pos, const CheckedUsage& checked);
 
@@ -50,6 +81,10 @@ class MeteringConsumer {
   std::unique_ptr<KafkaConsumer> consumer_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  // The consumer thread's (the Kafka callbacks run inside Poll).
+  std::map<Partition, Stall> stalled_;
+  std::map<Partition, int64_t> resume_at_;  // decided, but the seek failed: retried
+  std::atomic<int> stalled_count_{0};
 };
 
 }  // namespace sb::billing

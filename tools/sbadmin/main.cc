@@ -15,6 +15,8 @@
 //   sbadmin --pg=URI model list
 //   sbadmin --pg=URI set-org ORG_ID [--weight=N] [--tier=NAME]   # fairness weight, tier label
 //   sbadmin --pg=URI show-org ORG_ID                             # name, weight, tier
+//   sbadmin --pg=URI billing reset-offsets --to=earliest|latest|OFFSET [--partition=N]
+//           [--group=billing] [--topic=usage.events]   # a stopped partition's decision
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +27,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
+#include "billing/ledger.h"
 #include "core/config.h"
 #include "sbadmin/admin.h"
 #include "storage/pg.h"
@@ -47,6 +50,13 @@ ABSL_FLAG(std::string, weight, "",
           "set-org: the org's share of tokens when a model is contended (> 0; 1 is the default); "
           "model set-canary: percent of the alias's requests (0 ends the canary)");
 ABSL_FLAG(std::string, tier, "", "set-org: the org's tier, a label (e.g. standard, premium)");
+ABSL_FLAG(std::string, to, "",
+          "billing reset-offsets: earliest, latest or an offset, where billing resumes");
+ABSL_FLAG(int, partition, -1,
+          "billing reset-offsets: one partition (default: every partition billing has stored an "
+          "offset for)");
+ABSL_FLAG(std::string, group, "billing", "billing reset-offsets: billing's --consumer_group");
+ABSL_FLAG(std::string, topic, "usage.events", "billing reset-offsets: billing's --usage_topic");
 
 namespace {
 
@@ -141,6 +151,41 @@ int RunModel(const std::vector<std::string>& args) {
   return 0;
 }
 
+constexpr const char* kBillingUsage =
+    "sbadmin --pg=URI billing reset-offsets --to=earliest|latest|OFFSET [--partition=N] "
+    "[--group=billing] [--topic=usage.events]";
+
+// `sbadmin billing ...`: decisions for the metering consumer
+// (services/billing). Returns the exit code.
+int RunBilling(const std::vector<std::string>& args) {
+  if (args.size() != 3 || args[2] != "reset-offsets" || absl::GetFlag(FLAGS_to).empty()) {
+    std::fprintf(stderr, "%s\n", kBillingUsage);
+    return 2;
+  }
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
+  sb::billing::Ledger ledger(pg);
+  const int partition = absl::GetFlag(FLAGS_partition);
+  const std::string group = absl::GetFlag(FLAGS_group), topic = absl::GetFlag(FLAGS_topic);
+  auto parts = ledger.RequestReset(group, topic,
+                                   partition < 0 ? std::nullopt : std::optional<int32_t>(partition),
+                                   absl::GetFlag(FLAGS_to));
+  if (!parts.ok()) {
+    std::fprintf(stderr, "sbadmin billing reset-offsets: %s\n", parts.status().ToString().c_str());
+    return 1;
+  }
+  if (parts->empty()) {
+    std::printf("no offsets stored for group %s, topic %s: billing starts from the log's start\n",
+                group.c_str(), topic.c_str());
+  }
+  for (int32_t p : *parts) {
+    std::printf(
+        "%s[%d]: billing resumes from %s (applied within a second while it runs, else "
+        "when it starts)\n",
+        topic.c_str(), p, absl::GetFlag(FLAGS_to).c_str());
+  }
+  return 0;
+}
+
 // set-org's flags: an empty one is not given.
 absl::StatusOr<sb::admin::OrgSettings> OrgChange() {
   sb::admin::OrgSettings change;
@@ -164,8 +209,8 @@ int main(int argc, char** argv) {
       "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] | "
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
       "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | "
-      "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ...)\n" +
-      std::string(kModelUsage));
+      "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ... | billing ...)\n" +
+      std::string(kModelUsage) + "\n" + kBillingUsage);
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -173,6 +218,7 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = args[1];
   if (cmd == "model") return RunModel(args);
+  if (cmd == "billing") return RunBilling(args);
   sb::admin::Admin admin(absl::GetFlag(FLAGS_pg));
   absl::Status st;
   if (cmd == "migrate") {
