@@ -282,15 +282,23 @@ class LeasedCall final : public GenerateCall, public std::enable_shared_from_thi
       Done(st);
       return;
     }
-    // Nothing came from the worker: the lease may never have reached it.
-    Release(admit);
+    // Nothing came from the worker. A lease it refused, or that may never
+    // have reached it, is given back; one it took and failed (its engine's
+    // error) is the worker's to end: its report carries the failure to the
+    // version's breaker, which a release first would hide.
+    const auto code = st.error_code();
+    if (code == grpc::StatusCode::FAILED_PRECONDITION ||
+        code == grpc::StatusCode::PERMISSION_DENIED || code == grpc::StatusCode::UNAVAILABLE ||
+        code == grpc::StatusCode::RESOURCE_EXHAUSTED || code == grpc::StatusCode::CANCELLED ||
+        code == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      Release(admit);
+    }
     bool cancelled;
     {
       std::lock_guard<std::mutex> lock(mu_);
       stream_ = nullptr;
       cancelled = cancelled_;
     }
-    const auto code = st.error_code();
     const bool retry =
         !cancelled && !retried_ &&
         (code == grpc::StatusCode::FAILED_PRECONDITION ||

@@ -226,7 +226,7 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::Heartbeat(grpc::CallbackServerCo
         }
         // Its end report was lost: the worker no longer runs it.
         LeaseEnded("lost").Inc();
-        freed.push_back(EndLeaseLocked(it++, /*ok=*/true));
+        freed.push_back(EndLeaseLocked(it++, LeaseOutcome::kUnknown));
       }
     }
     for (const auto& m : freed) Dispatch(m);
@@ -537,14 +537,16 @@ std::string SchedulerServiceImpl::GrantLease(const inf::GenerateRequest& req,
 }
 
 std::string SchedulerServiceImpl::EndLeaseLocked(
-    std::unordered_map<std::string, LeaseState>::iterator it, bool ok) {
+    std::unordered_map<std::string, LeaseState>::iterator it, LeaseOutcome outcome) {
   const LeaseState l = std::move(it->second);
   leases_.erase(it);
   ActiveLeases().Set(static_cast<double>(leases_.size()));
   registry_.Release(l.worker_id);
   auto q = queues_.find(l.model);
   if (q != queues_.end()) q->second.fair.Finished(l.org, l.priority);
-  if (hooks_.outcome) hooks_.outcome(l.version.empty() ? l.model : l.version, ok);
+  if (hooks_.outcome && outcome != LeaseOutcome::kUnknown) {
+    hooks_.outcome(l.version.empty() ? l.model : l.version, outcome == LeaseOutcome::kSucceeded);
+  }
   return l.model;
 }
 
@@ -561,7 +563,7 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::ReleaseLease(grpc::CallbackServe
     // A started lease is the worker's to end.
     if (it != leases_.end() && !it->second.started) {
       LeaseEnded("released").Inc();
-      model = EndLeaseLocked(it, /*ok=*/true);
+      model = EndLeaseLocked(it, LeaseOutcome::kUnknown);
     }
   }
   if (!model.empty()) Dispatch(model);
@@ -609,7 +611,8 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::ReportServed(grpc::CallbackServe
       }
       if (r.done()) {
         LeaseEnded(r.failed() ? "failed" : "done").Inc();
-        freed.insert(EndLeaseLocked(it, !r.failed()));
+        freed.insert(
+            EndLeaseLocked(it, r.failed() ? LeaseOutcome::kFailed : LeaseOutcome::kSucceeded));
       }
     }
   }
@@ -631,11 +634,11 @@ std::vector<std::string> SchedulerServiceImpl::Sweep(absl::Time now) {
       const LeaseState& l = it->second;
       if (!live.count(l.worker_id)) {
         LeaseEnded("worker_dead").Inc();
-        freed.insert(EndLeaseLocked(it++, /*ok=*/false));
+        freed.insert(EndLeaseLocked(it++, LeaseOutcome::kFailed));
       } else if (!l.started && now > l.expires + kLeaseGrace) {
         // Never used: its holder left, or died, before calling the worker.
         LeaseEnded("expired").Inc();
-        freed.insert(EndLeaseLocked(it++, /*ok=*/true));
+        freed.insert(EndLeaseLocked(it++, LeaseOutcome::kUnknown));
       } else {
         ++it;
       }

@@ -189,8 +189,13 @@ class SchedulerServiceImpl final : public switchboard::scheduler::v1::TenantSche
   std::string GrantLease(const switchboard::inference::v1::GenerateRequest& req,
                          const ResolvedModel& res, const Pick& pick,
                          switchboard::scheduler::v1::Lease* out);
+  // What a lease's end tells the version's breaker: a worker's report of
+  // success or failure, or nothing (a lease given back unused, expired, or
+  // whose end report was lost).
+  enum class LeaseOutcome { kSucceeded, kFailed, kUnknown };
   // Ends a lease (requires queue_mu_); returns its model for Dispatch.
-  std::string EndLeaseLocked(std::unordered_map<std::string, LeaseState>::iterator it, bool ok);
+  std::string EndLeaseLocked(std::unordered_map<std::string, LeaseState>::iterator it,
+                             LeaseOutcome outcome);
 
   // Relays the worker's stream to `out` (the Generate path).
   void StartRelay(const switchboard::inference::v1::GenerateRequest& req, const ResolvedModel& res,

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "absl/time/clock.h"
@@ -24,10 +25,10 @@ using std::chrono_literals::operator""ms;
 class LeaseTest : public ::testing::Test {
  protected:
   void Start(QueueOptions options, SchedulerServiceImpl*& out_service,
-             WorkerRegistry*& out_registry) {
+             WorkerRegistry*& out_registry, SchedulerHooks hooks = {}) {
     registries_.push_back(std::make_unique<WorkerRegistry>(absl::Minutes(1)));
-    services_.push_back(std::make_unique<SchedulerServiceImpl>(*registries_.back(),
-                                                               absl::Milliseconds(100), options));
+    services_.push_back(std::make_unique<SchedulerServiceImpl>(
+        *registries_.back(), absl::Milliseconds(100), options, std::move(hooks)));
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -167,6 +168,62 @@ TEST_F(LeaseTest, AnUnusedLeaseExpiresAndAGivenBackOneIsFreedAtOnce) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(stubs_[0]->ReleaseLease(&ctx, release, &released).ok());
   ASSERT_TRUE(Ready(third, 2000ms)) << "the released lease freed the slot";
+}
+
+// A version's breaker hears how its requests ended from the worker's
+// reports only. A lease given back unused (the holder could not reach the
+// worker, or the worker refused it) or expired says nothing of the version;
+// counting it a success would hide a failing version whose holders give
+// back leases before the worker's failure report lands.
+TEST_F(LeaseTest, TheBreakerHearsWorkerReportsNotReleasesOrExpiries) {
+  std::mutex mu;
+  std::vector<bool> outcomes;
+  SchedulerServiceImpl* service;
+  WorkerRegistry* registry;
+  Start({.max_wait = absl::Seconds(5), .lease_ttl = absl::Milliseconds(100)}, service, registry,
+        {.outcome = [&](const std::string& version, bool ok) {
+          std::lock_guard<std::mutex> lock(mu);
+          EXPECT_EQ(version, "m");
+          outcomes.push_back(ok);
+        }});
+  const auto reg = Register(0, "w1", 4);
+  worker::LeaseReporter reporter("w1", absl::Milliseconds(20));
+  reporter.Registered(reg.scheduler_id(), reg.lease_key(), reg.session(), stubs_[0].get());
+  auto heard = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return outcomes;
+  };
+  auto wait_for = [&](size_t n) {
+    for (int i = 0; i < 200 && heard().size() < n; ++i) std::this_thread::sleep_for(10ms);
+    return heard();
+  };
+
+  auto released = Admit(0, "r1");
+  auto expired = Admit(0, "r2");
+  auto failed = Admit(0, "r3");
+  auto served = Admit(0, "r4");
+  for (const auto& p : {released, expired, failed, served}) {
+    ASSERT_TRUE(Ready(p, 2000ms));
+    ASSERT_TRUE(p->result.get().ok());
+  }
+  sched::ReleaseLeaseRequest release;
+  release.set_lease_id(released->lease.lease_id());
+  sched::ReleaseLeaseResponse ack;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stubs_[0]->ReleaseLease(&ctx, release, &ack).ok());
+  // r3 and r4 start on the worker (their start goes with its next report
+  // round); r2's lease is never used and expires.
+  ASSERT_TRUE(reporter.Accept(failed->lease.lease_id(), "r3", absl::Now()).ok());
+  ASSERT_TRUE(reporter.Accept(served->lease.lease_id(), "r4", absl::Now()).ok());
+  reporter.Update(failed->lease.lease_id(), 5, 0);
+  reporter.Update(served->lease.lease_id(), 5, 1);
+  std::this_thread::sleep_for(200ms);
+  service->Sweep(absl::Now() + absl::Seconds(3));
+  reporter.Update(failed->lease.lease_id(), 5, 0, /*done=*/true, /*failed=*/true);
+  reporter.Update(served->lease.lease_id(), 5, 3, /*done=*/true);
+  EXPECT_EQ(wait_for(2), (std::vector<bool>{false, true}));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(heard().size(), 2u) << "a release and an expiry say nothing of the version";
 }
 
 TEST_F(LeaseTest, AStartedLeaseItsWorkerStopsListingIsFreedAfterThreeHeartbeats) {
