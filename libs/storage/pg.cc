@@ -78,4 +78,39 @@ absl::Status PgPool::RunImpl(const std::function<void(pqxx::connection&)>& fn) {
   return result;
 }
 
+namespace {
+
+// `{e1,e2,...}` with `append` writing each element.
+template <typename T, typename Append>
+std::string ArrayLiteral(const std::vector<T>& values, Append append) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    append(out, values[i]);
+  }
+  out += '}';
+  return out;
+}
+
+}  // namespace
+
+std::string PgArray(const std::vector<std::string>& values) {
+  return ArrayLiteral(values, [](std::string& out, const std::string& v) {
+    out += '"';
+    for (char c : v) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  });
+}
+
+std::string PgArray(const std::vector<int64_t>& values) {
+  return ArrayLiteral(values, [](std::string& out, int64_t v) { out += std::to_string(v); });
+}
+
+std::string PgArray(const std::vector<bool>& values) {
+  return ArrayLiteral(values, [](std::string& out, bool v) { out += v ? 't' : 'f'; });
+}
+
 }  // namespace sb

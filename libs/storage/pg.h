@@ -60,4 +60,12 @@ class PgPool {
   int open_ = 0;
 };
 
+// PostgreSQL array literals, for passing many values as one parameter
+// (`= ANY($1::text[])`, `unnest($1::bigint[], ...)`): libpqxx 6 has no
+// conversion for containers. Text elements are quoted and escaped; a text
+// must not hold a NUL (PostgreSQL refuses one anyway).
+std::string PgArray(const std::vector<std::string>& values);
+std::string PgArray(const std::vector<int64_t>& values);
+std::string PgArray(const std::vector<bool>& values);
+
 }  // namespace sb

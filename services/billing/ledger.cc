@@ -1,6 +1,9 @@
 #include "billing/ledger.h"
 
 #include <algorithm>
+#include <map>
+#include <tuple>
+#include <unordered_map>
 
 #include "absl/strings/numbers.h"
 
@@ -42,6 +45,51 @@ constexpr const char* kStoreOffset =
 constexpr const char* kLoadOffset =
     "SELECT next_offset FROM consumer_offsets "
     "WHERE consumer_group = $1 AND topic = $2 AND partition = $3";
+// The batch's statements: rows as parallel arrays, unnested.
+constexpr const char* kLockLedgerRows =
+    "SELECT request_id, input_tokens, output_tokens, stop_reason, "
+    " (extract(epoch from occurred_at) * 1000)::bigint, org_id, model, final "
+    "FROM usage_ledger WHERE request_id = ANY($1::text[]) FOR UPDATE";
+constexpr const char* kInsertLedgerRows =
+    "INSERT INTO usage_ledger (request_id, org_id, model, worker_id, source, input_tokens, "
+    " output_tokens, stop_reason, occurred_at, end_user_id, final) "
+    "SELECT id, org, model, worker, source, i, o, stop, to_timestamp(at::double precision / 1000), "
+    " end_user, fin "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], "
+    " $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::boolean[]) "
+    " AS v(id, org, model, worker, source, i, o, stop, at, end_user, fin) "
+    "ON CONFLICT (request_id) DO NOTHING";
+constexpr const char* kUpdateLedgerRows =
+    "UPDATE usage_ledger u SET input_tokens = v.i, output_tokens = v.o, stop_reason = v.stop, "
+    " final = v.fin "
+    "FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::boolean[]) "
+    " AS v(id, i, o, stop, fin) WHERE u.request_id = v.id";
+// New requests and later reports' differences, summed per hour. An hour
+// with new requests is inserted or added to; one with only later reports
+// exists (their first event made it) and is added to. (Apart, because a
+// row's CHECK holds for the row an upsert would insert.)
+constexpr const char* kRollupHourlyRows =
+    "WITH v AS ("
+    " SELECT org, model, date_trunc('hour', to_timestamp(at::double precision / 1000)) AS h, "
+    "  sum(n) AS n, sum(i) AS i, sum(o) AS o "
+    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], "
+    "  $6::bigint[]) AS u(org, model, at, n, i, o) GROUP BY org, model, h), "
+    "adjusted AS ("
+    " UPDATE usage_hourly SET input_tokens = usage_hourly.input_tokens + v.i,"
+    "  output_tokens = usage_hourly.output_tokens + v.o "
+    " FROM v WHERE v.n = 0 AND usage_hourly.org_id = v.org AND usage_hourly.model = v.model "
+    "  AND usage_hourly.hour = v.h) "
+    "INSERT INTO usage_hourly (org_id, model, hour, requests, input_tokens, output_tokens) "
+    "SELECT org, model, h, n, i, o FROM v WHERE n > 0 "
+    "ON CONFLICT (org_id, model, hour) DO UPDATE SET "
+    " requests = usage_hourly.requests + EXCLUDED.requests,"
+    " input_tokens = usage_hourly.input_tokens + EXCLUDED.input_tokens,"
+    " output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens";
+constexpr const char* kStoreOffsets =
+    "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[]) "
+    "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = "
+    "EXCLUDED.next_offset";
 constexpr const char* kPendingResets =
     "SELECT topic, partition, to_position FROM consumer_offset_resets "
     "WHERE consumer_group = $1 ORDER BY topic, partition";
@@ -111,6 +159,158 @@ absl::StatusOr<Ledger::Recorded> Ledger::Record(const bpb::UsageEvent& e,
     tx.exec_params(kStoreOffset, pos.group, pos.topic, pos.partition, pos.offset + 1);
     tx.commit();
     return outcome;
+  });
+}
+
+absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
+    const std::vector<bpb::UsageEvent>& events, const std::vector<KafkaPosition>& consumed) {
+  // A request's row as the batch leaves it.
+  struct Row {
+    int64_t in = 0, out = 0;
+    std::string stop;
+    int64_t at_ms = 0;  // the first event's: its hour in the rollup
+    std::string org, model;
+    bool final = false;
+    bool inserted = false;  // new in this batch
+    bool updated = false;   // an existing row, changed
+  };
+  std::vector<std::string> ids;
+  for (const auto& e : events) ids.push_back(e.request_id());
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::map<std::tuple<std::string, std::string, int32_t>, int64_t> next_offsets;
+  for (const auto& p : consumed) {
+    int64_t& next = next_offsets[{p.group, p.topic, p.partition}];
+    next = std::max(next, p.offset + 1);
+  }
+  return pg_.Run<std::vector<Recorded>>([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    std::unordered_map<std::string, Row> rows;
+    if (!ids.empty()) {
+      for (const auto& r : tx.exec_params(kLockLedgerRows, PgArray(ids))) {
+        rows[r[0].as<std::string>()] = {.in = r[1].as<int64_t>(),
+                                        .out = r[2].as<int64_t>(),
+                                        .stop = r[3].as<std::string>(),
+                                        .at_ms = r[4].as<int64_t>(),
+                                        .org = r[5].as<std::string>(),
+                                        .model = r[6].as<std::string>(),
+                                        .final = r[7].as<bool>()};
+      }
+    }
+    // The rollup's rows: org, model, time, requests, input and output added.
+    std::vector<std::string> h_org, h_model;
+    std::vector<int64_t> h_at, h_n, h_in, h_out;
+    auto roll = [&](const Row& row, int64_t n, int64_t in, int64_t out) {
+      h_org.push_back(row.org);
+      h_model.push_back(row.model);
+      h_at.push_back(row.at_ms);
+      h_n.push_back(n);
+      h_in.push_back(in);
+      h_out.push_back(out);
+    };
+    std::vector<Recorded> outcomes;
+    outcomes.reserve(events.size());
+    for (const auto& e : events) {
+      auto [it, fresh] = rows.try_emplace(e.request_id());
+      Row& row = it->second;
+      if (fresh) {
+        row = {.in = e.input_tokens(),
+               .out = e.output_tokens(),
+               .stop = e.stop_reason(),
+               .at_ms = e.at_unix_ms(),
+               .org = e.org_id(),
+               .model = e.model(),
+               .final = e.final(),
+               .inserted = true};
+        roll(row, 1, row.in, row.out);
+        outcomes.push_back(Recorded::kNew);
+        continue;
+      }
+      if (row.final) {
+        outcomes.push_back(Recorded::kUnchanged);
+        continue;
+      }
+      // As Record(): a running report only raises, the final one sets the
+      // exact counts and settles the row.
+      int64_t in = std::max<int64_t>(row.in, e.input_tokens());
+      int64_t out = std::max<int64_t>(row.out, e.output_tokens());
+      std::string stop = row.stop.empty() ? e.stop_reason() : row.stop;
+      if (e.final()) {
+        in = e.input_tokens();
+        out = e.output_tokens();
+        stop = e.stop_reason();
+      }
+      if (!e.final() && in == row.in && out == row.out && stop == row.stop) {
+        outcomes.push_back(Recorded::kUnchanged);
+        continue;
+      }
+      if (in != row.in || out != row.out) roll(row, 0, in - row.in, out - row.out);
+      row.in = in;
+      row.out = out;
+      row.stop = std::move(stop);
+      row.final = e.final();
+      if (!row.inserted) row.updated = true;
+      outcomes.push_back(e.final() ? Recorded::kSettled : Recorded::kRaised);
+    }
+    // The first event of each new request gives its worker, source and end
+    // user (as Record's insert does).
+    std::unordered_map<std::string, const bpb::UsageEvent*> first;
+    for (const auto& e : events) first.try_emplace(e.request_id(), &e);
+    std::vector<std::string> n_id, n_org, n_model, n_worker, n_source, n_stop, n_user;
+    std::vector<int64_t> n_in, n_out, n_at;
+    std::vector<bool> n_final;
+    std::vector<std::string> u_id, u_stop;
+    std::vector<int64_t> u_in, u_out;
+    std::vector<bool> u_final;
+    for (const auto& [id, row] : rows) {
+      if (row.inserted) {
+        const bpb::UsageEvent& e = *first.at(id);
+        n_id.push_back(id);
+        n_org.push_back(row.org);
+        n_model.push_back(row.model);
+        n_worker.push_back(e.worker_id());
+        n_source.push_back(e.source());
+        n_in.push_back(row.in);
+        n_out.push_back(row.out);
+        n_stop.push_back(row.stop);
+        n_at.push_back(row.at_ms);
+        n_user.push_back(e.end_user_id());
+        n_final.push_back(row.final);
+      } else if (row.updated) {
+        u_id.push_back(id);
+        u_in.push_back(row.in);
+        u_out.push_back(row.out);
+        u_stop.push_back(row.stop);
+        u_final.push_back(row.final);
+      }
+    }
+    if (!n_id.empty()) {
+      tx.exec_params(kInsertLedgerRows, PgArray(n_id), PgArray(n_org), PgArray(n_model),
+                     PgArray(n_worker), PgArray(n_source), PgArray(n_in), PgArray(n_out),
+                     PgArray(n_stop), PgArray(n_at), PgArray(n_user), PgArray(n_final));
+    }
+    if (!u_id.empty()) {
+      tx.exec_params(kUpdateLedgerRows, PgArray(u_id), PgArray(u_in), PgArray(u_out),
+                     PgArray(u_stop), PgArray(u_final));
+    }
+    if (!h_org.empty()) {
+      tx.exec_params(kRollupHourlyRows, PgArray(h_org), PgArray(h_model), PgArray(h_at),
+                     PgArray(h_n), PgArray(h_in), PgArray(h_out));
+    }
+    if (!next_offsets.empty()) {
+      std::vector<std::string> groups, topics;
+      std::vector<int64_t> partitions, next;
+      for (const auto& [key, offset] : next_offsets) {
+        groups.push_back(std::get<0>(key));
+        topics.push_back(std::get<1>(key));
+        partitions.push_back(std::get<2>(key));
+        next.push_back(offset);
+      }
+      tx.exec_params(kStoreOffsets, PgArray(groups), PgArray(topics), PgArray(partitions),
+                     PgArray(next));
+    }
+    tx.commit();
+    return outcomes;
   });
 }
 

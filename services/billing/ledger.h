@@ -46,6 +46,15 @@ class Ledger {
   // The offset is stored in every case.
   absl::StatusOr<Recorded> Record(const switchboard::billing::v1::UsageEvent& event,
                                   const KafkaPosition& position);
+  // Many events, in order, in one transaction of a few set-based statements,
+  // with the next offset of every partition `consumed` names (the positions
+  // of every message the events came from, refused ones too). The same
+  // outcomes as Record() event by event. FailedPrecondition when the
+  // schema refuses a row (then nothing is stored: record one by one to find
+  // it).
+  absl::StatusOr<std::vector<Recorded>> RecordBatch(
+      const std::vector<switchboard::billing::v1::UsageEvent>& events,
+      const std::vector<KafkaPosition>& consumed);
   // A malformed event: only move the stored offset past it.
   absl::Status Skip(const KafkaPosition& position);
   absl::StatusOr<std::optional<int64_t>> NextOffset(const std::string& group,

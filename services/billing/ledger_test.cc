@@ -253,6 +253,123 @@ TEST_F(LedgerTest, TheSchemaRefusesRowsThatCannotBeTrue) {
   EXPECT_EQ(price.code(), absl::StatusCode::kFailedPrecondition) << price;
 }
 
+// Rows of `org`'s requests, with the request id's first two characters
+// (the org's prefix) cut, and its hourly rollup: what two orgs fed the same
+// events compare by.
+std::string LedgerState(PgPool& pg, const std::string& org) {
+  auto state = pg.Run<std::string>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    std::string out;
+    for (const auto& r : tx.exec_params(
+             "SELECT substr(request_id, 3), input_tokens, output_tokens, stop_reason, final, "
+             " worker_id, source, end_user_id, (extract(epoch from occurred_at) * 1000)::bigint "
+             "FROM usage_ledger WHERE org_id = $1 ORDER BY 1",
+             org)) {
+      for (const auto& f : r) out += f.c_str() + std::string(" ");
+      out += "\n";
+    }
+    for (const auto& r : tx.exec_params(
+             "SELECT model, hour, requests, input_tokens, output_tokens FROM usage_hourly "
+             "WHERE org_id = $1 ORDER BY 1, 2",
+             org)) {
+      for (const auto& f : r) out += f.c_str() + std::string(" ");
+      out += "\n";
+    }
+    return out;
+  });
+  EXPECT_TRUE(state.ok()) << state.status();
+  return state.ok() ? *state : "";
+}
+
+// The batch path does what the event-by-event path does: the same
+// outcomes, rows and rollups for the same events, whatever the batch size,
+// with running reports up and down, finals, repeats, reports after the
+// final, requests across hours and batches that hold several reports of one
+// request; and each partition's offset moves past the batch.
+TEST_F(LedgerTest, ABatchRecordsWhatEventByEventRecordingDoes) {
+  uint64_t seed = 12345;
+  auto next = [&](int n) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<int>((seed >> 33) % static_cast<uint64_t>(n));
+  };
+  std::vector<bpb::UsageEvent> events;
+  for (int i = 0; i < 400; ++i) {
+    const int req = next(60);
+    bpb::UsageEvent e = Event("", "r" + std::to_string(req), 10 + next(5), next(40),
+                              1'795'000'000'000 + req * 600'000LL + next(1000));
+    e.set_final(next(5) == 0);
+    e.set_stop_reason(e.final() ? (next(2) ? "end_turn" : "max_tokens") : "");
+    e.set_model(req % 3 == 0 ? "sim-a" : "sim-b");
+    e.set_worker_id("w" + std::to_string(next(3)));
+    events.push_back(e);
+  }
+  auto as_org = [](bpb::UsageEvent e, const std::string& org, const std::string& prefix) {
+    e.set_org_id(org);
+    e.set_request_id(prefix + e.request_id());
+    return e;
+  };
+  std::vector<Ledger::Recorded> one_by_one;
+  for (size_t i = 0; i < events.size(); ++i) {
+    auto r = ledger_.Record(
+        as_org(events[i], "org-single", "s-"),
+        {"single", "usage.events", static_cast<int32_t>(i % 4), static_cast<int64_t>(i)});
+    ASSERT_TRUE(r.ok()) << r.status();
+    one_by_one.push_back(*r);
+  }
+  std::vector<Ledger::Recorded> batched;
+  for (size_t i = 0; i < events.size();) {
+    const size_t n = std::min(events.size() - i, static_cast<size_t>(1 + next(50)));
+    std::vector<bpb::UsageEvent> batch;
+    std::vector<KafkaPosition> consumed;
+    for (size_t j = i; j < i + n; ++j) {
+      batch.push_back(as_org(events[j], "org-batch", "b-"));
+      consumed.push_back(
+          {"batch", "usage.events", static_cast<int32_t>(j % 4), static_cast<int64_t>(j)});
+    }
+    auto r = ledger_.RecordBatch(batch, consumed);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->size(), n);
+    batched.insert(batched.end(), r->begin(), r->end());
+    i += n;
+  }
+  EXPECT_EQ(batched, one_by_one);
+  const std::string single = LedgerState(pg_, "org-single");
+  EXPECT_GT(single.size(), 1000u);
+  EXPECT_EQ(LedgerState(pg_, "org-batch"), single);
+  for (int32_t p = 0; p < 4; ++p) {
+    auto a = ledger_.NextOffset("single", "usage.events", p);
+    auto b = ledger_.NextOffset("batch", "usage.events", p);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(*b, *a) << "partition " << p;
+    EXPECT_EQ(b->value_or(-1), 397 + p);
+  }
+
+  // Text goes through PostgreSQL's array syntax intact: quotes,
+  // backslashes, commas, braces, NULL and spaces.
+  const std::string odd = "q\"uo\\te, {NULL} ";
+  auto quoted = ledger_.RecordBatch({Event("org-quote", odd, 3, 4)}, {});
+  ASSERT_TRUE(quoted.ok()) << quoted.status();
+  const auto usage = Usage(ledger_, "org-quote", odd);
+  ASSERT_EQ(usage.records_size(), 1);
+  EXPECT_EQ(usage.records(0).request_id(), odd);
+  EXPECT_EQ(usage.total_output_tokens(), 4);
+
+  // A row the schema refuses fails the whole batch, which stores nothing.
+  auto bad = ledger_.RecordBatch(
+      {Event("org-bad-batch", "fine", 1, 1), Event("org-bad-batch", "neg", -1, 1)},
+      {{"bad", "usage.events", 0, 0}, {"bad", "usage.events", 0, 1}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition) << bad.status();
+  EXPECT_EQ(Usage(ledger_, "org-bad-batch").requests(), 0);
+  auto none = ledger_.NextOffset("bad", "usage.events", 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  // Only refused messages (no events): the offsets still move.
+  auto skipped = ledger_.RecordBatch({}, {{"bad", "usage.events", 0, 7}});
+  ASSERT_TRUE(skipped.ok()) << skipped.status();
+  EXPECT_EQ(ledger_.NextOffset("bad", "usage.events", 0)->value_or(-1), 8);
+}
+
 TEST_F(LedgerTest, AnOutageIsAnErrorNotACrash) {
   ASSERT_TRUE(g_infra->StopPostgres().ok());
   auto r = ledger_.Record(Event("org-outage", "o-1", 1, 1), {"g", "t", 0, 0});

@@ -23,6 +23,9 @@ ABSL_FLAG(int64_t, max_input_tokens_per_event, 2'000'000,
           "Usage events claiming more input tokens are refused (reason=too_many_tokens)");
 ABSL_FLAG(int64_t, max_output_tokens_per_event, 1'000'000,
           "Usage events claiming more output tokens are refused (reason=too_many_tokens)");
+ABSL_FLAG(int, ledger_max_batch, 500,
+          "Usage events written to the ledger in one transaction, at most (what has arrived is "
+          "written together)");
 
 int main(int argc, char** argv) {
   sb::InitService("billing", argc, argv);
@@ -36,7 +39,8 @@ int main(int argc, char** argv) {
       .group = absl::GetFlag(FLAGS_consumer_group),
       .topic = absl::GetFlag(FLAGS_usage_topic),
       .limits = {.max_input_tokens = absl::GetFlag(FLAGS_max_input_tokens_per_event),
-                 .max_output_tokens = absl::GetFlag(FLAGS_max_output_tokens_per_event)}};
+                 .max_output_tokens = absl::GetFlag(FLAGS_max_output_tokens_per_event)},
+      .max_batch = absl::GetFlag(FLAGS_ledger_max_batch)};
   // Checked before anything listens: a typo must not leave billing serving
   // without metering.
   if (auto st = sb::KafkaSecurityConfig(sb::KafkaSecurityFromFlags()).status(); !st.ok()) {

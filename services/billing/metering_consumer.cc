@@ -181,65 +181,129 @@ void MeteringConsumer::Stop() {
 }
 
 void MeteringConsumer::Loop() {
-  auto& recorded = Outcome("recorded");
-  auto& duplicate = Outcome("duplicate");
-  auto& raised = Outcome("raised");
-  auto& settled = Outcome("settled");
   auto next_reset_check = std::chrono::steady_clock::now();
+  std::vector<KafkaMessage> batch;
   while (!stop_.load()) {
     if (std::chrono::steady_clock::now() >= next_reset_check) {
       ApplyResets();
       next_reset_check = std::chrono::steady_clock::now() + options_.reset_check_interval;
     }
-    auto polled = consumer_->Poll(std::chrono::milliseconds(200));
-    if (!polled.ok()) {
-      spdlog::warn("billing consumer: {}", polled.status().ToString());
-      continue;
-    }
-    if (!polled->has_value()) continue;
-    const KafkaMessage& msg = **polled;
-    const KafkaPosition pos{options_.group, msg.topic, msg.partition, msg.offset};
-    CheckedUsage checked = validator_.Check(msg);
-    if (checked.rejection.has_value()) {
-      Reject(msg, pos, checked);
-      continue;
-    }
-    const auto& event = checked.event;
-    // Retry the same event until the database takes it: never skip usage
-    // that could be true.
-    for (int attempt = 0; !stop_.load(); ++attempt) {
-      auto inserted = ledger_.Record(event, pos);
-      if (inserted.ok()) {
-        using Recorded = Ledger::Recorded;
-        (*inserted == Recorded::kNew       ? recorded
-         : *inserted == Recorded::kRaised  ? raised
-         : *inserted == Recorded::kSettled ? settled
-                                           : duplicate)
-            .Inc();
-        spdlog::info("request_id={} metered org={} input={} output={}{}{}", event.request_id(),
-                     event.org_id(), event.input_tokens(), event.output_tokens(),
-                     event.final() ? "" : " (running)",
-                     *inserted == Recorded::kUnchanged ? " (nothing new)" : "");
-        consumer_->Commit(msg);  // informational: the ledger's offset is the truth
+    // Wait for a message, then take what has already arrived with it.
+    batch.clear();
+    for (auto wait = std::chrono::milliseconds(200);
+         batch.size() < static_cast<size_t>(std::max(1, options_.max_batch));
+         wait = std::chrono::milliseconds(0)) {
+      auto polled = consumer_->Poll(wait);
+      if (!polled.ok()) {
+        spdlog::warn("billing consumer: {}", polled.status().ToString());
         break;
       }
-      if (inserted.status().code() == absl::StatusCode::kFailedPrecondition) {
-        // The schema's constraints refuse this row, now and on every retry.
-        checked.rejection = Rejection::kConstraint;
-        spdlog::warn("request_id={} refused by the database: {}", ForLog(event.request_id()),
-                     inserted.status().ToString());
-        Reject(msg, pos, checked);
-        break;
-      }
-      spdlog::warn("request_id={} ledger write failed (attempt {}): {}", event.request_id(),
-                   attempt + 1, inserted.status().ToString());
-      SleepBeforeRetry(attempt);
+      if (!polled->has_value()) break;
+      batch.push_back(std::move(**polled));
     }
+    if (!batch.empty()) RecordBatch(batch);
   }
 }
 
-void MeteringConsumer::Reject(const KafkaMessage& msg, const KafkaPosition& pos,
-                              const CheckedUsage& checked) {
+void MeteringConsumer::Counted(const switchboard::billing::v1::UsageEvent& event,
+                               Ledger::Recorded outcome) {
+  using Recorded = Ledger::Recorded;
+  static auto& recorded = Outcome("recorded");
+  static auto& duplicate = Outcome("duplicate");
+  static auto& raised = Outcome("raised");
+  static auto& settled = Outcome("settled");
+  (outcome == Recorded::kNew       ? recorded
+   : outcome == Recorded::kRaised  ? raised
+   : outcome == Recorded::kSettled ? settled
+                                   : duplicate)
+      .Inc();
+  spdlog::debug("request_id={} metered org={} input={} output={}{}{}", event.request_id(),
+                event.org_id(), event.input_tokens(), event.output_tokens(),
+                event.final() ? "" : " (running)",
+                outcome == Recorded::kUnchanged ? " (nothing new)" : "");
+}
+
+void MeteringConsumer::RecordBatch(const std::vector<KafkaMessage>& batch) {
+  std::vector<switchboard::billing::v1::UsageEvent> events;
+  std::vector<KafkaPosition> consumed;
+  for (const KafkaMessage& msg : batch) {
+    consumed.push_back({options_.group, msg.topic, msg.partition, msg.offset});
+    CheckedUsage checked = validator_.Check(msg);
+    if (checked.rejection.has_value()) {
+      // Its offset moves with the batch's.
+      CountRejected(msg, checked);
+    } else {
+      events.push_back(std::move(checked.event));
+    }
+  }
+  static auto& sizes = metrics::Default().GetHistogram(
+      "sb_billing_batch_events", "Messages written to the ledger per transaction", {},
+      {1, 10, 50, 100, 250, 500, 1000, 5000});
+  static auto& seconds = metrics::Default().GetHistogram(
+      "sb_billing_batch_seconds", "Time to write one batch to the ledger (one transaction)");
+  // Retry until the database takes it: never skip usage that could be true.
+  for (int attempt = 0; !stop_.load(); ++attempt) {
+    const auto start = std::chrono::steady_clock::now();
+    auto outcomes = ledger_.RecordBatch(events, consumed);
+    if (outcomes.ok()) {
+      seconds.Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      sizes.Observe(static_cast<double>(batch.size()));
+      for (size_t i = 0; i < events.size(); ++i) Counted(events[i], (*outcomes)[i]);
+      // Informational: the ledger's offsets are the truth.
+      std::map<Partition, const KafkaMessage*> last;
+      for (const KafkaMessage& msg : batch) last[{msg.topic, msg.partition}] = &msg;
+      for (const auto& [p, msg] : last) consumer_->Commit(*msg);
+      spdlog::info("billing recorded {} usage event(s) of {} message(s) ({}[{}]@{} ...)",
+                   events.size(), batch.size(), batch.front().topic, batch.front().partition,
+                   batch.front().offset);
+      return;
+    }
+    if (outcomes.status().code() == absl::StatusCode::kFailedPrecondition) {
+      // The schema refuses a row: find it one event at a time.
+      spdlog::warn(
+          "billing: a batch of {} refused by the database ({}); recording it event by "
+          "event",
+          batch.size(), outcomes.status().ToString());
+      for (const KafkaMessage& msg : batch) RecordOne(msg);
+      return;
+    }
+    spdlog::warn("billing: ledger write of {} message(s) failed (attempt {}): {}", batch.size(),
+                 attempt + 1, outcomes.status().ToString());
+    SleepBeforeRetry(attempt);
+  }
+}
+
+void MeteringConsumer::RecordOne(const KafkaMessage& msg) {
+  const KafkaPosition pos{options_.group, msg.topic, msg.partition, msg.offset};
+  CheckedUsage checked = validator_.Check(msg);
+  if (checked.rejection.has_value()) {
+    Reject(msg, pos, checked);
+    return;
+  }
+  const auto& event = checked.event;
+  for (int attempt = 0; !stop_.load(); ++attempt) {
+    auto inserted = ledger_.Record(event, pos);
+    if (inserted.ok()) {
+      Counted(event, *inserted);
+      consumer_->Commit(msg);
+      return;
+    }
+    if (inserted.status().code() == absl::StatusCode::kFailedPrecondition) {
+      // The schema's constraints refuse this row, now and on every retry.
+      checked.rejection = Rejection::kConstraint;
+      spdlog::warn("request_id={} refused by the database: {}", ForLog(event.request_id()),
+                   inserted.status().ToString());
+      Reject(msg, pos, checked);
+      return;
+    }
+    spdlog::warn("request_id={} ledger write failed (attempt {}): {}", event.request_id(),
+                 attempt + 1, inserted.status().ToString());
+    SleepBeforeRetry(attempt);
+  }
+}
+
+void MeteringConsumer::CountRejected(const KafkaMessage& msg, const CheckedUsage& checked) {
   const std::string reason(RejectionReason(*checked.rejection));
   metrics::Default()
       .GetCounter("sb_billing_usage_events_rejected_total",
@@ -255,6 +319,11 @@ void MeteringConsumer::Reject(const KafkaMessage& msg, const KafkaPosition& pos,
       "at {}[{}]@{}",
       ForLog(request_id), reason, ForLog(e.org_id()), e.input_tokens(), e.output_tokens(),
       msg.topic, msg.partition, msg.offset);
+}
+
+void MeteringConsumer::Reject(const KafkaMessage& msg, const KafkaPosition& pos,
+                              const CheckedUsage& checked) {
+  CountRejected(msg, checked);
   // Store the offset past it, as for any other event, so that a restart does
   // not read it again; retried only while the database is away.
   for (int attempt = 0; !stop_.load(); ++attempt) {

@@ -1,5 +1,7 @@
 // Consumes usage.events into the ledger. Runs on its own thread; a database
-// outage pauses consumption (the event is retried, never skipped).
+// outage pauses consumption (the event is retried, never skipped). What has
+// arrived is recorded in batches (up to max_batch messages), each in one
+// transaction with the partitions' next offsets.
 //
 // An event that fails UsageValidator (unsigned, forged, malformed, or usage
 // that cannot be true), or whose row the database's constraints refuse, is
@@ -26,6 +28,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "billing/ledger.h"
 #include "billing/usage_validation.h"
@@ -40,6 +43,8 @@ struct MeteringOptions {
   std::string group;
   std::string topic;
   UsageLimits limits;
+  // Messages written to the ledger in one transaction, at most.
+  int max_batch = 500;
   // How often the operator's offset decisions are looked for.
   std::chrono::milliseconds reset_check_interval{1000};
 };
@@ -72,7 +77,14 @@ class MeteringConsumer {
                const KafkaConsumer::Watermarks& log);
   // Applies the operator's decisions for the partitions this consumer holds.
   void ApplyResets();
-  // Counts, logs and steps over a refused message.
+  // Validates a batch and records it in one transaction, or event by event
+  // when the database refuses a row of it.
+  void RecordBatch(const std::vector<KafkaMessage>& batch);
+  void RecordOne(const KafkaMessage& msg);
+  void Counted(const switchboard::billing::v1::UsageEvent& event, Ledger::Recorded outcome);
+  // Counts and logs a refused message.
+  void CountRejected(const KafkaMessage& msg, const CheckedUsage& checked);
+  // The same, and steps over it (stores its offset).
   void Reject(const KafkaMessage& msg, const KafkaPosition& pos, const CheckedUsage& checked);
 
   Ledger& ledger_;
