@@ -6,38 +6,21 @@
 #include <unordered_map>
 
 #include "absl/strings/numbers.h"
+#include "billing/pricing.h"
+#include "core/metrics.h"
 
 namespace sb::billing {
 namespace {
 
 namespace bpb = switchboard::billing::v1;
 
-constexpr const char* kInsertLedger =
-    "INSERT INTO usage_ledger (request_id, org_id, model, worker_id, source, input_tokens, "
-    " output_tokens, stop_reason, occurred_at, end_user_id, final) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_timestamp($9::double precision / 1000), $10, $11) "
-    "ON CONFLICT (request_id) DO NOTHING";
-constexpr const char* kLockLedgerRow =
-    "SELECT input_tokens, output_tokens, stop_reason, "
-    " (extract(epoch from occurred_at) * 1000)::bigint, org_id, model, final "
-    "FROM usage_ledger WHERE request_id = $1 FOR UPDATE";
-constexpr const char* kUpdateLedgerRow =
-    "UPDATE usage_ledger SET input_tokens = $2, output_tokens = $3, stop_reason = $4, final = $5 "
-    "WHERE request_id = $1";
-constexpr const char* kRollupHourly =
-    "INSERT INTO usage_hourly (org_id, model, hour, requests, input_tokens, output_tokens) "
-    "VALUES ($1, $2, date_trunc('hour', to_timestamp($3::double precision / 1000)), 1, $4, $5) "
-    "ON CONFLICT (org_id, model, hour) DO UPDATE SET "
-    " requests = usage_hourly.requests + 1,"
-    " input_tokens = usage_hourly.input_tokens + EXCLUDED.input_tokens,"
-    " output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens";
-// A later report of a request: its hour's row exists (its first event made
-// it), and the request is counted there already. The deltas may be negative
-// (a final report below the running one reported ahead of delivery).
-constexpr const char* kAdjustHourly =
-    "UPDATE usage_hourly SET input_tokens = input_tokens + $4, output_tokens = output_tokens + $5 "
-    "WHERE org_id = $1 AND model = $2 "
-    " AND hour = date_trunc('hour', to_timestamp($3::double precision / 1000))";
+metrics::Counter& UnpricedEvents(const std::string& model) {
+  return metrics::Default().GetCounter(
+      "sb_billing_unpriced_events_total",
+      "Ledger rows written at cost 0 because their model has no price in force",
+      {{"model", model}});
+}
+
 constexpr const char* kStoreOffset =
     "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) "
     "VALUES ($1, $2, $3, $4) "
@@ -48,22 +31,29 @@ constexpr const char* kLoadOffset =
 // The batch's statements: rows as parallel arrays, unnested.
 constexpr const char* kLockLedgerRows =
     "SELECT request_id, input_tokens, output_tokens, stop_reason, "
-    " (extract(epoch from occurred_at) * 1000)::bigint, org_id, model, final "
+    " (extract(epoch from occurred_at) * 1000)::bigint, org_id, model, final, cost_micros "
     "FROM usage_ledger WHERE request_id = ANY($1::text[]) FOR UPDATE";
+// The prices of the batch's models ('-infinity': since the beginning).
+constexpr const char* kLoadPrices =
+    "SELECT model, CASE WHEN effective_from = '-infinity' THEN NULL "
+    "  ELSE (extract(epoch from effective_from) * 1000000)::bigint END, "
+    " input_per_mtok_micros, output_per_mtok_micros, cache_read_per_mtok_micros, "
+    " cache_write_per_mtok_micros "
+    "FROM model_prices WHERE model = ANY($1::text[])";
 constexpr const char* kInsertLedgerRows =
     "INSERT INTO usage_ledger (request_id, org_id, model, worker_id, source, input_tokens, "
-    " output_tokens, stop_reason, occurred_at, end_user_id, final) "
+    " output_tokens, stop_reason, occurred_at, end_user_id, final, cost_micros) "
     "SELECT id, org, model, worker, source, i, o, stop, to_timestamp(at::double precision / 1000), "
-    " end_user, fin "
+    " end_user, fin, cost "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], "
-    " $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::boolean[]) "
-    " AS v(id, org, model, worker, source, i, o, stop, at, end_user, fin) "
+    " $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::boolean[], $12::bigint[]) "
+    " AS v(id, org, model, worker, source, i, o, stop, at, end_user, fin, cost) "
     "ON CONFLICT (request_id) DO NOTHING";
 constexpr const char* kUpdateLedgerRows =
     "UPDATE usage_ledger u SET input_tokens = v.i, output_tokens = v.o, stop_reason = v.stop, "
-    " final = v.fin "
-    "FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::boolean[]) "
-    " AS v(id, i, o, stop, fin) WHERE u.request_id = v.id";
+    " final = v.fin, cost_micros = v.cost "
+    "FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::boolean[], "
+    " $6::bigint[]) AS v(id, i, o, stop, fin, cost) WHERE u.request_id = v.id";
 // New requests and later reports' differences, summed per hour. An hour
 // with new requests is inserted or added to; one with only later reports
 // exists (their first event made it) and is added to. (Apart, because a
@@ -71,25 +61,41 @@ constexpr const char* kUpdateLedgerRows =
 constexpr const char* kRollupHourlyRows =
     "WITH v AS ("
     " SELECT org, model, date_trunc('hour', to_timestamp(at::double precision / 1000)) AS h, "
-    "  sum(n) AS n, sum(i) AS i, sum(o) AS o "
+    "  sum(n) AS n, sum(i) AS i, sum(o) AS o, sum(cost) AS cost "
     " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], "
-    "  $6::bigint[]) AS u(org, model, at, n, i, o) GROUP BY org, model, h), "
+    "  $6::bigint[], $7::bigint[]) AS u(org, model, at, n, i, o, cost) GROUP BY org, model, h), "
     "adjusted AS ("
     " UPDATE usage_hourly SET input_tokens = usage_hourly.input_tokens + v.i,"
-    "  output_tokens = usage_hourly.output_tokens + v.o "
+    "  output_tokens = usage_hourly.output_tokens + v.o,"
+    "  cost_micros = usage_hourly.cost_micros + v.cost "
     " FROM v WHERE v.n = 0 AND usage_hourly.org_id = v.org AND usage_hourly.model = v.model "
     "  AND usage_hourly.hour = v.h) "
-    "INSERT INTO usage_hourly (org_id, model, hour, requests, input_tokens, output_tokens) "
-    "SELECT org, model, h, n, i, o FROM v WHERE n > 0 "
+    "INSERT INTO usage_hourly (org_id, model, hour, requests, input_tokens, output_tokens, "
+    " cost_micros) "
+    "SELECT org, model, h, n, i, o, cost FROM v WHERE n > 0 "
     "ON CONFLICT (org_id, model, hour) DO UPDATE SET "
     " requests = usage_hourly.requests + EXCLUDED.requests,"
     " input_tokens = usage_hourly.input_tokens + EXCLUDED.input_tokens,"
-    " output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens";
+    " output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens,"
+    " cost_micros = usage_hourly.cost_micros + EXCLUDED.cost_micros";
 constexpr const char* kStoreOffsets =
     "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[]) "
     "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = "
     "EXCLUDED.next_offset";
+// A price already given for the same model and time is refused (unique):
+// prices are history, not edited.
+constexpr const char* kInsertPrice =
+    "INSERT INTO model_prices (model, effective_from, input_per_mtok_micros, "
+    " output_per_mtok_micros, cache_read_per_mtok_micros, cache_write_per_mtok_micros) "
+    "VALUES ($1, CASE WHEN $7 THEN '-infinity' "
+    " ELSE to_timestamp($2::double precision / 1000000) END, $3, $4, $5, $6)";
+constexpr const char* kListPrices =
+    "SELECT model, CASE WHEN effective_from = '-infinity' THEN NULL "
+    "  ELSE (extract(epoch from effective_from) * 1000000)::bigint END, "
+    " input_per_mtok_micros, output_per_mtok_micros, cache_read_per_mtok_micros, "
+    " cache_write_per_mtok_micros "
+    "FROM model_prices WHERE $1 = '' OR model = $1 ORDER BY model, effective_from";
 constexpr const char* kPendingResets =
     "SELECT topic, partition, to_position FROM consumer_offset_resets "
     "WHERE consumer_group = $1 ORDER BY topic, partition";
@@ -106,60 +112,35 @@ constexpr const char* kStoredPartitions =
     "ORDER BY partition";
 constexpr const char* kQueryUsage =
     "SELECT request_id, model, input_tokens, output_tokens, "
-    " (extract(epoch from occurred_at) * 1000)::bigint, stop_reason, end_user_id "
+    " (extract(epoch from occurred_at) * 1000)::bigint, stop_reason, end_user_id, cost_micros "
     "FROM usage_ledger WHERE org_id = $1 AND ($2 = '' OR request_id = $2) "
     " AND occurred_at >= to_timestamp($3::double precision / 1000) "
     " AND ($4 = 0 OR occurred_at < to_timestamp($4::double precision / 1000)) "
     "ORDER BY occurred_at, request_id LIMIT 1000";
 constexpr const char* kQueryTotals =
-    "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0) "
+    "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+    " coalesce(sum(cost_micros), 0) "
     "FROM usage_ledger WHERE org_id = $1 AND ($2 = '' OR request_id = $2) "
     " AND occurred_at >= to_timestamp($3::double precision / 1000) "
     " AND ($4 = 0 OR occurred_at < to_timestamp($4::double precision / 1000))";
+
+// A row of kLoadPrices or kListPrices: model, from (NULL: -infinity), the
+// four prices.
+Price PriceOf(const pqxx::row& r) {
+  return {.from = r[1].is_null() ? absl::InfinitePast() : absl::FromUnixMicros(r[1].as<int64_t>()),
+          .input_per_mtok = r[2].as<int64_t>(),
+          .output_per_mtok = r[3].as<int64_t>(),
+          .cache_read_per_mtok = r[4].as<int64_t>(),
+          .cache_write_per_mtok = r[5].as<int64_t>()};
+}
 
 }  // namespace
 
 absl::StatusOr<Ledger::Recorded> Ledger::Record(const bpb::UsageEvent& e,
                                                 const KafkaPosition& pos) {
-  return pg_.Run<Recorded>([&](pqxx::connection& c) {
-    pqxx::work tx(c);
-    Recorded outcome = Recorded::kUnchanged;
-    auto row = tx.exec_params(kLockLedgerRow, e.request_id());
-    if (row.empty()) {
-      tx.exec_params(kInsertLedger, e.request_id(), e.org_id(), e.model(), e.worker_id(),
-                     e.source(), e.input_tokens(), e.output_tokens(), e.stop_reason(),
-                     e.at_unix_ms(), e.end_user_id(), e.final());
-      tx.exec_params(kRollupHourly, e.org_id(), e.model(), e.at_unix_ms(), e.input_tokens(),
-                     e.output_tokens());
-      outcome = Recorded::kNew;
-    } else if (!row[0][6].as<bool>()) {
-      // The row's org, model and hour stay the first event's. A running
-      // report only raises its counts; the final one sets them exactly
-      // (reports run ahead of delivery, so the end may be lower) and
-      // settles the row.
-      const int64_t old_in = row[0][0].as<int64_t>(), old_out = row[0][1].as<int64_t>();
-      const std::string old_stop = row[0][2].as<std::string>();
-      int64_t in = std::max<int64_t>(old_in, e.input_tokens());
-      int64_t out = std::max<int64_t>(old_out, e.output_tokens());
-      std::string stop = old_stop.empty() ? e.stop_reason() : old_stop;
-      if (e.final()) {
-        in = e.input_tokens();
-        out = e.output_tokens();
-        stop = e.stop_reason();
-      }
-      if (e.final() || in != old_in || out != old_out || stop != old_stop) {
-        tx.exec_params(kUpdateLedgerRow, e.request_id(), in, out, stop, e.final());
-        if (in != old_in || out != old_out) {
-          tx.exec_params(kAdjustHourly, row[0][4].as<std::string>(), row[0][5].as<std::string>(),
-                         row[0][3].as<int64_t>(), in - old_in, out - old_out);
-        }
-        outcome = e.final() ? Recorded::kSettled : Recorded::kRaised;
-      }
-    }
-    tx.exec_params(kStoreOffset, pos.group, pos.topic, pos.partition, pos.offset + 1);
-    tx.commit();
-    return outcome;
-  });
+  auto outcomes = RecordBatch({e}, {pos});
+  if (!outcomes.ok()) return outcomes.status();
+  return outcomes->front();
 }
 
 absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
@@ -173,6 +154,8 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
     bool final = false;
     bool inserted = false;  // new in this batch
     bool updated = false;   // an existing row, changed
+    int64_t cost = 0;       // micro-dollars
+    int64_t cost_before = 0;
   };
   std::vector<std::string> ids;
   for (const auto& e : events) ids.push_back(e.request_id());
@@ -194,19 +177,35 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
                                         .at_ms = r[4].as<int64_t>(),
                                         .org = r[5].as<std::string>(),
                                         .model = r[6].as<std::string>(),
-                                        .final = r[7].as<bool>()};
+                                        .final = r[7].as<bool>(),
+                                        .cost = r[8].as<int64_t>(),
+                                        .cost_before = r[8].as<int64_t>()};
       }
     }
-    // The rollup's rows: org, model, time, requests, input and output added.
+    // Every price of the models the batch may price.
+    PriceBook prices;
+    std::vector<std::string> models;
+    for (const auto& e : events) models.push_back(e.model());
+    for (const auto& [id, row] : rows) models.push_back(row.model);
+    std::sort(models.begin(), models.end());
+    models.erase(std::unique(models.begin(), models.end()), models.end());
+    if (!models.empty()) {
+      for (const auto& r : tx.exec_params(kLoadPrices, PgArray(models))) {
+        prices.Add(r[0].as<std::string>(), PriceOf(r));
+      }
+    }
+    // The rollup's rows: org, model, time, and requests, input, output and
+    // cost added.
     std::vector<std::string> h_org, h_model;
-    std::vector<int64_t> h_at, h_n, h_in, h_out;
-    auto roll = [&](const Row& row, int64_t n, int64_t in, int64_t out) {
+    std::vector<int64_t> h_at, h_n, h_in, h_out, h_cost;
+    auto roll = [&](const Row& row, int64_t n, int64_t in, int64_t out, int64_t cost) {
       h_org.push_back(row.org);
       h_model.push_back(row.model);
       h_at.push_back(row.at_ms);
       h_n.push_back(n);
       h_in.push_back(in);
       h_out.push_back(out);
+      h_cost.push_back(cost);
     };
     std::vector<Recorded> outcomes;
     outcomes.reserve(events.size());
@@ -222,7 +221,7 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
                .model = e.model(),
                .final = e.final(),
                .inserted = true};
-        roll(row, 1, row.in, row.out);
+        roll(row, 1, row.in, row.out, 0);
         outcomes.push_back(Recorded::kNew);
         continue;
       }
@@ -244,7 +243,7 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
         outcomes.push_back(Recorded::kUnchanged);
         continue;
       }
-      if (in != row.in || out != row.out) roll(row, 0, in - row.in, out - row.out);
+      if (in != row.in || out != row.out) roll(row, 0, in - row.in, out - row.out, 0);
       row.in = in;
       row.out = out;
       row.stop = std::move(stop);
@@ -252,15 +251,28 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
       if (!row.inserted) row.updated = true;
       outcomes.push_back(e.final() ? Recorded::kSettled : Recorded::kRaised);
     }
+    // Each changed request's cost at the price in force when it started;
+    // its difference goes to the rollup.
+    for (auto& [id, row] : rows) {
+      if (!row.inserted && !row.updated) continue;
+      const Price* price = prices.At(row.model, absl::FromUnixMillis(row.at_ms));
+      if (price == nullptr) {
+        UnpricedEvents(row.model).Inc();
+        row.cost = 0;
+      } else {
+        row.cost = CostMicros(*price, {.input = row.in, .output = row.out});
+      }
+      if (row.cost != row.cost_before) roll(row, 0, 0, 0, row.cost - row.cost_before);
+    }
     // The first event of each new request gives its worker, source and end
-    // user (as Record's insert does).
+    // user.
     std::unordered_map<std::string, const bpb::UsageEvent*> first;
     for (const auto& e : events) first.try_emplace(e.request_id(), &e);
     std::vector<std::string> n_id, n_org, n_model, n_worker, n_source, n_stop, n_user;
-    std::vector<int64_t> n_in, n_out, n_at;
+    std::vector<int64_t> n_in, n_out, n_at, n_cost;
     std::vector<bool> n_final;
     std::vector<std::string> u_id, u_stop;
-    std::vector<int64_t> u_in, u_out;
+    std::vector<int64_t> u_in, u_out, u_cost;
     std::vector<bool> u_final;
     for (const auto& [id, row] : rows) {
       if (row.inserted) {
@@ -276,26 +288,29 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
         n_at.push_back(row.at_ms);
         n_user.push_back(e.end_user_id());
         n_final.push_back(row.final);
+        n_cost.push_back(row.cost);
       } else if (row.updated) {
         u_id.push_back(id);
         u_in.push_back(row.in);
         u_out.push_back(row.out);
         u_stop.push_back(row.stop);
         u_final.push_back(row.final);
+        u_cost.push_back(row.cost);
       }
     }
     if (!n_id.empty()) {
       tx.exec_params(kInsertLedgerRows, PgArray(n_id), PgArray(n_org), PgArray(n_model),
                      PgArray(n_worker), PgArray(n_source), PgArray(n_in), PgArray(n_out),
-                     PgArray(n_stop), PgArray(n_at), PgArray(n_user), PgArray(n_final));
+                     PgArray(n_stop), PgArray(n_at), PgArray(n_user), PgArray(n_final),
+                     PgArray(n_cost));
     }
     if (!u_id.empty()) {
       tx.exec_params(kUpdateLedgerRows, PgArray(u_id), PgArray(u_in), PgArray(u_out),
-                     PgArray(u_stop), PgArray(u_final));
+                     PgArray(u_stop), PgArray(u_final), PgArray(u_cost));
     }
     if (!h_org.empty()) {
       tx.exec_params(kRollupHourlyRows, PgArray(h_org), PgArray(h_model), PgArray(h_at),
-                     PgArray(h_n), PgArray(h_in), PgArray(h_out));
+                     PgArray(h_n), PgArray(h_in), PgArray(h_out), PgArray(h_cost));
     }
     if (!next_offsets.empty()) {
       std::vector<std::string> groups, topics;
@@ -393,6 +408,30 @@ absl::StatusOr<std::vector<int32_t>> Ledger::RequestReset(const std::string& gro
   });
 }
 
+absl::Status Ledger::SetPrice(const std::string& model, const Price& price) {
+  if (model.empty()) return absl::InvalidArgumentError("a price needs a model");
+  return pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    const bool always = price.from == absl::InfinitePast();
+    tx.exec_params(kInsertPrice, model, always ? 0 : absl::ToUnixMicros(price.from),
+                   price.input_per_mtok, price.output_per_mtok, price.cache_read_per_mtok,
+                   price.cache_write_per_mtok, always);
+    tx.commit();
+  });
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, Price>>> Ledger::ListPrices(
+    const std::string& model) {
+  return pg_.Run<std::vector<std::pair<std::string, Price>>>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    std::vector<std::pair<std::string, Price>> out;
+    for (const auto& r : tx.exec_params(kListPrices, model)) {
+      out.push_back({r[0].as<std::string>(), PriceOf(r)});
+    }
+    return out;
+  });
+}
+
 absl::StatusOr<bpb::GetUsageResponse> Ledger::Query(const bpb::GetUsageRequest& req) {
   return pg_.Run<bpb::GetUsageResponse>([&](pqxx::connection& c) {
     pqxx::read_transaction tx(c);
@@ -407,12 +446,14 @@ absl::StatusOr<bpb::GetUsageResponse> Ledger::Query(const bpb::GetUsageRequest& 
       r->set_at_unix_ms(row[4].as<int64_t>());
       r->set_stop_reason(row[5].as<std::string>());
       r->set_end_user_id(row[6].as<std::string>());
+      r->set_cost_micros(row[7].as<int64_t>());
     }
     auto t = tx.exec_params1(kQueryTotals, req.org_id(), req.request_id(), req.since_unix_ms(),
                              req.until_unix_ms());
     resp.set_requests(t[0].as<int64_t>());
     resp.set_total_input_tokens(t[1].as<int64_t>());
     resp.set_total_output_tokens(t[2].as<int64_t>());
+    resp.set_total_cost_micros(t[3].as<int64_t>());
     return resp;
   });
 }

@@ -5,14 +5,17 @@
 // counts seen and the first stop reason, and the hourly rollup moves by the
 // difference, so repeats change nothing, a later report only raises, and a
 // restarted consumer resumes from the stored offset: every token counts
-// exactly once.
+// exactly once. Each row carries its cost at the price in force when the
+// request started (pricing.h), recomputed whenever its counts change.
 #pragma once
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "billing/pricing.h"
 #include "storage/pg.h"
 #include "switchboard/billing/v1/billing.pb.h"
 
@@ -73,6 +76,12 @@ class Ledger {
                                                     const std::string& topic,
                                                     std::optional<int32_t> partition,
                                                     const std::string& to);
+
+  // Adds a model's price from `price.from` on (AlreadyExists for one
+  // already given at that time: prices are history).
+  absl::Status SetPrice(const std::string& model, const Price& price);
+  // Every price of `model` (every model's when empty), by model and time.
+  absl::StatusOr<std::vector<std::pair<std::string, Price>>> ListPrices(const std::string& model);
 
   absl::StatusOr<switchboard::billing::v1::GetUsageResponse> Query(
       const switchboard::billing::v1::GetUsageRequest& req);

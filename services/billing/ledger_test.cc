@@ -247,7 +247,9 @@ TEST_F(LedgerTest, TheSchemaRefusesRowsThatCannotBeTrue) {
   EXPECT_EQ(rollup.code(), absl::StatusCode::kFailedPrecondition) << rollup;
   auto price = pg_.RunVoid([](pqxx::connection& c) {
     pqxx::work tx(c);
-    tx.exec("INSERT INTO prices VALUES ('m-check', -1, 0)");
+    tx.exec(
+        "INSERT INTO model_prices (model, effective_from, input_per_mtok_micros, "
+        "output_per_mtok_micros) VALUES ('m-check', now(), -1, 0)");
     tx.commit();
   });
   EXPECT_EQ(price.code(), absl::StatusCode::kFailedPrecondition) << price;
@@ -262,16 +264,18 @@ std::string LedgerState(PgPool& pg, const std::string& org) {
     std::string out;
     for (const auto& r : tx.exec_params(
              "SELECT substr(request_id, 3), input_tokens, output_tokens, stop_reason, final, "
-             " worker_id, source, end_user_id, (extract(epoch from occurred_at) * 1000)::bigint "
+             " worker_id, source, end_user_id, (extract(epoch from occurred_at) * 1000)::bigint, "
+             " cost_micros "
              "FROM usage_ledger WHERE org_id = $1 ORDER BY 1",
              org)) {
       for (const auto& f : r) out += f.c_str() + std::string(" ");
       out += "\n";
     }
-    for (const auto& r : tx.exec_params(
-             "SELECT model, hour, requests, input_tokens, output_tokens FROM usage_hourly "
-             "WHERE org_id = $1 ORDER BY 1, 2",
-             org)) {
+    for (const auto& r :
+         tx.exec_params("SELECT model, hour, requests, input_tokens, output_tokens, cost_micros "
+                        "FROM usage_hourly "
+                        "WHERE org_id = $1 ORDER BY 1, 2",
+                        org)) {
       for (const auto& f : r) out += f.c_str() + std::string(" ");
       out += "\n";
     }
@@ -281,12 +285,23 @@ std::string LedgerState(PgPool& pg, const std::string& org) {
   return state.ok() ? *state : "";
 }
 
-// The batch path does what the event-by-event path does: the same
-// outcomes, rows and rollups for the same events, whatever the batch size,
-// with running reports up and down, finals, repeats, reports after the
-// final, requests across hours and batches that hold several reports of one
-// request; and each partition's offset moves past the batch.
+// Batches record what events one at a time (batches of one, Record) do:
+// the same outcomes, rows, costs and rollups for the same events, whatever
+// the batch size, with running reports up and down, finals, repeats,
+// reports after the final, requests across hours and a price change, and
+// batches that hold several reports of one request; and each partition's
+// offset moves past the batch.
 TEST_F(LedgerTest, ABatchRecordsWhatEventByEventRecordingDoes) {
+  // sim-a's price changes in the middle of the events' hours; sim-b has one.
+  ASSERT_TRUE(
+      ledger_.SetPrice("sim-a", {.input_per_mtok = 3'000'000, .output_per_mtok = 15'000'000}).ok());
+  ASSERT_TRUE(ledger_
+                  .SetPrice("sim-a", {.from = absl::FromUnixMillis(1'795'000'000'000 + 18'000'000),
+                                      .input_per_mtok = 1'000'000,
+                                      .output_per_mtok = 5'000'000})
+                  .ok());
+  ASSERT_TRUE(
+      ledger_.SetPrice("sim-b", {.input_per_mtok = 250'000, .output_per_mtok = 1'250'000}).ok());
   uint64_t seed = 12345;
   auto next = [&](int n) {
     seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -335,6 +350,7 @@ TEST_F(LedgerTest, ABatchRecordsWhatEventByEventRecordingDoes) {
   EXPECT_EQ(batched, one_by_one);
   const std::string single = LedgerState(pg_, "org-single");
   EXPECT_GT(single.size(), 1000u);
+  EXPECT_GT(Usage(ledger_, "org-single").total_cost_micros(), 0);
   EXPECT_EQ(LedgerState(pg_, "org-batch"), single);
   for (int32_t p = 0; p < 4; ++p) {
     auto a = ledger_.NextOffset("single", "usage.events", p);
@@ -368,6 +384,75 @@ TEST_F(LedgerTest, ABatchRecordsWhatEventByEventRecordingDoes) {
   auto skipped = ledger_.RecordBatch({}, {{"bad", "usage.events", 0, 7}});
   ASSERT_TRUE(skipped.ok()) << skipped.status();
   EXPECT_EQ(ledger_.NextOffset("bad", "usage.events", 0)->value_or(-1), 8);
+}
+
+// A request is priced at the price in force when it started (its first
+// event), whenever its later reports arrive; a model without a price costs
+// 0 and is counted; the hourly rollup sums the cost.
+TEST_F(LedgerTest, ARequestIsPricedAtThePriceInForceWhenItStarted) {
+  const int64_t t0 = 1'796'000'000'000;  // ms
+  const absl::Time change = absl::FromUnixMillis(t0 + 60'000);
+  ASSERT_TRUE(
+      ledger_.SetPrice("sim-priced", {.input_per_mtok = 3'000'000, .output_per_mtok = 15'000'000})
+          .ok());
+  ASSERT_TRUE(
+      ledger_
+          .SetPrice("sim-priced",
+                    {.from = change, .input_per_mtok = 6'000'000, .output_per_mtok = 30'000'000})
+          .ok());
+  auto again = ledger_.SetPrice("sim-priced", {.from = change, .input_per_mtok = 1});
+  EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists) << "prices are history: " << again;
+  auto event = [&](const std::string& id, const std::string& model, int in, int out, int64_t at,
+                   bool final) {
+    bpb::UsageEvent e = Event("org-priced", id, in, out, at);
+    e.set_model(model);
+    e.set_final(final);
+    return e;
+  };
+  const KafkaPosition pos{"price-test", "usage.events", 0, 0};
+  // Started before the change, finished after it: the old price.
+  ASSERT_TRUE(ledger_.Record(event("before", "sim-priced", 1000, 100, t0, false), pos).ok());
+  ASSERT_TRUE(
+      ledger_.Record(event("before", "sim-priced", 1000, 500, t0 + 90'000, true), pos).ok());
+  // Started after it: the new one.
+  ASSERT_TRUE(ledger_.Record(event("after", "sim-priced", 1000, 500, t0 + 61'000, true), pos).ok());
+  const double unpriced_before =
+      metrics::Default()
+          .GetCounter("sb_billing_unpriced_events_total",
+                      "Ledger rows written at cost 0 because their model has no price in force",
+                      {{"model", "sim-unpriced"}})
+          .Value();
+  ASSERT_TRUE(ledger_.Record(event("free", "sim-unpriced", 1000, 500, t0, true), pos).ok());
+  EXPECT_EQ(
+      metrics::Default()
+          .GetCounter("sb_billing_unpriced_events_total",
+                      "Ledger rows written at cost 0 because their model has no price in force",
+                      {{"model", "sim-unpriced"}})
+          .Value(),
+      unpriced_before + 1);
+
+  auto cost = [&](const std::string& id) {
+    const auto u = Usage(ledger_, "org-priced", id);
+    return u.records_size() == 1 ? u.records(0).cost_micros() : -1;
+  };
+  EXPECT_EQ(cost("before"), 3'000 + 7'500);  // 1,000 at $3, 500 at $15 per MTok
+  EXPECT_EQ(cost("after"), 6'000 + 15'000);  // at $6 and $30
+  EXPECT_EQ(cost("free"), 0);
+  EXPECT_EQ(Usage(ledger_, "org-priced").total_cost_micros(), 10'500 + 21'000);
+  auto hourly = pg_.Run<int64_t>([](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    return tx.exec1("SELECT sum(cost_micros) FROM usage_hourly WHERE org_id = 'org-priced'")[0]
+        .as<int64_t>();
+  });
+  ASSERT_TRUE(hourly.ok()) << hourly.status();
+  EXPECT_EQ(*hourly, 31'500);
+
+  auto listed = ledger_.ListPrices("sim-priced");
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].second.from, absl::InfinitePast());
+  EXPECT_EQ((*listed)[1].second.from, change);
+  EXPECT_EQ((*listed)[1].second.output_per_mtok, 30'000'000);
 }
 
 TEST_F(LedgerTest, AnOutageIsAnErrorNotACrash) {

@@ -15,6 +15,9 @@
 //   sbadmin --pg=URI model list
 //   sbadmin --pg=URI set-org ORG_ID [--weight=N] [--tier=NAME]   # fairness weight, tier label
 //   sbadmin --pg=URI show-org ORG_ID                             # name, weight, tier
+//   sbadmin --pg=URI price set MODEL --input=3.00 --output=15.00 [--cache_read=0.30]
+//           [--cache_write=3.75] [--from=DATE]   # dollars per million tokens, from now or DATE
+//   sbadmin --pg=URI price list [MODEL]
 //   sbadmin --pg=URI billing reset-offsets --to=earliest|latest|OFFSET [--partition=N]
 //           [--group=billing] [--topic=usage.events]   # a stopped partition's decision
 #include <cstdio>
@@ -55,6 +58,15 @@ ABSL_FLAG(std::string, to, "",
 ABSL_FLAG(int, partition, -1,
           "billing reset-offsets: one partition (default: every partition billing has stored an "
           "offset for)");
+ABSL_FLAG(std::string, input, "", "price set: dollars per million input tokens, e.g. 3.00");
+ABSL_FLAG(std::string, output, "", "price set: dollars per million output tokens, e.g. 15.00");
+ABSL_FLAG(std::string, cache_read, "0",
+          "price set: dollars per million input tokens read from the prompt cache");
+ABSL_FLAG(std::string, cache_write, "0",
+          "price set: dollars per million input tokens written to the prompt cache");
+ABSL_FLAG(std::string, from, "",
+          "price set: when the price takes effect, 2026-12-01 (UTC midnight) or RFC 3339 "
+          "(2026-12-01T12:00:00Z); default now; not in the past");
 ABSL_FLAG(std::string, group, "billing", "billing reset-offsets: billing's --consumer_group");
 ABSL_FLAG(std::string, topic, "usage.events", "billing reset-offsets: billing's --usage_topic");
 
@@ -186,6 +198,97 @@ int RunBilling(const std::vector<std::string>& args) {
   return 0;
 }
 
+constexpr const char* kPriceUsage =
+    "sbadmin --pg=URI price (set MODEL --input=USD --output=USD [--cache_read=USD] "
+    "[--cache_write=USD] [--from=DATE] | list [MODEL])   # USD per million tokens";
+
+// --from: a date (UTC midnight) or an RFC 3339 time; now when not given.
+absl::StatusOr<absl::Time> PriceFrom(absl::Time now) {
+  const std::string text = absl::GetFlag(FLAGS_from);
+  if (text.empty()) return now;
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime("%Y-%m-%d", text, absl::UTCTimeZone(), &t, &err) &&
+      !absl::ParseTime(absl::RFC3339_full, text, &t, &err)) {
+    return absl::InvalidArgumentError("--from=" + text +
+                                      ": want 2026-12-01 or 2026-12-01T12:00:00Z");
+  }
+  // A request is priced when it is recorded, at the price in force when it
+  // started: a price for the past would not reach what was recorded.
+  if (t < now - absl::Minutes(1)) {
+    return absl::InvalidArgumentError("--from=" + text +
+                                      " is in the past: prices apply from now on");
+  }
+  return t;
+}
+
+// `sbadmin price ...`: model prices for billing. Returns the exit code.
+int RunPrice(const std::vector<std::string>& args) {
+  const std::string sub = args.size() >= 3 ? args[2] : "";
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
+  sb::billing::Ledger ledger(pg);
+  absl::Status st;
+  if (sub == "set" && args.size() == 4) {
+    sb::billing::Price price;
+    auto usd = [&](const absl::Flag<std::string>& flag, const char* name, int64_t* out) {
+      if (!st.ok()) return;
+      auto v = sb::billing::ParseUsd(absl::GetFlag(flag), name);
+      if (v.ok()) {
+        *out = *v;
+      } else {
+        st = v.status();
+      }
+    };
+    usd(FLAGS_input, "--input", &price.input_per_mtok);
+    usd(FLAGS_output, "--output", &price.output_per_mtok);
+    usd(FLAGS_cache_read, "--cache_read", &price.cache_read_per_mtok);
+    usd(FLAGS_cache_write, "--cache_write", &price.cache_write_per_mtok);
+    if (st.ok()) {
+      auto from = PriceFrom(absl::Now());
+      st = from.status();
+      if (from.ok()) price.from = *from;
+    }
+    if (st.ok()) st = ledger.SetPrice(args[3], price);
+    if (st.ok()) {
+      std::printf(
+          "%s: from %s, per million tokens: input $%s, output $%s, cache read $%s, "
+          "cache write $%s\n",
+          args[3].c_str(),
+          absl::FormatTime(absl::RFC3339_sec, price.from, absl::UTCTimeZone()).c_str(),
+          sb::billing::FormatUsd(price.input_per_mtok).c_str(),
+          sb::billing::FormatUsd(price.output_per_mtok).c_str(),
+          sb::billing::FormatUsd(price.cache_read_per_mtok).c_str(),
+          sb::billing::FormatUsd(price.cache_write_per_mtok).c_str());
+    }
+  } else if (sub == "list" && args.size() <= 4) {
+    auto prices = ledger.ListPrices(args.size() == 4 ? args[3] : "");
+    st = prices.status();
+    if (prices.ok()) {
+      std::printf("%-28s %-22s %14s %14s %14s %14s\n", "model", "from", "input", "output",
+                  "cache_read", "cache_write");
+      for (const auto& [model, p] : *prices) {
+        const std::string from =
+            p.from == absl::InfinitePast()
+                ? "(always)"
+                : absl::FormatTime(absl::RFC3339_sec, p.from, absl::UTCTimeZone());
+        std::printf("%-28s %-22s %14s %14s %14s %14s\n", model.c_str(), from.c_str(),
+                    sb::billing::FormatUsd(p.input_per_mtok).c_str(),
+                    sb::billing::FormatUsd(p.output_per_mtok).c_str(),
+                    sb::billing::FormatUsd(p.cache_read_per_mtok).c_str(),
+                    sb::billing::FormatUsd(p.cache_write_per_mtok).c_str());
+      }
+    }
+  } else {
+    std::fprintf(stderr, "%s\n", kPriceUsage);
+    return 2;
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "sbadmin price %s: %s\n", sub.c_str(), st.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
 // set-org's flags: an empty one is not given.
 absl::StatusOr<sb::admin::OrgSettings> OrgChange() {
   sb::admin::OrgSettings change;
@@ -209,8 +312,9 @@ int main(int argc, char** argv) {
       "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] | "
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
       "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | "
-      "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ... | billing ...)\n" +
-      std::string(kModelUsage) + "\n" + kBillingUsage);
+      "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ... | price ... | "
+      "billing ...)\n" +
+      std::string(kModelUsage) + "\n" + kPriceUsage + "\n" + kBillingUsage);
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -219,6 +323,7 @@ int main(int argc, char** argv) {
   const std::string cmd = args[1];
   if (cmd == "model") return RunModel(args);
   if (cmd == "billing") return RunBilling(args);
+  if (cmd == "price") return RunPrice(args);
   sb::admin::Admin admin(absl::GetFlag(FLAGS_pg));
   absl::Status st;
   if (cmd == "migrate") {
