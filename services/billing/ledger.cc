@@ -31,7 +31,8 @@ constexpr const char* kLoadOffset =
 // The batch's statements: rows as parallel arrays, unnested.
 constexpr const char* kLockLedgerRows =
     "SELECT request_id, input_tokens, output_tokens, stop_reason, "
-    " (extract(epoch from occurred_at) * 1000)::bigint, org_id, model, final, cost_micros "
+    " (extract(epoch from occurred_at) * 1000)::bigint, org_id, model, final, cost_micros, "
+    " api_key_id "
     "FROM usage_ledger WHERE request_id = ANY($1::text[]) FOR UPDATE";
 // The prices of the batch's models ('-infinity': since the beginning).
 constexpr const char* kLoadPrices =
@@ -42,12 +43,12 @@ constexpr const char* kLoadPrices =
     "FROM model_prices WHERE model = ANY($1::text[])";
 constexpr const char* kInsertLedgerRows =
     "INSERT INTO usage_ledger (request_id, org_id, model, worker_id, source, input_tokens, "
-    " output_tokens, stop_reason, occurred_at, end_user_id, final, cost_micros) "
+    " output_tokens, stop_reason, occurred_at, end_user_id, final, cost_micros, api_key_id) "
     "SELECT id, org, model, worker, source, i, o, stop, to_timestamp(at::double precision / 1000), "
-    " end_user, fin, cost "
+    " end_user, fin, cost, key "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], "
-    " $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::boolean[], $12::bigint[]) "
-    " AS v(id, org, model, worker, source, i, o, stop, at, end_user, fin, cost) "
+    " $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::boolean[], $12::bigint[], "
+    " $13::text[]) AS v(id, org, model, worker, source, i, o, stop, at, end_user, fin, cost, key) "
     "ON CONFLICT (request_id) DO NOTHING";
 constexpr const char* kUpdateLedgerRows =
     "UPDATE usage_ledger u SET input_tokens = v.i, output_tokens = v.o, stop_reason = v.stop, "
@@ -78,6 +79,52 @@ constexpr const char* kRollupHourlyRows =
     " input_tokens = usage_hourly.input_tokens + EXCLUDED.input_tokens,"
     " output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens,"
     " cost_micros = usage_hourly.cost_micros + EXCLUDED.cost_micros";
+// Spend added per org ('' key) and per org and key for a month; returns the
+// new totals. A negative difference (a final report below a running one)
+// only lowers a month that exists (apart: a CHECK holds for the row an
+// upsert would insert).
+constexpr const char* kChargeSpend =
+    "WITH v AS (SELECT org, key, month, sum(d) AS d "
+    " FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[]) AS u(org, key, month, d) "
+    " GROUP BY org, key, month), "
+    "lowered AS ("
+    " UPDATE spend_monthly s SET cost_micros = greatest(0, s.cost_micros + v.d) FROM v "
+    " WHERE v.d < 0 AND s.org_id = v.org AND s.key_id = v.key AND s.month = v.month "
+    " RETURNING s.org_id, s.key_id, s.month, s.cost_micros), "
+    "raised AS ("
+    " INSERT INTO spend_monthly (org_id, key_id, month, cost_micros) "
+    " SELECT org, key, month, d FROM v WHERE d > 0 "
+    " ON CONFLICT (org_id, key_id, month) DO UPDATE "
+    "  SET cost_micros = spend_monthly.cost_micros + EXCLUDED.cost_micros "
+    " RETURNING org_id, key_id, month, cost_micros) "
+    "SELECT org_id, key_id, month::text, cost_micros FROM lowered "
+    "UNION ALL SELECT org_id, key_id, month::text, cost_micros FROM raised";
+constexpr const char* kBudgetsOf =
+    "SELECT org_id, key_id, monthly_micros FROM budgets WHERE org_id = ANY($1::text[])";
+constexpr const char* kInsertAlerts =
+    "INSERT INTO budget_alerts (org_id, key_id, month, percent, spend_micros, budget_micros) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::integer[], $5::bigint[], "
+    " $6::bigint[]) "
+    "ON CONFLICT (org_id, key_id, month, percent) DO NOTHING RETURNING 1";
+constexpr const char* kUnpublishedAlerts =
+    "SELECT org_id, key_id, month::text, percent, spend_micros, budget_micros "
+    "FROM budget_alerts WHERE published_at IS NULL ORDER BY created_at LIMIT $1";
+constexpr const char* kMarkAlertPublished =
+    "UPDATE budget_alerts SET published_at = clock_timestamp() "
+    "WHERE org_id = $1 AND key_id = $2 AND month = $3::date AND percent = $4";
+constexpr const char* kOrgExists = "SELECT 1 FROM orgs WHERE id = $1";
+constexpr const char* kKeyOfOrg = "SELECT 1 FROM api_keys WHERE id = $1 AND org_id = $2";
+constexpr const char* kSetBudget =
+    "INSERT INTO budgets (org_id, key_id, monthly_micros) VALUES ($1, $2, $3) "
+    "ON CONFLICT (org_id, key_id) DO UPDATE SET monthly_micros = EXCLUDED.monthly_micros, "
+    " updated_at = clock_timestamp()";
+constexpr const char* kRemoveBudget = "DELETE FROM budgets WHERE org_id = $1 AND key_id = $2";
+// Budgets with this month's spend (what gateways read too).
+constexpr const char* kBudgetsWithSpend =
+    "SELECT b.key_id, b.monthly_micros, coalesce(s.cost_micros, 0) FROM budgets b "
+    "LEFT JOIN spend_monthly s ON s.org_id = b.org_id AND s.key_id = b.key_id "
+    " AND s.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date "
+    "WHERE b.org_id = $1 ORDER BY b.key_id";
 constexpr const char* kStoreOffsets =
     "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[]) "
@@ -150,7 +197,7 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
     int64_t in = 0, out = 0;
     std::string stop;
     int64_t at_ms = 0;  // the first event's: its hour in the rollup
-    std::string org, model;
+    std::string org, model, key;
     bool final = false;
     bool inserted = false;  // new in this batch
     bool updated = false;   // an existing row, changed
@@ -177,6 +224,7 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
                                         .at_ms = r[4].as<int64_t>(),
                                         .org = r[5].as<std::string>(),
                                         .model = r[6].as<std::string>(),
+                                        .key = r[9].as<std::string>(),
                                         .final = r[7].as<bool>(),
                                         .cost = r[8].as<int64_t>(),
                                         .cost_before = r[8].as<int64_t>()};
@@ -219,6 +267,7 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
                .at_ms = e.at_unix_ms(),
                .org = e.org_id(),
                .model = e.model(),
+               .key = e.api_key_id(),
                .final = e.final(),
                .inserted = true};
         roll(row, 1, row.in, row.out, 0);
@@ -252,7 +301,8 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
       outcomes.push_back(e.final() ? Recorded::kSettled : Recorded::kRaised);
     }
     // Each changed request's cost at the price in force when it started;
-    // its difference goes to the rollup.
+    // its difference goes to the rollup and the month's spend.
+    std::vector<SpendDelta> spend;
     for (auto& [id, row] : rows) {
       if (!row.inserted && !row.updated) continue;
       const Price* price = prices.At(row.model, absl::FromUnixMillis(row.at_ms));
@@ -262,13 +312,16 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
       } else {
         row.cost = CostMicros(*price, {.input = row.in, .output = row.out});
       }
-      if (row.cost != row.cost_before) roll(row, 0, 0, 0, row.cost - row.cost_before);
+      if (row.cost != row.cost_before) {
+        roll(row, 0, 0, 0, row.cost - row.cost_before);
+        spend.push_back({row.org, row.key, row.at_ms, row.cost - row.cost_before});
+      }
     }
     // The first event of each new request gives its worker, source and end
     // user.
     std::unordered_map<std::string, const bpb::UsageEvent*> first;
     for (const auto& e : events) first.try_emplace(e.request_id(), &e);
-    std::vector<std::string> n_id, n_org, n_model, n_worker, n_source, n_stop, n_user;
+    std::vector<std::string> n_id, n_org, n_model, n_worker, n_source, n_stop, n_user, n_key;
     std::vector<int64_t> n_in, n_out, n_at, n_cost;
     std::vector<bool> n_final;
     std::vector<std::string> u_id, u_stop;
@@ -289,6 +342,7 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
         n_user.push_back(e.end_user_id());
         n_final.push_back(row.final);
         n_cost.push_back(row.cost);
+        n_key.push_back(row.key);
       } else if (row.updated) {
         u_id.push_back(id);
         u_in.push_back(row.in);
@@ -302,7 +356,7 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
       tx.exec_params(kInsertLedgerRows, PgArray(n_id), PgArray(n_org), PgArray(n_model),
                      PgArray(n_worker), PgArray(n_source), PgArray(n_in), PgArray(n_out),
                      PgArray(n_stop), PgArray(n_at), PgArray(n_user), PgArray(n_final),
-                     PgArray(n_cost));
+                     PgArray(n_cost), PgArray(n_key));
     }
     if (!u_id.empty()) {
       tx.exec_params(kUpdateLedgerRows, PgArray(u_id), PgArray(u_in), PgArray(u_out),
@@ -312,6 +366,7 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
       tx.exec_params(kRollupHourlyRows, PgArray(h_org), PgArray(h_model), PgArray(h_at),
                      PgArray(h_n), PgArray(h_in), PgArray(h_out), PgArray(h_cost));
     }
+    if (!spend.empty()) ChargeSpend(tx, spend);
     if (!next_offsets.empty()) {
       std::vector<std::string> groups, topics;
       std::vector<int64_t> partitions, next;
@@ -326,6 +381,82 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
     }
     tx.commit();
     return outcomes;
+  });
+}
+
+void Ledger::ChargeSpend(pqxx::work& tx, const std::vector<SpendDelta>& deltas) {
+  std::vector<std::string> orgs, keys, months;
+  std::vector<int64_t> amounts;
+  auto add = [&](const std::string& org, const std::string& key, const std::string& month,
+                 int64_t d) {
+    orgs.push_back(org);
+    keys.push_back(key);
+    months.push_back(month);
+    amounts.push_back(d);
+  };
+  for (const SpendDelta& d : deltas) {
+    // The month (UTC) the request started in.
+    const std::string month =
+        absl::FormatTime("%Y-%m-01", absl::FromUnixMillis(d.at_ms), absl::UTCTimeZone());
+    add(d.org, "", month, d.micros);
+    if (!d.key.empty()) add(d.org, d.key, month, d.micros);
+  }
+  const pqxx::result totals =
+      tx.exec_params(kChargeSpend, PgArray(orgs), PgArray(keys), PgArray(months), PgArray(amounts));
+  // Budgets the new totals crossed 80 % or 100 % of.
+  std::vector<std::string> touched = orgs;
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  std::map<std::pair<std::string, std::string>, int64_t> budgets;
+  for (const auto& r : tx.exec_params(kBudgetsOf, PgArray(touched))) {
+    budgets[{r[0].as<std::string>(), r[1].as<std::string>()}] = r[2].as<int64_t>();
+  }
+  if (budgets.empty()) return;
+  std::vector<std::string> a_org, a_key, a_month;
+  std::vector<int64_t> a_percent, a_spend, a_budget;
+  for (const auto& r : totals) {
+    auto b = budgets.find({r[0].as<std::string>(), r[1].as<std::string>()});
+    if (b == budgets.end()) continue;
+    const int64_t total = r[3].as<int64_t>();
+    for (int percent : {80, 100}) {
+      // total / budget >= percent / 100, in integers.
+      if (total * 100 < b->second * percent) continue;
+      a_org.push_back(b->first.first);
+      a_key.push_back(b->first.second);
+      a_month.push_back(r[2].as<std::string>());
+      a_percent.push_back(percent);
+      a_spend.push_back(total);
+      a_budget.push_back(b->second);
+    }
+  }
+  if (a_org.empty()) return;
+  const auto inserted =
+      tx.exec_params(kInsertAlerts, PgArray(a_org), PgArray(a_key), PgArray(a_month),
+                     PgArray(a_percent), PgArray(a_spend), PgArray(a_budget));
+  alerts_written_.fetch_add(static_cast<int64_t>(inserted.size()));
+}
+
+absl::StatusOr<std::vector<BudgetAlert>> Ledger::UnpublishedAlerts(int limit) {
+  return pg_.Run<std::vector<BudgetAlert>>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    std::vector<BudgetAlert> out;
+    for (const auto& r : tx.exec_params(kUnpublishedAlerts, limit)) {
+      out.push_back({.org = r[0].as<std::string>(),
+                     .key = r[1].as<std::string>(),
+                     .month = r[2].as<std::string>(),
+                     .percent = r[3].as<int>(),
+                     .spend_micros = r[4].as<int64_t>(),
+                     .budget_micros = r[5].as<int64_t>()});
+    }
+    return out;
+  });
+}
+
+absl::Status Ledger::MarkAlertPublished(const BudgetAlert& a) {
+  return pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params(kMarkAlertPublished, a.org, a.key, a.month, a.percent);
+    tx.commit();
   });
 }
 
@@ -405,6 +536,37 @@ absl::StatusOr<std::vector<int32_t>> Ledger::RequestReset(const std::string& gro
     for (int32_t p : parts) tx.exec_params(kRequestReset, group, topic, p, position);
     tx.commit();
     return parts;
+  });
+}
+
+absl::Status Ledger::SetBudget(const std::string& org, const std::string& key,
+                               int64_t monthly_micros) {
+  if (monthly_micros < 0) return absl::InvalidArgumentError("a budget cannot be negative");
+  auto done = pg_.Run<absl::Status>([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    if (tx.exec_params(kOrgExists, org).empty()) return absl::NotFoundError("no org " + org);
+    if (!key.empty() && tx.exec_params(kKeyOfOrg, key, org).empty()) {
+      return absl::NotFoundError("org " + org + " has no key " + key);
+    }
+    if (monthly_micros == 0) {
+      tx.exec_params(kRemoveBudget, org, key);
+    } else {
+      tx.exec_params(kSetBudget, org, key, monthly_micros);
+    }
+    tx.commit();
+    return absl::OkStatus();
+  });
+  return done.ok() ? *done : done.status();
+}
+
+absl::StatusOr<std::vector<Ledger::Budget>> Ledger::Budgets(const std::string& org) {
+  return pg_.Run<std::vector<Budget>>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    std::vector<Budget> out;
+    for (const auto& r : tx.exec_params(kBudgetsWithSpend, org)) {
+      out.push_back({r[0].as<std::string>(), r[1].as<int64_t>(), r[2].as<int64_t>()});
+    }
+    return out;
   });
 }
 

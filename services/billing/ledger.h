@@ -9,6 +9,7 @@
 // request started (pricing.h), recomputed whenever its counts change.
 #pragma once
 
+#include <atomic>
 #include <optional>
 #include <string>
 #include <utility>
@@ -34,6 +35,16 @@ struct OffsetReset {
   std::string topic;
   int32_t partition = 0;
   std::string to;  // "earliest", "latest" or a decimal offset
+};
+
+// A budget's threshold crossed in a month (budget_alerts).
+struct BudgetAlert {
+  std::string org;
+  std::string key;    // "" for the org's budget
+  std::string month;  // YYYY-MM-01
+  int percent = 0;    // 80 or 100
+  int64_t spend_micros = 0;
+  int64_t budget_micros = 0;
 };
 
 class Ledger {
@@ -77,6 +88,24 @@ class Ledger {
                                                     std::optional<int32_t> partition,
                                                     const std::string& to);
 
+  // Alerts not yet published to billing.alerts, oldest first; and marking
+  // one published.
+  absl::StatusOr<std::vector<BudgetAlert>> UnpublishedAlerts(int limit);
+  absl::Status MarkAlertPublished(const BudgetAlert& alert);
+  // How many alerts RecordBatch has written (any thread): when it moves,
+  // there are alerts to publish.
+  int64_t alerts_written() const { return alerts_written_.load(); }
+
+  // An org's (key "") or one of its keys' monthly budget, in micro-dollars;
+  // 0 removes it. NotFound for an unknown org, or a key not the org's.
+  absl::Status SetBudget(const std::string& org, const std::string& key, int64_t monthly_micros);
+  struct Budget {
+    std::string key;  // "" for the org's
+    int64_t monthly_micros = 0;
+    int64_t spent_micros = 0;  // this month (UTC)
+  };
+  absl::StatusOr<std::vector<Budget>> Budgets(const std::string& org);
+
   // Adds a model's price from `price.from` on (AlreadyExists for one
   // already given at that time: prices are history).
   absl::Status SetPrice(const std::string& model, const Price& price);
@@ -87,7 +116,18 @@ class Ledger {
       const switchboard::billing::v1::GetUsageRequest& req);
 
  private:
+  // A change of a request's cost, for its month's spend.
+  struct SpendDelta {
+    std::string org, key;
+    int64_t at_ms = 0;  // the request's start
+    int64_t micros = 0;
+  };
+  // Adds `deltas` to the months' spend and writes the budget alerts the new
+  // totals cross, in `tx`.
+  void ChargeSpend(pqxx::work& tx, const std::vector<SpendDelta>& deltas);
+
   PgPool& pg_;
+  std::atomic<int64_t> alerts_written_{0};
 };
 
 }  // namespace sb::billing

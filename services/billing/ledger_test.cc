@@ -455,6 +455,88 @@ TEST_F(LedgerTest, ARequestIsPricedAtThePriceInForceWhenItStarted) {
   EXPECT_EQ((*listed)[1].second.output_per_mtok, 30'000'000);
 }
 
+// Each month's spend per org and per key moves with the ledger's costs in
+// the same transaction; crossing 80 % and 100 % of a budget writes one
+// alert each, whatever the number of batches that cross it.
+TEST_F(LedgerTest, SpendFollowsTheLedgerAndCrossingABudgetWritesOneAlertPerThreshold) {
+  ASSERT_TRUE(pg_.RunVoid([](pqxx::connection& c) {
+                   pqxx::work tx(c);
+                   tx.exec("INSERT INTO orgs (id, name) VALUES ('org-budget', 'b')");
+                   tx.exec(
+                       "INSERT INTO api_keys (id, org_id, prefix, secret_sha256) VALUES "
+                       "('key-b1', 'org-budget', 'p', 'h1'), ('key-b2', 'org-budget', 'p', "
+                       "'h2')");
+                   tx.commit();
+                 })
+                  .ok());
+  // $1 per million input tokens: a token is a micro-dollar.
+  ASSERT_TRUE(ledger_.SetPrice("sim-budget", {.input_per_mtok = 1'000'000}).ok());
+  ASSERT_TRUE(ledger_.SetBudget("org-budget", "", 1000).ok());
+  ASSERT_TRUE(ledger_.SetBudget("org-budget", "key-b1", 500).ok());
+  EXPECT_EQ(ledger_.SetBudget("org-budget", "key-of-another-org", 5).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ledger_.SetBudget("no-such-org", "", 5).code(), absl::StatusCode::kNotFound);
+
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  int n = 0;
+  auto spend = [&](const std::string& key, int tokens, bool final = true) {
+    bpb::UsageEvent e = Event("org-budget", "b-" + std::to_string(n++), tokens, 0, now_ms);
+    e.set_model("sim-budget");
+    e.set_api_key_id(key);
+    e.set_final(final);
+    return e;
+  };
+  const KafkaPosition pos{"budget", "usage.events", 0, 0};
+  auto alerts = [&] {
+    auto a = ledger_.UnpublishedAlerts(100);
+    EXPECT_TRUE(a.ok()) << a.status();
+    std::vector<std::string> out;
+    for (const auto& x : *a) {
+      if (x.org == "org-budget")
+        out.push_back((x.key.empty() ? "org" : x.key) + "@" + std::to_string(x.percent));
+    }
+    return out;
+  };
+  ASSERT_TRUE(ledger_.RecordBatch({spend("key-b1", 300), spend("key-b2", 300)}, {pos}).ok());
+  EXPECT_TRUE(alerts().empty()) << "600 of 1000, 300 of 500";
+  const int64_t written = ledger_.alerts_written();
+  // key-b1 reaches 400 of 500 (80 %); the org 700 of 1000.
+  ASSERT_TRUE(ledger_.Record(spend("key-b1", 100), pos).ok());
+  EXPECT_EQ(alerts(), (std::vector<std::string>{"key-b1@80"}));
+  EXPECT_EQ(ledger_.alerts_written(), written + 1);
+  // Past 80 % of the org's budget and to 100 % of key-b1's, in one batch
+  // of two reports of one request (running, then final).
+  const auto running = spend("key-b1", 50, /*final=*/false);
+  bpb::UsageEvent final = running;
+  final.set_input_tokens(100);
+  final.set_final(true);
+  ASSERT_TRUE(ledger_.RecordBatch({running, final}, {pos}).ok());
+  EXPECT_EQ(alerts(), (std::vector<std::string>{"key-b1@80", "org@80", "key-b1@100"}));
+  // Further spend crosses nothing new.
+  ASSERT_TRUE(ledger_.Record(spend("key-b1", 50), pos).ok());
+  EXPECT_EQ(alerts().size(), 3u);
+
+  auto budgets = ledger_.Budgets("org-budget");
+  ASSERT_TRUE(budgets.ok()) << budgets.status();
+  ASSERT_EQ(budgets->size(), 2u);
+  EXPECT_EQ((*budgets)[0].key, "");
+  EXPECT_EQ((*budgets)[0].spent_micros, 300 + 300 + 100 + 100 + 50);
+  EXPECT_EQ((*budgets)[1].key, "key-b1");
+  EXPECT_EQ((*budgets)[1].spent_micros, 300 + 100 + 100 + 50);
+
+  auto unpublished = ledger_.UnpublishedAlerts(100);
+  ASSERT_TRUE(unpublished.ok());
+  for (const auto& a : *unpublished) {
+    if (a.org == "org-budget") {
+      ASSERT_TRUE(ledger_.MarkAlertPublished(a).ok());
+    }
+  }
+  EXPECT_TRUE(alerts().empty());
+  // A removed budget is gone from the list.
+  ASSERT_TRUE(ledger_.SetBudget("org-budget", "key-b1", 0).ok());
+  EXPECT_EQ(ledger_.Budgets("org-budget")->size(), 1u);
+}
+
 TEST_F(LedgerTest, AnOutageIsAnErrorNotACrash) {
   ASSERT_TRUE(g_infra->StopPostgres().ok());
   auto r = ledger_.Record(Event("org-outage", "o-1", 1, 1), {"g", "t", 0, 0});

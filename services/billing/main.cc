@@ -26,6 +26,8 @@ ABSL_FLAG(int64_t, max_output_tokens_per_event, 1'000'000,
 ABSL_FLAG(int, ledger_max_batch, 500,
           "Usage events written to the ledger in one transaction, at most (what has arrived is "
           "written together)");
+ABSL_FLAG(std::string, alerts_topic, "billing.alerts",
+          "Topic of budget alerts (80% and 100% of a monthly budget)");
 
 int main(int argc, char** argv) {
   sb::InitService("billing", argc, argv);
@@ -59,6 +61,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   sb::billing::Ledger ledger(pg);
+  // Budget alerts wait in budget_alerts until this producer has them.
+  auto alerts = sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers));
+  if (!alerts.ok()) {
+    spdlog::critical("billing: {}", alerts.status().ToString());
+    return 1;
+  }
+  metering.alerts = alerts->get();
+  metering.alerts_topic = absl::GetFlag(FLAGS_alerts_topic);
   sb::ThreadPool pool(absl::GetFlag(FLAGS_pg_pool_size), 1024);
   sb::billing::BillingServiceImpl service(ledger, pool);
   sb::billing::MeteringConsumer consumer(ledger, *signer, std::move(metering));

@@ -5,6 +5,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "core/metrics.h"
+#include "nlohmann/json.hpp"
 
 namespace sb::billing {
 
@@ -202,7 +203,47 @@ void MeteringConsumer::Loop() {
       batch.push_back(std::move(**polled));
     }
     if (!batch.empty()) RecordBatch(batch);
+    if (ledger_.alerts_written() != alerts_seen_) PublishAlerts();
   }
+}
+
+void MeteringConsumer::PublishAlerts() {
+  alerts_seen_ = ledger_.alerts_written();
+  if (options_.alerts == nullptr) return;
+  auto alerts = ledger_.UnpublishedAlerts(100);
+  if (!alerts.ok()) {
+    spdlog::warn("billing: loading budget alerts: {}", alerts.status().ToString());
+    alerts_seen_ = -1;  // again after the next batch
+    return;
+  }
+  for (const BudgetAlert& a : *alerts) {
+    const nlohmann::json event = {{"type", "budget_alert"},
+                                  {"org_id", a.org},
+                                  {"api_key_id", a.key},
+                                  {"month", a.month.substr(0, 7)},
+                                  {"percent", a.percent},
+                                  {"spend_usd", FormatUsd(a.spend_micros)},
+                                  {"budget_usd", FormatUsd(a.budget_micros)}};
+    // Queued is enough: the producer keeps it until Kafka has it.
+    if (auto st = options_.alerts->Publish(options_.alerts_topic, a.org, event.dump()); !st.ok()) {
+      spdlog::warn("billing: publishing a budget alert: {}", st.ToString());
+      alerts_seen_ = -1;
+      return;
+    }
+    if (auto st = ledger_.MarkAlertPublished(a); !st.ok()) {
+      spdlog::warn("billing: marking a budget alert published: {}", st.ToString());
+      alerts_seen_ = -1;
+      return;
+    }
+    metrics::Default()
+        .GetCounter("sb_billing_budget_alerts_total", "Budget alerts published, by threshold",
+                    {{"percent", std::to_string(a.percent)}})
+        .Inc();
+    spdlog::warn("org={} key={} has spent {}% of its monthly budget for {} (${} of ${})", a.org,
+                 a.key.empty() ? "(all)" : a.key, a.percent, a.month.substr(0, 7),
+                 FormatUsd(a.spend_micros), FormatUsd(a.budget_micros));
+  }
+  if (alerts->size() == 100) alerts_seen_ = -1;  // more left
 }
 
 void MeteringConsumer::Counted(const switchboard::billing::v1::UsageEvent& event,

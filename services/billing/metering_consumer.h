@@ -35,6 +35,7 @@
 #include "core/clock.h"
 #include "storage/kafka.h"
 #include "storage/message_signing.h"
+#include "storage/publisher.h"
 
 namespace sb::billing {
 
@@ -43,6 +44,10 @@ struct MeteringOptions {
   std::string group;
   std::string topic;
   UsageLimits limits;
+  // Where budget alerts go (Kafka billing.alerts); none: they wait in
+  // budget_alerts.
+  Publisher* alerts = nullptr;
+  std::string alerts_topic = "billing.alerts";
   // Messages written to the ledger in one transaction, at most.
   int max_batch = 500;
   // How often the operator's offset decisions are looked for.
@@ -77,6 +82,8 @@ class MeteringConsumer {
                const KafkaConsumer::Watermarks& log);
   // Applies the operator's decisions for the partitions this consumer holds.
   void ApplyResets();
+  // Publishes the budget alerts not yet published (an outbox).
+  void PublishAlerts();
   // Validates a batch and records it in one transaction, or event by event
   // when the database refuses a row of it.
   void RecordBatch(const std::vector<KafkaMessage>& batch);
@@ -97,6 +104,7 @@ class MeteringConsumer {
   std::map<Partition, Stall> stalled_;
   std::map<Partition, int64_t> resume_at_;  // decided, but the seek failed: retried
   std::atomic<int> stalled_count_{0};
+  int64_t alerts_seen_ = -1;  // ledger_.alerts_written() at the last PublishAlerts
 };
 
 }  // namespace sb::billing

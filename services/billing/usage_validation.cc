@@ -36,7 +36,7 @@ CheckedUsage UsageValidator::Check(const KafkaMessage& message) const {
   if (!out.event.ParseFromString(message.value)) return refuse(Rejection::kMalformed);
   const auto& e = out.event;
   for (const std::string* id : {&e.request_id(), &e.org_id(), &e.model(), &e.worker_id(),
-                                &e.end_user_id(), &e.source(), &e.stop_reason()}) {
+                                &e.end_user_id(), &e.source(), &e.stop_reason(), &e.api_key_id()}) {
     if (id->size() > kMaxIdLength) return refuse(Rejection::kMalformed);
   }
   if (e.request_id().empty()) return refuse(Rejection::kEmptyRequestId);

@@ -10,7 +10,8 @@ Gateway::Gateway(GatewayDeps deps)
     : deps_(deps),
       auth_(deps.auth, deps.pool),
       idempotency_(deps.idempotency, deps.timers, deps.pool, deps.options.ping_interval),
-      admission_(deps.limits, deps.admission, deps.timers, deps.pool, deps.options.lease_ttl) {
+      admission_(deps.limits, deps.admission, deps.timers, deps.pool, deps.options.lease_ttl),
+      budget_(deps.budgets) {
   AddRoutes();
 }
 
@@ -20,9 +21,10 @@ void Gateway::AddRoutes() {
   };
   // Admission needs the parsed request (its model, max_tokens and input),
   // so it comes after the parser; idempotency comes between them, so that
-  // a bad request never claims a key and a replay costs no limits.
-  const std::vector<Filter*> generate = {&auth_, &json_body_, &parse_generate_, &idempotency_,
-                                         &admission_};
+  // a bad request never claims a key and a replay costs no limits. A spent
+  // budget is known from the key alone: refused before the body is read.
+  const std::vector<Filter*> generate = {&auth_,           &budget_,      &json_body_,
+                                         &parse_generate_, &idempotency_, &admission_};
   router_.Add(
       {"POST", "/v1/messages", DialectChoice::kAnthropic, generate, handler(&HandleGenerate)});
   router_.Add(
@@ -49,7 +51,7 @@ void Gateway::AddRoutes() {
   router_.Add({"POST",
                "/v1/conversations/{conversation_id}/messages",
                DialectChoice::kAnthropic,
-               {&auth_, &chat_user_, &json_body_, &idempotency_},
+               {&auth_, &chat_user_, &budget_, &json_body_, &idempotency_},
                handler(&HandleSendMessage)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages/{message_id}/stream",
                DialectChoice::kAnthropic, chat_read, handler(&HandleChatStream)});

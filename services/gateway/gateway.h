@@ -24,6 +24,7 @@
 #include "core/timers.h"
 #include "core/ulid.h"
 #include "gateway/admission/admission_filter.h"
+#include "gateway/budgets/budgets.h"
 #include "gateway/context.h"
 #include "gateway/dialects/anthropic.h"
 #include "gateway/dialects/openai.h"
@@ -62,6 +63,7 @@ struct GatewayDeps {
   LimitsCache& limits;
   Admission& admission;
   IdempotencyStore& idempotency;
+  const BudgetCache& budgets;
   GatewayOptions options;
 };
 
@@ -89,6 +91,7 @@ class Gateway {
   ParseFilter parse_count_{ParseMode::kCountTokens};
   IdempotencyFilter idempotency_;
   AdmissionFilter admission_;
+  BudgetFilter budget_;
   Router router_;
 };
 

@@ -4,9 +4,9 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "core/clock.h"
+#include "core/periodic.h"
 #include "core/timers.h"
 #include "gateway/admission/redis_admission.h"
 #include "gateway/gateway.h"
@@ -84,6 +84,8 @@ ABSL_FLAG(int, gateway_replicas, 1, "Gateway replicas sharing the limits (for th
 ABSL_FLAG(int, lease_ttl_seconds, 30,
           "A concurrency slot of a gateway that died comes back after this long");
 ABSL_FLAG(int, limits_refresh_ms, 2000, "How often the limits are re-read from PostgreSQL");
+ABSL_FLAG(int, budgets_refresh_ms, 1000,
+          "How often budgets and the month's spend are re-read from PostgreSQL");
 ABSL_FLAG(int, idempotency_retention_hours, 24,
           "How long a response is kept for retries with the same Idempotency-Key");
 
@@ -148,16 +150,26 @@ int main(int argc, char** argv) {
   if (auto st = limits.Refresh(); !st.ok()) {
     spdlog::warn("gateway: limits not read yet: {}", st.ToString());
   }
-  absl::Notification stopping;
-  std::thread limits_refresher([&] {
-    const absl::Duration every = absl::Milliseconds(absl::GetFlag(FLAGS_limits_refresh_ms));
-    while (!stopping.WaitForNotificationWithTimeout(every)) {
-      if (auto st = limits.Refresh(); !st.ok()) {
-        spdlog::warn("gateway: limits not refreshed (the last ones stay in force): {}",
+  sb::gateway::PgBudgetSource budget_source(pg);
+  sb::gateway::BudgetCache budgets(budget_source);
+  if (auto st = budgets.Refresh(); !st.ok()) {
+    spdlog::warn("gateway: budgets not read yet: {}", st.ToString());
+  }
+  // Reloads in the background; on an error the last ones stay in force.
+  auto reloading = [](const char* what, auto& cache) {
+    return [what, &cache] {
+      if (auto st = cache.Refresh(); !st.ok()) {
+        spdlog::warn("gateway: {} not refreshed (the last ones stay in force): {}", what,
                      st.ToString());
       }
-    }
-  });
+    };
+  };
+  sb::Periodic budgets_refresher(absl::Milliseconds(absl::GetFlag(FLAGS_budgets_refresh_ms)),
+                                 reloading("budgets", budgets));
+  sb::Periodic limits_refresher(absl::Milliseconds(absl::GetFlag(FLAGS_limits_refresh_ms)),
+                                reloading("limits", limits));
+  budgets_refresher.Start();
+  limits_refresher.Start();
   const sb::RedisOptions redis_options{
       .host = absl::GetFlag(FLAGS_redis_host),
       .port = absl::GetFlag(FLAGS_redis_port),
@@ -193,6 +205,7 @@ int main(int argc, char** argv) {
        .limits = limits,
        .admission = admission,
        .idempotency = idempotency,
+       .budgets = budgets,
        .options = {.ping_interval = absl::Seconds(absl::GetFlag(FLAGS_ping_interval_seconds)),
                    .lease_ttl = lease_ttl}});
   sb::http::Server http(
@@ -254,7 +267,7 @@ int main(int argc, char** argv) {
   if (redis_node) redis_node->Stop();
   pool.Stop();
   revocations.Stop();
-  stopping.Notify();
-  limits_refresher.join();
+  limits_refresher.Stop();
+  budgets_refresher.Stop();
   return 0;
 }

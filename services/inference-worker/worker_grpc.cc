@@ -74,6 +74,7 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     usage_.set_worker_id(svc->worker_id_);
     usage_.set_source(req.source());
     usage_.set_end_user_id(req.end_user_id());
+    usage_.set_api_key_id(req.api_key_id());
   }
 
   // Wires the stream's callbacks to this sink once the engine has it.

@@ -1,17 +1,23 @@
 // Billing end to end (issue 13): prices set with sbadmin are what the
 // cluster's requests cost in the ledger.
+#include <chrono>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "e2e/e2e_helpers.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "storage/kafka.h"
 #include "support/process.h"
 
 namespace sb::testing {
 namespace {
 
 using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
 
 // Runs sbadmin against the cluster's database; its exit code and output.
 int Sbadmin(const std::vector<std::string>& args, std::string* out) {
@@ -65,6 +71,85 @@ TEST(PricingE2eTest, SbadminRefusesPricesItCannotKeepExactly) {
   EXPECT_EQ(Sbadmin({"price", "set"}, &out), 2) << out;
   ASSERT_EQ(Sbadmin({"price", "list", "sim-x"}, &out), 0) << out;
   EXPECT_EQ(out.find("sim-x"), std::string::npos) << "nothing stored: " << out;
+}
+
+// An org's spend crossing its monthly budget stops its new requests (402,
+// both dialects) within 2 s of the ledger recording it, and billing
+// publishes the 80 % and 100 % alerts on billing.alerts.
+TEST(BudgetE2eTest, SpendCrossingTheBudgetStopsAdmissionsWithinTwoSeconds) {
+  std::string out;
+  // A tenth of a cent a token, so that a handful of requests spend $0.50.
+  ASSERT_EQ(Sbadmin({"price", "set", "sim-small", "--input=1000", "--output=1000"}, &out), 0)
+      << out;
+  const std::string org = "budget-e2e";
+  const std::string key = KeyOfNewOrg(org);
+  ASSERT_EQ(Sbadmin({"budget", "set", org, "--monthly=0.50"}, &out), 0) << out;
+  auto alerts =
+      KafkaConsumer::Create(g_cluster->infra().kafka(), "budget-e2e-test", {"billing.alerts"});
+  ASSERT_TRUE(alerts.ok()) << alerts.status();
+
+  // Spend until the ledger holds the budget.
+  std::optional<Clock::time_point> crossed;
+  int sent = 0;
+  for (; sent < 100 && !crossed; ++sent) {
+    auto r = Post("/v1/messages", MessagesBody("spend it", false, 40), key);
+    ASSERT_EQ(r.status, 200) << "before the budget is spent: " << r.body;
+    // Every request so far, settled in the ledger.
+    const auto usage = UsageOfOrg(org, sent + 1);
+    if (usage.total_cost_micros() >= 500'000) crossed = Clock::now();
+  }
+  ASSERT_TRUE(crossed.has_value()) << "spent less than $0.50 in " << sent << " requests";
+
+  // New requests are refused within 2 s.
+  http::Response refused;
+  while (Clock::now() - *crossed < 5s) {
+    refused = Post("/v1/messages", MessagesBody("one more", false, 1), key);
+    if (refused.status == 402) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  const auto took = Clock::now() - *crossed;
+  ASSERT_EQ(refused.status, 402) << refused.body;
+  std::printf(
+      "[ figure   ] new requests refused %lld ms after the ledger held the budget's spend\n",
+      static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+  EXPECT_LT(took, 2s);
+  const json body = json::parse(refused.body);
+  EXPECT_EQ(body["type"], "error");
+  EXPECT_EQ(body["error"]["type"], "billing_error");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("$0.50"), std::string::npos)
+      << refused.body;
+  auto openai = Post("/v1/chat/completions",
+                     R"({"model":"sim-small","messages":[{"role":"user","content":"hi"}]})", key);
+  EXPECT_EQ(openai.status, 402) << openai.body;
+  EXPECT_EQ(json::parse(openai.body)["error"]["type"], "insufficient_quota") << openai.body;
+  // Another org is unaffected.
+  EXPECT_EQ(
+      Post("/v1/messages", MessagesBody("not mine", false, 1), KeyOfNewOrg("budget-other")).status,
+      200);
+
+  // Both thresholds were published, once each.
+  std::vector<int> percents;
+  for (auto until = Clock::now() + 20s; Clock::now() < until && percents.size() < 2;) {
+    auto m = (*alerts)->Poll(200ms);
+    if (!m.ok() || !m->has_value()) continue;
+    const json a = json::parse((*m)->value);
+    if (a["org_id"] != org) continue;
+    EXPECT_EQ(a["type"], "budget_alert");
+    EXPECT_EQ(a["budget_usd"], "0.500000");
+    percents.push_back(a["percent"].get<int>());
+  }
+  EXPECT_EQ(percents, (std::vector<int>{80, 100}));
+  ASSERT_EQ(Sbadmin({"budget", "show", org}, &out), 0) << out;
+  EXPECT_NE(out.find("0.500000"), std::string::npos) << out;
+
+  // Raising the budget lets the org in again.
+  ASSERT_EQ(Sbadmin({"budget", "set", org, "--monthly=1000"}, &out), 0) << out;
+  int status = 0;
+  for (auto until = Clock::now() + 5s; Clock::now() < until && status != 200;) {
+    status = Post("/v1/messages", MessagesBody("again", false, 1), key).status;
+    if (status != 200) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(status, 200);
 }
 
 }  // namespace

@@ -18,6 +18,8 @@
 //   sbadmin --pg=URI price set MODEL --input=3.00 --output=15.00 [--cache_read=0.30]
 //           [--cache_write=3.75] [--from=DATE]   # dollars per million tokens, from now or DATE
 //   sbadmin --pg=URI price list [MODEL]
+//   sbadmin --pg=URI budget set ORG [--key=KEY_ID] --monthly=500.00   # 0 removes it
+//   sbadmin --pg=URI budget show ORG                  # budgets and this month's spend
 //   sbadmin --pg=URI billing reset-offsets --to=earliest|latest|OFFSET [--partition=N]
 //           [--group=billing] [--topic=usage.events]   # a stopped partition's decision
 #include <cstdio>
@@ -67,6 +69,8 @@ ABSL_FLAG(std::string, cache_write, "0",
 ABSL_FLAG(std::string, from, "",
           "price set: when the price takes effect, 2026-12-01 (UTC midnight) or RFC 3339 "
           "(2026-12-01T12:00:00Z); default now; not in the past");
+ABSL_FLAG(std::string, monthly, "",
+          "budget set: the monthly budget in dollars, e.g. 500.00 (0 removes the budget)");
 ABSL_FLAG(std::string, group, "billing", "billing reset-offsets: billing's --consumer_group");
 ABSL_FLAG(std::string, topic, "usage.events", "billing reset-offsets: billing's --usage_topic");
 
@@ -289,6 +293,46 @@ int RunPrice(const std::vector<std::string>& args) {
   return 0;
 }
 
+constexpr const char* kBudgetUsage =
+    "sbadmin --pg=URI budget (set ORG [--key=KEY_ID] --monthly=USD | show ORG)";
+
+// `sbadmin budget ...`: monthly budgets per org and key. Returns the exit
+// code.
+int RunBudget(const std::vector<std::string>& args) {
+  const std::string sub = args.size() >= 3 ? args[2] : "";
+  if (!((sub == "set" && args.size() == 4 && !absl::GetFlag(FLAGS_monthly).empty()) ||
+        (sub == "show" && args.size() == 4))) {
+    std::fprintf(stderr, "%s\n", kBudgetUsage);
+    return 2;
+  }
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
+  sb::billing::Ledger ledger(pg);
+  absl::Status st;
+  if (sub == "set") {
+    auto monthly = sb::billing::ParseUsd(absl::GetFlag(FLAGS_monthly), "--monthly");
+    st = monthly.ok() ? ledger.SetBudget(args[3], absl::GetFlag(FLAGS_key), *monthly)
+                      : monthly.status();
+  } else {
+    auto budgets = ledger.Budgets(args[3]);
+    st = budgets.status();
+    if (budgets.ok()) {
+      std::printf("%-28s %16s %16s %8s\n", "key", "monthly", "spent", "used");
+      for (const auto& b : *budgets) {
+        std::printf(
+            "%-28s %16s %16s %7.1f%%\n", b.key.empty() ? "(the whole org)" : b.key.c_str(),
+            sb::billing::FormatUsd(b.monthly_micros).c_str(),
+            sb::billing::FormatUsd(b.spent_micros).c_str(),
+            100.0 * static_cast<double>(b.spent_micros) / static_cast<double>(b.monthly_micros));
+      }
+    }
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "sbadmin budget %s: %s\n", sub.c_str(), st.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
 // set-org's flags: an empty one is not given.
 absl::StatusOr<sb::admin::OrgSettings> OrgChange() {
   sb::admin::OrgSettings change;
@@ -313,8 +357,8 @@ int main(int argc, char** argv) {
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
       "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | "
       "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ... | price ... | "
-      "billing ...)\n" +
-      std::string(kModelUsage) + "\n" + kPriceUsage + "\n" + kBillingUsage);
+      "budget ... | billing ...)\n" +
+      std::string(kModelUsage) + "\n" + kPriceUsage + "\n" + kBudgetUsage + "\n" + kBillingUsage);
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -324,6 +368,7 @@ int main(int argc, char** argv) {
   if (cmd == "model") return RunModel(args);
   if (cmd == "billing") return RunBilling(args);
   if (cmd == "price") return RunPrice(args);
+  if (cmd == "budget") return RunBudget(args);
   sb::admin::Admin admin(absl::GetFlag(FLAGS_pg));
   absl::Status st;
   if (cmd == "migrate") {

@@ -203,7 +203,8 @@ std::string ErrorOfType(std::string_view type, std::string_view message, std::st
 }  // namespace anthropic_events
 
 ErrorReply AnthropicDialect::Error(const absl::Status& status, int http_status) const {
-  const Mapping m = MapCode(status.code());
+  const Mapping m =
+      IsBillingError(status) ? Mapping{402, "billing_error", 0} : MapCode(status.code());
   ErrorReply r;
   r.http_status = http_status != 0 ? http_status : m.http_status;
   r.retry_after_seconds = RetryAfterSeconds(status) > 0 ? RetryAfterSeconds(status) : m.retry_after;

@@ -253,7 +253,8 @@ INSTANTIATE_TEST_SUITE_P(
                                 1},
                       ErrorCase{absl::InternalError("oops"), 500, "api_error", 0},
                       ErrorCase{absl::DeadlineExceededError("slow"), 504, "timeout_error", 0},
-                      ErrorCase{absl::UnavailableError("busy"), 529, "overloaded_error", 1}));
+                      ErrorCase{absl::UnavailableError("busy"), 529, "overloaded_error", 1},
+                      ErrorCase{BillingError("budget spent"), 402, "billing_error", 0}));
 
 TEST(AnthropicErrorTest, MethodNotAllowedKeepsTheShape) {
   const auto e = AnthropicDialect().Error(absl::InvalidArgumentError("use POST"), 405);

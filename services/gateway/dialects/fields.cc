@@ -12,6 +12,7 @@ namespace {
 constexpr char kFieldPayload[] = "type.switchboard.dev/field";
 constexpr char kRetryAfterPayload[] = "type.switchboard.dev/retry-after";
 constexpr char kLimitKindPayload[] = "type.switchboard.dev/limit-kind";
+constexpr char kBillingPayload[] = "type.switchboard.dev/billing";
 
 std::string Num(double v) {
   char buf[32];
@@ -81,6 +82,16 @@ absl::Status RateLimitError(std::string_view message, absl::Duration retry_after
   absl::Status st = WithRetryAfter(absl::ResourceExhaustedError(std::string(message)), retry_after);
   st.SetPayload(kLimitKindPayload, absl::Cord(std::string(kind)));
   return st;
+}
+
+absl::Status BillingError(std::string_view message) {
+  absl::Status st = absl::PermissionDeniedError(std::string(message));
+  st.SetPayload(kBillingPayload, absl::Cord("1"));
+  return st;
+}
+
+bool IsBillingError(const absl::Status& status) {
+  return status.GetPayload(kBillingPayload).has_value();
 }
 
 int RetryAfterSeconds(const absl::Status& status) {

@@ -42,6 +42,10 @@ absl::Status RateLimitError(std::string_view message, absl::Duration retry_after
                             std::string_view kind);
 // Any error the client should retry after `retry_after` (at least 1 s).
 absl::Status WithRetryAfter(absl::Status status, absl::Duration retry_after);
+// The caller's budget is spent: 402 (Anthropic billing_error, OpenAI
+// insufficient_quota). PermissionDenied underneath, marked.
+absl::Status BillingError(std::string_view message);
+bool IsBillingError(const absl::Status& status);
 int RetryAfterSeconds(const absl::Status& status);  // 0 when not set
 std::string LimitKind(const absl::Status& status);  // "" when not set
 

@@ -233,6 +233,7 @@ json ModelJson(const ModelEntry& m) {
 
 ErrorReply OpenAiDialect::Error(const absl::Status& status, int http_status) const {
   Mapping m = MapCode(status.code());
+  if (IsBillingError(status)) m = {402, "insufficient_quota", "insufficient_quota", 0};
   if (http_status != 0) m.http_status = http_status;
   const std::string kind = LimitKind(status);
   if (status.code() == absl::StatusCode::kResourceExhausted && !kind.empty()) m.type = kind.c_str();

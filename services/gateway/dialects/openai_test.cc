@@ -195,7 +195,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "rate_limit_exceeded"},
         ErrorCase{absl::InternalError("oops"), 500, "server_error", nullptr},
         ErrorCase{absl::UnavailableError("busy"), 503, "server_error", "overloaded"},
-        ErrorCase{absl::DeadlineExceededError("slow"), 504, "server_error", "timeout"}));
+        ErrorCase{absl::DeadlineExceededError("slow"), 504, "server_error", "timeout"},
+        ErrorCase{BillingError("budget spent"), 402, "insufficient_quota", "insufficient_quota"}));
 
 TEST(OpenAiModelsTest, ListShape) {
   const auto body =
