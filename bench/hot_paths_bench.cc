@@ -2,12 +2,13 @@
 // each other (the machines are shared: read ratios, not absolutes).
 //
 //   ninja -C build hot_paths_bench && build/bench/hot_paths_bench
-#include <string>
-
 #include <benchmark/benchmark.h>
+
+#include <string>
 
 #include "core/metrics.h"
 #include "core/ulid.h"
+#include "gateway/budgets/budgets.h"
 #include "gateway/dialects/anthropic.h"
 #include "gateway/dialects/openai.h"
 #include "json/bounded_json.h"
@@ -73,6 +74,32 @@ void BM_UlidNext(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(ids.Next(now));
 }
 BENCHMARK(BM_UlidNext);
+
+// The gateway's budget check on every generation (issue 13): a lookup of
+// the org's and the key's budgets among `range(0)` budgets (half of them
+// per key), for an org with both and one with none.
+void BM_BudgetCheck(benchmark::State& state) {
+  struct NoSource final : sb::gateway::BudgetSource {
+    absl::StatusOr<std::vector<sb::gateway::BudgetRow>> Load() override {
+      return std::vector<sb::gateway::BudgetRow>{};
+    }
+  } source;
+  sb::gateway::BudgetCache cache(source);
+  std::vector<sb::gateway::BudgetRow> rows;
+  for (int i = 0; i < state.range(0); ++i) {
+    const std::string org = "org-" + std::to_string(i / 2);
+    rows.push_back({org, i % 2 ? "key-" + std::to_string(i) : "", 500'000'000, 1'000});
+  }
+  cache.Replace(std::move(rows));
+  const std::string with = "org-" + std::to_string(state.range(0) / 4), key = "key-1";
+  const std::string without = "org-unbudgeted";
+  bool odd = false;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(cache.Exhausted(odd ? with : without, key));
+    odd = !odd;
+  }
+}
+BENCHMARK(BM_BudgetCheck)->Arg(10)->Arg(10'000);
 
 void BM_CounterInc(benchmark::State& state) {
   auto& c = sb::metrics::Default().GetCounter("bench_total", "bench");
