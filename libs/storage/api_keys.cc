@@ -11,7 +11,7 @@ namespace sb {
 namespace {
 
 constexpr const char* kFindKey =
-    "SELECT id, org_id, coalesce(user_id, '') FROM api_keys "
+    "SELECT id, org_id, coalesce(user_id, ''), admin FROM api_keys "
     "WHERE secret_sha256 = $1 AND revoked_at IS NULL";
 
 constexpr const char* kRevocationChannel = "api_key_revoked";
@@ -46,7 +46,7 @@ absl::StatusOr<Principal> PgKeyStore::FindBySecretHash(const std::string& sha256
     auto r = tx.exec_params(kFindKey, hash);
     if (!r.empty()) {
       found = Principal{r[0][0].as<std::string>(), r[0][1].as<std::string>(),
-                        r[0][2].as<std::string>()};
+                        r[0][2].as<std::string>(), r[0][3].as<bool>()};
     }
   });
   if (!st.ok()) return st;

@@ -23,6 +23,7 @@ struct Principal {
   std::string key_id;
   std::string org_id;
   std::string user_id;  // empty for org-wide keys
+  bool admin = false;   // an Admin API key (reports), not for inference
 };
 
 class KeyStore {

@@ -12,11 +12,11 @@
 #include <cstdint>
 #include <map>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/usd.h"
 
 namespace sb::billing {
 
@@ -39,14 +39,6 @@ struct TokenCounts {
 // most a few million and prices at most $1,000,000 per MTok, so no step
 // overflows 64 bits.
 int64_t CostMicros(const Price& price, const TokenCounts& tokens);
-
-// "3", "3.00", "0.3", "1234.567891" -> micro-dollars. At most six decimals,
-// no sign, no exponent, at most $1,000,000: InvalidArgument otherwise,
-// naming `what`.
-absl::StatusOr<int64_t> ParseUsd(std::string_view text, std::string_view what);
-// Micro-dollars as a decimal string of dollars with six decimals
-// ("-0.000001", "15.000000").
-std::string FormatUsd(int64_t micros);
 
 // Every model's prices over time.
 class PriceBook {

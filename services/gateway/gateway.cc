@@ -19,11 +19,13 @@ void Gateway::AddRoutes() {
   auto handler = [this](void (*fn)(GatewayDeps&, const std::shared_ptr<RequestContext>&)) {
     return [this, fn](const std::shared_ptr<RequestContext>& ctx) { fn(deps_, ctx); };
   };
+  // Every authenticated route but the Admin API's refuses an admin key
+  // (api_key_), and the Admin API's needs one (admin_key_).
   // Admission needs the parsed request (its model, max_tokens and input),
   // so it comes after the parser; idempotency comes between them, so that
   // a bad request never claims a key and a replay costs no limits. A spent
   // budget is known from the key alone: refused before the body is read.
-  const std::vector<Filter*> generate = {&auth_,           &budget_,      &json_body_,
+  const std::vector<Filter*> generate = {&auth_,           &api_key_,     &budget_,   &json_body_,
                                          &parse_generate_, &idempotency_, &admission_};
   router_.Add(
       {"POST", "/v1/messages", DialectChoice::kAnthropic, generate, handler(&HandleGenerate)});
@@ -32,18 +34,21 @@ void Gateway::AddRoutes() {
   router_.Add({"POST",
                "/v1/messages/count_tokens",
                DialectChoice::kAnthropic,
-               {&auth_, &json_body_, &parse_count_},
+               {&auth_, &api_key_, &json_body_, &parse_count_},
                handler(&HandleCountTokens)});
-  router_.Add(
-      {"GET", "/v1/models", DialectChoice::kByHeader, {&auth_}, handler(&HandleListModels)});
+  router_.Add({"GET",
+               "/v1/models",
+               DialectChoice::kByHeader,
+               {&auth_, &api_key_},
+               handler(&HandleListModels)});
   router_.Add({"GET",
                "/v1/models/{model_id}",
                DialectChoice::kByHeader,
-               {&auth_},
+               {&auth_, &api_key_},
                handler(&HandleGetModel)});
 
-  const std::vector<Filter*> chat_read = {&auth_, &chat_user_};
-  const std::vector<Filter*> chat_write = {&auth_, &chat_user_, &json_body_};
+  const std::vector<Filter*> chat_read = {&auth_, &api_key_, &chat_user_};
+  const std::vector<Filter*> chat_write = {&auth_, &api_key_, &chat_user_, &json_body_};
   router_.Add({"POST", "/v1/conversations", DialectChoice::kAnthropic, chat_write,
                handler(&HandleCreateConversation)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages", DialectChoice::kAnthropic,
@@ -51,10 +56,27 @@ void Gateway::AddRoutes() {
   router_.Add({"POST",
                "/v1/conversations/{conversation_id}/messages",
                DialectChoice::kAnthropic,
-               {&auth_, &chat_user_, &budget_, &json_body_, &idempotency_},
+               {&auth_, &api_key_, &chat_user_, &budget_, &json_body_, &idempotency_},
                handler(&HandleSendMessage)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages/{message_id}/stream",
                DialectChoice::kAnthropic, chat_read, handler(&HandleChatStream)});
+
+  // The Admin API's usage and cost reports (an admin key of the org).
+  auto report = [this](ReportKind kind) {
+    return [this, kind](const std::shared_ptr<RequestContext>& ctx) {
+      HandleReport(kind, deps_.reports, deps_.pool, ctx);
+    };
+  };
+  router_.Add({"GET",
+               "/v1/organizations/usage_report/messages",
+               DialectChoice::kAnthropic,
+               {&auth_, &admin_key_},
+               report(ReportKind::kUsage)});
+  router_.Add({"GET",
+               "/v1/organizations/cost_report",
+               DialectChoice::kAnthropic,
+               {&auth_, &admin_key_},
+               report(ReportKind::kCost)});
 
   router_.Add({"GET",
                "/healthz",

@@ -31,6 +31,7 @@
 #include "gateway/filters/auth.h"
 #include "gateway/filters/body.h"
 #include "gateway/idempotency/idempotency_filter.h"
+#include "gateway/reports/reports.h"
 #include "gateway/router.h"
 #include "http/http_server.h"
 #include "pipeline/pipeline.h"
@@ -64,6 +65,7 @@ struct GatewayDeps {
   Admission& admission;
   IdempotencyStore& idempotency;
   const BudgetCache& budgets;
+  ReportSource& reports;
   GatewayOptions options;
 };
 
@@ -92,6 +94,8 @@ class Gateway {
   IdempotencyFilter idempotency_;
   AdmissionFilter admission_;
   BudgetFilter budget_;
+  KeyKindFilter api_key_{false};
+  KeyKindFilter admin_key_{true};
   Router router_;
 };
 

@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
   if (auto st = limits.Refresh(); !st.ok()) {
     spdlog::warn("gateway: limits not read yet: {}", st.ToString());
   }
+  sb::gateway::PgReportSource reports(pg);
   sb::gateway::PgBudgetSource budget_source(pg);
   sb::gateway::BudgetCache budgets(budget_source);
   if (auto st = budgets.Refresh(); !st.ok()) {
@@ -206,6 +207,7 @@ int main(int argc, char** argv) {
        .admission = admission,
        .idempotency = idempotency,
        .budgets = budgets,
+       .reports = reports,
        .options = {.ping_interval = absl::Seconds(absl::GetFlag(FLAGS_ping_interval_seconds)),
                    .lease_ttl = lease_ttl}});
   sb::http::Server http(

@@ -7,6 +7,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -196,13 +197,14 @@ TEST(AuthorizationMatrixTest, ACertificateFromAnotherCaIsRefused) {
 // The HTTP side. Callers: the owner of the chat resources (a key bound to
 // user alice), another user of the same org (bob), another org, no key,
 // and a revoked key of the owner's org.
-enum Caller { kOwner, kSameOrgOtherUser, kOtherOrg, kNoKey, kRevokedKey };
+enum Caller { kOwner, kSameOrgOtherUser, kOtherOrg, kNoKey, kRevokedKey, kAdminKey };
 const std::vector<std::pair<Caller, std::string>> kCallers = {
     {kOwner, "owner"},
     {kSameOrgOtherUser, "same org, other user"},
     {kOtherOrg, "other org"},
     {kNoKey, "no key"},
-    {kRevokedKey, "revoked key"}};
+    {kRevokedKey, "revoked key"},
+    {kAdminKey, "the owner's org's admin key"}};
 
 struct RouteCase {
   std::string body;  // "" for none
@@ -210,28 +212,34 @@ struct RouteCase {
   std::vector<int> expected;
 };
 
-// Every route, by "METHOD /pattern". Inference routes are the org's (any
-// valid key of any org works on its own org); chat resources are the
-// owner's alone (another user or org: 404, never 403).
+// Every route, by "METHOD /pattern" (a query after '?' is sent, not part of
+// the pattern). Inference routes are the org's (any valid key of any org
+// works on its own org); chat resources are the owner's alone (another user
+// or org: 404, never 403); an admin key calls the Admin API's reports only,
+// which ordinary keys cannot.
 const std::map<std::string, RouteCase> kRouteMatrix = {
     {"POST /v1/messages",
      {R"({"model":"sim-small","max_tokens":4,"messages":[{"role":"user","content":"hi"}]})",
-      {200, 200, 200, 401, 401}}},
+      {200, 200, 200, 401, 401, 403}}},
     {"POST /v1/chat/completions",
      {R"({"model":"sim-small","max_tokens":4,"messages":[{"role":"user","content":"hi"}]})",
-      {200, 200, 200, 401, 401}}},
+      {200, 200, 200, 401, 401, 403}}},
     {"POST /v1/messages/count_tokens",
      {R"({"model":"sim-small","messages":[{"role":"user","content":"hi"}]})",
-      {200, 200, 200, 401, 401}}},
-    {"GET /v1/models", {"", {200, 200, 200, 401, 401}}},
-    {"GET /v1/models/{model_id}", {"", {200, 200, 200, 401, 401}}},
-    {"POST /v1/conversations", {R"({"model":"sim-small"})", {201, 201, 201, 401, 401}}},
-    {"GET /v1/conversations/{conversation_id}/messages", {"", {200, 404, 404, 401, 401}}},
+      {200, 200, 200, 401, 401, 403}}},
+    {"GET /v1/models", {"", {200, 200, 200, 401, 401, 403}}},
+    {"GET /v1/models/{model_id}", {"", {200, 200, 200, 401, 401, 403}}},
+    {"POST /v1/conversations", {R"({"model":"sim-small"})", {201, 201, 201, 401, 401, 403}}},
+    {"GET /v1/conversations/{conversation_id}/messages", {"", {200, 404, 404, 401, 401, 403}}},
     {"POST /v1/conversations/{conversation_id}/messages",
-     {R"({"content":"hello","max_tokens":4})", {202, 404, 404, 401, 401}}},
+     {R"({"content":"hello","max_tokens":4})", {202, 404, 404, 401, 401, 403}}},
     {"GET /v1/conversations/{conversation_id}/messages/{message_id}/stream",
-     {"", {200, 404, 404, 401, 401}}},
-    {"GET /healthz", {"", {200, 200, 200, 200, 200}}},
+     {"", {200, 404, 404, 401, 401, 403}}},
+    {"GET /v1/organizations/usage_report/messages?starting_at=2026-11-01T00:00:00Z",
+     {"", {403, 403, 403, 401, 401, 200}}},
+    {"GET /v1/organizations/cost_report?starting_at=2026-11-01T00:00:00Z",
+     {"", {403, 403, 403, 401, 401, 200}}},
+    {"GET /healthz", {"", {200, 200, 200, 200, 200, 200}}},
 };
 
 TEST(AuthorizationMatrixTest, EveryHttpRouteAgainstEveryCaller) {
@@ -250,7 +258,8 @@ TEST(AuthorizationMatrixTest, EveryHttpRouteAgainstEveryCaller) {
   keys[kOwner] = *admin.CreateKey("matrix", "alice");
   keys[kSameOrgOtherUser] = *admin.CreateKey("matrix", "bob");
   keys[kOtherOrg] = *admin.CreateKey("matrix-other", "alice");
-  keys[kRevokedKey] = *admin.CreateKey("matrix", "alice");
+  keys[kAdminKey] = *admin.CreateKey("matrix", "", /*admin=*/true);
+  keys[kRevokedKey] = *admin.CreateKey("matrix", "alice");  // the last: revoked below
   auto listed = admin.ListKeys("matrix");
   ASSERT_TRUE(listed.ok());
   ASSERT_TRUE(admin.RevokeKey(listed->back().id).ok());
@@ -269,10 +278,12 @@ TEST(AuthorizationMatrixTest, EveryHttpRouteAgainstEveryCaller) {
 
   for (const auto& route : info.routes()) {
     SCOPED_TRACE(route);
-    auto it = kRouteMatrix.find(route);
+    auto it = std::find_if(kRouteMatrix.begin(), kRouteMatrix.end(), [&](const auto& entry) {
+      return entry.first.substr(0, entry.first.find('?')) == route;
+    });
     ASSERT_NE(it, kRouteMatrix.end()) << "a route missing from the matrix";
     const std::string method = route.substr(0, route.find(' '));
-    std::string path = route.substr(route.find(' ') + 1);
+    std::string path = it->first.substr(it->first.find(' ') + 1);
     auto replace = [&](const std::string& from, const std::string& to) {
       if (auto p = path.find(from); p != std::string::npos) path.replace(p, from.size(), to);
     };

@@ -4,12 +4,16 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "e2e/e2e_helpers.h"
 #include "gtest/gtest.h"
+#include "http/http_client.h"
 #include "nlohmann/json.hpp"
+#include "sbadmin/admin.h"
 #include "storage/kafka.h"
+#include "storage/pg.h"
 #include "support/process.h"
 
 namespace sb::testing {
@@ -150,6 +154,109 @@ TEST(BudgetE2eTest, SpendCrossingTheBudgetStopsAdmissionsWithinTwoSeconds) {
     if (status != 200) std::this_thread::sleep_for(50ms);
   }
   EXPECT_EQ(status, 200);
+}
+
+// The Admin API's reports, on rows of known times in the ledger: bucket
+// edges, grouping, paging, cost as dollars, the org's own rows only, and an
+// admin key required (and refused on inference).
+TEST(ReportsE2eTest, AnAdminKeySeesItsOrgsUsageAndCostInBucketsGroupedAndPaged) {
+  admin::Admin admin(g_cluster->infra().pg_uri());
+  ASSERT_TRUE(admin.CreateOrg("reports", "reports").ok());
+  ASSERT_TRUE(admin.CreateOrg("reports-other", "reports-other").ok());
+  const std::string admin_key = *admin.CreateKey("reports", "", /*admin=*/true);
+  const std::string api_key = *admin.CreateKey("reports", "");
+  const std::string other_admin = *admin.CreateKey("reports-other", "", /*admin=*/true);
+  {
+    pqxx::connection c(g_cluster->infra().pg_uri());
+    pqxx::work tx(c);
+    // request, org, model, key, time, input, output, cost (micro-dollars)
+    const std::vector<std::tuple<std::string, std::string, std::string, std::string, std::string,
+                                 int, int, int64_t>>
+        rows = {
+            {"rep-1", "reports", "m-a", "k1", "2026-11-20T10:00:00Z", 10, 20, 1'000},
+            {"rep-2", "reports", "m-b", "k2", "2026-11-20T10:00:59.999Z", 1, 2, 10},
+            {"rep-3", "reports", "m-a", "k1", "2026-11-20T10:01:00Z", 5, 5, 500},
+            {"rep-4", "reports-other", "m-a", "k9", "2026-11-20T10:00:30Z", 1000, 1000, 9'999},
+            {"rep-5", "reports", "m-a", "k1", "2026-11-20T09:59:59.999Z", 7, 7, 7},
+        };
+    for (const auto& [id, org, model, key, at, in, out, cost] : rows) {
+      tx.exec_params(
+          "INSERT INTO usage_ledger (request_id, org_id, model, worker_id, source, input_tokens, "
+          " output_tokens, stop_reason, occurred_at, end_user_id, final, cost_micros, api_key_id) "
+          "VALUES ($1, $2, $3, 'w', 'api', $6, $7, 'end_turn', $5::timestamptz, '', true, $8, $4)",
+          id, org, model, key, at, in, out, cost);
+    }
+    tx.commit();
+  }
+  auto get = [](const std::string& target, const std::string& key) {
+    http::Headers headers = {{"anthropic-version", "2023-06-01"}};
+    if (!key.empty()) headers.push_back({"x-api-key", key});
+    auto r = http::Fetch({.port = g_cluster->http_port(), .target = target, .headers = headers});
+    return r.ok() ? *r : http::Response{};
+  };
+  const std::string window =
+      "starting_at=2026-11-20T10:00:00Z&ending_at=2026-11-20T10:03:00Z&bucket_width=1m";
+
+  auto usage = get("/v1/organizations/usage_report/messages?" + window, admin_key);
+  ASSERT_EQ(usage.status, 200) << usage.body;
+  json u = json::parse(usage.body);
+  ASSERT_EQ(u["data"].size(), 3u) << usage.body;
+  EXPECT_EQ(u["data"][0]["starting_at"], "2026-11-20T10:00:00Z");
+  ASSERT_EQ(u["data"][0]["results"].size(), 1u);
+  EXPECT_EQ(u["data"][0]["results"][0]["uncached_input_tokens"], 11) << "10:00:00 and 10:00:59.999";
+  EXPECT_EQ(u["data"][0]["results"][0]["output_tokens"], 22);
+  EXPECT_EQ(u["data"][1]["results"][0]["uncached_input_tokens"], 5) << "10:01:00 starts the next";
+  EXPECT_TRUE(u["data"][2]["results"].empty());
+  EXPECT_EQ(u["has_more"], false);
+
+  auto grouped = get("/v1/organizations/usage_report/messages?" + window +
+                         "&group_by[]=model&group_by[]=api_key_id",
+                     admin_key);
+  ASSERT_EQ(grouped.status, 200) << grouped.body;
+  const json g = json::parse(grouped.body)["data"][0]["results"];
+  ASSERT_EQ(g.size(), 2u) << grouped.body;
+  EXPECT_EQ(g[0]["model"], "m-a");
+  EXPECT_EQ(g[0]["api_key_id"], "k1");
+  EXPECT_EQ(g[1]["model"], "m-b");
+  EXPECT_EQ(g[1]["output_tokens"], 2);
+
+  auto cost = get("/v1/organizations/cost_report?" + window, admin_key);
+  ASSERT_EQ(cost.status, 200) << cost.body;
+  const json c = json::parse(cost.body);
+  EXPECT_EQ(c["data"][0]["results"][0]["amount"], "0.001010");
+  EXPECT_EQ(c["data"][0]["results"][0]["currency"], "USD");
+  EXPECT_EQ(c["data"][1]["results"][0]["amount"], "0.000500");
+
+  // Two buckets a page.
+  auto first = get("/v1/organizations/usage_report/messages?" + window + "&limit=2", admin_key);
+  const json p1 = json::parse(first.body);
+  ASSERT_EQ(p1["data"].size(), 2u) << first.body;
+  ASSERT_EQ(p1["has_more"], true);
+  auto second = get("/v1/organizations/usage_report/messages?" + window +
+                        "&limit=2&page=" + p1["next_page"].get<std::string>(),
+                    admin_key);
+  const json p2 = json::parse(second.body);
+  ASSERT_EQ(p2["data"].size(), 1u) << second.body;
+  EXPECT_EQ(p2["data"][0]["starting_at"], "2026-11-20T10:02:00Z");
+  EXPECT_EQ(p2["has_more"], false);
+
+  // The other org sees its own row only.
+  const json o =
+      json::parse(get("/v1/organizations/usage_report/messages?" + window, other_admin).body);
+  EXPECT_EQ(o["data"][0]["results"][0]["uncached_input_tokens"], 1000);
+  EXPECT_TRUE(o["data"][1]["results"].empty());
+
+  // Keys: an API key is refused here, an admin key on inference.
+  auto refused = get("/v1/organizations/cost_report?" + window, api_key);
+  EXPECT_EQ(refused.status, 403) << refused.body;
+  EXPECT_EQ(json::parse(refused.body)["error"]["type"], "permission_error");
+  EXPECT_EQ(get("/v1/organizations/cost_report?" + window, "").status, 401);
+  EXPECT_EQ(
+      Post("/v1/messages", MessagesBody("admin keys do not chat", false, 1), admin_key).status,
+      403);
+  auto bad = get("/v1/organizations/usage_report/messages?bucket_width=1m", admin_key);
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_NE(bad.body.find("starting_at"), std::string::npos) << bad.body;
 }
 
 }  // namespace

@@ -27,15 +27,15 @@ constexpr const char* kRecordMigration = "INSERT INTO schema_migrations (name) V
 constexpr const char* kInsertOrg =
     "INSERT INTO orgs (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
 constexpr const char* kInsertKey =
-    "INSERT INTO api_keys (id, org_id, user_id, prefix, secret_sha256) "
-    "VALUES ($1, $2, NULLIF($3, ''), $4, $5)";
+    "INSERT INTO api_keys (id, org_id, user_id, prefix, secret_sha256, admin) "
+    "VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6)";
 constexpr const char* kRevokeKey =
     "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL";
 constexpr const char* kListKeys =
     "SELECT id, prefix, coalesce(user_id, ''),"
     " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-    " coalesce(to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
-    " FROM api_keys WHERE org_id = $1 ORDER BY created_at, id";
+    " coalesce(to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''),"
+    " admin FROM api_keys WHERE org_id = $1 ORDER BY created_at, id";
 constexpr const char* kOrgExists = "SELECT 1 FROM orgs WHERE id = $1";
 constexpr const char* kKeyOfOrg = "SELECT 1 FROM api_keys WHERE id = $1 AND org_id = $2";
 // $4..$7: NULL leaves a limit as it is, 0 removes it, N > 0 sets it.
@@ -132,7 +132,8 @@ absl::Status Admin::CreateOrg(const std::string& org_id, const std::string& name
   });
 }
 
-absl::StatusOr<std::string> Admin::CreateKey(const std::string& org_id, const std::string& user_id) {
+absl::StatusOr<std::string> Admin::CreateKey(const std::string& org_id, const std::string& user_id,
+                                             bool admin) {
   UlidGenerator ids;
   const std::string key_id = ids.Next(absl::Now());
   const std::string secret = FormatApiKey(key_id, RandomHex(16));
@@ -144,7 +145,7 @@ absl::StatusOr<std::string> Admin::CreateKey(const std::string& org_id, const st
     pqxx::connection c(pg_uri_);
     pqxx::work tx(c);
     pqxx::binarystring hash(digest);
-    tx.exec_params(kInsertKey, key_id, org_id, user_id, prefix, hash);
+    tx.exec_params(kInsertKey, key_id, org_id, user_id, prefix, hash, admin);
     tx.commit();
   });
   if (!st.ok()) return st;
@@ -175,7 +176,7 @@ absl::StatusOr<std::vector<KeyInfo>> Admin::ListKeys(const std::string& org_id) 
     }
     for (const auto& row : tx.exec_params(kListKeys, org_id)) {
       out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
-                     row[3].as<std::string>(), row[4].as<std::string>()});
+                     row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<bool>()});
     }
   });
   if (!st.ok()) return st;

@@ -47,6 +47,7 @@ struct KeyInfo {
   std::string user_id;     // "" for an org-wide key
   std::string created_at;  // ISO 8601, UTC
   std::string revoked_at;  // "" while the key is active
+  bool admin = false;
 };
 
 class Admin {
@@ -59,7 +60,9 @@ class Admin {
   absl::StatusOr<int> Migrate(const std::string& dir);
   absl::Status CreateOrg(const std::string& org_id, const std::string& name);
   // Returns the key's secret form.
-  absl::StatusOr<std::string> CreateKey(const std::string& org_id, const std::string& user_id);
+  // `admin`: a key for the org's Admin API routes only (reports).
+  absl::StatusOr<std::string> CreateKey(const std::string& org_id, const std::string& user_id,
+                                        bool admin = false);
   // Every gateway refuses the key within a second (migration 0005).
   absl::Status RevokeKey(const std::string& key_id);
   // The org's keys, oldest first (NotFound for an unknown org).

@@ -2,7 +2,7 @@
 //
 //   sbadmin --pg=URI migrate [--migrations_dir=DIR]
 //   sbadmin --pg=URI create-org ORG_ID [NAME]
-//   sbadmin --pg=URI create-key ORG_ID [USER_ID]   # prints the secret once
+//   sbadmin --pg=URI create-key ORG_ID [USER_ID] [--admin]   # prints the secret once
 //   sbadmin --pg=URI list-keys ORG_ID                # id, prefix, user, created, revoked
 //   sbadmin --pg=URI revoke-key KEY_ID
 //   sbadmin --pg=URI set-limits ORG_ID [--key=KEY_ID] [--model=MODEL] [--rpm=N]
@@ -69,6 +69,8 @@ ABSL_FLAG(std::string, cache_write, "0",
 ABSL_FLAG(std::string, from, "",
           "price set: when the price takes effect, 2026-12-01 (UTC midnight) or RFC 3339 "
           "(2026-12-01T12:00:00Z); default now; not in the past");
+ABSL_FLAG(bool, admin, false,
+          "create-key: an Admin API key (usage and cost reports), which cannot call inference");
 ABSL_FLAG(std::string, monthly, "",
           "budget set: the monthly budget in dollars, e.g. 500.00 (0 removes the budget)");
 ABSL_FLAG(std::string, group, "billing", "billing reset-offsets: billing's --consumer_group");
@@ -236,7 +238,7 @@ int RunPrice(const std::vector<std::string>& args) {
     sb::billing::Price price;
     auto usd = [&](const absl::Flag<std::string>& flag, const char* name, int64_t* out) {
       if (!st.ok()) return;
-      auto v = sb::billing::ParseUsd(absl::GetFlag(flag), name);
+      auto v = sb::ParseUsd(absl::GetFlag(flag), name);
       if (v.ok()) {
         *out = *v;
       } else {
@@ -259,10 +261,9 @@ int RunPrice(const std::vector<std::string>& args) {
           "cache write $%s\n",
           args[3].c_str(),
           absl::FormatTime(absl::RFC3339_sec, price.from, absl::UTCTimeZone()).c_str(),
-          sb::billing::FormatUsd(price.input_per_mtok).c_str(),
-          sb::billing::FormatUsd(price.output_per_mtok).c_str(),
-          sb::billing::FormatUsd(price.cache_read_per_mtok).c_str(),
-          sb::billing::FormatUsd(price.cache_write_per_mtok).c_str());
+          sb::FormatUsd(price.input_per_mtok).c_str(), sb::FormatUsd(price.output_per_mtok).c_str(),
+          sb::FormatUsd(price.cache_read_per_mtok).c_str(),
+          sb::FormatUsd(price.cache_write_per_mtok).c_str());
     }
   } else if (sub == "list" && args.size() <= 4) {
     auto prices = ledger.ListPrices(args.size() == 4 ? args[3] : "");
@@ -276,10 +277,10 @@ int RunPrice(const std::vector<std::string>& args) {
                 ? "(always)"
                 : absl::FormatTime(absl::RFC3339_sec, p.from, absl::UTCTimeZone());
         std::printf("%-28s %-22s %14s %14s %14s %14s\n", model.c_str(), from.c_str(),
-                    sb::billing::FormatUsd(p.input_per_mtok).c_str(),
-                    sb::billing::FormatUsd(p.output_per_mtok).c_str(),
-                    sb::billing::FormatUsd(p.cache_read_per_mtok).c_str(),
-                    sb::billing::FormatUsd(p.cache_write_per_mtok).c_str());
+                    sb::FormatUsd(p.input_per_mtok).c_str(),
+                    sb::FormatUsd(p.output_per_mtok).c_str(),
+                    sb::FormatUsd(p.cache_read_per_mtok).c_str(),
+                    sb::FormatUsd(p.cache_write_per_mtok).c_str());
       }
     }
   } else {
@@ -309,7 +310,7 @@ int RunBudget(const std::vector<std::string>& args) {
   sb::billing::Ledger ledger(pg);
   absl::Status st;
   if (sub == "set") {
-    auto monthly = sb::billing::ParseUsd(absl::GetFlag(FLAGS_monthly), "--monthly");
+    auto monthly = sb::ParseUsd(absl::GetFlag(FLAGS_monthly), "--monthly");
     st = monthly.ok() ? ledger.SetBudget(args[3], absl::GetFlag(FLAGS_key), *monthly)
                       : monthly.status();
   } else {
@@ -320,8 +321,7 @@ int RunBudget(const std::vector<std::string>& args) {
       for (const auto& b : *budgets) {
         std::printf(
             "%-28s %16s %16s %7.1f%%\n", b.key.empty() ? "(the whole org)" : b.key.c_str(),
-            sb::billing::FormatUsd(b.monthly_micros).c_str(),
-            sb::billing::FormatUsd(b.spent_micros).c_str(),
+            sb::FormatUsd(b.monthly_micros).c_str(), sb::FormatUsd(b.spent_micros).c_str(),
             100.0 * static_cast<double>(b.spent_micros) / static_cast<double>(b.monthly_micros));
       }
     }
@@ -353,7 +353,7 @@ absl::StatusOr<sb::admin::OrgSettings> OrgChange() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] | "
+      "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] [--admin] | "
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
       "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | "
       "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ... | price ... | "
@@ -378,18 +378,20 @@ int main(int argc, char** argv) {
   } else if (cmd == "create-org" && args.size() >= 3) {
     st = admin.CreateOrg(args[2], args.size() >= 4 ? args[3] : args[2]);
   } else if (cmd == "create-key" && args.size() >= 3) {
-    auto key = admin.CreateKey(args[2], args.size() >= 4 ? args[3] : "");
+    auto key =
+        admin.CreateKey(args[2], args.size() >= 4 ? args[3] : "", absl::GetFlag(FLAGS_admin));
     st = key.status();
     if (key.ok()) std::printf("%s\n", key->c_str());
   } else if (cmd == "list-keys" && args.size() >= 3) {
     auto keys = admin.ListKeys(args[2]);
     st = keys.status();
     if (keys.ok()) {
-      std::printf("%-26s  %-37s  %-16s  %-20s  %s\n", "id", "prefix", "user", "created", "revoked");
+      std::printf("%-26s  %-37s  %-16s  %-20s  %-20s  %s\n", "id", "prefix", "user", "created",
+                  "revoked", "kind");
       for (const auto& k : *keys) {
-        std::printf("%-26s  %-37s  %-16s  %-20s  %s\n", k.id.c_str(), k.prefix.c_str(),
+        std::printf("%-26s  %-37s  %-16s  %-20s  %-20s  %s\n", k.id.c_str(), k.prefix.c_str(),
                     k.user_id.empty() ? "-" : k.user_id.c_str(), k.created_at.c_str(),
-                    k.revoked_at.empty() ? "-" : k.revoked_at.c_str());
+                    k.revoked_at.empty() ? "-" : k.revoked_at.c_str(), k.admin ? "admin" : "api");
       }
     }
   } else if (cmd == "revoke-key" && args.size() >= 3) {
