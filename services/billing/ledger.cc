@@ -436,6 +436,22 @@ void Ledger::ChargeSpend(pqxx::work& tx, const std::vector<SpendDelta>& deltas) 
   alerts_written_.fetch_add(static_cast<int64_t>(inserted.size()));
 }
 
+absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> Ledger::CountsSince(
+    absl::Time since) {
+  using Counts = std::map<std::string, std::pair<int64_t, int64_t>>;
+  return pg_.Run<Counts>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    Counts out;
+    for (const auto& r :
+         tx.exec_params("SELECT request_id, input_tokens, output_tokens FROM usage_ledger "
+                        "WHERE occurred_at >= to_timestamp($1::double precision / 1000000)",
+                        absl::ToUnixMicros(since))) {
+      out[r[0].as<std::string>()] = {r[1].as<int64_t>(), r[2].as<int64_t>()};
+    }
+    return out;
+  });
+}
+
 absl::StatusOr<std::vector<BudgetAlert>> Ledger::UnpublishedAlerts(int limit) {
   return pg_.Run<std::vector<BudgetAlert>>([&](pqxx::connection& c) {
     pqxx::read_transaction tx(c);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -87,6 +88,10 @@ class Ledger {
                                                     const std::string& topic,
                                                     std::optional<int32_t> partition,
                                                     const std::string& to);
+
+  // Every request started at or after `since`: its input and output tokens
+  // (reconciliation).
+  absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> CountsSince(absl::Time since);
 
   // Alerts not yet published to billing.alerts, oldest first; and marking
   // one published.

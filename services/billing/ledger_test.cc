@@ -1,10 +1,12 @@
 // The ledger and the metering consumer against a real PostgreSQL and the
 // dev Kafka-protocol broker, both started for this suite.
+#include "billing/ledger.h"
+
 #include <chrono>
 #include <thread>
 
-#include "billing/ledger.h"
 #include "billing/metering_consumer.h"
+#include "billing/reconcile.h"
 #include "core/metrics.h"
 #include "gtest/gtest.h"
 #include "storage/kafka.h"
@@ -709,6 +711,64 @@ TEST(MeteringConsumerTest, AStoredOffsetOutsideTheLogStopsThePartitionUntilAnOpe
     next_total += **next;
   }
   EXPECT_EQ(next_total, 6) << "each partition's stored offset is its new log's end";
+}
+
+// Reconciliation reads the topic as billing does and finds the ledger
+// equal to it; a row changed or lost afterwards is drift, named.
+TEST(ReconcileTest, TheLedgerEqualsTheTopicAndDriftIsNamed) {
+  PgPool pg(g_infra->pg_uri(), 2);
+  Ledger ledger(pg);
+  const std::string topic = "usage.reconcile";
+  const MessageSigner signer = *MessageSigner::FromKeys({std::string(64, 's')});
+  const absl::Time since = absl::Now() - absl::Milliseconds(1);
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  auto producer = KafkaProducer::Create(g_infra->kafka());
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  auto produce = [&](const std::string& id, int in, int out, bool final, bool sign = true) {
+    bpb::UsageEvent e = Event("org-reconcile", id, in, out, now_ms);
+    e.set_final(final);
+    const std::string value = e.SerializeAsString();
+    KafkaHeaders headers;
+    if (sign) headers.push_back({kSignatureHeader, signer.Sign(id, value)});
+    ASSERT_TRUE((*producer)->Publish(topic, id, value, headers).ok());
+  };
+  produce("rc-1", 1, 5, false);
+  produce("rc-1", 1, 4, true);    // the final report, below the running one
+  produce("rc-2", 2, 10, false);  // never settled (a worker killed)
+  produce("rc-3", 3, 3, true);
+  produce("rc-forged", 100, 100, true, /*sign=*/false);  // refused by both
+  ASSERT_TRUE((*producer)->Flush(std::chrono::seconds(10)).ok());
+  {
+    MeteringConsumer consumer(ledger, signer,
+                              {.brokers = g_infra->kafka(), .group = "billing-rc", .topic = topic});
+    ASSERT_TRUE(consumer.Start().ok());
+    ASSERT_TRUE(WaitForRequests(ledger, "org-reconcile", 3));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  auto drift = Reconcile(ledger, signer, g_infra->kafka(), topic, since);
+  ASSERT_TRUE(drift.ok()) << drift.status();
+  EXPECT_TRUE(drift->zero()) << "missing " << drift->missing.size() << ", extra "
+                             << drift->extra.size() << ", differing " << drift->differing.size();
+  EXPECT_EQ(drift->topic_requests, 3);
+  EXPECT_EQ(drift->ledger_requests, 3);
+  EXPECT_TRUE(drift->topic_complete);
+
+  ASSERT_TRUE(pg.RunVoid([](pqxx::connection& c) {
+                  pqxx::work tx(c);
+                  tx.exec(
+                      "UPDATE usage_ledger SET output_tokens = output_tokens + 1 "
+                      "WHERE request_id = 'rc-3'");
+                  tx.exec("DELETE FROM usage_ledger WHERE request_id = 'rc-2'");
+                  tx.commit();
+                }).ok());
+  drift = Reconcile(ledger, signer, g_infra->kafka(), topic, since);
+  ASSERT_TRUE(drift.ok()) << drift.status();
+  EXPECT_FALSE(drift->zero());
+  EXPECT_EQ(drift->differing, (std::vector<std::string>{"rc-3"}));
+  EXPECT_EQ(drift->missing, (std::vector<std::string>{"rc-2"}));
+  EXPECT_TRUE(drift->extra.empty());
+  EXPECT_EQ(drift->output_tokens, 1 - 10);
+  EXPECT_EQ(drift->input_tokens, -2);
 }
 
 }  // namespace

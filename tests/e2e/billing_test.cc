@@ -259,5 +259,27 @@ TEST(ReportsE2eTest, AnAdminKeySeesItsOrgsUsageAndCostInBucketsGroupedAndPaged) 
   EXPECT_NE(bad.body.find("starting_at"), std::string::npos) << bad.body;
 }
 
+// The ledger, after the cluster's own traffic, equals what the workers
+// published: sbadmin billing reconcile reads the topic and finds no drift.
+TEST(ReconcileE2eTest, TheLedgerEqualsWhatTheWorkersPublished) {
+  const std::string since = absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone());
+  const std::string org = "reconcile-e2e";
+  const std::string key = KeyOfNewOrg(org);
+  constexpr int kRequests = 20;
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = Post("/v1/messages", MessagesBody("count me", i % 2 == 0, 8 + i), key);
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  UsageOfOrg(org, kRequests);  // every request settled in the ledger
+  std::string out;
+  const int rc = Sbadmin(
+      {"billing", "reconcile", "--since=" + since, "--kafka_brokers=" + g_cluster->infra().kafka(),
+       "--usage_signing_key_file=" + g_cluster->infra().dir() + "/usage_signing.key"},
+      &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("no drift"), std::string::npos) << out;
+  EXPECT_NE(out.find("missing from the ledger: 0"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace sb::testing

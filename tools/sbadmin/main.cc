@@ -20,6 +20,7 @@
 //   sbadmin --pg=URI price list [MODEL]
 //   sbadmin --pg=URI budget set ORG [--key=KEY_ID] --monthly=500.00   # 0 removes it
 //   sbadmin --pg=URI budget show ORG                  # budgets and this month's spend
+//   sbadmin --pg=URI billing reconcile --since=DATE --kafka_brokers=H:P --usage_signing_key_file=F
 //   sbadmin --pg=URI billing reset-offsets --to=earliest|latest|OFFSET [--partition=N]
 //           [--group=billing] [--topic=usage.events]   # a stopped partition's decision
 #include <cstdio>
@@ -33,6 +34,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "billing/ledger.h"
+#include "billing/reconcile.h"
 #include "core/config.h"
 #include "sbadmin/admin.h"
 #include "storage/pg.h"
@@ -73,8 +75,13 @@ ABSL_FLAG(bool, admin, false,
           "create-key: an Admin API key (usage and cost reports), which cannot call inference");
 ABSL_FLAG(std::string, monthly, "",
           "budget set: the monthly budget in dollars, e.g. 500.00 (0 removes the budget)");
+ABSL_FLAG(std::string, since, "",
+          "billing reconcile: requests started from then on, 2026-12-01 (UTC) or RFC 3339");
+ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092",
+          "billing reconcile: the Kafka bootstrap servers billing reads");
 ABSL_FLAG(std::string, group, "billing", "billing reset-offsets: billing's --consumer_group");
-ABSL_FLAG(std::string, topic, "usage.events", "billing reset-offsets: billing's --usage_topic");
+ABSL_FLAG(std::string, topic, "usage.events",
+          "billing reset-offsets and reconcile: billing's --usage_topic");
 
 namespace {
 
@@ -170,12 +177,65 @@ int RunModel(const std::vector<std::string>& args) {
 }
 
 constexpr const char* kBillingUsage =
-    "sbadmin --pg=URI billing reset-offsets --to=earliest|latest|OFFSET [--partition=N] "
-    "[--group=billing] [--topic=usage.events]";
+    "sbadmin --pg=URI billing (reset-offsets --to=earliest|latest|OFFSET [--partition=N] "
+    "[--group=billing] [--topic=usage.events] | reconcile --since=DATE [--kafka_brokers=H:P] "
+    "--usage_signing_key_file=FILE [--topic=usage.events])";
+
+// `billing reconcile`: the ledger against the topic. 0: no drift; 3:
+// drift (listed); 1: could not tell.
+int RunReconcile() {
+  absl::Time since;
+  std::string err;
+  const std::string text = absl::GetFlag(FLAGS_since);
+  if (!absl::ParseTime("%Y-%m-%d", text, absl::UTCTimeZone(), &since, &err) &&
+      !absl::ParseTime(absl::RFC3339_full, text, &since, &err)) {
+    std::fprintf(stderr, "sbadmin billing reconcile: --since=%s: want 2026-12-01 or RFC 3339\n",
+                 text.c_str());
+    return 2;
+  }
+  auto signer = sb::UsageSignerFromFlags();
+  if (!signer.ok()) {
+    std::fprintf(stderr, "sbadmin billing reconcile: %s\n", signer.status().ToString().c_str());
+    return 1;
+  }
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
+  sb::billing::Ledger ledger(pg);
+  auto drift = sb::billing::Reconcile(ledger, *signer, absl::GetFlag(FLAGS_kafka_brokers),
+                                      absl::GetFlag(FLAGS_topic), since);
+  if (!drift.ok()) {
+    std::fprintf(stderr, "sbadmin billing reconcile: %s\n", drift.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("requests since %s: %lld in the topic, %lld in the ledger\n",
+              absl::FormatTime(absl::RFC3339_sec, since, absl::UTCTimeZone()).c_str(),
+              static_cast<long long>(drift->topic_requests),
+              static_cast<long long>(drift->ledger_requests));
+  auto list = [](const char* what, const std::vector<std::string>& ids) {
+    std::printf("%s: %zu\n", what, ids.size());
+    for (size_t i = 0; i < ids.size() && i < 20; ++i) std::printf("  %s\n", ids[i].c_str());
+    if (ids.size() > 20) std::printf("  ...\n");
+  };
+  list("missing from the ledger", drift->missing);
+  list("in the ledger, not in the topic", drift->extra);
+  list("with other counts", drift->differing);
+  std::printf("drift (ledger minus topic): %lld input tokens, %lld output tokens\n",
+              static_cast<long long>(drift->input_tokens),
+              static_cast<long long>(drift->output_tokens));
+  if (!drift->topic_complete) {
+    std::printf(
+        "note: the topic's retention has dropped its first events; rows of requests "
+        "whose events are gone show as in the ledger only\n");
+  }
+  std::printf("%s\n", drift->zero() ? "no drift" : "DRIFT");
+  return drift->zero() ? 0 : 3;
+}
 
 // `sbadmin billing ...`: decisions for the metering consumer
 // (services/billing). Returns the exit code.
 int RunBilling(const std::vector<std::string>& args) {
+  if (args.size() == 3 && args[2] == "reconcile" && !absl::GetFlag(FLAGS_since).empty()) {
+    return RunReconcile();
+  }
   if (args.size() != 3 || args[2] != "reset-offsets" || absl::GetFlag(FLAGS_to).empty()) {
     std::fprintf(stderr, "%s\n", kBillingUsage);
     return 2;
