@@ -711,6 +711,35 @@ TEST(MeteringConsumerTest, AStoredOffsetOutsideTheLogStopsThePartitionUntilAnOpe
     next_total += **next;
   }
   EXPECT_EQ(next_total, 6) << "each partition's stored offset is its new log's end";
+
+  // A decision made before billing starts (what tools/dev up does for a
+  // fresh dev broker) is applied without stopping anything or an alarm.
+  const double alarms =
+      metrics::Default()
+          .GetCounter("sb_billing_offsets_out_of_range_total",
+                      "Partitions stopped because their offset lay outside the log")
+          .Value();
+  MeteringOptions decided = options;
+  decided.group = "billing-decided";
+  for (int32_t p = 0; p < kPartitions; ++p) {
+    ASSERT_TRUE(ledger.Skip({decided.group, topic, p, 149}).ok());
+  }
+  ASSERT_TRUE(ledger.RequestReset(decided.group, topic, std::nullopt, "earliest").ok());
+  MeteringConsumer second(ledger, signer, decided);
+  ASSERT_TRUE(second.Start().ok());
+  for (int i = 0; i < 200; ++i) {
+    auto pending = ledger.PendingResets(decided.group);
+    ASSERT_TRUE(pending.ok());
+    if (pending->empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(ledger.PendingResets(decided.group)->empty());
+  EXPECT_EQ(second.stalled_partitions(), 0);
+  EXPECT_EQ(metrics::Default()
+                .GetCounter("sb_billing_offsets_out_of_range_total",
+                            "Partitions stopped because their offset lay outside the log")
+                .Value(),
+            alarms);
 }
 
 // Reconciliation reads the topic as billing does and finds the ledger

@@ -26,6 +26,9 @@ ABSL_FLAG(int64_t, max_output_tokens_per_event, 1'000'000,
 ABSL_FLAG(int, ledger_max_batch, 500,
           "Usage events written to the ledger in one transaction, at most (what has arrived is "
           "written together)");
+ABSL_FLAG(int, kafka_session_timeout_ms, 10000,
+          "How long the consumer group waits for a billing replica that stopped heartbeating "
+          "(killed) before its partitions go to another");
 ABSL_FLAG(std::string, alerts_topic, "billing.alerts",
           "Topic of budget alerts (80% and 100% of a monthly budget)");
 
@@ -42,6 +45,7 @@ int main(int argc, char** argv) {
       .topic = absl::GetFlag(FLAGS_usage_topic),
       .limits = {.max_input_tokens = absl::GetFlag(FLAGS_max_input_tokens_per_event),
                  .max_output_tokens = absl::GetFlag(FLAGS_max_output_tokens_per_event)},
+      .session_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_kafka_session_timeout_ms)),
       .max_batch = absl::GetFlag(FLAGS_ledger_max_batch)};
   // Checked before anything listens: a typo must not leave billing serving
   // without metering.

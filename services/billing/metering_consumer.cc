@@ -51,7 +51,10 @@ absl::Status MeteringConsumer::Start() {
       options_.brokers, options_.group, {options_.topic},
       // An offset outside the log waits for an operator; librdkafka must not
       // move it by itself.
-      {{"auto.offset.reset", "error"}},
+      {{"auto.offset.reset", "error"},
+       {"session.timeout.ms", std::to_string(options_.session_timeout.count())},
+       {"heartbeat.interval.ms",
+        std::to_string(std::max<int64_t>(100, options_.session_timeout.count() / 4))}},
       [this](const std::string& topic, int32_t partition) { return StartAt(topic, partition); },
       [this](const std::string& topic, int32_t partition, int64_t offset) {
         auto log = consumer_->QueryWatermarks(topic, partition, kBrokerTimeout);
@@ -85,6 +88,10 @@ KafkaConsumer::StartAt MeteringConsumer::StartAt(const std::string& topic, int32
     auto log = consumer_->QueryWatermarks(topic, partition, kBrokerTimeout);
     if (log.ok()) {
       if (*stored >= log->low && *stored <= log->high) return {.offset = *stored};
+      // An operator's decision already waits (tools/dev up makes one for a
+      // fresh dev broker): paused until it is applied, in the loop's next
+      // round, without an alarm.
+      if (DecisionWaits(topic, partition)) return {.offset = *stored, .paused = true};
       Stalled(topic, partition, *stored, *log);
       return {.offset = *stored, .paused = true};
     }
@@ -92,6 +99,15 @@ KafkaConsumer::StartAt MeteringConsumer::StartAt(const std::string& topic, int32
     if (stop_.load()) return {.offset = *stored, .paused = true};
     SleepBeforeRetry(attempt);
   }
+}
+
+bool MeteringConsumer::DecisionWaits(const std::string& topic, int32_t partition) {
+  auto pending = ledger_.PendingResets(options_.group);
+  if (!pending.ok()) return false;
+  for (const OffsetReset& r : *pending) {
+    if (r.topic == topic && r.partition == partition) return true;
+  }
+  return false;
 }
 
 void MeteringConsumer::Stalled(const std::string& topic, int32_t partition, int64_t offset,
@@ -117,7 +133,7 @@ void MeteringConsumer::ApplyResets() {
       StalledGauge(p.first, p.second).Set(0);
     }
   };
-  // Decided and stored, but the seek failed: the stored offset stands.
+  // Decided and stored, but resuming failed: the stored offset stands.
   for (auto it = resume_at_.begin(); it != resume_at_.end();) {
     if (consumer_->Resume(it->first.first, it->first.second, it->second).ok()) {
       resumed(it->first);

@@ -48,6 +48,9 @@ struct MeteringOptions {
   // budget_alerts.
   Publisher* alerts = nullptr;
   std::string alerts_topic = "billing.alerts";
+  // How long the group waits for a consumer that stopped heartbeating (one
+  // killed) before giving its partitions to another.
+  std::chrono::milliseconds session_timeout{10000};
   // Messages written to the ledger in one transaction, at most.
   int max_batch = 500;
   // How often the operator's offset decisions are looked for.
@@ -80,6 +83,8 @@ class MeteringConsumer {
   KafkaConsumer::StartAt StartAt(const std::string& topic, int32_t partition);
   void Stalled(const std::string& topic, int32_t partition, int64_t offset,
                const KafkaConsumer::Watermarks& log);
+  // Whether an operator's offset decision waits for the partition.
+  bool DecisionWaits(const std::string& topic, int32_t partition);
   // Applies the operator's decisions for the partitions this consumer holds.
   void ApplyResets();
   // Publishes the budget alerts not yet published (an outbox).

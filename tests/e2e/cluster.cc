@@ -64,15 +64,18 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
   const std::string kafka = "--kafka_brokers=" + c->infra_->kafka();
   auto addr = [&](const std::string& s) { return c->grpc_address(s); };
   const std::string schedulers = "--scheduler_address=" + c->scheduler_addresses();
-  c->scheduler_flags_ = {pg, "--heartbeat_interval_ms=200", "--worker_ttl_ms=1000"};
+  const std::vector<std::string> scheduler_flags = {pg, "--heartbeat_interval_ms=200",
+                                                    "--worker_ttl_ms=1000"};
+  std::vector<std::string> billing = {pg, kafka, UsageKeyFlag(*c->infra_)};
+  billing.insert(billing.end(), options.billing_flags.begin(), options.billing_flags.end());
   const std::vector<std::pair<std::string, std::vector<std::string>>> order = {
       {"safety", {}},
-      {SchedulerName(0), c->scheduler_flags_},
-      {SchedulerName(1), c->scheduler_flags_},
+      {SchedulerName(0), scheduler_flags},
+      {SchedulerName(1), scheduler_flags},
       {"inference-worker",
        {schedulers, kafka, "--tokens_per_second=100", "--worker_id=worker-e2e",
         UsageKeyFlag(*c->infra_)}},
-      {"billing", {pg, kafka, UsageKeyFlag(*c->infra_)}},
+      {"billing", billing},
       {"chat", {pg, redis, kafka, schedulers, "--safety_address=" + addr("safety")}},
       {"connection-manager", {redis, "--chat_address=" + addr("chat")}},
       {"gateway",
@@ -117,18 +120,24 @@ std::shared_ptr<grpc::Channel> Cluster::SchedulerChannel(int replica,
   return grpcx::Dial(scheduler_address(replica), "tenant-scheduler", TlsFilesOf(identity));
 }
 
-void Cluster::KillScheduler(int replica) {
-  auto it = processes_.find(SchedulerName(replica));
+void Cluster::KillScheduler(int replica) { Kill(SchedulerName(replica)); }
+
+absl::Status Cluster::StartScheduler(int replica) { return Restart(SchedulerName(replica)); }
+
+void Cluster::Kill(const std::string& service) {
+  auto it = processes_.find(service);
   if (it != processes_.end()) it->second.Kill();
 }
 
-absl::Status Cluster::StartScheduler(int replica) {
-  const std::string name = SchedulerName(replica);
-  if (auto it = processes_.find(name); it != processes_.end()) {
-    if (it->second.running()) return absl::FailedPreconditionError(name + " is running");
+absl::Status Cluster::Restart(const std::string& service) {
+  auto with = started_with_.find(service);
+  if (with == started_with_.end()) return absl::NotFoundError("no service " + service);
+  if (auto it = processes_.find(service); it != processes_.end()) {
+    if (it->second.running()) return absl::FailedPreconditionError(service + " is running");
     processes_.erase(it);
   }
-  return StartService(name, scheduler_flags_, SchedulerName(0));
+  const auto [flags, binary] = with->second;
+  return StartService(service, flags, binary);
 }
 
 bool Cluster::ListedLiveEverywhere(const std::string& worker_id) const {
@@ -149,6 +158,7 @@ bool Cluster::ListedLiveEverywhere(const std::string& worker_id) const {
 
 absl::Status Cluster::StartService(const std::string& name, std::vector<std::string> flags,
                                    const std::string& binary) {
+  started_with_[name] = {flags, binary};
   const std::string& bin = binary.empty() ? name : binary;
   std::vector<std::string> argv = {Infra::BuildDir() + "/services/" + bin + "/" + bin,
                                    "--grpc_port=" + std::to_string(grpc_ports_[name]),

@@ -29,6 +29,8 @@ class Cluster {
     // Mutual TLS between the services (false: every service runs with
     // --insecure_internal, for benchmarks that compare the two).
     bool tls = true;
+    // Added to billing's flags.
+    std::vector<std::string> billing_flags;
   };
   static absl::StatusOr<std::unique_ptr<Cluster>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<Cluster>> Start() { return Start(Options{}); }
@@ -74,6 +76,11 @@ class Cluster {
   // with it at their next heartbeat).
   void KillScheduler(int replica);
   absl::Status StartScheduler(int replica);
+  // SIGKILL of one of ServiceNames() (or a scheduler replica); Restart
+  // starts it again with the same flags and ports and waits until it is
+  // healthy.
+  void Kill(const std::string& service);
+  absl::Status Restart(const std::string& service);
 
   // The last lines of every service's log, for failure messages.
   std::string Logs(int lines = 30) const;
@@ -111,7 +118,8 @@ class Cluster {
   std::unique_ptr<Infra> infra_;
   std::map<std::string, int> grpc_ports_, metrics_ports_;
   std::map<std::string, Process> processes_;
-  std::vector<std::string> scheduler_flags_;
+  // What each service was started with: flags and binary.
+  std::map<std::string, std::pair<std::vector<std::string>, std::string>> started_with_;
   int http_port_ = 0;
   std::string api_key_, other_key_;
   bool tls_ = true;

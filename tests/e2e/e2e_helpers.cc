@@ -16,6 +16,18 @@ using nlohmann::json;
 
 Cluster* g_cluster = nullptr;
 
+void ClusterEnvironment::SetUp() {
+  auto c = Cluster::Start(options_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  cluster_ = std::move(*c);
+  g_cluster = cluster_.get();
+}
+
+void ClusterEnvironment::TearDown() {
+  g_cluster = nullptr;
+  cluster_.reset();
+}
+
 std::vector<SseEvent> ParseSse(const std::string& body) {
   std::vector<SseEvent> out;
   size_t pos = 0;

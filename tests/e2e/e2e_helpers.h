@@ -2,10 +2,12 @@
 // calls with the cluster's key, SSE parsing, and reading metrics.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "e2e/cluster.h"
 #include "http/http_client.h"
@@ -13,8 +15,20 @@
 
 namespace sb::testing {
 
-// Set for the whole run by main().
+// Set for the whole run by ClusterEnvironment.
 extern Cluster* g_cluster;
+
+// One cluster for a suite's whole run (g_cluster), stopped at its end.
+class ClusterEnvironment : public ::testing::Environment {
+ public:
+  explicit ClusterEnvironment(Cluster::Options options = {}) : options_(std::move(options)) {}
+  void SetUp() override;
+  void TearDown() override;
+
+ private:
+  Cluster::Options options_;
+  std::unique_ptr<Cluster> cluster_;
+};
 
 struct SseEvent {
   std::string id;

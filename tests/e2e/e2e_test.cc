@@ -365,28 +365,6 @@ TEST(OperabilityTest, MetricsInPrometheusFormatOnEveryService) {
 }  // namespace
 }  // namespace sb::testing
 
-namespace sb::testing {
-
-// One cluster for the whole run.
-class ClusterEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    auto c = Cluster::Start();
-    ASSERT_TRUE(c.ok()) << c.status();
-    cluster_ = std::move(*c);
-    g_cluster = cluster_.get();
-  }
-  void TearDown() override {
-    g_cluster = nullptr;
-    cluster_.reset();
-  }
-
- private:
-  std::unique_ptr<Cluster> cluster_;
-};
-
-}  // namespace sb::testing
-
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   ::testing::AddGlobalTestEnvironment(new sb::testing::ClusterEnvironment());
