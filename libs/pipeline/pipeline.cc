@@ -202,7 +202,8 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
     std::lock_guard<std::mutex> lock(mu_);
     saw_finished_ = true;
     const auto& f = e.finished();
-    finish_ = {f.stop_reason(), f.stop_sequence(), f.input_tokens(), f.output_tokens()};
+    finish_ = {f.stop_reason(),   f.stop_sequence(),           f.input_tokens(),
+               f.output_tokens(), f.cache_read_input_tokens(), f.cache_creation_input_tokens()};
   }
   next(true);
 }

@@ -48,8 +48,11 @@ struct StartInfo {
 struct FinishInfo {
   std::string stop_reason;  // end_turn, max_tokens, stop_sequence, cancelled
   std::string stop_sequence;
-  int input_tokens = 0;
+  int input_tokens = 0;  // every prompt token, the cached ones included
   int output_tokens = 0;
+  // Of input_tokens: read from the engine's prompt cache, and written to it.
+  int cache_read_tokens = 0;
+  int cache_creation_tokens = 0;
 };
 
 // Where released output goes: an SSE encoder, a buffer for a whole reply,

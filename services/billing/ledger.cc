@@ -32,7 +32,7 @@ constexpr const char* kLoadOffset =
 constexpr const char* kLockLedgerRows =
     "SELECT request_id, input_tokens, output_tokens, stop_reason, "
     " (extract(epoch from occurred_at) * 1000)::bigint, org_id, model, final, cost_micros, "
-    " api_key_id "
+    " api_key_id, cache_read_tokens, cache_write_tokens "
     "FROM usage_ledger WHERE request_id = ANY($1::text[]) FOR UPDATE";
 // The prices of the batch's models ('-infinity': since the beginning).
 constexpr const char* kLoadPrices =
@@ -43,18 +43,21 @@ constexpr const char* kLoadPrices =
     "FROM model_prices WHERE model = ANY($1::text[])";
 constexpr const char* kInsertLedgerRows =
     "INSERT INTO usage_ledger (request_id, org_id, model, worker_id, source, input_tokens, "
-    " output_tokens, stop_reason, occurred_at, end_user_id, final, cost_micros, api_key_id) "
+    " output_tokens, stop_reason, occurred_at, end_user_id, final, cost_micros, api_key_id, "
+    " cache_read_tokens, cache_write_tokens) "
     "SELECT id, org, model, worker, source, i, o, stop, to_timestamp(at::double precision / 1000), "
-    " end_user, fin, cost, key "
+    " end_user, fin, cost, key, cr, cw "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], "
     " $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::boolean[], $12::bigint[], "
-    " $13::text[]) AS v(id, org, model, worker, source, i, o, stop, at, end_user, fin, cost, key) "
+    " $13::text[], $14::bigint[], $15::bigint[]) "
+    " AS v(id, org, model, worker, source, i, o, stop, at, end_user, fin, cost, key, cr, cw) "
     "ON CONFLICT (request_id) DO NOTHING";
 constexpr const char* kUpdateLedgerRows =
     "UPDATE usage_ledger u SET input_tokens = v.i, output_tokens = v.o, stop_reason = v.stop, "
-    " final = v.fin, cost_micros = v.cost "
+    " final = v.fin, cost_micros = v.cost, cache_read_tokens = v.cr, cache_write_tokens = v.cw "
     "FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::boolean[], "
-    " $6::bigint[]) AS v(id, i, o, stop, fin, cost) WHERE u.request_id = v.id";
+    " $6::bigint[], $7::bigint[], $8::bigint[]) AS v(id, i, o, stop, fin, cost, cr, cw) "
+    "WHERE u.request_id = v.id";
 // New requests and later reports' differences, summed per hour. An hour
 // with new requests is inserted or added to; one with only later reports
 // exists (their first event made it) and is added to. (Apart, because a
@@ -62,23 +65,28 @@ constexpr const char* kUpdateLedgerRows =
 constexpr const char* kRollupHourlyRows =
     "WITH v AS ("
     " SELECT org, model, date_trunc('hour', to_timestamp(at::double precision / 1000)) AS h, "
-    "  sum(n) AS n, sum(i) AS i, sum(o) AS o, sum(cost) AS cost "
+    "  sum(n) AS n, sum(i) AS i, sum(o) AS o, sum(cost) AS cost, sum(cr) AS cr, sum(cw) AS cw "
     " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], "
-    "  $6::bigint[], $7::bigint[]) AS u(org, model, at, n, i, o, cost) GROUP BY org, model, h), "
+    "  $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]) "
+    "  AS u(org, model, at, n, i, o, cost, cr, cw) GROUP BY org, model, h), "
     "adjusted AS ("
     " UPDATE usage_hourly SET input_tokens = usage_hourly.input_tokens + v.i,"
     "  output_tokens = usage_hourly.output_tokens + v.o,"
-    "  cost_micros = usage_hourly.cost_micros + v.cost "
+    "  cost_micros = usage_hourly.cost_micros + v.cost,"
+    "  cache_read_tokens = usage_hourly.cache_read_tokens + v.cr,"
+    "  cache_write_tokens = usage_hourly.cache_write_tokens + v.cw "
     " FROM v WHERE v.n = 0 AND usage_hourly.org_id = v.org AND usage_hourly.model = v.model "
     "  AND usage_hourly.hour = v.h) "
     "INSERT INTO usage_hourly (org_id, model, hour, requests, input_tokens, output_tokens, "
-    " cost_micros) "
-    "SELECT org, model, h, n, i, o, cost FROM v WHERE n > 0 "
+    " cost_micros, cache_read_tokens, cache_write_tokens) "
+    "SELECT org, model, h, n, i, o, cost, cr, cw FROM v WHERE n > 0 "
     "ON CONFLICT (org_id, model, hour) DO UPDATE SET "
     " requests = usage_hourly.requests + EXCLUDED.requests,"
     " input_tokens = usage_hourly.input_tokens + EXCLUDED.input_tokens,"
     " output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens,"
-    " cost_micros = usage_hourly.cost_micros + EXCLUDED.cost_micros";
+    " cost_micros = usage_hourly.cost_micros + EXCLUDED.cost_micros,"
+    " cache_read_tokens = usage_hourly.cache_read_tokens + EXCLUDED.cache_read_tokens,"
+    " cache_write_tokens = usage_hourly.cache_write_tokens + EXCLUDED.cache_write_tokens";
 // Spend added per org ('' key) and per org and key for a month; returns the
 // new totals. A negative difference (a final report below a running one)
 // only lowers a month that exists (apart: a CHECK holds for the row an
@@ -159,14 +167,16 @@ constexpr const char* kStoredPartitions =
     "ORDER BY partition";
 constexpr const char* kQueryUsage =
     "SELECT request_id, model, input_tokens, output_tokens, "
-    " (extract(epoch from occurred_at) * 1000)::bigint, stop_reason, end_user_id, cost_micros "
+    " (extract(epoch from occurred_at) * 1000)::bigint, stop_reason, end_user_id, cost_micros, "
+    " cache_read_tokens, cache_write_tokens "
     "FROM usage_ledger WHERE org_id = $1 AND ($2 = '' OR request_id = $2) "
     " AND occurred_at >= to_timestamp($3::double precision / 1000) "
     " AND ($4 = 0 OR occurred_at < to_timestamp($4::double precision / 1000)) "
     "ORDER BY occurred_at, request_id LIMIT 1000";
 constexpr const char* kQueryTotals =
     "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
-    " coalesce(sum(cost_micros), 0) "
+    " coalesce(sum(cost_micros), 0), coalesce(sum(cache_read_tokens), 0), "
+    " coalesce(sum(cache_write_tokens), 0) "
     "FROM usage_ledger WHERE org_id = $1 AND ($2 = '' OR request_id = $2) "
     " AND occurred_at >= to_timestamp($3::double precision / 1000) "
     " AND ($4 = 0 OR occurred_at < to_timestamp($4::double precision / 1000))";
@@ -203,6 +213,7 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
     bool updated = false;   // an existing row, changed
     int64_t cost = 0;       // micro-dollars
     int64_t cost_before = 0;
+    int64_t cache_read = 0, cache_write = 0;  // of `in`
   };
   std::vector<std::string> ids;
   for (const auto& e : events) ids.push_back(e.request_id());
@@ -227,7 +238,9 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
                                         .key = r[9].as<std::string>(),
                                         .final = r[7].as<bool>(),
                                         .cost = r[8].as<int64_t>(),
-                                        .cost_before = r[8].as<int64_t>()};
+                                        .cost_before = r[8].as<int64_t>(),
+                                        .cache_read = r[10].as<int64_t>(),
+                                        .cache_write = r[11].as<int64_t>()};
       }
     }
     // Every price of the models the batch may price.
@@ -245,8 +258,9 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
     // The rollup's rows: org, model, time, and requests, input, output and
     // cost added.
     std::vector<std::string> h_org, h_model;
-    std::vector<int64_t> h_at, h_n, h_in, h_out, h_cost;
-    auto roll = [&](const Row& row, int64_t n, int64_t in, int64_t out, int64_t cost) {
+    std::vector<int64_t> h_at, h_n, h_in, h_out, h_cost, h_cr, h_cw;
+    auto roll = [&](const Row& row, int64_t n, int64_t in, int64_t out, int64_t cost,
+                    int64_t cache_read = 0, int64_t cache_write = 0) {
       h_org.push_back(row.org);
       h_model.push_back(row.model);
       h_at.push_back(row.at_ms);
@@ -254,6 +268,8 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
       h_in.push_back(in);
       h_out.push_back(out);
       h_cost.push_back(cost);
+      h_cr.push_back(cache_read);
+      h_cw.push_back(cache_write);
     };
     std::vector<Recorded> outcomes;
     outcomes.reserve(events.size());
@@ -269,8 +285,10 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
                .model = e.model(),
                .key = e.api_key_id(),
                .final = e.final(),
-               .inserted = true};
-        roll(row, 1, row.in, row.out, 0);
+               .inserted = true,
+               .cache_read = e.cache_read_tokens(),
+               .cache_write = e.cache_write_tokens()};
+        roll(row, 1, row.in, row.out, 0, row.cache_read, row.cache_write);
         outcomes.push_back(Recorded::kNew);
         continue;
       }
@@ -282,19 +300,34 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
       // exact counts and settles the row.
       int64_t in = std::max<int64_t>(row.in, e.input_tokens());
       int64_t out = std::max<int64_t>(row.out, e.output_tokens());
+      int64_t cache_read = std::max<int64_t>(row.cache_read, e.cache_read_tokens());
+      int64_t cache_write = std::max<int64_t>(row.cache_write, e.cache_write_tokens());
       std::string stop = row.stop.empty() ? e.stop_reason() : row.stop;
       if (e.final()) {
         in = e.input_tokens();
         out = e.output_tokens();
+        cache_read = e.cache_read_tokens();
+        cache_write = e.cache_write_tokens();
         stop = e.stop_reason();
       }
-      if (!e.final() && in == row.in && out == row.out && stop == row.stop) {
+      // Raised input with cached tokens from different reports: never more
+      // cached than input (the final report settles all four).
+      cache_write = std::min(cache_write, in - std::min(cache_read, in));
+      cache_read = std::min(cache_read, in);
+      const bool counts_changed = in != row.in || out != row.out || cache_read != row.cache_read ||
+                                  cache_write != row.cache_write;
+      if (!e.final() && !counts_changed && stop == row.stop) {
         outcomes.push_back(Recorded::kUnchanged);
         continue;
       }
-      if (in != row.in || out != row.out) roll(row, 0, in - row.in, out - row.out, 0);
+      if (counts_changed) {
+        roll(row, 0, in - row.in, out - row.out, 0, cache_read - row.cache_read,
+             cache_write - row.cache_write);
+      }
       row.in = in;
       row.out = out;
+      row.cache_read = cache_read;
+      row.cache_write = cache_write;
       row.stop = std::move(stop);
       row.final = e.final();
       if (!row.inserted) row.updated = true;
@@ -310,7 +343,10 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
         UnpricedEvents(row.model).Inc();
         row.cost = 0;
       } else {
-        row.cost = CostMicros(*price, {.input = row.in, .output = row.out});
+        row.cost = CostMicros(*price, {.input = row.in - row.cache_read - row.cache_write,
+                                       .output = row.out,
+                                       .cache_read = row.cache_read,
+                                       .cache_write = row.cache_write});
       }
       if (row.cost != row.cost_before) {
         roll(row, 0, 0, 0, row.cost - row.cost_before);
@@ -322,10 +358,10 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
     std::unordered_map<std::string, const bpb::UsageEvent*> first;
     for (const auto& e : events) first.try_emplace(e.request_id(), &e);
     std::vector<std::string> n_id, n_org, n_model, n_worker, n_source, n_stop, n_user, n_key;
-    std::vector<int64_t> n_in, n_out, n_at, n_cost;
+    std::vector<int64_t> n_in, n_out, n_at, n_cost, n_cr, n_cw;
     std::vector<bool> n_final;
     std::vector<std::string> u_id, u_stop;
-    std::vector<int64_t> u_in, u_out, u_cost;
+    std::vector<int64_t> u_in, u_out, u_cost, u_cr, u_cw;
     std::vector<bool> u_final;
     for (const auto& [id, row] : rows) {
       if (row.inserted) {
@@ -343,6 +379,8 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
         n_final.push_back(row.final);
         n_cost.push_back(row.cost);
         n_key.push_back(row.key);
+        n_cr.push_back(row.cache_read);
+        n_cw.push_back(row.cache_write);
       } else if (row.updated) {
         u_id.push_back(id);
         u_in.push_back(row.in);
@@ -350,21 +388,25 @@ absl::StatusOr<std::vector<Ledger::Recorded>> Ledger::RecordBatch(
         u_stop.push_back(row.stop);
         u_final.push_back(row.final);
         u_cost.push_back(row.cost);
+        u_cr.push_back(row.cache_read);
+        u_cw.push_back(row.cache_write);
       }
     }
     if (!n_id.empty()) {
       tx.exec_params(kInsertLedgerRows, PgArray(n_id), PgArray(n_org), PgArray(n_model),
                      PgArray(n_worker), PgArray(n_source), PgArray(n_in), PgArray(n_out),
                      PgArray(n_stop), PgArray(n_at), PgArray(n_user), PgArray(n_final),
-                     PgArray(n_cost), PgArray(n_key));
+                     PgArray(n_cost), PgArray(n_key), PgArray(n_cr), PgArray(n_cw));
     }
     if (!u_id.empty()) {
       tx.exec_params(kUpdateLedgerRows, PgArray(u_id), PgArray(u_in), PgArray(u_out),
-                     PgArray(u_stop), PgArray(u_final), PgArray(u_cost));
+                     PgArray(u_stop), PgArray(u_final), PgArray(u_cost), PgArray(u_cr),
+                     PgArray(u_cw));
     }
     if (!h_org.empty()) {
       tx.exec_params(kRollupHourlyRows, PgArray(h_org), PgArray(h_model), PgArray(h_at),
-                     PgArray(h_n), PgArray(h_in), PgArray(h_out), PgArray(h_cost));
+                     PgArray(h_n), PgArray(h_in), PgArray(h_out), PgArray(h_cost), PgArray(h_cr),
+                     PgArray(h_cw));
     }
     if (!spend.empty()) ChargeSpend(tx, spend);
     if (!next_offsets.empty()) {
@@ -436,17 +478,18 @@ void Ledger::ChargeSpend(pqxx::work& tx, const std::vector<SpendDelta>& deltas) 
   alerts_written_.fetch_add(static_cast<int64_t>(inserted.size()));
 }
 
-absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> Ledger::CountsSince(
-    absl::Time since) {
-  using Counts = std::map<std::string, std::pair<int64_t, int64_t>>;
+absl::StatusOr<std::map<std::string, RequestCounts>> Ledger::CountsSince(absl::Time since) {
+  using Counts = std::map<std::string, RequestCounts>;
   return pg_.Run<Counts>([&](pqxx::connection& c) {
     pqxx::read_transaction tx(c);
     Counts out;
     for (const auto& r :
-         tx.exec_params("SELECT request_id, input_tokens, output_tokens FROM usage_ledger "
+         tx.exec_params("SELECT request_id, input_tokens, output_tokens, cache_read_tokens, "
+                        " cache_write_tokens FROM usage_ledger "
                         "WHERE occurred_at >= to_timestamp($1::double precision / 1000000)",
                         absl::ToUnixMicros(since))) {
-      out[r[0].as<std::string>()] = {r[1].as<int64_t>(), r[2].as<int64_t>()};
+      out[r[0].as<std::string>()] = {r[1].as<int64_t>(), r[2].as<int64_t>(), r[3].as<int64_t>(),
+                                     r[4].as<int64_t>()};
     }
     return out;
   });
@@ -625,6 +668,8 @@ absl::StatusOr<bpb::GetUsageResponse> Ledger::Query(const bpb::GetUsageRequest& 
       r->set_stop_reason(row[5].as<std::string>());
       r->set_end_user_id(row[6].as<std::string>());
       r->set_cost_micros(row[7].as<int64_t>());
+      r->set_cache_read_tokens(row[8].as<int>());
+      r->set_cache_write_tokens(row[9].as<int>());
     }
     auto t = tx.exec_params1(kQueryTotals, req.org_id(), req.request_id(), req.since_unix_ms(),
                              req.until_unix_ms());
@@ -632,6 +677,8 @@ absl::StatusOr<bpb::GetUsageResponse> Ledger::Query(const bpb::GetUsageRequest& 
     resp.set_total_input_tokens(t[1].as<int64_t>());
     resp.set_total_output_tokens(t[2].as<int64_t>());
     resp.set_total_cost_micros(t[3].as<int64_t>());
+    resp.set_total_cache_read_tokens(t[4].as<int64_t>());
+    resp.set_total_cache_write_tokens(t[5].as<int64_t>());
     return resp;
   });
 }

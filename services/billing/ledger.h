@@ -48,6 +48,15 @@ struct BudgetAlert {
   int64_t budget_micros = 0;
 };
 
+// A request's counts in the ledger (or folded from the topic).
+struct RequestCounts {
+  int64_t input = 0;  // every prompt token
+  int64_t output = 0;
+  int64_t cache_read = 0;  // of input
+  int64_t cache_write = 0;
+  bool operator==(const RequestCounts&) const = default;
+};
+
 class Ledger {
  public:
   explicit Ledger(PgPool& pg) : pg_(pg) {}
@@ -89,9 +98,8 @@ class Ledger {
                                                     std::optional<int32_t> partition,
                                                     const std::string& to);
 
-  // Every request started at or after `since`: its input and output tokens
-  // (reconciliation).
-  absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> CountsSince(absl::Time since);
+  // Every request started at or after `since`: its counts (reconciliation).
+  absl::StatusOr<std::map<std::string, RequestCounts>> CountsSince(absl::Time since);
 
   // Alerts not yet published to billing.alerts, oldest first; and marking
   // one published.

@@ -223,12 +223,15 @@ TEST_F(LedgerTest, UnknownPartitionHasNoOffsetAndSkipMovesIt) {
 }
 
 TEST_F(LedgerTest, TheSchemaRefusesRowsThatCannotBeTrue) {
-  // Whatever writes the ledger, migration 0004's constraints hold; the
+  // Whatever writes the ledger, migrations 0004's and 0013's constraints hold; the
   // refusal is FailedPrecondition (never worth retrying) and writes nothing.
   const KafkaPosition pos{"ledger-check", "usage.events", 0, 0};
+  bpb::UsageEvent cached_beyond_input = Event("org-check", "cache-over", 5, 1);
+  cached_beyond_input.set_cache_read_tokens(4);
+  cached_beyond_input.set_cache_write_tokens(2);
   for (const auto& bad : {Event("org-check", "neg-in", -1, 5), Event("org-check", "neg-out", 5, -1),
                           Event("", "no-org", 1, 1), Event("org-check", "", 1, 1),
-                          Event("org-check", "at-epoch", 1, 1, 0)}) {
+                          Event("org-check", "at-epoch", 1, 1, 0), cached_beyond_input}) {
     auto r = ledger_.Record(bad, pos);
     ASSERT_FALSE(r.ok()) << bad.ShortDebugString();
     EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
@@ -267,15 +270,15 @@ std::string LedgerState(PgPool& pg, const std::string& org) {
     for (const auto& r : tx.exec_params(
              "SELECT substr(request_id, 3), input_tokens, output_tokens, stop_reason, final, "
              " worker_id, source, end_user_id, (extract(epoch from occurred_at) * 1000)::bigint, "
-             " cost_micros "
+             " cost_micros, cache_read_tokens, cache_write_tokens "
              "FROM usage_ledger WHERE org_id = $1 ORDER BY 1",
              org)) {
       for (const auto& f : r) out += f.c_str() + std::string(" ");
       out += "\n";
     }
     for (const auto& r :
-         tx.exec_params("SELECT model, hour, requests, input_tokens, output_tokens, cost_micros "
-                        "FROM usage_hourly "
+         tx.exec_params("SELECT model, hour, requests, input_tokens, output_tokens, cost_micros, "
+                        " cache_read_tokens, cache_write_tokens FROM usage_hourly "
                         "WHERE org_id = $1 ORDER BY 1, 2",
                         org)) {
       for (const auto& f : r) out += f.c_str() + std::string(" ");
@@ -295,12 +298,18 @@ std::string LedgerState(PgPool& pg, const std::string& org) {
 // offset moves past the batch.
 TEST_F(LedgerTest, ABatchRecordsWhatEventByEventRecordingDoes) {
   // sim-a's price changes in the middle of the events' hours; sim-b has one.
-  ASSERT_TRUE(
-      ledger_.SetPrice("sim-a", {.input_per_mtok = 3'000'000, .output_per_mtok = 15'000'000}).ok());
+  ASSERT_TRUE(ledger_
+                  .SetPrice("sim-a", {.input_per_mtok = 3'000'000,
+                                      .output_per_mtok = 15'000'000,
+                                      .cache_read_per_mtok = 300'000,
+                                      .cache_write_per_mtok = 3'750'000})
+                  .ok());
   ASSERT_TRUE(ledger_
                   .SetPrice("sim-a", {.from = absl::FromUnixMillis(1'795'000'000'000 + 18'000'000),
                                       .input_per_mtok = 1'000'000,
-                                      .output_per_mtok = 5'000'000})
+                                      .output_per_mtok = 5'000'000,
+                                      .cache_read_per_mtok = 100'000,
+                                      .cache_write_per_mtok = 1'250'000})
                   .ok());
   ASSERT_TRUE(
       ledger_.SetPrice("sim-b", {.input_per_mtok = 250'000, .output_per_mtok = 1'250'000}).ok());
@@ -316,6 +325,10 @@ TEST_F(LedgerTest, ABatchRecordsWhatEventByEventRecordingDoes) {
                               1'795'000'000'000 + req * 600'000LL + next(1000));
     e.set_final(next(5) == 0);
     e.set_stop_reason(e.final() ? (next(2) ? "end_turn" : "max_tokens") : "");
+    if (e.final()) {  // as workers do: the cache counts come with the final report
+      e.set_cache_read_tokens(next(e.input_tokens() + 1));
+      e.set_cache_write_tokens(next(e.input_tokens() - e.cache_read_tokens() + 1));
+    }
     e.set_model(req % 3 == 0 ? "sim-a" : "sim-b");
     e.set_worker_id("w" + std::to_string(next(3)));
     events.push_back(e);
@@ -455,6 +468,61 @@ TEST_F(LedgerTest, ARequestIsPricedAtThePriceInForceWhenItStarted) {
   EXPECT_EQ((*listed)[0].second.from, absl::InfinitePast());
   EXPECT_EQ((*listed)[1].second.from, change);
   EXPECT_EQ((*listed)[1].second.output_per_mtok, 30'000'000);
+}
+
+// Prompt-cache tokens are part of the input, each kind at its own price;
+// they come with the final report and stay in the rollup and GetUsage.
+TEST_F(LedgerTest, CacheReadsAndWritesAreBilledAtTheirPrices) {
+  const int64_t t0 = 1'796'100'000'000;
+  ASSERT_TRUE(ledger_
+                  .SetPrice("sim-cached", {.input_per_mtok = 3'000'000,
+                                           .output_per_mtok = 15'000'000,
+                                           .cache_read_per_mtok = 300'000,
+                                           .cache_write_per_mtok = 3'750'000})
+                  .ok());
+  auto event = [&](const std::string& id, int in, int out, int read, int written, bool final) {
+    bpb::UsageEvent e = Event("org-cached", id, in, out, t0);
+    e.set_model("sim-cached");
+    e.set_final(final);
+    e.set_cache_read_tokens(read);
+    e.set_cache_write_tokens(written);
+    return e;
+  };
+  const KafkaPosition pos{"cache-test", "usage.events", 0, 0};
+  // A running report knows no cache counts yet: all input at the input price.
+  ASSERT_TRUE(ledger_.Record(event("cache-1", 10'000, 100, 0, 0, false), pos).ok());
+  auto u = Usage(ledger_, "org-cached", "cache-1");
+  ASSERT_EQ(u.records_size(), 1);
+  EXPECT_EQ(u.records(0).cost_micros(), 30'000 + 1'500);
+  // The final: 6,000 read ($0.30/MTok), 3,000 written ($3.75), 1,000 not
+  // cached ($3), 200 out ($15).
+  ASSERT_TRUE(ledger_.Record(event("cache-1", 10'000, 200, 6'000, 3'000, true), pos).ok());
+  u = Usage(ledger_, "org-cached", "cache-1");
+  ASSERT_EQ(u.records_size(), 1);
+  EXPECT_EQ(u.records(0).input_tokens(), 10'000);
+  EXPECT_EQ(u.records(0).cache_read_tokens(), 6'000);
+  EXPECT_EQ(u.records(0).cache_write_tokens(), 3'000);
+  EXPECT_EQ(u.records(0).cost_micros(), 1'800 + 11'250 + 3'000 + 3'000);
+  // A request served all from the cache, in a batch with another.
+  ASSERT_TRUE(ledger_
+                  .RecordBatch({event("cache-2", 1'000, 0, 1'000, 0, true),
+                                event("cache-3", 1'000, 0, 0, 1'000, true)},
+                               {pos})
+                  .ok());
+  EXPECT_EQ(Usage(ledger_, "org-cached", "cache-2").records(0).cost_micros(), 300);
+  EXPECT_EQ(Usage(ledger_, "org-cached", "cache-3").records(0).cost_micros(), 3'750);
+  const auto all = Usage(ledger_, "org-cached");
+  EXPECT_EQ(all.total_cache_read_tokens(), 7'000);
+  EXPECT_EQ(all.total_cache_write_tokens(), 4'000);
+  auto hourly = pg_.Run<std::string>([](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec1(
+        "SELECT sum(input_tokens), sum(cache_read_tokens), sum(cache_write_tokens), "
+        " sum(cost_micros) FROM usage_hourly WHERE org_id = 'org-cached'");
+    return std::string(r[0].c_str()) + " " + r[1].c_str() + " " + r[2].c_str() + " " + r[3].c_str();
+  });
+  ASSERT_TRUE(hourly.ok()) << hourly.status();
+  EXPECT_EQ(*hourly, "12000 7000 4000 23100");
 }
 
 // Each month's spend per org and per key moves with the ledger's costs in
@@ -753,9 +821,11 @@ TEST(ReconcileTest, TheLedgerEqualsTheTopicAndDriftIsNamed) {
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   auto producer = KafkaProducer::Create(g_infra->kafka());
   ASSERT_TRUE(producer.ok()) << producer.status();
-  auto produce = [&](const std::string& id, int in, int out, bool final, bool sign = true) {
+  auto produce = [&](const std::string& id, int in, int out, bool final, bool sign = true,
+                     int cache_read = 0) {
     bpb::UsageEvent e = Event("org-reconcile", id, in, out, now_ms);
     e.set_final(final);
+    e.set_cache_read_tokens(cache_read);
     const std::string value = e.SerializeAsString();
     KafkaHeaders headers;
     if (sign) headers.push_back({kSignatureHeader, signer.Sign(id, value)});
@@ -764,7 +834,7 @@ TEST(ReconcileTest, TheLedgerEqualsTheTopicAndDriftIsNamed) {
   produce("rc-1", 1, 5, false);
   produce("rc-1", 1, 4, true);    // the final report, below the running one
   produce("rc-2", 2, 10, false);  // never settled (a worker killed)
-  produce("rc-3", 3, 3, true);
+  produce("rc-3", 3, 3, true, true, /*cache_read=*/2);
   produce("rc-forged", 100, 100, true, /*sign=*/false);  // refused by both
   ASSERT_TRUE((*producer)->Flush(std::chrono::seconds(10)).ok());
   {
@@ -785,8 +855,8 @@ TEST(ReconcileTest, TheLedgerEqualsTheTopicAndDriftIsNamed) {
   ASSERT_TRUE(pg.RunVoid([](pqxx::connection& c) {
                   pqxx::work tx(c);
                   tx.exec(
-                      "UPDATE usage_ledger SET output_tokens = output_tokens + 1 "
-                      "WHERE request_id = 'rc-3'");
+                      "UPDATE usage_ledger SET output_tokens = output_tokens + 1, "
+                      " cache_read_tokens = 1 WHERE request_id = 'rc-3'");
                   tx.exec("DELETE FROM usage_ledger WHERE request_id = 'rc-2'");
                   tx.commit();
                 }).ok());
@@ -798,6 +868,7 @@ TEST(ReconcileTest, TheLedgerEqualsTheTopicAndDriftIsNamed) {
   EXPECT_TRUE(drift->extra.empty());
   EXPECT_EQ(drift->output_tokens, 1 - 10);
   EXPECT_EQ(drift->input_tokens, -2);
+  EXPECT_EQ(drift->cache_read_tokens, -1) << "a cache count is drift too";
 }
 
 }  // namespace

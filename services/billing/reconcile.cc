@@ -15,25 +15,29 @@ namespace sb::billing {
 Drift Compare(const std::map<std::string, RequestCounts>& topic,
               const std::map<std::string, RequestCounts>& ledger) {
   Drift d;
+  auto add = [&d](const RequestCounts& c, int sign) {
+    d.input_tokens += sign * c.input;
+    d.output_tokens += sign * c.output;
+    d.cache_read_tokens += sign * c.cache_read;
+    d.cache_write_tokens += sign * c.cache_write;
+  };
   d.topic_requests = static_cast<int64_t>(topic.size());
   d.ledger_requests = static_cast<int64_t>(ledger.size());
   for (const auto& [id, t] : topic) {
     auto l = ledger.find(id);
     if (l == ledger.end()) {
       d.missing.push_back(id);
-      d.input_tokens -= t.input;
-      d.output_tokens -= t.output;
+      add(t, -1);
     } else if (!(l->second == t)) {
       d.differing.push_back(id);
-      d.input_tokens += l->second.input - t.input;
-      d.output_tokens += l->second.output - t.output;
+      add(l->second, 1);
+      add(t, -1);
     }
   }
   for (const auto& [id, l] : ledger) {
     if (topic.contains(id)) continue;
     d.extra.push_back(id);
-    d.input_tokens += l.input;
-    d.output_tokens += l.output;
+    add(l, 1);
   }
   return d;
 }
@@ -95,11 +99,14 @@ absl::StatusOr<Drift> Reconcile(Ledger& ledger, const MessageSigner& signer,
     if (fresh) f.at_ms = e.at_unix_ms();
     if (f.final) continue;
     if (e.final()) {
-      f.counts = {e.input_tokens(), e.output_tokens()};
+      f.counts = {e.input_tokens(), e.output_tokens(), e.cache_read_tokens(),
+                  e.cache_write_tokens()};
       f.final = true;
     } else {
       f.counts.input = std::max<int64_t>(f.counts.input, e.input_tokens());
       f.counts.output = std::max<int64_t>(f.counts.output, e.output_tokens());
+      f.counts.cache_read = std::max<int64_t>(f.counts.cache_read, e.cache_read_tokens());
+      f.counts.cache_write = std::max<int64_t>(f.counts.cache_write, e.cache_write_tokens());
     }
   }
   std::map<std::string, RequestCounts> from_topic;
@@ -108,9 +115,7 @@ absl::StatusOr<Drift> Reconcile(Ledger& ledger, const MessageSigner& signer,
   }
   auto rows = ledger.CountsSince(std::max(since, absl::UnixEpoch()));
   if (!rows.ok()) return rows.status();
-  std::map<std::string, RequestCounts> from_ledger;
-  for (const auto& [id, counts] : *rows) from_ledger[id] = {counts.first, counts.second};
-  Drift d = Compare(from_topic, from_ledger);
+  Drift d = Compare(from_topic, *rows);
   d.topic_complete = complete;
   return d;
 }

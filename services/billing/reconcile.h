@@ -22,12 +22,6 @@
 
 namespace sb::billing {
 
-struct RequestCounts {
-  int64_t input = 0;
-  int64_t output = 0;
-  bool operator==(const RequestCounts&) const = default;
-};
-
 struct Drift {
   int64_t topic_requests = 0;          // in the topic, started since
   int64_t ledger_requests = 0;         // in the ledger, started since
@@ -36,13 +30,15 @@ struct Drift {
   std::vector<std::string> differing;  // in both, with other counts
   int64_t input_tokens = 0;            // ledger minus topic, over every request
   int64_t output_tokens = 0;
+  int64_t cache_read_tokens = 0;
+  int64_t cache_write_tokens = 0;
   // Whether the topic still holds everything from its first offset 0 (if
   // retention has dropped events, rows "extra" in the ledger are expected).
   bool topic_complete = true;
 
   bool zero() const {
     return missing.empty() && extra.empty() && differing.empty() && input_tokens == 0 &&
-           output_tokens == 0;
+           output_tokens == 0 && cache_read_tokens == 0 && cache_write_tokens == 0;
   }
 };
 

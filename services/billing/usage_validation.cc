@@ -41,9 +41,14 @@ CheckedUsage UsageValidator::Check(const KafkaMessage& message) const {
   }
   if (e.request_id().empty()) return refuse(Rejection::kEmptyRequestId);
   if (e.org_id().empty()) return refuse(Rejection::kEmptyOrg);
-  if (e.input_tokens() < 0 || e.output_tokens() < 0) return refuse(Rejection::kNegativeTokens);
+  if (e.input_tokens() < 0 || e.output_tokens() < 0 || e.cache_read_tokens() < 0 ||
+      e.cache_write_tokens() < 0) {
+    return refuse(Rejection::kNegativeTokens);
+  }
+  // The cached tokens are part of the input.
   if (e.input_tokens() > limits_.max_input_tokens ||
-      e.output_tokens() > limits_.max_output_tokens) {
+      e.output_tokens() > limits_.max_output_tokens ||
+      static_cast<int64_t>(e.cache_read_tokens()) + e.cache_write_tokens() > e.input_tokens()) {
     return refuse(Rejection::kTooManyTokens);
   }
   const absl::Time at = absl::FromUnixMillis(e.at_unix_ms());

@@ -110,6 +110,20 @@ TEST_F(UsageValidatorTest, RefusesWhatCannotBeTrue) {
             Rejection::kTooManyTokens);
   EXPECT_EQ(Verdict(with([](auto& e) { e.set_output_tokens(1'000'001); })),
             Rejection::kTooManyTokens);
+  EXPECT_EQ(Verdict(with([](auto& e) { e.set_cache_read_tokens(-1); })),
+            Rejection::kNegativeTokens);
+  // Cached tokens are part of the input: never more than it.
+  EXPECT_EQ(Verdict(with([](auto& e) {
+              e.set_input_tokens(100);
+              e.set_cache_read_tokens(60);
+              e.set_cache_write_tokens(41);
+            })),
+            Rejection::kTooManyTokens);
+  EXPECT_FALSE(Verdict(with([](auto& e) {
+                 e.set_input_tokens(100);
+                 e.set_cache_read_tokens(60);
+                 e.set_cache_write_tokens(40);
+               })).has_value());
   EXPECT_EQ(Verdict(with([](auto& e) { e.clear_org_id(); })), Rejection::kEmptyOrg);
   EXPECT_EQ(Verdict(with([](auto& e) { e.clear_request_id(); })), Rejection::kEmptyRequestId);
   EXPECT_EQ(Verdict(with([](auto& e) { e.set_at_unix_ms(0); })), Rejection::kBadTimestamp);

@@ -23,6 +23,9 @@ namespace sb::worker {
 struct EngineMessage {
   std::string role;  // "user", "assistant" or "system"
   std::string text;  // its text blocks, joined
+  // One of its blocks had cache_control: the prompt through this message is
+  // to be cached (a breakpoint inside a message moves to its end).
+  bool cache_breakpoint = false;
 };
 
 struct Sampling {
@@ -36,6 +39,7 @@ struct EngineRequest {
   std::string request_id;
   std::string model;
   std::string system;
+  bool system_cache_breakpoint = false;
   std::vector<EngineMessage> messages;
   int input_tokens = 0;  // under CountTokens; an upstream's own usage wins
   int max_tokens = 0;
@@ -47,14 +51,20 @@ struct EngineRequest {
 
   // The conversation as one text, for engines that need a single prompt.
   std::string Flatten() const;
+  // How much of Flatten() lies up to the last cache breakpoint (0: none).
+  size_t CacheBreakpointBytes() const;
 };
 
 struct FinishInfo {
   // end_turn, max_tokens, stop_sequence, cancelled, or error (see `error`).
   std::string stop_reason;
   std::string stop_sequence;
-  int input_tokens = 0;
+  int input_tokens = 0;  // every prompt token, the cached ones included
   int output_tokens = 0;
+  // Of input_tokens: read from the engine's prompt cache, and written to it
+  // at the request's cache breakpoints (Anthropic's cache_control).
+  int cache_read_tokens = 0;
+  int cache_creation_tokens = 0;
   // Set when stop_reason is "error": Unavailable for an overloaded upstream,
   // DeadlineExceeded for a timeout, Internal for anything else. Its message
   // is for the log, never for a client.

@@ -17,6 +17,7 @@ EngineRequest ToEngineRequest(const switchboard::inference::v1::GenerateRequest&
   int tokens = 0;
   for (const auto& b : req.system()) {
     out.system += b.text();
+    out.system_cache_breakpoint |= b.cache_control();
     if (engine != nullptr) tokens += engine->CountTokens(b.text());
   }
   for (const auto& m : req.messages()) {
@@ -24,6 +25,7 @@ EngineRequest ToEngineRequest(const switchboard::inference::v1::GenerateRequest&
     msg.role = m.role();
     for (const auto& b : m.content()) {
       msg.text += b.text();
+      msg.cache_breakpoint |= b.cache_control();
       if (engine != nullptr) tokens += engine->CountTokens(b.text());
     }
   }

@@ -261,5 +261,79 @@ TEST(SimEngineTest, LoadReportsQueueKvAndCachedPrefixes) {
   }
 }
 
+TEST(SimEngineTest, ReportsPromptCacheReadsAndWritesAtBreakpoints) {
+  SimulatedEngine e({}, false);
+  const std::string system = sim::testing::Words(100, "sys");  // 100 tokens
+  auto run = [&](EngineRequest r) {
+    auto rec = std::make_shared<Recorder>();
+    EXPECT_TRUE(e.Submit(std::move(r), rec).ok());
+    RunUntilIdle(e);
+    EXPECT_TRUE(rec->finished);
+    return rec->info;
+  };
+  // The system prompt marked for caching: its full 16-token blocks (96 of
+  // its 100 tokens) are written, nothing is read.
+  auto first = Req(4, "hello", system);
+  first.system_cache_breakpoint = true;
+  const FinishInfo a = run(first);
+  EXPECT_EQ(a.input_tokens, 103);  // the system, "user", ":" and "hello"
+  EXPECT_EQ(a.cache_read_tokens, 0);
+  EXPECT_EQ(a.cache_creation_tokens, 96);
+  // The same system prompt again, marked: read from the cache, not written.
+  auto second = Req(4, "there", system);
+  second.system_cache_breakpoint = true;
+  const FinishInfo b = run(second);
+  EXPECT_EQ(b.cache_read_tokens, 96);
+  EXPECT_EQ(b.cache_creation_tokens, 0);
+  // Unmarked: the cache is read all the same, and nothing counts as written.
+  const FinishInfo c = run(Req(4, "again", system));
+  EXPECT_EQ(c.cache_read_tokens, 96);
+  EXPECT_EQ(c.cache_creation_tokens, 0);
+  // Another prompt: nothing to read; unmarked, nothing written.
+  const FinishInfo d = run(Req(4, "hello", sim::testing::Words(100, "other")));
+  EXPECT_EQ(d.cache_read_tokens, 0);
+  EXPECT_EQ(d.cache_creation_tokens, 0);
+  // A breakpoint at the end of the conversation: everything but the blocks
+  // already cached and the partial last block is written.
+  auto longer = Req(4, sim::testing::Words(40, "u"), system);
+  longer.messages.front().cache_breakpoint = true;
+  const FinishInfo f = run(longer);
+  EXPECT_EQ(f.input_tokens, 142);
+  EXPECT_EQ(f.cache_read_tokens, 96);
+  EXPECT_EQ(f.cache_creation_tokens, 128 - 96);
+}
+
+TEST(SimEngineTest, ReportsCacheTokensInTheApisTokens) {
+  // The engine's prompt holds role markers the API does not count: reads
+  // are scaled to input_tokens and never exceed it.
+  SimulatedEngine e({}, false);
+  const std::string system = sim::testing::Words(64, "sys");
+  for (int i = 0; i < 2; ++i) {
+    auto r = Req(2, "hi", system);
+    r.input_tokens = 65;  // the system and "hi", without "user" and ":"
+    auto rec = std::make_shared<Recorder>();
+    ASSERT_TRUE(e.Submit(std::move(r), rec).ok());
+    RunUntilIdle(e);
+    ASSERT_TRUE(rec->finished);
+    if (i == 1) {
+      // 64 of the engine's 67 prompt tokens were cached: 64 * 65 / 67.
+      EXPECT_EQ(rec->info.cache_read_tokens, 62);
+      EXPECT_LE(rec->info.cache_read_tokens + rec->info.cache_creation_tokens, 65);
+    }
+  }
+}
+
+TEST(EngineRequestTest, CacheBreakpointBytesEndAtTheLastMarkedPart) {
+  EngineRequest r;
+  r.system = "sys";
+  r.messages = {{"user", "hello"}, {"assistant", "hi"}, {"user", "more"}};
+  EXPECT_EQ(r.CacheBreakpointBytes(), 0u);
+  r.system_cache_breakpoint = true;
+  EXPECT_EQ(r.CacheBreakpointBytes(), 3u);
+  r.messages[1].cache_breakpoint = true;
+  const std::string flat = r.Flatten();
+  EXPECT_EQ(flat.substr(0, r.CacheBreakpointBytes()), "sys\nuser: hello\nassistant: hi");
+}
+
 }  // namespace
 }  // namespace sb::worker

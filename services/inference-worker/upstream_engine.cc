@@ -47,7 +47,17 @@ std::string DeriveMetricsUrl(const std::string& url) {
   return base + "/metrics";
 }
 
-json Messages(const EngineRequest& r, bool system_in_messages, std::string* system) {
+// A text, as one text block with cache_control when it ends at a cache
+// breakpoint (Anthropic's upstream; OpenAI-compatible ones cache on their own).
+json AnthropicContent(const std::string& text, bool cache_breakpoint) {
+  if (!cache_breakpoint) return text;
+  return json::array(
+      {{{"type", "text"}, {"text", text}, {"cache_control", {{"type", "ephemeral"}}}}});
+}
+
+// `system_breakpoint` (Anthropic only): a system text to be cached.
+json Messages(const EngineRequest& r, bool system_in_messages, std::string* system,
+              bool* system_breakpoint) {
   json out = json::array();
   if (system_in_messages && !r.system.empty()) {
     out.push_back({{"role", "system"}, {"content", r.system}});
@@ -57,16 +67,19 @@ json Messages(const EngineRequest& r, bool system_in_messages, std::string* syst
       // Anthropic takes system text only at the top level.
       if (!system->empty()) system->append("\n\n");
       system->append(m.text);
+      *system_breakpoint |= m.cache_breakpoint;
       continue;
     }
-    out.push_back({{"role", m.role}, {"content", m.text}});
+    out.push_back({{"role", m.role},
+                   {"content", system_in_messages ? json(m.text)
+                                                  : AnthropicContent(m.text, m.cache_breakpoint)}});
   }
   return out;
 }
 
 std::string OpenAIBody(const EngineRequest& r, const std::string& model) {
   json j = {{"model", model},
-            {"messages", Messages(r, true, nullptr)},
+            {"messages", Messages(r, true, nullptr, nullptr)},
             {"stream", true},
             {"stream_options", {{"include_usage", true}}}};
   // max_tokens rather than max_completion_tokens: every OpenAI-compatible
@@ -83,11 +96,12 @@ std::string OpenAIBody(const EngineRequest& r, const std::string& model) {
 
 std::string AnthropicBody(const EngineRequest& r, const std::string& model) {
   std::string system = r.system;
+  bool system_breakpoint = r.system_cache_breakpoint;
   json j = {{"model", model},
-            {"messages", Messages(r, false, &system)},
+            {"messages", Messages(r, false, &system, &system_breakpoint)},
             {"stream", true},
             {"max_tokens", r.max_tokens > 0 ? r.max_tokens : kAnthropicDefaultMaxTokens}};
-  if (!system.empty()) j["system"] = system;
+  if (!system.empty()) j["system"] = AnthropicContent(system, system_breakpoint);
   if (!r.stop_sequences.empty()) j["stop_sequences"] = r.stop_sequences;
   if (r.sampling.temperature) j["temperature"] = *r.sampling.temperature;
   if (r.sampling.top_p) j["top_p"] = *r.sampling.top_p;
@@ -234,6 +248,11 @@ class UpstreamEngine::Stream final : public http::ResponseHandler,
     if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
       input_tokens_ = IntAt(*u, "prompt_tokens", input_tokens_);
       output_tokens_ = IntAt(*u, "completion_tokens", output_tokens_);
+      // vLLM (--enable-prompt-tokens-details) and OpenAI: the part of the
+      // prompt its prefix cache held.
+      if (auto d = u->find("prompt_tokens_details"); d != u->end() && d->is_object()) {
+        cache_read_ = IntAt(*d, "cached_tokens", cache_read_);
+      }
     }
     auto choices = j.find("choices");
     if (choices == j.end() || !choices->is_array() || choices->empty()) return;
@@ -258,12 +277,21 @@ class UpstreamEngine::Stream final : public http::ResponseHandler,
     }
   }
 
+  // Anthropic's input_tokens leaves out the tokens read from and written to
+  // its cache; ours counts every prompt token.
+  void AnthropicInput(const json& u) {
+    uncached_input_ = IntAt(u, "input_tokens", uncached_input_);
+    cache_read_ = IntAt(u, "cache_read_input_tokens", cache_read_);
+    cache_creation_ = IntAt(u, "cache_creation_input_tokens", cache_creation_);
+    if (uncached_input_ >= 0) {
+      input_tokens_ = uncached_input_ + std::max(0, cache_read_) + std::max(0, cache_creation_);
+    }
+  }
+
   void AnthropicEvent(const std::string& type, const json& j) {
     if (type == "message_start") {
       if (auto m = j.find("message"); m != j.end() && m->is_object()) {
-        if (auto u = m->find("usage"); u != m->end() && u->is_object()) {
-          input_tokens_ = IntAt(*u, "input_tokens", input_tokens_);
-        }
+        if (auto u = m->find("usage"); u != m->end() && u->is_object()) AnthropicInput(*u);
       }
     } else if (type == "content_block_delta") {
       if (auto d = j.find("delta");
@@ -283,7 +311,7 @@ class UpstreamEngine::Stream final : public http::ResponseHandler,
       }
       if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
         output_tokens_ = IntAt(*u, "output_tokens", output_tokens_);
-        input_tokens_ = IntAt(*u, "input_tokens", input_tokens_);
+        AnthropicInput(*u);
       }
     } else if (type == "message_stop") {
       Finish(FinishReason(), {});
@@ -319,6 +347,11 @@ class UpstreamEngine::Stream final : public http::ResponseHandler,
     if (reason == "stop_sequence") info.stop_sequence = stop_sequence_;
     info.input_tokens = input_tokens_ >= 0 ? input_tokens_ : EstimatedInput();
     info.output_tokens = output_tokens_ >= 0 ? output_tokens_ : counted_;
+    if (input_tokens_ >= 0) {  // cached counts only with the upstream's own input count
+      info.cache_read_tokens = std::clamp(cache_read_, 0, info.input_tokens);
+      info.cache_creation_tokens =
+          std::clamp(cache_creation_, 0, info.input_tokens - info.cache_read_tokens);
+    }
     info.error = std::move(error);
     M().Outcome(reason);
     observer_->OnFinished(info);
@@ -352,6 +385,9 @@ class UpstreamEngine::Stream final : public http::ResponseHandler,
   int counted_ = 0;
   int input_tokens_ = -1;  // from the upstream's usage; -1: not reported
   int output_tokens_ = -1;
+  int uncached_input_ = -1;  // Anthropic's input_tokens
+  int cache_read_ = 0;
+  int cache_creation_ = 0;
   std::string stop_reason_;
   std::string stop_sequence_;
 };

@@ -421,6 +421,39 @@ TEST_F(UpstreamEngineTest, AnthropicErrorsAndOverload) {
   EXPECT_EQ(info.output_tokens, estimated);
 }
 
+TEST_F(UpstreamEngineTest, OpenAIPassesOnCachedPromptTokens) {
+  OpenAIEngine engine(Options());
+  FinishInfo info = Run(engine, Request("one two three four [mock:cached=2]"));
+  EXPECT_EQ(info.input_tokens, 5);  // the mock counts words, the tag too
+  EXPECT_EQ(info.cache_read_tokens, 2);
+  EXPECT_EQ(info.cache_creation_tokens, 0);
+  info = Run(engine, Request("one two three"));
+  EXPECT_EQ(info.cache_read_tokens, 0);
+}
+
+TEST_F(UpstreamEngineTest, AnthropicCacheBreakpointsAndCacheUsage) {
+  AnthropicEngine engine(Options());
+  EngineRequest r = Request("alpha beta [mock:cached=3,cache_written=2]");
+  r.system = "sys words here";
+  r.system_cache_breakpoint = true;
+  r.messages.push_back({"assistant", "ok", true});
+  r.messages.push_back({"user", "last"});
+  FinishInfo info = Run(engine, std::move(r));
+  // Anthropic's input_tokens leaves the cached tokens out; ours counts them.
+  EXPECT_EQ(info.input_tokens, 8);
+  EXPECT_EQ(info.cache_read_tokens, 3);
+  EXPECT_EQ(info.cache_creation_tokens, 2);
+  json body = LastBody();
+  EXPECT_EQ(body["system"], json::parse(R"([{"type":"text","text":"sys words here",
+      "cache_control":{"type":"ephemeral"}}])"));
+  EXPECT_EQ(body["messages"][1]["content"], json::parse(R"([{"type":"text","text":"ok",
+      "cache_control":{"type":"ephemeral"}}])"));
+  EXPECT_EQ(body["messages"][2]["content"], "last");
+  // No breakpoints: plain strings, as before.
+  Run(engine, Request("plain"));
+  EXPECT_EQ(LastBody()["messages"][0]["content"], "plain");
+}
+
 TEST(UpstreamFlagsTest, ModelMap) {
   auto m = ParseModelMap("a=b, c = org/d ");
   ASSERT_TRUE(m.ok());

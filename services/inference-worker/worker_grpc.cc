@@ -273,6 +273,8 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
       f->set_stop_sequence(finish_.stop_sequence);
       f->set_input_tokens(finish_.input_tokens);
       f->set_output_tokens(finish_.output_tokens);
+      f->set_cache_read_input_tokens(finish_.cache_read_tokens);
+      f->set_cache_creation_input_tokens(finish_.cache_creation_tokens);
       out_->Push(std::move(e));
       out_->Finish(grpc::Status::OK);
     }
@@ -321,6 +323,8 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
       usage_.set_output_tokens(0);
     } else {
       usage_.set_input_tokens(finish_.input_tokens);
+      usage_.set_cache_read_tokens(finish_.cache_read_tokens);
+      usage_.set_cache_write_tokens(finish_.cache_creation_tokens);
       // The engine's count (an upstream's own usage); after a failure never
       // below what the client may have received.
       usage_.set_output_tokens(finish_.error.ok() ? finish_.output_tokens
@@ -336,8 +340,9 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
         .GetCounter("sb_worker_requests_finished_total", "Requests ended, by stop reason",
                     {{"stop_reason", reason}})
         .Inc();
-    spdlog::info("request_id={} finished: {} input={} output={}", usage_.request_id(), reason,
-                 finish_.input_tokens, usage_.output_tokens());
+    spdlog::info("request_id={} finished: {} input={} (cache read {}, written {}) output={}",
+                 usage_.request_id(), reason, finish_.input_tokens, usage_.cache_read_tokens(),
+                 usage_.cache_write_tokens(), usage_.output_tokens());
   }
 
   std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out_;

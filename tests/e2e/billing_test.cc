@@ -48,6 +48,8 @@ TEST(PricingE2eTest, ARequestCostsWhatItsModelsPriceSaysInTheLedger) {
   const auto usage = UsageFor(org, r.headers["request-id"]);
   ASSERT_EQ(usage.records_size(), 1);
   const auto& rec = usage.records(0);
+  // Too short a prompt for a cached block: every input token at $3.
+  EXPECT_EQ(reply["usage"]["cache_read_input_tokens"], 0);
   EXPECT_EQ(rec.input_tokens(), reply["usage"]["input_tokens"].get<int>());
   EXPECT_EQ(rec.output_tokens(), reply["usage"]["output_tokens"].get<int>());
   // In integer micro-dollars: $3 and $15 per million tokens.
@@ -59,6 +61,120 @@ TEST(PricingE2eTest, ARequestCostsWhatItsModelsPriceSaysInTheLedger) {
 
   ASSERT_EQ(Sbadmin({"price", "list", "sim-small"}, &out), 0) << out;
   EXPECT_NE(out.find("15.000000"), std::string::npos) << out;
+}
+
+// A long system prompt marked with cache_control is written to the
+// engine's prompt cache by the first request and read by the next ones, in
+// both dialects' usage, and each kind of input token is billed at its price.
+TEST(PromptCacheE2eTest, CacheReadsAndWritesAreReportedAndBilledAtTheirPrices) {
+  std::string out;
+  ASSERT_EQ(Sbadmin({"price", "set", "sim-small", "--input=3.00", "--output=15.00",
+                     "--cache_read=0.30", "--cache_write=3.75"},
+                    &out),
+            0)
+      << out;
+  const std::string org = "cache-e2e";
+  const std::string key = KeyOfNewOrg(org);
+  std::string system;  // 300 words of this test's own
+  for (int i = 0; i < 300; ++i) system += "cachedword" + std::to_string(i) + " ";
+  auto body = [&](const std::string& question, bool stream) {
+    return json({{"model", "sim-small"},
+                 {"max_tokens", 8},
+                 {"stream", stream},
+                 {"system", json::array({{{"type", "text"},
+                                          {"text", system},
+                                          {"cache_control", {{"type", "ephemeral"}}}}})},
+                 {"messages", json::array({{{"role", "user"}, {"content", question}}})}})
+        .dump();
+  };
+  // Ledger input counts every prompt token; the API's only the uncached.
+  auto expect_billed = [&](const std::string& request_id, const json& usage) {
+    const auto u = UsageFor(org, request_id);
+    ASSERT_EQ(u.records_size(), 1) << request_id;
+    const auto& rec = u.records(0);
+    const int64_t uncached = usage["input_tokens"].get<int64_t>();
+    const int64_t read = usage["cache_read_input_tokens"].get<int64_t>();
+    const int64_t written = usage["cache_creation_input_tokens"].get<int64_t>();
+    const int64_t output = usage["output_tokens"].get<int64_t>();
+    EXPECT_EQ(rec.input_tokens(), uncached + read + written);
+    EXPECT_EQ(rec.cache_read_tokens(), read);
+    EXPECT_EQ(rec.cache_write_tokens(), written);
+    EXPECT_EQ(rec.output_tokens(), output);
+    // $3, $0.30, $3.75 and $15 per million tokens, in micro-dollars.
+    const int64_t pico =
+        uncached * 3'000'000 + read * 300'000 + written * 3'750'000 + output * 15'000'000;
+    EXPECT_EQ(rec.cost_micros(), (pico + 500'000) / 1'000'000) << request_id;
+  };
+
+  auto first = Post("/v1/messages", body("first question", false), key);
+  ASSERT_EQ(first.status, 200) << first.body;
+  const json u1 = json::parse(first.body)["usage"];
+  EXPECT_EQ(u1["cache_read_input_tokens"], 0) << u1;
+  EXPECT_GE(u1["cache_creation_input_tokens"].get<int>(), 280) << "the system's full blocks";
+  EXPECT_EQ(u1["cache_creation"]["ephemeral_5m_input_tokens"], u1["cache_creation_input_tokens"]);
+  EXPECT_LT(u1["input_tokens"].get<int>(), 20) << u1;
+  expect_billed(first.headers["request-id"], u1);
+
+  // Streamed, the same system prompt: read, not written; message_start
+  // counts every prompt token, message_delta carries the split.
+  auto second = Post("/v1/messages", body("second question", true), key);
+  ASSERT_EQ(second.status, 200) << second.body;
+  json start, delta;
+  for (const auto& e : ParseSse(second.body)) {
+    if (e.event == "message_start") start = e.data["message"]["usage"];
+    if (e.event == "message_delta") delta = e.data["usage"];
+  }
+  ASSERT_FALSE(delta.is_null()) << second.body;
+  EXPECT_GE(delta["cache_read_input_tokens"].get<int>(), 280) << delta;
+  EXPECT_EQ(delta["cache_creation_input_tokens"], 0) << delta;
+  EXPECT_EQ(start["input_tokens"].get<int>(),
+            delta["input_tokens"].get<int>() + delta["cache_read_input_tokens"].get<int>());
+  expect_billed(second.headers["request-id"], delta);
+
+  // The OpenAI dialect: every prompt token in prompt_tokens, the cached ones
+  // in prompt_tokens_details.cached_tokens.
+  auto openai = Post("/v1/chat/completions",
+                     json({{"model", "sim-small"},
+                           {"max_tokens", 8},
+                           {"messages", json::array({{{"role", "system"}, {"content", system}},
+                                                     {{"role", "user"}, {"content", "third"}}})}})
+                         .dump(),
+                     key);
+  ASSERT_EQ(openai.status, 200) << openai.body;
+  const json u3 = json::parse(openai.body)["usage"];
+  EXPECT_GE(u3["prompt_tokens_details"]["cached_tokens"].get<int>(), 280) << u3;
+  const auto rec3 = UsageFor(org, openai.headers["request-id"]);
+  ASSERT_EQ(rec3.records_size(), 1);
+  EXPECT_EQ(rec3.records(0).input_tokens(), u3["prompt_tokens"].get<int>());
+  EXPECT_EQ(rec3.records(0).cache_read_tokens(),
+            u3["prompt_tokens_details"]["cached_tokens"].get<int>());
+
+  const auto all = UsageOfOrg(org, 3);
+  const int64_t read =
+      delta["cache_read_input_tokens"].get<int64_t>() + rec3.records(0).cache_read_tokens();
+  const int64_t written = u1["cache_creation_input_tokens"].get<int64_t>();
+  EXPECT_EQ(all.total_cache_read_tokens(), read);
+  EXPECT_EQ(all.total_cache_write_tokens(), written);
+  std::printf("[ figure   ] prompt cache: %lld tokens written, %lld read over 3 requests\n",
+              static_cast<long long>(written), static_cast<long long>(read));
+
+  // The Admin API's usage report splits the org's input the same way.
+  admin::Admin admin(g_cluster->infra().pg_uri());
+  const std::string admin_key = *admin.CreateKey(org, "", /*admin=*/true);
+  const std::string today =
+      absl::FormatTime("%Y-%m-%dT00:00:00Z", absl::Now(), absl::UTCTimeZone());
+  auto report = http::Fetch(
+      {.port = g_cluster->http_port(),
+       .target = "/v1/organizations/usage_report/messages?bucket_width=1d&starting_at=" + today,
+       .headers = {{"anthropic-version", "2023-06-01"}, {"x-api-key", admin_key}}});
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->status, 200) << report->body;
+  const json results = json::parse(report->body)["data"][0]["results"];
+  ASSERT_EQ(results.size(), 1u) << report->body;
+  EXPECT_EQ(results[0]["cache_read_input_tokens"], read);
+  EXPECT_EQ(results[0]["cache_creation"]["ephemeral_5m_input_tokens"], written);
+  EXPECT_EQ(results[0]["uncached_input_tokens"].get<int64_t>() + read + written,
+            all.total_input_tokens());
 }
 
 TEST(PricingE2eTest, SbadminRefusesPricesItCannotKeepExactly) {

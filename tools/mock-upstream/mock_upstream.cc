@@ -40,6 +40,11 @@ struct Mode {
   int stall = -1;
   bool no_done = false;  // end a complete OpenAI stream without "data: [DONE]"
   std::string error_event;
+  // Prompt tokens reported as read from / written to a prompt cache (of the
+  // prompt's words): OpenAI's prompt_tokens_details.cached_tokens,
+  // Anthropic's cache_read_ and cache_creation_input_tokens.
+  int cached = 0;
+  int cache_written = 0;
 };
 
 // Applies `spec` over `mode` (later keys win).
@@ -60,6 +65,8 @@ void ParseMode(std::string_view spec, Mode& mode) {
     if (k == "stall" && absl::SimpleAtoi(v, &n)) mode.stall = n;
     if (k == "error_event") mode.error_event = v;
     if (k == "nodone") mode.no_done = true;
+    if (k == "cached" && absl::SimpleAtoi(v, &n)) mode.cached = n;
+    if (k == "cache_written" && absl::SimpleAtoi(v, &n)) mode.cache_written = n;
   }
 }
 
@@ -196,10 +203,24 @@ class Generation : public std::enable_shared_from_this<Generation> {
   }
 
   json Usage() const {
-    if (anthropic_) return {{"input_tokens", prompt_tokens_}, {"output_tokens", generated_}};
-    return {{"prompt_tokens", prompt_tokens_},
-            {"completion_tokens", generated_},
-            {"total_tokens", prompt_tokens_ + generated_}};
+    if (anthropic_) {
+      json u = InputUsage();
+      u["output_tokens"] = generated_;
+      return u;
+    }
+    json u = {{"prompt_tokens", prompt_tokens_},
+              {"completion_tokens", generated_},
+              {"total_tokens", prompt_tokens_ + generated_}};
+    if (mode_.cached > 0) u["prompt_tokens_details"] = {{"cached_tokens", mode_.cached}};
+    return u;
+  }
+
+  // Anthropic's: input_tokens leaves out what was read from or written to
+  // the cache.
+  json InputUsage() const {
+    return {{"input_tokens", prompt_tokens_ - mode_.cached - mode_.cache_written},
+            {"cache_creation_input_tokens", mode_.cache_written},
+            {"cache_read_input_tokens", mode_.cached}};
   }
 
   std::string WholeBody() const {
@@ -257,17 +278,21 @@ class Generation : public std::enable_shared_from_this<Generation> {
     ex_->StartStream(200, {{"content-type", "text/event-stream"}, {"cache-control", "no-cache"}});
     std::string head;
     if (anthropic_) {
-      head = Sse("message_start",
-                 {{"type", "message_start"},
-                  {"message",
-                   {{"id", id_},
-                    {"type", "message"},
-                    {"role", "assistant"},
-                    {"model", model_},
-                    {"content", json::array()},
-                    {"stop_reason", nullptr},
-                    {"stop_sequence", nullptr},
-                    {"usage", {{"input_tokens", prompt_tokens_}, {"output_tokens", 1}}}}}}) +
+      head = Sse("message_start", {{"type", "message_start"},
+                                   {"message",
+                                    {{"id", id_},
+                                     {"type", "message"},
+                                     {"role", "assistant"},
+                                     {"model", model_},
+                                     {"content", json::array()},
+                                     {"stop_reason", nullptr},
+                                     {"stop_sequence", nullptr},
+                                     {"usage",
+                                      [&] {
+                                        json u = InputUsage();
+                                        u["output_tokens"] = 1;
+                                        return u;
+                                      }()}}}}) +
              Sse("content_block_start", {{"type", "content_block_start"},
                                          {"index", 0},
                                          {"content_block", {{"type", "text"}, {"text", ""}}}}) +

@@ -28,6 +28,8 @@
 //   truncate=K      end the body after K tokens with no [DONE] / message_stop
 //   stall=K         after K tokens send nothing more and hold the connection
 //   error_event=T   (Anthropic) after the first token send an error event of type T
+//   cached=N        report N prompt tokens read from a prompt cache
+//   cache_written=N (Anthropic) report N prompt tokens written to it
 // e.g. `x-mock-mode: ttft=200,tps=50` or a prompt containing `[mock:fail=503]`.
 //
 // A client that leaves before the end is recorded as an abort with the time

@@ -64,10 +64,12 @@ ABSL_FLAG(int, partition, -1,
           "offset for)");
 ABSL_FLAG(std::string, input, "", "price set: dollars per million input tokens, e.g. 3.00");
 ABSL_FLAG(std::string, output, "", "price set: dollars per million output tokens, e.g. 15.00");
-ABSL_FLAG(std::string, cache_read, "0",
-          "price set: dollars per million input tokens read from the prompt cache");
-ABSL_FLAG(std::string, cache_write, "0",
-          "price set: dollars per million input tokens written to the prompt cache");
+ABSL_FLAG(std::string, cache_read, "",
+          "price set: dollars per million input tokens read from the prompt cache (default: the "
+          "input price)");
+ABSL_FLAG(std::string, cache_write, "",
+          "price set: dollars per million input tokens written to the prompt cache (default: the "
+          "input price)");
 ABSL_FLAG(std::string, from, "",
           "price set: when the price takes effect, 2026-12-01 (UTC midnight) or RFC 3339 "
           "(2026-12-01T12:00:00Z); default now; not in the past");
@@ -218,9 +220,12 @@ int RunReconcile() {
   list("missing from the ledger", drift->missing);
   list("in the ledger, not in the topic", drift->extra);
   list("with other counts", drift->differing);
-  std::printf("drift (ledger minus topic): %lld input tokens, %lld output tokens\n",
-              static_cast<long long>(drift->input_tokens),
-              static_cast<long long>(drift->output_tokens));
+  std::printf(
+      "drift (ledger minus topic): %lld input tokens (%lld cache read, %lld cache write), %lld "
+      "output tokens\n",
+      static_cast<long long>(drift->input_tokens), static_cast<long long>(drift->cache_read_tokens),
+      static_cast<long long>(drift->cache_write_tokens),
+      static_cast<long long>(drift->output_tokens));
   if (!drift->topic_complete) {
     std::printf(
         "note: the topic's retention has dropped its first events; rows of requests "
@@ -307,8 +312,15 @@ int RunPrice(const std::vector<std::string>& args) {
     };
     usd(FLAGS_input, "--input", &price.input_per_mtok);
     usd(FLAGS_output, "--output", &price.output_per_mtok);
-    usd(FLAGS_cache_read, "--cache_read", &price.cache_read_per_mtok);
-    usd(FLAGS_cache_write, "--cache_write", &price.cache_write_per_mtok);
+    // A cache price not given is the input price: no discount, no premium.
+    price.cache_read_per_mtok = price.input_per_mtok;
+    price.cache_write_per_mtok = price.input_per_mtok;
+    if (!absl::GetFlag(FLAGS_cache_read).empty()) {
+      usd(FLAGS_cache_read, "--cache_read", &price.cache_read_per_mtok);
+    }
+    if (!absl::GetFlag(FLAGS_cache_write).empty()) {
+      usd(FLAGS_cache_write, "--cache_write", &price.cache_write_per_mtok);
+    }
     if (st.ok()) {
       auto from = PriceFrom(absl::Now());
       st = from.status();

@@ -72,6 +72,32 @@ json UsageJson(int input_tokens, int output_tokens) {
   return {{"input_tokens", input_tokens}, {"output_tokens", output_tokens}};
 }
 
+// Anthropic's split: input_tokens counts only the prompt tokens neither read
+// from nor written to the cache. Every write is reported as a 5-minute one.
+json UsageJson(const pipeline::FinishInfo& f) {
+  return {
+      {"input_tokens", f.input_tokens - f.cache_read_tokens - f.cache_creation_tokens},
+      {"cache_creation_input_tokens", f.cache_creation_tokens},
+      {"cache_read_input_tokens", f.cache_read_tokens},
+      {"cache_creation",
+       {{"ephemeral_5m_input_tokens", f.cache_creation_tokens}, {"ephemeral_1h_input_tokens", 0}}},
+      {"output_tokens", f.output_tokens}};
+}
+
+// {"type": "ephemeral", "ttl": "5m" | "1h"}: the prompt through its block is
+// to be cached (the ttl is accepted; engines keep no lifetime per entry).
+absl::Status ParseCacheControl(const json& cc, const std::string& field) {
+  if (!cc.is_object()) return FieldError(field, "Input should be an object");
+  auto type = cc.find("type");
+  if (type == cc.end()) return FieldError(field + ".type", "Field required");
+  if (*type != "ephemeral") return FieldError(field + ".type", "Input should be 'ephemeral'");
+  if (auto ttl = cc.find("ttl");
+      ttl != cc.end() && !ttl->is_null() && *ttl != "5m" && *ttl != "1h") {
+    return FieldError(field + ".ttl", "Input should be '5m' or '1h'");
+  }
+  return absl::OkStatus();
+}
+
 // Text blocks of a `content` or `system` value (a string, or a list of
 // {"type":"text","text":…} blocks). Other block types are refused by name
 // rather than dropped.
@@ -112,8 +138,22 @@ absl::Status ParseBlocks(const json& value, const std::string& field,
     auto* b = out->Add();
     b->set_type("text");
     b->set_text(text->get<std::string>());
+    if (auto cc = block.find("cache_control"); cc != block.end() && !cc->is_null()) {
+      SB_RETURN_IF_ERROR(ParseCacheControl(*cc, at + ".cache_control"));
+      b->set_cache_control(true);
+    }
   }
   return absl::OkStatus();
+}
+
+// Blocks with cache_control, over system and every message.
+int CacheBreakpoints(const inf::GenerateRequest& g) {
+  int n = 0;
+  for (const auto& b : g.system()) n += b.cache_control();
+  for (const auto& m : g.messages()) {
+    for (const auto& b : m.content()) n += b.cache_control();
+  }
+  return n;
 }
 
 class AnthropicStream final : public StreamEncoder {
@@ -182,7 +222,7 @@ std::string MessageDelta(const pipeline::FinishInfo& info, std::string_view id) 
       {"type", "message_delta"},
       {"delta",
        {{"stop_reason", info.stop_reason}, {"stop_sequence", NullableString(info.stop_sequence)}}},
-      {"usage", UsageJson(info.input_tokens, info.output_tokens)}};
+      {"usage", UsageJson(info)}};
   return sse::Event("message_delta", sb::json::Dump(j), id);
 }
 
@@ -263,6 +303,11 @@ absl::StatusOr<ApiRequest> AnthropicDialect::Parse(const json& j, ParseMode mode
   if (auto system = j.find("system"); system != j.end() && !system->is_null()) {
     SB_RETURN_IF_ERROR(ParseBlocks(*system, "system", g.mutable_system()));
   }
+  if (const int n = CacheBreakpoints(g); n > kMaxCacheBreakpoints) {
+    return absl::InvalidArgumentError("A maximum of " + std::to_string(kMaxCacheBreakpoints) +
+                                      " blocks with cache_control may be provided. Found " +
+                                      std::to_string(n) + ".");
+  }
   if (auto tools = j.find("tools");
       tools != j.end() && !(tools->is_null() || (tools->is_array() && tools->empty()))) {
     return FieldError("tools", "tool use is not supported yet");
@@ -331,7 +376,7 @@ std::string AnthropicDialect::Whole(const ReplyIds& ids, const Completion& c) co
             {"content", json::array({{{"type", "text"}, {"text", c.text}}})},
             {"stop_reason", c.finish.stop_reason},
             {"stop_sequence", NullableString(c.finish.stop_sequence)},
-            {"usage", UsageJson(c.finish.input_tokens, c.finish.output_tokens)}};
+            {"usage", UsageJson(c.finish)}};
   return sb::json::Dump(j);
 }
 

@@ -30,6 +30,8 @@ TEST(AnthropicParseTest, AFullRequestBecomesTheStructuredInternalRequest) {
   EXPECT_EQ(g.max_tokens(), 64);
   ASSERT_EQ(g.system_size(), 2);
   EXPECT_EQ(g.system(1).text(), "be kind");
+  EXPECT_FALSE(g.system(0).cache_control());
+  EXPECT_TRUE(g.system(1).cache_control());
   ASSERT_EQ(g.messages_size(), 3);
   EXPECT_EQ(g.messages(1).role(), "assistant");
   ASSERT_EQ(g.messages(1).content_size(), 2) << "blocks stay blocks, not flattened text";
@@ -139,7 +141,40 @@ INSTANTIATE_TEST_SUITE_P(
                 "messages.0.role", "'user' or 'assistant'"},
         BadCase{
             R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":5}]}]})",
-            "messages.0.content.0.type", "Field required"}));
+            "messages.0.content.0.type", "Field required"},
+        BadCase{
+            R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"x","cache_control":{"type":"persistent"}}]}]})",
+            "messages.0.content.0.cache_control.type", "'ephemeral'"},
+        BadCase{
+            R"({"model":"m","max_tokens":5,"system":[{"type":"text","text":"x","cache_control":{"type":"ephemeral","ttl":"1d"}}],)" +
+                kMsgs + "}",
+            "system.0.cache_control.ttl", "'5m' or '1h'"},
+        BadCase{
+            R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"x","cache_control":"yes"}]}]})",
+            "messages.0.content.0.cache_control", "an object"}));
+
+TEST(AnthropicParseTest, AtMostFourCacheBreakpoints) {
+  std::string blocks;
+  for (int i = 0; i < 5; ++i) {
+    if (i > 0) blocks += ",";
+    blocks += R"({"type":"text","text":"x","cache_control":{"type":"ephemeral","ttl":"1h"}})";
+  }
+  auto five = Parse(R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[)" +
+                    blocks + "]}]}");
+  ASSERT_FALSE(five.ok());
+  EXPECT_EQ(five.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(five.status().message(),
+            "A maximum of 4 blocks with cache_control may be provided. Found 5.");
+  auto with_system =
+      Parse(R"({"model":"m","max_tokens":5,"system":[{"type":"text","text":"s",)"
+            R"("cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":[)" +
+            blocks.substr(0, blocks.rfind(",{")) + "]}]}");
+  ASSERT_FALSE(with_system.ok()) << "system's breakpoint counts too";
+  auto ok = Parse(R"({"model":"m","max_tokens":5,"messages":[{"role":"user","content":[)" +
+                  blocks.substr(0, blocks.rfind(",{")) + "]}]}");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(ok->generate->messages(0).content(3).cache_control());
+}
 
 TEST(AnthropicParseTest, OddlyTypedOptionalFieldsDoNotThrow) {
   auto r = Parse(
@@ -176,7 +211,7 @@ TEST(AnthropicStreamTest, GoldenEventSequence) {
   auto s = d.NewStream({"msg_01", 0}, req);
   std::string out = s->Start({"sim-small", 3});
   out += s->Text("Hi \"you\"");
-  out += s->Finish({"stop_sequence", "END", 3, 2});
+  out += s->Finish({"stop_sequence", "END", 30, 2, 20, 5});
   EXPECT_EQ(
       out,
       "event: message_start\n"
@@ -195,7 +230,7 @@ TEST(AnthropicStreamTest, GoldenEventSequence) {
       R"(data: {"type":"content_block_stop","index":0})"
       "\n\n"
       "event: message_delta\n"
-      R"(data: {"delta":{"stop_reason":"stop_sequence","stop_sequence":"END"},"type":"message_delta","usage":{"input_tokens":3,"output_tokens":2}})"
+      R"(data: {"delta":{"stop_reason":"stop_sequence","stop_sequence":"END"},"type":"message_delta","usage":{"cache_creation":{"ephemeral_1h_input_tokens":0,"ephemeral_5m_input_tokens":5},"cache_creation_input_tokens":5,"cache_read_input_tokens":20,"input_tokens":5,"output_tokens":2}})"
       "\n\n"
       "event: message_stop\n"
       R"(data: {"type":"message_stop"})"
@@ -213,10 +248,13 @@ TEST(AnthropicStreamTest, EventsCanCarryTheirOwnIds) {
 
 TEST(AnthropicWholeTest, GoldenMessage) {
   AnthropicDialect d;
-  EXPECT_EQ(d.Whole({"msg_01", 0}, {{"sim-small", 3}, "Hello", {"end_turn", "", 3, 1}}),
-            R"({"content":[{"text":"Hello","type":"text"}],"id":"msg_01","model":"sim-small",)"
-            R"("role":"assistant","stop_reason":"end_turn","stop_sequence":null,"type":"message",)"
-            R"("usage":{"input_tokens":3,"output_tokens":1}})");
+  EXPECT_EQ(
+      d.Whole({"msg_01", 0}, {{"sim-small", 3}, "Hello", {"end_turn", "", 3, 1}}),
+      R"({"content":[{"text":"Hello","type":"text"}],"id":"msg_01","model":"sim-small",)"
+      R"("role":"assistant","stop_reason":"end_turn","stop_sequence":null,"type":"message",)"
+      R"("usage":{"cache_creation":{"ephemeral_1h_input_tokens":0,"ephemeral_5m_input_tokens":0},)"
+      R"("cache_creation_input_tokens":0,"cache_read_input_tokens":0,"input_tokens":3,)"
+      R"("output_tokens":1}})");
 }
 
 struct ErrorCase {

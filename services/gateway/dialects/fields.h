@@ -25,6 +25,8 @@ namespace sb::gateway {
 inline constexpr int kMaxOutputTokens = 64 * 1024;
 inline constexpr size_t kMaxMessages = 10000;
 inline constexpr size_t kMaxBlocksPerMessage = 1000;
+// Blocks with cache_control in one request (Anthropic's limit).
+inline constexpr int kMaxCacheBreakpoints = 4;
 inline constexpr size_t kMaxStopSequences = 16;
 inline constexpr size_t kMaxStopSequenceBytes = 256;
 inline constexpr size_t kMaxModelIdBytes = 256;

@@ -74,7 +74,8 @@ std::string FinishReason(const std::string& stop_reason) {
 json UsageJson(const pipeline::FinishInfo& f) {
   return {{"prompt_tokens", f.input_tokens},
           {"completion_tokens", f.output_tokens},
-          {"total_tokens", f.input_tokens + f.output_tokens}};
+          {"total_tokens", f.input_tokens + f.output_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", f.cache_read_tokens}}}};
 }
 
 // A message's content: a string, or a list of parts of which only text

@@ -117,7 +117,7 @@ TEST(OpenAiStreamTest, GoldenChunksWithUsage) {
   auto s = d.NewStream({"chatcmpl-01", 1700000000}, req);
   std::string out = s->Start({"sim-small", 3});
   out += s->Text("Hi");
-  out += s->Finish({"max_tokens", "", 3, 1});
+  out += s->Finish({"max_tokens", "", 3, 1, 2, 0});
   const std::string base =
       R"({"choices":[{"delta":%s,"finish_reason":%s,"index":0,"logprobs":null}],"created":1700000000,"id":"chatcmpl-01","model":"sim-small","object":"chat.completion.chunk","system_fingerprint":null,"usage":null})";
   auto chunk = [&](const std::string& delta, const std::string& finish) {
@@ -130,7 +130,7 @@ TEST(OpenAiStreamTest, GoldenChunksWithUsage) {
       out,
       chunk(R"({"content":"","role":"assistant"})", "null") + chunk(R"({"content":"Hi"})", "null") +
           chunk("{}", R"("length")") +
-          R"(data: {"choices":[],"created":1700000000,"id":"chatcmpl-01","model":"sim-small","object":"chat.completion.chunk","system_fingerprint":null,"usage":{"completion_tokens":1,"prompt_tokens":3,"total_tokens":4}})"
+          R"(data: {"choices":[],"created":1700000000,"id":"chatcmpl-01","model":"sim-small","object":"chat.completion.chunk","system_fingerprint":null,"usage":{"completion_tokens":1,"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":2},"total_tokens":4}})"
           "\n\ndata: [DONE]\n\n");
 }
 
@@ -155,7 +155,8 @@ TEST(OpenAiWholeTest, GoldenCompletion) {
                             {{"sim-small", 3}, "Hello", {"stop_sequence", "END", 3, 1}}),
       R"({"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"Hello","refusal":null,"role":"assistant"}}],)"
       R"("created":1700000000,"id":"chatcmpl-01","model":"sim-small","object":"chat.completion","system_fingerprint":null,)"
-      R"("usage":{"completion_tokens":1,"prompt_tokens":3,"total_tokens":4}})");
+      R"("usage":{"completion_tokens":1,"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":0},)"
+      R"("total_tokens":4}})");
 }
 
 struct ErrorCase {

@@ -24,7 +24,8 @@ using json = nlohmann::json;
 constexpr const char* kReportRows =
     "SELECT (floor(extract(epoch from occurred_at) / $2) * $2)::bigint, "
     " CASE WHEN $3 THEN model ELSE '' END, CASE WHEN $4 THEN api_key_id ELSE '' END, "
-    " sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_micros)::bigint "
+    " sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_micros)::bigint, "
+    " sum(cache_read_tokens)::bigint, sum(cache_write_tokens)::bigint "
     "FROM usage_ledger WHERE org_id = $1 "
     " AND occurred_at >= to_timestamp($5) AND occurred_at < to_timestamp($6) "
     "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
@@ -154,7 +155,7 @@ absl::StatusOr<std::vector<ReportRow>> PgReportSource::Rows(const ReportQuery& q
                         absl::ToUnixSeconds(q.start), absl::ToUnixSeconds(q.end))) {
       out.push_back({absl::FromUnixSeconds(r[0].as<int64_t>()), r[1].as<std::string>(),
                      r[2].as<std::string>(), r[3].as<int64_t>(), r[4].as<int64_t>(),
-                     r[5].as<int64_t>()});
+                     r[5].as<int64_t>(), r[6].as<int64_t>(), r[7].as<int64_t>()});
     }
     return out;
   });
@@ -170,17 +171,21 @@ std::string ReportJson(ReportKind kind, const ReportQuery& q, const std::vector<
       const json model = q.by_model ? NullIfEmpty(r.model) : json(nullptr);
       const json key = q.by_key ? NullIfEmpty(r.api_key_id) : json(nullptr);
       if (kind == ReportKind::kUsage) {
-        results.push_back({{"uncached_input_tokens", r.input_tokens},
-                           {"cache_creation",
-                            {{"ephemeral_1h_input_tokens", 0}, {"ephemeral_5m_input_tokens", 0}}},
-                           {"cache_read_input_tokens", 0},
-                           {"output_tokens", r.output_tokens},
-                           {"server_tool_use", {{"web_search_requests", 0}}},
-                           {"api_key_id", key},
-                           {"workspace_id", nullptr},
-                           {"model", model},
-                           {"service_tier", nullptr},
-                           {"context_window", nullptr}});
+        // Every cache write is reported as a 5-minute one (the engines keep
+        // no lifetime per entry).
+        results.push_back(
+            {{"uncached_input_tokens", r.input_tokens - r.cache_read_tokens - r.cache_write_tokens},
+             {"cache_creation",
+              {{"ephemeral_1h_input_tokens", 0},
+               {"ephemeral_5m_input_tokens", r.cache_write_tokens}}},
+             {"cache_read_input_tokens", r.cache_read_tokens},
+             {"output_tokens", r.output_tokens},
+             {"server_tool_use", {{"web_search_requests", 0}}},
+             {"api_key_id", key},
+             {"workspace_id", nullptr},
+             {"model", model},
+             {"service_tier", nullptr},
+             {"context_window", nullptr}});
       } else {
         results.push_back({{"currency", "USD"},
                            {"amount", FormatUsd(r.cost_micros)},

@@ -53,9 +53,11 @@ struct ReportRow {
   absl::Time bucket;
   std::string model;       // "" when not grouped by model
   std::string api_key_id;  // "" when not grouped by key
-  int64_t input_tokens = 0;
+  int64_t input_tokens = 0;  // every prompt token, the cached ones included
   int64_t output_tokens = 0;
   int64_t cost_micros = 0;
+  int64_t cache_read_tokens = 0;  // of input_tokens
+  int64_t cache_write_tokens = 0;
 };
 
 class ReportSource {

@@ -101,7 +101,7 @@ TEST(ReportJsonTest, RowsLandInTheirBucketsWithTheirGroupsAndCostsAsDollars) {
                             kNow);
   ASSERT_TRUE(q.ok()) << q.status();
   const std::vector<ReportRow> rows = {
-      {At("2026-11-20T00:00:00Z"), "a", "", 10, 20, 1'500'000},
+      {At("2026-11-20T00:00:00Z"), "a", "", 100, 20, 1'500'000, 60, 30},
       {At("2026-11-20T00:00:00Z"), "b", "", 1, 2, 3},
       {At("2026-11-20T00:02:00Z"), "a", "", 5, 5, 120'000'000},
   };
@@ -117,9 +117,13 @@ TEST(ReportJsonTest, RowsLandInTheirBucketsWithTheirGroupsAndCostsAsDollars) {
 
   const json usage = json::parse(ReportJson(ReportKind::kUsage, *q, rows));
   const json& r = usage["data"][0]["results"][0];
+  // Of 100 input tokens, 60 read from the cache and 30 written to it.
   EXPECT_EQ(r["uncached_input_tokens"], 10);
   EXPECT_EQ(r["output_tokens"], 20);
-  EXPECT_EQ(r["cache_read_input_tokens"], 0);
+  EXPECT_EQ(r["cache_read_input_tokens"], 60);
+  EXPECT_EQ(r["cache_creation"]["ephemeral_5m_input_tokens"], 30);
+  EXPECT_EQ(r["cache_creation"]["ephemeral_1h_input_tokens"], 0);
+  EXPECT_EQ(usage["data"][0]["results"][1]["uncached_input_tokens"], 1);
   EXPECT_EQ(r["model"], "a");
   EXPECT_TRUE(r["api_key_id"].is_null()) << "not grouped by key";
 }

@@ -43,6 +43,8 @@ struct Replica::Sequence {
   std::vector<int> blocks;
   std::vector<uint64_t> hashes;  // of ids' full blocks, as far as computed
   size_t num_cached_blocks = 0;  // blocks[0, n) are registered in the cache
+  int cache_hit = 0;             // prompt tokens found in the prefix cache when first admitted
+  int cache_breakpoint = 0;      // prompt tokens up to the request's last cache breakpoint
   uint64_t arrival_order = 0;
   bool cancel_requested = false;
   bool started = false;
@@ -112,6 +114,9 @@ absl::Status Replica::Submit(EngineRequest request, std::shared_ptr<TokenObserve
   s->ids = WordTokenIds(prompt);
   if (s->ids.empty()) s->ids.push_back(TokenId(""));  // a prefill needs one token
   s->prompt_tokens = s->Length();
+  if (const size_t bp = request.CacheBreakpointBytes(); bp > 0) {
+    s->cache_breakpoint = static_cast<int>(WordTokenIds(prompt.substr(0, bp)).size());
+  }
   s->reply_ids.reserve(reply.size());
   for (const auto& t : reply) {
     const std::vector<uint32_t> word = WordTokenIds(t);
@@ -293,6 +298,7 @@ std::optional<absl::Time> Replica::Plan() {
       running_.push_back(s);
       if (!s->started) {
         s->started = true;
+        s->cache_hit = computed;
         metrics_.queue_time.Observe(absl::ToDoubleSeconds(now - s->arrival));
       }
       p.work.emplace_back(s, n);
@@ -367,6 +373,23 @@ void Replica::Sample(Sequence& s, absl::Time at, std::vector<Event>& events) {
   }
 }
 
+void Replica::CacheUsage(const Sequence& s, FinishInfo& info) const {
+  if (!s.started || !options_.enable_prefix_caching) return;
+  // Written: the full blocks up to the breakpoint that were not found (the
+  // last prompt token is always computed, never cached before it runs).
+  const int written = std::min(s.cache_breakpoint, s.prompt_tokens - 1) / kBlockSize * kBlockSize;
+  const int created = std::max(0, written - s.cache_hit);
+  // The engine's prompt also holds the role markers, which the API's token
+  // count leaves out: report in the API's tokens, in proportion.
+  auto api_tokens = [&](int engine_tokens) {
+    return static_cast<int>(static_cast<int64_t>(engine_tokens) * info.input_tokens /
+                            std::max(1, s.prompt_tokens));
+  };
+  info.cache_read_tokens = api_tokens(s.cache_hit);
+  info.cache_creation_tokens =
+      std::min(api_tokens(created), info.input_tokens - info.cache_read_tokens);
+}
+
 void Replica::Finish(Sequence* s, std::string reason, absl::Time at, std::vector<Event>& events) {
   // What was held back goes out before the end (not after a cancel: nobody
   // reads it).
@@ -378,6 +401,7 @@ void Replica::Finish(Sequence* s, std::string reason, absl::Time at, std::vector
   info.stop_reason = std::move(reason);
   info.input_tokens = s->request.input_tokens;
   info.output_tokens = s->generated;
+  CacheUsage(*s, info);
   events.push_back({.observer = s->observer, .finish = std::move(info)});
   metrics_.e2e.Observe(absl::ToDoubleSeconds(at - s->arrival));
   ReleaseBlocks(*s);

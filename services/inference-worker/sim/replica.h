@@ -12,6 +12,8 @@
 //  3. if nobody was preempted, waiting requests join while the budget, the
 //     KV cache and `max_num_seqs` allow. A joining request first takes the
 //     cached blocks its prefix hashes to, and computes only the rest;
+//     (reported as cache_read_tokens; the full blocks it computes up to its
+//     last cache breakpoint as cache_creation_tokens);
 //  4. the step takes CostModel::StepTime of what was scheduled; at its end
 //     every sequence that reached the end of its known tokens samples one
 //     more (the reply is ReplyTokens(), fixed per request), and full blocks
@@ -151,6 +153,8 @@ class Replica {
   static bool LessDeserving(const Sequence* a, const Sequence* b);
   void Sample(Sequence& s, absl::Time at, std::vector<Event>& events);
   void Finish(Sequence* s, std::string reason, absl::Time at, std::vector<Event>& events);
+  // What the sequence read from and wrote to the prefix cache, in `info`.
+  void CacheUsage(const Sequence& s, FinishInfo& info) const;
   void UpdateGauges();
   static void Deliver(std::vector<Event>& events);
 
