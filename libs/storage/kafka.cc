@@ -401,11 +401,15 @@ absl::Status KafkaConsumer::Resume(const std::string& topic, int32_t partition, 
   start_[target] = offset;
   paused_.erase(target);
   const rd_kafka_resp_err_t err = rd_kafka_assign(rk_, list);
-  // Whether assigning keeps a pause depends on the librdkafka version: say
-  // which are paused and which are not.
-  rd_kafka_resume_partitions(rk_, list);
   rd_kafka_topic_partition_list_destroy(list);
+  // Whether assigning keeps a pause depends on the librdkafka version: pause
+  // the paused ones again at once (before they fetch from an offset that may
+  // lie outside their log), then resume the partition.
   PauseAgain();
+  rd_kafka_topic_partition_list_t* resumed = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(resumed, topic.c_str(), partition);
+  rd_kafka_resume_partitions(rk_, resumed);
+  rd_kafka_topic_partition_list_destroy(resumed);
   if (err) {
     return absl::UnavailableError("kafka: assigning " + topic + "[" + std::to_string(partition) +
                                   "] from " + std::to_string(offset) + ": " +

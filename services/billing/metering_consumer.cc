@@ -57,6 +57,9 @@ absl::Status MeteringConsumer::Start() {
         std::to_string(std::max<int64_t>(100, options_.session_timeout.count() / 4))}},
       [this](const std::string& topic, int32_t partition) { return StartAt(topic, partition); },
       [this](const std::string& topic, int32_t partition, int64_t offset) {
+        // Decided already (a partition re-assigned while another resumed
+        // may fetch once before it is paused again): applied next round.
+        if (DecisionWaits(topic, partition)) return;
         auto log = consumer_->QueryWatermarks(topic, partition, kBrokerTimeout);
         Stalled(topic, partition, offset, log.ok() ? *log : KafkaConsumer::Watermarks{-1, -1});
       });
