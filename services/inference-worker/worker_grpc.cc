@@ -49,7 +49,9 @@ grpc::Status StatusOfEngineError(const absl::Status& error) {
 // kMinCredit) and asks for more credit when half of it is used, so the wait
 // for Kafka's acknowledgement overlaps generation. If this process dies, the
 // ledger holds at least every token a client received (at most one credit
-// more); the final report then sets the exact counts.
+// more). The end reaches the client only once Kafka has stored the final
+// report, which sets the exact counts: a request answered is a request
+// settled in the ledger, whenever the worker dies.
 class WorkerServiceImpl::StreamSink final : public TokenObserver,
                                             public std::enable_shared_from_this<StreamSink> {
  public:
@@ -164,7 +166,8 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
   // back into this sink).
   struct Outgoing {
     std::optional<UsageEvent> report;
-    bool reservation = false;
+    bool reservation = false;  // tokens wait for it to be stored
+    bool settles = false;      // the final report the end waits for
   };
 
   // What the lease's request has been served, for the scheduler's fair
@@ -185,6 +188,11 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
       ReportLease(true, outgoing.report->stop_reason() == "error");
     }
     if (!outgoing.report) return;
+    if (outgoing.settles) {
+      svc_->usage_(*outgoing.report,
+                   [self = shared_from_this()](const absl::Status& st) { self->OnSettled(st); });
+      return;
+    }
     if (!outgoing.reservation) {
       svc_->usage_(*outgoing.report, nullptr);
       return;
@@ -213,6 +221,25 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
             .Inc();
         acked_ = std::numeric_limits<int>::max();
       }
+      FlushLocked(outgoing);
+    }
+    Send(outgoing);
+  }
+
+  // The final report is stored (or refused for good): the end may go out.
+  void OnSettled(const absl::Status& st) {
+    Outgoing outgoing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!st.ok()) {
+        spdlog::error("request_id={} final usage report refused by Kafka: {}; ending unsettled",
+                      usage_.request_id(), st.ToString());
+        metrics::Default()
+            .GetCounter("sb_worker_unmetered_requests_total",
+                        "Requests delivered without a stored usage report ahead of them")
+            .Inc();
+      }
+      settled_ = true;
       FlushLocked(outgoing);
     }
     Send(outgoing);
@@ -266,7 +293,15 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
       // cut, and the scheduler stops routing here.
       out_->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker stopped"));
     } else {
-      if (!out_->has_space()) return;
+      if (!settling_) {
+        // The final report first; the end once it is stored (OnSettled).
+        settling_ = true;
+        SettleLocked();
+        outgoing.report = usage_;
+        outgoing.settles = true;
+        return;
+      }
+      if (!settled_ || !out_->has_space()) return;
       inf::GenerateEvent e;
       auto* f = e.mutable_finished();
       f->set_stop_reason(finish_.stop_reason);
@@ -308,9 +343,28 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     return std::max(kMinCredit, static_cast<int>(ahead));
   }
 
-  // The final report, once. Requires mu_ and finished_.
+  // The final report, once (unless already sent to settle the request).
+  // Requires mu_ and finished_.
   void End(Outgoing& outgoing) {
     done_ = true;
+    if (!settling_) {
+      SettleLocked();
+      outgoing.report = usage_;
+      outgoing.reservation = false;
+    }
+    svc_->in_flight_.fetch_sub(1);
+    const std::string& reason = usage_.stop_reason();
+    metrics::Default()
+        .GetCounter("sb_worker_requests_finished_total", "Requests ended, by stop reason",
+                    {{"stop_reason", reason}})
+        .Inc();
+    spdlog::info("request_id={} finished: {} input={} (cache read {}, written {}) output={}",
+                 usage_.request_id(), reason, finish_.input_tokens, usage_.cache_read_tokens(),
+                 usage_.cache_write_tokens(), usage_.output_tokens());
+  }
+
+  // Sets usage_ to the final report. Requires mu_ and finished_.
+  void SettleLocked() {
     if (!finish_.error.ok()) {
       spdlog::warn("request_id={} engine failed after {} tokens: {}", usage_.request_id(),
                    finish_.output_tokens, finish_.error.ToString());
@@ -333,16 +387,6 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
     usage_.set_stop_reason(reason);
     usage_.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
     usage_.set_final(true);
-    outgoing.report = usage_;
-    outgoing.reservation = false;
-    svc_->in_flight_.fetch_sub(1);
-    metrics::Default()
-        .GetCounter("sb_worker_requests_finished_total", "Requests ended, by stop reason",
-                    {{"stop_reason", reason}})
-        .Inc();
-    spdlog::info("request_id={} finished: {} input={} (cache read {}, written {}) output={}",
-                 usage_.request_id(), reason, finish_.input_tokens, usage_.cache_read_tokens(),
-                 usage_.cache_write_tokens(), usage_.output_tokens());
   }
 
   std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out_;
@@ -366,6 +410,8 @@ class WorkerServiceImpl::StreamSink final : public TokenObserver,
   int delivered_ = 0;  // tokens handed to the stream
   int acked_ = 0;      // tokens covered by a stored usage report
   bool reserving_ = false;
+  bool settling_ = false;  // the final report is sent: the end waits for it
+  bool settled_ = false;   // ... and stored
   UsageEvent usage_;
 };
 
