@@ -1,7 +1,12 @@
 // Billing end to end (issue 13): prices set with sbadmin are what the
 // cluster's requests cost in the ledger.
+#include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -29,6 +34,17 @@ int Sbadmin(const std::vector<std::string>& args, std::string* out) {
                                    "--pg=" + g_cluster->infra().pg_uri()};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv, out);
+}
+
+// An org's spend this month as gateways read it (spend_monthly), in
+// micro-dollars.
+int64_t SpendOf(pqxx::transaction_base& tx, const std::string& org) {
+  return tx
+      .exec_params1(
+          "SELECT coalesce(sum(cost_micros), 0)::bigint FROM spend_monthly WHERE org_id = $1 "
+          " AND key_id = '' AND month = date_trunc('month', now() AT TIME ZONE 'UTC')::date",
+          org)[0]
+      .as<int64_t>();
 }
 
 TEST(PricingE2eTest, ARequestCostsWhatItsModelsPriceSaysInTheLedger) {
@@ -270,6 +286,199 @@ TEST(BudgetE2eTest, SpendCrossingTheBudgetStopsAdmissionsWithinTwoSeconds) {
     if (status != 200) std::this_thread::sleep_for(50ms);
   }
   EXPECT_EQ(status, 200);
+}
+
+// Eight clients of one org send at once until they are refused: the budget
+// holds under concurrency. Every request sent more than 2 s after the
+// ledger held the budget's spend is refused (402), the overspend comes only
+// from requests the ledger had not settled when it last showed room and
+// that were sent before that moment + 2 s (running, or admitted before the
+// gateway's next refresh could know), the ledger charges each answered
+// request what its client was told, and once the running ones have settled
+// the spend grows no more.
+TEST(BudgetE2eTest, ConcurrentRequestsOverspendOnlyWhatWasRunning) {
+  std::string out;
+  // The price of the test above; cached prompt tokens at the same price, so
+  // that a request costs a tenth of a cent a token however its prompt is
+  // split.
+  ASSERT_EQ(Sbadmin({"price", "set", "sim-small", "--input=1000", "--output=1000",
+                     "--cache_read=1000", "--cache_write=1000"},
+                    &out),
+            0)
+      << out;
+  constexpr int64_t kMicrosPerToken = 1'000;
+  constexpr int64_t kBudgetMicros = 2'000'000;  // about 40 requests
+  constexpr int kClients = 8;
+  const std::string org = "budget-concurrent-e2e";
+  const std::string key = KeyOfNewOrg(org);
+  ASSERT_EQ(Sbadmin({"budget", "set", org, "--monthly=2.00"}, &out), 0) << out;
+
+  struct Sent {
+    std::string request_id;
+    Clock::time_point sent, ended;
+    int status = 0;
+    int64_t cost_micros = 0;  // what the client was told it used, at the price
+  };
+  std::mutex mu;
+  std::vector<Sent> sent;
+  // The ledger as the gateway reads it, polled: the first moment its spend
+  // held the budget, and the requests it had settled when it last showed
+  // room.
+  std::atomic<bool> done{false};
+  std::optional<Clock::time_point> crossed;
+  std::set<std::string> settled_with_room;
+  std::thread poller([&] {
+    pqxx::connection c(g_cluster->infra().pg_uri());
+    for (; !done.load(); std::this_thread::sleep_for(25ms)) {
+      int64_t spend = 0;
+      std::set<std::string> settled;
+      {
+        pqxx::read_transaction tx(c);  // one snapshot: the spend and its rows
+        spend = SpendOf(tx, org);
+        for (const auto& r : tx.exec_params(
+                 "SELECT request_id FROM usage_ledger WHERE org_id = $1 AND final", org)) {
+          settled.insert(r[0].as<std::string>());
+        }
+      }
+      const auto at = Clock::now();
+      std::lock_guard<std::mutex> lock(mu);
+      if (spend >= kBudgetMicros) {
+        crossed = at;
+        return;
+      }
+      settled_with_room = std::move(settled);
+    }
+  });
+  // Each client sends until it is refused (or for 60 s at most).
+  const auto give_up = Clock::now() + 60s;
+  std::vector<std::thread> clients;
+  for (int t = 0; t < kClients; ++t) {
+    clients.emplace_back([&] {
+      while (Clock::now() < give_up) {
+        Sent s;
+        s.sent = Clock::now();
+        auto r = Post("/v1/messages", MessagesBody("spend it together", false, 40), key);
+        s.ended = Clock::now();
+        s.status = r.status;
+        s.request_id = r.headers["request-id"];
+        if (r.status == 200) {
+          const json usage = json::parse(r.body)["usage"];
+          const int64_t tokens = usage["input_tokens"].get<int64_t>() +
+                                 usage.value("cache_read_input_tokens", int64_t{0}) +
+                                 usage.value("cache_creation_input_tokens", int64_t{0}) +
+                                 usage["output_tokens"].get<int64_t>();
+          s.cost_micros = tokens * kMicrosPerToken;
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        sent.push_back(std::move(s));
+        if (r.status == 402) return;
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  done = true;
+  poller.join();
+  ASSERT_TRUE(crossed.has_value()) << "the ledger never held the budget's spend";
+
+  // Every answered request settled in the ledger: its cost, and the spend
+  // the gateway reads.
+  std::map<std::string, int64_t> ledger;  // request id -> cost
+  std::set<std::string> settled_now;
+  int64_t spend = 0;
+  size_t answered = 0;
+  for (const auto& s : sent) answered += s.status == 200;
+  for (auto until = Clock::now() + 30s; Clock::now() < until;) {
+    pqxx::connection c(g_cluster->infra().pg_uri());
+    pqxx::read_transaction tx(c);
+    ledger.clear();
+    settled_now.clear();
+    for (const auto& r : tx.exec_params(
+             "SELECT request_id, cost_micros, final FROM usage_ledger WHERE org_id = $1", org)) {
+      ledger[r[0].as<std::string>()] = r[1].as<int64_t>();
+      if (r[2].as<bool>()) settled_now.insert(r[0].as<std::string>());
+    }
+    spend = SpendOf(tx, org);
+    if (settled_now.size() >= answered) break;
+    std::this_thread::sleep_for(200ms);
+  }
+
+  const auto known_by = *crossed + 2s;
+  int refused = 0, other = 0, late_answered = 0, running_at_crossing = 0, admitted_after = 0;
+  int64_t told_micros = 0, unsettled_before_micros = 0, mismatched = 0;
+  std::optional<Clock::duration> first_refusal;
+  std::set<std::string> ids;
+  for (const auto& s : sent) {
+    ids.insert(s.request_id);
+    if (s.status == 402) {
+      ++refused;
+      if (!first_refusal || s.sent - *crossed < *first_refusal) first_refusal = s.sent - *crossed;
+      continue;
+    }
+    if (s.status != 200) {
+      ++other;
+      continue;
+    }
+    if (s.sent > known_by && ++late_answered <= 5) {
+      ADD_FAILURE()
+          << s.request_id << " sent "
+          << std::chrono::duration_cast<std::chrono::milliseconds>(s.sent - *crossed).count()
+          << " ms after the ledger held the budget's spend, and answered";
+    }
+    if (s.sent <= *crossed && s.ended > *crossed) ++running_at_crossing;
+    if (s.sent > *crossed) ++admitted_after;
+    told_micros += s.cost_micros;
+    auto it = ledger.find(s.request_id);
+    if ((it == ledger.end() || !settled_now.contains(s.request_id) ||
+         it->second != s.cost_micros) &&
+        ++mismatched <= 5) {
+      ADD_FAILURE() << s.request_id << ": told $" << s.cost_micros / 1e6 << ", ledger "
+                    << (it == ledger.end()
+                            ? std::string("none")
+                            : "$" + std::to_string(it->second / 1e6) +
+                                  (settled_now.contains(s.request_id) ? "" : " (not settled)"));
+    }
+    if (s.sent <= known_by && !settled_with_room.contains(s.request_id)) {
+      unsettled_before_micros += s.cost_micros;
+    }
+  }
+  const int64_t overspend = spend - kBudgetMicros;
+  std::printf(
+      "[ figure   ] %d clients, %zu requests (%zu answered, %d refused, %d other): the budget "
+      "of $%.2f overspent by $%.3f; %d requests running when the ledger held it, %d admitted "
+      "after it; first refusal sent %lld ms after it\n",
+      kClients, sent.size(), answered, refused, other, kBudgetMicros / 1e6, overspend / 1e6,
+      running_at_crossing, admitted_after,
+      first_refusal
+          ? static_cast<long long>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(*first_refusal).count())
+          : -1LL);
+  // Every client was refused in the end, and none was answered after the
+  // gateway had had 2 s to learn the spend.
+  EXPECT_EQ(refused, kClients);
+  EXPECT_EQ(late_answered, 0);
+  // The ledger charged what the clients were told, nothing else, and the
+  // spend the gateway reads is its sum.
+  EXPECT_EQ(mismatched, 0);
+  for (const auto& [id, cost] : ledger) {
+    EXPECT_TRUE(ids.contains(id)) << id << " in the ledger, not sent by this test";
+  }
+  EXPECT_EQ(spend, told_micros);
+  // The overspend: only requests the ledger had not settled when it last
+  // showed room, sent before the gateway could know.
+  EXPECT_GE(overspend, 0);
+  EXPECT_LE(overspend, unsettled_before_micros);
+
+  // Refused from now on, and the spend grows no more.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Post("/v1/messages", MessagesBody("still spent", false, 40), key).status, 402);
+    std::this_thread::sleep_for(500ms);
+  }
+  std::this_thread::sleep_for(1s);
+  {
+    pqxx::connection c(g_cluster->infra().pg_uri());
+    pqxx::read_transaction tx(c);
+    EXPECT_EQ(SpendOf(tx, org), spend);
+  }
 }
 
 // The Admin API's reports, on rows of known times in the ledger: bucket
