@@ -10,6 +10,10 @@ ABSL_FLAG(std::string, listen_host, "127.0.0.1",
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
 ABSL_FLAG(int, drain_seconds, 10,
           "On SIGTERM, how long in-flight calls (streams included) may take to finish");
+ABSL_FLAG(int, grpc_max_connection_age_s, 300,
+          "Clients' connections to this server are closed gracefully after this long (calls in "
+          "flight finish), so that clients resolve their target again and spread over replicas "
+          "added since; 0: never");
 
 namespace sb {
 
@@ -24,5 +28,9 @@ std::string GrpcListenAddress(int port) {
 }
 
 absl::Duration DrainGrace() { return absl::Seconds(absl::GetFlag(FLAGS_drain_seconds)); }
+
+absl::Duration MaxConnectionAge() {
+  return absl::Seconds(absl::GetFlag(FLAGS_grpc_max_connection_age_s));
+}
 
 }  // namespace sb

@@ -10,6 +10,7 @@
 ABSL_DECLARE_FLAG(std::string, listen_host);
 ABSL_DECLARE_FLAG(std::string, log_level);
 ABSL_DECLARE_FLAG(int, drain_seconds);
+ABSL_DECLARE_FLAG(int, grpc_max_connection_age_s);
 
 namespace sb {
 
@@ -20,5 +21,6 @@ void InitService(const char* name, int argc, char** argv);
 // host:port for the gRPC listener.
 std::string GrpcListenAddress(int port);
 absl::Duration DrainGrace();
+absl::Duration MaxConnectionAge();  // zero: never
 
 }  // namespace sb

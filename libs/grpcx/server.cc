@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/metrics.h"
+#include "grpcx/common_flags.h"
 #include "grpcx/health.h"
 #include "grpcx/tls.h"
 #include "http/http_server.h"
@@ -40,6 +41,12 @@ absl::Status ServiceRunner::Start(const std::string& grpc_address, int metrics_p
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(grpc_address, grpcx::ServerCredentials(*tls), &grpc_port_);
+  if (const absl::Duration age = MaxConnectionAge(); age > absl::ZeroDuration()) {
+    // GOAWAY after `age` (streams in flight go on): clients connect again and
+    // re-resolve, so replicas added since get their share.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(age)));
+  }
   builder.RegisterService(health_.get());
   for (auto* s : services_) builder.RegisterService(s);
   server_ = builder.BuildAndStart();

@@ -71,9 +71,17 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsFiles& files
   return grpc::experimental::TlsServerCredentials(options);
 }
 
+constexpr const char* kRoundRobin = R"({"loadBalancingConfig": [{"round_robin": {}}]})";
+
 std::shared_ptr<grpc::Channel> Dial(const std::string& address, std::string_view identity,
                                     const TlsFiles& files, const DialOptions& dial) {
   grpc::ChannelArguments args;
+  // Every address the target resolves to (a multi-address ipv4: target, a
+  // headless Service's dns:/// name) gets a connection, and calls take them
+  // in turn: one long-lived channel no longer pins a client to one backend.
+  // A backend that goes away (or ends its connections at their maximum age,
+  // --grpc_max_connection_age_s) makes the channel resolve again.
+  args.SetServiceConfigJSON(kRoundRobin);
   if (dial.max_reconnect_backoff_ms > 0) {
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, dial.max_reconnect_backoff_ms);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,

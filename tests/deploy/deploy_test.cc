@@ -199,7 +199,8 @@ const std::map<std::string, std::string> kAddressFlags = {
 // The replicas of the scheduler serve together: a worker registers with
 // every one, and the gateway and chat spread Admit over them, so its clients
 // list every replica's host:port in --scheduler_address (and dial each).
-// Every other address names one host.
+// Every other address names one name: on Kubernetes a dns:/// target of a
+// headless Service (round robin over its pods), in compose the host.
 //
 // Every address flag names exactly the endpoints of its service (target ->
 // host:port on the service's gRPC port, one per replica), each once, and
@@ -613,7 +614,9 @@ class KubernetesTest : public ::testing::Test {
   std::set<std::string> Endpoints(const std::string& name, int port) {
     const std::string p = ":" + std::to_string(port);
     const YAML::Node sts = Get("StatefulSet", name);
-    if (!sts.IsMap()) return {name + p};
+    // A Deployment's replicas behind one name: a dns:/// target that
+    // resolves to every pod of its headless Service.
+    if (!sts.IsMap()) return {"dns:///" + name + p};
     std::set<std::string> out;
     const std::string service = sts["spec"]["serviceName"].as<std::string>("");
     for (int i = 0; i < sts["spec"]["replicas"].as<int>(1); ++i) {
@@ -848,6 +851,13 @@ TEST_F(KubernetesTest, EveryServiceHasAWorkloadAndServiceThatAgreeWithItsFlags) 
     // The pod outlives the drain.
     EXPECT_GT(pod["terminationGracePeriodSeconds"].as<int>(0),
               std::stoi(common["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>("0")));
+  }
+  // Calls spread round robin over every pod a service's clients dial: its
+  // Service is headless (a ClusterIP would take each client's one connection
+  // to one pod).
+  for (const auto& [flag, target] : kAddressFlags) {
+    EXPECT_EQ(Get("Service", target)["spec"]["clusterIP"].as<std::string>(""), "None")
+        << "Service " << target << " (--" << flag << ") must be headless";
   }
   for (const auto& name : kServices) {
     const auto flags = FlagArgs(Strings(WorkloadPod(name)["spec"]["containers"][0]["args"]));
