@@ -429,6 +429,25 @@ void KafkaConsumer::PauseAgain() {
   rd_kafka_topic_partition_list_destroy(list);
 }
 
+std::vector<KafkaConsumer::Position> KafkaConsumer::Positions() {
+  std::vector<Position> out;
+  rd_kafka_topic_partition_list_t* list = nullptr;
+  if (rd_kafka_assignment(rk_, &list) != RD_KAFKA_RESP_ERR_NO_ERROR) return out;
+  rd_kafka_position(rk_, list);
+  for (int i = 0; i < list->cnt; ++i) {
+    const auto& p = list->elems[i];
+    int64_t next = p.offset;
+    if (next < 0) {
+      auto it = start_.find({p.topic, p.partition});
+      if (it == start_.end() || it->second < 0) continue;  // not known yet
+      next = it->second;
+    }
+    out.push_back({p.topic, p.partition, next});
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return out;
+}
+
 bool KafkaConsumer::Assigned(const std::string& topic, int32_t partition) {
   rd_kafka_topic_partition_list_t* list = nullptr;
   if (rd_kafka_assignment(rk_, &list) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;

@@ -156,6 +156,14 @@ class KafkaConsumer {
   absl::Status Resume(const std::string& topic, int32_t partition, int64_t offset);
   // Whether the partition is assigned to this consumer now.
   bool Assigned(const std::string& topic, int32_t partition);
+  // Every partition assigned now and the next offset this consumer will
+  // read from it (where it was assigned from, until it has read one).
+  struct Position {
+    std::string topic;
+    int32_t partition = 0;
+    int64_t next = 0;
+  };
+  std::vector<Position> Positions();
 
  private:
   KafkaConsumer() = default;

@@ -812,6 +812,77 @@ TEST(MeteringConsumerTest, AStoredOffsetOutsideTheLogStopsThePartitionUntilAnOpe
 
 // Reconciliation reads the topic as billing does and finds the ledger
 // equal to it; a row changed or lost afterwards is drift, named.
+// sb_billing_consumer_lag: what each partition's log holds beyond where the
+// consumer reads, also (and especially) while a partition is stopped.
+TEST(MeteringConsumerTest, LagCountsTheEventsNotReadYetAlsoWhileStopped) {
+  PgPool pg(g_infra->pg_uri(), 2);
+  Ledger ledger(pg);
+  const std::string topic = "usage.lagging";
+  const MessageSigner signer = *MessageSigner::FromKeys({std::string(64, 's')});
+  const MeteringOptions options{.brokers = g_infra->kafka(),
+                                .group = "billing-lag",
+                                .topic = topic,
+                                .reset_check_interval = std::chrono::milliseconds(100),
+                                .lag_interval = std::chrono::milliseconds(100)};
+  constexpr int kPartitions = 4;
+  constexpr int64_t kStored = 150;
+  for (int32_t p = 0; p < kPartitions; ++p) {
+    ASSERT_TRUE(ledger.Skip({options.group, topic, p, kStored - 1}).ok());
+  }
+  auto producer = KafkaProducer::Create(g_infra->kafka());
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  auto produce = [&](int from, int n) {
+    for (int i = from; i < from + n; ++i) {
+      const std::string id = "lag-" + std::to_string(i);
+      const std::string value = Event("org-lag", id, 1, 1).SerializeAsString();
+      ASSERT_TRUE((*producer)
+                      ->Publish(topic, id, value, {{kSignatureHeader, signer.Sign(id, value)}})
+                      .ok());
+    }
+    ASSERT_TRUE((*producer)->Flush(std::chrono::seconds(10)).ok());
+  };
+  produce(0, 8);  // the topic exists, its logs far below the stored offsets
+  auto lag = [&] {
+    double sum = 0;
+    for (int32_t p = 0; p < kPartitions; ++p) {
+      sum += metrics::Default()
+                 .GetGauge("sb_billing_consumer_lag", "",
+                           {{"topic", topic}, {"partition", std::to_string(p)}})
+                 .Value();
+    }
+    return sum;
+  };
+  MeteringConsumer consumer(ledger, signer, options);
+  ASSERT_TRUE(consumer.Start().ok());
+  for (int i = 0; i < 200 && consumer.stalled_partitions() < kPartitions; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(consumer.stalled_partitions(), kPartitions);
+  // The logs grow past the stored offsets while billing waits for a decision.
+  produce(8, 1200);
+  auto probe = KafkaConsumer::Create(g_infra->kafka(), "lag-probe", {topic});
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  int64_t expected = 0;
+  for (int32_t p = 0; p < kPartitions; ++p) {
+    auto w = (*probe)->QueryWatermarks(topic, p, std::chrono::seconds(5));
+    ASSERT_TRUE(w.ok()) << w.status();
+    expected += std::max<int64_t>(0, w->high - kStored);
+  }
+  ASSERT_GT(expected, 0);
+  for (int i = 0; i < 100 && lag() != static_cast<double>(expected); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(lag(), static_cast<double>(expected)) << "every event beyond the stopped offsets";
+
+  // Replayed from the start: nothing left to read.
+  ASSERT_TRUE(ledger.RequestReset(options.group, topic, std::nullopt, "earliest").ok());
+  ASSERT_TRUE(WaitForRequests(ledger, "org-lag", 1208));
+  for (int i = 0; i < 100 && lag() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(lag(), 0);
+}
+
 TEST(ReconcileTest, TheLedgerEqualsTheTopicAndDriftIsNamed) {
   PgPool pg(g_infra->pg_uri(), 2);
   Ledger ledger(pg);

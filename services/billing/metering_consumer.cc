@@ -23,6 +23,14 @@ metrics::Counter& Outcome(const std::string& outcome) {
 
 constexpr std::chrono::milliseconds kBrokerTimeout{5000};
 
+metrics::Gauge& LagGauge(const std::string& topic, int32_t partition) {
+  return metrics::Default().GetGauge(
+      "sb_billing_consumer_lag",
+      "Usage events in a partition's log this billing replica has not read yet (its log's end "
+      "minus its position)",
+      {{"topic", topic}, {"partition", std::to_string(partition)}});
+}
+
 metrics::Gauge& StalledGauge(const std::string& topic, int32_t partition) {
   return metrics::Default().GetGauge(
       "sb_billing_partition_stalled",
@@ -194,6 +202,21 @@ void MeteringConsumer::ApplyResets() {
   }
 }
 
+void MeteringConsumer::ReportLag() {
+  std::set<Partition> held;
+  for (const auto& p : consumer_->Positions()) {
+    auto log = consumer_->QueryWatermarks(p.topic, p.partition, kBrokerTimeout);
+    if (!log.ok()) continue;  // next time
+    LagGauge(p.topic, p.partition)
+        .Set(static_cast<double>(std::max<int64_t>(0, log->high - p.next)));
+    held.insert({p.topic, p.partition});
+  }
+  for (const auto& p : lag_reported_) {
+    if (!held.contains(p)) LagGauge(p.first, p.second).Set(0);  // another replica's now
+  }
+  lag_reported_ = std::move(held);
+}
+
 void MeteringConsumer::Stop() {
   stop_.store(true);
   if (thread_.joinable()) thread_.join();
@@ -202,11 +225,16 @@ void MeteringConsumer::Stop() {
 
 void MeteringConsumer::Loop() {
   auto next_reset_check = std::chrono::steady_clock::now();
+  auto next_lag_report = std::chrono::steady_clock::now();
   std::vector<KafkaMessage> batch;
   while (!stop_.load()) {
     if (std::chrono::steady_clock::now() >= next_reset_check) {
       ApplyResets();
       next_reset_check = std::chrono::steady_clock::now() + options_.reset_check_interval;
+    }
+    if (std::chrono::steady_clock::now() >= next_lag_report) {
+      ReportLag();
+      next_lag_report = std::chrono::steady_clock::now() + options_.lag_interval;
     }
     // Wait for a message, then take what has already arrived with it.
     batch.clear();

@@ -25,6 +25,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -55,6 +56,8 @@ struct MeteringOptions {
   int max_batch = 500;
   // How often the operator's offset decisions are looked for.
   std::chrono::milliseconds reset_check_interval{1000};
+  // How often sb_billing_consumer_lag is measured.
+  std::chrono::milliseconds lag_interval{5000};
 };
 
 class MeteringConsumer {
@@ -89,6 +92,9 @@ class MeteringConsumer {
   void ApplyResets();
   // Publishes the budget alerts not yet published (an outbox).
   void PublishAlerts();
+  // sb_billing_consumer_lag of every partition this consumer holds: the
+  // events in its log it has not read (0 for those it no longer holds).
+  void ReportLag();
   // Validates a batch and records it in one transaction, or event by event
   // when the database refuses a row of it.
   void RecordBatch(const std::vector<KafkaMessage>& batch);
@@ -110,6 +116,7 @@ class MeteringConsumer {
   std::map<Partition, int64_t> resume_at_;  // decided, but the seek failed: retried
   std::atomic<int> stalled_count_{0};
   int64_t alerts_seen_ = -1;  // ledger_.alerts_written() at the last PublishAlerts
+  std::set<Partition> lag_reported_;
 };
 
 }  // namespace sb::billing

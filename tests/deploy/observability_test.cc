@@ -1,0 +1,148 @@
+// The SLO rules (issue 12): deploy/prometheus/rules.yml is valid and its
+// alerts fire, and do not, as deploy/prometheus/rules_test.yml says (promtool,
+// Debian's prometheus package); every metric it reads is one a service
+// exports; and the observability component renders, wrapping exactly those
+// rules for the Prometheus Operator.
+#include <stdlib.h>
+#include <yaml-cpp/yaml.h>
+
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "support/infra.h"
+#include "support/process.h"
+
+namespace sb::testing {
+namespace {
+
+std::string Rules() { return Infra::SourceDir() + "/deploy/prometheus/rules.yml"; }
+
+void RequirePromtool() {
+  std::string out;
+  ASSERT_EQ(RunCommand({"sh", "-c", "command -v promtool"}, &out), 0)
+      << "promtool is missing: tools/setup installs Debian's prometheus package";
+}
+
+TEST(SloRulesTest, PromtoolFindsThemValid) {
+  RequirePromtool();
+  std::string out;
+  EXPECT_EQ(RunCommand({"promtool", "check", "rules", Rules()}, &out), 0) << out;
+}
+
+TEST(SloRulesTest, AlertsFireAndStaySilentAsTheUnitTestsSay) {
+  RequirePromtool();
+  std::string out;
+  EXPECT_EQ(RunCommand({"promtool", "test", "rules",
+                        Infra::SourceDir() + "/deploy/prometheus/rules_test.yml"},
+                       &out),
+            0)
+      << out;
+}
+
+// A renamed metric would leave an alert that can never fire: every sb_
+// series a rule reads must be registered somewhere in the services' code.
+TEST(SloRulesTest, EveryMetricTheyReadIsOneAServiceExports) {
+  const YAML::Node rules = YAML::LoadFile(Rules());
+  std::set<std::string> names;
+  const std::regex metric(R"((^|[^:a-z_])(sb_[a-z_]+))");
+  for (const auto& group : rules["groups"]) {
+    for (const auto& rule : group["rules"]) {
+      const std::string expr = rule["expr"].as<std::string>();
+      for (std::sregex_iterator it(expr.begin(), expr.end(), metric), end; it != end; ++it) {
+        std::string name = (*it)[2];
+        for (const char* suffix : {"_bucket", "_count", "_sum"}) {
+          if (absl::EndsWith(name, suffix)) name.resize(name.size() - std::string(suffix).size());
+        }
+        names.insert(name);
+      }
+    }
+  }
+  ASSERT_GE(names.size(), 8u) << absl::StrJoin(names, " ");
+  for (const auto& name : names) {
+    std::string out;
+    EXPECT_EQ(RunCommand({"grep", "-rqF", "--include=*.cc", "\"" + name + "\"",
+                          Infra::SourceDir() + "/services", Infra::SourceDir() + "/libs"},
+                         &out),
+              0)
+        << name << " is read by a rule but no service registers it";
+  }
+}
+
+// Structural equality of two YAML trees (scalars as text).
+bool Same(const YAML::Node& a, const YAML::Node& b) {
+  if (a.Type() != b.Type()) return false;
+  if (a.IsScalar()) return a.Scalar() == b.Scalar();
+  if (a.IsSequence()) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (!Same(a[i], b[i])) return false;
+    }
+    return true;
+  }
+  if (a.IsMap()) {
+    if (a.size() != b.size()) return false;
+    for (const auto& kv : a) {
+      const std::string key = kv.first.as<std::string>();
+      if (!b[key] || !Same(kv.second, b[key])) return false;
+    }
+    return true;
+  }
+  return true;
+}
+
+// Rendered on a copy of deploy/k8s with the secrets deploy/make-secrets
+// writes, through a kustomization that adds the component (as an overlay
+// would).
+TEST(ObservabilityComponentTest, RendersWithExactlyTheSloRules) {
+  std::string out;
+  if (RunCommand({"sh", "-c", "command -v kubectl"}, &out) != 0) {
+    GTEST_SKIP() << "kubectl is not installed";
+  }
+  char tmpl[] = "/tmp/sb-observability-test-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl, src = Infra::SourceDir() + "/deploy";
+  for (const auto& argv : std::vector<std::vector<std::string>>{
+           {"cp", "-r", src + "/k8s", root + "/"},
+           {"rm", "-rf", root + "/k8s/secrets"},
+           {"bash", src + "/make-secrets", "k8s", root + "/k8s"},
+           {"mkdir", "-p", root + "/observed"},
+           {"sh", "-c",
+            "printf 'namespace: switchboard\\nresources: [../k8s]\\ncomponents: "
+            "[../k8s/components/observability]\\n' > " +
+                root + "/observed/kustomization.yaml"}}) {
+    out.clear();
+    ASSERT_EQ(RunCommand(argv, &out), 0) << absl::StrJoin(argv, " ") << ": " << out;
+  }
+  std::string rendered;
+  const int rc = RunCommand({"kubectl", "kustomize", root + "/observed"}, &rendered);
+  RunCommand({"rm", "-rf", root}, nullptr);
+  ASSERT_EQ(rc, 0) << rendered;
+  YAML::Node rule, monitor;
+  for (const auto& d : YAML::LoadAll(rendered)) {
+    const std::string kind = d["kind"].as<std::string>("");
+    if (kind == "PrometheusRule") rule = d;
+    if (kind == "PodMonitor") monitor = d;
+  }
+  ASSERT_TRUE(rule.IsMap()) << "no PrometheusRule rendered";
+  ASSERT_TRUE(monitor.IsMap()) << "no PodMonitor rendered";
+  EXPECT_EQ(rule["metadata"]["namespace"].as<std::string>(""), "switchboard");
+  EXPECT_TRUE(Same(rule["spec"]["groups"], YAML::LoadFile(Rules())["groups"]))
+      << "deploy/k8s/components/observability/prometheusrule.yaml differs from "
+         "deploy/prometheus/rules.yml: run deploy/prometheus/make-prometheusrule";
+  // It scrapes every service's metrics port.
+  EXPECT_EQ(monitor["spec"]["podMetricsEndpoints"][0]["port"].as<std::string>(""), "metrics");
+  std::set<std::string> scraped;
+  for (const auto& v : monitor["spec"]["selector"]["matchExpressions"][0]["values"]) {
+    scraped.insert(v.as<std::string>());
+  }
+  EXPECT_EQ(scraped, (std::set<std::string>{"gateway", "chat", "connection-manager", "safety",
+                                            "tenant-scheduler", "inference-worker", "billing"}));
+}
+
+}  // namespace
+}  // namespace sb::testing
