@@ -8,11 +8,17 @@
 // service, credentials for Redis and Kafka on every client, a NetworkPolicy
 // per workload admitting exactly the callers the flags imply, nothing but the
 // gateway's HTTP port published beyond loopback, and no key material in git.
+// So is operability: every pod template fits Pod Security "restricted" on a
+// read-only root, services sleep in preStop within their grace period, every
+// multi-replica workload has a disruption budget, HPAs own their replica
+// counts, and the datastores keep their data on volumes.
 // Key material is gitignored, so the files that need it (compose's env
 // files, kustomize's secretGenerator) are checked on a copy of deploy/ that
 // deploy/make-secrets fills in.
 #include <stdlib.h>
+#include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -22,12 +28,12 @@
 #include <string>
 #include <vector>
 
-#include <yaml-cpp/yaml.h>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
 #include "support/infra.h"
 #include "support/process.h"
@@ -231,6 +237,48 @@ std::vector<std::string> PortFlags(const std::string& service) {
   return {"grpc_port", "metrics_port"};
 }
 
+// n[k1][k2]...: Undefined when a key is missing (yaml-cpp throws when
+// indexing past a missing key, which a policy check meets on purpose).
+YAML::Node Dig(const YAML::Node& n, std::initializer_list<std::string> keys) {
+  YAML::Node cur;
+  cur.reset(n);  // (assignment would write through)
+  for (const auto& k : keys) {
+    const YAML::Node& at = cur;
+    if (!at.IsMap() || !at[k]) return YAML::Node(YAML::NodeType::Undefined);
+    const YAML::Node next = at[k];
+    cur.reset(next);
+  }
+  return cur;
+}
+
+// A directory is on a volume mounted at `mount`: the mount point or below it.
+bool Under(const std::string& dir, std::string mount) {
+  while (mount.size() > 1 && mount.back() == '/') mount.pop_back();
+  return dir == mount || absl::StartsWith(dir, mount == "/" ? mount : mount + "/");
+}
+
+// A pg_isready command line asks over TCP (-h HOST, not a socket directory).
+// Without it pg_isready asks the unix socket, where the image's init-phase
+// server (listen_addresses='') already answers: "ready" before the real
+// server, so the migrations would connect to nothing.
+bool PgIsReadyOverTcp(const std::vector<std::string>& words) {
+  auto it = std::find_if(words.begin(), words.end(),
+                         [](const std::string& w) { return absl::EndsWith(w, "pg_isready"); });
+  if (it == words.end()) return false;
+  for (++it; it != words.end(); ++it) {
+    std::string host;
+    if ((*it == "-h" || *it == "--host") && it + 1 != words.end()) {
+      host = *(it + 1);
+    } else if (absl::StartsWith(*it, "--host=")) {
+      host = it->substr(strlen("--host="));
+    } else if (absl::StartsWith(*it, "-h") && it->size() > 2) {
+      host = it->substr(2);
+    }
+    if (!host.empty() && host[0] != '/') return true;
+  }
+  return false;
+}
+
 // ---------------------------------------------------------------------------
 // docker-compose
 
@@ -350,6 +398,38 @@ TEST_F(ComposeTest, UsesRealDatastoresAndMigratesFirst) {
   for (const std::string svc : {"gateway", "chat", "billing", "tenant-scheduler"}) {
     EXPECT_TRUE(readers.count(svc)) << svc << " has no --pg";
   }
+}
+
+// Kafka's log dirs are on its named volume (the image's default is under
+// /tmp in the container, lost when it is recreated).
+TEST_F(ComposeTest, KafkaKeepsItsLogsOnItsVolume) {
+  const YAML::Node kafka = services_["kafka"];
+  ASSERT_TRUE(kafka);
+  const std::string dirs = kafka["environment"]["KAFKA_LOG_DIRS"].as<std::string>("");
+  ASSERT_FALSE(dirs.empty()) << "KAFKA_LOG_DIRS is unset: the image keeps the logs under /tmp";
+  for (absl::string_view d : absl::StrSplit(dirs, ',')) {
+    bool on_volume = false;
+    for (const auto& v : Strings(kafka["volumes"])) {
+      const std::vector<std::string> parts = absl::StrSplit(v, ':');
+      // "name:/path[:mode]" with a top-level named volume, not a bind mount.
+      if (parts.size() >= 2 && root_["volumes"][parts[0]])
+        on_volume |= Under(std::string(d), parts[1]);
+    }
+    EXPECT_TRUE(on_volume) << "Kafka log dir " << d << " is not on a named volume";
+  }
+}
+
+TEST_F(ComposeTest, PostgresIsHealthyOnlyWhenItAnswersOverTcp) {
+  std::vector<std::string> test = Strings(services_["postgres"]["healthcheck"]["test"]);
+  ASSERT_FALSE(test.empty()) << "PostgreSQL has no healthcheck";
+  if (test[0] == "CMD-SHELL" && test.size() == 2)
+    test = absl::StrSplit(test[1], ' ', absl::SkipEmpty());
+  EXPECT_TRUE(PgIsReadyOverTcp(test)) << "pg_isready without -h HOST: " << absl::StrJoin(test, " ");
+  // The parser itself.
+  EXPECT_TRUE(PgIsReadyOverTcp({"CMD", "pg_isready", "-h", "127.0.0.1", "-U", "x"}));
+  EXPECT_TRUE(PgIsReadyOverTcp({"pg_isready", "--host=localhost"}));
+  EXPECT_FALSE(PgIsReadyOverTcp({"CMD", "pg_isready", "-U", "switchboard", "-d", "switchboard"}));
+  EXPECT_FALSE(PgIsReadyOverTcp({"pg_isready", "-h", "/var/run/postgresql"}));
 }
 
 // The scheduler's replicas serve together (issue 9): identical containers
@@ -564,6 +644,148 @@ TEST(DockerfileTest, BuildsAndShipsEveryBinary) {
 // ---------------------------------------------------------------------------
 // Kubernetes
 
+// The pod template of a workload object (a CronJob's through its job
+// template); Undefined for anything that runs no pods.
+YAML::Node PodTemplateOf(const YAML::Node& obj) {
+  const std::string kind = obj["kind"].as<std::string>("");
+  if (kind == "CronJob") return Dig(obj, {"spec", "jobTemplate", "spec", "template"});
+  if (kind == "Deployment" || kind == "StatefulSet" || kind == "Job" || kind == "DaemonSet" ||
+      kind == "ReplicaSet") {
+    return Dig(obj, {"spec", "template"});
+  }
+  return YAML::Node(YAML::NodeType::Undefined);
+}
+
+// How long a container's preStop hook waits: `sleep N` (exec) or the
+// kubelet's own sleep action; -1 without one.
+int PreStopSleepSeconds(const YAML::Node& c) {
+  const YAML::Node hook = Dig(c, {"lifecycle", "preStop"});
+  if (Dig(hook, {"sleep"})) return Dig(hook, {"sleep", "seconds"}).as<int>(-1);
+  const auto command = Strings(Dig(hook, {"exec", "command"}));
+  if (command.size() == 2 && (command[0] == "sleep" || absl::EndsWith(command[0], "/sleep"))) {
+    int seconds = -1;
+    return absl::SimpleAtoi(command[1], &seconds) ? seconds : -1;
+  }
+  return -1;
+}
+
+// Containers ("Kind/name/container") whose root filesystem stays writable,
+// and why. Pod Security "restricted" does not require a read-only root; we
+// do, except here.
+const std::map<std::string, std::string> kWritableRoot = {
+    // apache/kafka's start script renders server.properties into the image's
+    // config directories, which also hold the shipped defaults, and the broker
+    // logs under /opt/kafka/logs: an emptyDir over them would hide those files.
+    {"StatefulSet/kafka/kafka", "the image writes its config and logs into its own directories"},
+};
+
+// The paths a read-only-root container writes besides /tmp, each of which
+// must be a writable volume (emptyDir or claim).
+const std::map<std::string, std::vector<std::string>> kWrites = {
+    {"StatefulSet/postgres/postgres", {"/var/lib/postgresql/data", "/var/run/postgresql"}},
+    {"Deployment/redis/redis", {"/data"}},
+    {"Job/kafka-topics/topics", {"/opt/kafka/logs"}},
+};
+
+// Pod Security "restricted" and more, on one workload (`key` is Kind/name):
+// no service account token; non-root with a uid (images that name their user
+// cannot be checked by the kubelet otherwise), RuntimeDefault seccomp and an
+// fsGroup for its volumes; every container without privilege escalation or
+// capabilities, on a read-only root (kWritableRoot excepted) with writable
+// volumes where it writes, and with resources. The services' containers
+// also: probes, and a preStop sleep that, with --drain_seconds
+// (`drain_seconds`), fits in the grace period.
+void ExpectRestrictedPod(const std::string& key, const YAML::Node& workload, int drain_seconds) {
+  const YAML::Node pod = Dig(PodTemplateOf(workload), {"spec"});
+  ASSERT_TRUE(pod.IsMap()) << key << " has no pod template";
+  EXPECT_FALSE(pod["automountServiceAccountToken"].as<bool>(true))
+      << key << ": automountServiceAccountToken must be false";
+  const YAML::Node psc = Dig(pod, {"securityContext"});
+  EXPECT_TRUE(psc["runAsNonRoot"].as<bool>(false)) << key << ": pod runAsNonRoot";
+  EXPECT_EQ(Dig(psc, {"seccompProfile", "type"}).as<std::string>(""), "RuntimeDefault") << key;
+  EXPECT_GT(psc["fsGroup"].as<int>(0), 0) << key << ": no fsGroup (volumes stay root's)";
+  for (const std::string host : {"hostNetwork", "hostPID", "hostIPC"}) {
+    EXPECT_FALSE(pod[host].as<bool>(false)) << key << ": " << host;
+  }
+  // Writable volumes by name: emptyDirs, claims, the claim templates.
+  std::set<std::string> writable;
+  for (const auto& v : pod["volumes"]) {
+    EXPECT_FALSE(v["hostPath"]) << key << ": hostPath volume " << v["name"].as<std::string>("");
+    if (v["emptyDir"] || v["persistentVolumeClaim"] || v["ephemeral"]) {
+      writable.insert(v["name"].as<std::string>());
+    }
+  }
+  for (const auto& t : Dig(workload, {"spec", "volumeClaimTemplates"})) {
+    writable.insert(t["metadata"]["name"].as<std::string>());
+  }
+  const std::string kind = workload["kind"].as<std::string>("");
+  const std::string name = workload["metadata"]["name"].as<std::string>("");
+  const bool service = (kind == "Deployment" || kind == "StatefulSet") &&
+                       std::find(kServices.begin(), kServices.end(), name) != kServices.end();
+  int containers = 0;
+  for (const std::string list : {"initContainers", "containers"}) {
+    for (const auto& c : pod[list]) {
+      ++containers;
+      const std::string where = key + "/" + c["name"].as<std::string>("");
+      const YAML::Node sc = Dig(c, {"securityContext"});
+      EXPECT_GT(sc["runAsUser"].as<int>(psc["runAsUser"].as<int>(0)), 0)
+          << where << ": no runAsUser (the kubelet cannot check a named or root image user)";
+      EXPECT_FALSE(sc["runAsNonRoot"].IsDefined() && !sc["runAsNonRoot"].as<bool>(true)) << where;
+      EXPECT_FALSE(sc["allowPrivilegeEscalation"].as<bool>(true))
+          << where << ": allowPrivilegeEscalation must be false";
+      EXPECT_FALSE(sc["privileged"].as<bool>(false)) << where;
+      EXPECT_EQ(Strings(Dig(sc, {"capabilities", "drop"})), std::vector<std::string>{"ALL"})
+          << where << ": capabilities must drop ALL";
+      EXPECT_FALSE(Dig(sc, {"capabilities", "add"})) << where << " adds capabilities";
+      if (Dig(sc, {"seccompProfile"})) {
+        EXPECT_EQ(Dig(sc, {"seccompProfile", "type"}).as<std::string>(""), "RuntimeDefault")
+            << where;
+      }
+      const auto exempt = kWritableRoot.find(where);
+      if (exempt != kWritableRoot.end()) {
+        // Exempt, and visibly so in the manifest.
+        EXPECT_TRUE(sc["readOnlyRootFilesystem"].IsDefined() &&
+                    !sc["readOnlyRootFilesystem"].as<bool>(true))
+            << where << " is exempt from a read-only root (" << exempt->second
+            << "): say readOnlyRootFilesystem: false, or drop the exemption";
+      } else {
+        EXPECT_TRUE(sc["readOnlyRootFilesystem"].as<bool>(false))
+            << where << ": root filesystem not read-only";
+        std::vector<std::string> writes = {"/tmp"};
+        if (kWrites.count(where)) {
+          writes.insert(writes.end(), kWrites.at(where).begin(), kWrites.at(where).end());
+        }
+        for (const auto& path : writes) {
+          bool ok = false;
+          for (const auto& m : c["volumeMounts"]) {
+            ok |= m["mountPath"].as<std::string>("") == path && !m["readOnly"].as<bool>(false) &&
+                  writable.count(m["name"].as<std::string>(""));
+          }
+          EXPECT_TRUE(ok) << where << " writes " << path
+                          << ": mount a writable volume (emptyDir) there";
+        }
+      }
+      EXPECT_TRUE(Dig(c, {"resources", "requests", "cpu"}) &&
+                  Dig(c, {"resources", "requests", "memory"}))
+          << where << ": no cpu and memory requests";
+      if (kind == "Deployment" || kind == "StatefulSet") {
+        EXPECT_TRUE(c["readinessProbe"]) << where << ": no readinessProbe";
+      }
+      if (!service || list != "containers") continue;
+      EXPECT_TRUE(c["livenessProbe"]) << where << ": no livenessProbe";
+      EXPECT_TRUE(Dig(c, {"resources", "limits", "memory"})) << where << ": no memory limit";
+      // Endpoints drop a terminating pod while preStop runs; only then does
+      // SIGTERM start the drain, which must end inside the grace period.
+      const int pre_stop = PreStopSleepSeconds(c);
+      EXPECT_GT(pre_stop, 0) << where << ": no preStop sleep, so calls reach a closing listener";
+      EXPECT_GT(pod["terminationGracePeriodSeconds"].as<int>(30), pre_stop + drain_seconds)
+          << where << ": the grace period must outlast preStop (" << pre_stop << " s) + drain ("
+          << drain_seconds << " s)";
+    }
+  }
+  EXPECT_GT(containers, 0) << key;
+}
+
 class KubernetesTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -637,6 +859,25 @@ class KubernetesTest : public ::testing::Test {
       }
     }
     return {"", ""};
+  }
+  // The fewest replicas a Deployment or StatefulSet runs: the minReplicas of
+  // the HPA that scales it, else its own replicas (both default to 1).
+  int MinReplicas(const YAML::Node& workload) {
+    for (const auto& [key, obj] : objects_) {
+      if (!absl::StartsWith(key, "HorizontalPodAutoscaler/")) continue;
+      const YAML::Node ref = obj["spec"]["scaleTargetRef"];
+      if (ref["kind"].as<std::string>("") == workload["kind"].as<std::string>("") &&
+          ref["name"].as<std::string>("") == workload["metadata"]["name"].as<std::string>("")) {
+        return obj["spec"]["minReplicas"].as<int>(1);
+      }
+    }
+    return workload["spec"]["replicas"].as<int>(1);
+  }
+  // --drain_seconds of every service, from the common ConfigMap.
+  int DrainSeconds() {
+    return std::stoi(
+        Get("ConfigMap", "switchboard-common")["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>(
+            "0"));
   }
   std::map<std::string, YAML::Node> objects_;
   std::map<std::string, std::map<std::string, std::string>> generated_;
@@ -848,9 +1089,11 @@ TEST_F(KubernetesTest, EveryServiceHasAWorkloadAndServiceThatAgreeWithItsFlags) 
     EXPECT_EQ(c["readinessProbe"]["httpGet"]["port"].as<std::string>(""), "metrics") << name;
     EXPECT_EQ(c["livenessProbe"]["httpGet"]["path"].as<std::string>(""), "/healthz") << name;
     EXPECT_EQ(c["livenessProbe"]["httpGet"]["port"].as<std::string>(""), "metrics") << name;
-    // The pod outlives the drain.
+    // The pod outlives its preStop sleep and the drain after it.
     EXPECT_GT(pod["terminationGracePeriodSeconds"].as<int>(0),
-              std::stoi(common["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>("0")));
+              std::max(PreStopSleepSeconds(c), 0) +
+                  std::stoi(common["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>("0")))
+        << name;
   }
   // Calls spread round robin over every pod a service's clients dial: its
   // Service is headless (a ClusterIP would take each client's one connection
@@ -934,12 +1177,180 @@ TEST_F(KubernetesTest, MigrationsJobAndScalingObjectsReferToRealThings) {
       const std::string target = obj["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as<std::string>();
       const YAML::Node d = Workload(target);
       ASSERT_TRUE(d) << key;
-      EXPECT_GT(d["spec"]["replicas"].as<int>(), obj["spec"]["minAvailable"].as<int>())
+      EXPECT_GT(MinReplicas(d), obj["spec"]["minAvailable"].as<int>())
           << key << " would block every voluntary eviction";
     }
   }
   EXPECT_GE(hpas, 1);
   EXPECT_GE(pdbs, 1);
+}
+
+// Every pod template (services, Jobs, datastores) can run in a namespace
+// that enforces Pod Security "restricted", on a read-only root, and the
+// services' rolling updates send nothing to a closing pod.
+TEST_F(KubernetesTest, EveryPodRunsUnderRestrictedPodSecurity) {
+  const int drain = DrainSeconds();
+  ASSERT_GT(drain, 0);
+  std::set<std::string> containers;
+  for (const auto& [key, obj] : objects_) {
+    if (!PodTemplateOf(obj).IsDefined()) continue;
+    ExpectRestrictedPod(key, obj, drain);
+    for (const auto& c : Dig(PodTemplateOf(obj), {"spec", "containers"})) {
+      containers.insert(key + "/" + c["name"].as<std::string>(""));
+    }
+  }
+  // The seven services, the two Jobs, the three datastores.
+  EXPECT_GE(containers.size(), kServices.size() + 5);
+  // No exemption outlives its container.
+  for (const auto& [where, why] : kWritableRoot) EXPECT_TRUE(containers.count(where)) << where;
+  for (const auto& [where, paths] : kWrites) EXPECT_TRUE(containers.count(where)) << where;
+}
+
+// The policy check itself: a compliant pod passes, and taking away any one
+// setting fails it.
+TEST(RestrictedPodPolicyTest, FailsOnAnyMissingSetting) {
+  const std::string good = R"(
+kind: Deployment
+metadata: {name: safety}
+spec:
+  template:
+    spec:
+      terminationGracePeriodSeconds: 30
+      automountServiceAccountToken: false
+      securityContext: {runAsNonRoot: true, runAsUser: 10001, fsGroup: 10001, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: safety
+          readinessProbe: {httpGet: {path: /readyz, port: metrics}}
+          livenessProbe: {httpGet: {path: /healthz, port: metrics}}
+          resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {memory: 64Mi}}
+          lifecycle: {preStop: {exec: {command: [sleep, "5"]}}}
+          securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+          volumeMounts: [{name: tmp, mountPath: /tmp}]
+      volumes: [{name: tmp, emptyDir: {}}]
+)";
+  {
+    ::testing::TestPartResultArray failures;
+    {
+      ::testing::ScopedFakeTestPartResultReporter reporter(
+          ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &failures);
+      ExpectRestrictedPod("Deployment/safety", YAML::Load(good), 20);
+    }
+    EXPECT_EQ(failures.size(), 0) << (failures.size() ? failures.GetTestPartResult(0).message()
+                                                      : "");
+  }
+  // Each edit breaks one rule.
+  const std::vector<std::pair<std::string, std::string>> breaks = {
+      {"automountServiceAccountToken: false", "automountServiceAccountToken: true"},
+      {"runAsNonRoot: true, ", ""},
+      {"runAsUser: 10001, ", ""},
+      {", seccompProfile: {type: RuntimeDefault}", ""},
+      {"fsGroup: 10001, ", ""},
+      {"allowPrivilegeEscalation: false, ", ""},
+      {"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false"},
+      {"capabilities: {drop: [ALL]}", "capabilities: {drop: [NET_RAW]}"},
+      {"volumeMounts: [{name: tmp, mountPath: /tmp}]", "volumeMounts: []"},
+      {"lifecycle: {preStop: {exec: {command: [sleep, \"5\"]}}}", "lifecycle: {}"},
+      {"terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 25"},
+      {"livenessProbe:", "notAProbe:"},
+      {", limits: {memory: 64Mi}", ""},
+  };
+  for (const auto& [from, to] : breaks) {
+    std::string bad = good;
+    ASSERT_NE(bad.find(from), std::string::npos) << from;
+    bad.replace(bad.find(from), from.size(), to);
+    ::testing::TestPartResultArray failures;
+    {
+      ::testing::ScopedFakeTestPartResultReporter reporter(
+          ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &failures);
+      ExpectRestrictedPod("Deployment/safety", YAML::Load(bad), 20);
+    }
+    EXPECT_GT(failures.size(), 0) << "not caught: " << from << " -> " << to;
+  }
+}
+
+// Every workload that runs more than one replica has a disruption budget
+// selecting its pods (safety fails closed: losing every replica at once
+// refuses every request), and an HPA's Deployment leaves the count to it: a
+// replicas field would reset the count on every apply.
+TEST_F(KubernetesTest, MultiReplicaWorkloadsHaveDisruptionBudgetsAndHpasOwnTheirCount) {
+  for (const auto& [key, hpa] : objects_) {
+    if (!absl::StartsWith(key, "HorizontalPodAutoscaler/")) continue;
+    const YAML::Node ref = hpa["spec"]["scaleTargetRef"];
+    const YAML::Node target = Get(ref["kind"].as<std::string>(""), ref["name"].as<std::string>(""));
+    ASSERT_TRUE(target.IsMap()) << key << " scales nothing";
+    EXPECT_FALSE(target["spec"]["replicas"])
+        << key << ": its target sets replicas, which fights the HPA";
+  }
+  int multi = 0;
+  for (const auto& [key, w] : objects_) {
+    if (!absl::StartsWith(key, "Deployment/") && !absl::StartsWith(key, "StatefulSet/")) continue;
+    const int replicas = MinReplicas(w);
+    if (replicas <= 1) continue;
+    ++multi;
+    const YAML::Node labels = w["spec"]["template"]["metadata"]["labels"];
+    std::vector<std::string> budgets;
+    for (const auto& [pkey, pdb] : objects_) {
+      if (!absl::StartsWith(pkey, "PodDisruptionBudget/")) continue;
+      const YAML::Node sel = pdb["spec"]["selector"];
+      if (!sel["matchLabels"].IsMap() || sel["matchLabels"].size() == 0 || sel["matchExpressions"])
+        continue;
+      bool selects = true;
+      for (const auto& kv : sel["matchLabels"]) {
+        selects &= labels[kv.first.as<std::string>()].as<std::string>("\x01") ==
+                   kv.second.as<std::string>();
+      }
+      if (!selects) continue;
+      budgets.push_back(pkey);
+      // Still lets a node drain one pod at a time.
+      if (pdb["spec"]["minAvailable"]) {
+        EXPECT_LT(pdb["spec"]["minAvailable"].as<int>(), replicas)
+            << pkey << " blocks every eviction of " << key;
+      } else {
+        EXPECT_GE(pdb["spec"]["maxUnavailable"].as<int>(0), 1)
+            << pkey << " blocks every eviction of " << key;
+      }
+    }
+    EXPECT_EQ(budgets.size(), 1u) << key << " runs " << replicas << " replicas with "
+                                  << (budgets.empty() ? "no" : absl::StrJoin(budgets, ", "))
+                                  << " PodDisruptionBudget (want exactly one)";
+  }
+  EXPECT_GE(multi, 6)
+      << "gateway, chat, connection-manager, safety, tenant-scheduler, inference-worker";
+}
+
+// The datastores keep their data on their claims, and PostgreSQL reports
+// ready only over TCP (as in compose).
+TEST_F(KubernetesTest, DatastoresKeepDataOnTheirClaimsAndPostgresIsReadyOverTcp) {
+  auto on_claim = [&](const YAML::Node& sts, const std::string& dir) {
+    std::set<std::string> claims;
+    for (const auto& t : sts["spec"]["volumeClaimTemplates"])
+      claims.insert(t["metadata"]["name"].as<std::string>());
+    for (const auto& m : sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]) {
+      if (claims.count(m["name"].as<std::string>()) && Under(dir, m["mountPath"].as<std::string>()))
+        return true;
+    }
+    return false;
+  };
+  auto env = [](const YAML::Node& c, const std::string& name) {
+    for (const auto& e : c["env"]) {
+      if (e["name"].as<std::string>() == name) return e["value"].as<std::string>("");
+    }
+    return std::string();
+  };
+  const YAML::Node kafka = Get("StatefulSet", "kafka");
+  ASSERT_TRUE(kafka.IsMap());
+  const std::string dirs =
+      env(kafka["spec"]["template"]["spec"]["containers"][0], "KAFKA_LOG_DIRS");
+  ASSERT_FALSE(dirs.empty()) << "KAFKA_LOG_DIRS is unset: the image keeps the logs under /tmp";
+  for (absl::string_view d : absl::StrSplit(dirs, ',')) {
+    EXPECT_TRUE(on_claim(kafka, std::string(d))) << "Kafka log dir " << d << " is not on its claim";
+  }
+  const YAML::Node pg = Get("StatefulSet", "postgres");
+  ASSERT_TRUE(pg.IsMap());
+  const YAML::Node c = pg["spec"]["template"]["spec"]["containers"][0];
+  EXPECT_TRUE(on_claim(pg, env(c, "PGDATA"))) << "PGDATA is not on the claim";
+  EXPECT_TRUE(PgIsReadyOverTcp(Strings(Dig(c, {"readinessProbe", "exec", "command"}))))
+      << "PostgreSQL's readiness must ask over TCP (pg_isready -h 127.0.0.1)";
 }
 
 // On the copy with secrets: the secretGenerator needs its files.
@@ -984,6 +1395,21 @@ TEST(KustomizeTest, RendersWithKubectl) {
     }
   }
   EXPECT_GE(workloads, static_cast<int>(kServices.size()));
+  // The policy holds on what kustomize renders too, not only on the files.
+  int drain = 0;
+  for (const auto& d : docs) {
+    if (d["kind"].as<std::string>() == "ConfigMap" &&
+        d["metadata"]["name"].as<std::string>() == "switchboard-common") {
+      drain = std::stoi(d["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>("0"));
+    }
+  }
+  ASSERT_GT(drain, 0);
+  SCOPED_TRACE("as rendered by kubectl kustomize");
+  for (const auto& d : docs) {
+    if (!PodTemplateOf(d).IsDefined()) continue;
+    ExpectRestrictedPod(d["kind"].as<std::string>() + "/" + d["metadata"]["name"].as<std::string>(),
+                        d, drain);
+  }
 }
 
 // ---------------------------------------------------------------------------
