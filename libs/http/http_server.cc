@@ -119,6 +119,7 @@ class Edge {
     return true;
   }
   void ReleaseRequest() { Give(in_flight_, 1, requests_gauge_); }
+  size_t requests_in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
   bool ReserveBytes(size_t n) {
     if (!Take(buffered_, n, options_.max_buffered_bytes, bytes_gauge_)) {
@@ -708,6 +709,10 @@ struct Server::Impl {
     });
   }
 };
+
+size_t Server::requests_in_flight() const {
+  return impl_->edge ? impl_->edge->requests_in_flight() : 0;
+}
 
 Server::Server(ServerOptions options, Handler handler) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);

@@ -131,6 +131,9 @@ class Server {
 
   absl::Status Start();
   int port() const { return port_; }
+  // Requests handed to the handler and not yet answered in full (a stream
+  // counts until its end).
+  size_t requests_in_flight() const;
   // Stops accepting and closes every connection; joins the threads.
   void Stop();
 

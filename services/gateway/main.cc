@@ -24,6 +24,9 @@
 ABSL_FLAG(int, http_port, 8080, "Public HTTP port (the API)");
 ABSL_FLAG(std::string, http_host, "127.0.0.1", "Address the public HTTP port binds");
 ABSL_FLAG(int, http_threads, 2, "HTTP event threads");
+ABSL_FLAG(int, drain_delay_seconds, 2,
+          "On SIGTERM, how long the HTTP port keeps taking new requests after readiness turns "
+          "off (/readyz 503), so that load balancers stop sending before it closes");
 ABSL_FLAG(int, http_max_body_bytes, 4 << 20, "Largest request body accepted (413 above)");
 ABSL_FLAG(int, http_header_timeout_seconds, 10,
           "A request's headers must be complete this long after the connection opens (or "
@@ -246,13 +249,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   spdlog::info("gateway serving HTTP on {}:{}", absl::GetFlag(FLAGS_http_host), http.port());
-  // On SIGTERM: let in-flight generations and streams finish (up to the
-  // drain grace), then close the HTTP side.
+  // On SIGTERM: readiness is off (the runner's /readyz answers 503); keep
+  // taking requests for --drain_delay_seconds, while load balancers notice,
+  // and then until every request in flight has been answered — streams,
+  // whole replies, requests still queued for a worker or at authentication
+  // — up to the drain grace; then close the HTTP side.
   runner.OnDrain([&] {
-    const absl::Time deadline = absl::Now() + sb::DrainGrace();
-    while ((api.active_streams() > 0 || pipeline.active() > 0) && absl::Now() < deadline) {
+    const absl::Time start = absl::Now();
+    const absl::Time listen_until = start + absl::Seconds(absl::GetFlag(FLAGS_drain_delay_seconds));
+    const absl::Time deadline = start + sb::DrainGrace();
+    while (absl::Now() < deadline && (absl::Now() < listen_until || http.requests_in_flight() > 0 ||
+                                      api.active_streams() > 0 || pipeline.active() > 0)) {
       absl::SleepFor(absl::Milliseconds(50));
     }
+    spdlog::info("gateway drained in {} ({} requests still in flight)",
+                 absl::FormatDuration(absl::Now() - start), http.requests_in_flight());
   });
   runner.WaitForShutdown(sb::DrainGrace());
   // Generations still running after the grace are cancelled before the

@@ -1089,9 +1089,14 @@ TEST_F(KubernetesTest, EveryServiceHasAWorkloadAndServiceThatAgreeWithItsFlags) 
     EXPECT_EQ(c["readinessProbe"]["httpGet"]["port"].as<std::string>(""), "metrics") << name;
     EXPECT_EQ(c["livenessProbe"]["httpGet"]["path"].as<std::string>(""), "/healthz") << name;
     EXPECT_EQ(c["livenessProbe"]["httpGet"]["port"].as<std::string>(""), "metrics") << name;
-    // The pod outlives its preStop sleep and the drain after it.
+    // The pod outlives its preStop sleep and the drain after it (the
+    // gateway's also keeps its port open --drain_delay_seconds, 2 by default).
+    const int drain_delay =
+        name == "gateway"
+            ? std::stoi(flags.count("drain_delay_seconds") ? flags.at("drain_delay_seconds") : "2")
+            : 0;
     EXPECT_GT(pod["terminationGracePeriodSeconds"].as<int>(0),
-              std::max(PreStopSleepSeconds(c), 0) +
+              std::max(PreStopSleepSeconds(c), 0) + drain_delay +
                   std::stoi(common["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>("0")))
         << name;
   }
