@@ -1,13 +1,15 @@
 // End-to-end: the real cluster (PostgreSQL, Redis, the dev broker, seven
 // binaries) on loopback, driven the way clients drive it: HTTP for the
 // public API, gRPC for operators.
+#include <grpcpp/grpcpp.h>
+
 #include <chrono>
 #include <filesystem>
-#include <set>
-#include <thread>
-
-#include <grpcpp/grpcpp.h>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
 
 #include "core/ulid.h"
 #include "e2e/cluster.h"
@@ -353,12 +355,31 @@ TEST(OperabilityTest, HealthAndReflectionOnEveryService) {
   }
 }
 
+// Prometheus' own parser and linter (promtool check metrics) takes every
+// service's exposition: format, types, HELP, counter suffixes. The only lint
+// allowed is the ':' in the worker's vllm:* series, named as vLLM names them
+// so that one dashboard shows both.
 TEST(OperabilityTest, MetricsInPrometheusFormatOnEveryService) {
+  const std::string file = g_cluster->infra().dir() + "/metrics.txt";
   for (const auto& service : Cluster::ServiceNames()) {
     auto r = http::Fetch({.port = g_cluster->metrics_port(service), .target = "/metrics"});
     ASSERT_TRUE(r.ok()) << service;
     EXPECT_EQ(r->status, 200);
     EXPECT_NE(r->body.find("# TYPE sb_build_info gauge"), std::string::npos) << service;
+    {
+      std::ofstream out(file, std::ios::trunc);
+      out << r->body;
+    }
+    std::string lint;
+    const int rc = RunCommand({"sh", "-c", "promtool check metrics < " + file}, &lint);
+    std::istringstream lines(lint);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.empty()) continue;
+      EXPECT_TRUE(line.rfind("vllm:", 0) == 0 &&
+                  line.find(" metric names should not contain ':'") != std::string::npos)
+          << service << ": " << line;
+    }
+    EXPECT_NE(rc, 1) << service << " (promtool could not parse it): " << lint;
   }
 }
 
