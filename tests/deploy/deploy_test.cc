@@ -320,6 +320,16 @@ class ComposeTest : public ::testing::Test {
     }
     return out;
   }
+  // The database a service reads: its --pg, else SWITCHBOARD_PG in its
+  // environment (the compose file's one place for it); "" for neither.
+  std::string PgUri(const std::string& name) {
+    const YAML::Node svc = services_[name];
+    const auto flags = FlagArgs(Strings(Field(svc, "command")));
+    if (flags.count("pg")) return flags.at("pg");
+    const YAML::Node env = Field(svc, "environment");
+    if (env.IsMap() && env["SWITCHBOARD_PG"]) return env["SWITCHBOARD_PG"].as<std::string>("");
+    return "";
+  }
   YAML::Node root_, services_;
 };
 
@@ -388,7 +398,7 @@ TEST_F(ComposeTest, UsesRealDatastoresAndMigratesFirst) {
   std::set<std::string> readers;
   for (const auto& binary : kServices) {
     for (const auto& name : Running(binary)) {
-      if (!FlagArgs(Strings(Field(services_[name], "command"))).count("pg")) continue;
+      if (PgUri(name).empty()) continue;
       readers.insert(name);
       EXPECT_EQ(Field(services_[name], "depends_on")["migrate"]["condition"].as<std::string>(""),
                 "service_completed_successfully")
@@ -397,6 +407,38 @@ TEST_F(ComposeTest, UsesRealDatastoresAndMigratesFirst) {
   }
   for (const std::string svc : {"gateway", "chat", "billing", "tenant-scheduler"}) {
     EXPECT_TRUE(readers.count(svc)) << svc << " has no --pg";
+  }
+  // One database URI, in one place (x-pg-env), not a flag per service.
+  std::set<std::string> uris;
+  for (const auto& name : readers) {
+    uris.insert(PgUri(name));
+    EXPECT_FALSE(FlagArgs(Strings(Field(services_[name], "command"))).count("pg"))
+        << name << " sets its own --pg instead of the shared SWITCHBOARD_PG";
+  }
+  EXPECT_EQ(uris.size(), 1u) << absl::StrJoin(uris, " ");
+}
+
+// Every Switchboard container is probed for readiness with the image's own
+// probe (`sbadmin health` on its metrics port: /readyz), and a service that
+// needs another starts once that one is healthy, not merely started.
+TEST_F(ComposeTest, EveryServiceHasAReadinessHealthcheckAndWaitsForWhatItNeeds) {
+  std::set<std::string> ours;
+  for (const auto& binary : kServices) {
+    for (const auto& name : Running(binary)) ours.insert(name);
+  }
+  for (const auto& name : ours) {
+    const YAML::Node svc = services_[name];
+    const auto flags = FlagArgs(Strings(Field(svc, "command")));
+    ASSERT_TRUE(flags.count("metrics_port")) << name;
+    EXPECT_EQ(Strings(Field(svc, "healthcheck")["test"]),
+              (std::vector<std::string>{"CMD", "sbadmin", "health", flags.at("metrics_port")}))
+        << name << " needs a healthcheck probing its own metrics port";
+    for (const auto& dep : Field(svc, "depends_on")) {
+      const std::string other = dep.first.as<std::string>();
+      if (!ours.count(other)) continue;
+      EXPECT_EQ(dep.second["condition"].as<std::string>(""), "service_healthy")
+          << name << " starts before " << other << " is ready";
+    }
   }
 }
 
@@ -441,9 +483,8 @@ TEST_F(ComposeTest, RunsSchedulerReplicasThatEveryClientLists) {
   const YAML::Node first = services_["tenant-scheduler"];
   ASSERT_TRUE(first);
   const auto command = Strings(Field(first, "command"));
-  const auto gateway = FlagArgs(Strings(Field(services_["gateway"], "command")));
-  ASSERT_TRUE(gateway.count("pg"));
-  EXPECT_EQ(FlagArgs(command)["pg"], gateway.at("pg")) << "the scheduler reads another database";
+  ASSERT_FALSE(PgUri("gateway").empty());
+  EXPECT_EQ(PgUri("tenant-scheduler"), PgUri("gateway")) << "the scheduler reads another database";
   std::set<std::string> listed;
   for (const auto& name : replicas) {
     const YAML::Node svc = services_[name];

@@ -355,6 +355,27 @@ TEST(OperabilityTest, HealthAndReflectionOnEveryService) {
   }
 }
 
+// The containers' readiness probe: `sbadmin health PORT` exits 0 for a
+// ready service (its metrics port's /readyz), 1 for a port nobody serves.
+TEST(OperabilityTest, SbadminHealthProbesReadiness) {
+  for (const auto& service : Cluster::ServiceNames()) {
+    std::string out;
+    EXPECT_EQ(RunCommand({Infra::BuildDir() + "/tools/sbadmin", "health",
+                          std::to_string(g_cluster->metrics_port(service))},
+                         &out),
+              0)
+        << service << ": " << out;
+    EXPECT_NE(out.find("ready"), std::string::npos) << out;
+  }
+  std::string out;
+  EXPECT_EQ(RunCommand({Infra::BuildDir() + "/tools/sbadmin", "health",
+                        "127.0.0.1:" + std::to_string(FreePort())},
+                       &out),
+            1)
+      << out;
+  EXPECT_EQ(RunCommand({Infra::BuildDir() + "/tools/sbadmin", "health", "nonsense"}, &out), 2);
+}
+
 // Prometheus' own parser and linter (promtool check metrics) takes every
 // service's exposition: format, types, HELP, counter suffixes. The only lint
 // allowed is the ':' in the worker's vllm:* series, named as vLLM names them

@@ -23,6 +23,7 @@
 //   sbadmin --pg=URI billing reconcile --since=DATE --kafka_brokers=H:P --usage_signing_key_file=F
 //   sbadmin --pg=URI billing reset-offsets --to=earliest|latest|OFFSET [--partition=N]
 //           [--group=billing] [--topic=usage.events]   # a stopped partition's decision
+//   sbadmin health [HOST:]METRICS_PORT   # exit 0 when the service is ready (a container probe)
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -36,6 +37,7 @@
 #include "billing/ledger.h"
 #include "billing/reconcile.h"
 #include "core/config.h"
+#include "http/http_client.h"
 #include "sbadmin/admin.h"
 #include "storage/pg.h"
 #include "tenant-scheduler/model_registry.h"
@@ -423,13 +425,46 @@ absl::StatusOr<sb::admin::OrgSettings> OrgChange() {
 
 }  // namespace
 
+// `sbadmin health [HOST:]PORT`: the service's readiness (/readyz on its
+// metrics port: 503 while draining), for container healthchecks — the image
+// has no curl, and the gRPC port wants a client certificate. No database.
+int RunHealth(const std::vector<std::string>& args) {
+  if (args.size() != 3) {
+    std::fprintf(stderr, "usage: sbadmin health [HOST:]METRICS_PORT\n");
+    return 2;
+  }
+  std::string host = "127.0.0.1";
+  std::string port_text = args[2];
+  if (const size_t colon = port_text.rfind(':'); colon != std::string::npos) {
+    host = port_text.substr(0, colon);
+    port_text = port_text.substr(colon + 1);
+  }
+  int port = 0;
+  if (!absl::SimpleAtoi(port_text, &port) || port <= 0 || port > 65535 || host.empty()) {
+    std::fprintf(stderr, "sbadmin health: not [HOST:]PORT: %s\n", args[2].c_str());
+    return 2;
+  }
+  auto r = sb::http::Fetch({.host = host,
+                            .port = port,
+                            .target = "/readyz",
+                            .timeout = std::chrono::milliseconds(2000)});
+  if (!r.ok()) {
+    std::printf("unreachable: %s\n", std::string(r.status().message()).c_str());
+    return 1;
+  }
+  std::printf("%s\n", r->status == 200 ? "ready"
+                                       : ("not ready (" + std::to_string(r->status) + ")").c_str());
+  return r->status == 200 ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] [--admin] | "
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
       "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | "
       "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ... | price ... | "
-      "budget ... | billing ...)\n" +
+      "budget ... | billing ...)\n"
+      "sbadmin health [HOST:]METRICS_PORT\n" +
       std::string(kModelUsage) + "\n" + kPriceUsage + "\n" + kBudgetUsage + "\n" + kBillingUsage);
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
@@ -437,6 +472,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string cmd = args[1];
+  if (cmd == "health") return RunHealth(args);
   if (cmd == "model") return RunModel(args);
   if (cmd == "billing") return RunBilling(args);
   if (cmd == "price") return RunPrice(args);
