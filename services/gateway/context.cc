@@ -1,6 +1,7 @@
 #include "gateway/context.h"
 
 #include "absl/strings/string_view.h"
+#include "core/metrics.h"
 
 namespace sb::gateway {
 
@@ -147,8 +148,49 @@ void RequestContext::Respond(int status, std::string_view content_type, std::str
   exchange_->Respond(status, WithCommonHeaders(std::move(extra)), std::move(body));
 }
 
+namespace {
+
+// Why a request was refused, the same in both dialects (their error types
+// differ): the tenants dashboard's rejections by reason.
+const char* RefusalReason(int http_status) {
+  switch (http_status) {
+    case 400:
+      return "invalid_request";
+    case 401:
+      return "authentication";
+    case 402:
+      return "budget";
+    case 403:
+      return "permission";
+    case 404:
+      return "not_found";
+    case 408:
+    case 504:
+      return "timeout";
+    case 409:
+      return "conflict";
+    case 413:
+      return "too_large";
+    case 429:
+      return "rate_limited";
+    case 499:
+      return "client_closed";
+    case 503:
+    case 529:
+      return "overloaded";
+    default:
+      return http_status >= 500 ? "internal" : "other";
+  }
+}
+
+}  // namespace
+
 void RequestContext::Fail(const absl::Status& status, int http_status, http::Headers extra) {
   ErrorReply e = dialect->Error(status, http_status);
+  metrics::Default()
+      .GetCounter("sb_gateway_refusals_total", "Requests answered with an error, by reason",
+                  {{"route", std::string(route_name)}, {"reason", RefusalReason(e.http_status)}})
+      .Inc();
   if (e.retry_after_seconds > 0)
     extra.emplace_back("retry-after", std::to_string(e.retry_after_seconds));
   Respond(e.http_status, "application/json", std::move(e.body), std::move(extra));

@@ -82,6 +82,15 @@ metrics::Gauge& ActiveLeases() {
 
 // Refused for capacity: the model's workers are full and the wait would be
 // too long (529 at the gateway).
+// Output tokens served per org (the tenants dashboard's top orgs): one
+// series per org that has used a model since the replica started.
+void CountServed(const std::string& org, int output) {
+  metrics::Default()
+      .GetCounter("sb_scheduler_org_output_tokens_total", "Output tokens served, by org",
+                  {{"org", org}})
+      .Inc(output);
+}
+
 grpc::Status AtCapacity(const std::string& model) {
   return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                       "every worker serving model " + model + " is at capacity");
@@ -607,6 +616,7 @@ grpc::ServerUnaryReactor* SchedulerServiceImpl::ReportServed(grpc::CallbackServe
       if (output > l.output_charged) {
         mq.fair.ChargeOutput(l.org, l.priority, output - l.output_charged);
         mq.rate.Served(output - l.output_charged, now);
+        CountServed(l.org, output - l.output_charged);
         l.output_charged = output;
       }
       if (r.done()) {
@@ -816,6 +826,7 @@ void SchedulerServiceImpl::Served(const std::string& model, const std::string& o
   ModelQueue& mq = QueueFor(model, org);
   mq.fair.ChargeOutput(org, priority, output);
   mq.rate.Served(output, absl::Now());
+  CountServed(org, output);
 }
 
 void SchedulerServiceImpl::StartRelay(const inf::GenerateRequest& req, const ResolvedModel& res,

@@ -44,32 +44,78 @@ TEST(SloRulesTest, AlertsFireAndStaySilentAsTheUnitTestsSay) {
       << out;
 }
 
-// A renamed metric would leave an alert that can never fire: every sb_
-// series a rule reads must be registered somewhere in the services' code.
-TEST(SloRulesTest, EveryMetricTheyReadIsOneAServiceExports) {
-  const YAML::Node rules = YAML::LoadFile(Rules());
-  std::set<std::string> names;
-  const std::regex metric(R"((^|[^:a-z_])(sb_[a-z_]+))");
-  for (const auto& group : rules["groups"]) {
-    for (const auto& rule : group["rules"]) {
-      const std::string expr = rule["expr"].as<std::string>();
-      for (std::sregex_iterator it(expr.begin(), expr.end(), metric), end; it != end; ++it) {
-        std::string name = (*it)[2];
-        for (const char* suffix : {"_bucket", "_count", "_sum"}) {
-          if (absl::EndsWith(name, suffix)) name.resize(name.size() - std::string(suffix).size());
-        }
-        names.insert(name);
-      }
+// The metrics a PromQL expression reads (sb_* and the worker's vllm:*
+// names, without histogram suffixes); recorded series (a:b:c) left out.
+void MetricsIn(const std::string& expr, std::set<std::string>& names) {
+  const std::regex metric(R"((^|[^:a-z_])((sb_|vllm:)[a-z_]+))");
+  for (std::sregex_iterator it(expr.begin(), expr.end(), metric), end; it != end; ++it) {
+    std::string name = (*it)[2];
+    for (const char* suffix : {"_bucket", "_count", "_sum"}) {
+      if (absl::EndsWith(name, suffix)) name.resize(name.size() - std::string(suffix).size());
     }
+    names.insert(name);
   }
-  ASSERT_GE(names.size(), 8u) << absl::StrJoin(names, " ");
+}
+
+// Every metric in `names` is registered somewhere in the services' code.
+void ExpectExported(const std::set<std::string>& names, const std::string& reader) {
   for (const auto& name : names) {
     std::string out;
     EXPECT_EQ(RunCommand({"grep", "-rqF", "--include=*.cc", "\"" + name + "\"",
                           Infra::SourceDir() + "/services", Infra::SourceDir() + "/libs"},
                          &out),
               0)
-        << name << " is read by a rule but no service registers it";
+        << name << " is read by " << reader << " but no service registers it";
+  }
+}
+
+// A renamed metric would leave an alert that can never fire: every series a
+// rule reads must be registered somewhere in the services' code.
+TEST(SloRulesTest, EveryMetricTheyReadIsOneAServiceExports) {
+  const YAML::Node rules = YAML::LoadFile(Rules());
+  std::set<std::string> names;
+  for (const auto& group : rules["groups"]) {
+    for (const auto& rule : group["rules"]) MetricsIn(rule["expr"].as<std::string>(), names);
+  }
+  ASSERT_GE(names.size(), 8u) << absl::StrJoin(names, " ");
+  ExpectExported(names, "a rule");
+}
+
+// The Grafana dashboards: JSON Grafana takes (uid, title, panels with
+// PromQL targets), reading only metrics a service exports or the rules
+// record.
+TEST(DashboardsTest, EveryPanelReadsWhatIsExportedOrRecorded) {
+  const std::string dir = Infra::SourceDir() + "/deploy/k8s/components/observability/dashboards";
+  std::set<std::string> recorded;
+  for (const auto& group : YAML::LoadFile(Rules())["groups"]) {
+    for (const auto& rule : group["rules"]) {
+      if (rule["record"]) recorded.insert(rule["record"].as<std::string>());
+    }
+  }
+  std::set<std::string> uids;
+  for (const std::string name : {"overview", "serving", "tenants", "billing"}) {
+    // JSON is YAML: yaml-cpp reads it.
+    const YAML::Node d = YAML::LoadFile(dir + "/" + name + ".json");
+    EXPECT_FALSE(d["uid"].as<std::string>("").empty()) << name;
+    EXPECT_TRUE(uids.insert(d["uid"].as<std::string>("")).second) << name << ": uid taken";
+    EXPECT_FALSE(d["title"].as<std::string>("").empty()) << name;
+    ASSERT_GE(d["panels"].size(), 4u) << name;
+    std::set<std::string> names;
+    for (const auto& panel : d["panels"]) {
+      ASSERT_GE(panel["targets"].size(), 1u) << name << ": " << panel["title"];
+      for (const auto& t : panel["targets"]) {
+        const std::string expr = t["expr"].as<std::string>("");
+        EXPECT_FALSE(expr.empty()) << name << ": " << panel["title"];
+        MetricsIn(expr, names);
+        const std::regex record(R"([a-z_]+:[a-z_]+:[a-z0-9_]+)");
+        for (std::sregex_iterator it(expr.begin(), expr.end(), record), end; it != end; ++it) {
+          if (absl::StartsWith(it->str(), "vllm:")) continue;
+          EXPECT_TRUE(recorded.count(it->str()))
+              << name << " reads " << it->str() << ", which no rule records";
+        }
+      }
+    }
+    ExpectExported(names, "dashboard " + name);
   }
 }
 
@@ -122,13 +168,20 @@ TEST(ObservabilityComponentTest, RendersWithExactlyTheSloRules) {
   const int rc = RunCommand({"kubectl", "kustomize", root + "/observed"}, &rendered);
   RunCommand({"rm", "-rf", root}, nullptr);
   ASSERT_EQ(rc, 0) << rendered;
-  YAML::Node rule, monitor;
+  YAML::Node rule, monitor, dashboards;
   for (const auto& d : YAML::LoadAll(rendered)) {
     const std::string kind = d["kind"].as<std::string>("");
     if (kind == "PrometheusRule") rule = d;
     if (kind == "PodMonitor") monitor = d;
+    if (kind == "ConfigMap" &&
+        d["metadata"]["name"].as<std::string>("") == "switchboard-dashboards") {
+      dashboards = d;
+    }
   }
   ASSERT_TRUE(rule.IsMap()) << "no PrometheusRule rendered";
+  ASSERT_TRUE(dashboards.IsMap()) << "no dashboards ConfigMap rendered";
+  EXPECT_EQ(dashboards["metadata"]["labels"]["grafana_dashboard"].as<std::string>(""), "1");
+  EXPECT_EQ(dashboards["data"].size(), 4u);
   ASSERT_TRUE(monitor.IsMap()) << "no PodMonitor rendered";
   EXPECT_EQ(rule["metadata"]["namespace"].as<std::string>(""), "switchboard");
   EXPECT_TRUE(Same(rule["spec"]["groups"], YAML::LoadFile(Rules())["groups"]))

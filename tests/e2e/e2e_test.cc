@@ -355,6 +355,31 @@ TEST(OperabilityTest, HealthAndReflectionOnEveryService) {
   }
 }
 
+// What the tenants dashboard reads: refusals by reason (the same in both
+// dialects) at the gateway, output tokens by org at the schedulers.
+TEST(OperabilityTest, RefusalsByReasonAndTokensByOrgAreCounted) {
+  const int gw = g_cluster->metrics_port("gateway");
+  const std::string auth =
+      R"(sb_gateway_refusals_total{route="/v1/messages",reason="authentication"})";
+  const std::string bad =
+      R"(sb_gateway_refusals_total{route="/v1/messages",reason="invalid_request"})";
+  const double auth_before = MetricValue(gw, auth), bad_before = MetricValue(gw, bad);
+  EXPECT_EQ(Post("/v1/messages", MessagesBody("hi", false, 5), "sk-sb-nope").status, 401);
+  EXPECT_EQ(Post("/v1/messages", R"({"model":"sim-small"})").status, 400);
+  EXPECT_EQ(MetricValue(gw, auth), auth_before + 1);
+  EXPECT_EQ(MetricValue(gw, bad), bad_before + 1);
+
+  const std::string key = KeyOfNewOrg("tokens-by-org");
+  auto r = Post("/v1/messages", MessagesBody("count me", false, 7), key);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const int output = nlohmann::json::parse(r.body)["usage"]["output_tokens"].get<int>();
+  const std::string series = R"(sb_scheduler_org_output_tokens_total{org="tokens-by-org"})";
+  for (int i = 0; i < 50 && SchedulerMetric(series) < output; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the worker's report
+  }
+  EXPECT_EQ(SchedulerMetric(series), output);
+}
+
 // The containers' readiness probe: `sbadmin health PORT` exits 0 for a
 // ready service (its metrics port's /readyz), 1 for a port nobody serves.
 TEST(OperabilityTest, SbadminHealthProbesReadiness) {
