@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <yaml-cpp/yaml.h>
 
+#include <map>
 #include <regex>
 #include <set>
 #include <string>
@@ -144,7 +145,7 @@ bool Same(const YAML::Node& a, const YAML::Node& b) {
 // Rendered on a copy of deploy/k8s with the secrets deploy/make-secrets
 // writes, through a kustomization that adds the component (as an overlay
 // would).
-TEST(ObservabilityComponentTest, RendersWithExactlyTheSloRules) {
+TEST(ObservabilityComponentTest, RendersTheSloRulesDashboardsAndLoadBasedScaling) {
   std::string out;
   if (RunCommand({"sh", "-c", "command -v kubectl"}, &out) != 0) {
     GTEST_SKIP() << "kubectl is not installed";
@@ -169,10 +170,15 @@ TEST(ObservabilityComponentTest, RendersWithExactlyTheSloRules) {
   RunCommand({"rm", "-rf", root}, nullptr);
   ASSERT_EQ(rc, 0) << rendered;
   YAML::Node rule, monitor, dashboards;
+  std::map<std::string, YAML::Node> scaled, hpas;
+  std::set<std::string> deployments;
   for (const auto& d : YAML::LoadAll(rendered)) {
     const std::string kind = d["kind"].as<std::string>("");
     if (kind == "PrometheusRule") rule = d;
     if (kind == "PodMonitor") monitor = d;
+    if (kind == "ScaledObject") scaled[d["metadata"]["name"].as<std::string>()] = d;
+    if (kind == "HorizontalPodAutoscaler") hpas[d["metadata"]["name"].as<std::string>()] = d;
+    if (kind == "Deployment") deployments.insert(d["metadata"]["name"].as<std::string>());
     if (kind == "ConfigMap" &&
         d["metadata"]["name"].as<std::string>("") == "switchboard-dashboards") {
       dashboards = d;
@@ -187,6 +193,25 @@ TEST(ObservabilityComponentTest, RendersWithExactlyTheSloRules) {
   EXPECT_TRUE(Same(rule["spec"]["groups"], YAML::LoadFile(Rules())["groups"]))
       << "deploy/k8s/components/observability/prometheusrule.yaml differs from "
          "deploy/prometheus/rules.yml: run deploy/prometheus/make-prometheusrule";
+  // The gateway and the workers scale on load through KEDA, which makes their
+  // HPAs: the CPU ones are gone, and every trigger reads exported metrics.
+  for (const std::string name : {"gateway", "inference-worker"}) {
+    ASSERT_TRUE(scaled.count(name)) << "no ScaledObject " << name;
+    EXPECT_FALSE(hpas.count(name)) << "two autoscalers for " << name;
+    const YAML::Node spec = scaled[name]["spec"];
+    EXPECT_TRUE(deployments.count(spec["scaleTargetRef"]["name"].as<std::string>(""))) << name;
+    EXPECT_GE(spec["minReplicaCount"].as<int>(0), 2) << name;
+    EXPECT_GT(spec["maxReplicaCount"].as<int>(0), spec["minReplicaCount"].as<int>(0)) << name;
+    std::set<std::string> names;
+    ASSERT_GE(spec["triggers"].size(), 1u) << name;
+    for (const auto& t : spec["triggers"]) {
+      EXPECT_EQ(t["type"].as<std::string>(""), "prometheus") << name;
+      EXPECT_GT(std::stod(t["metadata"]["threshold"].as<std::string>("0")), 0) << name;
+      MetricsIn(t["metadata"]["query"].as<std::string>(""), names);
+    }
+    EXPECT_FALSE(names.empty()) << name;
+    ExpectExported(names, "ScaledObject " + name);
+  }
   // It scrapes every service's metrics port.
   EXPECT_EQ(monitor["spec"]["podMetricsEndpoints"][0]["port"].as<std::string>(""), "metrics");
   std::set<std::string> scraped;
