@@ -137,9 +137,9 @@ const std::string& GeneratedDeploy() {
              {"mkdir", "-p", root + "/deploy"},
              {"cp", src + "/docker-compose.yml", root + "/deploy/"},
              {"cp", "-r", src + "/k8s", root + "/deploy/"},
-             {"rm", "-rf", root + "/deploy/k8s/secrets"},
+             {"rm", "-rf", root + "/deploy/k8s/overlays/dev/secrets"},
              {"bash", src + "/make-secrets", "compose", root + "/deploy"},
-             {"bash", src + "/make-secrets", "k8s", root + "/deploy/k8s"}}) {
+             {"bash", src + "/make-secrets", "k8s", root + "/deploy"}}) {
       if (RunCommand(argv, &out) != 0) {
         ADD_FAILURE() << absl::StrJoin(argv, " ") << ": " << out;
         return std::string();
@@ -226,8 +226,11 @@ void ExpectAddressesResolve(const std::string& name, const std::map<std::string,
   }
   for (const std::string flag : {"kafka_brokers", "redis_host"}) {
     if (!flags.count(flag)) continue;
-    const std::string host = HostPort(flags.at(flag)).first;
-    EXPECT_TRUE(defined(host)) << name << " --" << flag << " names nothing defined: " << host;
+    // (Kafka takes a list of brokers.)
+    for (absl::string_view address : absl::StrSplit(flags.at(flag), ',')) {
+      const std::string host = HostPort(std::string(address)).first;
+      EXPECT_TRUE(defined(host)) << name << " --" << flag << " names nothing defined: " << host;
+    }
   }
 }
 
@@ -726,6 +729,8 @@ const std::map<std::string, std::vector<std::string>> kWrites = {
     {"StatefulSet/postgres/postgres", {"/var/lib/postgresql/data", "/var/run/postgresql"}},
     {"Deployment/redis/redis", {"/data"}},
     {"Job/kafka-topics/topics", {"/opt/kafka/logs"}},
+    // components/vllm-workers: its HOME, the weights, PyTorch's shared memory.
+    {"Deployment/vllm/vllm", {"/home/vllm", "/models", "/dev/shm"}},
 };
 
 // Pod Security "restricted" and more, on one workload (`key` is Kind/name):
@@ -827,12 +832,53 @@ void ExpectRestrictedPod(const std::string& key, const YAML::Node& workload, int
   EXPECT_GT(containers, 0) << key;
 }
 
-class KubernetesTest : public ::testing::Test {
+bool HaveKubectl() {
+  std::string out;
+  return RunCommand({"sh", "-c", "command -v kubectl"}, &out) == 0;
+}
+
+// `kubectl kustomize DIR` (DIR under the copy GeneratedDeploy() makes), once
+// per directory. Empty, with a failure, when it does not render.
+const std::vector<YAML::Node>& Rendered(const std::string& dir) {
+  static std::map<std::string, std::vector<YAML::Node>> cache;
+  auto it = cache.find(dir);
+  if (it != cache.end()) return it->second;
+  std::vector<YAML::Node> docs;
+  std::string out;
+  if (GeneratedDeploy().empty()) {
+    ADD_FAILURE() << "no copy of deploy/ to render";
+  } else if (RunCommand({"kubectl", "kustomize", GeneratedDeploy() + "/k8s/" + dir}, &out) != 0) {
+    ADD_FAILURE() << "kubectl kustomize deploy/k8s/" << dir << ": " << out;
+  } else {
+    docs = YAML::LoadAll(out);
+  }
+  return cache.emplace(dir, std::move(docs)).first->second;
+}
+
+// The overlays, each checked as kustomize renders it.
+const std::vector<std::string> kOverlays = {"dev", "prod"};
+
+// What the prod overlay expects the operator to have created (its example,
+// with every key the base reads): endpoints and credentials of the managed
+// datastores.
+const char kOperatorObjects[] = "/deploy/k8s/overlays/prod/datastores.example.yaml";
+
+// Datastore settings: the flags naming where the datastores are and how to
+// log in, which must come from the one ConfigMap (env), never from a flag in a
+// Deployment (a flag beats the environment: an operator could not change it).
+const std::set<std::string> kDatastoreFlags = {"redis_host",           "redis_port",
+                                               "kafka_brokers",        "kafka_security_protocol",
+                                               "kafka_sasl_mechanism", "kafka_sasl_username"};
+
+// Kubernetes checks run on each overlay's render (GetParam(): "dev" or
+// "prod"), on the copy with deploy/make-secrets' files.
+class KubernetesTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    const std::string dir = Infra::SourceDir() + "/deploy/k8s/";
-    const YAML::Node kustomization = YAML::LoadFile(dir + "kustomization.yaml");
-    // name -> (key -> file) of the Secrets kustomize generates from the
+    if (!HaveKubectl()) GTEST_SKIP() << "kubectl is not installed";
+    const std::string dev = Infra::SourceDir() + "/deploy/k8s/overlays/dev/";
+    const YAML::Node kustomization = YAML::LoadFile(dev + "kustomization.yaml");
+    // name -> (key -> file) of the Secrets the dev overlay generates from the
     // gitignored files deploy/make-secrets writes.
     for (const auto& gen : kustomization["secretGenerator"]) {
       auto& keys = generated_[gen["name"].as<std::string>()];
@@ -842,14 +888,72 @@ class KubernetesTest : public ::testing::Test {
             eq == std::string::npos ? f : f.substr(eq + 1);
       }
     }
-    for (const auto& file : Strings(kustomization["resources"])) {
-      for (const auto& doc : YAML::LoadAllFromFile(dir + file)) {
-        const std::string key =
-            doc["kind"].as<std::string>() + "/" + doc["metadata"]["name"].as<std::string>();
-        ASSERT_FALSE(objects_.count(key)) << "duplicate " << key;
-        objects_[key] = doc;
+    const auto& docs = Rendered("overlays/" + GetParam());
+    ASSERT_FALSE(docs.empty());
+    for (const auto& doc : docs) {
+      const std::string key =
+          doc["kind"].as<std::string>() + "/" + doc["metadata"]["name"].as<std::string>();
+      ASSERT_FALSE(objects_.count(key)) << "duplicate " << key;
+      objects_[key] = doc;
+    }
+    if (prod()) {
+      for (const auto& doc : YAML::LoadAllFromFile(Infra::SourceDir() + kOperatorObjects)) {
+        operator_[doc["kind"].as<std::string>() + "/" + doc["metadata"]["name"].as<std::string>()] =
+            doc;
       }
     }
+  }
+  bool prod() const { return GetParam() == "prod"; }
+  // A rendered object's name without the hash kustomize appends to what its
+  // generators make (switchboard-redis-h8659m4gm5 -> switchboard-redis).
+  std::string Unhashed(const std::string& name) const {
+    const size_t dash = name.rfind('-');
+    if (dash != std::string::npos && name.size() - dash == 11 &&
+        generated_.count(name.substr(0, dash))) {
+      return name.substr(0, dash);
+    }
+    return name;
+  }
+  // A ConfigMap or Secret by name: rendered, or (prod) the operator's.
+  YAML::Node Provided(const std::string& kind, const std::string& name) {
+    const YAML::Node o = Get(kind, name);
+    if (o.IsMap()) return o;
+    auto it = operator_.find(kind + "/" + name);
+    return it == operator_.end() ? YAML::Node(YAML::NodeType::Undefined) : it->second;
+  }
+  // What a container runs with: its --flags, and the flags its SWITCHBOARD_*
+  // variables set where the command line does not (values from ConfigMaps
+  // resolved; a Secret's value stays "<secret>").
+  std::map<std::string, std::string> Settings(const YAML::Node& c) {
+    auto flags = FlagArgs(Strings(c["args"]));
+    for (const auto& e : c["env"]) {
+      const std::string var = e["name"].as<std::string>("");
+      if (!absl::StartsWith(var, "SWITCHBOARD_")) continue;
+      const std::string flag = absl::AsciiStrToLower(var.substr(strlen("SWITCHBOARD_")));
+      if (flags.count(flag)) continue;
+      std::string value = e["value"].as<std::string>("");
+      if (const YAML::Node ref = Dig(e, {"valueFrom", "configMapKeyRef"})) {
+        const YAML::Node cm = Provided("ConfigMap", ref["name"].as<std::string>(""));
+        value = cm.IsMap() ? cm["data"][ref["key"].as<std::string>("")].as<std::string>("") : "";
+      } else if (Dig(e, {"valueFrom", "secretKeyRef"})) {
+        value = "<secret>";
+      }
+      flags[flag] = value;
+    }
+    return flags;
+  }
+  // A datastore host is defined: a Service of the render, or (prod) a host the
+  // operator's ConfigMap names.
+  bool Defined(const std::string& host) {
+    if (Get("Service", host)) return true;
+    const YAML::Node cm = operator_["ConfigMap/switchboard-datastores"];
+    if (!cm.IsMap()) return false;
+    for (const auto& kv : cm["data"]) {
+      for (absl::string_view hp : absl::StrSplit(kv.second.as<std::string>(""), ',')) {
+        if (HostPort(std::string(hp)).first == host) return true;
+      }
+    }
+    return false;
   }
   YAML::Node Get(const std::string& kind, const std::string& name) {
     auto it = objects_.find(kind + "/" + name);
@@ -920,16 +1024,21 @@ class KubernetesTest : public ::testing::Test {
         Get("ConfigMap", "switchboard-common")["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>(
             "0"));
   }
-  std::map<std::string, YAML::Node> objects_;
+  std::map<std::string, YAML::Node> objects_, operator_;
   std::map<std::string, std::map<std::string, std::string>> generated_;
 };
 
-TEST_F(KubernetesTest, EveryWorkloadMountsItsOwnTlsPairAndDatastoreCredentials) {
+INSTANTIATE_TEST_SUITE_P(Overlays, KubernetesTest, ::testing::ValuesIn(kOverlays),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+TEST_P(KubernetesTest, EveryWorkloadMountsItsOwnTlsPairAndDatastoreCredentials) {
   for (const auto& name : kServices) {
     const YAML::Node pod = WorkloadPod(name)["spec"];
     ASSERT_TRUE(pod) << name;
     const YAML::Node c = pod["containers"][0];
-    const auto flags = FlagArgs(Strings(c["args"]));
+    const auto flags = Settings(c);
     ExpectMutualTls("k8s " + name, flags);
     const std::map<std::string, std::string> want = {
         {"tls_ca", "secrets/tls/ca.crt"}, {"tls_cert", "secrets/tls/" + name + ".crt"},
@@ -939,6 +1048,10 @@ TEST_F(KubernetesTest, EveryWorkloadMountsItsOwnTlsPairAndDatastoreCredentials) 
       const auto [secret, key] = SecretFile(pod, c, flags.at(flag));
       ASSERT_FALSE(secret.empty()) << name << " --" << flag << "=" << flags.at(flag)
                                    << " is not in a mounted Secret (directory mounts only)";
+      // The operator's Secret in prod: its name says whose pair it is.
+      EXPECT_EQ(secret, "switchboard-tls-" + name)
+          << name << " --" << flag << " is not its own pair";
+      if (prod()) continue;
       ASSERT_TRUE(generated_.count(secret)) << name << ": no secretGenerator makes " << secret;
       EXPECT_EQ(generated_[secret][key], file) << name << " --" << flag << " is not its own pair";
     }
@@ -946,7 +1059,9 @@ TEST_F(KubernetesTest, EveryWorkloadMountsItsOwnTlsPairAndDatastoreCredentials) 
     for (const auto& e : c["env"]) {
       if (e["valueFrom"]["secretKeyRef"]) {
         const std::string secret = e["valueFrom"]["secretKeyRef"]["name"].as<std::string>();
-        EXPECT_TRUE(generated_.count(secret) || Get("Secret", secret)) << name << ": no Secret " << secret;
+        EXPECT_TRUE(generated_.count(Unhashed(secret)) || Get("Secret", secret) ||
+                    operator_.count("Secret/" + secret))
+            << name << ": no Secret " << secret;
       }
       env.insert(e["name"].as<std::string>());
     }
@@ -955,18 +1070,22 @@ TEST_F(KubernetesTest, EveryWorkloadMountsItsOwnTlsPairAndDatastoreCredentials) 
   }
   for (const std::string name : {"inference-worker", "billing"}) {
     const YAML::Node pod = WorkloadPod(name)["spec"];
-    const auto flags = FlagArgs(Strings(pod["containers"][0]["args"]));
+    const auto flags = Settings(pod["containers"][0]);
     ASSERT_TRUE(flags.count("usage_signing_key_file")) << name;
-    EXPECT_EQ(SecretFile(pod, pod["containers"][0], flags.at("usage_signing_key_file")).first,
-              "switchboard-usage-signing")
+    EXPECT_EQ(
+        Unhashed(SecretFile(pod, pod["containers"][0], flags.at("usage_signing_key_file")).first),
+        "switchboard-usage-signing")
         << name << " does not mount the shared signing key";
   }
-  // The datastores require what the clients present.
+  // The datastores (dev's) require what the clients present.
+  if (prod()) return;
   const YAML::Node redis = Pod("Deployment", "redis")["spec"]["containers"][0];
   ASSERT_TRUE(redis);
   EXPECT_TRUE(absl::EndsWith(Strings(redis["args"]).at(0), ".conf")) << "redis-server runs without its config";
-  EXPECT_EQ(SecretFile(Pod("Deployment", "redis")["spec"], redis, Strings(redis["args"]).at(0)).first,
-            "switchboard-redis");
+  EXPECT_EQ(
+      Unhashed(SecretFile(Pod("Deployment", "redis")["spec"], redis, Strings(redis["args"]).at(0))
+                   .first),
+      "switchboard-redis");
   std::map<std::string, std::string> kafka_env;
   const YAML::Node kafka = Pod("StatefulSet", "kafka")["spec"]["containers"][0];
   for (const auto& e : kafka["env"]) kafka_env[e["name"].as<std::string>()] = e["value"].as<std::string>("");
@@ -994,7 +1113,7 @@ std::set<std::string> Sources(const YAML::Node& rule) {
   return out;
 }
 
-TEST_F(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
+TEST_P(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
   // Default deny: every pod, ingress, no rule.
   bool deny = false;
   // target app -> port name -> sources
@@ -1022,7 +1141,7 @@ TEST_F(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
   std::map<std::string, std::map<std::string, std::set<std::string>>> want;
   for (const auto& name : kServices) {
     const YAML::Node c = WorkloadPod(name)["spec"]["containers"][0];
-    const auto flags = FlagArgs(Strings(c["args"]));
+    const auto flags = Settings(c);
     want[name]["grpc"];
     want[name]["metrics"] = {"scraper"};
     for (const auto& [flag, target] : kAddressFlags) {
@@ -1042,12 +1161,19 @@ TEST_F(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
     if (name != "inference-worker") want["inference-worker"]["grpc"].insert(name);
   }
   want["gateway"]["http"] = {"*"};
-  want["postgres"]["postgres"].insert({"switchboard-migrate", "sbadmin"});
-  want["kafka"]["kafka"].insert("kafka-topics");
   EXPECT_EQ(Pod("Job", "switchboard-migrate")["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>(""),
             "switchboard-migrate");
-  EXPECT_EQ(Pod("Job", "kafka-topics")["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>(""),
-            "kafka-topics");
+  if (prod()) {
+    // Managed datastores: outside the cluster, and these policies.
+    for (const std::string ds : {"postgres", "redis", "kafka"}) want.erase(ds);
+  } else {
+    want["postgres"]["postgres"].insert({"switchboard-migrate", "sbadmin"});
+    want["kafka"]["kafka"].insert("kafka-topics");
+    EXPECT_EQ(
+        Pod("Job", "kafka-topics")["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>(
+            ""),
+        "kafka-topics");
+  }
 
   for (const auto& [target, ports] : want) {
     ASSERT_TRUE(allowed.count(target)) << "no NetworkPolicy selects " << target;
@@ -1080,7 +1206,7 @@ TEST_F(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
   }
 }
 
-TEST_F(KubernetesTest, EveryServiceHasAWorkloadAndServiceThatAgreeWithItsFlags) {
+TEST_P(KubernetesTest, EveryServiceHasAWorkloadAndServiceThatAgreeWithItsFlags) {
   const YAML::Node common = Get("ConfigMap", "switchboard-common");
   ASSERT_TRUE(common);
   std::map<std::string, std::set<std::string>> endpoints;
@@ -1092,7 +1218,7 @@ TEST_F(KubernetesTest, EveryServiceHasAWorkloadAndServiceThatAgreeWithItsFlags) 
     ASSERT_EQ(pod["containers"].size(), 1u);
     const YAML::Node c = pod["containers"][0];
     EXPECT_EQ(Strings(c["command"]), std::vector<std::string>{name});
-    const auto flags = FlagArgs(Strings(c["args"]));
+    const auto flags = Settings(c);
     ExpectFlagsAccepted(name, flags, "k8s " + name);
     for (const auto& e : c["env"]) ExpectEnvAccepted(name, e["name"].as<std::string>(), "k8s " + name);
     for (const auto& from : c["envFrom"]) {
@@ -1149,9 +1275,9 @@ TEST_F(KubernetesTest, EveryServiceHasAWorkloadAndServiceThatAgreeWithItsFlags) 
         << "Service " << target << " (--" << flag << ") must be headless";
   }
   for (const auto& name : kServices) {
-    const auto flags = FlagArgs(Strings(WorkloadPod(name)["spec"]["containers"][0]["args"]));
+    const auto flags = Settings(WorkloadPod(name)["spec"]["containers"][0]);
     ExpectAddressesResolve(name, flags, endpoints,
-                           [&](const std::string& host) { return bool(Get("Service", host)); });
+                           [&](const std::string& host) { return Defined(host); });
   }
 }
 
@@ -1159,10 +1285,13 @@ TEST_F(KubernetesTest, EveryServiceHasAWorkloadAndServiceThatAgreeWithItsFlags) 
 // stable pod names its clients list one by one, governed by a headless
 // Service that gives each pod its name; a disruption budget keeps one
 // serving; and they read PostgreSQL with the gateway's login.
-TEST_F(KubernetesTest, RunsSchedulerReplicasThatEveryClientLists) {
+TEST_P(KubernetesTest, RunsSchedulerReplicasThatEveryClientLists) {
   const YAML::Node sts = Get("StatefulSet", "tenant-scheduler");
   ASSERT_TRUE(sts) << "the scheduler needs stable pod names: a StatefulSet";
-  EXPECT_GE(sts["spec"]["replicas"].as<int>(1), 2) << "one scheduler: nothing takes over when it stops";
+  // dev runs one of everything; elsewhere one scheduler would leave nothing
+  // to take over when it stops.
+  EXPECT_EQ(sts["spec"]["replicas"].as<int>(1) >= 2, prod())
+      << "tenant-scheduler runs " << sts["spec"]["replicas"].as<int>(1) << " replicas";
   EXPECT_EQ(sts["spec"]["serviceName"].as<std::string>(""), "tenant-scheduler");
   const YAML::Node service = Get("Service", "tenant-scheduler");
   ASSERT_TRUE(service);
@@ -1176,7 +1305,7 @@ TEST_F(KubernetesTest, RunsSchedulerReplicasThatEveryClientLists) {
   std::set<std::string> clients;
   for (const auto& [key, obj] : objects_) {
     if (!absl::StartsWith(key, "Deployment/") && !absl::StartsWith(key, "StatefulSet/")) continue;
-    const auto flags = FlagArgs(Strings(obj["spec"]["template"]["spec"]["containers"][0]["args"]));
+    const auto flags = Settings(obj["spec"]["template"]["spec"]["containers"][0]);
     if (!flags.count("scheduler_address")) continue;
     clients.insert(obj["metadata"]["name"].as<std::string>());
     const std::vector<std::string> got = absl::StrSplit(flags.at("scheduler_address"), ',');
@@ -1201,10 +1330,12 @@ TEST_F(KubernetesTest, RunsSchedulerReplicasThatEveryClientLists) {
            obj["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as<std::string>("") ==
                "tenant-scheduler";
   }
-  EXPECT_TRUE(pdb) << "no PodDisruptionBudget keeps a scheduler replica serving";
+  EXPECT_EQ(pdb, prod()) << (prod()
+                                 ? "no PodDisruptionBudget keeps a scheduler replica serving"
+                                 : "a PodDisruptionBudget over dev's one scheduler blocks drains");
 }
 
-TEST_F(KubernetesTest, MigrationsJobAndScalingObjectsReferToRealThings) {
+TEST_P(KubernetesTest, MigrationsJobAndScalingObjectsReferToRealThings) {
   const YAML::Node job = Get("Job", "switchboard-migrate");
   ASSERT_TRUE(job);
   const YAML::Node c = job["spec"]["template"]["spec"]["containers"][0];
@@ -1228,13 +1359,13 @@ TEST_F(KubernetesTest, MigrationsJobAndScalingObjectsReferToRealThings) {
     }
   }
   EXPECT_GE(hpas, 1);
-  EXPECT_GE(pdbs, 1);
+  EXPECT_EQ(pdbs >= 1, prod()) << pdbs << " PodDisruptionBudgets";
 }
 
 // Every pod template (services, Jobs, datastores) can run in a namespace
 // that enforces Pod Security "restricted", on a read-only root, and the
 // services' rolling updates send nothing to a closing pod.
-TEST_F(KubernetesTest, EveryPodRunsUnderRestrictedPodSecurity) {
+TEST_P(KubernetesTest, EveryPodRunsUnderRestrictedPodSecurity) {
   const int drain = DrainSeconds();
   ASSERT_GT(drain, 0);
   std::set<std::string> containers;
@@ -1245,11 +1376,17 @@ TEST_F(KubernetesTest, EveryPodRunsUnderRestrictedPodSecurity) {
       containers.insert(key + "/" + c["name"].as<std::string>(""));
     }
   }
-  // The seven services, the two Jobs, the three datastores.
-  EXPECT_GE(containers.size(), kServices.size() + 5);
-  // No exemption outlives its container.
+  // The seven services and the migrations Job; in dev also the topics Job and
+  // the three datastores.
+  EXPECT_GE(containers.size(), kServices.size() + (prod() ? 1 : 5));
+  if (prod()) return;
+  // No exemption outlives its container (the vLLM component's aside).
   for (const auto& [where, why] : kWritableRoot) EXPECT_TRUE(containers.count(where)) << where;
-  for (const auto& [where, paths] : kWrites) EXPECT_TRUE(containers.count(where)) << where;
+  for (const auto& [where, paths] : kWrites) {
+    if (!absl::StartsWith(where, "Deployment/vllm/")) {
+      EXPECT_TRUE(containers.count(where)) << where;
+    }
+  }
 }
 
 // The policy check itself: a compliant pod passes, and taking away any one
@@ -1318,7 +1455,7 @@ spec:
 // selecting its pods (safety fails closed: losing every replica at once
 // refuses every request), and an HPA's Deployment leaves the count to it: a
 // replicas field would reset the count on every apply.
-TEST_F(KubernetesTest, MultiReplicaWorkloadsHaveDisruptionBudgetsAndHpasOwnTheirCount) {
+TEST_P(KubernetesTest, MultiReplicaWorkloadsHaveDisruptionBudgetsAndHpasOwnTheirCount) {
   for (const auto& [key, hpa] : objects_) {
     if (!absl::StartsWith(key, "HorizontalPodAutoscaler/")) continue;
     const YAML::Node ref = hpa["spec"]["scaleTargetRef"];
@@ -1360,13 +1497,18 @@ TEST_F(KubernetesTest, MultiReplicaWorkloadsHaveDisruptionBudgetsAndHpasOwnTheir
                                   << (budgets.empty() ? "no" : absl::StrJoin(budgets, ", "))
                                   << " PodDisruptionBudget (want exactly one)";
   }
-  EXPECT_GE(multi, 6)
-      << "gateway, chat, connection-manager, safety, tenant-scheduler, inference-worker";
+  if (prod()) {
+    EXPECT_GE(multi, 6)
+        << "gateway, chat, connection-manager, safety, tenant-scheduler, inference-worker";
+  } else {
+    EXPECT_EQ(multi, 0) << "dev runs one replica of everything";
+  }
 }
 
 // The datastores keep their data on their claims, and PostgreSQL reports
 // ready only over TCP (as in compose).
-TEST_F(KubernetesTest, DatastoresKeepDataOnTheirClaimsAndPostgresIsReadyOverTcp) {
+TEST_P(KubernetesTest, DatastoresKeepDataOnTheirClaimsAndPostgresIsReadyOverTcp) {
+  if (prod()) GTEST_SKIP() << "prod runs no datastore";
   auto on_claim = [&](const YAML::Node& sts, const std::string& dir) {
     std::set<std::string> claims;
     for (const auto& t : sts["spec"]["volumeClaimTemplates"])
@@ -1399,62 +1541,243 @@ TEST_F(KubernetesTest, DatastoresKeepDataOnTheirClaimsAndPostgresIsReadyOverTcp)
       << "PostgreSQL's readiness must ask over TCP (pg_isready -h 127.0.0.1)";
 }
 
-// On the copy with secrets: the secretGenerator needs its files.
-TEST(KustomizeTest, RendersWithKubectl) {
-  std::string which;
-  if (RunCommand({"sh", "-c", "command -v kubectl"}, &which) != 0) {
-    GTEST_SKIP() << "kubectl is not installed; the manifests were checked file by file above";
-  }
-  ASSERT_FALSE(GeneratedDeploy().empty());
-  std::string out;
-  ASSERT_EQ(RunCommand({"kubectl", "kustomize", GeneratedDeploy() + "/k8s"}, &out), 0) << out;
-  const auto docs = YAML::LoadAll(out);
+// Both overlays render (dev on the copy with make-secrets' files: its
+// secretGenerator needs them), every Secret and ConfigMap a pod reads is in
+// the render (dev needs nothing beyond make-secrets) or, in prod, is one the
+// operator creates (its example), and everything lands in the namespace.
+TEST_P(KubernetesTest, RendersEverythingItsPodsReadInItsNamespace) {
+  std::set<std::string> rendered;
+  for (const auto& [key, obj] : objects_) rendered.insert(key);
+  auto provided = [&](const std::string& kind, const std::string& name) {
+    if (rendered.count(kind + "/" + name)) return true;
+    // prod: the operator's, as datastores.example.yaml and README list them.
+    return prod() && (operator_.count(kind + "/" + name) ||
+                      (kind == "Secret" && absl::StartsWith(name, "switchboard-tls-")));
+  };
   int workloads = 0;
-  std::set<std::string> secrets;
-  for (const auto& d : docs) {
-    if (d["kind"].as<std::string>() == "Secret") secrets.insert(d["metadata"]["name"].as<std::string>());
-  }
-  for (const auto& d : docs) {
-    if (d["kind"].as<std::string>() == "Deployment" || d["kind"].as<std::string>() == "StatefulSet") {
+  for (const auto& [key, d] : objects_) {
+    if (PodTemplateOf(d).IsDefined()) {
       ++workloads;
-      // Every Secret a pod mounts or reads is one the render contains.
-      const YAML::Node pod = d["spec"]["template"]["spec"];
+      const YAML::Node pod = PodTemplateOf(d)["spec"];
       for (const auto& v : pod["volumes"]) {
         if (v["secret"]) {
-          EXPECT_TRUE(secrets.count(v["secret"]["secretName"].as<std::string>())) << v;
+          EXPECT_TRUE(provided("Secret", v["secret"]["secretName"].as<std::string>())) << key;
         }
       }
-      for (const auto& e : pod["containers"][0]["env"]) {
-        if (e["valueFrom"] && e["valueFrom"]["secretKeyRef"]) {
-          EXPECT_TRUE(secrets.count(e["valueFrom"]["secretKeyRef"]["name"].as<std::string>())) << e;
-        }
-      }
-      for (const auto& from : pod["containers"][0]["envFrom"]) {
-        if (from["secretRef"]) {
-          EXPECT_TRUE(secrets.count(from["secretRef"]["name"].as<std::string>())) << from;
+      for (const std::string list : {"initContainers", "containers"}) {
+        for (const auto& c : pod[list]) {
+          for (const auto& e : c["env"]) {
+            if (const YAML::Node r = Dig(e, {"valueFrom", "secretKeyRef"})) {
+              EXPECT_TRUE(provided("Secret", r["name"].as<std::string>())) << key << ": " << e;
+            }
+            if (const YAML::Node r = Dig(e, {"valueFrom", "configMapKeyRef"})) {
+              const YAML::Node cm = Provided("ConfigMap", r["name"].as<std::string>());
+              EXPECT_TRUE(cm.IsMap() && cm["data"][r["key"].as<std::string>()]) << key << ": " << e;
+            }
+          }
+          for (const auto& from : c["envFrom"]) {
+            if (from["secretRef"]) {
+              EXPECT_TRUE(provided("Secret", from["secretRef"]["name"].as<std::string>())) << key;
+            }
+            if (from["configMapRef"]) {
+              EXPECT_TRUE(provided("ConfigMap", from["configMapRef"]["name"].as<std::string>()))
+                  << key;
+            }
+          }
         }
       }
     }
     if (d["kind"].as<std::string>() != "Namespace") {
-      EXPECT_EQ(d["metadata"]["namespace"].as<std::string>(""), "switchboard")
-          << d["metadata"]["name"].as<std::string>();
+      EXPECT_EQ(d["metadata"]["namespace"].as<std::string>(""), "switchboard") << key;
     }
   }
   EXPECT_GE(workloads, static_cast<int>(kServices.size()));
-  // The policy holds on what kustomize renders too, not only on the files.
-  int drain = 0;
-  for (const auto& d : docs) {
-    if (d["kind"].as<std::string>() == "ConfigMap" &&
-        d["metadata"]["name"].as<std::string>() == "switchboard-common") {
-      drain = std::stoi(d["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>("0"));
+  // prod renders no credential: every Secret is the operator's.
+  if (prod()) {
+    for (const auto& key : rendered) EXPECT_FALSE(absl::StartsWith(key, "Secret/")) << key;
+  }
+}
+
+// Where each service finds PostgreSQL, Redis and Kafka comes from one place:
+// the ConfigMap switchboard-datastores (endpoints, how to log in) and the
+// Secrets (the PostgreSQL URI, passwords), read as SWITCHBOARD_* variables.
+// No datastore flag in a Deployment, so pointing at managed datastores needs
+// no patch of any Deployment. prod renders no datastore at all.
+TEST_P(KubernetesTest, DatastoreSettingsComeFromOneConfigMapAndTheSecrets) {
+  std::map<std::string, std::string> from;  // variable -> "ConfigMap/name" or "Secret/name"
+  for (const auto& name : kServices) {
+    const YAML::Node c = WorkloadPod(name)["spec"]["containers"][0];
+    for (const auto& [flag, value] : FlagArgs(Strings(c["args"]))) {
+      EXPECT_FALSE(kDatastoreFlags.count(flag) || flag == "pg")
+          << name << " sets --" << flag << " in its Deployment: read SWITCHBOARD_"
+          << absl::AsciiStrToUpper(flag) << " from switchboard-datastores";
+    }
+    for (const auto& e : c["env"]) {
+      const std::string var = e["name"].as<std::string>("");
+      const std::string flag =
+          absl::AsciiStrToLower(var.substr(std::min(var.size(), strlen("SWITCHBOARD_"))));
+      if (kDatastoreFlags.count(flag)) {
+        EXPECT_EQ(Dig(e, {"valueFrom", "configMapKeyRef", "name"}).as<std::string>(""),
+                  "switchboard-datastores")
+            << name << " " << var;
+      }
+      if (var == "SWITCHBOARD_PG") {
+        EXPECT_EQ(Dig(e, {"valueFrom", "secretKeyRef", "name"}).as<std::string>(""),
+                  "switchboard-db")
+            << name << " " << var;
+      }
     }
   }
-  ASSERT_GT(drain, 0);
-  SCOPED_TRACE("as rendered by kubectl kustomize");
-  for (const auto& d : docs) {
-    if (!PodTemplateOf(d).IsDefined()) continue;
-    ExpectRestrictedPod(d["kind"].as<std::string>() + "/" + d["metadata"]["name"].as<std::string>(),
-                        d, drain);
+  // Every key the base reads is one the datastores' ConfigMap has (dev's
+  // render; prod's example for the operator).
+  const YAML::Node cm = Provided("ConfigMap", "switchboard-datastores");
+  ASSERT_TRUE(cm.IsMap()) << "no ConfigMap switchboard-datastores";
+  for (const auto& flag : kDatastoreFlags) {
+    EXPECT_TRUE(cm["data"]["SWITCHBOARD_" + absl::AsciiStrToUpper(flag)])
+        << "switchboard-datastores lacks " << flag;
+  }
+  if (!prod()) return;
+  EXPECT_FALSE(Get("ConfigMap", "switchboard-datastores"))
+      << "prod must use the operator's ConfigMap";
+  for (const auto& [key, obj] : objects_) {
+    if (!absl::StartsWith(key, "Deployment/") && !absl::StartsWith(key, "StatefulSet/")) continue;
+    const std::string name = obj["metadata"]["name"].as<std::string>("");
+    EXPECT_TRUE(std::find(kServices.begin(), kServices.end(), name) != kServices.end())
+        << key << ": prod runs no in-cluster datastore (or anything but the services)";
+  }
+  for (const std::string ds : {"postgres", "redis", "kafka"}) {
+    EXPECT_FALSE(Get("Service", ds)) << "prod defines a Service " << ds;
+  }
+}
+
+// prod runs exactly the image it was given (by digest, not a tag that can be
+// re-pushed), and every multi-replica workload spreads over nodes (required)
+// and zones, selecting its own pods.
+TEST_P(KubernetesTest, ProdPinsImagesByDigestAndSpreadsReplicas) {
+  if (!prod()) GTEST_SKIP() << "dev runs switchboard:dev on one node";
+  static const std::regex kDigest(R"(^[^@:]+(:[0-9]+)?/[^@]+@sha256:[0-9a-f]{64}$)");
+  for (const auto& [key, obj] : objects_) {
+    if (!PodTemplateOf(obj).IsDefined()) continue;
+    for (const auto& c : Dig(PodTemplateOf(obj), {"spec", "containers"})) {
+      const std::string image = c["image"].as<std::string>("");
+      EXPECT_TRUE(std::regex_match(image, kDigest))
+          << key << " runs " << image << ", not REGISTRY/NAME@sha256:DIGEST";
+    }
+  }
+  for (const auto& [key, w] : objects_) {
+    if (!absl::StartsWith(key, "Deployment/") && !absl::StartsWith(key, "StatefulSet/")) continue;
+    if (MinReplicas(w) <= 1) continue;
+    const std::string app =
+        w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>("");
+    std::map<std::string, std::string> spread;  // topology key -> whenUnsatisfiable
+    for (const auto& t : w["spec"]["template"]["spec"]["topologySpreadConstraints"]) {
+      EXPECT_EQ(t["labelSelector"]["matchLabels"]["app.kubernetes.io/name"].as<std::string>(""),
+                app)
+          << key << " spreads another workload's pods";
+      EXPECT_EQ(t["maxSkew"].as<int>(0), 1) << key;
+      spread[t["topologyKey"].as<std::string>("")] = t["whenUnsatisfiable"].as<std::string>("");
+    }
+    EXPECT_EQ(spread["kubernetes.io/hostname"], "DoNotSchedule")
+        << key << ": replicas may share a node";
+    EXPECT_TRUE(spread.count("topology.kubernetes.io/zone")) << key << ": not spread over zones";
+  }
+}
+
+// Every optional component renders when an overlay adds it, and what it adds
+// holds to the same rules: restricted pods, flags the binaries accept,
+// NetworkPolicies for its pods. components/vllm-workers: a worker with the
+// openai engine whose upstream is the vLLM Service, which requests a GPU and
+// admits only that worker; the scheduler admits the worker.
+TEST(KustomizeTest, EveryComponentRendersInEveryOverlay) {
+  if (!HaveKubectl()) GTEST_SKIP() << "kubectl is not installed";
+  ASSERT_FALSE(GeneratedDeploy().empty());
+  std::string list;
+  ASSERT_EQ(RunCommand({"ls", GeneratedDeploy() + "/k8s/components"}, &list), 0) << list;
+  const std::vector<std::string> components = absl::StrSplit(list, '\n', absl::SkipEmpty());
+  EXPECT_GE(components.size(), 2u) << list;
+  for (const auto& overlay : kOverlays) {
+    for (const auto& component : components) {
+      SCOPED_TRACE(overlay + " + " + component);
+      const std::string dir = "overlays/" + overlay + "-with-" + component;
+      std::string out;
+      ASSERT_EQ(RunCommand({"sh", "-c",
+                            "mkdir -p " + GeneratedDeploy() + "/k8s/" + dir +
+                                " && printf 'resources: [../" + overlay +
+                                "]\\ncomponents: [../../components/" + component + "]\\n' > " +
+                                GeneratedDeploy() + "/k8s/" + dir + "/kustomization.yaml"},
+                           &out),
+                0)
+          << out;
+      std::map<std::string, YAML::Node> objects;
+      int drain = 0;
+      for (const auto& d : Rendered(dir)) {
+        objects[d["kind"].as<std::string>() + "/" + d["metadata"]["name"].as<std::string>()] = d;
+        if (d["metadata"]["name"].as<std::string>() == "switchboard-common") {
+          drain = std::stoi(d["data"]["SWITCHBOARD_DRAIN_SECONDS"].as<std::string>("0"));
+        }
+      }
+      ASSERT_GT(drain, 0);
+      std::set<std::string> selected;
+      for (const auto& [key, o] : objects) {
+        if (absl::StartsWith(key, "NetworkPolicy/")) {
+          selected.insert(Dig(o, {"spec", "podSelector", "matchLabels", "app.kubernetes.io/name"})
+                              .as<std::string>(""));
+        }
+      }
+      for (const auto& [key, o] : objects) {
+        if (!PodTemplateOf(o).IsDefined()) continue;
+        ExpectRestrictedPod(key, o, drain);
+        const YAML::Node c = PodTemplateOf(o)["spec"]["containers"][0];
+        const auto command = Strings(c["command"]);
+        if (!command.empty() &&
+            std::find(kServices.begin(), kServices.end(), command[0]) != kServices.end()) {
+          ExpectFlagsAccepted(command[0], FlagArgs(Strings(c["args"])), key);
+          ExpectMutualTls(key, FlagArgs(Strings(c["args"])));
+        }
+        if (o["kind"].as<std::string>() != "Job") {
+          EXPECT_TRUE(selected.count(
+              PodTemplateOf(o)["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>("")))
+              << key << " has no NetworkPolicy";
+        }
+      }
+      if (component != "vllm-workers") continue;
+      const YAML::Node worker = objects["Deployment/inference-worker-vllm"];
+      ASSERT_TRUE(worker.IsMap());
+      const auto flags =
+          FlagArgs(Strings(worker["spec"]["template"]["spec"]["containers"][0]["args"]));
+      EXPECT_EQ(flags.count("engine") ? flags.at("engine") : "", "openai");
+      ASSERT_TRUE(flags.count("upstream_url"));
+      const std::regex url(R"(^http://([a-z0-9-]+):([0-9]+)/v1$)");
+      std::smatch m;
+      ASSERT_TRUE(std::regex_match(flags.at("upstream_url"), m, url)) << flags.at("upstream_url");
+      const YAML::Node svc = objects["Service/" + m[1].str()];
+      ASSERT_TRUE(svc.IsMap()) << "--upstream_url names no Service: " << m[1];
+      bool port = false;
+      for (const auto& p : svc["spec"]["ports"])
+        port |= p["port"].as<int>() == std::stoi(m[2].str());
+      EXPECT_TRUE(port) << "Service " << m[1] << " has no port " << m[2];
+      const YAML::Node vllm =
+          objects["Deployment/" + m[1].str()]["spec"]["template"]["spec"]["containers"][0];
+      EXPECT_TRUE(absl::StartsWith(vllm["image"].as<std::string>(""), "vllm/vllm-openai"))
+          << vllm["image"];
+      EXPECT_EQ(Dig(vllm, {"resources", "limits", "nvidia.com/gpu"}).as<int>(0), 1)
+          << "vLLM needs its GPU";
+      // The worker's callers reach it, it reaches the scheduler, and only it reaches vLLM.
+      auto admits = [&](const std::string& policy, const std::string& app) {
+        for (const auto& rule : objects["NetworkPolicy/" + policy]["spec"]["ingress"]) {
+          if (Sources(rule).count(app)) return true;
+        }
+        return false;
+      };
+      EXPECT_TRUE(admits("tenant-scheduler", "inference-worker-vllm"));
+      EXPECT_TRUE(admits("inference-worker-vllm", "tenant-scheduler"));
+      EXPECT_TRUE(admits("inference-worker-vllm", "gateway"));
+      EXPECT_TRUE(admits("vllm", "inference-worker-vllm"));
+      EXPECT_FALSE(admits("vllm", "gateway"));
+      if (overlay == "dev") {
+        EXPECT_TRUE(admits("kafka", "inference-worker-vllm"));
+      }
+    }
   }
 }
 
@@ -1482,15 +1805,19 @@ TEST(KeyMaterialTest, NoneIsCommittedAndTheGeneratedFilesAreIgnored) {
   for (absl::string_view f : absl::StrSplit(files, '\n', absl::SkipEmpty())) {
     const std::string path(f);
     EXPECT_FALSE(absl::EndsWith(path, ".key") || absl::StartsWith(path, "deploy/.tls") ||
-                 absl::StartsWith(path, "deploy/.secrets/") || absl::StartsWith(path, "deploy/k8s/secrets/"))
+                 absl::StartsWith(path, "deploy/.secrets/") ||
+                 absl::StartsWith(path, "deploy/k8s/secrets/") ||
+                 absl::StartsWith(path, "deploy/k8s/overlays/dev/secrets/"))
         << "committed key material: " << path;
     EXPECT_FALSE(has_private_key(ReadFile(src + "/" + path)))
         << "committed private key in " << path << " (generate it at run time, e.g. with tools/certs)";
   }
   // What deploy/make-secrets writes stays out of git.
-  for (const std::string p : {"deploy/.tls/gateway.key", "deploy/.tls/ca.key", "deploy/.secrets/redis.env",
-                              "deploy/.secrets/kafka_server_jaas.conf", "deploy/.tls-k8s/ca.key",
-                              "deploy/k8s/secrets/tls/chat.key", "deploy/k8s/secrets/redis-password"}) {
+  for (const std::string p :
+       {"deploy/.tls/gateway.key", "deploy/.tls/ca.key", "deploy/.secrets/redis.env",
+        "deploy/.secrets/kafka_server_jaas.conf", "deploy/.tls-k8s/ca.key",
+        "deploy/k8s/overlays/dev/secrets/tls/chat.key",
+        "deploy/k8s/overlays/dev/secrets/redis-password"}) {
     std::string out;
     EXPECT_EQ(RunCommand({"git", "-C", src, "check-ignore", "-q", "--no-index", p}, &out), 0)
         << p << " is not gitignored";
