@@ -10,6 +10,9 @@ ABSL_FLAG(std::string, listen_host, "127.0.0.1",
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
 ABSL_FLAG(int, drain_seconds, 10,
           "On SIGTERM, how long in-flight calls (streams included) may take to finish");
+ABSL_FLAG(int, startup_wait_seconds, 300,
+          "At start, how long a service waits for the datastores it cannot serve without "
+          "(PostgreSQL) before it gives up and exits");
 ABSL_FLAG(int, grpc_max_connection_age_s, 300,
           "Clients' connections to this server are closed gracefully after this long (calls in "
           "flight finish), so that clients resolve their target again and spread over replicas "
@@ -28,6 +31,8 @@ std::string GrpcListenAddress(int port) {
 }
 
 absl::Duration DrainGrace() { return absl::Seconds(absl::GetFlag(FLAGS_drain_seconds)); }
+
+absl::Duration StartupWait() { return absl::Seconds(absl::GetFlag(FLAGS_startup_wait_seconds)); }
 
 absl::Duration MaxConnectionAge() {
   return absl::Seconds(absl::GetFlag(FLAGS_grpc_max_connection_age_s));

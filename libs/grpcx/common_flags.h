@@ -11,6 +11,7 @@ ABSL_DECLARE_FLAG(std::string, listen_host);
 ABSL_DECLARE_FLAG(std::string, log_level);
 ABSL_DECLARE_FLAG(int, drain_seconds);
 ABSL_DECLARE_FLAG(int, grpc_max_connection_age_s);
+ABSL_DECLARE_FLAG(int, startup_wait_seconds);
 
 namespace sb {
 
@@ -22,5 +23,6 @@ void InitService(const char* name, int argc, char** argv);
 std::string GrpcListenAddress(int port);
 absl::Duration DrainGrace();
 absl::Duration MaxConnectionAge();  // zero: never
+absl::Duration StartupWait();
 
 }  // namespace sb

@@ -13,6 +13,12 @@
 
 namespace sb {
 
+bool ShutdownRequested() {
+  sigset_t pending;
+  if (sigpending(&pending) != 0) return false;
+  return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
 void BlockShutdownSignals() {
   sigset_t set;
   sigemptyset(&set);

@@ -30,6 +30,9 @@ namespace sb {
 class HealthService;
 
 void BlockShutdownSignals();
+// Whether SIGTERM or SIGINT is pending (they are blocked until
+// WaitForShutdown takes them): a service still starting gives up then.
+bool ShutdownRequested();
 
 class ServiceRunner {
  public:

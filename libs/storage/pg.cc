@@ -2,6 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
+#include "absl/time/clock.h"
+
 namespace sb {
 
 PgPool::PgPool(std::string conninfo, int size) : conninfo_(std::move(conninfo)), size_(size) {}
@@ -13,6 +17,25 @@ absl::Status PgPool::Ping() {
     pqxx::nontransaction tx(c);
     tx.exec("SELECT 1");
   });
+}
+
+absl::Status PgPool::WaitReady(absl::Duration limit, const std::function<bool()>& give_up) {
+  const absl::Time deadline = absl::Now() + limit;
+  absl::Duration backoff = absl::Milliseconds(200);
+  for (;;) {
+    absl::Status st = Ping();
+    if (st.ok()) return st;
+    if (absl::Now() >= deadline) return st;
+    spdlog::warn("waiting for PostgreSQL ({} left): {}",
+                 absl::FormatDuration(absl::Trunc(deadline - absl::Now(), absl::Seconds(1))),
+                 st.ToString());
+    const absl::Time wake = std::min(deadline, absl::Now() + backoff);
+    while (absl::Now() < wake) {
+      if (give_up && give_up()) return absl::CancelledError("gave up waiting for PostgreSQL");
+      absl::SleepFor(std::min(absl::Milliseconds(100), wake - absl::Now()));
+    }
+    backoff = std::min(backoff * 2, absl::Seconds(5));
+  }
 }
 
 std::unique_ptr<pqxx::connection> PgPool::Acquire(absl::Status* error) {

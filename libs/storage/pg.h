@@ -27,6 +27,7 @@
 #include <pqxx/pqxx>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace sb {
 
@@ -37,6 +38,11 @@ class PgPool {
 
   // Opens one connection to check the settings.
   absl::Status Ping();
+  // Pings until the database answers (backing off from 200 ms to 5 s, a
+  // warning each time), for up to `limit` or until `give_up` says so: a
+  // service starting before its database waits instead of exiting (and
+  // crash-looping). The last error when it gives up.
+  absl::Status WaitReady(absl::Duration limit, const std::function<bool()>& give_up = nullptr);
 
   template <typename T>
   absl::StatusOr<T> Run(const std::function<T(pqxx::connection&)>& fn) {

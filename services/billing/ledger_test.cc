@@ -618,6 +618,31 @@ TEST_F(LedgerTest, AnOutageIsAnErrorNotACrash) {
   EXPECT_TRUE(again.ok()) << again.status();
 }
 
+// A service started before its database waits for it (PgPool::WaitReady)
+// instead of exiting: it returns once PostgreSQL answers, gives up after
+// its limit, and at once when asked to (a SIGTERM while starting).
+TEST(PgPoolTest, WaitReadyWaitsForADatabaseThatComesUp) {
+  PgPool pg(g_infra->pg_uri(), 1);
+  ASSERT_TRUE(g_infra->StopPostgres().ok());
+  auto start = absl::Now();
+  EXPECT_EQ(pg.WaitReady(absl::Seconds(1)).code(), absl::StatusCode::kUnavailable);
+  EXPECT_GE(absl::Now() - start, absl::Seconds(1)) << "gave up before its limit";
+  start = absl::Now();
+  EXPECT_EQ(pg.WaitReady(absl::Seconds(30), [] { return true; }).code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "did not stop when asked";
+  std::thread later([] {
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    EXPECT_TRUE(g_infra->StartPostgres().ok());
+  });
+  start = absl::Now();
+  const absl::Status st = pg.WaitReady(absl::Seconds(60));
+  later.join();
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_GE(absl::Now() - start, absl::Seconds(2));
+  EXPECT_TRUE(pg.Ping().ok());
+}
+
 // Waits until `org` has `requests` ledger rows; false on timeout.
 bool WaitForRequests(Ledger& ledger, const std::string& org, int64_t requests) {
   for (int i = 0; i < 300; ++i) {

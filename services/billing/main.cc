@@ -60,9 +60,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   sb::PgPool pg(absl::GetFlag(FLAGS_pg), absl::GetFlag(FLAGS_pg_pool_size));
-  if (auto st = pg.Ping(); !st.ok()) {
+  // Started before its database (a restart of both, a slow volume): wait
+  // rather than exit and crash-loop; SIGTERM ends the wait.
+  if (auto st = pg.WaitReady(sb::StartupWait(), sb::ShutdownRequested); !st.ok()) {
     spdlog::critical("billing: {}", st.ToString());
-    return 1;
+    return sb::ShutdownRequested() ? 0 : 1;
   }
   sb::billing::Ledger ledger(pg);
   // Budget alerts wait in budget_alerts until this producer has them.

@@ -43,9 +43,11 @@ int main(int argc, char** argv) {
   sb::InitService("chat", argc, argv);
   const int pg_size = absl::GetFlag(FLAGS_pg_pool_size);
   sb::PgPool pg(absl::GetFlag(FLAGS_pg), pg_size);
-  if (auto st = pg.Ping(); !st.ok()) {
+  // Started before its database (a restart of both, a slow volume): wait
+  // rather than exit and crash-loop; SIGTERM ends the wait.
+  if (auto st = pg.WaitReady(sb::StartupWait(), sb::ShutdownRequested); !st.ok()) {
     spdlog::critical("chat: {}", st.ToString());
-    return 1;
+    return sb::ShutdownRequested() ? 0 : 1;
   }
   sb::RedisPipeline redis(
       {.host = absl::GetFlag(FLAGS_redis_host),

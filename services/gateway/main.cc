@@ -95,9 +95,11 @@ ABSL_FLAG(int, idempotency_retention_hours, 24,
 int main(int argc, char** argv) {
   sb::InitService("gateway", argc, argv);
   sb::PgPool pg(absl::GetFlag(FLAGS_pg), 4);
-  if (auto st = pg.Ping(); !st.ok()) {
+  // Started before its database (a restart of both, a slow volume): wait
+  // rather than exit and crash-loop; SIGTERM ends the wait.
+  if (auto st = pg.WaitReady(sb::StartupWait(), sb::ShutdownRequested); !st.ok()) {
     spdlog::critical("gateway: {}", st.ToString());
-    return 1;
+    return sb::ShutdownRequested() ? 0 : 1;
   }
   sb::PgKeyStore keys(pg);
   sb::gateway::Authenticator auth(
