@@ -18,6 +18,7 @@
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "http/http_client.h"
+#include "storage/pg.h"
 #include "switchboard/billing/v1/billing.grpc.pb.h"
 
 namespace sb::testing {
@@ -378,6 +379,35 @@ TEST(OperabilityTest, RefusalsByReasonAndTokensByOrgAreCounted) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the worker's report
   }
   EXPECT_EQ(SchedulerMetric(series), output);
+}
+
+// Every PostgreSQL reader's pod runs `sbadmin migrate` first (Kubernetes'
+// init step): several at once on a fresh database all succeed, once each.
+TEST(OperabilityTest, MigrationsRunConcurrentlyOnAFreshDatabase) {
+  const std::string uri = g_cluster->infra().pg_uri();
+  const std::string fresh = uri.substr(0, uri.rfind('/') + 1) + "migrate_race";
+  {
+    pqxx::connection c(uri);
+    pqxx::nontransaction tx(c);
+    tx.exec("DROP DATABASE IF EXISTS migrate_race");
+    tx.exec("CREATE DATABASE migrate_race");
+  }
+  std::vector<std::thread> runs;
+  std::vector<int> codes(6, -1);
+  std::vector<std::string> outs(6);
+  for (size_t i = 0; i < codes.size(); ++i) {
+    runs.emplace_back([&, i] {
+      codes[i] =
+          RunCommand({Infra::BuildDir() + "/tools/sbadmin", "--pg=" + fresh, "migrate"}, &outs[i]);
+    });
+  }
+  for (auto& t : runs) t.join();
+  for (size_t i = 0; i < codes.size(); ++i) EXPECT_EQ(codes[i], 0) << outs[i];
+  pqxx::connection c(fresh);
+  pqxx::read_transaction tx(c);
+  const auto applied = tx.exec1("SELECT count(*), count(DISTINCT name) FROM schema_migrations");
+  EXPECT_GT(applied[0].as<int>(), 10);
+  EXPECT_EQ(applied[0].as<int>(), applied[1].as<int>());
 }
 
 // The containers' readiness probe: `sbadmin health PORT` exits 0 for a

@@ -101,7 +101,10 @@ absl::StatusOr<int> Admin::Migrate(const std::string& dir) {
   absl::Status st = Guard([&] {
     pqxx::connection c(pg_uri_);
     {
+      // Under the lock too: pods migrating at once on a fresh database
+      // would race on creating the table (a catalog unique violation).
       pqxx::work tx(c);
+      tx.exec(kMigrationLock);
       tx.exec(kCreateMigrationsTable);
       tx.commit();
     }
