@@ -11,7 +11,10 @@
 // So is operability: every pod template fits Pod Security "restricted" on a
 // read-only root, services sleep in preStop within their grace period, every
 // multi-replica workload has a disruption budget, HPAs own their replica
-// counts, and the datastores keep their data on volumes.
+// counts, and the datastores keep their data on volumes. Upgrades re-apply
+// cleanly: the services that read PostgreSQL migrate it first, in an init
+// container of their own image (no migrations Job, whose pod template is
+// immutable), and a Job that remains deletes itself once done.
 // Key material is gitignored, so the files that need it (compose's env
 // files, kustomize's secretGenerator) are checked on a copy of deploy/ that
 // deploy/make-secrets fills in.
@@ -814,7 +817,17 @@ void ExpectRestrictedPod(const std::string& key, const YAML::Node& workload, int
       EXPECT_TRUE(Dig(c, {"resources", "requests", "cpu"}) &&
                   Dig(c, {"resources", "requests", "memory"}))
           << where << ": no cpu and memory requests";
-      if (kind == "Deployment" || kind == "StatefulSet") {
+      // An init container runs to completion before the others start (unless
+      // it is a sidecar, restartPolicy: Always): the API server refuses probes
+      // and lifecycle hooks on it, and nothing could act on them.
+      const bool runs_to_completion =
+          list == "initContainers" && c["restartPolicy"].as<std::string>("") != "Always";
+      if (runs_to_completion) {
+        for (const std::string hook :
+             {"readinessProbe", "livenessProbe", "startupProbe", "lifecycle"}) {
+          EXPECT_FALSE(c[hook]) << where << ": an init container takes no " << hook;
+        }
+      } else if (kind == "Deployment" || kind == "StatefulSet") {
         EXPECT_TRUE(c["readinessProbe"]) << where << ": no readinessProbe";
       }
       if (!service || list != "containers") continue;
@@ -1161,8 +1174,21 @@ TEST_P(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
     }
     if (flags.count("redis_host")) want["redis"]["redis"].insert(name);
     if (flags.count("kafka_brokers")) want["kafka"]["kafka"].insert(name);
-    for (const auto& e : c["env"]) {
-      if (e["name"].as<std::string>() == "SWITCHBOARD_PG") want["postgres"]["postgres"].insert(name);
+  }
+  // PostgreSQL: every pod a container of which (init containers included:
+  // the migrations) reads SWITCHBOARD_PG.
+  for (const auto& [key, obj] : objects_) {
+    const YAML::Node pod = PodTemplateOf(obj);
+    if (!pod.IsDefined()) continue;
+    for (const std::string list : {"initContainers", "containers"}) {
+      for (const auto& c : pod["spec"][list]) {
+        for (const auto& e : c["env"]) {
+          if (e["name"].as<std::string>() == "SWITCHBOARD_PG") {
+            want["postgres"]["postgres"].insert(
+                pod["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>(key));
+          }
+        }
+      }
     }
   }
   // Workers are dialled at the address they registered (no flag): by the
@@ -1173,13 +1199,12 @@ TEST_P(KubernetesTest, NetworkPoliciesAdmitExactlyTheCallersTheFlagsImply) {
     if (name != "inference-worker") want["inference-worker"]["grpc"].insert(name);
   }
   want["gateway"]["http"] = {"*"};
-  EXPECT_EQ(Pod("Job", "switchboard-migrate")["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>(""),
-            "switchboard-migrate");
   if (prod()) {
     // Managed datastores: outside the cluster, and these policies.
     for (const std::string ds : {"postgres", "redis", "kafka"}) want.erase(ds);
   } else {
-    want["postgres"]["postgres"].insert({"switchboard-migrate", "sbadmin"});
+    // sbadmin run by hand, labelled as the policy's comment says.
+    want["postgres"]["postgres"].insert("sbadmin");
     want["kafka"]["kafka"].insert("kafka-topics");
     EXPECT_EQ(
         Pod("Job", "kafka-topics")["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>(
@@ -1347,14 +1372,106 @@ TEST_P(KubernetesTest, RunsSchedulerReplicasThatEveryClientLists) {
                                  : "a PodDisruptionBudget over dev's one scheduler blocks drains");
 }
 
-TEST_P(KubernetesTest, MigrationsJobAndScalingObjectsReferToRealThings) {
-  const YAML::Node job = Get("Job", "switchboard-migrate");
-  ASSERT_TRUE(job);
-  const YAML::Node c = job["spec"]["template"]["spec"]["containers"][0];
-  EXPECT_EQ(Strings(c["command"]), std::vector<std::string>{"sbadmin"});
-  ExpectFlagsAccepted("sbadmin", FlagArgs(Strings(c["args"])), "k8s migrate job");
-  for (const auto& e : c["env"]) ExpectEnvAccepted("sbadmin", e["name"].as<std::string>(), "k8s migrate job");
+// Where the image has the migrations: deploy/Dockerfile installs the build
+// under this prefix, tools/CMakeLists.txt the migrations under this directory
+// of it (sbadmin's default is the source tree's, which the image lacks).
+constexpr char kImagePrefix[] = "/opt/switchboard";
+constexpr char kMigrationsDestination[] = "share/switchboard/migrations";
 
+// The migrations run in an init container of every workload that reads
+// PostgreSQL, not in a Job: a Job's pod template is immutable, so applying a
+// new image to it fails, and nothing would make the services wait for it. The
+// init container runs the service's image and database (so its pods migrate
+// what that image ships before the service starts, and retry until
+// PostgreSQL answers); `sbadmin migrate` takes an advisory lock and skips
+// applied migrations, so every pod may run it. The Jobs left (dev's topics)
+// delete themselves once finished, so the next apply creates them afresh.
+TEST_P(KubernetesTest, PostgresReadersMigrateFirstInAnInitContainer) {
+  EXPECT_TRUE(absl::StrContains(ReadFile(Infra::SourceDir() + "/deploy/Dockerfile"),
+                                std::string("--prefix ") + kImagePrefix));
+  EXPECT_TRUE(absl::StrContains(ReadFile(Infra::SourceDir() + "/tools/CMakeLists.txt"),
+                                std::string("DESTINATION ") + kMigrationsDestination));
+  const std::string image_migrations = std::string(kImagePrefix) + "/" + kMigrationsDestination;
+  // The Secret and key a container reads SWITCHBOARD_PG from, "" if none.
+  auto pg = [](const YAML::Node& c) {
+    for (const auto& e : c["env"]) {
+      if (e["name"].as<std::string>("") != "SWITCHBOARD_PG") continue;
+      const YAML::Node ref = Dig(e, {"valueFrom", "secretKeyRef"});
+      return ref["name"].as<std::string>("") + "/" + ref["key"].as<std::string>("");
+    }
+    return std::string();
+  };
+  std::set<std::string> readers;
+  for (const auto& name : kServices) {
+    const YAML::Node w = Workload(name);
+    ASSERT_TRUE(w) << name;
+    const std::string key = w["kind"].as<std::string>() + "/" + name;
+    const YAML::Node spec = w["spec"]["template"]["spec"];
+    const YAML::Node main = spec["containers"][0];
+    const bool reads = !pg(main).empty() || FlagArgs(Strings(main["args"])).count("pg");
+    if (reads) readers.insert(name);
+    YAML::Node migrate(YAML::NodeType::Undefined);
+    for (const auto& c : spec["initContainers"]) {
+      if (c["name"].as<std::string>("") == "migrate") migrate.reset(c);
+    }
+    if (!reads) {
+      EXPECT_FALSE(migrate.IsDefined()) << key << " reads no PostgreSQL but migrates it";
+      continue;
+    }
+    ASSERT_TRUE(migrate.IsDefined()) << key << " reads PostgreSQL: it needs an init container "
+                                     << "migrate (sbadmin migrate) so it starts on its schema";
+    // A sidecar (restartPolicy: Always) would not hold the service back.
+    EXPECT_FALSE(migrate["restartPolicy"]) << key << ": migrate must run to completion first";
+    EXPECT_EQ(migrate["image"].as<std::string>(""), main["image"].as<std::string>(""))
+        << key << ": migrate must run the service's own image (its migrations)";
+    EXPECT_EQ(Strings(migrate["command"]), std::vector<std::string>{"sbadmin"}) << key;
+    const std::vector<std::string> args = Strings(migrate["args"]);
+    std::vector<std::string> words;
+    for (const auto& a : args) {
+      if (!absl::StartsWith(a, "-")) words.push_back(a);
+    }
+    EXPECT_EQ(words, std::vector<std::string>{"migrate"})
+        << key << ": " << absl::StrJoin(args, " ");
+    const auto flags = FlagArgs(args);
+    ExpectFlagsAccepted("sbadmin", flags, key + "/migrate");
+    for (const auto& e : migrate["env"]) {
+      ExpectEnvAccepted("sbadmin", e["name"].as<std::string>(""), key + "/migrate");
+    }
+    EXPECT_EQ(flags.count("migrations_dir") ? flags.at("migrations_dir") : "", image_migrations)
+        << key << ": --migrations_dir must be where the image has them";
+    EXPECT_FALSE(flags.count("pg")) << key << ": migrate sets its own --pg";
+    EXPECT_FALSE(pg(main).empty()) << key << " reads PostgreSQL from a flag, not the Secret";
+    EXPECT_EQ(pg(migrate), pg(main)) << key << ": migrate must read the service's database";
+  }
+  EXPECT_EQ(readers, (std::set<std::string>{"billing", "chat", "gateway", "tenant-scheduler"}));
+
+  // No migrations Job, in the base or an overlay; a Job that is left removes
+  // itself when done, so the next apply creates it instead of patching it.
+  std::set<std::string> jobs;
+  for (const auto& [key, obj] : objects_) {
+    if (!absl::StartsWith(key, "Job/")) continue;
+    jobs.insert(key);
+    EXPECT_GT(obj["spec"]["ttlSecondsAfterFinished"].as<int>(0), 0)
+        << key << ": without ttlSecondsAfterFinished it stays, and the next apply with a new pod "
+        << "template fails (\"field is immutable\")";
+  }
+  for (const auto& doc : Rendered("base")) {
+    EXPECT_NE(doc["kind"].as<std::string>(""), "Job")
+        << "the base renders Job/" << doc["metadata"]["name"].as<std::string>("");
+  }
+  if (prod()) {
+    EXPECT_TRUE(jobs.empty()) << absl::StrJoin(jobs, ", ");
+    return;
+  }
+  EXPECT_EQ(jobs, std::set<std::string>{"Job/kafka-topics"});
+  // Re-running it leaves existing topics alone.
+  const YAML::Node topics = Pod("Job", "kafka-topics")["spec"]["containers"][0];
+  const std::string script = absl::StrJoin(Strings(topics["args"]), " ");
+  EXPECT_TRUE(absl::StrContains(script, "--create") && absl::StrContains(script, "--if-not-exists"))
+      << script;
+}
+
+TEST_P(KubernetesTest, ScalingObjectsReferToRealThings) {
   int hpas = 0, pdbs = 0;
   for (const auto& [key, obj] : objects_) {
     if (absl::StartsWith(key, "HorizontalPodAutoscaler/") ||
@@ -1385,13 +1502,15 @@ TEST_P(KubernetesTest, EveryPodRunsUnderRestrictedPodSecurity) {
   for (const auto& [key, obj] : objects_) {
     if (!PodTemplateOf(obj).IsDefined()) continue;
     ExpectRestrictedPod(key, obj, drain);
-    for (const auto& c : Dig(PodTemplateOf(obj), {"spec", "containers"})) {
-      containers.insert(key + "/" + c["name"].as<std::string>(""));
+    for (const std::string list : {"initContainers", "containers"}) {
+      for (const auto& c : Dig(PodTemplateOf(obj), {"spec", list})) {
+        containers.insert(key + "/" + c["name"].as<std::string>(""));
+      }
     }
   }
-  // The seven services and the migrations Job; in dev also the topics Job and
-  // the three datastores.
-  EXPECT_GE(containers.size(), kServices.size() + (prod() ? 1 : 5));
+  // The seven services and the migrations before four of them; in dev also
+  // the topics Job and the three datastores.
+  EXPECT_GE(containers.size(), kServices.size() + 4 + (prod() ? 0 : 4));
   if (prod()) return;
   // No exemption outlives its container (the vLLM component's aside).
   for (const auto& [where, why] : kWritableRoot) EXPECT_TRUE(containers.count(where)) << where;
@@ -1422,6 +1541,11 @@ spec:
           lifecycle: {preStop: {exec: {command: [sleep, "5"]}}}
           securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
           volumeMounts: [{name: tmp, mountPath: /tmp}]
+      initContainers:
+        - name: migrate
+          resources: {requests: {cpu: 100m, memory: 64Mi}}
+          securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+          volumeMounts: [{name: tmp, mountPath: /tmp}]
       volumes: [{name: tmp, emptyDir: {}}]
 )";
   {
@@ -1449,6 +1573,11 @@ spec:
       {"terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 25"},
       {"livenessProbe:", "notAProbe:"},
       {", limits: {memory: 64Mi}", ""},
+      // The init container is held to the same rules, and takes no probe.
+      {"{cpu: 100m, memory: 64Mi}}\n          securityContext: {allowPrivilegeEscalation: false, ",
+       "{cpu: 100m, memory: 64Mi}}\n          securityContext: {"},
+      {"- name: migrate\n",
+       "- name: migrate\n          readinessProbe: {exec: {command: [true]}}\n"},
   };
   for (const auto& [from, to] : breaks) {
     std::string bad = good;
@@ -1618,8 +1747,17 @@ TEST_P(KubernetesTest, RendersEverythingItsPodsReadInItsNamespace) {
 // no patch of any Deployment. prod renders no datastore at all.
 TEST_P(KubernetesTest, DatastoreSettingsComeFromOneConfigMapAndTheSecrets) {
   std::map<std::string, std::string> from;  // variable -> "ConfigMap/name" or "Secret/name"
-  for (const auto& name : kServices) {
-    const YAML::Node c = WorkloadPod(name)["spec"]["containers"][0];
+  // The services' containers and their init containers (the migrations).
+  std::vector<std::pair<std::string, YAML::Node>> containers;
+  for (const auto& svc : kServices) {
+    for (const std::string list : {"initContainers", "containers"}) {
+      for (const auto& c : WorkloadPod(svc)["spec"][list]) {
+        containers.emplace_back(
+            list == "containers" ? svc : svc + "/" + c["name"].as<std::string>(""), c);
+      }
+    }
+  }
+  for (const auto& [name, c] : containers) {
     for (const auto& [flag, value] : FlagArgs(Strings(c["args"]))) {
       EXPECT_FALSE(kDatastoreFlags.count(flag) || flag == "pg")
           << name << " sets --" << flag << " in its Deployment: read SWITCHBOARD_"
@@ -1671,10 +1809,13 @@ TEST_P(KubernetesTest, ProdPinsImagesByDigestAndSpreadsReplicas) {
   static const std::regex kDigest(R"(^[^@:]+(:[0-9]+)?/[^@]+@sha256:[0-9a-f]{64}$)");
   for (const auto& [key, obj] : objects_) {
     if (!PodTemplateOf(obj).IsDefined()) continue;
-    for (const auto& c : Dig(PodTemplateOf(obj), {"spec", "containers"})) {
-      const std::string image = c["image"].as<std::string>("");
-      EXPECT_TRUE(std::regex_match(image, kDigest))
-          << key << " runs " << image << ", not REGISTRY/NAME@sha256:DIGEST";
+    for (const std::string list : {"initContainers", "containers"}) {
+      for (const auto& c : Dig(PodTemplateOf(obj), {"spec", list})) {
+        const std::string image = c["image"].as<std::string>("");
+        EXPECT_TRUE(std::regex_match(image, kDigest))
+            << key << "/" << c["name"].as<std::string>("") << " runs " << image
+            << ", not REGISTRY/NAME@sha256:DIGEST";
+      }
     }
   }
   for (const auto& [key, w] : objects_) {
