@@ -375,22 +375,15 @@ absl::Status KafkaConsumer::Resume(const std::string& topic, int32_t partition, 
   // A partition stopped by an offset out of range is in no fetch state a
   // seek can move (librdkafka refuses it with "Erroneous state"): assign
   // again, the partition from `offset` and every other from where it is.
-  rd_kafka_topic_partition_list_t* list = nullptr;
-  if (rd_kafka_assignment(rk_, &list) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return absl::UnavailableError("kafka: the consumer's assignment is unknown");
-  }
-  rd_kafka_position(rk_, list);
+  rd_kafka_topic_partition_list_t* list = PositionedAssignment();
+  if (list == nullptr) return absl::UnavailableError("kafka: the consumer's assignment is unknown");
   const Partition target{topic, partition};
   bool found = false;
   for (int i = 0; i < list->cnt; ++i) {
     auto& p = list->elems[i];
-    const Partition key{p.topic, p.partition};
-    if (key == target) {
+    if (Partition{p.topic, p.partition} == target) {
       p.offset = offset;
       found = true;
-    } else if (p.offset < 0) {
-      // Nothing consumed yet: where it was assigned from.
-      if (auto it = start_.find(key); it != start_.end()) p.offset = it->second;
     }
   }
   if (!found) {
@@ -429,20 +422,27 @@ void KafkaConsumer::PauseAgain() {
   rd_kafka_topic_partition_list_destroy(list);
 }
 
-std::vector<KafkaConsumer::Position> KafkaConsumer::Positions() {
-  std::vector<Position> out;
+rd_kafka_topic_partition_list_t* KafkaConsumer::PositionedAssignment() {
   rd_kafka_topic_partition_list_t* list = nullptr;
-  if (rd_kafka_assignment(rk_, &list) != RD_KAFKA_RESP_ERR_NO_ERROR) return out;
+  if (rd_kafka_assignment(rk_, &list) != RD_KAFKA_RESP_ERR_NO_ERROR) return nullptr;
   rd_kafka_position(rk_, list);
   for (int i = 0; i < list->cnt; ++i) {
+    auto& p = list->elems[i];
+    if (p.offset >= 0) continue;
+    // Nothing consumed yet: where it was assigned from.
+    if (auto it = start_.find({p.topic, p.partition}); it != start_.end()) p.offset = it->second;
+  }
+  return list;
+}
+
+std::vector<KafkaConsumer::Position> KafkaConsumer::Positions() {
+  std::vector<Position> out;
+  rd_kafka_topic_partition_list_t* list = PositionedAssignment();
+  if (list == nullptr) return out;
+  for (int i = 0; i < list->cnt; ++i) {
     const auto& p = list->elems[i];
-    int64_t next = p.offset;
-    if (next < 0) {
-      auto it = start_.find({p.topic, p.partition});
-      if (it == start_.end() || it->second < 0) continue;  // not known yet
-      next = it->second;
-    }
-    out.push_back({p.topic, p.partition, next});
+    if (p.offset < 0) continue;  // not known yet (or from the log's start)
+    out.push_back({p.topic, p.partition, p.offset});
   }
   rd_kafka_topic_partition_list_destroy(list);
   return out;

@@ -34,6 +34,7 @@
 #include "storage/publisher.h"
 
 typedef struct rd_kafka_s rd_kafka_t;
+typedef struct rd_kafka_topic_partition_list_s rd_kafka_topic_partition_list_t;
 
 namespace sb {
 
@@ -171,6 +172,10 @@ class KafkaConsumer {
   using Partition = std::pair<std::string, int32_t>;
   // Pauses paused_ (assigning resumes every partition).
   void PauseAgain();
+  // The assignment, each partition at the next offset this consumer reads
+  // (where it was assigned from until it has read one); null when unknown.
+  // The caller destroys it.
+  rd_kafka_topic_partition_list_t* PositionedAssignment();
 
   rd_kafka_t* rk_ = nullptr;
   OffsetLookup offset_lookup_;
