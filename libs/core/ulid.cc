@@ -15,7 +15,7 @@ int DecodeChar(char c) {
 
 }  // namespace
 
-std::string UlidGenerator::Next(absl::Time now) {
+std::array<uint8_t, 16> UlidGenerator::NextBytes(absl::Time now) {
   const int64_t now_ms = absl::ToUnixMillis(now);
   std::array<uint8_t, 16> bytes{};
   {
@@ -35,6 +35,11 @@ std::string UlidGenerator::Next(absl::Time now) {
     for (int i = 0; i < 6; ++i) bytes[i] = static_cast<uint8_t>(ms >> (8 * (5 - i)));
     for (int i = 0; i < 10; ++i) bytes[6 + i] = last_random_[i];
   }
+  return bytes;
+}
+
+std::string UlidGenerator::Next(absl::Time now) {
+  const std::array<uint8_t, 16> bytes = NextBytes(now);
   // 128 bits -> 26 base32 characters, most significant first (the first
   // character carries only 3 bits).
   std::string out(26, '0');

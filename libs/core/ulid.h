@@ -24,6 +24,8 @@ class UlidGenerator {
  public:
   // Thread-safe.
   std::string Next(absl::Time now);
+  // The same id as 16 big-endian bytes (a W3C trace id, for one).
+  std::array<uint8_t, 16> NextBytes(absl::Time now);
 
  private:
   std::mutex mu_;

@@ -4,6 +4,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "grpcx/server.h"
+#include "trace/trace.h"
 
 ABSL_FLAG(std::string, listen_host, "127.0.0.1",
           "Address the gRPC and metrics listeners bind (0.0.0.0 in containers)");
@@ -18,12 +19,33 @@ ABSL_FLAG(int, grpc_max_connection_age_s, 300,
           "flight finish), so that clients resolve their target again and spread over replicas "
           "added since; 0: never");
 
+ABSL_FLAG(std::string, otlp_endpoint, "",
+          "host:port of an OpenTelemetry collector's OTLP/gRPC receiver (plaintext; "
+          "https://host:port for TLS) to export trace spans to; empty: no spans are recorded "
+          "(trace context is still propagated)");
+ABSL_FLAG(double, trace_sample_ratio, 0.01,
+          "Of the traces that start at this service (an API request without a sampled "
+          "traceparent), the share recorded, 0 to 1; a call that arrives with trace context "
+          "follows its caller's decision");
+
 namespace sb {
 
 void InitService(const char* name, int argc, char** argv) {
   BlockShutdownSignals();
   ParseConfig(argc, argv);
   InitLogging(name, absl::GetFlag(FLAGS_log_level));
+  const double ratio = absl::GetFlag(FLAGS_trace_sample_ratio);
+  if (!(ratio >= 0 && ratio <= 1)) {
+    spdlog::critical("--trace_sample_ratio must be between 0 and 1, not {}", ratio);
+    std::exit(2);
+  }
+  trace::StartTracing({.service_name = name,
+                       .otlp_endpoint = absl::GetFlag(FLAGS_otlp_endpoint),
+                       .sample_ratio = ratio});
+  if (!absl::GetFlag(FLAGS_otlp_endpoint).empty()) {
+    spdlog::info("traces: exporting to {} (sampling {} of new traces)",
+                 absl::GetFlag(FLAGS_otlp_endpoint), ratio);
+  }
 }
 
 std::string GrpcListenAddress(int port) {

@@ -12,11 +12,14 @@ ABSL_DECLARE_FLAG(std::string, log_level);
 ABSL_DECLARE_FLAG(int, drain_seconds);
 ABSL_DECLARE_FLAG(int, grpc_max_connection_age_s);
 ABSL_DECLARE_FLAG(int, startup_wait_seconds);
+ABSL_DECLARE_FLAG(std::string, otlp_endpoint);
+ABSL_DECLARE_FLAG(double, trace_sample_ratio);
 
 namespace sb {
 
 // Parses the configuration (flags and environment), sets up logging and
-// blocks the shutdown signals; the first thing every main() calls.
+// tracing (--otlp_endpoint) and blocks the shutdown signals; the first thing
+// every main() calls.
 void InitService(const char* name, int argc, char** argv);
 
 // host:port for the gRPC listener.

@@ -10,6 +10,7 @@
 #include "grpcx/health.h"
 #include "grpcx/tls.h"
 #include "http/http_server.h"
+#include "trace/grpc_trace.h"
 
 namespace sb {
 
@@ -55,6 +56,10 @@ absl::Status ServiceRunner::Start(const std::string& grpc_address, int metrics_p
   }
   builder.RegisterService(health_.get());
   for (auto* s : services_) builder.RegisterService(s);
+  // A SERVER span for every call that carries trace context.
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(trace::NewServerInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0) {
     return absl::UnavailableError("cannot serve gRPC on " + grpc_address);
@@ -103,6 +108,7 @@ void ServiceRunner::WaitForShutdown(absl::Duration grace) {
   spdlog::info("{} received signal {}: draining for up to {}", name_, sig,
                absl::FormatDuration(grace));
   Shutdown(grace);
+  trace::StopTracing();  // the spans of the calls just drained
   spdlog::info("{} stopped", name_);
 }
 

@@ -7,6 +7,7 @@
 #include "grpcx/streams.h"
 #include "grpcx/tls.h"
 #include "safety/output_window.h"
+#include "trace/grpc_trace.h"
 
 namespace sb::pipeline {
 
@@ -31,6 +32,7 @@ std::shared_ptr<CheckCall> NewCheck(const CheckContext& c, std::string text,
                                     std::chrono::milliseconds deadline) {
   auto call = std::make_shared<CheckCall>();
   call->ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+  trace::Inject(call->ctx, c.trace);
   call->request.set_request_id(c.request_id);
   call->request.set_org_id(c.org_id);
   call->request.set_end_user_id(c.end_user_id);
@@ -107,11 +109,13 @@ std::unique_ptr<OutputGate> UnaryOutputGates::Open(const CheckContext& ctx) {
 }
 
 std::shared_ptr<GenerateCall> GrpcGenerator::Generate(std::shared_ptr<const Request> request,
+                                                      const trace::SpanContext& trace,
                                                       Callbacks callbacks) {
   auto* stub = &scheduler_;
   auto canceller = ClientStream<Event>::Start(
       std::chrono::system_clock::now() + deadline_,
-      [stub, request](grpc::ClientContext* c, grpc::ClientReadReactor<Event>* r) {
+      [stub, request, trace](grpc::ClientContext* c, grpc::ClientReadReactor<Event>* r) {
+        trace::Inject(*c, trace);
         stub->async()->Generate(c, request.get(), r);
       },
       std::move(callbacks.on_event),
@@ -168,17 +172,19 @@ namespace {
 class LeasedCall final : public GenerateCall, public std::enable_shared_from_this<LeasedCall> {
  public:
   LeasedCall(SchedulerReplicas& schedulers, WorkerStubs& workers,
-             std::shared_ptr<const Request> request, Generator::Callbacks callbacks,
-             std::chrono::system_clock::time_point deadline)
+             std::shared_ptr<const Request> request, const trace::SpanContext& trace,
+             Generator::Callbacks callbacks, std::chrono::system_clock::time_point deadline)
       : schedulers_(schedulers),
         workers_(workers),
         request_(std::move(request)),
+        trace_(trace),
         callbacks_(std::move(callbacks)),
         deadline_(deadline) {}
 
   void Admit() {
     auto admit = std::make_shared<AdmitCall>();
     admit->ctx.set_deadline(deadline_);
+    trace::Inject(admit->ctx, trace_);
     if (admit_attempts_ == 0) {
       first_replica_ = schedulers_.Pick(request_->model());
       admit->replica = first_replica_;
@@ -256,7 +262,9 @@ class LeasedCall final : public GenerateCall, public std::enable_shared_from_thi
     auto self = shared_from_this();
     auto canceller = ClientStream<Event>::Start(
         deadline_,
-        [&worker, leased](grpc::ClientContext* c, grpc::ClientReadReactor<Event>* r) {
+        [&worker, leased, trace = trace_](grpc::ClientContext* c,
+                                          grpc::ClientReadReactor<Event>* r) {
+          trace::Inject(*c, trace);
           worker.async()->Generate(c, leased.get(), r);
         },
         [self, admit](Event&& e, Generator::Next next) {
@@ -329,6 +337,7 @@ class LeasedCall final : public GenerateCall, public std::enable_shared_from_thi
     };
     auto call = std::make_shared<Call>();
     call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    trace::Inject(call->ctx, trace_);
     call->req.set_lease_id(admit->lease.lease_id());
     schedulers_.at(admit->replica)
         .async()
@@ -343,6 +352,7 @@ class LeasedCall final : public GenerateCall, public std::enable_shared_from_thi
   SchedulerReplicas& schedulers_;
   WorkerStubs& workers_;
   const std::shared_ptr<const Request> request_;
+  const trace::SpanContext trace_;
   Generator::Callbacks callbacks_;
   const std::chrono::system_clock::time_point deadline_;
   // Touched by one step at a time (each continues from the last).
@@ -360,10 +370,11 @@ class LeasedCall final : public GenerateCall, public std::enable_shared_from_thi
 }  // namespace
 
 std::shared_ptr<GenerateCall> LeasedGenerator::Generate(std::shared_ptr<const Request> request,
+                                                        const trace::SpanContext& trace,
                                                         Callbacks callbacks) {
-  auto call =
-      std::make_shared<LeasedCall>(schedulers_, workers_, std::move(request), std::move(callbacks),
-                                   std::chrono::system_clock::now() + deadline_);
+  auto call = std::make_shared<LeasedCall>(schedulers_, workers_, std::move(request), trace,
+                                           std::move(callbacks),
+                                           std::chrono::system_clock::now() + deadline_);
   call->Admit();
   return call;
 }

@@ -54,6 +54,7 @@ class GrpcGenerator final : public Generator {
                 std::chrono::seconds deadline)
       : scheduler_(scheduler), deadline_(deadline) {}
   std::shared_ptr<GenerateCall> Generate(std::shared_ptr<const Request> request,
+                                         const trace::SpanContext& trace,
                                          Callbacks callbacks) override;
 
  private:
@@ -107,6 +108,7 @@ class LeasedGenerator final : public Generator {
                   std::chrono::seconds deadline)
       : schedulers_(schedulers), workers_(workers), deadline_(deadline) {}
   std::shared_ptr<GenerateCall> Generate(std::shared_ptr<const Request> request,
+                                         const trace::SpanContext& trace,
                                          Callbacks callbacks) override;
 
  private:

@@ -77,7 +77,8 @@ Generation::Generation(Pipeline& pipeline, std::shared_ptr<Request> request,
     : pipeline_(pipeline), request_(std::move(request)), sink_(std::move(sink)) {}
 
 void Generation::Start(const RunOptions& options) {
-  CheckContext ctx{request_->request_id(), request_->org_id(), request_->end_user_id()};
+  trace_ = options.trace;
+  CheckContext ctx{request_->request_id(), request_->org_id(), request_->end_user_id(), trace_};
   gate_ = pipeline_.gates_.Open(ctx);
   if (!options.check_input) {
     StartGenerate();
@@ -123,7 +124,7 @@ void Generation::StartGenerate() {
   }
   auto self = shared_from_this();
   auto call = pipeline_.generator_.Generate(
-      request_,
+      request_, trace_,
       {.on_event = [self](Event&& e,
                           Generator::Next next) { self->OnEvent(std::move(e), std::move(next)); },
        .on_done = [self](const absl::Status& st) { self->OnStreamDone(st); }});

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "core/clock.h"
 #include "switchboard/inference/v1/inference.pb.h"
+#include "trace/trace.h"
 
 namespace sb::metrics {
 class Counter;
@@ -77,6 +78,7 @@ struct CheckContext {
   std::string request_id;
   std::string org_id;
   std::string end_user_id;
+  trace::SpanContext trace;  // the parent of the checks' calls
 };
 
 // Input safety. done(OK): allowed. done(InvalidArgument): refused, with a
@@ -128,7 +130,9 @@ class Generator {
     std::function<void(const absl::Status& status)> on_done;
   };
   virtual ~Generator() = default;
+  // `trace`: the parent of the calls made for it.
   virtual std::shared_ptr<GenerateCall> Generate(std::shared_ptr<const Request> request,
+                                                 const trace::SpanContext& trace,
                                                  Callbacks callbacks) = 0;
 };
 
@@ -136,6 +140,9 @@ struct RunOptions {
   // False when the caller already checked the input (a chat turn checks the
   // new message before storing it, not the whole history again).
   bool check_input = true;
+  // The span the generation runs for (the API request's, the chat call's):
+  // the parent of every call it makes.
+  trace::SpanContext trace;
 };
 
 class Generation;
@@ -226,6 +233,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   FinishInfo finish_;
   int tokens_received_ = 0;
   absl::Time generate_at_;
+  trace::SpanContext trace_;  // set by Start
 };
 
 }  // namespace sb::pipeline

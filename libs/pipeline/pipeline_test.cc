@@ -106,6 +106,18 @@ TEST_F(PipelineTest, StreamsReleasedTextToTheSinkAndFinishes) {
   EXPECT_TRUE(weak.expired()) << "a finished generation is released";
 }
 
+TEST_F(PipelineTest, EveryCallOfAGenerationIsAChildOfItsSpan) {
+  generator_.set_script({Started("m", 1), Finished("end_turn", 1, 0)});
+  const auto parent =
+      *trace::ParseTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+  pipeline_.Run(MakeRequest(), sink_, {.trace = parent});
+  ASSERT_EQ(input_.contexts().size(), 1u);
+  EXPECT_EQ(input_.contexts()[0].trace.Traceparent(), parent.Traceparent());
+  ASSERT_EQ(gates_.opened().size(), 1u);
+  EXPECT_EQ(gates_.opened()[0].trace.Traceparent(), parent.Traceparent());
+  EXPECT_EQ(generator_.last()->trace().Traceparent(), parent.Traceparent());
+}
+
 TEST_F(PipelineTest, RefusedInputNeverReachesTheScheduler) {
   input_.set_verdict(absl::InvalidArgumentError("input blocked by safety policy: e-mail address"));
   pipeline_.Run(MakeRequest(), sink_);

@@ -120,9 +120,11 @@ bool FakeGenerator::Call::ended() const {
 }
 
 std::shared_ptr<pipeline::GenerateCall> FakeGenerator::Generate(
-    std::shared_ptr<const pipeline::Request> request, Callbacks callbacks) {
+    std::shared_ptr<const pipeline::Request> request, const trace::SpanContext& trace,
+    Callbacks callbacks) {
   auto call = std::make_shared<Call>();
   call->request_ = std::move(request);
+  call->trace_ = trace;
   call->callbacks_ = std::move(callbacks);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -152,8 +154,9 @@ size_t FakeGenerator::calls() const {
   return calls_.size();
 }
 
-void FakeInputGuard::Check(const pipeline::CheckContext&, std::string text,
+void FakeInputGuard::Check(const pipeline::CheckContext& ctx, std::string text,
                            std::function<void(absl::Status)> done) {
+  contexts_.push_back(ctx);
   texts_.push_back(std::move(text));
   if (hold_) {
     held_.push_back(std::move(done));
@@ -187,7 +190,8 @@ class FakeOutputGate final : public pipeline::OutputGate {
   FakeOutputGates& gates_;
 };
 
-std::unique_ptr<pipeline::OutputGate> FakeOutputGates::Open(const pipeline::CheckContext&) {
+std::unique_ptr<pipeline::OutputGate> FakeOutputGates::Open(const pipeline::CheckContext& ctx) {
+  opened_.push_back(ctx);
   return std::make_unique<FakeOutputGate>(*this);
 }
 

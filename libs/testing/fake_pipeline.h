@@ -45,6 +45,7 @@ class FakeGenerator final : public pipeline::Generator {
     bool cancelled() const;
     bool ended() const;
     const pipeline::Request& request() const { return *request_; }
+    const trace::SpanContext& trace() const { return trace_; }
 
    private:
     friend class FakeGenerator;
@@ -54,6 +55,7 @@ class FakeGenerator final : public pipeline::Generator {
 
     mutable std::mutex mu_;
     std::shared_ptr<const pipeline::Request> request_;
+    trace::SpanContext trace_;
     Callbacks callbacks_;
     bool wants_more_ = true;  // a "read" is pending
     bool cancelled_ = false;
@@ -64,6 +66,7 @@ class FakeGenerator final : public pipeline::Generator {
   };
 
   std::shared_ptr<pipeline::GenerateCall> Generate(std::shared_ptr<const pipeline::Request> request,
+                                                   const trace::SpanContext& trace,
                                                    Callbacks callbacks) override;
 
   // Played by every later call: the events, then the final status.
@@ -95,9 +98,11 @@ class FakeInputGuard final : public pipeline::InputGuard {
   // Answers the held checks with the verdict.
   void Release();
   const std::vector<std::string>& texts() const { return texts_; }
+  const std::vector<pipeline::CheckContext>& contexts() const { return contexts_; }
 
  private:
   absl::Status verdict_;
+  std::vector<pipeline::CheckContext> contexts_;
   bool hold_ = false;
   std::vector<std::string> texts_;
   std::vector<std::function<void(absl::Status)>> held_;
@@ -112,9 +117,11 @@ class FakeOutputGates final : public pipeline::OutputGates {
   void set_blocked_substring(std::string s) { blocked_ = std::move(s); }
   void set_status(absl::Status st) { status_ = std::move(st); }
   int pushes() const { return pushes_; }
+  const std::vector<pipeline::CheckContext>& opened() const { return opened_; }
 
  private:
   friend class FakeOutputGate;
+  std::vector<pipeline::CheckContext> opened_;
   std::string blocked_;
   absl::Status status_;
   int pushes_ = 0;

@@ -5,6 +5,7 @@
 #include "absl/time/clock.h"
 #include "grpcx/authz.h"
 #include "grpcx/status.h"
+#include "trace/grpc_trace.h"
 
 namespace sb::chat {
 
@@ -65,6 +66,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
 }
 
 absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req,
+                                    const trace::SpanContext& trace,
                                     cpb::SendMessageResponse* resp) {
   const Scope scope{req.org_id(), req.user_id()};
   auto turn =
@@ -92,6 +94,7 @@ absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req,
   spec.assistant_message_id = turn->assistant_message_id;
   spec.model = turn->model;
   spec.max_tokens = req.max_tokens() > 0 ? req.max_tokens() : kDefaultMaxTokens;
+  spec.trace = trace;
   turns_.Start(std::move(spec));
   return absl::OkStatus();
 }
@@ -120,8 +123,9 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
   }
   // Input safety before anything is stored: a refused message is never
   // persisted, and no safety verdict refuses it (fail closed).
-  input_.Check({req->request_id(), req->org_id(), req->user_id()}, req->content(),
-               [this, reactor, req, resp](absl::Status verdict) {
+  const trace::SpanContext trace = trace::ServerSpanContext(ctx);
+  input_.Check({req->request_id(), req->org_id(), req->user_id(), trace}, req->content(),
+               [this, reactor, req, resp, trace](absl::Status verdict) {
                  if (verdict.code() == absl::StatusCode::kInvalidArgument) {
                    reactor->Finish(ToGrpcStatus(verdict));
                    return;
@@ -133,7 +137,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
                                                 "the safety check is unavailable; retry"));
                    return;
                  }
-                 OnPool(reactor, [this, req, resp] { return Store(*req, resp); });
+                 OnPool(reactor, [this, req, resp, trace] { return Store(*req, trace, resp); });
                });
   return reactor;
 }

@@ -32,6 +32,7 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   // After input safety allowed the message: stores it (on the pool) and
   // starts the turn.
   absl::Status Store(const switchboard::chat::v1::SendMessageRequest& req,
+                     const trace::SpanContext& trace,
                      switchboard::chat::v1::SendMessageResponse* resp);
   // Runs `fn` on the pool and finishes the call with its status.
   void OnPool(grpc::ServerUnaryReactor* reactor, std::function<absl::Status()> fn);

@@ -233,8 +233,9 @@ void Turns::Run(TurnSpec spec) {
   }
   // The new message passed input safety before it was stored; the rest of
   // the history passed it on earlier turns.
+  const trace::SpanContext trace = spec.trace;
   pipeline_.Run(std::move(req), std::make_shared<ChatTurnSink>(*this, std::move(spec)),
-                {.check_input = false});
+                {.check_input = false, .trace = trace});
 }
 
 void Turns::FailEarly(const TurnSpec& spec, const absl::Status& status) {

@@ -19,6 +19,7 @@
 #include "pipeline/pipeline.h"
 #include "storage/token_stream.h"
 #include "switchboard/chat/v1/chat.pb.h"
+#include "trace/trace.h"
 
 namespace sb::metrics {
 class Counter;
@@ -41,6 +42,7 @@ struct TurnSpec {
   std::string assistant_message_id;
   std::string model;
   int max_tokens = 1024;
+  trace::SpanContext trace;  // the SendMessage call's span
 };
 
 class Turns {

@@ -145,7 +145,26 @@ void RequestContext::Respond(int status, std::string_view content_type, std::str
   // record): a client that sends again as soon as it has this response
   // must find it settled.
   Completed();
+  EndSpan(status);
   exchange_->Respond(status, WithCommonHeaders(std::move(extra)), std::move(body));
+}
+
+void RequestContext::EndSpan(int http_status) {
+  if (!span_.recording()) return;
+  span_.SetName(request().method + " " + route_name);
+  span_.SetAttribute("http.request.method", request().method);
+  span_.SetAttribute("http.route", route_name);
+  span_.SetAttribute("http.response.status_code", static_cast<int64_t>(http_status));
+  span_.SetAttribute("switchboard.request_id", request_id_);
+  if (!model_.empty()) span_.SetAttribute("gen_ai.response.model", model_);
+  if (principal) span_.SetAttribute("switchboard.org_id", principal->org_id);
+  if (outcome_.output_tokens > 0) {
+    span_.SetAttribute("gen_ai.usage.input_tokens", outcome_.input_tokens);
+    span_.SetAttribute("gen_ai.usage.output_tokens", outcome_.output_tokens);
+  }
+  if (http_status >= 500) span_.SetError("HTTP " + std::to_string(http_status));
+  if (outcome_.failed) span_.SetError("the generation failed");
+  span_.End();
 }
 
 namespace {
@@ -211,6 +230,7 @@ void RequestContext::EndStream() {
   series().duration->Observe(absl::ToDoubleSeconds(clock_.Now() - start_));
   metrics_.StreamEnded();
   Completed();  // before the end reaches the client, as in Respond
+  EndSpan(200);
   exchange_->EndStream();
 }
 

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <shared_mutex>
 #include <string>
@@ -17,14 +18,13 @@
 #include <tuple>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/status/status.h"
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "gateway/dialects/dialect.h"
 #include "http/http_server.h"
 #include "storage/api_keys.h"
+#include "trace/trace.h"
 
 namespace sb::gateway {
 
@@ -87,6 +87,13 @@ class RequestContext {
   const http::Request& request() const { return exchange_->request(); }
   const std::string& request_id() const { return request_id_; }
   absl::Time start() const { return start_; }
+  // The request's span (the gateway's HTTP server span): the parent of
+  // every call made for it. Set once, before the filters run.
+  void set_span(trace::Span span) {
+    span_ = std::move(span);
+    trace_context_ = span_.context();
+  }
+  const trace::SpanContext& trace_context() const { return trace_context_; }
   Clock& clock() { return clock_; }
   GatewayMetrics& metrics() { return metrics_; }
 
@@ -164,6 +171,7 @@ class RequestContext {
   GatewayMetrics& metrics_;
   void Completed();
   http::Headers WithCommonHeaders(http::Headers extra);
+  void EndSpan(int http_status);
 
   absl::Time start_;
   std::string model_;
@@ -175,6 +183,8 @@ class RequestContext {
   bool completed_ = false;
   std::shared_ptr<ResponseTap> tap_;
   std::function<void()> cancel_;  // guarded by hooks_mu_
+  trace::Span span_;              // ended by the response's end
+  trace::SpanContext trace_context_;
 };
 
 }  // namespace sb::gateway

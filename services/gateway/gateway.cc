@@ -100,9 +100,16 @@ const Dialect& Gateway::DialectFor(DialectChoice choice, const http::Request& r)
 }
 
 void Gateway::Handle(std::shared_ptr<http::Exchange> exchange) {
-  auto ctx = std::make_shared<RequestContext>(exchange, "req_" + deps_.ids.Next(deps_.clock.Now()),
-                                              deps_.clock, metrics_);
   const http::Request& r = exchange->request();
+  // The request id is a ULID in hex, and the trace id of a trace that starts
+  // here: one grep finds the request's lines in every service. A trace the
+  // client started (`traceparent`) is continued; its id is the client's.
+  const trace::TraceId id = deps_.ids.NextBytes(deps_.clock.Now());
+  const auto remote = trace::ParseTraceparent(r.Header("traceparent"));
+  auto ctx = std::make_shared<RequestContext>(exchange, "req_" + trace::Hex(id.data(), id.size()),
+                                              deps_.clock, metrics_);
+  ctx->set_span(trace::StartSpan(r.method, trace::SpanKind::kServer,
+                                 remote.value_or(trace::SpanContext{}), &id));
   const Router::Match match = router_.Find(r.method, r.path);
   if (match.route == nullptr) {
     ctx->route_name = "other";

@@ -48,6 +48,9 @@ struct EngineRequest {
   // Higher runs first and is preempted last; ties go to the earlier arrival.
   int priority = 0;
   std::string end_user_id;
+  // `traceparent` for an engine reached over HTTP (its spans join the
+  // request's trace); empty when the call carried no trace context.
+  std::string traceparent;
 
   // The conversation as one text, for engines that need a single prompt.
   std::string Flatten() const;

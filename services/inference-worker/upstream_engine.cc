@@ -533,6 +533,7 @@ absl::Status UpstreamEngine::Submit(EngineRequest request,
                           .idle_timeout = options_.idle_timeout};
   http.headers = {{"content-type", "application/json"}, {"accept", "text/event-stream"}};
   if (!request.request_id.empty()) http.headers.push_back({"x-request-id", request.request_id});
+  if (!request.traceparent.empty()) http.headers.push_back({"traceparent", request.traceparent});
   if (dialect_ == Dialect::kOpenAI) {
     http.url = options_.url + "/chat/completions";
     if (!options_.api_key.empty()) {

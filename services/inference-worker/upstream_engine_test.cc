@@ -160,6 +160,7 @@ TEST_F(UpstreamEngineTest, OpenAIRequestCarriesEverythingAsked) {
   r.stop_sequences = {"END"};
   r.end_user_id = "user-7";
   r.max_tokens = 33;
+  r.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   Run(engine, std::move(r));
   json body = LastBody();
   EXPECT_EQ(body["model"], "up-model");
@@ -177,6 +178,8 @@ TEST_F(UpstreamEngineTest, OpenAIRequestCarriesEverythingAsked) {
   auto headers = mock_->LastRequestHeaders();
   EXPECT_EQ(headers["authorization"], "Bearer sk-test");
   EXPECT_EQ(headers["x-request-id"], "req-1");
+  // vLLM and others join the request's trace.
+  EXPECT_EQ(headers["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 
   Run(engine, Request("plain"));  // unset sampling parameters are not sent
   body = LastBody();

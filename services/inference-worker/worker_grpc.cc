@@ -14,6 +14,7 @@
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
 #include "grpcx/tls.h"
+#include "trace/grpc_trace.h"
 
 namespace sb::worker {
 
@@ -466,6 +467,7 @@ grpc::ServerWriteReactor<inf::GenerateEvent>* WorkerServiceImpl::Generate(
   }
   EngineRequest er = ToEngineRequest(*req, engine_);
   er.id = next_id_.fetch_add(1);
+  er.traceparent = trace::ServerSpanContext(ctx).Traceparent();
   auto sink = std::make_shared<StreamSink>(out, this, *req, er);
   in_flight_.fetch_add(1);
   absl::Status st = engine_.Submit(std::move(er), sink);

@@ -103,6 +103,8 @@ std::vector<const google::protobuf::MethodDescriptor*> AllMethods() {
   for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
     if (entry.path().extension() != ".proto") continue;
     const std::string name = std::filesystem::relative(entry.path(), root).string();
+    // OTLP's TraceService: a collector serves it, our services only call it.
+    if (name.rfind("opentelemetry/", 0) == 0) continue;
     const auto* file = google::protobuf::DescriptorPool::generated_pool()->FindFileByName(name);
     EXPECT_NE(file, nullptr) << name << " is not linked into this test: add it above";
     if (file == nullptr) continue;

@@ -31,6 +31,7 @@ const std::vector<std::string>& Cluster::ServiceNames() {
 absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
   std::unique_ptr<Cluster> c(new Cluster());
   c->tls_ = options.tls;
+  c->service_flags_ = options.service_flags;
   // The Redis Cluster is for gateways started with --redis_cluster.
   auto infra = Infra::Start({.redis_cluster = true});
   if (!infra.ok()) return infra.status();
@@ -165,6 +166,7 @@ absl::Status Cluster::StartService(const std::string& name, std::vector<std::str
                                    "--metrics_port=" + std::to_string(metrics_ports_[name]),
                                    "--drain_seconds=2"};
   for (auto& f : TlsFlags(bin)) argv.push_back(std::move(f));
+  argv.insert(argv.end(), service_flags_.begin(), service_flags_.end());
   argv.insert(argv.end(), flags.begin(), flags.end());
   processes_.emplace(name, Process(name, argv, infra_->dir() + "/" + name + ".log"));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
@@ -195,6 +197,7 @@ absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_i
       "--drain_seconds=1",
       UsageKeyFlag(*infra_)};
   for (auto& f : TlsFlags("inference-worker")) argv.push_back(std::move(f));
+  argv.insert(argv.end(), service_flags_.begin(), service_flags_.end());
   argv.insert(argv.end(), flags.begin(), flags.end());
   const std::string log = infra_->dir() + "/" + worker_id + ".log";
   Process p(worker_id, argv, log);
@@ -224,6 +227,7 @@ absl::StatusOr<Cluster::Gateway> Cluster::StartGateway(const std::string& name,
       "--chat_address=" + grpc_address("chat"),
       "--connection_manager_address=" + grpc_address("connection-manager")};
   for (auto& f : TlsFlags("gateway")) argv.push_back(std::move(f));
+  argv.insert(argv.end(), service_flags_.begin(), service_flags_.end());
   argv.insert(argv.end(), flags.begin(), flags.end());
   const std::string log = infra_->dir() + "/" + name + ".log";
   g.process = Process(name, argv, log);

@@ -31,6 +31,8 @@ class Cluster {
     bool tls = true;
     // Added to billing's flags.
     std::vector<std::string> billing_flags;
+    // Added to every service's flags (e.g. --otlp_endpoint).
+    std::vector<std::string> service_flags;
   };
   static absl::StatusOr<std::unique_ptr<Cluster>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<Cluster>> Start() { return Start(Options{}); }
@@ -123,6 +125,7 @@ class Cluster {
   int http_port_ = 0;
   std::string api_key_, other_key_;
   bool tls_ = true;
+  std::vector<std::string> service_flags_;
 };
 
 }  // namespace sb::testing

@@ -15,8 +15,13 @@ namespace sb::testing {
 using nlohmann::json;
 
 Cluster* g_cluster = nullptr;
+trace::OtlpReceiver* g_otlp = nullptr;
 
 void ClusterEnvironment::SetUp() {
+  otlp_ = std::make_unique<trace::OtlpReceiver>();
+  g_otlp = otlp_.get();
+  options_.service_flags.push_back("--otlp_endpoint=" + otlp_->address());
+  options_.service_flags.push_back("--trace_sample_ratio=0");
   auto c = Cluster::Start(options_);
   ASSERT_TRUE(c.ok()) << c.status();
   cluster_ = std::move(*c);
@@ -26,6 +31,8 @@ void ClusterEnvironment::SetUp() {
 void ClusterEnvironment::TearDown() {
   g_cluster = nullptr;
   cluster_.reset();
+  g_otlp = nullptr;
+  otlp_.reset();
 }
 
 std::vector<SseEvent> ParseSse(const std::string& body) {

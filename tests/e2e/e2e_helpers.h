@@ -12,11 +12,16 @@
 #include "e2e/cluster.h"
 #include "http/http_client.h"
 #include "switchboard/billing/v1/billing.pb.h"
+#include "trace/otlp_receiver.h"
 
 namespace sb::testing {
 
 // Set for the whole run by ClusterEnvironment.
 extern Cluster* g_cluster;
+// The OTLP receiver every service of g_cluster exports its spans to. The
+// services sample no trace of their own (--trace_sample_ratio=0): only a
+// request whose traceparent says sampled is recorded.
+extern trace::OtlpReceiver* g_otlp;
 
 // One cluster for a suite's whole run (g_cluster), stopped at its end.
 class ClusterEnvironment : public ::testing::Environment {
@@ -27,6 +32,7 @@ class ClusterEnvironment : public ::testing::Environment {
 
  private:
   Cluster::Options options_;
+  std::unique_ptr<trace::OtlpReceiver> otlp_;
   std::unique_ptr<Cluster> cluster_;
 };
 

@@ -88,6 +88,7 @@ class ChatStream : public std::enable_shared_from_this<ChatStream> {
     auto canceller = ClientStream<conn::StreamEvent>::Start(
         std::chrono::system_clock::now() + kStreamDeadline,
         [stub, self](grpc::ClientContext* c, grpc::ClientReadReactor<conn::StreamEvent>* r) {
+          trace::Inject(*c, self->ctx_->trace_context());
           stub->async()->Subscribe(c, &self->req_, r);
         },
         [self](conn::StreamEvent&& e, ClientStream<conn::StreamEvent>::Next next) {
@@ -177,7 +178,8 @@ void HandleCreateConversation(GatewayDeps& deps, const std::shared_ptr<RequestCo
     ctx->Fail(model.status());
     return;
   }
-  auto call = NewUnary<cpb::CreateConversationRequest, cpb::Conversation>(kUnaryDeadline);
+  auto call = NewUnary<cpb::CreateConversationRequest, cpb::Conversation>(kUnaryDeadline,
+                                                                          ctx->trace_context());
   call->req.set_org_id(ctx->principal->org_id);
   call->req.set_user_id(ctx->user_id);
   call->req.set_model(*model);
@@ -208,7 +210,8 @@ void HandleListMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>
     ctx->Fail(st);
     return;
   }
-  auto call = NewUnary<cpb::ListMessagesRequest, cpb::ListMessagesResponse>(kUnaryDeadline);
+  auto call = NewUnary<cpb::ListMessagesRequest, cpb::ListMessagesResponse>(kUnaryDeadline,
+                                                                            ctx->trace_context());
   call->req.set_org_id(ctx->principal->org_id);
   call->req.set_user_id(ctx->user_id);
   call->req.set_conversation_id(conversation_id);
@@ -263,7 +266,8 @@ void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
     ctx->Fail(st);
     return;
   }
-  auto call = NewUnary<cpb::SendMessageRequest, cpb::SendMessageResponse>(kUnaryDeadline);
+  auto call = NewUnary<cpb::SendMessageRequest, cpb::SendMessageResponse>(kUnaryDeadline,
+                                                                          ctx->trace_context());
   call->req.set_org_id(ctx->principal->org_id);
   call->req.set_user_id(ctx->user_id);
   call->req.set_conversation_id(conversation_id);

@@ -33,7 +33,8 @@ void Identify(const RequestContext& ctx, pipeline::Request& req) {
 // the request.
 void WithModels(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx,
                 std::function<void(std::vector<ModelEntry>)> fn) {
-  auto call = NewUnary<sched::ListModelsRequest, sched::ListModelsResponse>(kUnaryDeadline);
+  auto call = NewUnary<sched::ListModelsRequest, sched::ListModelsResponse>(kUnaryDeadline,
+                                                                            ctx->trace_context());
   deps.scheduler("").async()->ListModels(
       &call->ctx, &call->req, &call->resp, [ctx, call, fn = std::move(fn)](grpc::Status st) {
         if (!st.ok()) {
@@ -63,7 +64,8 @@ void HandleGenerate(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ct
   ReplyIds ids{ctx->dialect->ReplyId(deps.ids.Next(now)), absl::ToUnixSeconds(now)};
   auto sink =
       std::make_shared<HttpSink>(ctx, std::move(ids), deps.timers, deps.options.ping_interval);
-  std::weak_ptr<pipeline::Generation> gen = deps.pipeline.Run(ctx->api.generate, std::move(sink));
+  std::weak_ptr<pipeline::Generation> gen =
+      deps.pipeline.Run(ctx->api.generate, std::move(sink), {.trace = ctx->trace_context()});
   auto cancel = [gen] {
     if (auto g = gen.lock()) g->Cancel();
   };
@@ -75,7 +77,8 @@ void HandleGenerate(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ct
 }
 
 void HandleCountTokens(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
-  auto call = NewUnary<inf::GenerateRequest, inf::CountTokensResponse>(kUnaryDeadline);
+  auto call = NewUnary<inf::GenerateRequest, inf::CountTokensResponse>(kUnaryDeadline,
+                                                                       ctx->trace_context());
   call->req = std::move(*ctx->api.generate);
   Identify(*ctx, call->req);
   deps.scheduler(call->req.model())
