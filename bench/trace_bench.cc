@@ -7,10 +7,12 @@
 //   - an exporter to an OTLP receiver in this process, sampling 0 %, 1 %
 //     and 100 % of requests (the load sends no traceparent: the gateway
 //     starts every trace),
-// alternating, two rounds. The receiver's span count shows what was sent.
+//   - with --before_services, the services of a build from before tracing,
+// alternating, --rounds rounds. The receiver's span count shows what was sent.
 //
 //   ninja -C build trace_bench gateway_load &&
 //     build/bench/trace_bench --load=build/bench/gateway_load
+//       [--before_services=/path/to/old/build/services]
 //
 // Prints Markdown for bench/RESULTS.md.
 #include <chrono>
@@ -28,15 +30,18 @@
 ABSL_FLAG(std::string, load, "build/bench/gateway_load", "The gateway_load binary");
 ABSL_FLAG(double, duration_s, 10, "Each run's measured duration");
 ABSL_FLAG(int, rounds, 2, "How many times each configuration runs");
+ABSL_FLAG(std::string, before_services, "",
+          "services/ of a build from before tracing (its binaries run the \"before\" rows)");
 
 namespace {
 
 using sb::testing::Cluster;
 
 struct Config {
-  const char* name;
+  std::string name;
   bool exporter;
   double ratio;
+  std::string services_dir;  // empty: this build's
 };
 
 double PlatformCpuUs(Cluster& c, pid_t worker) {
@@ -49,10 +54,14 @@ double PlatformCpuUs(Cluster& c, pid_t worker) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  const std::vector<Config> configs = {{"no exporter", false, 0},
-                                       {"sampling 0 %", true, 0},
-                                       {"sampling 1 %", true, 0.01},
-                                       {"sampling 100 %", true, 1}};
+  std::vector<Config> configs;
+  if (!absl::GetFlag(FLAGS_before_services).empty()) {
+    configs.push_back({"before tracing", false, 0, absl::GetFlag(FLAGS_before_services)});
+  }
+  configs.push_back({"no exporter", false, 0, ""});
+  configs.push_back({"sampling 0 %", true, 0, ""});
+  configs.push_back({"sampling 1 %", true, 0.01, ""});
+  configs.push_back({"sampling 100 %", true, 1, ""});
   std::printf(
       "\n| run (c=50, 8-token replies, one worker) | req/s | p50 ms | p99 ms | errors | "
       "spans exported per request | gateway CPU µs/req | all services' CPU µs/req |\n"
@@ -61,6 +70,7 @@ int main(int argc, char** argv) {
     for (const Config& config : configs) {
       sb::trace::OtlpReceiver receiver;
       Cluster::Options options;
+      options.services_dir = config.services_dir;
       if (config.exporter) {
         options.service_flags = {"--otlp_endpoint=" + receiver.address(),
                                  "--trace_sample_ratio=" + std::to_string(config.ratio)};
@@ -98,7 +108,7 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2500));
       const double spans = static_cast<double>(receiver.Spans().size() - spans0);
       std::printf("| %s (round %d) | %.0f | %.2f | %.2f | %lld | %.2f | %.0f | %.0f |\n",
-                  config.name, round, r.value("rps", 0.0), r.value("p50_ms", 0.0),
+                  config.name.c_str(), round, r.value("rps", 0.0), r.value("p50_ms", 0.0),
                   r.value("p99_ms", 0.0), static_cast<long long>(r.value("errors", 0)), spans / n,
                   gw_us, all_us);
       std::fflush(stdout);

@@ -56,10 +56,15 @@ absl::Status ServiceRunner::Start(const std::string& grpc_address, int metrics_p
   }
   builder.RegisterService(health_.get());
   for (auto* s : services_) builder.RegisterService(s);
-  // A SERVER span for every call that carries trace context.
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(trace::NewServerInterceptorFactory());
-  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  // A SERVER span for every call that carries trace context, when spans
+  // are exported (the interceptor costs every call something; without it
+  // handlers still pass the caller's context on).
+  if (trace::Exporting()) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(trace::NewServerInterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0) {
     return absl::UnavailableError("cannot serve gRPC on " + grpc_address);

@@ -115,7 +115,17 @@ void Inject(grpc::ClientContext& ctx, const SpanContext& parent) {
   if (parent.valid()) ctx.AddMetadata("traceparent", parent.Traceparent());
 }
 
-SpanContext ServerSpanContext(const grpc::ServerContextBase* ctx) { return Registry().Get(ctx); }
+SpanContext ServerSpanContext(const grpc::ServerContextBase* ctx) {
+  SpanContext span = Registry().Get(ctx);
+  if (span.valid()) return span;
+  // No span of our own (no interceptor: this service exports none): the
+  // caller's span is the parent of what this call does.
+  const auto& metadata = ctx->client_metadata();
+  auto it = metadata.find("traceparent");
+  if (it == metadata.end()) return {};
+  return ParseTraceparent(std::string_view(it->second.data(), it->second.size()))
+      .value_or(SpanContext{});
+}
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 NewServerInterceptorFactory() {

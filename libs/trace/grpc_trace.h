@@ -25,12 +25,14 @@ namespace sb::trace {
 // Adds `traceparent` for `parent` (nothing when it is not valid).
 void Inject(grpc::ClientContext& ctx, const SpanContext& parent);
 
-// The span of the call `ctx` serves (its context only): invalid when the
-// caller sent no trace context or the server does not run the interceptor.
-// Valid from when the handler is called until the call's status is sent.
+// The span of the call `ctx` serves (its context only), valid from when the
+// handler is called until the call's status is sent; without the
+// interceptor, the caller's span (this service records none, but what it
+// calls joins the trace); invalid when the caller sent no trace context.
 SpanContext ServerSpanContext(const grpc::ServerContextBase* ctx);
 
-// For grpc::ServerBuilder::experimental().SetInterceptorCreators.
+// For grpc::ServerBuilder::experimental().SetInterceptorCreators. Worth its
+// cost (it runs on every call) only while spans are exported (Exporting()).
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 NewServerInterceptorFactory();
 

@@ -358,4 +358,6 @@ void StopTracing(absl::Duration flush) {
 
 double SampleRatio() { return CurrentExporter() ? GlobalState().ratio.load() : 0.0; }
 
+bool Exporting() { return CurrentExporter() != nullptr; }
+
 }  // namespace sb::trace

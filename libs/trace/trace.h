@@ -109,5 +109,7 @@ void StopTracing(absl::Duration flush = absl::Seconds(2));
 
 // The sampling ratio in force (0 when tracing is off).
 double SampleRatio();
+// Whether an exporter runs (StartTracing with an endpoint).
+bool Exporting();
 
 }  // namespace sb::trace

@@ -281,3 +281,28 @@ TEST(GrpcTraceTest, AServerCallWithTraceparentIsAChildSpanItsHandlerCanContinue)
 
 }  // namespace
 }  // namespace sb::trace
+
+namespace sb::trace {
+namespace {
+
+TEST(GrpcTraceTest, WithoutTheInterceptorAHandlerPassesItsCallersContextOn) {
+  Recorder recorder;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&recorder);
+  auto server = builder.BuildAndStart();
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  const auto parent = *ParseTraceparent(kExample);
+  grpc::ClientContext ctx;
+  Inject(ctx, parent);
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  ASSERT_TRUE(stub->Check(&ctx, req, &resp).ok());
+  EXPECT_EQ(recorder.seen.Traceparent(), parent.Traceparent());
+  server->Shutdown();
+}
+
+}  // namespace
+}  // namespace sb::trace

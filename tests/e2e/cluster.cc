@@ -32,6 +32,8 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
   std::unique_ptr<Cluster> c(new Cluster());
   c->tls_ = options.tls;
   c->service_flags_ = options.service_flags;
+  c->services_dir_ =
+      options.services_dir.empty() ? Infra::BuildDir() + "/services" : options.services_dir;
   // The Redis Cluster is for gateways started with --redis_cluster.
   auto infra = Infra::Start({.redis_cluster = true});
   if (!infra.ok()) return infra.status();
@@ -161,10 +163,9 @@ absl::Status Cluster::StartService(const std::string& name, std::vector<std::str
                                    const std::string& binary) {
   started_with_[name] = {flags, binary};
   const std::string& bin = binary.empty() ? name : binary;
-  std::vector<std::string> argv = {Infra::BuildDir() + "/services/" + bin + "/" + bin,
-                                   "--grpc_port=" + std::to_string(grpc_ports_[name]),
-                                   "--metrics_port=" + std::to_string(metrics_ports_[name]),
-                                   "--drain_seconds=2"};
+  std::vector<std::string> argv = {
+      services_dir_ + "/" + bin + "/" + bin, "--grpc_port=" + std::to_string(grpc_ports_[name]),
+      "--metrics_port=" + std::to_string(metrics_ports_[name]), "--drain_seconds=2"};
   for (auto& f : TlsFlags(bin)) argv.push_back(std::move(f));
   argv.insert(argv.end(), service_flags_.begin(), service_flags_.end());
   argv.insert(argv.end(), flags.begin(), flags.end());
@@ -186,16 +187,15 @@ absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_i
                                                      const std::string& models,
                                                      std::vector<std::string> flags) {
   const int metrics_port = FreePort();
-  std::vector<std::string> argv = {
-      Infra::BuildDir() + "/services/inference-worker/inference-worker",
-      "--grpc_port=" + std::to_string(FreePort()),
-      "--metrics_port=" + std::to_string(metrics_port),
-      "--scheduler_address=" + scheduler_addresses(),
-      "--kafka_brokers=" + infra_->kafka(),
-      "--worker_id=" + worker_id,
-      "--models=" + models,
-      "--drain_seconds=1",
-      UsageKeyFlag(*infra_)};
+  std::vector<std::string> argv = {services_dir_ + "/inference-worker/inference-worker",
+                                   "--grpc_port=" + std::to_string(FreePort()),
+                                   "--metrics_port=" + std::to_string(metrics_port),
+                                   "--scheduler_address=" + scheduler_addresses(),
+                                   "--kafka_brokers=" + infra_->kafka(),
+                                   "--worker_id=" + worker_id,
+                                   "--models=" + models,
+                                   "--drain_seconds=1",
+                                   UsageKeyFlag(*infra_)};
   for (auto& f : TlsFlags("inference-worker")) argv.push_back(std::move(f));
   argv.insert(argv.end(), service_flags_.begin(), service_flags_.end());
   argv.insert(argv.end(), flags.begin(), flags.end());
@@ -215,7 +215,7 @@ absl::StatusOr<Cluster::Gateway> Cluster::StartGateway(const std::string& name,
   g.http_port = FreePort();
   g.metrics_port = FreePort();
   std::vector<std::string> argv = {
-      Infra::BuildDir() + "/services/gateway/gateway",
+      services_dir_ + "/gateway/gateway",
       "--grpc_port=" + std::to_string(FreePort()),
       "--metrics_port=" + std::to_string(g.metrics_port),
       "--http_port=" + std::to_string(g.http_port),

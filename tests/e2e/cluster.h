@@ -33,6 +33,9 @@ class Cluster {
     std::vector<std::string> billing_flags;
     // Added to every service's flags (e.g. --otlp_endpoint).
     std::vector<std::string> service_flags;
+    // Where the service binaries are (<dir>/<service>/<service>); empty: this
+    // build's. Benchmarks point it at an older build for "before" figures.
+    std::string services_dir;
   };
   static absl::StatusOr<std::unique_ptr<Cluster>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<Cluster>> Start() { return Start(Options{}); }
@@ -126,6 +129,7 @@ class Cluster {
   std::string api_key_, other_key_;
   bool tls_ = true;
   std::vector<std::string> service_flags_;
+  std::string services_dir_;
 };
 
 }  // namespace sb::testing

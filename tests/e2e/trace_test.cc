@@ -5,7 +5,9 @@
 // exported over OTLP/gRPC to the suite's own receiver (g_otlp).
 #include "trace/trace.h"
 
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "absl/random/random.h"
 #include "e2e/e2e_helpers.h"
@@ -242,9 +244,19 @@ TEST(TraceTest, ATraceTheGatewayStartsHasTheRequestIdAsItsTraceId) {
   ASSERT_NE(root, nullptr) << Describe(g_otlp->Spans());
   EXPECT_TRUE(root->parent_span_id().empty()) << "a new trace";
   ASSERT_NE(Find(spans, "inference-worker", kGenerate), nullptr) << Describe(spans);
-  // The worker's usage report (and so billing's ledger and logs) carries the
-  // same id.
+  // The worker's usage report (and so billing's ledger) carries the same id.
   EXPECT_EQ(UsageFor("acme", request_id).records_size(), 1);
+  // One grep of the trace id finds the request's lines: the scheduler's
+  // lease and the worker's finish.
+  const std::string hex = request_id.substr(4);
+  auto log_has = [&](const std::string& service) {
+    std::ifstream in(g_cluster->infra().dir() + "/" + service + ".log");
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str().find(hex) != std::string::npos;
+  };
+  EXPECT_TRUE(log_has("tenant-scheduler") || log_has("tenant-scheduler-b"));
+  EXPECT_TRUE(log_has("inference-worker"));
 }
 
 }  // namespace
