@@ -35,7 +35,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
   c->services_dir_ =
       options.services_dir.empty() ? Infra::BuildDir() + "/services" : options.services_dir;
   // The Redis Cluster is for gateways started with --redis_cluster.
-  auto infra = Infra::Start({.redis_cluster = true});
+  auto infra = Infra::Start({.redis_cluster = true, .kafka_partitions = options.kafka_partitions});
   if (!infra.ok()) return infra.status();
   c->infra_ = std::move(*infra);
   std::string out;

@@ -36,6 +36,8 @@ class Cluster {
     // Where the service binaries are (<dir>/<service>/<service>); empty: this
     // build's. Benchmarks point it at an older build for "before" figures.
     std::string services_dir;
+    // Of each dev-broker topic (see InfraOptions).
+    int kafka_partitions = 4;
   };
   static absl::StatusOr<std::unique_ptr<Cluster>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<Cluster>> Start() { return Start(Options{}); }

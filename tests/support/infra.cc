@@ -80,9 +80,11 @@ absl::StatusOr<std::unique_ptr<Infra>> Infra::Start(InfraOptions options) {
   }
   if (options.kafka) {
     const std::string file = infra->dir_ + "/kafka.bootstrap";
-    infra->broker_ = Process("dev-broker",
-                             {BuildDir() + "/tools/dev-broker", "--port=0", "--bootstrap_file=" + file},
-                             infra->dir_ + "/dev-broker.log");
+    infra->broker_ =
+        Process("dev-broker",
+                {BuildDir() + "/tools/dev-broker", "--port=0", "--bootstrap_file=" + file,
+                 "--partitions=" + std::to_string(options.kafka_partitions)},
+                infra->dir_ + "/dev-broker.log");
     if (!WaitFor([&] { return std::filesystem::exists(file); }, std::chrono::seconds(10))) {
       return absl::UnavailableError("dev-broker did not start:\n" +
                                     Tail(infra->dir_ + "/dev-broker.log", 20));

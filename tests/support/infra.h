@@ -20,6 +20,10 @@ struct InfraOptions {
   // Also a 3-master Redis Cluster (no replicas), for code that must run on
   // one as well as on a single node.
   bool redis_cluster = false;
+  // Partitions of each dev-broker topic. The dev broker (librdkafka's mock
+  // cluster) keeps a bounded log per partition and drops its oldest events
+  // beyond it, so a long run needs more of them.
+  int kafka_partitions = 4;
 };
 
 class Infra {
