@@ -39,12 +39,10 @@ void InitService(const char* name, int argc, char** argv) {
     spdlog::critical("--trace_sample_ratio must be between 0 and 1, not {}", ratio);
     std::exit(2);
   }
-  trace::StartTracing({.service_name = name,
-                       .otlp_endpoint = absl::GetFlag(FLAGS_otlp_endpoint),
-                       .sample_ratio = ratio});
-  if (!absl::GetFlag(FLAGS_otlp_endpoint).empty()) {
-    spdlog::info("traces: exporting to {} (sampling {} of new traces)",
-                 absl::GetFlag(FLAGS_otlp_endpoint), ratio);
+  const std::string endpoint = absl::GetFlag(FLAGS_otlp_endpoint);
+  trace::StartTracing({.service_name = name, .otlp_endpoint = endpoint, .sample_ratio = ratio});
+  if (!endpoint.empty()) {
+    spdlog::info("traces: exporting to {} (sampling {} of new traces)", endpoint, ratio);
   }
 }
 

@@ -35,6 +35,14 @@ class CallRegistry {
   std::unordered_map<const grpc::ServerContextBase*, SpanContext> spans_;
 };
 
+// The `traceparent` a call arrived with (invalid: none, or malformed).
+SpanContext CallersContext(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  auto it = metadata.find("traceparent");
+  if (it == metadata.end()) return {};
+  return ParseTraceparent(std::string_view(it->second.data(), it->second.size()))
+      .value_or(SpanContext{});
+}
+
 CallRegistry& Registry() {
   static auto* registry = new CallRegistry();
   return *registry;
@@ -63,15 +71,13 @@ class ServerInterceptor final : public grpc::experimental::Interceptor {
  private:
   void Begin(std::multimap<grpc::string_ref, grpc::string_ref>* metadata) {
     if (metadata == nullptr) return;
-    auto it = metadata->find("traceparent");
-    if (it == metadata->end()) return;
-    auto parent = ParseTraceparent(std::string_view(it->second.data(), it->second.size()));
-    if (!parent) return;
+    const SpanContext parent = CallersContext(*metadata);
+    if (!parent.valid()) return;
     // "/package.Service/Method" -> "package.Service/Method", as OTel names
     // RPC spans.
     std::string_view method = info_->method();
     if (!method.empty() && method[0] == '/') method.remove_prefix(1);
-    span_ = StartSpan(method, SpanKind::kServer, *parent);
+    span_ = StartSpan(method, SpanKind::kServer, parent);
     if (span_.recording()) {
       span_.SetAttribute("rpc.system", "grpc");
       const size_t slash = method.find('/');
@@ -120,11 +126,7 @@ SpanContext ServerSpanContext(const grpc::ServerContextBase* ctx) {
   if (span.valid()) return span;
   // No span of our own (no interceptor: this service exports none): the
   // caller's span is the parent of what this call does.
-  const auto& metadata = ctx->client_metadata();
-  auto it = metadata.find("traceparent");
-  if (it == metadata.end()) return {};
-  return ParseTraceparent(std::string_view(it->second.data(), it->second.size()))
-      .value_or(SpanContext{});
+  return CallersContext(ctx->client_metadata());
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/random/random.h"
+#include "core/crypto.h"
 #include "core/metrics.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 
@@ -59,20 +60,21 @@ void Randomize(std::array<uint8_t, N>& a) {
 
 uint64_t UnixNanos(absl::Time t) { return static_cast<uint64_t>(absl::ToUnixNanos(t)); }
 
+metrics::Counter& SpansCounter(const char* outcome) {
+  return metrics::Default().GetCounter(
+      "sb_trace_spans_total", "Spans ended, by what became of them", {{"outcome", outcome}});
+}
+
+}  // namespace
+
 // Queues ended spans and sends them in batches from one thread.
 class Exporter {
  public:
   explicit Exporter(const TracingOptions& options)
       : options_(options),
-        exported_(metrics::Default().GetCounter("sb_trace_spans_total",
-                                                "Spans ended, by what became of them",
-                                                {{"outcome", "exported"}})),
-        dropped_(metrics::Default().GetCounter("sb_trace_spans_total",
-                                               "Spans ended, by what became of them",
-                                               {{"outcome", "dropped_queue_full"}})),
-        failed_(metrics::Default().GetCounter("sb_trace_spans_total",
-                                              "Spans ended, by what became of them",
-                                              {{"outcome", "export_failed"}})) {
+        exported_(SpansCounter("exported")),
+        dropped_(SpansCounter("dropped_queue_full")),
+        failed_(SpansCounter("export_failed")) {
     std::string target = options.otlp_endpoint;
     std::shared_ptr<grpc::ChannelCredentials> creds;
     if (target.rfind("https://", 0) == 0) {
@@ -192,6 +194,8 @@ class Exporter {
   std::thread thread_;
 };
 
+namespace {
+
 struct State {
   std::mutex mu;  // guards the pointer's replacement, not the exporter
   std::shared_ptr<Exporter> exporter;
@@ -221,18 +225,17 @@ bool SampleRoot() {
 
 bool SpanContext::valid() const { return !AllZero(trace_id) && !AllZero(span_id); }
 
-std::string Hex(const uint8_t* bytes, size_t n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out(2 * n, '0');
-  for (size_t i = 0; i < n; ++i) {
-    out[2 * i] = kDigits[bytes[i] >> 4];
-    out[2 * i + 1] = kDigits[bytes[i] & 0xf];
-  }
-  return out;
+namespace {
+
+template <size_t N>
+std::string HexOf(const std::array<uint8_t, N>& id) {
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(id.data()), N));
 }
 
-std::string SpanContext::TraceIdHex() const { return Hex(trace_id.data(), trace_id.size()); }
-std::string SpanContext::SpanIdHex() const { return Hex(span_id.data(), span_id.size()); }
+}  // namespace
+
+std::string SpanContext::TraceIdHex() const { return HexOf(trace_id); }
+std::string SpanContext::SpanIdHex() const { return HexOf(span_id); }
 
 std::string SpanContext::Traceparent() const {
   if (!valid()) return "";
@@ -259,13 +262,17 @@ std::optional<SpanContext> ParseTraceparent(std::string_view value) {
   return ctx;
 }
 
-Span::Span(Span&& other) noexcept : context_(other.context_), data_(std::move(other.data_)) {}
+Span::Span(Span&& other) noexcept
+    : context_(other.context_),
+      data_(std::move(other.data_)),
+      exporter_(std::move(other.exporter_)) {}
 
 Span& Span::operator=(Span&& other) noexcept {
   if (this != &other) {
     End();
     context_ = other.context_;
     data_ = std::move(other.data_);
+    exporter_ = std::move(other.exporter_);
   }
   return *this;
 }
@@ -300,8 +307,8 @@ void Span::SetError(std::string_view message) {
 void Span::End() {
   if (!data_) return;
   data_->set_end_time_unix_nano(UnixNanos(absl::Now()));
-  auto data = std::move(data_);
-  if (auto exporter = CurrentExporter()) exporter->Add(std::move(data));
+  exporter_->Add(std::move(data_));
+  exporter_ = nullptr;
 }
 
 Span StartSpan(std::string_view name, SpanKind kind, const SpanContext& parent,
@@ -320,7 +327,9 @@ Span StartSpan(std::string_view name, SpanKind kind, const SpanContext& parent,
     ctx.sampled = SampleRoot();
   }
   Randomize(ctx.span_id);
-  if (!ctx.sampled || !CurrentExporter()) return span;
+  if (!ctx.sampled) return span;
+  std::shared_ptr<Exporter> exporter = CurrentExporter();
+  if (!exporter) return span;
   auto data = std::make_unique<otlp::Span>();
   data->set_trace_id(ctx.trace_id.data(), ctx.trace_id.size());
   data->set_span_id(ctx.span_id.data(), ctx.span_id.size());
@@ -330,6 +339,7 @@ Span StartSpan(std::string_view name, SpanKind kind, const SpanContext& parent,
   data->set_kind(static_cast<otlp::Span::SpanKind>(kind));
   data->set_start_time_unix_nano(UnixNanos(absl::Now()));
   span.data_ = std::move(data);
+  span.exporter_ = std::move(exporter);
   return span;
 }
 

@@ -30,6 +30,8 @@ class Span;
 
 namespace sb::trace {
 
+class Exporter;
+
 using TraceId = std::array<uint8_t, 16>;
 using SpanId = std::array<uint8_t, 8>;
 
@@ -49,8 +51,6 @@ struct SpanContext {
 // A `traceparent` header value (version 00, or a later version's first
 // four fields); nullopt for anything malformed, all-zero ids included.
 std::optional<SpanContext> ParseTraceparent(std::string_view value);
-
-std::string Hex(const uint8_t* bytes, size_t n);
 
 enum class SpanKind { kInternal = 1, kServer = 2, kClient = 3, kProducer = 4, kConsumer = 5 };
 
@@ -82,6 +82,7 @@ class Span {
   friend Span StartSpan(std::string_view, SpanKind, const SpanContext&, const TraceId*);
   SpanContext context_;
   std::unique_ptr<opentelemetry::proto::trace::v1::Span> data_;
+  std::shared_ptr<Exporter> exporter_;  // where it goes when it ends (with data_)
 };
 
 // Starts a span: a child of `parent` when it is valid (sampled as the parent

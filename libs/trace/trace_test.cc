@@ -4,6 +4,7 @@
 #include <grpcpp/support/server_interceptor.h>
 #include <gtest/gtest.h>
 
+#include "core/crypto.h"
 #include "core/metrics.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "trace/grpc_trace.h"
@@ -17,12 +18,7 @@ using opentelemetry::proto::trace::v1::Status;
 
 constexpr char kExample[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-std::string Bytes(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
+std::string Bytes(const std::string& hex) { return HexDecode(hex).value(); }
 
 double SpansWith(const std::string& outcome) {
   return metrics::Default()

@@ -89,11 +89,9 @@ class RequestContext {
   absl::Time start() const { return start_; }
   // The request's span (the gateway's HTTP server span): the parent of
   // every call made for it. Set once, before the filters run.
-  void set_span(trace::Span span) {
-    span_ = std::move(span);
-    trace_context_ = span_.context();
-  }
-  const trace::SpanContext& trace_context() const { return trace_context_; }
+  void set_span(trace::Span span) { span_ = std::move(span); }
+  // (Its context stays as it was when the span has ended.)
+  const trace::SpanContext& trace_context() const { return span_.context(); }
   Clock& clock() { return clock_; }
   GatewayMetrics& metrics() { return metrics_; }
 
@@ -184,7 +182,6 @@ class RequestContext {
   std::shared_ptr<ResponseTap> tap_;
   std::function<void()> cancel_;  // guarded by hooks_mu_
   trace::Span span_;              // ended by the response's end
-  trace::SpanContext trace_context_;
 };
 
 }  // namespace sb::gateway

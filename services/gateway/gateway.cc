@@ -1,5 +1,6 @@
 #include "gateway/gateway.h"
 
+#include "core/crypto.h"
 #include "gateway/filters/filter.h"
 #include "gateway/handlers/chat.h"
 #include "gateway/handlers/inference.h"
@@ -106,8 +107,10 @@ void Gateway::Handle(std::shared_ptr<http::Exchange> exchange) {
   // client started (`traceparent`) is continued; its id is the client's.
   const trace::TraceId id = deps_.ids.NextBytes(deps_.clock.Now());
   const auto remote = trace::ParseTraceparent(r.Header("traceparent"));
-  auto ctx = std::make_shared<RequestContext>(exchange, "req_" + trace::Hex(id.data(), id.size()),
-                                              deps_.clock, metrics_);
+  auto ctx = std::make_shared<RequestContext>(
+      exchange,
+      "req_" + HexEncode(std::string_view(reinterpret_cast<const char*>(id.data()), id.size())),
+      deps_.clock, metrics_);
   ctx->set_span(trace::StartSpan(r.method, trace::SpanKind::kServer,
                                  remote.value_or(trace::SpanContext{}), &id));
   const Router::Match match = router_.Find(r.method, r.path);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/random/random.h"
+#include "core/crypto.h"
 #include "e2e/e2e_helpers.h"
 #include "gtest/gtest.h"
 
@@ -68,12 +69,8 @@ int Count(const std::vector<ReceivedSpan>& spans, const std::string& service,
 std::string Describe(const std::vector<ReceivedSpan>& spans) {
   std::string out;
   for (const auto& s : spans)
-    out += "  " + s.service + " " + s.span.name() + " parent=" +
-           trace::Hex(reinterpret_cast<const uint8_t*>(s.span.parent_span_id().data()),
-                      s.span.parent_span_id().size()) +
-           " id=" +
-           trace::Hex(reinterpret_cast<const uint8_t*>(s.span.span_id().data()),
-                      s.span.span_id().size()) +
+    out += "  " + s.service + " " + s.span.name() +
+           " parent=" + HexEncode(s.span.parent_span_id()) + " id=" + HexEncode(s.span.span_id()) +
            "\n";
   return out;
 }
@@ -117,6 +114,16 @@ constexpr char kCheckOutput[] = "switchboard.safety.v1.Safety/CheckOutput";
 constexpr char kAdmit[] = "switchboard.scheduler.v1.TenantScheduler/Admit";
 constexpr char kGenerate[] = "switchboard.inference.v1.InferenceWorker/Generate";
 
+// Every span received so far, once the trace `trace_id` has its hops in the
+// gateway, safety, the scheduler and the worker (or the wait timed out).
+std::vector<ReceivedSpan> WaitForHops(const std::string& trace_id) {
+  return g_otlp->WaitForSpans([&](const auto& all) {
+    auto mine = OfTrace(all, trace_id);
+    return Find(mine, "gateway", "POST /v1/messages") && Find(mine, "safety", kCheckInput) &&
+           Find(mine, "tenant-scheduler", kAdmit) && Find(mine, "inference-worker", kGenerate);
+  });
+}
+
 TEST(TraceTest, OneRequestIsOneConnectedTraceAcrossGatewaySafetySchedulerAndWorker) {
   for (bool stream : {false, true}) {
     SCOPED_TRACE(stream ? "streamed" : "whole");
@@ -126,12 +133,7 @@ TEST(TraceTest, OneRequestIsOneConnectedTraceAcrossGatewaySafetySchedulerAndWork
     const std::string trace_id = Bytes(client.trace_id.data(), 16);
     const std::string client_span = Bytes(client.span_id.data(), 8);
     // Spans reach the receiver within each service's export interval (1 s).
-    auto spans = OfTrace(g_otlp->WaitForSpans([&](const auto& all) {
-      auto mine = OfTrace(all, trace_id);
-      return Find(mine, "gateway", "POST /v1/messages") && Find(mine, "safety", kCheckInput) &&
-             Find(mine, "tenant-scheduler", kAdmit) && Find(mine, "inference-worker", kGenerate);
-    }),
-                         trace_id);
+    auto spans = OfTrace(WaitForHops(trace_id), trace_id);
     ASSERT_NE(Find(spans, "gateway", "POST /v1/messages"), nullptr) << Describe(spans);
     ASSERT_NE(Find(spans, "safety", kCheckInput), nullptr) << Describe(spans);
     ASSERT_NE(Find(spans, "tenant-scheduler", kAdmit), nullptr) << Describe(spans);
@@ -196,11 +198,7 @@ TEST(TraceTest, AnUnsampledTraceIsPropagatedButNotRecorded) {
   ASSERT_EQ(PostTraced("/v1/messages", MessagesBody("me", false, 4), sampled.Traceparent()).status,
             200);
   const std::string sampled_id = Bytes(sampled.trace_id.data(), 16);
-  auto all = g_otlp->WaitForSpans([&](const auto& s) {
-    auto mine = OfTrace(s, sampled_id);
-    return Find(mine, "gateway", "POST /v1/messages") && Find(mine, "safety", kCheckInput) &&
-           Find(mine, "tenant-scheduler", kAdmit) && Find(mine, "inference-worker", kGenerate);
-  });
+  auto all = WaitForHops(sampled_id);
   ASSERT_NE(Find(OfTrace(all, sampled_id), "inference-worker", kGenerate), nullptr);
   EXPECT_TRUE(OfTrace(all, Bytes(unsampled.trace_id.data(), 16)).empty())
       << Describe(OfTrace(all, Bytes(unsampled.trace_id.data(), 16)));
@@ -212,11 +210,7 @@ TEST(TraceTest, AnUnsampledTraceIsPropagatedButNotRecorded) {
       PostTraced("/v1/messages", MessagesBody("marker", false, 4), marker.Traceparent()).status,
       200);
   const std::string marker_id = Bytes(marker.trace_id.data(), 16);
-  all = g_otlp->WaitForSpans([&](const auto& s) {
-    auto mine = OfTrace(s, marker_id);
-    return Find(mine, "gateway", "POST /v1/messages") && Find(mine, "safety", kCheckInput) &&
-           Find(mine, "tenant-scheduler", kAdmit) && Find(mine, "inference-worker", kGenerate);
-  });
+  all = WaitForHops(marker_id);
   std::vector<ReceivedSpan> since(all.begin() + static_cast<long>(before), all.end());
   EXPECT_EQ(since.size(), OfTrace(since, marker_id).size()) << Describe(since);
 }
