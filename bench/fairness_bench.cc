@@ -165,6 +165,7 @@ void TtftTable() {
     std::vector<OrgSpec> others;
     int max_num_seqs = 8;
     int slots = 0;
+    int reserved = 0;
   };
   std::vector<Case> cases;
   for (int seqs : {8, 16}) {
@@ -186,16 +187,26 @@ void TtftTable() {
     cases.push_back({"flood capped at max_num_seqs − 6", {capped}, seqs});
     cases.push_back(
         {"flood, depth 1,100, admitted up to max_num_seqs + 1,024", {deep}, seqs, seqs + 1024});
+    // The same floods with --reserved_slots=1 (cases 1-4 again).
+    const size_t first = cases.size() - 6;
+    for (size_t i = first; i < first + 4; ++i) {
+      Case kept = cases[i];
+      kept.reserved = 1;
+      cases.push_back(std::move(kept));
+    }
   }
   std::printf(
-      "| light org (Poisson 5/s, weight 1) vs | max_num_seqs | served | refused | TTFT p50 (ms) | "
-      "TTFT p99 (ms) | p99 / alone | queue wait p99 (ms) | heavy's share | admissions/s, all "
-      "orgs |\n|---|---|---|---|---|---|---|---|---|---|\n");
+      "| light org (Poisson 5/s, weight 1) vs | max_num_seqs | reserved_slots | served | refused "
+      "| TTFT p50 (ms) | TTFT p99 (ms) | p99 / alone | queue wait p99 (ms) | heavy's share | "
+      "admissions/s, all orgs |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
   double alone_p99 = 0;
   for (const Case& c : cases) {
     // Drained, so that every light request that was queued has its TTFT.
-    FairnessScenario s{
-        .orgs = {Light()}, .duration = kDuration, .max_num_seqs = c.max_num_seqs, .slots = c.slots};
+    FairnessScenario s{.orgs = {Light()},
+                       .duration = kDuration,
+                       .max_num_seqs = c.max_num_seqs,
+                       .slots = c.slots,
+                       .reserved_slots = c.reserved};
     for (const OrgSpec& o : c.others) s.orgs.push_back(o);
     const Wall wall;
     const FairnessResult r = RunFairnessSim(s);
@@ -211,8 +222,8 @@ void TtftTable() {
     }
     int64_t admitted = 0;
     for (size_t i = 0; i < r.orgs.size(); ++i) admitted += r.Admitted(i, kFrom, kDuration);
-    std::printf("| %s | %d | %zu | %lld | %.1f | %.1f | %.2f× | %.1f | %s | %.1f |\n",
-                c.name.c_str(), c.max_num_seqs, ttfts.size(),
+    std::printf("| %s | %d | %d | %zu | %lld | %.1f | %.1f | %.2f× | %.1f | %s | %.1f |\n",
+                c.name.c_str(), c.max_num_seqs, c.reserved, ttfts.size(),
                 static_cast<long long>(r.orgs[light].refused), Ms(Percentile(ttfts, 50)), p99,
                 p99 / alone_p99, Ms(Percentile(r.Waits(light), 99)), heavy,
                 static_cast<double>(admitted) / absl::ToDoubleSeconds(kDuration - kFrom));

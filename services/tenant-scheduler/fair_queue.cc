@@ -7,7 +7,33 @@ namespace sb::scheduler {
 FairQueue::FairQueue(Options options) : options_(options) {}
 
 void FairQueue::SetWeight(const std::string& org, double weight) {
-  if (weight > 0) weights_[org] = weight;
+  if (weight <= 0) return;
+  if (active_.count(org)) active_weight_ += weight - Weight(org);
+  weights_[org] = weight;
+}
+
+void FairQueue::Activity(const std::string& org, int delta) {
+  auto [it, added] = active_.try_emplace(org, 0);
+  it->second += delta;
+  if (added) active_weight_ += Weight(org);
+  if (it->second > 0) return;
+  active_.erase(it);
+  // Exactly 0 with nobody active, whatever rounding the sums gathered.
+  active_weight_ = active_.empty() ? 0 : active_weight_ - Weight(org);
+}
+
+bool FairQueue::UnderShare(const std::string& org, int capacity) const {
+  auto it = active_.find(org);
+  int held = 0;
+  for (const Lane& lane : lanes_) {
+    if (auto o = lane.orgs.find(org); o != lane.orgs.end()) held += o->second.in_service;
+  }
+  if (held == 0) return true;
+  // Alone, it is the org the kept slots are kept from.
+  if (active_.size() <= (it == active_.end() ? 0u : 1u)) return false;
+  const double weights = active_weight_ + (it == active_.end() ? Weight(org) : 0);
+  const double share = capacity * Weight(org) / weights;
+  return held + 1 <= share;
 }
 
 void FairQueue::SetConcurrencyCap(const std::string& org, int cap) {
@@ -55,12 +81,15 @@ absl::Status FairQueue::Push(QueuedRequest r, std::optional<uint64_t>* evicted) 
     *evicted = victim;
   }
   where_.emplace(r.id, std::make_pair(r.priority, r.org));
+  Activity(r.org, 1);
   OrgState& s = lane.orgs[r.org];
   if (s.queue.empty()) {
-    // Backlogged again: lifted so that idle time banks no credit.
+    // Backlogged again: lifted so that idle time banks no credit (and, under
+    // its share, lowered: see the header).
     const double floor =
         lane.backlogged.empty() ? lane.last_served : std::get<0>(*lane.backlogged.begin());
-    s.counter = std::max(s.counter, floor);
+    const bool under_share = capacity_ > 0 && UnderShare(r.org, capacity_);
+    s.counter = under_share ? floor : std::max(s.counter, floor);
     s.since = ++lane.backlogs;
     lane.backlogged.insert(KeyOf(r.org, s));
   }
@@ -118,6 +147,7 @@ void FairQueue::AdmitDirect(const std::string& org, Priority priority, int input
   OrgState& s = lane.orgs[org];
   s.in_service += 1;
   s.input_served += input_tokens;
+  Activity(org, 1);
   Charge(lane, org, options_.w_in * input_tokens / Weight(org));
 }
 
@@ -147,7 +177,10 @@ std::vector<FairQueue::OrgView> FairQueue::Orgs(Priority priority) const {
 void FairQueue::Finished(const std::string& org, Priority priority) {
   Lane& lane = lanes_[Index(priority)];
   auto it = lane.orgs.find(org);
-  if (it != lane.orgs.end() && it->second.in_service > 0) it->second.in_service -= 1;
+  if (it != lane.orgs.end() && it->second.in_service > 0) {
+    it->second.in_service -= 1;
+    Activity(org, -1);
+  }
 }
 
 bool FairQueue::Remove(uint64_t id) {
@@ -165,6 +198,7 @@ bool FairQueue::Remove(uint64_t id) {
   s.queued_tokens -= static_cast<int64_t>(it->input_tokens) + it->max_tokens;
   s.queue.erase(it);
   if (s.queue.empty()) lane.backlogged.erase(KeyOf(org, s));
+  Activity(org, -1);
   return true;
 }
 

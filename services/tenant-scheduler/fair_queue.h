@@ -61,6 +61,11 @@ class FairQueue {
   void SetWeight(const std::string& org, double weight);
   void SetConcurrencyCap(const std::string& org, int cap);
 
+  // An org whose queue was empty is lifted to the backlogged minimum (see
+  // above); one under its share of the slots (UnderShare, at the capacity
+  // last set) is also lowered to it: what its few running requests were
+  // charged does not hold its next one behind an org that holds more
+  // slots. That is bounded: it can hold no more than its share that way.
   // ResourceExhausted when the priority's queue is full and the org already
   // holds the most requests in it; when another org holds more, that org's
   // newest request makes room instead (its id in `*evicted`): a flood can
@@ -97,6 +102,17 @@ class FairQueue {
   // queued); a batch request also waits for every interactive one. The
   // admission estimate's numerator.
   int64_t TokensAhead(const std::string& org, Priority priority, int64_t tokens) const;
+  // Whether `org` holds less than its share of a model's `capacity` slots:
+  // it holds none, or another org has requests queued or in service (any
+  // priority) and after taking one more slot it holds at most its weighted
+  // share among those orgs and itself. Such an org may take one of the
+  // slots the scheduler keeps back (--reserved_slots), which an org alone,
+  // or over its share, may not; and when it becomes backlogged again its
+  // counter goes to the backlogged minimum even from above (see Push).
+  bool UnderShare(const std::string& org, int capacity) const;
+  // The model's slots as last seen (0: unknown, and no org counts as
+  // under its share in Push).
+  void SetCapacity(int slots) { capacity_ = slots; }
   // The org's counter (weighted tokens) in `priority`; 0 for an unknown org.
   double counter(const std::string& org, Priority priority) const;
   int in_service(const std::string& org, Priority priority) const;
@@ -144,11 +160,19 @@ class FairQueue {
   std::optional<std::pair<int, std::string>> Next() const;
   // Adds `amount` to the org's counter, keeping `backlogged` ordered.
   void Charge(Lane& lane, const std::string& org, double amount);
+  // An org's requests queued or in service (any priority) changed by
+  // `delta`; keeps active_ and active_weight_.
+  void Activity(const std::string& org, int delta);
 
   Options options_;
   Lane lanes_[kPriorities];
   std::unordered_map<std::string, double> weights_;
   std::unordered_map<std::string, int> caps_;
+  // Orgs with requests queued or in service: how many, and their weights'
+  // sum (for UnderShare without a pass over every org).
+  std::unordered_map<std::string, int> active_;
+  double active_weight_ = 0;
+  int capacity_ = 0;
   // Where each queued request is: id -> (priority, org).
   std::unordered_map<uint64_t, std::pair<Priority, std::string>> where_;
 };

@@ -81,6 +81,59 @@ TEST(FairQueueTest, WhenNobodyIsBackloggedTheLiftIsToTheLastServed) {
   EXPECT_DOUBLE_EQ(q.counter("b", Priority::kInteractive), 100);
 }
 
+// Who may take a kept slot: an org holding none; not an org alone (the
+// slots are kept from it); and otherwise one that would hold no more than
+// its weighted share of the slots among the active orgs.
+TEST(FairQueueTest, UnderShareCountsSlotsAgainstTheActiveOrgsWeights) {
+  FairQueue q;
+  EXPECT_TRUE(q.UnderShare("light", 16)) << "holding nothing";
+  for (uint64_t i = 0; i < 20; ++i) ASSERT_TRUE(q.Push(Req(i, "flood")).ok());
+  for (int i = 0; i < 15; ++i) ASSERT_EQ(q.Pop()->org, "flood");
+  EXPECT_FALSE(q.UnderShare("flood", 16)) << "alone";
+  q.AdmitDirect("light", Priority::kInteractive, 10);
+  // Two active orgs of weight 1: a share of 8 slots each.
+  EXPECT_TRUE(q.UnderShare("light", 16));
+  EXPECT_FALSE(q.UnderShare("flood", 16));
+  for (int i = 0; i < 6; ++i) q.AdmitDirect("light", Priority::kBatch, 10);  // any priority
+  EXPECT_TRUE(q.UnderShare("light", 16)) << "7 held, the 8th is its share";
+  q.AdmitDirect("light", Priority::kInteractive, 10);
+  EXPECT_FALSE(q.UnderShare("light", 16)) << "8 held";
+  // Weights move the share: 3 of 4 of the slots are the flood's now.
+  q.SetWeight("flood", 3);
+  EXPECT_FALSE(q.UnderShare("light", 16));
+  EXPECT_FALSE(q.UnderShare("light", 32)) << "a share of 8 of 32";
+  EXPECT_TRUE(q.UnderShare("light", 40)) << "a share of 10 of 40";
+  // Its requests end: no longer active, it holds nothing.
+  for (int i = 0; i < 2; ++i) q.Finished("light", Priority::kInteractive);
+  for (int i = 0; i < 6; ++i) q.Finished("light", Priority::kBatch);
+  EXPECT_EQ(q.in_service("light", Priority::kInteractive), 0);
+  EXPECT_FALSE(q.UnderShare("flood", 16)) << "alone again";
+}
+
+// An org under its share of the slots whose running requests were charged
+// past the flood's counter comes back at the backlogged minimum, ahead of
+// the flood, instead of waiting until the flood is charged as much.
+TEST(FairQueueTest, AnOrgUnderItsShareComesBackAtTheMinimumEvenFromAbove) {
+  for (const int capacity : {0, 16}) {
+    FairQueue q;
+    q.SetCapacity(capacity);
+    for (uint64_t i = 0; i < 40; ++i) ASSERT_TRUE(q.Push(Req(i, "flood", 10)).ok());
+    for (int i = 0; i < 14; ++i) ASSERT_EQ(q.Pop()->org, "flood");  // counter 140
+    ASSERT_TRUE(q.Push(Req(100, "light", 300)).ok());
+    ASSERT_EQ(q.Pop()->id, 100u);  // the newcomer first; charged 300 from 140
+    ASSERT_DOUBLE_EQ(q.counter("light", Priority::kInteractive), 440);
+    ASSERT_TRUE(q.Push(Req(101, "light", 300)).ok());
+    if (capacity == 0) {
+      // Capacity unknown: lifted only, so behind the flood's 30 tokens.
+      EXPECT_DOUBLE_EQ(q.counter("light", Priority::kInteractive), 440);
+      EXPECT_EQ(q.Pop()->org, "flood");
+    } else {
+      EXPECT_DOUBLE_EQ(q.counter("light", Priority::kInteractive), 140);
+      EXPECT_EQ(q.Pop()->id, 101u);
+    }
+  }
+}
+
 TEST(FairQueueTest, BatchGetsOnlyWhatInteractiveLeaves) {
   FairQueue q;
   ASSERT_TRUE(q.Push(Req(1, "a", 10, 10, Priority::kBatch)).ok());

@@ -66,6 +66,7 @@ class Simulation {
     for (size_t i = 0; i < s.orgs.size(); ++i) {
       const OrgSpec& spec = s.orgs[i];
       queue_.SetWeight(spec.name, spec.weight);
+      queue_.SetCapacity(slots_);
       if (spec.concurrency_cap > 0) queue_.SetConcurrencyCap(spec.name, spec.concurrency_cap);
       result_.orgs.push_back({.name = spec.name, .weight = spec.weight, .priority = spec.priority});
       orgs_.push_back(OrgState{Draws(SplitMix64(s.seed ^ Fnv1a(spec.name)))});
@@ -262,16 +263,12 @@ class Simulation {
   // Admits from the fair queue while the engine has a free slot.
   void Dispatch() {
     while (running_ < slots_) {
-      // As the scheduler does: the last `reserve` slots only for an org with
-      // nothing in service.
+      // As the scheduler does: the last `reserve` slots only for an org well
+      // under its share.
       const QueuedRequest* next = queue_.Peek();
       if (next == nullptr) return;
       const int reserve = std::min(s_.reserved_slots, slots_ / 8);
-      if (running_ >= slots_ - reserve && queue_.in_service(next->org, Priority::kInteractive) +
-                                                  queue_.in_service(next->org, Priority::kBatch) >
-                                              0) {
-        return;
-      }
+      if (running_ >= slots_ - reserve && !queue_.UnderShare(next->org, slots_)) return;
       const bool interactive_queued = InteractiveQueued();
       std::optional<QueuedRequest> q = queue_.Pop();
       if (!q) return;

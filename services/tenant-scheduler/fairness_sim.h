@@ -98,7 +98,7 @@ struct FairnessScenario {
   // batch holds.
   int slots = 0;
   // The scheduler's --reserved_slots (at most an eighth of the slots): kept
-  // for orgs with nothing in service.
+  // for orgs under their share of the slots.
   int reserved_slots = 0;
   std::string model = "sim-small";
   FairQueue::Options queue;

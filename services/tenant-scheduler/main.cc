@@ -43,8 +43,9 @@ ABSL_FLAG(int, breaker_min_requests, 20,
 ABSL_FLAG(int, breaker_cool_down_s, 10, "Circuit breakers: how long one stays open");
 ABSL_FLAG(int, breaker_probes, 3, "Circuit breakers: requests let through while half-open");
 ABSL_FLAG(int, reserved_slots, 0,
-          "Slots of each model kept for orgs with nothing in service (at most an eighth of the "
-          "model's capacity), so that a newcomer does not wait for a flood's sequences to end");
+          "Slots of each model kept for orgs under their share of its slots (at most an eighth "
+          "of the model's capacity), so that a newcomer does not wait for a flood's sequences "
+          "to end");
 ABSL_FLAG(int, lease_ttl_ms, 10000,
           "A lease (Admit) must reach its worker within this long, or it is freed");
 

@@ -370,15 +370,13 @@ void SchedulerServiceImpl::ApplyOrgPolicy() {
   DispatchAll();  // a raised cap may let queued requests go
 }
 
-bool SchedulerServiceImpl::MayTakeSlot(const ModelQueue& mq, const std::string& model,
-                                       const std::string& org, Priority priority,
-                                       absl::Time now) const {
-  if (queue_options_.reserved_slots <= 0) return true;
+bool SchedulerServiceImpl::MayTakeSlot(ModelQueue& mq, const std::string& model,
+                                       const std::string& org, absl::Time now) {
   const WorkerRegistry::Room room = registry_.RoomFor(model, now);
+  mq.fair.SetCapacity(static_cast<int>(std::min<int64_t>(room.capacity, 1 << 30)));
+  if (queue_options_.reserved_slots <= 0) return true;
   const int64_t reserve = std::min<int64_t>(queue_options_.reserved_slots, room.capacity / 8);
-  return room.free > reserve || mq.fair.in_service(org, Priority::kInteractive) +
-                                        mq.fair.in_service(org, Priority::kBatch) ==
-                                    0;
+  return room.free > reserve || mq.fair.UnderShare(org, static_cast<int>(room.capacity));
 }
 
 SchedulerServiceImpl::Decision SchedulerServiceImpl::TryDirect(
@@ -391,7 +389,7 @@ SchedulerServiceImpl::Decision SchedulerServiceImpl::TryDirect(
   ModelQueue& mq = QueueFor(model, req.org_id());
   // Nobody overtakes the queue, and an org at its cap waits in it.
   if (mq.waiting.empty() && mq.fair.UnderCap(req.org_id(), priority) &&
-      MayTakeSlot(mq, model, req.org_id(), priority, now)) {
+      MayTakeSlot(mq, model, req.org_id(), now)) {
     d.pick = registry_.Acquire(model, now, &d.why, prefix);
     if (d.pick) {
       const int input = EstimatedInputTokens(req);
@@ -792,7 +790,7 @@ void SchedulerServiceImpl::Dispatch(const std::string& model) {
       if (q == queues_.end() || q->second.waiting.empty()) return;
       const QueuedRequest* next_up = q->second.fair.Peek();
       if (next_up == nullptr) return;  // every backlogged org is at its cap
-      if (!MayTakeSlot(q->second, model, next_up->org, next_up->priority, absl::Now())) return;
+      if (!MayTakeSlot(q->second, model, next_up->org, absl::Now())) return;
       auto w = q->second.waiting.find(next_up->id);
       // The worker is chosen for the request that goes next, with its prefix.
       NoPick why;

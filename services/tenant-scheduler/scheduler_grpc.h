@@ -52,10 +52,10 @@ struct QueueOptions {
   double output_weight = 2;                           // and per output token
   size_t max_queued = 10000;                          // per model
   absl::Duration lease_ttl = absl::Seconds(10);       // a lease unused this long is freed
-  // Slots of a model kept for orgs with nothing in service (at most an
-  // eighth of its capacity): a newcomer does not wait for a flood's
-  // sequences to end. Off by default (bench/RESULTS.md: it helps an org
-  // sending one request at a time, and costs one whose requests overlap).
+  // Slots of a model kept for orgs under their share of its slots (at most
+  // an eighth of its capacity): a newcomer does not wait for a flood's
+  // sequences to end. Off by default (bench/RESULTS.md: an org alone
+  // cannot use them).
   int reserved_slots = 0;
 };
 
@@ -163,10 +163,11 @@ class SchedulerServiceImpl final : public switchboard::scheduler::v1::TenantSche
   static grpc::Status NoWorker(const std::string& model, NoPick why);
   ResolvedModel Resolve(const switchboard::inference::v1::GenerateRequest& req) const;
   // Whether a request of `org` may take one of the model's slots now: it
-  // leaves the reserve alone, or the org has nothing in service. Requires
-  // queue_mu_.
-  bool MayTakeSlot(const ModelQueue& mq, const std::string& model, const std::string& org,
-                   Priority priority, absl::Time now) const;
+  // leaves the reserve alone, or the org is under its share of the slots
+  // (FairQueue::UnderShare). Tells the fair queue the model's capacity.
+  // Requires queue_mu_.
+  bool MayTakeSlot(ModelQueue& mq, const std::string& model, const std::string& org,
+                   absl::Time now);
   // A worker for the request now, when nothing waits ahead of it and its
   // org has room under its cap (it is then counted in service).
   Decision TryDirect(const switchboard::inference::v1::GenerateRequest& req,

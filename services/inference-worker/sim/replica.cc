@@ -310,6 +310,11 @@ std::optional<absl::Time> Replica::Plan() {
       for (const auto& [s, n] : p.work)
         work.push_back({.new_tokens = n, .context = s->num_computed});
       p.duration = std::max(cost_.StepTime(work), options_.min_step_time);
+      // Delivering the last step's tokens took the time since it ended: that
+      // much of this step is already done, but no more than all of it.
+      if (busy_until_ != absl::InfinitePast() && busy_until_ < now) {
+        p.start = std::max(busy_until_, now - p.duration);
+      }
       planned_ = std::move(p);
       end = planned_->start + planned_->duration;
     } else if (!p.preempted.empty()) {
@@ -439,6 +444,7 @@ StepResult Replica::Apply() {
         ++r.tokens_emitted;
       }
     }
+    busy_until_ = running_.empty() && waiting_.empty() ? absl::InfinitePast() : at;
     UpdateGauges();
   }
   Deliver(events);

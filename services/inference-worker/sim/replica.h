@@ -171,6 +171,12 @@ class Replica {
   std::vector<Sequence*> running_;  // in the order they were scheduled
   std::deque<Sequence*> waiting_;   // by priority, then arrival
   std::optional<Planned> planned_;
+  // When the last step ended, while the replica stays busy (InfinitePast
+  // once it has nothing to do): the next step starts there, so that the
+  // time spent delivering a step's tokens overlaps the next step, as an
+  // engine's output processing overlaps the GPU's next step (vLLM's async
+  // output processing), instead of adding to every step.
+  absl::Time busy_until_ = absl::InfinitePast();
   uint64_t next_arrival_ = 0;
   int64_t preemptions_ = 0;
 };

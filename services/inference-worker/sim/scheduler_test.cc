@@ -32,6 +32,61 @@ TEST(SchedulerTest, DecodeStepOfEightBAtBatchOneTakes5To7Ms) {
   EXPECT_EQ(e.Now(), decode.start + decode.duration) << "virtual time moved by the step";
 }
 
+// An observer whose token deliveries take `cost` of the clock's time, as
+// writing to clients does on the real clock.
+class SlowObserver : public TokenObserver {
+ public:
+  SlowObserver(StepClock& clock, absl::Duration cost) : clock_(clock), cost_(cost) {}
+  void OnToken(std::string_view, int) override { clock_.Sleep(cost_); }
+  void OnFinished(const FinishInfo&) override {}
+
+ private:
+  StepClock& clock_;
+  absl::Duration cost_;
+};
+
+// Delivering a step's tokens overlaps the next step, as an engine's output
+// processing overlaps the GPU's next step: a step starts where the last one
+// ended, not after its deliveries, unless they took longer than the step
+// itself. A replica that went idle starts its next step when work comes.
+TEST(SchedulerTest, DeliveringTokensOverlapsTheNextStep) {
+  for (const absl::Duration delivery : {absl::Milliseconds(4), absl::Milliseconds(15)}) {
+    VirtualClock clock;
+    auto deployment = DeploymentFor("sim-small");
+    ASSERT_TRUE(deployment.ok());
+    CostModel cost(*std::move(deployment));
+    Replica replica(std::move(cost), 1000, {.min_step_time = absl::Milliseconds(10)}, clock);
+    const EngineRequest r = Req(6);
+    ASSERT_TRUE(replica
+                    .Submit(r, std::make_shared<SlowObserver>(clock, delivery), r.Flatten(),
+                            SimulatedEngine::ReplyTokens(r.model, r.Flatten()))
+                    .ok());
+    const absl::Time t0 = clock.Now();
+    std::vector<StepResult> steps;
+    while (replica.HasWork()) steps.push_back(replica.RunStep());
+    ASSERT_EQ(steps.size(), 6u);
+    EXPECT_EQ(steps[0].start, t0);
+    for (size_t i = 1; i < steps.size(); ++i) {
+      const absl::Time last_end = steps[i - 1].start + steps[i - 1].duration;
+      ASSERT_EQ(steps[i].duration, absl::Milliseconds(10));
+      if (delivery < absl::Milliseconds(10)) {
+        EXPECT_EQ(steps[i].start, last_end) << "step " << i;
+      } else {
+        // Deliveries longer than a step: it ends as they do.
+        EXPECT_EQ(steps[i].start + steps[i].duration, last_end + delivery) << "step " << i;
+      }
+    }
+    // Idle, then new work: the step starts now, not in the past.
+    clock.Sleep(absl::Seconds(1));
+    const absl::Time t1 = clock.Now();
+    ASSERT_TRUE(replica
+                    .Submit(r, std::make_shared<SlowObserver>(clock, delivery), r.Flatten(),
+                            SimulatedEngine::ReplyTokens(r.model, r.Flatten()))
+                    .ok());
+    EXPECT_EQ(replica.RunStep().start, t1);
+  }
+}
+
 TEST(SchedulerTest, DecodesGoFirstAndALongPromptIsChunkedUnderTheBudget) {
   SimulatedEngine e({.max_num_batched_tokens = 64}, false);
   ASSERT_TRUE(e.Submit(Req(1000, "a", "", 1), std::make_shared<Recorder>()).ok());
