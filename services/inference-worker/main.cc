@@ -11,6 +11,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
+#include "core/metrics.h"
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
 #include "grpcx/tls.h"
@@ -86,12 +87,22 @@ int main(int argc, char** argv) {
   }
   const std::string topic = absl::GetFlag(FLAGS_usage_topic);
   // A full producer queue pushes back: the event waits in the outbox and
-  // the worker admits nothing new until it is taken.
+  // the worker admits nothing new until it is taken. Tokens wait for the
+  // reports covering them, so the time Kafka takes to store one is part of
+  // every request's time to first token.
+  sb::metrics::Histogram& store_time = sb::metrics::Default().GetHistogram(
+      "sb_worker_usage_store_seconds",
+      "From handing a usage report to Kafka until it is stored (or refused for good)");
   sb::worker::UsageOutbox outbox([&](const switchboard::billing::v1::UsageEvent& e,
                                      sb::worker::UsageOutbox::Stored stored) {
     const std::string value = e.SerializeAsString();
     const sb::KafkaHeaders headers = {{sb::kSignatureHeader, signer->Sign(e.request_id(), value)}};
-    return (*producer)->Publish(topic, e.request_id(), value, headers, std::move(stored));
+    return (*producer)->Publish(
+        topic, e.request_id(), value, headers,
+        [&store_time, stored = std::move(stored), handed = absl::Now()](const absl::Status& st) {
+          store_time.Observe(absl::ToDoubleSeconds(absl::Now() - handed));
+          if (stored) stored(st);
+        });
   });
   sb::worker::UsageSink usage = [&](const switchboard::billing::v1::UsageEvent& e,
                                     sb::worker::UsageStored stored) {

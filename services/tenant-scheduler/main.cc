@@ -42,7 +42,7 @@ ABSL_FLAG(int, breaker_min_requests, 20,
           "Circuit breakers: fewer requests in the window never open one");
 ABSL_FLAG(int, breaker_cool_down_s, 10, "Circuit breakers: how long one stays open");
 ABSL_FLAG(int, breaker_probes, 3, "Circuit breakers: requests let through while half-open");
-ABSL_FLAG(int, reserved_slots, 0,
+ABSL_FLAG(int, reserved_slots, 1,
           "Slots of each model kept for orgs under their share of its slots (at most an eighth "
           "of the model's capacity), so that a newcomer does not wait for a flood's sequences "
           "to end");

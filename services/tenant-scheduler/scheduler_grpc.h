@@ -54,9 +54,8 @@ struct QueueOptions {
   absl::Duration lease_ttl = absl::Seconds(10);       // a lease unused this long is freed
   // Slots of a model kept for orgs under their share of its slots (at most
   // an eighth of its capacity): a newcomer does not wait for a flood's
-  // sequences to end. Off by default (bench/RESULTS.md: an org alone
-  // cannot use them).
-  int reserved_slots = 0;
+  // sequences to end. An org alone cannot use them (bench/RESULTS.md).
+  int reserved_slots = 1;
 };
 
 // Where a request's model name leads: the model the workers serve and the

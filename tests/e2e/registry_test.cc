@@ -388,17 +388,10 @@ double P99(const std::vector<double>& sorted) {
 
 // A light org's time to first token while a heavy org keeps every slot of
 // the model busy and more of its requests queued: the fair queue puts the
-// light org's request first, and the slot kept for an org with nothing in
-// service (--reserved_slots) means it does not wait for a flood's sequence
-// to end.
-// Not met (issue 9 stays open on it): on this 2-core cluster the light
-// org's p99 was 130 ms against 25 ms alone (20 ms steps), 50 ms with
-// --reserved_slots=1; at 5 ms steps 30-41 ms against 10-13 ms with the
-// kept slot, where traces show the scheduler admitting at once and the
-// tail in the worker's wait for its first usage report to be stored by
-// the dev broker (bench/RESULTS.md). Kept to measure it:
-// --gtest_also_run_disabled_tests.
-TEST(OrgWeightsE2eTest, DISABLED_ALightOrgsTtftP99UnderAFloodStaysWithinTwiceItsP99Alone) {
+// light org's request first, and the slot kept for an org under its share
+// (--reserved_slots, 1 by default) means it does not wait for a flood's
+// sequence to end.
+TEST(OrgWeightsE2eTest, ALightOrgsTtftP99UnderAFloodStaysWithinTwiceItsP99Alone) {
   const std::string model = "sim-ttft";
   auto worker = g_cluster->StartWorker(
       "worker-ttft", model, {"--max_num_seqs=16", "--max_waiting=0", "--tokens_per_second=200"});

@@ -84,6 +84,16 @@ int main(int argc, char** argv) {
 
   char err[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  // The mock brokers' sockets take this client's settings. Without
+  // TCP_NODELAY a response written while the previous one is unacknowledged
+  // waits for the client's delayed ACK: 40 ms whenever a producer has more
+  // than one request in flight (a worker's reports come in bursts, one per
+  // sequence each engine step), which a real broker (TCP_NODELAY) never adds.
+  if (rd_kafka_conf_set(conf, "socket.nagle.disable", "true", err, sizeof err) !=
+      RD_KAFKA_CONF_OK) {
+    std::fprintf(stderr, "dev-broker: %s\n", err);
+    return 1;
+  }
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
   if (rk == nullptr) {
     std::fprintf(stderr, "dev-broker: %s\n", err);
