@@ -22,6 +22,7 @@ const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodC
       {"/switchboard.inference.v1.InferenceWorker/ListModels", {kScheduler, kOperator}},
       {"/switchboard.safety.v1.Safety/CheckInput", {kGateway, kChat}},
       {"/switchboard.safety.v1.Safety/CheckOutput", {kGateway, kChat}},
+      {"/switchboard.safety.v1.Safety/ModerateOutput", {kGateway, kChat}},
       {"/switchboard.scheduler.v1.TenantScheduler/RegisterWorker", {kWorker}},
       {"/switchboard.scheduler.v1.TenantScheduler/Heartbeat", {kWorker}},
       {"/switchboard.scheduler.v1.TenantScheduler/ListWorkers", {kOperator}},

@@ -6,7 +6,6 @@
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
 #include "grpcx/tls.h"
-#include "safety/output_window.h"
 #include "trace/grpc_trace.h"
 
 namespace sb::pipeline {
@@ -40,40 +39,157 @@ std::shared_ptr<CheckCall> NewCheck(const CheckContext& c, std::string text,
   return call;
 }
 
-class UnaryOutputGate final : public OutputGate {
+// One ModerateOutput call. Send() writes a message and reads its answer,
+// which goes to that Send's `done`; the next Send comes after it. An answer
+// can arrive before gRPC reports its message written, so a message waits in
+// `next_` until the write before it is done (one write in flight). Keeps
+// itself alive until gRPC is done with it.
+class ModerateStream final
+    : public grpc::ClientBidiReactor<spb::ModerateOutputRequest, spb::ModerateOutputResponse>,
+      public std::enable_shared_from_this<ModerateStream> {
  public:
-  UnaryOutputGate(spb::Safety::StubInterface& safety, std::chrono::milliseconds deadline,
-                  CheckContext ctx)
-      : safety_(safety), deadline_(deadline), ctx_(std::move(ctx)) {}
+  using Done = OutputGate::Done;
 
-  void Push(std::string piece, Done done) override {
-    // Calls are one at a time (the pipeline waits for each), so text_ is
-    // only touched by the callback of the call in flight.
-    auto call = NewCheck(ctx_, safety::OutputCheckText(text_, piece), deadline_);
-    safety_.async()->CheckOutput(
-        &call->ctx, &call->request, &call->response,
-        [this, call, piece = std::move(piece), done = std::move(done)](grpc::Status st) mutable {
-          if (!st.ok()) {
-            done(NoVerdict(st));
-            return;
-          }
-          if (call->response.verdict() != spb::CheckResponse::ALLOW) {
-            done(absl::InvalidArgumentError("output blocked by safety policy: " +
-                                            call->response.reason()));
-            return;
-          }
-          text_ += piece;
-          done(std::move(piece));
+  ModerateStream(spb::Safety::StubInterface& safety, Timers& timers,
+                 std::chrono::milliseconds deadline, CheckContext ctx)
+      : safety_(safety), timers_(timers), deadline_(deadline), check_(std::move(ctx)) {}
+
+  // Sends `text` (`end`: the reply ended); `done` gets what is released.
+  void Send(std::string text, bool end, Done done) {
+    bool start = false, write = false, ended;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ended = ended_;
+      if (!ended) {
+        spb::ModerateOutputRequest& m = writing_ ? next_ : written_;
+        m.Clear();
+        if (!started_) {
+          started_ = start = true;
+          self_ = shared_from_this();
+          auto* first = m.mutable_start();
+          first->set_request_id(check_.request_id);
+          first->set_org_id(check_.org_id);
+          first->set_end_user_id(check_.end_user_id);
+        }
+        m.set_text(std::move(text));
+        m.set_end(end);
+        waiting_ = writing_;
+        write = !writing_;
+        writing_ = true;
+        sent_end_ = end;
+        pending_ = std::move(done);
+        std::weak_ptr<ModerateStream> weak = shared_from_this();
+        timer_ = timers_.After(absl::FromChrono(deadline_), [weak] {
+          if (auto self = weak.lock()) self->ctx_.TryCancel();
         });
+      }
+    }
+    if (ended) {
+      done(absl::UnavailableError("safety: the moderation stream has ended"));
+      return;
+    }
+    // gRPC calls outside mu_: a reaction may run on this thread.
+    if (start) {
+      trace::Inject(ctx_, check_.trace);
+      safety_.async()->ModerateOutput(&ctx_, this);
+      StartCall();
+    }
+    if (write) StartWrite(&written_);
+    StartRead(&response_);
   }
 
-  void Flush(Done done) override { done(std::string()); }
+  // The generation is over (or gone): the call ends if it has not.
+  void Close() {
+    bool cancel;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancel = started_ && !ended_ && !answered_end_;
+    }
+    if (cancel) ctx_.TryCancel();
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool write;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      write = ok && waiting_;
+      waiting_ = false;
+      writing_ = write;
+      if (write) written_.Swap(&next_);
+    }
+    // A failed write fails the read too; OnDone answers.
+    if (write) StartWrite(&written_);
+  }
+
+  void OnReadDone(bool ok) override {
+    Done done;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      timers_.Cancel(timer_);
+      if (!ok) return;  // OnDone answers the pending Send, with the status
+      done = std::move(pending_);
+      pending_ = nullptr;
+      answered_end_ = sent_end_;  // the server ends the call itself
+    }
+    if (response_.has_stopped()) {
+      done(absl::InvalidArgumentError("output blocked by safety policy: " + response_.reason()));
+    } else {
+      done(std::move(*response_.mutable_release()));
+    }
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    Done done;
+    std::shared_ptr<ModerateStream> keep;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      timers_.Cancel(timer_);
+      ended_ = true;
+      done = std::move(pending_);
+      pending_ = nullptr;
+      keep = std::move(self_);  // may be the last reference: freed on return
+    }
+    if (done) {
+      done(absl::UnavailableError(
+          "safety: moderation stream ended: " +
+          (status.ok() ? std::string("no answer") : status.error_message())));
+    }
+  }
 
  private:
   spb::Safety::StubInterface& safety_;
-  std::chrono::milliseconds deadline_;
-  CheckContext ctx_;
-  std::string text_;
+  Timers& timers_;
+  const std::chrono::milliseconds deadline_;
+  const CheckContext check_;
+  grpc::ClientContext ctx_;
+  std::mutex mu_;
+  spb::ModerateOutputRequest written_;  // the message being written
+  spb::ModerateOutputRequest next_;     // the next, while written_ is
+  spb::ModerateOutputResponse response_;
+  Done pending_;
+  Timers::Id timer_ = 0;
+  bool started_ = false;
+  bool writing_ = false;  // written_ is in flight
+  bool waiting_ = false;  // next_ waits for it
+  bool sent_end_ = false;
+  bool answered_end_ = false;
+  bool ended_ = false;
+  std::shared_ptr<ModerateStream> self_;  // set while gRPC holds the call
+};
+
+class StreamingOutputGate final : public OutputGate {
+ public:
+  explicit StreamingOutputGate(std::shared_ptr<ModerateStream> stream)
+      : stream_(std::move(stream)) {}
+  ~StreamingOutputGate() override { stream_->Close(); }
+
+  void Push(std::string piece, Done done) override {
+    stream_->Send(std::move(piece), false, std::move(done));
+  }
+  void Flush(Done done) override { stream_->Send(std::string(), true, std::move(done)); }
+
+ private:
+  std::shared_ptr<ModerateStream> stream_;
 };
 
 class GrpcCall final : public GenerateCall {
@@ -104,8 +220,9 @@ void GrpcInputGuard::Check(const CheckContext& ctx, std::string text,
       });
 }
 
-std::unique_ptr<OutputGate> UnaryOutputGates::Open(const CheckContext& ctx) {
-  return std::make_unique<UnaryOutputGate>(safety_, deadline_, ctx);
+std::unique_ptr<OutputGate> StreamingOutputGates::Open(const CheckContext& ctx) {
+  return std::make_unique<StreamingOutputGate>(
+      std::make_shared<ModerateStream>(safety_, timers_, deadline_, ctx));
 }
 
 std::shared_ptr<GenerateCall> GrpcGenerator::Generate(std::shared_ptr<const Request> request,

@@ -1,4 +1,4 @@
-// The pipeline's backends over gRPC: safety's CheckInput and CheckOutput,
+// The pipeline's backends over gRPC: safety's CheckInput and ModerateOutput,
 // and generation: a lease from the tenant-scheduler (Admit) and the
 // worker's stream (LeasedGenerator), or the scheduler's relayed stream
 // (GrpcGenerator, the older path). Every call has a deadline.
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/timers.h"
 #include "pipeline/pipeline.h"
 #include "switchboard/inference/v1/inference.grpc.pb.h"
 #include "switchboard/safety/v1/safety.grpc.pb.h"
@@ -32,20 +33,22 @@ class GrpcInputGuard final : public InputGuard {
   std::chrono::milliseconds deadline_;
 };
 
-// Checks every piece as it comes, with the reply's recent text before it
-// (safety/output_window.h), by one CheckOutput call per piece; releases the
-// piece when allowed. The safety issue replaces this with a streaming
-// hold-back gate behind the same interface.
-class UnaryOutputGates final : public OutputGates {
+// Moderates each generation's output over one ModerateOutput stream to
+// safety (its hold-back gate): every piece is sent as it comes and the text
+// the gate releases comes back. A piece whose answer takes longer than
+// `deadline`, or a stream that breaks, ends the generation (fail closed:
+// nothing the gate did not release is shown).
+class StreamingOutputGates final : public OutputGates {
  public:
-  UnaryOutputGates(switchboard::safety::v1::Safety::StubInterface& safety,
-                   std::chrono::milliseconds deadline)
+  StreamingOutputGates(switchboard::safety::v1::Safety::StubInterface& safety,
+                       std::chrono::milliseconds deadline)
       : safety_(safety), deadline_(deadline) {}
   std::unique_ptr<OutputGate> Open(const CheckContext& ctx) override;
 
  private:
   switchboard::safety::v1::Safety::StubInterface& safety_;
   std::chrono::milliseconds deadline_;
+  TimerThread timers_;  // each answer's deadline
 };
 
 class GrpcGenerator final : public Generator {

@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
 
   const std::chrono::milliseconds safety_deadline(absl::GetFlag(FLAGS_safety_deadline_ms));
   sb::pipeline::GrpcInputGuard input(*safety, safety_deadline);
-  sb::pipeline::UnaryOutputGates gates(*safety, safety_deadline);
+  sb::pipeline::StreamingOutputGates gates(*safety, safety_deadline);
   sb::pipeline::LeasedGenerator leased(schedulers, workers, std::chrono::minutes(10));
   sb::pipeline::GrpcGenerator relayed(*scheduler, std::chrono::minutes(10));
   sb::pipeline::Generator& generator = absl::GetFlag(FLAGS_direct_streaming)

@@ -95,6 +95,22 @@ bool LuhnValid(std::string_view digits) {
   return sum % 10 == 0;
 }
 
+size_t PiiPending(std::string_view text) {
+  // An e-mail address: the trailing run of characters one can hold (any
+  // word may be the local part of an address still to come).
+  size_t email = text.size();
+  while (email > 0 && (IsLocalChar(text[email - 1]) || text[email - 1] == '@')) --email;
+  // A card number: the trailing run of digits, spaces and dashes, from its
+  // first digit.
+  size_t run = text.size();
+  while (run > 0 && (std::isdigit(static_cast<unsigned char>(text[run - 1])) ||
+                     text[run - 1] == ' ' || text[run - 1] == '-')) {
+    --run;
+  }
+  while (run < text.size() && !std::isdigit(static_cast<unsigned char>(text[run]))) ++run;
+  return std::min(email, run);
+}
+
 std::vector<PiiFinding> FindPii(std::string_view text) {
   std::vector<PiiFinding> out;
   FindEmails(text, out);

@@ -17,6 +17,13 @@ struct PiiFinding {
 
 std::vector<PiiFinding> FindPii(std::string_view text);
 
+// Where personal data may still be in progress at the end of `text`: the
+// smallest offset from which more text could complete or extend a match
+// (an e-mail address or card number that has begun, or one that is
+// complete but could go on); text.size() when nothing could. Everything
+// before it can be released as far as these rules go.
+size_t PiiPending(std::string_view text);
+
 bool LuhnValid(std::string_view digits);
 
 }  // namespace sb::safety

@@ -14,8 +14,12 @@ std::string Describe(const std::string& category) {
 }  // namespace
 
 Verdict Evaluate(std::string_view text, Direction direction) {
+  return Explain(FindPii(text), direction);
+}
+
+Verdict Explain(std::vector<PiiFinding> findings, Direction direction) {
   Verdict v;
-  v.findings = FindPii(text);
+  v.findings = std::move(findings);
   if (v.findings.empty()) return v;
   v.allowed = false;
   std::set<std::string> kinds;

@@ -21,5 +21,7 @@ struct Verdict {
 enum class Direction { kInput, kOutput };
 
 Verdict Evaluate(std::string_view text, Direction direction);
+// The verdict on text in which `findings` were found (allowed when none).
+Verdict Explain(std::vector<PiiFinding> findings, Direction direction);
 
 }  // namespace sb::safety

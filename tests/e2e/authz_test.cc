@@ -54,6 +54,7 @@ const std::map<std::string, std::set<std::string>> kMethodCallers = {
     {"/switchboard.inference.v1.InferenceWorker/ListModels", {"tenant-scheduler", "operator"}},
     {"/switchboard.safety.v1.Safety/CheckInput", {"gateway", "chat"}},
     {"/switchboard.safety.v1.Safety/CheckOutput", {"gateway", "chat"}},
+    {"/switchboard.safety.v1.Safety/ModerateOutput", {"gateway", "chat"}},
     {"/switchboard.scheduler.v1.TenantScheduler/RegisterWorker", {"inference-worker"}},
     {"/switchboard.scheduler.v1.TenantScheduler/Heartbeat", {"inference-worker"}},
     {"/switchboard.scheduler.v1.TenantScheduler/ListWorkers", {"operator"}},

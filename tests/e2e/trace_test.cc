@@ -110,7 +110,7 @@ void ExpectConnected(const std::vector<ReceivedSpan>& spans, const std::string& 
 }
 
 constexpr char kCheckInput[] = "switchboard.safety.v1.Safety/CheckInput";
-constexpr char kCheckOutput[] = "switchboard.safety.v1.Safety/CheckOutput";
+constexpr char kModerateOutput[] = "switchboard.safety.v1.Safety/ModerateOutput";
 constexpr char kAdmit[] = "switchboard.scheduler.v1.TenantScheduler/Admit";
 constexpr char kGenerate[] = "switchboard.inference.v1.InferenceWorker/Generate";
 
@@ -138,7 +138,7 @@ TEST(TraceTest, OneRequestIsOneConnectedTraceAcrossGatewaySafetySchedulerAndWork
     ASSERT_NE(Find(spans, "safety", kCheckInput), nullptr) << Describe(spans);
     ASSERT_NE(Find(spans, "tenant-scheduler", kAdmit), nullptr) << Describe(spans);
     ASSERT_NE(Find(spans, "inference-worker", kGenerate), nullptr) << Describe(spans);
-    EXPECT_GE(Count(spans, "safety", kCheckOutput), 1) << Describe(spans);
+    EXPECT_GE(Count(spans, "safety", kModerateOutput), 1) << Describe(spans);
 
     const auto& root = *Find(spans, "gateway", "POST /v1/messages");
     EXPECT_EQ(root.parent_span_id(), client_span) << "the client's trace is continued";
@@ -146,7 +146,7 @@ TEST(TraceTest, OneRequestIsOneConnectedTraceAcrossGatewaySafetySchedulerAndWork
     EXPECT_EQ(StringAttribute(root, "switchboard.request_id"), r.headers["request-id"]);
     EXPECT_EQ(StringAttribute(root, "http.route"), "/v1/messages");
     // Each call made for the request hangs off the gateway's span.
-    for (const char* name : {kCheckInput, kCheckOutput})
+    for (const char* name : {kCheckInput, kModerateOutput})
       EXPECT_EQ(Find(spans, "safety", name)->parent_span_id(), root.span_id()) << name;
     EXPECT_EQ(Find(spans, "tenant-scheduler", kAdmit)->parent_span_id(), root.span_id());
     EXPECT_EQ(Find(spans, "inference-worker", kGenerate)->parent_span_id(), root.span_id());
