@@ -131,11 +131,11 @@ class ModerateStream final
       pending_ = nullptr;
       answered_end_ = sent_end_;  // the server ends the call itself
     }
+    OutputGate::Released released{.text = std::move(*response_.mutable_release())};
     if (response_.has_stopped()) {
-      done(absl::InvalidArgumentError("output blocked by safety policy: " + response_.reason()));
-    } else {
-      done(std::move(*response_.mutable_release()));
+      released.refusal = Refusal{response_.stopped().category(), response_.reason()};
     }
+    done(std::move(released));
   }
 
   void OnDone(const grpc::Status& status) override {

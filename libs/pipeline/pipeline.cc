@@ -194,7 +194,7 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
       return;
     }
     gate_->Push(std::move(*e.mutable_token()->mutable_text()),
-                [self = shared_from_this(), next](absl::StatusOr<std::string> released) {
+                [self = shared_from_this(), next](absl::StatusOr<OutputGate::Released> released) {
                   self->Release(std::move(released), next);
                 });
     return;
@@ -209,27 +209,30 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
   next(true);
 }
 
-void Generation::Release(absl::StatusOr<std::string> released, Generator::Next next) {
+void Generation::Release(absl::StatusOr<OutputGate::Released> released, Generator::Next next) {
   if (!released.ok()) RecordFailure(GateFailure(released.status()));
   bool stop;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop = !released.ok() || cancel_requested_;
+    if (!stop && released->refusal) refusal_ = released->refusal;
   }
   if (stop) {
     next(false);
     return;
   }
-  if (released->empty()) {
-    next(true);
+  // A refusal stops the generation once the text before it is out.
+  const bool refused = released->refusal.has_value();
+  if (released->text.empty()) {
+    next(!refused);
     return;
   }
-  sink_->OnText(std::move(*released), [self = shared_from_this(), next](bool more) {
+  sink_->OnText(std::move(released->text), [self = shared_from_this(), next, refused](bool more) {
     if (!more) {
       std::lock_guard<std::mutex> lock(self->mu_);
       self->sink_gone_ = true;
     }
-    next(more);
+    next(more && !refused);
   });
 }
 
@@ -246,7 +249,8 @@ absl::Status Generation::ProtocolError(const std::string& what) const {
 void Generation::OnStreamDone(const absl::Status& status) {
   absl::Status failure;
   bool sink_gone, cancelled, saw_finished, started;
-  FinishInfo cancelled_info;
+  FinishInfo cancelled_info, refused_info;
+  std::optional<Refusal> refusal;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (state_ == State::kDone) return;
@@ -255,15 +259,27 @@ void Generation::OnStreamDone(const absl::Status& status) {
     cancelled = cancel_requested_;
     saw_finished = saw_finished_;
     started = state_ == State::kStreaming;
-    cancelled_info = {"cancelled", "", start_.input_tokens, tokens_received_};
+    cancelled_info = {.stop_reason = "cancelled",
+                      .input_tokens = start_.input_tokens,
+                      .output_tokens = tokens_received_};
+    refusal = refusal_;
+    // The tokens up to the refusal (as for a cancel), or all of them when
+    // the worker had finished.
+    refused_info = saw_finished ? finish_ : cancelled_info;
   }
   if (!failure.ok()) {  // already fit for the caller
-    if (failure.code() == absl::StatusCode::kInvalidArgument) pipeline_.refused_.Inc();
     Fail(failure);
     return;
   }
   if (sink_gone) {
     Fail(absl::CancelledError("the client went away"));
+    return;
+  }
+  if (refusal) {
+    refused_info.stop_reason = "refusal";
+    refused_info.stop_sequence.clear();
+    refused_info.refusal = std::move(refusal);
+    Finish(refused_info);
     return;
   }
   if (cancelled) {
@@ -280,23 +296,26 @@ void Generation::OnStreamDone(const absl::Status& status) {
     return;
   }
   // The end: what the gate still holds is checked and released last.
-  gate_->Flush([self = shared_from_this()](absl::StatusOr<std::string> rest) {
+  gate_->Flush([self = shared_from_this()](absl::StatusOr<OutputGate::Released> rest) {
     if (!rest.ok()) {
-      const absl::Status failure = self->GateFailure(rest.status());
-      if (failure.code() == absl::StatusCode::kInvalidArgument) self->pipeline_.refused_.Inc();
-      self->Fail(failure);
+      self->Fail(self->GateFailure(rest.status()));
       return;
     }
-    if (rest->empty()) {
-      self->Finish(self->finish_);
+    FinishInfo info = self->finish_;
+    if (rest->refusal) {
+      info.stop_reason = "refusal";
+      info.stop_sequence.clear();
+      info.refusal = std::move(rest->refusal);
+    }
+    if (rest->text.empty()) {
+      self->Finish(info);
       return;
     }
-    self->sink_->OnText(std::move(*rest), [self](bool) { self->Finish(self->finish_); });
+    self->sink_->OnText(std::move(rest->text), [self, info](bool) { self->Finish(info); });
   });
 }
 
 absl::Status Generation::GateFailure(const absl::Status& raw) const {
-  if (raw.code() == absl::StatusCode::kInvalidArgument) return raw;  // refused, with the reason
   spdlog::warn("request_id={} output safety unavailable: {}", request_id(), raw.ToString());
   return absl::UnavailableError(
       "the output safety check is unavailable, so the generation was stopped; retry");
@@ -336,7 +355,10 @@ bool Generation::EnterDone() {
 void Generation::Finish(const FinishInfo& info) {
   if (!EnterDone()) return;
   auto keep = std::move(self_);
-  (info.stop_reason == "cancelled" ? pipeline_.cancelled_ : pipeline_.finished_).Inc();
+  (info.stop_reason == "cancelled" ? pipeline_.cancelled_
+   : info.stop_reason == "refusal" ? pipeline_.refused_
+                                   : pipeline_.finished_)
+      .Inc();
   pipeline_.active_.fetch_sub(1);
   pipeline_.active_gauge_.Add(-1);
   sink_->OnFinish(info);

@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -46,14 +47,21 @@ struct StartInfo {
   int input_tokens = 0;
 };
 
+// Why output safety stopped a reply (Anthropic's stop_details).
+struct Refusal {
+  std::string category;     // the rule, e.g. "pii.email"
+  std::string explanation;  // safe to show the caller
+};
+
 struct FinishInfo {
-  std::string stop_reason;  // end_turn, max_tokens, stop_sequence, cancelled
+  std::string stop_reason;  // end_turn, max_tokens, stop_sequence, cancelled, refusal
   std::string stop_sequence;
   int input_tokens = 0;  // every prompt token, the cached ones included
   int output_tokens = 0;
   // Of input_tokens: read from the engine's prompt cache, and written to it.
   int cache_read_tokens = 0;
   int cache_creation_tokens = 0;
+  std::optional<Refusal> refusal;  // with stop_reason "refusal"
 };
 
 // Where released output goes: an SSE encoder, a buffer for a whole reply,
@@ -95,12 +103,17 @@ class InputGuard {
 // generated text and gets back the text that may now be released (possibly
 // less than the piece, when a gate holds text back until no rule can still
 // match it; possibly more, releasing what it held). Flush() releases the
-// rest at the end. An error status ends the generation: InvalidArgument
-// when the output was refused, anything else when no verdict was had
-// (fail closed: nothing unreleased is ever shown).
+// rest at the end. A refusal ends the reply after the text released with
+// it (stop_reason "refusal"); an error status means no verdict was had and
+// ends the generation as failed (fail closed: nothing unreleased is ever
+// shown).
 class OutputGate {
  public:
-  using Done = std::function<void(absl::StatusOr<std::string> released)>;
+  struct Released {
+    std::string text;
+    std::optional<Refusal> refusal;
+  };
+  using Done = std::function<void(absl::StatusOr<Released> released)>;
   virtual ~OutputGate() = default;
   virtual void Push(std::string piece, Done done) = 0;
   virtual void Flush(Done done) = 0;
@@ -204,7 +217,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void StartGenerate();
   void OnEvent(Event&& event, Generator::Next next);
   void OnStreamDone(const absl::Status& status);
-  void Release(absl::StatusOr<std::string> released, Generator::Next next);
+  void Release(absl::StatusOr<OutputGate::Released> released, Generator::Next next);
   // Records the failure that ends the generation (the first one wins); it
   // must already be fit for the caller.
   void RecordFailure(absl::Status failure);
@@ -231,6 +244,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::shared_ptr<GenerateCall> call_;
   StartInfo start_;
   FinishInfo finish_;
+  std::optional<Refusal> refusal_;  // output safety stopped the reply
   int tokens_received_ = 0;
   absl::Time generate_at_;
   trace::SpanContext trace_;  // set by Start

@@ -33,6 +33,7 @@ class RecordingSink final : public Sink {
   void OnFinish(const FinishInfo& info) override {
     log.push_back("finish:" + info.stop_reason + ":" + std::to_string(info.input_tokens) + ":" +
                   std::to_string(info.output_tokens));
+    finish = info;
     ++terminal;
   }
   void OnError(const absl::Status& status) override {
@@ -57,6 +58,7 @@ class RecordingSink final : public Sink {
   }
 
   std::vector<std::string> log;
+  FinishInfo finish;
   absl::Status error;
   int terminal = 0;
   bool hold = false;
@@ -275,13 +277,19 @@ TEST_F(PipelineTest, AStreamWithoutAResultIsAnError) {
   EXPECT_NE(sink_->error.message().find("req_1"), std::string::npos) << "names the request id";
 }
 
-TEST_F(PipelineTest, BlockedOutputStopsBeforeTheBlockedPiece) {
+// A refusal ends the reply after the text the gate released with it, as
+// stop_reason "refusal" with its category and explanation, counting the
+// tokens received up to it.
+TEST_F(PipelineTest, RefusedOutputEndsTheReplyAsARefusalAfterTheTextBeforeIt) {
   gates_.set_blocked_substring("@");
   generator_.set_script({Started("m", 1), Token("mail me at "), Token("me@x.io"), Token("later"),
                          Finished("end_turn", 1, 3)});
   pipeline_.Run(MakeRequest(), sink_);
-  EXPECT_EQ(sink_->log,
-            (std::vector<std::string>{"start:m:1", "text:mail me at ", "error:INVALID_ARGUMENT"}));
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1", "text:mail me at ", "text:me",
+                                                  "finish:refusal:1:2"}));
+  ASSERT_TRUE(sink_->finish.refusal);
+  EXPECT_EQ(sink_->finish.refusal->category, "test.rule");
+  EXPECT_FALSE(sink_->finish.refusal->explanation.empty());
   EXPECT_TRUE(generator_.last()->cancelled()) << "the worker stops generating";
 }
 

@@ -178,13 +178,17 @@ class FakeOutputGate final : public pipeline::OutputGate {
     ++gates_.pushes_;
     if (!gates_.status_.ok()) {
       done(gates_.status_);
-    } else if (!gates_.blocked_.empty() && piece.find(gates_.blocked_) != std::string::npos) {
-      done(absl::InvalidArgumentError("output blocked by safety policy: test rule"));
+    } else if (const size_t at =
+                   gates_.blocked_.empty() ? std::string::npos : piece.find(gates_.blocked_);
+               at != std::string::npos) {
+      // What came before the match goes out; the reply stops there.
+      done(Released{.text = piece.substr(0, at),
+                    .refusal = pipeline::Refusal{"test.rule", "the output matched a test rule"}});
     } else {
-      done(std::move(piece));
+      done(Released{.text = std::move(piece)});
     }
   }
-  void Flush(Done done) override { done(std::string()); }
+  void Flush(Done done) override { done(Released{}); }
 
  private:
   FakeOutputGates& gates_;

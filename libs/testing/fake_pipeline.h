@@ -108,9 +108,10 @@ class FakeInputGuard final : public pipeline::InputGuard {
   std::vector<std::function<void(absl::Status)>> held_;
 };
 
-// Output safety: releases each piece at once, refuses a piece that contains
-// `blocked_substring`, or answers every Push with `status` when it is set
-// (safety down).
+// Output safety: releases each piece at once; a piece that contains
+// `blocked_substring` is released up to it and refused there (category
+// "test.rule"); every Push is answered with `status` when it is set (safety
+// down).
 class FakeOutputGates final : public pipeline::OutputGates {
  public:
   std::unique_ptr<pipeline::OutputGate> Open(const pipeline::CheckContext& ctx) override;

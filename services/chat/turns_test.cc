@@ -126,6 +126,32 @@ TEST_F(TurnsTest, EveryEventOfTheReplyIsAnEntryWithContiguousOffsets) {
   EXPECT_EQ(published_[0].type(), "message.completed");
 }
 
+// Output safety's refusal ends a chat reply as it does an API one: readers
+// get the text before the match and a message_delta with stop_reason
+// "refusal", and the stored reply holds exactly the text they were sent.
+TEST_F(TurnsTest, ARefusedReplyStoresExactlyWhatReadersWereSent) {
+  gates_.set_blocked_substring("@");
+  generator_.set_script({sb::testing::Started("sim-small", 3), sb::testing::Token("mail "),
+                         sb::testing::Token("me@x.io"), sb::testing::Token(" later"),
+                         sb::testing::Finished("end_turn", 3, 3)});
+  const TurnSpec spec = NewTurn();
+  turns_.Start(spec);
+  auto entries = WaitForEnd(spec.assistant_message_id);
+  std::string sent;
+  std::string stop_reason;
+  for (const auto& e : entries) {
+    if (e.kind == Kind::kDelta) sent += e.text;
+    if (e.kind == Kind::kMessageDelta) stop_reason = e.stop_reason;
+  }
+  EXPECT_EQ(sent, "mail me");
+  EXPECT_EQ(stop_reason, "refusal");
+  EXPECT_EQ(entries.back().kind, Kind::kMessageStop);
+  auto stored = store_.GetMessage(scope_, spec.conversation_id, spec.assistant_message_id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->content(), sent);
+  EXPECT_EQ(stored->stop_reason(), "refusal");
+}
+
 TEST_F(TurnsTest, AFailureEndsTheStreamWithAnErrorAndAFailedReply) {
   generator_.set_script({sb::testing::Started("sim-small", 3), sb::testing::Token("par")},
                         absl::UnavailableError("worker w-9 at 10.0.0.9 failed"));

@@ -4,6 +4,7 @@
 
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,34 +41,44 @@ class Server {
   std::unique_ptr<spb::Safety::Stub> stub_;
 };
 
-absl::StatusOr<std::string> Push(pipeline::OutputGate& gate, std::string piece) {
-  std::promise<absl::StatusOr<std::string>> done;
-  gate.Push(std::move(piece), [&](absl::StatusOr<std::string> r) { done.set_value(std::move(r)); });
+using Released = absl::StatusOr<pipeline::OutputGate::Released>;
+
+Released Push(pipeline::OutputGate& gate, std::string piece) {
+  std::promise<Released> done;
+  gate.Push(std::move(piece), [&](Released r) { done.set_value(std::move(r)); });
   return done.get_future().get();
 }
 
-absl::StatusOr<std::string> Flush(pipeline::OutputGate& gate) {
-  std::promise<absl::StatusOr<std::string>> done;
-  gate.Flush([&](absl::StatusOr<std::string> r) { done.set_value(std::move(r)); });
+Released Flush(pipeline::OutputGate& gate) {
+  std::promise<Released> done;
+  gate.Flush([&](Released r) { done.set_value(std::move(r)); });
   return done.get_future().get();
 }
 
-const pipeline::CheckContext kCheck{.request_id = "req_1", .org_id = "acme"};
+// A gate of StreamingOutputGates over an in-process safety service.
+struct Moderated {
+  explicit Moderated(grpc::Service* service, milliseconds deadline = milliseconds(2000))
+      : server(service),
+        gates(server.stub(), deadline),
+        gate(gates.Open({.request_id = "req_1", .org_id = "acme"})) {}
+  Server server;
+  pipeline::StreamingOutputGates gates;
+  std::unique_ptr<pipeline::OutputGate> gate;
+};
 
 TEST(ModerateOutputTest, ClearTextComesBackWholeInOrder) {
   SafetyServiceImpl service;
-  Server server(&service);
-  pipeline::StreamingOutputGates gates(server.stub(), milliseconds(2000));
-  auto gate = gates.Open(kCheck);
+  Moderated m(&service);
   std::string released;
   for (const char* piece : {"The answer", " is 42", ", as the", " book says."}) {
-    auto r = Push(*gate, piece);
+    auto r = Push(*m.gate, piece);
     ASSERT_TRUE(r.ok()) << r.status();
-    released += *r;
+    ASSERT_FALSE(r->refusal);
+    released += r->text;
   }
-  auto rest = Flush(*gate);
+  auto rest = Flush(*m.gate);
   ASSERT_TRUE(rest.ok()) << rest.status();
-  EXPECT_EQ(released + *rest, "The answer is 42, as the book says.");
+  EXPECT_EQ(released + rest->text, "The answer is 42, as the book says.");
   EXPECT_NE(released, "The answer is 42, as the book says.") << "the last word waits for more";
 }
 
@@ -75,36 +86,41 @@ TEST(ModerateOutputTest, ClearTextComesBackWholeInOrder) {
 // before is, and the piece that completes it ends the reply as refused.
 TEST(ModerateOutputTest, NoPieceOfAnAddressSplitAcrossTokensIsReleased) {
   SafetyServiceImpl service;
-  Server server(&service);
-  pipeline::StreamingOutputGates gates(server.stub(), milliseconds(2000));
-  auto gate = gates.Open(kCheck);
+  Moderated m(&service);
   std::string released;
-  absl::Status end;
+  std::optional<pipeline::Refusal> refusal;
   for (const char* piece : {"Write to ", "jane", ".doe", "@", "example", ".com", " today"}) {
-    auto r = Push(*gate, piece);
-    if (!r.ok()) {
-      end = r.status();
-      break;
-    }
-    released += *r;
+    auto r = Push(*m.gate, piece);
+    ASSERT_TRUE(r.ok()) << r.status();
+    released += r->text;
+    if ((refusal = r->refusal)) break;
   }
   EXPECT_EQ(released, "Write to ");
-  EXPECT_EQ(end.code(), absl::StatusCode::kInvalidArgument) << end;
-  EXPECT_NE(end.message().find("e-mail address"), std::string::npos) << end;
+  ASSERT_TRUE(refusal);
+  EXPECT_EQ(refusal->category, "pii.email");
+  EXPECT_NE(refusal->explanation.find("e-mail address"), std::string::npos);
+}
+
+// Text before a match in the same piece still goes out with the refusal.
+TEST(ModerateOutputTest, TextBeforeAMatchInTheSamePieceIsReleased) {
+  SafetyServiceImpl service;
+  Moderated m(&service);
+  auto r = Push(*m.gate, "Hi, mail bob@corp.io now");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text, "Hi, mail ");
+  ASSERT_TRUE(r->refusal);
 }
 
 // Fail closed: safety gone mid-reply ends it with no verdict, not a pass.
 TEST(ModerateOutputTest, SafetyGoneMidStreamEndsTheReply) {
   SafetyServiceImpl service;
-  auto server = std::make_unique<Server>(&service);
-  pipeline::StreamingOutputGates gates(server->stub(), milliseconds(2000));
-  auto gate = gates.Open(kCheck);
-  ASSERT_TRUE(Push(*gate, "Hello there ").ok());
-  server->Stop();
-  auto r = Push(*gate, "and more");
+  Moderated m(&service);
+  ASSERT_TRUE(Push(*m.gate, "Hello there ").ok());
+  m.server.Stop();
+  auto r = Push(*m.gate, "and more");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
-  auto rest = Flush(*gate);
+  auto rest = Flush(*m.gate);
   EXPECT_EQ(rest.status().code(), absl::StatusCode::kUnavailable) << rest.status();
 }
 
@@ -132,10 +148,8 @@ class SilentSafety final : public spb::Safety::CallbackService {
 
 TEST(ModerateOutputTest, AnAnswerPastTheDeadlineEndsTheReply) {
   SilentSafety service;
-  Server server(&service);
-  pipeline::StreamingOutputGates gates(server.stub(), milliseconds(200));
-  auto gate = gates.Open(kCheck);
-  auto r = Push(*gate, "Hello");
+  Moderated m(&service, milliseconds(200));
+  auto r = Push(*m.gate, "Hello");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
 }

@@ -63,6 +63,51 @@ std::string Text(const http::Response& r) {
   return j.is_object() && j.contains("content") ? j["content"][0]["text"].get<std::string>() : "";
 }
 
+// A reply carrying personal data split across tokens (the mock's pii mode):
+// the client gets the text before it, then a refusal with its category, in
+// both dialects, streamed and whole; no byte of the data.
+TEST_F(UpstreamEngineTest, PersonalDataInAReplyEndsItAsARefusalWithNoByteOfIt) {
+  const std::string key = KeyOfNewOrg("upstream-refusal");
+  struct Case {
+    std::string kind, before, category, forbidden;
+  };
+  for (const Case& c : {Case{"email", "The quick brown write to ", "pii.email", "jane"},
+                        Case{"card", "The quick brown pay with ", "pii.card_number", "4111"}}) {
+    SCOPED_TRACE(c.kind);
+    const std::string prompt = "tell me [mock:pii=" + c.kind + "]";
+    auto whole = Post("/v1/messages", MessagesBody(prompt, false, 30, "llama-8b"), key);
+    ASSERT_EQ(whole.status, 200) << whole.body;
+    const json j = json::parse(whole.body);
+    EXPECT_EQ(Text(whole), c.before);
+    EXPECT_EQ(j["stop_reason"], "refusal");
+    EXPECT_EQ(j["stop_details"]["type"], "refusal");
+    EXPECT_EQ(j["stop_details"]["category"], c.category);
+    EXPECT_GT(j["usage"]["output_tokens"].get<int>(), 3) << "the tokens up to the refusal";
+
+    auto streamed = Post("/v1/messages", MessagesBody(prompt, true, 30, "llama-8b"), key);
+    ASSERT_EQ(streamed.status, 200) << streamed.body;
+    EXPECT_EQ(streamed.body.find(c.forbidden), std::string::npos) << streamed.body;
+    std::string text;
+    json delta;
+    for (const auto& e : ParseSse(streamed.body)) {
+      if (e.event == "content_block_delta") text += e.data["delta"]["text"].get<std::string>();
+      if (e.event == "message_delta") delta = e.data["delta"];
+    }
+    EXPECT_EQ(text, c.before);
+    EXPECT_EQ(delta["stop_reason"], "refusal") << streamed.body;
+    EXPECT_EQ(delta["stop_details"]["category"], c.category);
+
+    auto o = Post("/v1/chat/completions",
+                  R"({"model":"llama-8b","max_tokens":30,"messages":[{"role":"user","content":")" +
+                      prompt + R"("}]})",
+                  key);
+    ASSERT_EQ(o.status, 200) << o.body;
+    const json oj = json::parse(o.body);
+    EXPECT_EQ(oj["choices"][0]["message"]["content"], c.before);
+    EXPECT_EQ(oj["choices"][0]["finish_reason"], "content_filter");
+  }
+}
+
 TEST_F(UpstreamEngineTest, ServesTheUpstreamsTextWithItsUsageInBothDialectsAndTheLedger) {
   const std::string key = KeyOfNewOrg("upstream-usage");
   auto r = Post("/v1/messages", MessagesBody("hello upstream", false, 10, "llama-8b"), key);

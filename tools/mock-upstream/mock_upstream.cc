@@ -45,7 +45,17 @@ struct Mode {
   // Anthropic's cache_read_ and cache_creation_input_tokens.
   int cached = 0;
   int cache_written = 0;
+  // "email" or "card": the reply carries one, split across tokens.
+  std::string pii;
 };
+
+// The tokens of an e-mail address or card number cut mid-way, as a model's
+// tokenizer would, after "write to" / "pay with".
+std::vector<std::string> PiiTokens(const std::string& kind) {
+  if (kind == "email") return {" write", " to", " jane", ".doe", "@exa", "mple", ".com", " today"};
+  if (kind == "card") return {" pay", " with", " 4111", " 11", "11 1111", " 1111", " today"};
+  return {};
+}
 
 // Applies `spec` over `mode` (later keys win).
 void ParseMode(std::string_view spec, Mode& mode) {
@@ -67,6 +77,7 @@ void ParseMode(std::string_view spec, Mode& mode) {
     if (k == "nodone") mode.no_done = true;
     if (k == "cached" && absl::SimpleAtoi(v, &n)) mode.cached = n;
     if (k == "cache_written" && absl::SimpleAtoi(v, &n)) mode.cache_written = n;
+    if (k == "pii") mode.pii = v;
   }
 }
 
@@ -158,9 +169,13 @@ class Generation : public std::enable_shared_from_this<Generation> {
     ttft_ms_ = mode.ttft_ms >= 0 ? mode.ttft_ms : o.ttft_ms;
     tps_ = mode.tps >= 0 ? mode.tps : o.tokens_per_second;
     int n = mode.tokens >= 0 ? mode.tokens : o.reply_tokens;
+    tokens_ = MockReplyTokens(n);
+    if (const auto pii = PiiTokens(mode.pii); !pii.empty()) {
+      tokens_.insert(tokens_.begin() + std::min<size_t>(3, tokens_.size()), pii.begin(), pii.end());
+      n = static_cast<int>(tokens_.size());
+    }
     limit_ = max_tokens > 0 && max_tokens < n ? max_tokens : n;
     hit_length_ = max_tokens > 0 && max_tokens < n;
-    tokens_ = MockReplyTokens(n);
     id_ = (anthropic_ ? "msg_mock_" : "chatcmpl-mock-") + std::to_string(number_);
   }
 

@@ -30,6 +30,8 @@
 //   error_event=T   (Anthropic) after the first token send an error event of type T
 //   cached=N        report N prompt tokens read from a prompt cache
 //   cache_written=N (Anthropic) report N prompt tokens written to it
+//   pii=email|card  the reply carries an e-mail address or card number after
+//                   its third token, split across tokens
 // e.g. `x-mock-mode: ttft=200,tps=50` or a prompt containing `[mock:fail=503]`.
 //
 // A client that leaves before the end is recorded as an abort with the time

@@ -84,6 +84,11 @@ json UsageJson(const pipeline::FinishInfo& f) {
       {"output_tokens", f.output_tokens}};
 }
 
+// What Anthropic's streaming classifiers put beside stop_reason "refusal".
+json StopDetails(const pipeline::Refusal& r) {
+  return {{"type", "refusal"}, {"category", r.category}, {"explanation", r.explanation}};
+}
+
 // {"type": "ephemeral", "ttl": "5m" | "1h"}: the prompt through its block is
 // to be cached (the ttl is accepted; engines keep no lifetime per entry).
 absl::Status ParseCacheControl(const json& cc, const std::string& field) {
@@ -223,6 +228,7 @@ std::string MessageDelta(const pipeline::FinishInfo& info, std::string_view id) 
       {"delta",
        {{"stop_reason", info.stop_reason}, {"stop_sequence", NullableString(info.stop_sequence)}}},
       {"usage", UsageJson(info)}};
+  if (info.refusal) j["delta"]["stop_details"] = StopDetails(*info.refusal);
   return sse::Event("message_delta", sb::json::Dump(j), id);
 }
 
@@ -377,6 +383,7 @@ std::string AnthropicDialect::Whole(const ReplyIds& ids, const Completion& c) co
             {"stop_reason", c.finish.stop_reason},
             {"stop_sequence", NullableString(c.finish.stop_sequence)},
             {"usage", UsageJson(c.finish)}};
+  if (c.finish.refusal) j["stop_details"] = StopDetails(*c.finish.refusal);
   return sb::json::Dump(j);
 }
 

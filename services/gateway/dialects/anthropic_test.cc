@@ -257,6 +257,27 @@ TEST(AnthropicWholeTest, GoldenMessage) {
       R"("output_tokens":1}})");
 }
 
+// A refusal by output safety: stop_reason "refusal" with stop_details, on
+// message_delta when streamed and on the message when whole.
+TEST(AnthropicRefusalTest, StopDetailsGoWithTheRefusal) {
+  pipeline::FinishInfo info{.stop_reason = "refusal", .input_tokens = 3, .output_tokens = 4};
+  info.refusal = pipeline::Refusal{"pii.email", "the output contained an e-mail address"};
+  const std::string delta = anthropic_events::MessageDelta(info, "");
+  EXPECT_NE(delta.find(R"("stop_details":{"category":"pii.email","explanation":"the output )"
+                       R"(contained an e-mail address","type":"refusal"})"),
+            std::string::npos)
+      << delta;
+  EXPECT_NE(delta.find(R"("stop_reason":"refusal")"), std::string::npos) << delta;
+  const json whole = json::parse(AnthropicDialect().Whole({"msg_01", 0}, {{"m", 3}, "Hi", info}));
+  EXPECT_EQ(whole["stop_reason"], "refusal");
+  EXPECT_EQ(whole["stop_details"]["type"], "refusal");
+  EXPECT_EQ(whole["stop_details"]["category"], "pii.email");
+  // Only a refusal carries them.
+  info.refusal.reset();
+  info.stop_reason = "end_turn";
+  EXPECT_EQ(anthropic_events::MessageDelta(info, "").find("stop_details"), std::string::npos);
+}
+
 struct ErrorCase {
   absl::Status status;
   int http_status;

@@ -159,6 +159,14 @@ TEST(OpenAiWholeTest, GoldenCompletion) {
       R"("total_tokens":4}})");
 }
 
+TEST(OpenAiWholeTest, ARefusalIsContentFilter) {
+  pipeline::FinishInfo info{.stop_reason = "refusal", .input_tokens = 3, .output_tokens = 1};
+  info.refusal = pipeline::Refusal{"pii.email", "an e-mail address"};
+  const json whole =
+      json::parse(OpenAiDialect().Whole({"chatcmpl-01", 1700000000}, {{"m", 3}, "Hi", info}));
+  EXPECT_EQ(whole["choices"][0]["finish_reason"], "content_filter");
+}
+
 struct ErrorCase {
   absl::Status status;
   int http_status;
