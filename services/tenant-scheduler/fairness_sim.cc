@@ -63,10 +63,10 @@ class Simulation {
   explicit Simulation(const FairnessScenario& s)
       : s_(s), queue_(s.queue), slots_(s.slots > 0 ? s.slots : s.max_num_seqs) {
     result_.window = s.window;
+    queue_.SetCapacity(slots_);
     for (size_t i = 0; i < s.orgs.size(); ++i) {
       const OrgSpec& spec = s.orgs[i];
       queue_.SetWeight(spec.name, spec.weight);
-      queue_.SetCapacity(slots_);
       if (spec.concurrency_cap > 0) queue_.SetConcurrencyCap(spec.name, spec.concurrency_cap);
       result_.orgs.push_back({.name = spec.name, .weight = spec.weight, .priority = spec.priority});
       orgs_.push_back(OrgState{Draws(SplitMix64(s.seed ^ Fnv1a(spec.name)))});
@@ -263,8 +263,8 @@ class Simulation {
   // Admits from the fair queue while the engine has a free slot.
   void Dispatch() {
     while (running_ < slots_) {
-      // As the scheduler does: the last `reserve` slots only for an org well
-      // under its share.
+      // As the scheduler does: the last `reserve` slots only for an org under
+      // its share.
       const QueuedRequest* next = queue_.Peek();
       if (next == nullptr) return;
       const int reserve = std::min(s_.reserved_slots, slots_ / 8);
