@@ -12,7 +12,8 @@
 #include "gateway/dialects/anthropic.h"
 #include "gateway/dialects/openai.h"
 #include "json/bounded_json.h"
-#include "safety/pii.h"
+#include "safety/gate.h"
+#include "safety/rules.h"
 
 namespace {
 
@@ -35,17 +36,39 @@ void BM_OpenAiChunk(benchmark::State& state) {
 }
 BENCHMARK(BM_OpenAiChunk);
 
-// The output safety check sees a sliding window of recent text per token.
+// The rules over a window of text: normalised (normalize.h), then every
+// rule family (rules.h).
 void BM_PiiScanWindow(benchmark::State& state) {
   std::string window;
   while (window.size() < static_cast<size_t>(state.range(0))) {
     window += "the quick brown fox mails nobody at 4111 and jumps ";
   }
   window.resize(state.range(0));
-  for (auto _ : state) benchmark::DoNotOptimize(sb::safety::FindPii(window));
+  for (auto _ : state) benchmark::DoNotOptimize(sb::safety::Scan(window));
   state.SetBytesProcessed(state.iterations() * state.range(0));
 }
 BENCHMARK(BM_PiiScanWindow)->Arg(64)->Arg(256)->Arg(1024);
+
+// The hold-back gate on a reply, token by token (5-byte tokens of English
+// with digits and a word or two that keep text waiting): its throughput in
+// bytes of reply a second, what one core of safety moderates.
+void BM_OutputGate(benchmark::State& state) {
+  std::string reply;
+  while (reply.size() < 4096) {
+    reply += "Your order 10442 ships on 2026-11-30; reply to this note or call the desk. ";
+  }
+  for (auto _ : state) {
+    sb::safety::OutputGate gate;
+    size_t released = 0;
+    for (size_t at = 0; at < reply.size(); at += 5) {
+      released += gate.Push(std::string_view(reply).substr(at, 5)).release.size();
+    }
+    released += gate.Finish().release.size();
+    benchmark::DoNotOptimize(released);
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(reply.size()));
+}
+BENCHMARK(BM_OutputGate);
 
 void BM_ParseMessagesRequest(benchmark::State& state) {
   const std::string body =

@@ -23,6 +23,8 @@ const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodC
       {"/switchboard.safety.v1.Safety/CheckInput", {kGateway, kChat}},
       {"/switchboard.safety.v1.Safety/CheckOutput", {kGateway, kChat}},
       {"/switchboard.safety.v1.Safety/ModerateOutput", {kGateway, kChat}},
+      {"/switchboard.safety.v1.SafetyAdmin/SetPolicy", {kOperator}},
+      {"/switchboard.safety.v1.SafetyAdmin/GetPolicy", {kOperator}},
       {"/switchboard.scheduler.v1.TenantScheduler/RegisterWorker", {kWorker}},
       {"/switchboard.scheduler.v1.TenantScheduler/Heartbeat", {kWorker}},
       {"/switchboard.scheduler.v1.TenantScheduler/ListWorkers", {kOperator}},

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "core/hash.h"
+#include "core/retry_after.h"
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
 #include "grpcx/tls.h"
@@ -211,6 +212,9 @@ void GrpcInputGuard::Check(const CheckContext& ctx, std::string text,
       &call->ctx, &call->request, &call->response, [call, done = std::move(done)](grpc::Status st) {
         if (!st.ok()) {
           done(NoVerdict(st));
+        } else if (call->response.verdict() == spb::CheckResponse::THROTTLED) {
+          done(WithRetryAfter(absl::ResourceExhaustedError(call->response.reason()),
+                              absl::Seconds(call->response.retry_after_seconds())));
         } else if (call->response.verdict() != spb::CheckResponse::ALLOW) {
           done(absl::InvalidArgumentError("input blocked by safety policy: " +
                                           call->response.reason()));

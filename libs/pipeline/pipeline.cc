@@ -100,7 +100,8 @@ void Generation::OnInputChecked(const absl::Status& verdict) {
     Finish({.stop_reason = "cancelled"});
     return;
   }
-  if (verdict.code() == absl::StatusCode::kInvalidArgument) {
+  if (verdict.code() == absl::StatusCode::kInvalidArgument ||
+      verdict.code() == absl::StatusCode::kResourceExhausted) {  // refused, or throttled
     pipeline_.refused_.Inc();
     Fail(verdict);
     return;
@@ -369,7 +370,8 @@ void Generation::Fail(const absl::Status& status) {
   auto keep = std::move(self_);
   if (status.code() == absl::StatusCode::kCancelled) {
     pipeline_.cancelled_.Inc();
-  } else if (status.code() != absl::StatusCode::kInvalidArgument) {
+  } else if (status.code() != absl::StatusCode::kInvalidArgument &&
+             status.code() != absl::StatusCode::kResourceExhausted) {  // refusals
     pipeline_.failed_.Inc();
   }
   pipeline_.active_.fetch_sub(1);

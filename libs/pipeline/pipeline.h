@@ -90,8 +90,9 @@ struct CheckContext {
 };
 
 // Input safety. done(OK): allowed. done(InvalidArgument): refused, with a
-// reason for the caller. Anything else: no verdict (the pipeline fails
-// closed).
+// reason for the caller. done(ResourceExhausted): the end user is throttled
+// (a reason, and a retry-after payload, core/retry_after.h). Anything else:
+// no verdict (the pipeline fails closed).
 class InputGuard {
  public:
   virtual ~InputGuard() = default;

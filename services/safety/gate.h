@@ -1,44 +1,49 @@
 // The hold-back gate on a reply's text: text goes to the client only once
 // no rule can still match a span that includes it, so however the reply is
-// split into tokens no byte of a match is released. A match either stops
-// the reply (block: everything before it is released, nothing after) or is
-// replaced in place (redact: "[REDACTED:pii.email]"). Held back is only
-// what may still grow into a match (FindPii / PiiPending), and at most
-// `window` bytes: older text goes out, so a match longer than the window is
-// not caught whole.
+// split into tokens no byte of a match is released. What a match does is
+// the org's policy's output action (org_policy.h): block stops the reply
+// before it (everything before it is released, nothing after), redact
+// replaces it in place ("[REDACTED:pii.email]", a card number as
+// "•••• 4242"), flag lets it through and records it, allow ignores it. The
+// rules (rules.h) and the org's blocklist read the text normalised
+// (normalize.h), so "ｂｏｂ＠ｃｏｒｐ．ｉｏ" or an address with zero-width spaces
+// in it is caught, and what is cut is the text as written. Held back is only
+// what may still grow into a match (Pending), and at most `window` bytes:
+// older text goes out, so a match longer than the window is not caught
+// whole.
 //
-//   OutputGate gate({.action = GateAction::kRedact});
+//   OutputGate gate({.policy = org_policy});
 //   for (const auto& piece : tokens) {
 //     GateResult r = gate.Push(piece);
 //     Send(r.release);
-//     if (r.stopped) break;  // kBlock: the reply ends here
+//     if (r.stopped) break;  // block: the reply ends here
 //   }
 //   Send(gate.Finish().release);
 //
 // Not thread-safe: one gate per reply.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "safety/pii.h"
+#include "safety/org_policy.h"
+#include "safety/rules.h"
 
 namespace sb::safety {
 
-enum class GateAction { kBlock, kRedact };
-
 struct GateOptions {
-  GateAction action = GateAction::kBlock;
+  std::shared_ptr<const Policy> policy = Policy::Default();
   size_t window = 256;  // bytes held back at most
 };
 
 struct GateResult {
   std::string release;  // follows what earlier results released
-  // kBlock: the match the reply stopped before (offsets in the whole reply
+  // Block: the match the reply stopped before (offsets in the whole reply
   // as the model wrote it); nothing more is released.
-  std::optional<PiiFinding> stopped;
+  std::optional<Finding> stopped;
 };
 
 class OutputGate {
@@ -50,9 +55,12 @@ class OutputGate {
   GateResult Finish();
 
   size_t held() const { return held_.size(); }
+  const Policy& policy() const { return *options_.policy; }
   bool stopped() const { return stopped_; }
-  // The matches replaced so far (offsets in the whole reply as written).
-  const std::vector<PiiFinding>& redacted() const { return redacted_; }
+  // The matches replaced, and those flagged, so far (offsets in the whole
+  // reply as written).
+  const std::vector<Finding>& redacted() const { return redacted_; }
+  const std::vector<Finding>& flagged() const { return flagged_; }
 
  private:
   GateResult Decide(bool final);
@@ -64,7 +72,10 @@ class OutputGate {
   std::string held_;
   size_t held_at_ = 0;  // offset of held_[0] in the reply
   bool stopped_ = false;
-  std::vector<PiiFinding> redacted_;
+  std::vector<Finding> redacted_, flagged_;
 };
+
+// What a redacted match is replaced with.
+std::string Redaction(const Finding& f, std::string_view normalized_span);
 
 }  // namespace sb::safety

@@ -67,7 +67,8 @@ struct Moderated {
 };
 
 TEST(ModerateOutputTest, ClearTextComesBackWholeInOrder) {
-  SafetyServiceImpl service;
+  PolicyStore policies(nullptr);  // the default policy
+  SafetyServiceImpl service(policies);
   Moderated m(&service);
   std::string released;
   for (const char* piece : {"The answer", " is 42", ", as the", " book says."}) {
@@ -85,7 +86,8 @@ TEST(ModerateOutputTest, ClearTextComesBackWholeInOrder) {
 // An address streamed in pieces: no piece of it is released, what came
 // before is, and the piece that completes it ends the reply as refused.
 TEST(ModerateOutputTest, NoPieceOfAnAddressSplitAcrossTokensIsReleased) {
-  SafetyServiceImpl service;
+  PolicyStore policies(nullptr);  // the default policy
+  SafetyServiceImpl service(policies);
   Moderated m(&service);
   std::string released;
   std::optional<pipeline::Refusal> refusal;
@@ -103,7 +105,8 @@ TEST(ModerateOutputTest, NoPieceOfAnAddressSplitAcrossTokensIsReleased) {
 
 // Text before a match in the same piece still goes out with the refusal.
 TEST(ModerateOutputTest, TextBeforeAMatchInTheSamePieceIsReleased) {
-  SafetyServiceImpl service;
+  PolicyStore policies(nullptr);  // the default policy
+  SafetyServiceImpl service(policies);
   Moderated m(&service);
   auto r = Push(*m.gate, "Hi, mail bob@corp.io now");
   ASSERT_TRUE(r.ok()) << r.status();
@@ -113,7 +116,8 @@ TEST(ModerateOutputTest, TextBeforeAMatchInTheSamePieceIsReleased) {
 
 // Fail closed: safety gone mid-reply ends it with no verdict, not a pass.
 TEST(ModerateOutputTest, SafetyGoneMidStreamEndsTheReply) {
-  SafetyServiceImpl service;
+  PolicyStore policies(nullptr);  // the default policy
+  SafetyServiceImpl service(policies);
   Moderated m(&service);
   ASSERT_TRUE(Push(*m.gate, "Hello there ").ok());
   m.server.Stop();

@@ -2,8 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include <functional>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "core/metrics.h"
+#include "core/public_status.h"
 #include "grpcx/authz.h"
+#include "grpcx/status.h"
 #include "safety/gate.h"
 #include "safety/policy.h"
 
@@ -16,26 +23,80 @@ using switchboard::safety::v1::ModerateOutputRequest;
 using switchboard::safety::v1::ModerateOutputResponse;
 using ModerateReactorBase = grpc::ServerBidiReactor<ModerateOutputRequest, ModerateOutputResponse>;
 
-void ToProto(const PiiFinding& f, switchboard::safety::v1::Finding* out) {
+void ToProto(const Finding& f, Action action, switchboard::safety::v1::Finding* out) {
   out->set_category(f.category);
   out->set_start(static_cast<int>(f.start));
   out->set_end(static_cast<int>(f.end));
+  out->set_action(std::string(ActionName(action)));
+}
+
+void CountCheck(const char* direction, const char* verdict) {
+  metrics::Default()
+      .GetCounter("sb_safety_checks_total", "Safety checks by direction and verdict",
+                  {{"direction", direction}, {"verdict", verdict}})
+      .Inc();
+}
+
+// Every match the policy acted on (categories and actions are bounded
+// sets: a series each).
+void CountFinding(const char* direction, const std::string& category, Action action) {
+  metrics::Default()
+      .GetCounter("sb_safety_findings_total",
+                  "Matches the org's policy acted on, by direction, rule and action",
+                  {{"direction", direction},
+                   {"category", category},
+                   {"action", std::string(ActionName(action))}})
+      .Inc();
 }
 
 grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckRequest* req,
-                                CheckResponse* resp, Direction direction) {
+                                CheckResponse* resp, Direction direction, const Policy& policy,
+                                InputThrottle* throttle) {
   const char* dir = direction == Direction::kInput ? "input" : "output";
-  const Verdict v = Evaluate(req->text(), direction);
+  const absl::Time now = absl::Now();
+  if (throttle != nullptr) {
+    if (const absl::Duration wait = throttle->Wait(req->org_id(), req->end_user_id(), now);
+        wait > absl::ZeroDuration()) {
+      const int64_t seconds = absl::ToInt64Seconds(absl::Ceil(wait, absl::Seconds(1)));
+      resp->set_verdict(CheckResponse::THROTTLED);
+      resp->set_retry_after_seconds(static_cast<int>(seconds));
+      resp->set_reason(absl::StrCat(
+          "this end user has recently sent too many inputs that the safety policy refused, so "
+          "their requests are refused for a while; retry after ",
+          seconds, " s"));
+      resp->set_policy_version(policy.version());
+      CountCheck(dir, "throttled");
+      auto* reactor = ctx->DefaultReactor();
+      reactor->Finish(grpc::Status::OK);
+      return reactor;
+    }
+  }
+  const Verdict v = Evaluate(req->text(), direction, policy);
   resp->set_verdict(v.allowed ? CheckResponse::ALLOW : CheckResponse::BLOCK);
   resp->set_reason(v.reason);
-  for (const auto& f : v.findings) ToProto(f, resp->add_findings());
-  metrics::Default()
-      .GetCounter("sb_safety_checks_total", "Safety checks by direction and verdict",
-                  {{"direction", dir}, {"verdict", v.allowed ? "allow" : "block"}})
-      .Inc();
+  resp->set_policy_version(v.policy_version);
+  for (const auto& d : v.decisions) ToProto(d.finding, d.action, resp->add_findings());
+  for (const auto& d : v.decisions) {
+    CountFinding(dir, d.finding.category, d.action);
+    if (d.action == Action::kFlag) {
+      spdlog::info("request_id={} org={} {} flagged: {} at {}..{} (policy version {})",
+                   req->request_id(), req->org_id(), dir, d.finding.category, d.finding.start,
+                   d.finding.end, v.policy_version);
+    }
+  }
+  CountCheck(dir, v.allowed ? "allow" : "block");
   if (!v.allowed) {
     spdlog::info("request_id={} org={} {} blocked: {}", req->request_id(), req->org_id(), dir,
                  v.reason);
+    if (throttle != nullptr && throttle->RecordBlocked(req->org_id(), req->end_user_id(), now)) {
+      spdlog::warn("request_id={} org={} end user throttled for {}: more than {} refused inputs",
+                   req->request_id(), req->org_id(),
+                   absl::FormatDuration(throttle->options().cooldown), throttle->options().limit);
+      static metrics::Counter& cooldowns = metrics::Default().GetCounter(
+          "sb_safety_throttle_cooldowns_total",
+          "End users refused for a cool-down after too many refused inputs");
+      cooldowns.Inc();
+    }
   }
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
@@ -46,7 +107,8 @@ grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckReq
 // way, so the gate is only touched by one callback at a time.
 class ModerateReactor final : public ModerateReactorBase {
  public:
-  ModerateReactor(GateOptions options, grpc::Status refused) : gate_(options) {
+  ModerateReactor(PolicyStore& policies, size_t window, grpc::Status refused)
+      : policies_(policies), window_(window) {
     if (!refused.ok()) {
       Finish(refused);
       return;
@@ -61,41 +123,51 @@ class ModerateReactor final : public ModerateReactorBase {
       Finish(grpc::Status::OK);
       return;
     }
-    if (request_.has_start()) {
+    if (request_.has_start() && !gate_) {
       request_id_ = request_.start().request_id();
       org_id_ = request_.start().org_id();
-      started_ = true;
+      gate_.emplace(GateOptions{.policy = policies_.For(org_id_), .window = window_});
     }
-    if (!started_) {
+    if (!gate_) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "the first message must name the generation (start)"));
       return;
     }
     response_.Clear();
-    GateResult r = gate_.Push(request_.text());
+    const size_t redacted = gate_->redacted().size(), flagged = gate_->flagged().size();
+    GateResult r = gate_->Push(request_.text());
     if (request_.end() && !r.stopped) {
-      GateResult rest = gate_.Finish();
+      GateResult rest = gate_->Finish();
       r.release += rest.release;
       r.stopped = rest.stopped;
     }
     response_.set_release(std::move(r.release));
+    response_.set_policy_version(gate_->policy().version());
+    for (size_t i = redacted; i < gate_->redacted().size(); ++i) {
+      ToProto(gate_->redacted()[i], Action::kRedact, response_.add_redacted());
+      CountFinding("output", gate_->redacted()[i].category, Action::kRedact);
+    }
+    for (size_t i = flagged; i < gate_->flagged().size(); ++i) {
+      const Finding& f = gate_->flagged()[i];
+      ToProto(f, Action::kFlag, response_.add_flagged());
+      CountFinding("output", f.category, Action::kFlag);
+      spdlog::info("request_id={} org={} output flagged: {} at {}..{} (policy version {})",
+                   request_id_, org_id_, f.category, f.start, f.end, gate_->policy().version());
+    }
     done_ = request_.end() || r.stopped;
     if (r.stopped) {
-      const Verdict v = Explain({*r.stopped}, Direction::kOutput);
-      ToProto(*r.stopped, response_.mutable_stopped());
-      response_.set_reason(v.reason);
-      spdlog::info("request_id={} org={} output stopped: {}", request_id_, org_id_, v.reason);
+      const std::string reason = Explain({*r.stopped}, Direction::kOutput);
+      ToProto(*r.stopped, Action::kBlock, response_.mutable_stopped());
+      CountFinding("output", r.stopped->category, Action::kBlock);
+      response_.set_reason(reason);
+      spdlog::info("request_id={} org={} output stopped: {} (policy version {})", request_id_,
+                   org_id_, reason, gate_->policy().version());
     }
     // Once per message of every reply: the series is looked up once.
     static metrics::Counter& moderated = metrics::Default().GetCounter(
         "sb_safety_moderated_bytes_total", "Output bytes moderated by stream");
     moderated.Inc(static_cast<double>(request_.text().size()));
-    if (done_) {
-      metrics::Default()
-          .GetCounter("sb_safety_checks_total", "Safety checks by direction and verdict",
-                      {{"direction", "output"}, {"verdict", r.stopped ? "block" : "allow"}})
-          .Inc();
-    }
+    if (done_) CountCheck("output", r.stopped ? "block" : "allow");
     StartWrite(&response_);
   }
 
@@ -110,19 +182,51 @@ class ModerateReactor final : public ModerateReactorBase {
   void OnDone() override { delete this; }
 
  private:
+  PolicyStore& policies_;
+  const size_t window_;
   ModerateOutputRequest request_;
   ModerateOutputResponse response_;
-  OutputGate gate_;
+  std::optional<OutputGate> gate_;
   std::string request_id_, org_id_;
-  bool started_ = false;
   bool done_ = false;
 };
+
+void ToProto(const std::string& org, const StoredPolicy& p,
+             switchboard::safety::v1::PolicyResponse* out) {
+  out->set_org_id(org);
+  out->set_version(p.policy->version());
+  out->set_document(p.policy->json());
+  out->set_created_at(p.created_at);
+  out->set_created_by(p.created_by);
+}
+
+// The store's messages for caller-facing codes are written for the
+// operator; the others may carry library text: logged, not sent.
+grpc::Status ForCaller(const absl::Status& st, std::string_view method) {
+  if (st.ok() || IsCallerFacing(st.code())) return ToGrpcStatus(st);
+  spdlog::error("SafetyAdmin/{}: {}", method, st.ToString());
+  if (st.code() == absl::StatusCode::kUnavailable) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the policy database is unavailable; retry later");
+  }
+  return grpc::Status(grpc::StatusCode::INTERNAL, "storing or reading the policy failed");
+}
+
+// Runs `fn` (which blocks) on `pool` and finishes the call with its status.
+grpc::ServerUnaryReactor* OnPool(grpc::CallbackServerContext* ctx, ThreadPool& pool,
+                                 std::function<grpc::Status()> fn) {
+  auto* reactor = ctx->DefaultReactor();
+  if (!pool.Submit([reactor, fn = std::move(fn)] { reactor->Finish(fn()); })) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "safety admin is busy"));
+  }
+  return reactor;
+}
 
 }  // namespace
 
 ModerateReactorBase* SafetyServiceImpl::ModerateOutput(grpc::CallbackServerContext* ctx) {
   return new ModerateReactor(
-      gate_, grpcx::Authorize(*ctx, "/switchboard.safety.v1.Safety/ModerateOutput"));
+      policies_, window_, grpcx::Authorize(*ctx, "/switchboard.safety.v1.Safety/ModerateOutput"));
 }
 
 grpc::ServerUnaryReactor* SafetyServiceImpl::CheckInput(grpc::CallbackServerContext* ctx,
@@ -130,7 +234,7 @@ grpc::ServerUnaryReactor* SafetyServiceImpl::CheckInput(grpc::CallbackServerCont
                                                         CheckResponse* resp) {
   if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.Safety/CheckInput"))
     return refused;
-  return Check(ctx, req, resp, Direction::kInput);
+  return Check(ctx, req, resp, Direction::kInput, *policies_.For(req->org_id()), &throttle_);
 }
 
 grpc::ServerUnaryReactor* SafetyServiceImpl::CheckOutput(grpc::CallbackServerContext* ctx,
@@ -138,7 +242,37 @@ grpc::ServerUnaryReactor* SafetyServiceImpl::CheckOutput(grpc::CallbackServerCon
                                                          CheckResponse* resp) {
   if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.Safety/CheckOutput"))
     return refused;
-  return Check(ctx, req, resp, Direction::kOutput);
+  return Check(ctx, req, resp, Direction::kOutput, *policies_.For(req->org_id()), nullptr);
+}
+
+grpc::ServerUnaryReactor* SafetyAdminImpl::SetPolicy(
+    grpc::CallbackServerContext* ctx, const switchboard::safety::v1::SetPolicyRequest* req,
+    switchboard::safety::v1::PolicyResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.SafetyAdmin/SetPolicy"))
+    return refused;
+  return OnPool(ctx, pool_, [this, req, resp] {
+    auto stored = policies_.Set(req->org_id(), req->document(), req->created_by());
+    if (!stored.ok()) return ForCaller(stored.status(), "SetPolicy");
+    ToProto(req->org_id(), *stored, resp);
+    // In force here at once; other replicas at their next refresh.
+    policies_.Install(req->org_id(), stored->policy);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* SafetyAdminImpl::GetPolicy(
+    grpc::CallbackServerContext* ctx, const switchboard::safety::v1::GetPolicyRequest* req,
+    switchboard::safety::v1::PolicyResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.SafetyAdmin/GetPolicy"))
+    return refused;
+  return OnPool(ctx, pool_, [this, req, resp] {
+    auto stored = policies_.Get(req->org_id(), req->version());
+    if (!stored.ok()) return ForCaller(stored.status(), "GetPolicy");
+    ToProto(req->org_id(), *stored, resp);
+    return grpc::Status::OK;
+  });
 }
 
 }  // namespace sb::safety

@@ -1,15 +1,21 @@
-// switchboard.safety.v1.Safety: converts protos and applies the policy.
+// switchboard.safety.v1.Safety and SafetyAdmin: convert protos and apply
+// the org's policy (policy_store.h).
 #pragma once
 
+#include "core/thread_pool.h"
 #include "safety/gate.h"
+#include "safety/policy_store.h"
+#include "safety/throttle.h"
 #include "switchboard/safety/v1/safety.grpc.pb.h"
 
 namespace sb::safety {
 
 class SafetyServiceImpl final : public switchboard::safety::v1::Safety::CallbackService {
  public:
-  // `gate`: for ModerateOutput's gates (its action is block).
-  explicit SafetyServiceImpl(GateOptions gate = {}) : gate_(gate) {}
+  // `window`: ModerateOutput's gates hold back at most this much.
+  // `throttle`: CheckInput's per-user throttle (throttle.h).
+  SafetyServiceImpl(PolicyStore& policies, size_t window = 256, ThrottleOptions throttle = {})
+      : policies_(policies), window_(window), throttle_(throttle) {}
 
   grpc::ServerUnaryReactor* CheckInput(grpc::CallbackServerContext* ctx,
                                        const switchboard::safety::v1::CheckRequest* req,
@@ -17,14 +23,33 @@ class SafetyServiceImpl final : public switchboard::safety::v1::Safety::Callback
   grpc::ServerUnaryReactor* CheckOutput(grpc::CallbackServerContext* ctx,
                                         const switchboard::safety::v1::CheckRequest* req,
                                         switchboard::safety::v1::CheckResponse* resp) override;
-  // One hold-back gate (safety/gate.h) per call; every request message is
-  // answered with one response, in order.
+  // One hold-back gate (safety/gate.h) per call, under the org's policy;
+  // every request message is answered with one response, in order.
   grpc::ServerBidiReactor<switchboard::safety::v1::ModerateOutputRequest,
                           switchboard::safety::v1::ModerateOutputResponse>*
   ModerateOutput(grpc::CallbackServerContext* ctx) override;
 
  private:
-  const GateOptions gate_;
+  PolicyStore& policies_;
+  const size_t window_;
+  InputThrottle throttle_;
+};
+
+// Policies are read and written on `pool` (PostgreSQL calls block).
+class SafetyAdminImpl final : public switchboard::safety::v1::SafetyAdmin::CallbackService {
+ public:
+  SafetyAdminImpl(PolicyStore& policies, ThreadPool& pool) : policies_(policies), pool_(pool) {}
+
+  grpc::ServerUnaryReactor* SetPolicy(grpc::CallbackServerContext* ctx,
+                                      const switchboard::safety::v1::SetPolicyRequest* req,
+                                      switchboard::safety::v1::PolicyResponse* resp) override;
+  grpc::ServerUnaryReactor* GetPolicy(grpc::CallbackServerContext* ctx,
+                                      const switchboard::safety::v1::GetPolicyRequest* req,
+                                      switchboard::safety::v1::PolicyResponse* resp) override;
+
+ private:
+  PolicyStore& policies_;
+  ThreadPool& pool_;
 };
 
 }  // namespace sb::safety

@@ -1443,7 +1443,8 @@ TEST_P(KubernetesTest, PostgresReadersMigrateFirstInAnInitContainer) {
     EXPECT_FALSE(pg(main).empty()) << key << " reads PostgreSQL from a flag, not the Secret";
     EXPECT_EQ(pg(migrate), pg(main)) << key << ": migrate must read the service's database";
   }
-  EXPECT_EQ(readers, (std::set<std::string>{"billing", "chat", "gateway", "tenant-scheduler"}));
+  EXPECT_EQ(readers,
+            (std::set<std::string>{"billing", "chat", "gateway", "safety", "tenant-scheduler"}));
 
   // No migrations Job, in the base or an overlay; a Job that is left removes
   // itself when done, so the next apply creates it instead of patching it.

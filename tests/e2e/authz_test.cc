@@ -55,6 +55,8 @@ const std::map<std::string, std::set<std::string>> kMethodCallers = {
     {"/switchboard.safety.v1.Safety/CheckInput", {"gateway", "chat"}},
     {"/switchboard.safety.v1.Safety/CheckOutput", {"gateway", "chat"}},
     {"/switchboard.safety.v1.Safety/ModerateOutput", {"gateway", "chat"}},
+    {"/switchboard.safety.v1.SafetyAdmin/SetPolicy", {"operator"}},
+    {"/switchboard.safety.v1.SafetyAdmin/GetPolicy", {"operator"}},
     {"/switchboard.scheduler.v1.TenantScheduler/RegisterWorker", {"inference-worker"}},
     {"/switchboard.scheduler.v1.TenantScheduler/Heartbeat", {"inference-worker"}},
     {"/switchboard.scheduler.v1.TenantScheduler/ListWorkers", {"operator"}},
@@ -82,6 +84,7 @@ const std::map<std::string, std::string> kServedBy = {
     {"switchboard.gateway.v1.Gateway", "gateway"},
     {"switchboard.inference.v1.InferenceWorker", "inference-worker"},
     {"switchboard.safety.v1.Safety", "safety"},
+    {"switchboard.safety.v1.SafetyAdmin", "safety"},
     {"switchboard.scheduler.v1.TenantScheduler", "tenant-scheduler"},
     {"switchboard.scheduler.v1.ModelAdmin", "tenant-scheduler"},
 };

@@ -72,7 +72,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
   std::vector<std::string> billing = {pg, kafka, UsageKeyFlag(*c->infra_)};
   billing.insert(billing.end(), options.billing_flags.begin(), options.billing_flags.end());
   const std::vector<std::pair<std::string, std::vector<std::string>>> order = {
-      {"safety", {}},
+      {"safety", {pg, "--policy_refresh=200ms"}},
       {SchedulerName(0), scheduler_flags},
       {SchedulerName(1), scheduler_flags},
       {"inference-worker",

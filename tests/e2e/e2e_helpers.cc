@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "sbadmin/admin.h"
 #include "switchboard/billing/v1/billing.grpc.pb.h"
+#include "switchboard/safety/v1/safety.grpc.pb.h"
 
 namespace sb::testing {
 
@@ -69,6 +70,22 @@ std::string KeyOfNewOrg(const std::string& org) {
   auto key = admin.CreateKey(org, "");
   EXPECT_TRUE(key.ok()) << key.status();
   return key.ok() ? *key : "";
+}
+
+absl::StatusOr<int64_t> SetSafetyPolicy(const std::string& org, const std::string& document) {
+  auto stub = switchboard::safety::v1::SafetyAdmin::NewStub(g_cluster->Channel("safety"));
+  switchboard::safety::v1::SetPolicyRequest req;
+  req.set_org_id(org);
+  req.set_document(document);
+  req.set_created_by("e2e");
+  switchboard::safety::v1::PolicyResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::Status st = stub->SetPolicy(&ctx, req, &resp);
+  if (!st.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+  }
+  return resp.version();
 }
 
 http::Response Post(const std::string& target, const std::string& body, const std::string& key,

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "e2e/cluster.h"
 #include "http/http_client.h"
 #include "switchboard/billing/v1/billing.pb.h"
@@ -57,6 +58,9 @@ http::Response Get(const std::string& target, http::Headers extra = {},
                    const std::string& key = "");
 std::string MessagesBody(const std::string& prompt, bool stream, int max_tokens = 200,
                          const std::string& model = "sim-small");
+// Sets `org`'s safety policy (SafetyAdmin/SetPolicy as the operator): its
+// new version, or the status.
+absl::StatusOr<int64_t> SetSafetyPolicy(const std::string& org, const std::string& document);
 // Expects an Anthropic-shaped error with `status` and `type`.
 void ExpectError(const http::Response& r, int status, const std::string& type);
 // The billing records of one request, waiting for them to be metered and,

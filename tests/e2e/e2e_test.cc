@@ -20,6 +20,7 @@
 #include "http/http_client.h"
 #include "storage/pg.h"
 #include "switchboard/billing/v1/billing.grpc.pb.h"
+#include "switchboard/safety/v1/safety.grpc.pb.h"
 
 namespace sb::testing {
 namespace {
@@ -123,6 +124,85 @@ TEST(MessagesApiTest, SafetyBlocksPersonalDataInTheInput) {
   auto r = Post("/v1/messages", MessagesBody("my card is 4111 1111 1111 1111", true));
   ExpectError(r, 400, "invalid_request_error");
   EXPECT_NE(r.body.find("payment card"), std::string::npos) << r.body;
+}
+
+// An end user whose inputs safety keeps refusing (more than safety's
+// --throttle_blocked_inputs, 5, within a minute) is refused for a cool-down
+// with 429 and a retry-after, whatever they send; other users of the org,
+// and the same user id in another org, are not.
+TEST(MessagesApiTest, AnEndUserWithTooManyRefusedInputsIsThrottled) {
+  const std::string user =
+      "probe-" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+  auto body = [](const std::string& prompt, const std::string& end_user) {
+    json b = json::parse(MessagesBody(prompt, false, 20));
+    b["metadata"] = {{"user_id", end_user}};
+    return b.dump();
+  };
+  for (int i = 0; i < 6; ++i) {
+    ExpectError(Post("/v1/messages", body("my card is 4111 1111 1111 1111", user)), 400,
+                "invalid_request_error");
+  }
+  auto r = Post("/v1/messages", body("hello there", user));
+  ExpectError(r, 429, "rate_limit_error");
+  EXPECT_NE(r.body.find("refused"), std::string::npos) << r.body;
+  const int retry_after = std::atoi(r.headers["retry-after"].c_str());
+  EXPECT_GT(retry_after, 200) << "about the 5 min cool-down";
+  EXPECT_LE(retry_after, 300);
+  EXPECT_EQ(Post("/v1/messages", body("hello there", user + "-other")).status, 200);
+  EXPECT_EQ(Post("/v1/messages", body("hello there", user), g_cluster->other_api_key()).status,
+            200);
+  // Without an end user there is no one to throttle.
+  for (int i = 0; i < 7; ++i) {
+    ExpectError(Post("/v1/messages", MessagesBody("mail me at a@b.org", false, 20)), 400,
+                "invalid_request_error");
+  }
+}
+
+// Per-org safety policies: set as the operator, in force for that org at
+// once and for it alone, versioned; a bad document is refused with what is
+// wrong; the API's services cannot set one.
+TEST(SafetyPolicyTest, AnOrgsPolicyAppliesToItAloneAndIsVersioned) {
+  const std::string key = KeyOfNewOrg("policy-org");
+  auto v1 = SetSafetyPolicy("policy-org", R"({"rules": {"pii.email": {"input": "flag"}},
+      "blocklist": {"terms": ["Project Bluebird"], "input": "block"}})");
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_EQ(*v1, 1);
+  const std::string mail = MessagesBody("mail me at bob@corp.io", false, 20);
+  const std::string term = MessagesBody("tell me about ｐｒｏｊｅｃｔ bluebird", false, 20);
+  EXPECT_EQ(Post("/v1/messages", mail, key).status, 200) << "flagged, not refused";
+  auto refused = Post("/v1/messages", term, key);
+  ExpectError(refused, 400, "invalid_request_error");
+  EXPECT_NE(refused.body.find("policy blocks"), std::string::npos) << refused.body;
+  // Another org keeps the default.
+  ExpectError(Post("/v1/messages", mail), 400, "invalid_request_error");
+  EXPECT_EQ(Post("/v1/messages", term).status, 200);
+
+  auto v2 = SetSafetyPolicy("policy-org", "{}");
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(*v2, 2);
+  ExpectError(Post("/v1/messages", mail, key), 400, "invalid_request_error");
+
+  auto bad = SetSafetyPolicy("policy-org", R"({"rules": {"pii.email": {"input": "redact"}}})");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("redact is an output action"), std::string::npos)
+      << bad.status();
+  EXPECT_EQ(SetSafetyPolicy("no-such-org", "{}").status().code(), absl::StatusCode::kNotFound);
+
+  auto stub = switchboard::safety::v1::SafetyAdmin::NewStub(g_cluster->Channel("safety"));
+  switchboard::safety::v1::GetPolicyRequest get;
+  get.set_org_id("policy-org");
+  get.set_version(1);
+  switchboard::safety::v1::PolicyResponse got;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub->GetPolicy(&ctx, get, &got).ok());
+  EXPECT_EQ(got.version(), 1);
+  EXPECT_NE(got.document().find("Project Bluebird"), std::string::npos) << got.document();
+  EXPECT_EQ(got.created_by(), "e2e");
+
+  auto as_gateway =
+      switchboard::safety::v1::SafetyAdmin::NewStub(g_cluster->Channel("safety", "gateway"));
+  grpc::ClientContext gw;
+  EXPECT_EQ(as_gateway->GetPolicy(&gw, get, &got).error_code(), grpc::PERMISSION_DENIED);
 }
 
 TEST(MessagesApiTest, ClientDisconnectCancelsAndMetersWhatWasGenerated) {

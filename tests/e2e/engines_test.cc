@@ -108,6 +108,48 @@ TEST_F(UpstreamEngineTest, PersonalDataInAReplyEndsItAsARefusalWithNoByteOfIt) {
   }
 }
 
+// An org whose policy redacts: the reply goes on with the data replaced in
+// place, the same streamed, whole and in the OpenAI dialect, and no byte of
+// it reaches the client.
+TEST_F(UpstreamEngineTest, AnOrgThatRedactsGetsTheReplyWithTheDataReplaced) {
+  const std::string key = KeyOfNewOrg("upstream-redact");
+  ASSERT_TRUE(SetSafetyPolicy("upstream-redact", R"({"rules": {
+      "pii.email": {"output": "redact"}, "pii.card_number": {"output": "redact"}}})")
+                  .ok());
+  struct Case {
+    std::string kind, before, redaction, forbidden;
+  };
+  for (const Case& c :
+       {Case{"email", "The quick brown write to ", "[REDACTED:pii.email]", "jane"},
+        Case{"card", "The quick brown pay with ", "\u2022\u2022\u2022\u2022 1111", "4111"}}) {
+    SCOPED_TRACE(c.kind);
+    const std::string prompt = "tell me [mock:pii=" + c.kind + "]";
+    auto whole = Post("/v1/messages", MessagesBody(prompt, false, 30, "llama-8b"), key);
+    ASSERT_EQ(whole.status, 200) << whole.body;
+    const std::string text = Text(whole);
+    EXPECT_EQ(text.rfind(c.before + c.redaction, 0), 0u) << text;
+    EXPECT_GT(text.size(), c.before.size() + c.redaction.size()) << "the reply goes on";
+    EXPECT_EQ(whole.body.find(c.forbidden), std::string::npos) << whole.body;
+    EXPECT_NE(json::parse(whole.body)["stop_reason"], "refusal");
+
+    auto streamed = Post("/v1/messages", MessagesBody(prompt, true, 30, "llama-8b"), key);
+    ASSERT_EQ(streamed.status, 200) << streamed.body;
+    EXPECT_EQ(streamed.body.find(c.forbidden), std::string::npos) << streamed.body;
+    std::string deltas;
+    for (const auto& e : ParseSse(streamed.body)) {
+      if (e.event == "content_block_delta") deltas += e.data["delta"]["text"].get<std::string>();
+    }
+    EXPECT_EQ(deltas, text);
+
+    auto o = Post("/v1/chat/completions",
+                  R"({"model":"llama-8b","max_tokens":30,"messages":[{"role":"user","content":")" +
+                      prompt + R"("}]})",
+                  key);
+    ASSERT_EQ(o.status, 200) << o.body;
+    EXPECT_EQ(json::parse(o.body)["choices"][0]["message"]["content"], text);
+  }
+}
+
 TEST_F(UpstreamEngineTest, ServesTheUpstreamsTextWithItsUsageInBothDialectsAndTheLedger) {
   const std::string key = KeyOfNewOrg("upstream-usage");
   auto r = Post("/v1/messages", MessagesBody("hello upstream", false, 10, "llama-8b"), key);

@@ -172,7 +172,7 @@ TEST(ServiceIdentityTest, RenewedCertificatesAreUsedWithoutARestart) {
       {Infra::BuildDir() + "/services/safety/safety", "--grpc_port=" + std::to_string(port),
        "--metrics_port=" + std::to_string(FreePort()), "--tls_ca=" + dir + "/ca.crt",
        "--tls_cert=" + dir + "/safety.crt", "--tls_key=" + dir + "/safety.key",
-       "--tls_reload_seconds=1"},
+       "--tls_reload_seconds=1", "--pg=" + g_cluster->infra().pg_uri()},
       g_cluster->infra().dir() + "/safety-rotating.log");
   const std::string address = "127.0.0.1:" + std::to_string(port);
   auto health = [&](const std::string& tls_dir) {

@@ -172,17 +172,19 @@ TEST(TraceTest, AChatTurnRunsUnderTheChatCallsSpan) {
   auto spans = OfTrace(g_otlp->WaitForSpans([&](const auto& all) {
     auto mine = OfTrace(all, trace_id);
     return Find(mine, "chat", kSend) && Find(mine, "inference-worker", kGenerate) &&
-           Find(mine, "gateway", "POST /v1/conversations/{conversation_id}/messages");
+           Find(mine, "gateway", "POST /v1/conversations/{conversation_id}/messages") &&
+           Find(mine, "safety", kCheckInput);
   }),
                        trace_id);
   const auto* send = Find(spans, "chat", kSend);
   const auto* root = Find(spans, "gateway", "POST /v1/conversations/{conversation_id}/messages");
   const auto* generate = Find(spans, "inference-worker", kGenerate);
-  ASSERT_TRUE(send && root && generate) << Describe(spans);
+  const auto* check = Find(spans, "safety", kCheckInput);
+  ASSERT_TRUE(send && root && generate && check) << Describe(spans);
   EXPECT_EQ(send->parent_span_id(), root->span_id());
   // The turn's calls are the chat call's children: input safety while it
   // runs, generation after it answered.
-  EXPECT_EQ(Find(spans, "safety", kCheckInput)->parent_span_id(), send->span_id());
+  EXPECT_EQ(check->parent_span_id(), send->span_id());
   EXPECT_EQ(generate->parent_span_id(), send->span_id());
   ExpectConnected(spans, Bytes(client.span_id.data(), 8));
 }

@@ -25,6 +25,7 @@
 //           [--group=billing] [--topic=usage.events]   # a stopped partition's decision
 //   sbadmin health [HOST:]METRICS_PORT   # exit 0 when the service is ready (a container probe)
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -38,6 +39,7 @@
 #include "billing/reconcile.h"
 #include "core/config.h"
 #include "http/http_client.h"
+#include "safety/policy_store.h"
 #include "sbadmin/admin.h"
 #include "storage/pg.h"
 #include "tenant-scheduler/model_registry.h"
@@ -81,6 +83,9 @@ ABSL_FLAG(std::string, monthly, "",
           "budget set: the monthly budget in dollars, e.g. 500.00 (0 removes the budget)");
 ABSL_FLAG(std::string, since, "",
           "billing reconcile: requests started from then on, 2026-12-01 (UTC) or RFC 3339");
+ABSL_FLAG(std::string, by, "", "safety set-policy: who made the change (default: $USER)");
+ABSL_FLAG(int64_t, policy_version, 0,
+          "safety show-policy: this version (default: the one in force)");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092",
           "billing reconcile: the Kafka bootstrap servers billing reads");
 ABSL_FLAG(std::string, group, "billing", "billing reset-offsets: billing's --consumer_group");
@@ -368,6 +373,45 @@ int RunPrice(const std::vector<std::string>& args) {
   return 0;
 }
 
+constexpr const char* kSafetyUsage =
+    "sbadmin --pg=URI safety (set-policy ORG FILE.json [--by=WHO] | show-policy ORG "
+    "[--policy_version=N])";
+
+// `sbadmin safety ...`: the orgs' safety policies. Returns the exit code.
+int RunSafety(const std::vector<std::string>& args) {
+  const std::string sub = args.size() >= 3 ? args[2] : "";
+  if (!((sub == "set-policy" && args.size() == 5) || (sub == "show-policy" && args.size() == 4))) {
+    std::fprintf(stderr, "%s\n", kSafetyUsage);
+    return 2;
+  }
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
+  sb::safety::PolicyStore store(&pg);
+  absl::StatusOr<sb::safety::StoredPolicy> policy;
+  if (sub == "set-policy") {
+    std::ifstream in(args[4]);
+    std::stringstream document;
+    document << in.rdbuf();
+    if (!in) {
+      std::fprintf(stderr, "sbadmin safety set-policy: cannot read %s\n", args[4].c_str());
+      return 1;
+    }
+    std::string by = absl::GetFlag(FLAGS_by);
+    if (by.empty() && std::getenv("USER") != nullptr) by = std::getenv("USER");
+    policy = store.Set(args[3], document.str(), by.empty() ? "sbadmin" : by);
+  } else {
+    policy = store.Get(args[3], absl::GetFlag(FLAGS_policy_version));
+  }
+  if (!policy.ok()) {
+    std::fprintf(stderr, "sbadmin safety %s: %s\n", sub.c_str(),
+                 policy.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("org      %s\nversion  %lld\ncreated  %s by %s\npolicy   %s\n", args[3].c_str(),
+              static_cast<long long>(policy->policy->version()), policy->created_at.c_str(),
+              policy->created_by.c_str(), policy->policy->json().c_str());
+  return 0;
+}
+
 constexpr const char* kBudgetUsage =
     "sbadmin --pg=URI budget (set ORG [--key=KEY_ID] --monthly=USD | show ORG)";
 
@@ -463,9 +507,10 @@ int main(int argc, char** argv) {
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
       "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | "
       "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ... | price ... | "
-      "budget ... | billing ...)\n"
+      "budget ... | billing ... | safety ...)\n"
       "sbadmin health [HOST:]METRICS_PORT\n" +
-      std::string(kModelUsage) + "\n" + kPriceUsage + "\n" + kBudgetUsage + "\n" + kBillingUsage);
+      std::string(kModelUsage) + "\n" + kPriceUsage + "\n" + kBudgetUsage + "\n" + kBillingUsage +
+      "\n" + kSafetyUsage);
   auto args = sb::ParseConfig(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -477,6 +522,7 @@ int main(int argc, char** argv) {
   if (cmd == "billing") return RunBilling(args);
   if (cmd == "price") return RunPrice(args);
   if (cmd == "budget") return RunBudget(args);
+  if (cmd == "safety") return RunSafety(args);
   sb::admin::Admin admin(absl::GetFlag(FLAGS_pg));
   absl::Status st;
   if (cmd == "migrate") {

@@ -10,7 +10,6 @@ namespace sb::gateway {
 namespace {
 
 constexpr char kFieldPayload[] = "type.switchboard.dev/field";
-constexpr char kRetryAfterPayload[] = "type.switchboard.dev/retry-after";
 constexpr char kLimitKindPayload[] = "type.switchboard.dev/limit-kind";
 constexpr char kBillingPayload[] = "type.switchboard.dev/billing";
 
@@ -70,13 +69,6 @@ bool IsValidUtf8(std::string_view s) {
   return true;
 }
 
-absl::Status WithRetryAfter(absl::Status status, absl::Duration retry_after) {
-  const int64_t seconds =
-      std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(retry_after, absl::Seconds(1))));
-  status.SetPayload(kRetryAfterPayload, absl::Cord(std::to_string(seconds)));
-  return status;
-}
-
 absl::Status RateLimitError(std::string_view message, absl::Duration retry_after,
                             std::string_view kind) {
   absl::Status st = WithRetryAfter(absl::ResourceExhaustedError(std::string(message)), retry_after);
@@ -92,11 +84,6 @@ absl::Status BillingError(std::string_view message) {
 
 bool IsBillingError(const absl::Status& status) {
   return status.GetPayload(kBillingPayload).has_value();
-}
-
-int RetryAfterSeconds(const absl::Status& status) {
-  auto p = status.GetPayload(kRetryAfterPayload);
-  return p ? std::atoi(std::string(*p).c_str()) : 0;
 }
 
 std::string LimitKind(const absl::Status& status) {

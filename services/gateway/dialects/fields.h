@@ -8,15 +8,15 @@
 //   return FieldError("messages.3.content", "Input should be a valid string or list");
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/retry_after.h"
 
 namespace sb::gateway {
 
@@ -42,13 +42,10 @@ std::string ErrorField(const absl::Status& status);
 // ("requests" or "tokens": OpenAI's error type).
 absl::Status RateLimitError(std::string_view message, absl::Duration retry_after,
                             std::string_view kind);
-// Any error the client should retry after `retry_after` (at least 1 s).
-absl::Status WithRetryAfter(absl::Status status, absl::Duration retry_after);
 // The caller's budget is spent: 402 (Anthropic billing_error, OpenAI
 // insufficient_quota). PermissionDenied underneath, marked.
 absl::Status BillingError(std::string_view message);
 bool IsBillingError(const absl::Status& status);
-int RetryAfterSeconds(const absl::Status& status);  // 0 when not set
 std::string LimitKind(const absl::Status& status);  // "" when not set
 
 // Validators that return the value or a FieldError. `field` is the path

@@ -1,0 +1,187 @@
+// Output safety's cost per token (issue 11): the safety service's CPU per
+// 10k tokens/s and the round trip each token waits for, for the unary
+// CheckOutput per token over a 256-byte window (how output was checked
+// before the hold-back gate) against one ModerateOutput stream per reply
+// (a message per token, as the pipeline sends today, and a message per 4
+// tokens, what batching on the stream would give). The service runs in a
+// child process, so that its CPU (from /proc) is its own; the clients are
+// threads here, one reply at a time each.
+//
+//   ninja -C build safety_bench && build/bench/safety_bench --replies=200
+#include <grpcpp/grpcpp.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "safety/policy_store.h"
+#include "safety/safety_grpc.h"
+
+ABSL_FLAG(int, replies, 200, "replies per client and mode");
+ABSL_FLAG(int, clients, 4, "replies moderated at once");
+
+namespace {
+
+namespace spb = switchboard::safety::v1;
+using Clock = std::chrono::steady_clock;
+
+// A reply of ~400 bytes in ~4-byte tokens, with numbers and words that
+// make the gate hold text back now and then.
+std::vector<std::string> ReplyTokens() {
+  const std::string text =
+      "Your order 10442 ships on 2026-11-30 from our warehouse in Leeds; the courier will call "
+      "ahead. If the parcel is late, reply to this note with the order number and we will look "
+      "into it the same day. Returns are free within 30 days, and refunds reach the card you "
+      "paid with within five working days. Thank you for shopping with us, and have a good week.";
+  std::vector<std::string> tokens;
+  for (size_t at = 0; at < text.size(); at += 4) tokens.push_back(text.substr(at, 4));
+  return tokens;
+}
+
+double CpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string skip;
+  for (int i = 3; i < 14; ++i) fields >> skip;  // state .. cmajflt
+  long utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+struct Result {
+  const char* mode;
+  size_t tokens = 0;
+  double cpu = 0, wall = 0;
+  std::vector<double> rtt_us;  // one per message
+};
+
+// One reply's tokens through `mode`; round trips appended to `rtt_us`.
+void Moderate(spb::Safety::Stub& stub, const std::vector<std::string>& tokens, int mode,
+              std::vector<double>& rtt_us) {
+  if (mode == 0) {  // unary, the last 256 bytes of the reply each token
+    std::string reply;
+    for (const std::string& t : tokens) {
+      reply += t;
+      spb::CheckRequest req;
+      req.set_org_id("bench");
+      req.set_text(reply.size() > 256 ? reply.substr(reply.size() - 256) : reply);
+      spb::CheckResponse resp;
+      grpc::ClientContext ctx;
+      const auto start = Clock::now();
+      if (!stub.CheckOutput(&ctx, req, &resp).ok()) std::abort();
+      rtt_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+    }
+    return;
+  }
+  const size_t per_message = mode == 1 ? 1 : 4;
+  grpc::ClientContext ctx;
+  auto stream = stub.ModerateOutput(&ctx);
+  spb::ModerateOutputRequest first;
+  first.mutable_start()->set_org_id("bench");
+  first.mutable_start()->set_request_id("req_bench");
+  bool started = false;
+  for (size_t at = 0; at < tokens.size(); at += per_message) {
+    spb::ModerateOutputRequest m;
+    if (!started) m = first;
+    started = true;
+    for (size_t k = at; k < std::min(tokens.size(), at + per_message); ++k) {
+      m.mutable_text()->append(tokens[k]);
+    }
+    m.set_end(at + per_message >= tokens.size());
+    const auto start = Clock::now();
+    spb::ModerateOutputResponse resp;
+    if (!stream->Write(m) || !stream->Read(&resp)) std::abort();
+    rtt_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+  }
+  stream->WritesDone();
+  spb::ModerateOutputResponse rest;
+  while (stream->Read(&rest)) {
+  }
+  (void)stream->Finish();
+}
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  int ports[2];
+  if (pipe(ports) != 0) return 1;
+  const pid_t child = fork();
+  if (child == 0) {  // the safety service, until the parent goes
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    sb::safety::PolicyStore policies(nullptr);
+    sb::safety::SafetyServiceImpl service(policies);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service);
+    auto server = builder.BuildAndStart();
+    if (write(ports[1], &port, sizeof port) != sizeof port) return 1;
+    server->Wait();
+    return 0;
+  }
+  int port = 0;
+  if (read(ports[0], &port, sizeof port) != sizeof port) return 1;
+  auto channel =
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+  auto stub = spb::Safety::NewStub(channel);
+  const auto tokens = ReplyTokens();
+  const int replies = absl::GetFlag(FLAGS_replies), clients = absl::GetFlag(FLAGS_clients);
+  // A warm-up reply per mode (connections, allocators).
+  std::vector<double> ignored;
+  for (int mode = 0; mode < 3; ++mode) Moderate(*stub, tokens, mode, ignored);
+
+  std::vector<Result> results;
+  for (int mode = 0; mode < 3; ++mode) {
+    Result r{mode == 0   ? "unary CheckOutput per token (256-byte window)"
+             : mode == 1 ? "ModerateOutput stream, a message per token"
+                         : "ModerateOutput stream, a message per 4 tokens"};
+    std::vector<std::vector<double>> rtts(clients);
+    const double cpu0 = CpuSeconds(child);
+    const auto start = Clock::now();
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) {
+      threads.emplace_back([&, c] {
+        for (int i = 0; i < replies; ++i) Moderate(*stub, tokens, mode, rtts[c]);
+      });
+    }
+    for (auto& t : threads) t.join();
+    r.wall = std::chrono::duration<double>(Clock::now() - start).count();
+    r.cpu = CpuSeconds(child) - cpu0;
+    r.tokens = tokens.size() * static_cast<size_t>(replies) * static_cast<size_t>(clients);
+    for (auto& v : rtts) r.rtt_us.insert(r.rtt_us.end(), v.begin(), v.end());
+    results.push_back(std::move(r));
+  }
+  std::printf("%d clients x %d replies x %zu tokens (%zu bytes a token)\n", clients, replies,
+              tokens.size(), tokens[0].size());
+  std::printf("| mode | tokens/s | safety CPU s per 10k tokens | round trip p50 / p99 (us) |\n");
+  std::printf("|---|---:|---:|---:|\n");
+  for (const Result& r : results) {
+    std::printf("| %s | %.0f | %.3f | %.0f / %.0f |\n", r.mode,
+                static_cast<double>(r.tokens) / r.wall,
+                r.cpu / static_cast<double>(r.tokens) * 10000.0, Percentile(r.rtt_us, 0.5),
+                Percentile(r.rtt_us, 0.99));
+  }
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  return 0;
+}
