@@ -19,23 +19,31 @@ absl::Status PgPool::Ping() {
   });
 }
 
-absl::Status PgPool::WaitReady(absl::Duration limit, const std::function<bool()>& give_up) {
+absl::Status WaitFor(std::string_view what, absl::Duration limit,
+                     const std::function<bool()>& give_up,
+                     const std::function<absl::Status()>& attempt) {
   const absl::Time deadline = absl::Now() + limit;
   absl::Duration backoff = absl::Milliseconds(200);
   for (;;) {
-    absl::Status st = Ping();
+    absl::Status st = attempt();
     if (st.ok()) return st;
     if (absl::Now() >= deadline) return st;
-    spdlog::warn("waiting for PostgreSQL ({} left): {}",
+    spdlog::warn("waiting for {} ({} left): {}", what,
                  absl::FormatDuration(absl::Trunc(deadline - absl::Now(), absl::Seconds(1))),
                  st.ToString());
     const absl::Time wake = std::min(deadline, absl::Now() + backoff);
     while (absl::Now() < wake) {
-      if (give_up && give_up()) return absl::CancelledError("gave up waiting for PostgreSQL");
+      if (give_up && give_up()) {
+        return absl::CancelledError(std::string("gave up waiting for ") + std::string(what));
+      }
       absl::SleepFor(std::min(absl::Milliseconds(100), wake - absl::Now()));
     }
     backoff = std::min(backoff * 2, absl::Seconds(5));
   }
+}
+
+absl::Status PgPool::WaitReady(absl::Duration limit, const std::function<bool()>& give_up) {
+  return WaitFor("PostgreSQL", limit, give_up, [this] { return Ping(); });
 }
 
 std::unique_ptr<pqxx::connection> PgPool::Acquire(absl::Status* error) {

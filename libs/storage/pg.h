@@ -18,13 +18,13 @@
 
 #include <condition_variable>
 #include <functional>
-#include <optional>
 #include <memory>
 #include <mutex>
-#include <string>
-#include <vector>
-
+#include <optional>
 #include <pqxx/pqxx>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -38,10 +38,8 @@ class PgPool {
 
   // Opens one connection to check the settings.
   absl::Status Ping();
-  // Pings until the database answers (backing off from 200 ms to 5 s, a
-  // warning each time), for up to `limit` or until `give_up` says so: a
-  // service starting before its database waits instead of exiting (and
-  // crash-looping). The last error when it gives up.
+  // Pings until the database answers (WaitFor below): a service starting
+  // before its database waits instead of exiting (and crash-looping).
   absl::Status WaitReady(absl::Duration limit, const std::function<bool()>& give_up = nullptr);
 
   template <typename T>
@@ -65,6 +63,13 @@ class PgPool {
   std::vector<std::unique_ptr<pqxx::connection>> idle_;
   int open_ = 0;
 };
+
+// Calls `attempt` until it succeeds, backing off from 200 ms to 5 s with a
+// warning each time ("waiting for WHAT"), for up to `limit` or until
+// `give_up` says so (checked every 100 ms). The last error when it gives up.
+absl::Status WaitFor(std::string_view what, absl::Duration limit,
+                     const std::function<bool()>& give_up,
+                     const std::function<absl::Status()>& attempt);
 
 // PostgreSQL array literals, for passing many values as one parameter
 // (`= ANY($1::text[])`, `unnest($1::bigint[], ...)`): libpqxx 6 has no

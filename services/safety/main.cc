@@ -4,7 +4,6 @@
 #include <memory>
 
 #include "absl/flags/flag.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/periodic.h"
 #include "core/thread_pool.h"
@@ -31,27 +30,6 @@ ABSL_FLAG(absl::Duration, throttle_window, absl::Minutes(1),
 ABSL_FLAG(absl::Duration, throttle_cooldown, absl::Minutes(5),
           "How long an end user over --throttle_blocked_inputs is refused");
 
-namespace {
-
-// The policies before serving: a check must never run under the default
-// when the org has its own. Waits (backing off) for the database and its
-// migrations, like the services that need PostgreSQL to start.
-absl::Status LoadPolicies(sb::PgPool& pg, sb::safety::PolicyStore& store) {
-  if (auto st = pg.WaitReady(sb::StartupWait(), sb::ShutdownRequested); !st.ok()) return st;
-  const absl::Time give_up = absl::Now() + sb::StartupWait();
-  absl::Duration backoff = absl::Milliseconds(200);
-  while (true) {
-    absl::Status st = store.Refresh();
-    if (st.ok() || sb::ShutdownRequested() || absl::Now() > give_up) return st;
-    spdlog::warn("safety: loading the safety policies: {}; retrying in {}", st.ToString(),
-                 absl::FormatDuration(backoff));
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(5));
-  }
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   sb::InitService("safety", argc, argv);
   const std::string pg_uri = absl::GetFlag(FLAGS_pg);
@@ -59,7 +37,12 @@ int main(int argc, char** argv) {
   if (!pg_uri.empty()) pg = std::make_unique<sb::PgPool>(pg_uri, 2);
   sb::safety::PolicyStore policies(pg.get());
   if (pg) {
-    if (auto st = LoadPolicies(*pg, policies); !st.ok()) {
+    // The policies before serving: a check must never run under the
+    // default when the org has its own. Waits for the database (and its
+    // migrations), like the services that need PostgreSQL to start.
+    if (auto st = sb::WaitFor("the safety policies in PostgreSQL", sb::StartupWait(),
+                              sb::ShutdownRequested, [&] { return policies.Refresh(); });
+        !st.ok()) {
       spdlog::critical("safety: {}", st.ToString());
       return sb::ShutdownRequested() ? 0 : 1;
     }

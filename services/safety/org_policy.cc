@@ -227,23 +227,12 @@ std::vector<Finding> Policy::FindBlocklisted(std::string_view text) const {
     }
   }
   for (const auto& re : patterns_) {
-    size_t pos = 0;
-    re2::StringPiece match;
-    const re2::StringPiece whole(text.data(), text.size());
-    while (pos <= text.size() && re->Match(whole, pos, text.size(), RE2::UNANCHORED, &match, 1)) {
-      const size_t start = static_cast<size_t>(match.data() - text.data());
-      if (match.empty()) {
-        pos = start + 1;
-        continue;
-      }
+    ForEachMatch(*re, text, [&](size_t start, size_t end) {
       // A longer match than the policy promised is none: the gate holds
       // only max_match_bytes back, so a reply cut into tokens could not
       // have caught it whole.
-      if (match.size() <= max_match_bytes_) {
-        out.push_back({"blocklist.pattern", start, start + match.size()});
-      }
-      pos = start + match.size();
-    }
+      if (end - start <= max_match_bytes_) out.push_back({"blocklist.pattern", start, end});
+    });
   }
   std::sort(out.begin(), out.end(),
             [](const Finding& a, const Finding& b) { return a.start < b.start; });
@@ -269,6 +258,18 @@ size_t Policy::BlocklistPending(std::string_view text) const {
     }
   }
   return pending;
+}
+
+void ForEachMatch(const RE2& re, std::string_view text,
+                  const std::function<void(size_t start, size_t end)>& found) {
+  const re2::StringPiece whole(text.data(), text.size());
+  re2::StringPiece match;
+  size_t pos = 0;
+  while (pos <= text.size() && re.Match(whole, pos, text.size(), RE2::UNANCHORED, &match, 1)) {
+    const size_t start = static_cast<size_t>(match.data() - text.data());
+    if (!match.empty()) found(start, start + match.size());
+    pos = start + std::max<size_t>(match.size(), 1);
+  }
 }
 
 std::vector<Finding> Actionable(std::vector<Finding> found, const Policy& policy,

@@ -22,6 +22,7 @@
 // still be one.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -79,6 +80,11 @@ class Policy {
   size_t max_input_bytes_ = 0;
   std::string json_;
 };
+
+// Calls found(start, end) for each non-empty match of `re` in `text`, left
+// to right, none overlapping.
+void ForEachMatch(const re2::RE2& re, std::string_view text,
+                  const std::function<void(size_t start, size_t end)>& found);
 
 // What `policy` acts on in `found` (any offsets): what it allows left
 // out, overlaps merged (Resolve) among the matches of one action only — a

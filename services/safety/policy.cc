@@ -45,23 +45,21 @@ const std::vector<std::pair<const char*, std::unique_ptr<RE2>>>& Compiled() {
 
 std::vector<Finding> FindInjection(std::string_view text) {
   std::vector<Finding> out;
-  const re2::StringPiece whole(text.data(), text.size());
-  for (const auto& [category, re] : Compiled()) {
-    re2::StringPiece match;
-    size_t pos = 0;
-    while (pos < text.size() && re->Match(whole, pos, text.size(), RE2::UNANCHORED, &match, 1)) {
-      const size_t start = static_cast<size_t>(match.data() - text.data());
-      if (!match.empty()) out.push_back({category, start, start + match.size()});
-      pos = start + std::max<size_t>(match.size(), 1);
-    }
+  for (const auto& heuristic : Compiled()) {
+    const char* category = heuristic.first;
+    ForEachMatch(*heuristic.second, text, [&](size_t start, size_t end) {
+      out.push_back({category, start, end});
+    });
   }
   return out;
 }
 
 Verdict Evaluate(std::string_view text, Direction direction, const Policy& policy) {
-  if (direction == Direction::kInput && policy.max_input_bytes() > 0 &&
-      text.size() > policy.max_input_bytes() &&
-      policy.ActionFor("input.size", direction) == Action::kBlock) {
+  const Action size_action = direction == Direction::kInput && policy.max_input_bytes() > 0 &&
+                                     text.size() > policy.max_input_bytes()
+                                 ? policy.ActionFor("input.size", direction)
+                                 : Action::kAllow;
+  if (size_action == Action::kBlock) {
     // Refused whatever else it holds: not read further.
     const Finding size{"input.size", 0, text.size()};
     return {.allowed = false,
@@ -83,11 +81,7 @@ Verdict Evaluate(std::string_view text, Direction direction, const Policy& polic
     f.start = n.OriginalStart(f.start);
     f.end = end;
   }
-  if (direction == Direction::kInput && policy.max_input_bytes() > 0 &&
-      text.size() > policy.max_input_bytes() &&
-      policy.ActionFor("input.size", direction) != Action::kAllow) {
-    found.insert(found.begin(), {"input.size", 0, text.size()});
-  }
+  if (size_action != Action::kAllow) found.insert(found.begin(), {"input.size", 0, text.size()});
   std::vector<Finding> blocked;
   for (Finding& f : found) {
     const Action action = policy.ActionFor(f.category, direction);

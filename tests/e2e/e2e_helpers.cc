@@ -6,6 +6,7 @@
 #include <chrono>
 #include <thread>
 
+#include "grpcx/status.h"
 #include "gtest/gtest.h"
 #include "sbadmin/admin.h"
 #include "switchboard/billing/v1/billing.grpc.pb.h"
@@ -81,10 +82,7 @@ absl::StatusOr<int64_t> SetSafetyPolicy(const std::string& org, const std::strin
   switchboard::safety::v1::PolicyResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::Status st = stub->SetPolicy(&ctx, req, &resp);
-  if (!st.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
-  }
+  if (auto st = FromGrpcStatus(stub->SetPolicy(&ctx, req, &resp)); !st.ok()) return st;
   return resp.version();
 }
 
