@@ -26,7 +26,10 @@ bool IsTokenByte(char c) {
 struct Match {
   Finding finding;  // offsets in the gate's text as written
   Action action;
-  bool unsettled;  // more text may still change it (it starts at or after `pending`)
+  // More text may still change it: it reaches `pending` or beyond, where
+  // a match may still grow or begin (and one that begins inside it would
+  // merge with it).
+  bool unsettled;
   size_t normalized_start, normalized_end;
 };
 
@@ -41,8 +44,7 @@ std::vector<Match> Matches(const Normalized& n, const Policy& policy, size_t pen
     const Action action = policy.ActionFor(m.category, Direction::kOutput);
     if (action == Action::kAllow) continue;
     const size_t start = n.OriginalStart(m.start), end = n.OriginalEnd(m.end);
-    matches.push_back(
-        {{std::move(m.category), start, end}, action, start >= pending, m.start, m.end});
+    matches.push_back({{std::move(m.category), start, end}, action, end > pending, m.start, m.end});
   }
   std::sort(matches.begin(), matches.end(), [](const Match& a, const Match& b) {
     if (a.action != b.action) return a.action < b.action;
