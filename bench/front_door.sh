@@ -171,6 +171,21 @@ start_service() {  # service extra-flag...
       flags+=(--usage_signing_key_file="$STATE/usage_signing.key")
     fi ;;
   esac
+  # Builds since the safety audit trail: safety and the gateway publish to
+  # Kafka, and safety then requires its audit key; older ones know neither flag.
+  case "$svc" in safety)
+    # Builds since per-org policies read them from PostgreSQL (and wait for it).
+    if "$(binary "$svc")" --helpfull 2>&1 | grep -qE -- '^ +--pg \('; then
+      flags+=(--pg="$PG_URI")
+    fi
+    if "$(binary "$svc")" --helpfull 2>&1 | grep -qE -- '^ +--audit_key_file \('; then
+      flags+=(--kafka_brokers="$KAFKA" --audit_key_file="$STATE/audit.key")
+    fi ;;
+  gateway)
+    if "$(binary "$svc")" --helpfull 2>&1 | grep -qE -- '^ +--kafka_brokers \('; then
+      flags+=(--kafka_brokers="$KAFKA")
+    fi ;;
+  esac
   check_flags "$(binary "$svc")" "${flags[@]}"
   echo "$(binary "$svc") ${flags[*]}" >>"$STATE/commands"
   nohup "$(binary "$svc")" "${flags[@]}" >>"$STATE/$svc.log" 2>&1 &
@@ -209,6 +224,7 @@ cluster_up() {  # build dir
   chmod 755 "$STATE"
   : >"$STATE/commands"
   (umask 077 && openssl rand -hex 32 >"$STATE/usage_signing.key")
+  (umask 077 && openssl rand -hex 32 >"$STATE/audit.key")
   log "cluster from $BUILD in $STATE"
 
   mkdir -p "$STATE/pg" && chown postgres:postgres "$STATE/pg"

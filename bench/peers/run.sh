@@ -223,10 +223,11 @@ flags_for() {
   local common
   common="--grpc_port=$(grpc_port "$svc") --metrics_port=$(metrics_port "$svc") --drain_seconds=1 $(tls_flags "$svc")"
   case "$svc" in
-    gateway) echo "$common --http_port=$HTTP_PORT --pg=$PG_URI --redis_port=$REDIS_PORT --safety_address=$(addr safety) --scheduler_address=$(addr tenant-scheduler) --chat_address=$(addr chat) --connection_manager_address=$(addr connection-manager)" ;;
+    gateway) echo "$common --http_port=$HTTP_PORT --pg=$PG_URI --redis_port=$REDIS_PORT --kafka_brokers=$KAFKA --safety_address=$(addr safety) --scheduler_address=$(addr tenant-scheduler) --chat_address=$(addr chat) --connection_manager_address=$(addr connection-manager)" ;;
     chat) echo "$common --pg=$PG_URI --redis_port=$REDIS_PORT --kafka_brokers=$KAFKA --scheduler_address=$(addr tenant-scheduler) --safety_address=$(addr safety)" ;;
     connection-manager) echo "$common --redis_port=$REDIS_PORT --chat_address=$(addr chat)" ;;
-    safety | tenant-scheduler) echo "$common" ;;
+    safety) echo "$common --pg=$PG_URI --kafka_brokers=$KAFKA --audit_key_file=$STATE/audit.key" ;;
+    tenant-scheduler) echo "$common" ;;
     inference-worker)
       echo "$common --scheduler_address=$(addr tenant-scheduler) --kafka_brokers=$KAFKA --worker_id=peers-worker --usage_signing_key_file=$STATE/usage_signing.key --models=$MODEL"
       if [ "$SWITCHBOARD_ENGINE" = openai ]; then
@@ -256,6 +257,7 @@ start_switchboard() {
   [ -s "$STATE/kafka.bootstrap" ] || die "dev-broker did not start"
 
   (umask 077 && openssl rand -hex 32 >"$STATE/usage_signing.key")
+  (umask 077 && openssl rand -hex 32 >"$STATE/audit.key")
   if [ "$INTERNAL_TLS" = 1 ]; then "$ROOT/tools/certs" "$STATE/tls" >/dev/null 2>&1 || die "tools/certs failed"; fi
 
   local sbadmin=("$BUILD/tools/sbadmin" --pg="$PG_URI")

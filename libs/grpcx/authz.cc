@@ -25,6 +25,7 @@ const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodC
       {"/switchboard.safety.v1.Safety/ModerateOutput", {kGateway, kChat}},
       {"/switchboard.safety.v1.SafetyAdmin/SetPolicy", {kOperator}},
       {"/switchboard.safety.v1.SafetyAdmin/GetPolicy", {kOperator}},
+      {"/switchboard.safety.v1.SafetyAdmin/ListAudit", {kOperator}},
       {"/switchboard.scheduler.v1.TenantScheduler/RegisterWorker", {kWorker}},
       {"/switchboard.scheduler.v1.TenantScheduler/Heartbeat", {kWorker}},
       {"/switchboard.scheduler.v1.TenantScheduler/ListWorkers", {kOperator}},

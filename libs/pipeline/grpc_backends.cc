@@ -1,9 +1,12 @@
 #include "pipeline/grpc_backends.h"
 
 #include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
 
+#include "absl/time/clock.h"
 #include "core/hash.h"
 #include "core/retry_after.h"
+#include "core/ulid.h"
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
 #include "grpcx/tls.h"
@@ -132,7 +135,9 @@ class ModerateStream final
       pending_ = nullptr;
       answered_end_ = sent_end_;  // the server ends the call itself
     }
-    OutputGate::Released released{.text = std::move(*response_.mutable_release())};
+    OutputGate::Released released{.text = std::move(*response_.mutable_release()),
+                                  .redacted = response_.redacted_size(),
+                                  .flagged = response_.flagged_size()};
     if (response_.has_stopped()) {
       released.refusal = Refusal{response_.stopped().category(), response_.reason()};
     }
@@ -227,6 +232,29 @@ void GrpcInputGuard::Check(const CheckContext& ctx, std::string text,
 std::unique_ptr<OutputGate> StreamingOutputGates::Open(const CheckContext& ctx) {
   return std::make_unique<StreamingOutputGate>(
       std::make_shared<ModerateStream>(safety_, timers_, deadline_, ctx));
+}
+
+FailClosedRecorder AuditFailClosed(Publisher& publisher, std::string source) {
+  auto ids = std::make_shared<UlidGenerator>();
+  return [&publisher, ids, source = std::move(source)](const CheckContext& ctx,
+                                                       std::string_view direction) {
+    const absl::Time now = absl::Now();
+    spb::AuditEvent e;
+    e.set_event_id(ids->Next(now));
+    e.set_org_id(ctx.org_id);
+    e.set_end_user_id(ctx.end_user_id);
+    e.set_request_id(ctx.request_id);
+    e.set_direction(std::string(direction));
+    e.set_rule("safety.unavailable");
+    e.set_action("fail_closed");
+    e.set_at_unix_ms(absl::ToUnixMillis(now));
+    e.set_source(source);
+    // Keyed by org, as safety's own events (one partition keeps an org's order).
+    if (auto st = publisher.Publish("safety.audit", ctx.org_id, e.SerializeAsString()); !st.ok()) {
+      spdlog::error("request_id={} fail-closed audit event not queued: {}", ctx.request_id,
+                    st.ToString());
+    }
+  };
 }
 
 std::shared_ptr<GenerateCall> GrpcGenerator::Generate(std::shared_ptr<const Request> request,

@@ -14,6 +14,7 @@
 
 #include "core/timers.h"
 #include "pipeline/pipeline.h"
+#include "storage/publisher.h"
 #include "switchboard/inference/v1/inference.grpc.pb.h"
 #include "switchboard/safety/v1/safety.grpc.pb.h"
 #include "switchboard/scheduler/v1/scheduler.grpc.pb.h"
@@ -50,6 +51,11 @@ class StreamingOutputGates final : public OutputGates {
   std::chrono::milliseconds deadline_;
   TimerThread timers_;  // each answer's deadline
 };
+
+// Publishes each fail-closed stop as a safety AuditEvent (action
+// "fail_closed", rule "safety.unavailable") to Kafka safety.audit, where
+// safety stores it with its own decisions. `source`: "gateway" or "chat".
+FailClosedRecorder AuditFailClosed(Publisher& publisher, std::string source);
 
 class GrpcGenerator final : public Generator {
  public:

@@ -31,12 +31,13 @@ std::string InputText(const Request& r) {
 }  // namespace
 
 Pipeline::Pipeline(std::string name, InputGuard& input, Generator& generator, OutputGates& gates,
-                   Clock& clock)
+                   Clock& clock, FailClosedRecorder on_fail_closed)
     : name_(std::move(name)),
       input_(input),
       generator_(generator),
       gates_(gates),
       clock_(clock),
+      on_fail_closed_(std::move(on_fail_closed)),
       active_gauge_(metrics::Default().GetGauge("sb_pipeline_active_generations",
                                                 "Generations in progress", {{"pipeline", name_}})),
       finished_(Outcome(name_, "finished")),
@@ -109,6 +110,7 @@ void Generation::OnInputChecked(const absl::Status& verdict) {
   if (!verdict.ok()) {
     // Fail closed: no verdict, no generation.
     spdlog::warn("request_id={} input safety unavailable: {}", request_id(), verdict.ToString());
+    RecordFailClosed("input");
     Fail(absl::UnavailableError(
         "the safety check is unavailable, so the request was not run; retry"));
     return;
@@ -210,8 +212,15 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
   next(true);
 }
 
+void Generation::CountSafety(const OutputGate::Released& released) {
+  std::lock_guard<std::mutex> lock(mu_);
+  redacted_ += released.redacted;
+  flagged_ += released.flagged;
+}
+
 void Generation::Release(absl::StatusOr<OutputGate::Released> released, Generator::Next next) {
   if (!released.ok()) RecordFailure(GateFailure(released.status()));
+  if (released.ok()) CountSafety(*released);
   bool stop;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -302,6 +311,7 @@ void Generation::OnStreamDone(const absl::Status& status) {
       self->Fail(self->GateFailure(rest.status()));
       return;
     }
+    self->CountSafety(*rest);
     FinishInfo info = self->finish_;
     if (rest->refusal) {
       info.stop_reason = "refusal";
@@ -318,8 +328,15 @@ void Generation::OnStreamDone(const absl::Status& status) {
 
 absl::Status Generation::GateFailure(const absl::Status& raw) const {
   spdlog::warn("request_id={} output safety unavailable: {}", request_id(), raw.ToString());
+  RecordFailClosed("output");
   return absl::UnavailableError(
       "the output safety check is unavailable, so the generation was stopped; retry");
+}
+
+void Generation::RecordFailClosed(std::string_view direction) const {
+  if (!pipeline_.on_fail_closed_) return;
+  pipeline_.on_fail_closed_(
+      {request_->request_id(), request_->org_id(), request_->end_user_id(), trace_}, direction);
 }
 
 absl::Status Generation::PublicFailure(const absl::Status& raw, bool started) const {
@@ -353,7 +370,12 @@ bool Generation::EnterDone() {
   return true;
 }
 
-void Generation::Finish(const FinishInfo& info) {
+void Generation::Finish(FinishInfo info) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    info.safety_redacted = redacted_;
+    info.safety_flagged = flagged_;
+  }
   if (!EnterDone()) return;
   auto keep = std::move(self_);
   (info.stop_reason == "cancelled" ? pipeline_.cancelled_

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "absl/status/status.h"
@@ -62,6 +63,9 @@ struct FinishInfo {
   int cache_read_tokens = 0;
   int cache_creation_tokens = 0;
   std::optional<Refusal> refusal;  // with stop_reason "refusal"
+  // Matches output safety replaced in the reply, and let through flagged.
+  int safety_redacted = 0;
+  int safety_flagged = 0;
 };
 
 // Where released output goes: an SSE encoder, a buffer for a whole reply,
@@ -113,6 +117,8 @@ class OutputGate {
   struct Released {
     std::string text;
     std::optional<Refusal> refusal;
+    int redacted = 0;  // matches replaced in `text`
+    int flagged = 0;   // matches let through in it, flagged
   };
   using Done = std::function<void(absl::StatusOr<Released> released)>;
   virtual ~OutputGate() = default;
@@ -125,6 +131,11 @@ class OutputGates {
   virtual ~OutputGates() = default;
   virtual std::unique_ptr<OutputGate> Open(const CheckContext& ctx) = 0;
 };
+
+// Records, in the safety audit trail, that a generation was refused
+// (direction "input") or stopped ("output") because safety gave no verdict:
+// the pipeline failed closed.
+using FailClosedRecorder = std::function<void(const CheckContext& ctx, std::string_view direction)>;
 
 // The scheduler's Generate stream.
 class GenerateCall {
@@ -164,8 +175,9 @@ class Generation;
 class Pipeline {
  public:
   // `name` labels the metrics ("gateway", "chat").
+  // `on_fail_closed` (may be null) records each fail-closed stop.
   Pipeline(std::string name, InputGuard& input, Generator& generator, OutputGates& gates,
-           Clock& clock);
+           Clock& clock, FailClosedRecorder on_fail_closed = nullptr);
 
   // Starts a generation; the returned handle may be dropped (the pipeline
   // keeps the generation alive until the sink's terminal call).
@@ -186,6 +198,7 @@ class Pipeline {
   Generator& generator_;
   OutputGates& gates_;
   Clock& clock_;
+  const FailClosedRecorder on_fail_closed_;
   std::atomic<int64_t> active_{0};
   metrics::Gauge& active_gauge_;
   metrics::Counter& finished_;
@@ -223,12 +236,14 @@ class Generation : public std::enable_shared_from_this<Generation> {
   // must already be fit for the caller.
   void RecordFailure(absl::Status failure);
   absl::Status ProtocolError(const std::string& what) const;
-  void Finish(const FinishInfo& info);
+  void Finish(FinishInfo info);
+  void CountSafety(const OutputGate::Released& released);
   void Fail(const absl::Status& status);
   bool EnterDone();  // false when already done
   absl::Status PublicFailure(const absl::Status& raw, bool started) const;
   // What an output gate's error means for the caller (fail closed).
   absl::Status GateFailure(const absl::Status& raw) const;
+  void RecordFailClosed(std::string_view direction) const;
 
   Pipeline& pipeline_;
   std::shared_ptr<Request> request_;
@@ -246,6 +261,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   StartInfo start_;
   FinishInfo finish_;
   std::optional<Refusal> refusal_;  // output safety stopped the reply
+  int redacted_ = 0, flagged_ = 0;  // output safety's redactions and flags so far
   int tokens_received_ = 0;
   absl::Time generate_at_;
   trace::SpanContext trace_;  // set by Start

@@ -89,7 +89,17 @@ class PipelineTest : public ::testing::Test {
   FakeInputGuard input_;
   FakeGenerator generator_;
   FakeOutputGates gates_;
-  Pipeline pipeline_{"test", input_, generator_, gates_, clock_};
+  // The fail-closed stops recorded for the audit trail: "direction org request".
+  std::vector<std::string> fail_closed_;
+  Pipeline pipeline_{
+      "test",
+      input_,
+      generator_,
+      gates_,
+      clock_,
+      [this](const CheckContext& ctx, std::string_view direction) {
+        fail_closed_.push_back(std::string(direction) + " " + ctx.org_id + " " + ctx.request_id);
+      }};
   std::shared_ptr<RecordingSink> sink_ = std::make_shared<RecordingSink>();
 };
 
@@ -126,6 +136,7 @@ TEST_F(PipelineTest, RefusedInputNeverReachesTheScheduler) {
   EXPECT_EQ(generator_.calls(), 0u);
   EXPECT_EQ(sink_->log, (std::vector<std::string>{"error:INVALID_ARGUMENT"}));
   EXPECT_NE(sink_->error.message().find("e-mail"), std::string::npos);
+  EXPECT_TRUE(fail_closed_.empty()) << "a verdict, not a failure to get one";
 }
 
 TEST_F(PipelineTest, NoInputVerdictFailsClosed) {
@@ -134,6 +145,9 @@ TEST_F(PipelineTest, NoInputVerdictFailsClosed) {
   EXPECT_EQ(generator_.calls(), 0u);
   EXPECT_EQ(sink_->error.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(sink_->error.message().find("10.1.2.3"), std::string::npos) << sink_->error;
+  const auto request = MakeRequest();
+  EXPECT_EQ(fail_closed_,
+            (std::vector<std::string>{"input " + request->org_id() + " " + request->request_id()}));
 }
 
 TEST_F(PipelineTest, InputCheckCanBeSkippedByACallerThatDidIt) {
@@ -291,6 +305,20 @@ TEST_F(PipelineTest, RefusedOutputEndsTheReplyAsARefusalAfterTheTextBeforeIt) {
   EXPECT_EQ(sink_->finish.refusal->category, "test.rule");
   EXPECT_FALSE(sink_->finish.refusal->explanation.empty());
   EXPECT_TRUE(generator_.last()->cancelled()) << "the worker stops generating";
+  EXPECT_TRUE(fail_closed_.empty());
+}
+
+TEST_F(PipelineTest, TheFinishCountsWhatOutputSafetyRedactedAndFlagged) {
+  gates_.set_redacted_substring("@");
+  gates_.set_flagged_substring("odd");
+  generator_.set_script({Started("m", 1), Token("a@b.io"), Token("odd"), Token("c@d.io"),
+                         Token("fine"), Finished("end_turn", 1, 4)});
+  pipeline_.Run(MakeRequest(), sink_);
+  EXPECT_EQ(sink_->log,
+            (std::vector<std::string>{"start:m:1", "text:[REDACTED]", "text:odd", "text:[REDACTED]",
+                                      "text:fine", "finish:end_turn:1:4"}));
+  EXPECT_EQ(sink_->finish.safety_redacted, 2);
+  EXPECT_EQ(sink_->finish.safety_flagged, 1);
 }
 
 TEST_F(PipelineTest, OutputSafetyDownFailsClosed) {
@@ -298,6 +326,9 @@ TEST_F(PipelineTest, OutputSafetyDownFailsClosed) {
   generator_.set_script({Started("m", 1), Token("secret"), Finished("end_turn", 1, 1)});
   pipeline_.Run(MakeRequest(), sink_);
   EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1", "error:UNAVAILABLE"}));
+  const auto request = MakeRequest();
+  EXPECT_EQ(fail_closed_, (std::vector<std::string>{"output " + request->org_id() + " " +
+                                                    request->request_id()}));
 }
 
 }  // namespace

@@ -184,13 +184,20 @@ class FakeOutputGate final : public pipeline::OutputGate {
       // What came before the match goes out; the reply stops there.
       done(Released{.text = piece.substr(0, at),
                     .refusal = pipeline::Refusal{"test.rule", "the output matched a test rule"}});
+    } else if (Holds(piece, gates_.redacted_)) {
+      done(Released{.text = "[REDACTED]", .redacted = 1});
     } else {
-      done(Released{.text = std::move(piece)});
+      const int flagged = Holds(piece, gates_.flagged_) ? 1 : 0;
+      done(Released{.text = std::move(piece), .flagged = flagged});
     }
   }
   void Flush(Done done) override { done(Released{}); }
 
  private:
+  static bool Holds(const std::string& piece, const std::string& s) {
+    return !s.empty() && piece.find(s) != std::string::npos;
+  }
+
   FakeOutputGates& gates_;
 };
 

@@ -116,6 +116,10 @@ class FakeOutputGates final : public pipeline::OutputGates {
  public:
   std::unique_ptr<pipeline::OutputGate> Open(const pipeline::CheckContext& ctx) override;
   void set_blocked_substring(std::string s) { blocked_ = std::move(s); }
+  // A piece holding `s` comes back as "[REDACTED]" (one redaction), or
+  // whole and flagged.
+  void set_redacted_substring(std::string s) { redacted_ = std::move(s); }
+  void set_flagged_substring(std::string s) { flagged_ = std::move(s); }
   void set_status(absl::Status st) { status_ = std::move(st); }
   int pushes() const { return pushes_; }
   const std::vector<pipeline::CheckContext>& opened() const { return opened_; }
@@ -123,7 +127,7 @@ class FakeOutputGates final : public pipeline::OutputGates {
  private:
   friend class FakeOutputGate;
   std::vector<pipeline::CheckContext> opened_;
-  std::string blocked_;
+  std::string blocked_, redacted_, flagged_;
   absl::Status status_;
   int pushes_ = 0;
 };

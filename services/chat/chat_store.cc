@@ -23,6 +23,7 @@ cpb::ChatMessage RowToMessage(const pqxx::row& r) {
   m.set_model(r[9].as<std::string>());
   m.set_created_at_unix_ms(r[10].as<int64_t>());
   m.set_stream_last_offset(r[11].as<int64_t>());
+  m.set_safety_result(r[12].as<std::string>());
   return m;
 }
 

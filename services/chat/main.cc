@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
   sb::pipeline::Generator& generator = absl::GetFlag(FLAGS_direct_streaming)
                                            ? static_cast<sb::pipeline::Generator&>(leased)
                                            : relayed;
-  sb::pipeline::Pipeline pipeline("chat", input, generator, gates, sb::RealClock());
+  sb::pipeline::Pipeline pipeline("chat", input, generator, gates, sb::RealClock(),
+                                  sb::pipeline::AuditFailClosed(**producer, "chat"));
 
   // Every database call of the service runs here, one thread per connection;
   // the queue holds a burst of turns starting or ending at once.

@@ -24,7 +24,7 @@ inline constexpr const char* kFindConversation =
 inline constexpr const char* kFindByClientId =
     "SELECT message_id, conversation_id, coalesce(parent_id, ''), role, content, status, "
     " stop_reason, input_tokens, output_tokens, model, "
-    " (extract(epoch from created_at) * 1000)::bigint, stream_last_offset "
+    " (extract(epoch from created_at) * 1000)::bigint, stream_last_offset, safety_result "
     "FROM messages WHERE conversation_id = $1 AND client_message_id = $2";
 
 inline constexpr const char* kFindReply =
@@ -53,14 +53,14 @@ inline constexpr const char* kCompleteMessage =
 inline constexpr const char* kListMessages =
     "SELECT message_id, conversation_id, coalesce(parent_id, ''), role, content, status, "
     " stop_reason, input_tokens, output_tokens, model, "
-    " (extract(epoch from created_at) * 1000)::bigint, stream_last_offset "
+    " (extract(epoch from created_at) * 1000)::bigint, stream_last_offset, safety_result "
     "FROM messages WHERE conversation_id = $1 AND message_id > $2 "
     "ORDER BY message_id LIMIT $3";
 
 inline constexpr const char* kGetMessage =
     "SELECT m.message_id, m.conversation_id, coalesce(m.parent_id, ''), m.role, m.content, "
     " m.status, m.stop_reason, m.input_tokens, m.output_tokens, m.model, "
-    " (extract(epoch from m.created_at) * 1000)::bigint, m.stream_last_offset "
+    " (extract(epoch from m.created_at) * 1000)::bigint, m.stream_last_offset, m.safety_result "
     "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
     "WHERE m.conversation_id = $1 AND m.message_id = $2 AND c.org_id = $3 AND c.user_id = $4 "
     " AND c.deleted_at IS NULL";

@@ -55,7 +55,10 @@ class ChatTurnSink final : public pipeline::Sink,
 
   void OnFinish(const pipeline::FinishInfo& info) override {
     result_.status = "complete";
-    result_.safety_result = "allow";
+    result_.safety_result = info.refusal               ? "filtered"
+                            : info.safety_redacted > 0 ? "redacted"
+                            : info.safety_flagged > 0  ? "flagged"
+                                                       : "pass";
     result_.stop_reason = info.stop_reason;
     result_.input_tokens = info.input_tokens;
     result_.output_tokens = info.output_tokens;
@@ -149,6 +152,7 @@ class ChatTurnSink final : public pipeline::Sink,
     m->set_content(result_.content);
     m->set_status("complete");
     m->set_stop_reason(result_.stop_reason);
+    m->set_safety_result(result_.safety_result);
     m->set_input_tokens(result_.input_tokens);
     m->set_output_tokens(result_.output_tokens);
     m->set_model(result_.model);

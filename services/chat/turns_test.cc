@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <thread>
+#include <tuple>
 
 #include "gtest/gtest.h"
 #include "sbadmin/admin.h"
@@ -121,6 +122,7 @@ TEST_F(TurnsTest, EveryEventOfTheReplyIsAnEntryWithContiguousOffsets) {
   EXPECT_EQ(stored->status(), "complete");
   EXPECT_EQ(stored->content(), "Hello");
   EXPECT_EQ(stored->stream_last_offset(), 7);
+  EXPECT_EQ(stored->safety_result(), "pass");
   std::lock_guard<std::mutex> lock(mu_);
   ASSERT_EQ(published_.size(), 1u);
   EXPECT_EQ(published_[0].type(), "message.completed");
@@ -150,6 +152,33 @@ TEST_F(TurnsTest, ARefusedReplyStoresExactlyWhatReadersWereSent) {
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(stored->content(), sent);
   EXPECT_EQ(stored->stop_reason(), "refusal");
+  EXPECT_EQ(stored->safety_result(), "filtered");
+}
+
+// A reply output safety changed records what it did: redacted (what readers
+// were sent, with the data replaced, is what is stored) or flagged.
+TEST_F(TurnsTest, AReplyRecordsWhetherSafetyRedactedOrFlaggedIt) {
+  gates_.set_redacted_substring("@");
+  gates_.set_flagged_substring("suspicious");
+  for (const auto& [token, result, content] :
+       {std::tuple{"me@x.io", "redacted", "mail [REDACTED] later"},
+        std::tuple{"suspicious", "flagged", "mail suspicious later"}}) {
+    SCOPED_TRACE(result);
+    generator_.set_script({sb::testing::Started("sim-small", 3), sb::testing::Token("mail "),
+                           sb::testing::Token(token), sb::testing::Token(" later"),
+                           sb::testing::Finished("end_turn", 3, 3)});
+    const TurnSpec spec = NewTurn();
+    turns_.Start(spec);
+    std::string sent;
+    for (const auto& e : WaitForEnd(spec.assistant_message_id)) {
+      if (e.kind == Kind::kDelta) sent += e.text;
+    }
+    EXPECT_EQ(sent, content);
+    auto stored = store_.GetMessage(scope_, spec.conversation_id, spec.assistant_message_id);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_EQ(stored->content(), sent);
+    EXPECT_EQ(stored->safety_result(), result);
+  }
 }
 
 TEST_F(TurnsTest, AFailureEndsTheStreamWithAnErrorAndAFailedReply) {

@@ -17,6 +17,7 @@
 #include "http/http_server.h"
 #include "pipeline/grpc_backends.h"
 #include "storage/api_keys.h"
+#include "storage/kafka.h"
 #include "storage/pg.h"
 #include "storage/redis_cluster.h"
 #include "storage/redis_pipeline.h"
@@ -55,6 +56,10 @@ ABSL_FLAG(std::string, scheduler_address, "127.0.0.1:50054",
 ABSL_FLAG(bool, direct_streaming, true,
           "Stream tokens from the worker under a scheduler lease (Admit); false: through the "
           "scheduler (its Generate relay, the older path)");
+ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092",
+          "Kafka bootstrap servers (SWITCHBOARD_KAFKA_BROKERS): requests refused or stopped "
+          "because safety was unavailable go to the safety audit trail (safety.audit). Empty: "
+          "they are only logged");
 ABSL_FLAG(std::string, chat_address, "127.0.0.1:50051", "chat gRPC address");
 ABSL_FLAG(std::string, connection_manager_address, "127.0.0.1:50052",
           "connection-manager gRPC address");
@@ -138,7 +143,23 @@ int main(int argc, char** argv) {
   sb::pipeline::Generator& generator = absl::GetFlag(FLAGS_direct_streaming)
                                            ? static_cast<sb::pipeline::Generator&>(leased)
                                            : relayed;
-  sb::pipeline::Pipeline pipeline("gateway", input, generator, gates, sb::RealClock());
+  // Fail-closed stops go to the safety audit trail; while Kafka is away
+  // they wait in the producer's queue.
+  std::unique_ptr<sb::KafkaProducer> audit_producer;
+  sb::pipeline::FailClosedRecorder fail_closed;
+  if (const std::string brokers = absl::GetFlag(FLAGS_kafka_brokers); !brokers.empty()) {
+    auto created = sb::KafkaProducer::Create(brokers);
+    if (!created.ok()) {
+      spdlog::critical("gateway: {}", created.status().ToString());
+      return 1;
+    }
+    audit_producer = std::move(*created);
+    fail_closed = sb::pipeline::AuditFailClosed(*audit_producer, "gateway");
+  } else {
+    spdlog::warn("gateway: no --kafka_brokers: fail-closed stops are only logged");
+  }
+  sb::pipeline::Pipeline pipeline("gateway", input, generator, gates, sb::RealClock(),
+                                  std::move(fail_closed));
 
   // Admission: limits from PostgreSQL, refreshed in the background;
   // counters in Redis, the fallback in process.

@@ -98,6 +98,13 @@ GateResult OutputGate::Finish() {
   return Decide(true);
 }
 
+void OutputGate::Decided(const Finding& in_reply, Action action, std::string_view text,
+                         const Finding& in_text) const {
+  if (options_.on_decision) {
+    options_.on_decision(in_reply, action, text.substr(in_text.start, in_text.end - in_text.start));
+  }
+}
+
 GateResult OutputGate::Decide(bool final) {
   GateResult r;
   const std::string text = context_ + held_;
@@ -126,12 +133,16 @@ GateResult OutputGate::Decide(bool final) {
     const Finding in_reply{f.category, reply_base + f.start, reply_base + f.end};
     if (m.action == Action::kFlag) {
       // Seen again while part of it is held: recorded once.
-      if (flagged_.empty() || flagged_.back().start < in_reply.start) flagged_.push_back(in_reply);
+      if (flagged_.empty() || flagged_.back().start < in_reply.start) {
+        flagged_.push_back(in_reply);
+        Decided(in_reply, m.action, text, f);
+      }
       continue;  // released as it is
     }
     // Part of a match may have gone out already when it outgrew the window.
     const size_t start = std::max(f.start, cursor);
     r.release.append(text, cursor, start - cursor);
+    Decided(in_reply, m.action, text, f);
     if (m.action == Action::kBlock) {
       stopped_ = true;
       r.stopped = in_reply;

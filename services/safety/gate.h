@@ -23,6 +23,7 @@
 // Not thread-safe: one gate per reply.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,6 +38,10 @@ namespace sb::safety {
 struct GateOptions {
   std::shared_ptr<const Policy> policy = Policy::Default();
   size_t window = 256;  // bytes held back at most
+  // Called once for each match acted on (flag, redact, block) when it is
+  // decided, with its offsets in the reply and its text as written: the
+  // audit trail hashes the span, which the gate may release (flag) or drop.
+  std::function<void(const Finding& in_reply, Action action, std::string_view span)> on_decision;
 };
 
 struct GateResult {
@@ -64,6 +69,8 @@ class OutputGate {
 
  private:
   GateResult Decide(bool final);
+  void Decided(const Finding& in_reply, Action action, std::string_view text,
+               const Finding& in_text) const;
 
   GateOptions options_;
   // The last bytes released, as written: the rules look behind the held

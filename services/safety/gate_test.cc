@@ -258,6 +258,38 @@ TEST(OutputGateTest, AFlaggedMatchGoesThroughAndIsRecordedOnce) {
   }
 }
 
+// What the audit trail gets: each match acted on is reported exactly once,
+// with its offsets and its text as written, however the reply is cut.
+TEST(OutputGateTest, EachDecisionIsReportedOnceWithItsSpanAsWritten) {
+  struct Reported {
+    Finding finding;
+    Action action;
+    std::string span;
+  };
+  for (const auto& [name, action] :
+       {std::pair{"redact", Action::kRedact}, std::pair{"block", Action::kBlock},
+        std::pair{"flag", Action::kFlag}}) {
+    const auto policy = Every(name);
+    for (const Case& c : Cases()) {
+      const std::string text = c.before + c.pii + c.after;
+      for (const auto& cut : RandomCuts(text.size(), 200, 23)) {
+        std::vector<Reported> reported;
+        GateOptions options{.policy = policy};
+        options.on_decision = [&reported](const Finding& f, Action a, std::string_view span) {
+          reported.push_back({f, a, std::string(span)});
+        };
+        Gate(text, cut, options);
+        ASSERT_EQ(reported.size(), 1u) << name << ": " << text;
+        EXPECT_EQ(reported[0].action, action);
+        EXPECT_EQ(reported[0].finding.category, c.category);
+        EXPECT_EQ(reported[0].finding.start, c.before.size());
+        EXPECT_EQ(reported[0].finding.end, c.before.size() + c.pii.size());
+        ASSERT_EQ(reported[0].span, c.pii) << name;
+      }
+    }
+  }
+}
+
 // A rule the policy allows neither stops nor changes the reply.
 TEST(OutputGateTest, AnAllowedRuleIsNoMatch) {
   const std::string text = "call +44 20 7946 0958 now";

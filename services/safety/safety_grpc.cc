@@ -51,9 +51,11 @@ void CountFinding(const char* direction, const std::string& category, Action act
 
 grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckRequest* req,
                                 CheckResponse* resp, Direction direction, const Policy& policy,
-                                InputThrottle* throttle) {
+                                InputThrottle* throttle, AuditLog* audit) {
   const char* dir = direction == Direction::kInput ? "input" : "output";
   const absl::Time now = absl::Now();
+  const AuditScope scope{req->request_id(), req->org_id(), req->end_user_id(), direction,
+                         policy.version()};
   if (throttle != nullptr) {
     if (const absl::Duration wait = throttle->Wait(req->org_id(), req->end_user_id(), now);
         wait > absl::ZeroDuration()) {
@@ -66,6 +68,7 @@ grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckReq
           seconds, " s"));
       resp->set_policy_version(policy.version());
       CountCheck(dir, "throttled");
+      if (audit != nullptr) audit->Record(scope, "throttle", "throttle", 0, 0, {});
       auto* reactor = ctx->DefaultReactor();
       reactor->Finish(grpc::Status::OK);
       return reactor;
@@ -78,6 +81,11 @@ grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckReq
   for (const auto& d : v.decisions) ToProto(d.finding, d.action, resp->add_findings());
   for (const auto& d : v.decisions) {
     CountFinding(dir, d.finding.category, d.action);
+    if (audit != nullptr && d.action != Action::kAllow) {
+      const Finding& f = d.finding;
+      audit->Record(scope, f.category, AuditAction(d.action, direction), f.start, f.end,
+                    std::string_view(req->text()).substr(f.start, f.end - f.start));
+    }
     if (d.action == Action::kFlag) {
       spdlog::info("request_id={} org={} {} flagged: {} at {}..{} (policy version {})",
                    req->request_id(), req->org_id(), dir, d.finding.category, d.finding.start,
@@ -107,8 +115,8 @@ grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckReq
 // way, so the gate is only touched by one callback at a time.
 class ModerateReactor final : public ModerateReactorBase {
  public:
-  ModerateReactor(PolicyStore& policies, size_t window, grpc::Status refused)
-      : policies_(policies), window_(window) {
+  ModerateReactor(PolicyStore& policies, size_t window, AuditLog* audit, grpc::Status refused)
+      : policies_(policies), window_(window), audit_(audit) {
     if (!refused.ok()) {
       Finish(refused);
       return;
@@ -126,7 +134,18 @@ class ModerateReactor final : public ModerateReactorBase {
     if (request_.has_start() && !gate_) {
       request_id_ = request_.start().request_id();
       org_id_ = request_.start().org_id();
-      gate_.emplace(GateOptions{.policy = policies_.For(org_id_), .window = window_});
+      auto policy = policies_.For(org_id_);
+      GateOptions options{.policy = policy, .window = window_};
+      if (audit_ != nullptr) {
+        options.on_decision = [this, scope = AuditScope{request_id_, org_id_,
+                                                        request_.start().end_user_id(),
+                                                        Direction::kOutput, policy->version()}](
+                                  const Finding& f, Action action, std::string_view span) {
+          audit_->Record(scope, f.category, AuditAction(action, Direction::kOutput), f.start, f.end,
+                         span);
+        };
+      }
+      gate_.emplace(std::move(options));
     }
     if (!gate_) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -184,6 +203,7 @@ class ModerateReactor final : public ModerateReactorBase {
  private:
   PolicyStore& policies_;
   const size_t window_;
+  AuditLog* const audit_;
   ModerateOutputRequest request_;
   ModerateOutputResponse response_;
   std::optional<OutputGate> gate_;
@@ -226,7 +246,8 @@ grpc::ServerUnaryReactor* OnPool(grpc::CallbackServerContext* ctx, ThreadPool& p
 
 ModerateReactorBase* SafetyServiceImpl::ModerateOutput(grpc::CallbackServerContext* ctx) {
   return new ModerateReactor(
-      policies_, window_, grpcx::Authorize(*ctx, "/switchboard.safety.v1.Safety/ModerateOutput"));
+      policies_, window_, audit_,
+      grpcx::Authorize(*ctx, "/switchboard.safety.v1.Safety/ModerateOutput"));
 }
 
 grpc::ServerUnaryReactor* SafetyServiceImpl::CheckInput(grpc::CallbackServerContext* ctx,
@@ -234,7 +255,8 @@ grpc::ServerUnaryReactor* SafetyServiceImpl::CheckInput(grpc::CallbackServerCont
                                                         CheckResponse* resp) {
   if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.Safety/CheckInput"))
     return refused;
-  return Check(ctx, req, resp, Direction::kInput, *policies_.For(req->org_id()), &throttle_);
+  return Check(ctx, req, resp, Direction::kInput, *policies_.For(req->org_id()), &throttle_,
+               audit_);
 }
 
 grpc::ServerUnaryReactor* SafetyServiceImpl::CheckOutput(grpc::CallbackServerContext* ctx,
@@ -242,7 +264,7 @@ grpc::ServerUnaryReactor* SafetyServiceImpl::CheckOutput(grpc::CallbackServerCon
                                                          CheckResponse* resp) {
   if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.Safety/CheckOutput"))
     return refused;
-  return Check(ctx, req, resp, Direction::kOutput, *policies_.For(req->org_id()), nullptr);
+  return Check(ctx, req, resp, Direction::kOutput, *policies_.For(req->org_id()), nullptr, audit_);
 }
 
 grpc::ServerUnaryReactor* SafetyAdminImpl::SetPolicy(
@@ -271,6 +293,24 @@ grpc::ServerUnaryReactor* SafetyAdminImpl::GetPolicy(
     auto stored = policies_.Get(req->org_id(), req->version());
     if (!stored.ok()) return ForCaller(stored.status(), "GetPolicy");
     ToProto(req->org_id(), *stored, resp);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* SafetyAdminImpl::ListAudit(
+    grpc::CallbackServerContext* ctx, const switchboard::safety::v1::ListAuditRequest* req,
+    switchboard::safety::v1::ListAuditResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.SafetyAdmin/ListAudit"))
+    return refused;
+  return OnPool(ctx, pool_, [this, req, resp] {
+    if (audit_db_ == nullptr) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "this safety replica has no audit database (--pg)");
+    }
+    auto listed = sb::safety::ListAudit(*audit_db_, *req);
+    if (!listed.ok()) return ForCaller(listed.status(), "ListAudit");
+    *resp = std::move(*listed);
     return grpc::Status::OK;
   });
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/thread_pool.h"
+#include "safety/audit.h"
 #include "safety/gate.h"
 #include "safety/policy_store.h"
 #include "safety/throttle.h"
@@ -13,9 +14,11 @@ namespace sb::safety {
 class SafetyServiceImpl final : public switchboard::safety::v1::Safety::CallbackService {
  public:
   // `window`: ModerateOutput's gates hold back at most this much.
-  // `throttle`: CheckInput's per-user throttle (throttle.h).
-  SafetyServiceImpl(PolicyStore& policies, size_t window = 256, ThrottleOptions throttle = {})
-      : policies_(policies), window_(window), throttle_(throttle) {}
+  // `throttle`: CheckInput's per-user throttle (throttle.h). `audit`
+  // (may be null): where every decision other than a plain allow goes.
+  SafetyServiceImpl(PolicyStore& policies, size_t window = 256, ThrottleOptions throttle = {},
+                    AuditLog* audit = nullptr)
+      : policies_(policies), window_(window), throttle_(throttle), audit_(audit) {}
 
   grpc::ServerUnaryReactor* CheckInput(grpc::CallbackServerContext* ctx,
                                        const switchboard::safety::v1::CheckRequest* req,
@@ -33,12 +36,15 @@ class SafetyServiceImpl final : public switchboard::safety::v1::Safety::Callback
   PolicyStore& policies_;
   const size_t window_;
   InputThrottle throttle_;
+  AuditLog* const audit_;
 };
 
-// Policies are read and written on `pool` (PostgreSQL calls block).
+// Policies and the audit trail are read and written on `pool` (PostgreSQL
+// calls block). `audit_db` null: no audit table (ListAudit fails).
 class SafetyAdminImpl final : public switchboard::safety::v1::SafetyAdmin::CallbackService {
  public:
-  SafetyAdminImpl(PolicyStore& policies, ThreadPool& pool) : policies_(policies), pool_(pool) {}
+  SafetyAdminImpl(PolicyStore& policies, ThreadPool& pool, PgPool* audit_db = nullptr)
+      : policies_(policies), pool_(pool), audit_db_(audit_db) {}
 
   grpc::ServerUnaryReactor* SetPolicy(grpc::CallbackServerContext* ctx,
                                       const switchboard::safety::v1::SetPolicyRequest* req,
@@ -46,10 +52,14 @@ class SafetyAdminImpl final : public switchboard::safety::v1::SafetyAdmin::Callb
   grpc::ServerUnaryReactor* GetPolicy(grpc::CallbackServerContext* ctx,
                                       const switchboard::safety::v1::GetPolicyRequest* req,
                                       switchboard::safety::v1::PolicyResponse* resp) override;
+  grpc::ServerUnaryReactor* ListAudit(grpc::CallbackServerContext* ctx,
+                                      const switchboard::safety::v1::ListAuditRequest* req,
+                                      switchboard::safety::v1::ListAuditResponse* resp) override;
 
  private:
   PolicyStore& policies_;
   ThreadPool& pool_;
+  PgPool* const audit_db_;
 };
 
 }  // namespace sb::safety

@@ -5,7 +5,8 @@
 // names a service of the same file on that service's gRPC port (the
 // scheduler's list names every one of its replicas). The trust
 // rules are checked too: mutual TLS with the service's own pair on every
-// service, credentials for Redis and Kafka on every client, a NetworkPolicy
+// service, credentials for Redis and Kafka on every client (and safety's
+// audit key wherever it has Kafka), a NetworkPolicy
 // per workload admitting exactly the callers the flags imply, nothing but the
 // gateway's HTTP port published beyond loopback, and no key material in git.
 // So is operability: every pod template fits Pod Security "restricted" on a
@@ -596,6 +597,26 @@ TEST_F(ComposeTest, DatastoreClientsHaveCredentialsAndDatastoresRequireThem) {
     }
     ExpectDatastoreCredentials(name, flags, files.count(".secrets/redis.env") > 0,
                                files.count(".secrets/kafka.env") > 0);
+    // A binary that takes --kafka_brokers has a loopback default, which
+    // names nothing in a container: it is told where Kafka is.
+    if (FlagsOf(name).count("kafka_brokers")) {
+      EXPECT_TRUE(flags.count("kafka_brokers")) << name << " is not told where Kafka is";
+    }
+  }
+  // Safety hashes the spans of its audit trail with its own key, which it
+  // requires whenever it has Kafka.
+  {
+    const auto flags = FlagArgs(Strings(Field(services_["safety"], "command")));
+    ASSERT_TRUE(flags.count("kafka_brokers")) << "safety does not publish its audit trail";
+    ASSERT_TRUE(flags.count("audit_key_file")) << "safety has Kafka but no --audit_key_file";
+    const auto mounted = SecretTargets(services_["safety"]);
+    const std::string path = flags.at("audit_key_file");
+    EXPECT_EQ(Dirname(path), "/run/secrets");
+    ASSERT_TRUE(mounted.count(Basename(path))) << "safety does not mount " << path;
+    const std::string file = secrets[mounted.at(Basename(path))]["file"].as<std::string>("");
+    EXPECT_EQ(file, ".secrets/audit_key");
+    EXPECT_GE(absl::StripAsciiWhitespace(ReadFile(GeneratedDeploy() + "/" + file)).size(), 32u)
+        << "deploy/make-secrets writes no audit key";
   }
   // Both ends of the usage events sign with the same key.
   for (const std::string name : {"inference-worker", "billing"}) {
@@ -1092,6 +1113,27 @@ TEST_P(KubernetesTest, EveryWorkloadMountsItsOwnTlsPairAndDatastoreCredentials) 
     }
     ExpectDatastoreCredentials(name, flags, env.count("SWITCHBOARD_REDIS_PASSWORD") > 0,
                                env.count("SWITCHBOARD_KAFKA_SASL_PASSWORD") > 0);
+    // (Its loopback default names nothing in a pod.)
+    if (FlagsOf(name).count("kafka_brokers")) {
+      EXPECT_TRUE(flags.count("kafka_brokers")) << name << " is not told where Kafka is";
+    }
+  }
+  // Safety's audit key (required with Kafka), from its own Secret.
+  {
+    const YAML::Node pod = WorkloadPod("safety")["spec"];
+    const auto flags = Settings(pod["containers"][0]);
+    ASSERT_TRUE(flags.count("kafka_brokers")) << "safety does not publish its audit trail";
+    ASSERT_TRUE(flags.count("audit_key_file")) << "safety has Kafka but no --audit_key_file";
+    const auto [secret, key] = SecretFile(pod, pod["containers"][0], flags.at("audit_key_file"));
+    EXPECT_EQ(Unhashed(secret), "switchboard-audit-key")
+        << "safety does not mount its audit key (directory mounts only)";
+    if (prod()) {
+      ASSERT_TRUE(operator_.count("Secret/switchboard-audit-key"))
+          << "datastores.example.yaml lacks the audit key";
+      EXPECT_TRUE(Dig(operator_["Secret/switchboard-audit-key"], {"stringData", key})) << key;
+    } else {
+      EXPECT_EQ(generated_["switchboard-audit-key"][key], "secrets/audit-key");
+    }
   }
   for (const std::string name : {"inference-worker", "billing"}) {
     const YAML::Node pod = WorkloadPod(name)["spec"];

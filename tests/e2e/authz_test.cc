@@ -57,6 +57,7 @@ const std::map<std::string, std::set<std::string>> kMethodCallers = {
     {"/switchboard.safety.v1.Safety/ModerateOutput", {"gateway", "chat"}},
     {"/switchboard.safety.v1.SafetyAdmin/SetPolicy", {"operator"}},
     {"/switchboard.safety.v1.SafetyAdmin/GetPolicy", {"operator"}},
+    {"/switchboard.safety.v1.SafetyAdmin/ListAudit", {"operator"}},
     {"/switchboard.scheduler.v1.TenantScheduler/RegisterWorker", {"inference-worker"}},
     {"/switchboard.scheduler.v1.TenantScheduler/Heartbeat", {"inference-worker"}},
     {"/switchboard.scheduler.v1.TenantScheduler/ListWorkers", {"operator"}},

@@ -19,6 +19,11 @@ std::string UsageKeyFlag(const Infra& infra) {
   return "--usage_signing_key_file=" + infra.dir() + "/usage_signing.key";
 }
 
+// Safety hashes the spans of its audit trail with it (required with Kafka).
+std::string AuditKeyFlag(const Infra& infra) {
+  return "--audit_key_file=" + infra.dir() + "/audit.key";
+}
+
 }  // namespace
 
 const std::vector<std::string>& Cluster::ServiceNames() {
@@ -43,6 +48,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
     return absl::InternalError("tools/certs failed: " + out);
   }
   std::ofstream(c->infra_->dir() + "/usage_signing.key") << RandomHex(32) << "\n";
+  std::ofstream(c->infra_->dir() + "/audit.key") << RandomHex(32) << "\n";
   for (const auto& s : ServiceNames()) {
     c->grpc_ports_[s] = FreePort();
     c->metrics_ports_[s] = FreePort();
@@ -72,7 +78,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
   std::vector<std::string> billing = {pg, kafka, UsageKeyFlag(*c->infra_)};
   billing.insert(billing.end(), options.billing_flags.begin(), options.billing_flags.end());
   const std::vector<std::pair<std::string, std::vector<std::string>>> order = {
-      {"safety", {pg, "--policy_refresh=200ms"}},
+      {"safety", {pg, "--policy_refresh=200ms", kafka, AuditKeyFlag(*c->infra_)}},
       {SchedulerName(0), scheduler_flags},
       {SchedulerName(1), scheduler_flags},
       {"inference-worker",
@@ -82,7 +88,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
       {"chat", {pg, redis, kafka, schedulers, "--safety_address=" + addr("safety")}},
       {"connection-manager", {redis, "--chat_address=" + addr("chat")}},
       {"gateway",
-       {pg, redis, "--http_port=" + std::to_string(c->http_port_),
+       {pg, redis, kafka, "--http_port=" + std::to_string(c->http_port_),
         "--safety_address=" + addr("safety"), schedulers, "--chat_address=" + addr("chat"),
         "--connection_manager_address=" + addr("connection-manager")}},
   };
@@ -222,6 +228,7 @@ absl::StatusOr<Cluster::Gateway> Cluster::StartGateway(const std::string& name,
       "--drain_seconds=1",
       "--pg=" + infra_->pg_uri(),
       "--redis_port=" + std::to_string(infra_->redis_port()),
+      "--kafka_brokers=" + infra_->kafka(),
       "--safety_address=" + grpc_address("safety"),
       "--scheduler_address=" + scheduler_addresses(),
       "--chat_address=" + grpc_address("chat"),

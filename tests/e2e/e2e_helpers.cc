@@ -73,6 +73,13 @@ std::string KeyOfNewOrg(const std::string& org) {
   return key.ok() ? *key : "";
 }
 
+int CountEvents(std::string_view body, std::string_view name) {
+  const std::string line = "event: " + std::string(name);
+  int n = 0;
+  for (size_t p = 0; (p = body.find(line, p)) != std::string_view::npos; p += line.size()) ++n;
+  return n;
+}
+
 absl::StatusOr<int64_t> SetSafetyPolicy(const std::string& org, const std::string& document) {
   auto stub = switchboard::safety::v1::SafetyAdmin::NewStub(g_cluster->Channel("safety"));
   switchboard::safety::v1::SetPolicyRequest req;
@@ -84,6 +91,27 @@ absl::StatusOr<int64_t> SetSafetyPolicy(const std::string& org, const std::strin
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   if (auto st = FromGrpcStatus(stub->SetPolicy(&ctx, req, &resp)); !st.ok()) return st;
   return resp.version();
+}
+
+std::vector<switchboard::safety::v1::AuditEvent> AuditOf(const std::string& org, size_t at_least) {
+  auto stub = switchboard::safety::v1::SafetyAdmin::NewStub(g_cluster->Channel("safety"));
+  std::vector<switchboard::safety::v1::AuditEvent> events;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  do {
+    events.clear();
+    switchboard::safety::v1::ListAuditRequest req;
+    req.set_org_id(org);
+    req.set_limit(1000);
+    switchboard::safety::v1::ListAuditResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (stub->ListAudit(&ctx, req, &resp).ok()) {
+      events.assign(resp.events().begin(), resp.events().end());
+    }
+    if (events.size() >= at_least) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  } while (std::chrono::steady_clock::now() < give_up);
+  return events;
 }
 
 http::Response Post(const std::string& target, const std::string& body, const std::string& key,

@@ -7,12 +7,14 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "e2e/cluster.h"
 #include "http/http_client.h"
 #include "switchboard/billing/v1/billing.pb.h"
+#include "switchboard/safety/v1/safety.pb.h"
 #include "trace/otlp_receiver.h"
 
 namespace sb::testing {
@@ -58,9 +60,14 @@ http::Response Get(const std::string& target, http::Headers extra = {},
                    const std::string& key = "");
 std::string MessagesBody(const std::string& prompt, bool stream, int max_tokens = 200,
                          const std::string& model = "sim-small");
+// How many `event: NAME` lines an SSE body holds so far (text deltas, say).
+int CountEvents(std::string_view body, std::string_view name);
 // Sets `org`'s safety policy (SafetyAdmin/SetPolicy as the operator): its
 // new version, or the status.
 absl::StatusOr<int64_t> SetSafetyPolicy(const std::string& org, const std::string& document);
+// `org`'s safety audit trail (SafetyAdmin/ListAudit as the operator), once
+// it holds at least `at_least` events or 20 s have passed.
+std::vector<switchboard::safety::v1::AuditEvent> AuditOf(const std::string& org, size_t at_least);
 // Expects an Anthropic-shaped error with `status` and `type`.
 void ExpectError(const http::Response& r, int status, const std::string& type);
 // The billing records of one request, waiting for them to be metered and,

@@ -249,9 +249,7 @@ TEST(ChatTest, ResumableStreamAndHistory) {
       {.port = g_cluster->http_port(), .target = url, .headers = {{"x-api-key", g_cluster->api_key()}}},
       [&](std::string_view d) {
         first_body.append(d);
-        int n = 0;
-        for (size_t p = 0; (p = first_body.find("event: content_block_delta", p)) != std::string::npos; ++p) ++n;
-        return n < 3;
+        return CountEvents(first_body, "content_block_delta") < 3;
       });
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_EQ(first->status, 200);

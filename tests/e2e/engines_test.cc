@@ -4,6 +4,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <filesystem>
+#include <map>
+#include <pqxx/pqxx>
 #include <thread>
 
 #include "e2e/e2e_helpers.h"
@@ -148,6 +150,196 @@ TEST_F(UpstreamEngineTest, AnOrgThatRedactsGetsTheReplyWithTheDataReplaced) {
     ASSERT_EQ(o.status, 200) << o.body;
     EXPECT_EQ(json::parse(o.body)["choices"][0]["message"]["content"], text);
   }
+}
+
+// A chat turn runs the same gate: under a redacting policy readers are sent
+// the reply with the data replaced, the stored message is exactly that, and
+// it records what safety did.
+TEST_F(UpstreamEngineTest, AChatReplyIsRedactedAsStreamedAndStoredSo) {
+  const std::string key = KeyOfNewOrg("chat-redact");
+  ASSERT_TRUE(
+      SetSafetyPolicy("chat-redact", R"({"rules": {"pii.email": {"output": "redact"}}})").ok());
+  auto created = Post("/v1/conversations", R"({"model":"llama-8b"})", key);
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string cid = json::parse(created.body)["id"];
+  auto sent = Post("/v1/conversations/" + cid + "/messages",
+                   R"({"content":"tell me [mock:pii=email]"})", key);
+  ASSERT_EQ(sent.status, 202) << sent.body;
+  const json s = json::parse(sent.body);
+  auto stream = Get(s["stream_url"], {}, key);
+  ASSERT_EQ(stream.status, 200) << stream.body;
+  std::string streamed;
+  for (const auto& e : ParseSse(stream.body)) {
+    if (e.event == "content_block_delta") streamed += e.data["delta"]["text"].get<std::string>();
+  }
+  EXPECT_EQ(streamed.rfind("The quick brown write to [REDACTED:pii.email] today", 0), 0u)
+      << streamed;
+  EXPECT_EQ(stream.body.find("jane"), std::string::npos) << stream.body;
+
+  auto listed = Get("/v1/conversations/" + cid + "/messages", {}, key);
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  const json messages = json::parse(listed.body)["data"];
+  ASSERT_EQ(messages.size(), 2u) << listed.body;
+  const json& reply = messages[1];
+  EXPECT_EQ(reply["id"], s["assistant_message_id"]);
+  EXPECT_EQ(reply["content"], streamed) << "stored == streamed";
+  EXPECT_EQ(reply["safety_result"], "redacted");
+  EXPECT_EQ(listed.body.find("jane"), std::string::npos) << listed.body;
+}
+
+// The audit trail: every decision other than a plain allow, input and
+// output, is one row (through Kafka safety.audit into safety_audit) with
+// its rule, action, policy version, offsets and a keyed hash of the span —
+// never the text; the table refuses changes; sbadmin lists it.
+TEST_F(UpstreamEngineTest, EveryDecisionButAnAllowIsAuditedOnceWithoutItsText) {
+  const std::string org = "audit-org";
+  const std::string key = KeyOfNewOrg(org);
+  ASSERT_TRUE(SetSafetyPolicy(org, R"({"rules": {
+      "pii.email": {"input": "flag", "output": "redact"},
+      "pii.card_number": {"output": "block"}},
+      "blocklist": {"terms": ["Project Bluebird"], "input": "block"}})")
+                  .ok());
+  auto send = [&](const std::string& prompt) {
+    json b = json::parse(MessagesBody(prompt, false, 30, "llama-8b"));
+    b["metadata"] = {{"user_id", "auditor-1"}};
+    return Post("/v1/messages", b.dump(), key);
+  };
+  struct Expected {
+    std::string request_id, direction, rule, action;
+    int start, end;
+  };
+  std::vector<Expected> expected;
+  auto r = send("mail me at bob@corp.io");
+  ASSERT_EQ(r.status, 200) << r.body;
+  expected.push_back({r.headers["request-id"], "input", "pii.email", "flag", 11, 22});
+  r = send("tell me about Project Bluebird");
+  ExpectError(r, 400, "invalid_request_error");
+  expected.push_back({r.headers["request-id"], "input", "blocklist.term", "block", 14, 30});
+  // "The quick brown write to jane.doe@example.com today ..." (the mock), twice.
+  for (int i = 0; i < 2; ++i) {
+    r = send("tell me [mock:pii=email]");
+    ASSERT_EQ(r.status, 200) << r.body;
+    expected.push_back({r.headers["request-id"], "output", "pii.email", "redact", 25, 45});
+  }
+  r = send("tell me [mock:pii=card]");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["stop_reason"], "refusal");
+  expected.push_back({r.headers["request-id"], "output", "pii.card_number", "block", 25, 44});
+
+  auto events = AuditOf(org, expected.size());
+  // Anything late (a duplicate) would show up by now.
+  std::this_thread::sleep_for(1500ms);
+  events = AuditOf(org, expected.size());
+  ASSERT_EQ(events.size(), expected.size()) << g_cluster->Logs();
+  std::map<std::string, std::string> hash_of;
+  for (const Expected& want : expected) {
+    SCOPED_TRACE(want.rule + " " + want.action);
+    int found = 0;
+    for (const auto& e : events) {
+      if (e.request_id() != want.request_id) continue;
+      ++found;
+      EXPECT_EQ(e.org_id(), org);
+      EXPECT_EQ(e.end_user_id(), "auditor-1");
+      EXPECT_EQ(e.direction(), want.direction);
+      EXPECT_EQ(e.rule(), want.rule);
+      EXPECT_EQ(e.action(), want.action);
+      EXPECT_EQ(e.policy_version(), 1);
+      EXPECT_EQ(e.start(), want.start);
+      EXPECT_EQ(e.end(), want.end);
+      EXPECT_EQ(e.source(), "safety");
+      EXPECT_EQ(e.span_hash().size(), 64u);
+      const std::string all = e.DebugString();
+      for (const char* text : {"bob", "corp.io", "jane", "example.com", "4111", "Bluebird"}) {
+        EXPECT_EQ(all.find(text), std::string::npos) << text << " in " << all;
+      }
+      hash_of[want.request_id] = e.span_hash();
+    }
+    EXPECT_EQ(found, 1) << "exactly one row per decision";
+  }
+  EXPECT_EQ(hash_of[expected[2].request_id], hash_of[expected[3].request_id])
+      << "the same address hashes alike";
+  EXPECT_NE(hash_of[expected[2].request_id], hash_of[expected[0].request_id]);
+
+  // Append-only: no change, no early delete.
+  pqxx::connection c(g_cluster->infra().pg_uri());
+  {
+    pqxx::work tx(c);
+    EXPECT_THROW(tx.exec_params("UPDATE safety_audit SET rule = 'x' WHERE org_id = $1", org),
+                 pqxx::sql_error);
+  }
+  {
+    pqxx::work tx(c);
+    EXPECT_THROW(tx.exec_params("DELETE FROM safety_audit WHERE org_id = $1", org),
+                 pqxx::sql_error);
+  }
+
+  std::string out;
+  ASSERT_EQ(RunCommand({Infra::BuildDir() + "/tools/sbadmin", "--pg=" + g_cluster->infra().pg_uri(),
+                        "safety", "audit", org, "--since=1h"},
+                       &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("5 decisions since"), std::string::npos) << out;
+  EXPECT_NE(out.find("pii.card_number"), std::string::npos) << out;
+  EXPECT_NE(out.find(expected[1].request_id), std::string::npos) << out;
+}
+
+// Fail closed, for real: safety is killed while a slow reply streams. The
+// reply stops with an error event and no more text (at most the one token
+// already on its way); a request while safety is down is refused; both
+// stops are in the audit trail once safety is back.
+TEST_F(UpstreamEngineTest, SafetyKilledMidStreamStopsTheReplyAndTheStopIsAudited) {
+  const std::string org = "failclosed-org";
+  const std::string key = KeyOfNewOrg(org);
+  std::string body;
+  int deltas = 0, deltas_at_kill = -1;
+  auto streamed = http::FetchStreaming(
+      {.port = g_cluster->http_port(),
+       .method = "POST",
+       .target = "/v1/messages",
+       .headers = {{"x-api-key", key}, {"content-type", "application/json"}},
+       // 200 tokens at 20 a second: ten seconds, were it not stopped.
+       .body = MessagesBody("[mock:tps=20,tokens=200] go on", true, 200, "llama-8b")},
+      [&](std::string_view d) {
+        body.append(d);
+        deltas = CountEvents(body, "content_block_delta");
+        if (deltas >= 3 && deltas_at_kill < 0) {
+          deltas_at_kill = deltas;
+          g_cluster->Kill("safety");
+        }
+        return true;
+      });
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  ASSERT_GE(deltas_at_kill, 3) << body;
+  EXPECT_LE(deltas, deltas_at_kill + 1) << "no text after safety went away\n" << body;
+  EXPECT_EQ(body.find("message_stop"), std::string::npos) << body;
+  const auto events = ParseSse(body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().event, "error") << body;
+  EXPECT_EQ(body.find("127.0.0.1"), std::string::npos) << body;
+  const std::string stopped = streamed->headers["request-id"];
+
+  auto refused = Post("/v1/messages", MessagesBody("hello", false, 10, "llama-8b"), key);
+  ExpectError(refused, 529, "overloaded_error");
+  EXPECT_NE(refused.body.find("safety check is unavailable"), std::string::npos) << refused.body;
+
+  ASSERT_TRUE(g_cluster->Restart("safety").ok()) << g_cluster->Logs();
+  // The gateway's channel reconnects (backing off) before the next tests.
+  for (int i = 0; i < 100 && Post("/v1/messages", MessagesBody("hello", false, 5)).status != 200;
+       ++i) {
+    std::this_thread::sleep_for(200ms);
+  }
+  const auto audit = AuditOf(org, 2);
+  ASSERT_EQ(audit.size(), 2u) << g_cluster->Logs();
+  std::map<std::string, std::string> direction_of;
+  for (const auto& e : audit) {
+    EXPECT_EQ(e.action(), "fail_closed");
+    EXPECT_EQ(e.rule(), "safety.unavailable");
+    EXPECT_EQ(e.source(), "gateway");
+    direction_of[e.request_id()] = e.direction();
+  }
+  EXPECT_EQ(direction_of[stopped], "output");
+  EXPECT_EQ(direction_of[refused.headers["request-id"]], "input");
 }
 
 TEST_F(UpstreamEngineTest, ServesTheUpstreamsTextWithItsUsageInBothDialectsAndTheLedger) {
@@ -316,11 +508,7 @@ TEST(DrainTest, SigtermMetersEverySequenceBeforeExit) {
        .body = MessagesBody("drained mid-stream", true, 400, "sim-term")},
       [&](std::string_view d) {
         body.append(d);
-        deltas = 0;
-        for (size_t p = 0; (p = body.find("event: content_block_delta", p)) != std::string::npos;
-             ++p) {
-          ++deltas;
-        }
+        deltas = CountEvents(body, "content_block_delta");
         if (deltas >= 2 && !stopper.joinable()) {
           stopper = std::thread([&] { worker->process.Stop(10000); });
         }

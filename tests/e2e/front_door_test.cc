@@ -353,11 +353,7 @@ TEST(MeteringTest, AWorkerKilledMidStreamLeavesWhatItDeliveredInTheLedger) {
       [&](std::string_view d) {
         body.append(d);
         if (!killed) {
-          delivered = 0;
-          for (size_t p = 0; (p = body.find("event: content_block_delta", p)) != std::string::npos;
-               ++p) {
-            ++delivered;
-          }
+          delivered = CountEvents(body, "content_block_delta");
           if (delivered >= 12) {
             doomed->process.Kill();
             killed = true;

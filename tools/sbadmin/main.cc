@@ -23,6 +23,9 @@
 //   sbadmin --pg=URI billing reconcile --since=DATE --kafka_brokers=H:P --usage_signing_key_file=F
 //   sbadmin --pg=URI billing reset-offsets --to=earliest|latest|OFFSET [--partition=N]
 //           [--group=billing] [--topic=usage.events]   # a stopped partition's decision
+//   sbadmin --pg=URI safety set-policy ORG FILE.json [--by=WHO]   # a new policy version
+//   sbadmin --pg=URI safety show-policy ORG [--policy_version=N]
+//   sbadmin --pg=URI safety audit ORG [--since=24h|DATE]   # decisions other than allow
 //   sbadmin health [HOST:]METRICS_PORT   # exit 0 when the service is ready (a container probe)
 #include <cstdio>
 #include <cstdlib>
@@ -34,11 +37,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "billing/ledger.h"
 #include "billing/reconcile.h"
 #include "core/config.h"
 #include "http/http_client.h"
+#include "safety/audit.h"
 #include "safety/policy_store.h"
 #include "sbadmin/admin.h"
 #include "storage/pg.h"
@@ -82,7 +88,8 @@ ABSL_FLAG(bool, admin, false,
 ABSL_FLAG(std::string, monthly, "",
           "budget set: the monthly budget in dollars, e.g. 500.00 (0 removes the budget)");
 ABSL_FLAG(std::string, since, "",
-          "billing reconcile: requests started from then on, 2026-12-01 (UTC) or RFC 3339");
+          "billing reconcile: requests started from then on, 2026-12-01 (UTC) or RFC 3339; "
+          "safety audit: decisions from then on, also a duration back from now (default 24h)");
 ABSL_FLAG(std::string, by, "", "safety set-policy: who made the change (default: $USER)");
 ABSL_FLAG(int64_t, policy_version, 0,
           "safety show-policy: this version (default: the one in force)");
@@ -190,18 +197,33 @@ constexpr const char* kBillingUsage =
     "[--group=billing] [--topic=usage.events] | reconcile --since=DATE [--kafka_brokers=H:P] "
     "--usage_signing_key_file=FILE [--topic=usage.events])";
 
+// A time on the command line: a date (UTC midnight) or RFC 3339; with
+// `ago`, also a duration back from now ("24h", "90m").
+std::optional<absl::Time> ParseWhen(const std::string& text, bool ago = false) {
+  absl::Time t;
+  std::string err;
+  if (absl::ParseTime("%Y-%m-%d", text, absl::UTCTimeZone(), &t, &err) ||
+      absl::ParseTime(absl::RFC3339_full, text, &t, &err)) {
+    return t;
+  }
+  absl::Duration back;
+  if (ago && absl::ParseDuration(text, &back) && back >= absl::ZeroDuration()) {
+    return absl::Now() - back;
+  }
+  return std::nullopt;
+}
+
 // `billing reconcile`: the ledger against the topic. 0: no drift; 3:
 // drift (listed); 1: could not tell.
 int RunReconcile() {
-  absl::Time since;
-  std::string err;
   const std::string text = absl::GetFlag(FLAGS_since);
-  if (!absl::ParseTime("%Y-%m-%d", text, absl::UTCTimeZone(), &since, &err) &&
-      !absl::ParseTime(absl::RFC3339_full, text, &since, &err)) {
+  const std::optional<absl::Time> when = ParseWhen(text);
+  if (!when) {
     std::fprintf(stderr, "sbadmin billing reconcile: --since=%s: want 2026-12-01 or RFC 3339\n",
                  text.c_str());
     return 2;
   }
+  const absl::Time since = *when;
   auto signer = sb::UsageSignerFromFlags();
   if (!signer.ok()) {
     std::fprintf(stderr, "sbadmin billing reconcile: %s\n", signer.status().ToString().c_str());
@@ -284,13 +306,12 @@ constexpr const char* kPriceUsage =
 absl::StatusOr<absl::Time> PriceFrom(absl::Time now) {
   const std::string text = absl::GetFlag(FLAGS_from);
   if (text.empty()) return now;
-  absl::Time t;
-  std::string err;
-  if (!absl::ParseTime("%Y-%m-%d", text, absl::UTCTimeZone(), &t, &err) &&
-      !absl::ParseTime(absl::RFC3339_full, text, &t, &err)) {
+  const std::optional<absl::Time> when = ParseWhen(text);
+  if (!when) {
     return absl::InvalidArgumentError("--from=" + text +
                                       ": want 2026-12-01 or 2026-12-01T12:00:00Z");
   }
+  const absl::Time t = *when;
   // A request is priced when it is recorded, at the price in force when it
   // started: a price for the past would not reach what was recorded.
   if (t < now - absl::Minutes(1)) {
@@ -375,15 +396,60 @@ int RunPrice(const std::vector<std::string>& args) {
 
 constexpr const char* kSafetyUsage =
     "sbadmin --pg=URI safety (set-policy ORG FILE.json [--by=WHO] | show-policy ORG "
-    "[--policy_version=N])";
+    "[--policy_version=N] | audit ORG [--since=24h|DATE])";
+
+// `safety audit ORG`: the org's audit trail since --since, oldest first.
+int RunSafetyAudit(const std::string& org) {
+  const std::string text = absl::GetFlag(FLAGS_since).empty() ? "24h" : absl::GetFlag(FLAGS_since);
+  const std::optional<absl::Time> since = ParseWhen(text, /*ago=*/true);
+  if (!since) {
+    std::fprintf(stderr, "sbadmin safety audit: --since=%s: want 24h, 2026-12-01 or RFC 3339\n",
+                 text.c_str());
+    return 2;
+  }
+  sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
+  switchboard::safety::v1::ListAuditRequest request;
+  request.set_org_id(org);
+  request.set_since_unix_ms(absl::ToUnixMillis(*since));
+  request.set_limit(1000);
+  std::printf("%-24s %-28s %-16s %-6s %-22s %-11s %7s %11s %s\n", "decided (UTC)", "request",
+              "end user", "dir", "rule", "action", "policy", "span", "span hash");
+  int64_t rows = 0;
+  for (;;) {
+    auto page = sb::safety::ListAudit(pg, request);
+    if (!page.ok()) {
+      std::fprintf(stderr, "sbadmin safety audit: %s\n", page.status().ToString().c_str());
+      return 1;
+    }
+    for (const auto& e : page->events()) {
+      const std::string span = absl::StrCat(e.start(), "..", e.end());
+      std::printf("%-24s %-28s %-16s %-6s %-22s %-11s %7lld %11s %s\n",
+                  absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(e.at_unix_ms()),
+                                   absl::UTCTimeZone())
+                      .c_str(),
+                  e.request_id().c_str(), e.end_user_id().empty() ? "-" : e.end_user_id().c_str(),
+                  e.direction().c_str(), e.rule().c_str(), e.action().c_str(),
+                  static_cast<long long>(e.policy_version()), span.c_str(),
+                  e.span_hash().empty() ? "-" : e.span_hash().substr(0, 16).c_str());
+      ++rows;
+    }
+    if (page->next_after_event_id().empty()) break;
+    request.set_after_event_id(page->next_after_event_id());
+  }
+  std::printf("%lld decisions since %s\n", static_cast<long long>(rows),
+              absl::FormatTime(absl::RFC3339_sec, *since, absl::UTCTimeZone()).c_str());
+  return 0;
+}
 
 // `sbadmin safety ...`: the orgs' safety policies. Returns the exit code.
 int RunSafety(const std::vector<std::string>& args) {
   const std::string sub = args.size() >= 3 ? args[2] : "";
-  if (!((sub == "set-policy" && args.size() == 5) || (sub == "show-policy" && args.size() == 4))) {
+  if (!((sub == "set-policy" && args.size() == 5) || (sub == "show-policy" && args.size() == 4) ||
+        (sub == "audit" && args.size() == 4))) {
     std::fprintf(stderr, "%s\n", kSafetyUsage);
     return 2;
   }
+  if (sub == "audit") return RunSafetyAudit(args[3]);
   sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
   sb::safety::PolicyStore store(&pg);
   absl::StatusOr<sb::safety::StoredPolicy> policy;

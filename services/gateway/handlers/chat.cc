@@ -45,6 +45,7 @@ json MessageToJson(const cpb::ChatMessage& m) {
           {"content", m.content()},
           {"status", m.status()},
           {"stop_reason", NullIfEmpty(m.stop_reason())},
+          {"safety_result", NullIfEmpty(m.safety_result())},
           {"model", NullIfEmpty(m.model())},
           {"usage", {{"input_tokens", m.input_tokens()}, {"output_tokens", m.output_tokens()}}},
           {"created_at", Iso8601(m.created_at_unix_ms())}};
