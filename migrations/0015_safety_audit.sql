@@ -3,7 +3,8 @@
 -- safety.audit by safety. One row per event_id: a redelivered event is
 -- stored once. Never the checked text: offsets and a keyed hash of the span.
 -- Rows are never changed; the only delete is retention's (--audit_retention),
--- and a row younger than a day cannot be deleted at all.
+-- and a row stored less than a day ago cannot be deleted at all (by the
+-- database's clock, whatever time the event claims); TRUNCATE is refused.
 CREATE TABLE safety_audit (
   event_id       text        PRIMARY KEY,
   -- No reference to orgs: a record outlives whatever it names.
@@ -30,13 +31,17 @@ CREATE INDEX safety_audit_decided_at ON safety_audit (decided_at);
 
 CREATE FUNCTION safety_audit_append_only() RETURNS trigger AS $$
 BEGIN
-  IF TG_OP = 'DELETE' AND OLD.decided_at < now() - interval '1 day' THEN
+  IF TG_OP = 'DELETE' AND OLD.stored_at < now() - interval '1 day' THEN
     RETURN OLD;
   END IF;
-  RAISE EXCEPTION 'safety_audit is append-only (retention removes rows older than a day)';
+  RAISE EXCEPTION 'safety_audit is append-only (retention removes rows stored over a day ago)';
 END;
 $$ LANGUAGE plpgsql;
 
 CREATE TRIGGER safety_audit_append_only
   BEFORE UPDATE OR DELETE ON safety_audit
   FOR EACH ROW EXECUTE FUNCTION safety_audit_append_only();
+
+CREATE TRIGGER safety_audit_no_truncate
+  BEFORE TRUNCATE ON safety_audit
+  FOR EACH STATEMENT EXECUTE FUNCTION safety_audit_append_only();

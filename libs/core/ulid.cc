@@ -1,5 +1,7 @@
 #include "core/ulid.h"
 
+#include <algorithm>
+
 namespace sb {
 namespace {
 
@@ -46,6 +48,18 @@ std::string UlidGenerator::Next(absl::Time now) {
   unsigned __int128 v = 0;
   for (uint8_t b : bytes) v = (v << 8) | b;
   for (int i = 25; i >= 0; --i) {
+    out[i] = kAlphabet[static_cast<int>(v & 31)];
+    v >>= 5;
+  }
+  return out;
+}
+
+std::string UlidLowerBound(absl::Time t) {
+  const int64_t ms = std::max<int64_t>(0, absl::ToUnixMillis(t));
+  std::string out(26, '0');
+  // The first 10 characters carry the 48-bit millisecond count.
+  uint64_t v = static_cast<uint64_t>(ms) & ((uint64_t{1} << 48) - 1);
+  for (int i = 9; i >= 0; --i) {
     out[i] = kAlphabet[static_cast<int>(v & 31)];
     v >>= 5;
   }

@@ -41,4 +41,9 @@ bool IsValidUlid(std::string_view s);
 // The millisecond timestamp encoded in a valid ULID.
 uint64_t UlidTimestampMs(std::string_view ulid);
 
+// The smallest ULID of `t`'s millisecond: every id made at or after `t`
+// compares >= it, every id made before compares < it (a range bound for
+// ULID-keyed rows). Times before 1970 give the smallest ULID.
+std::string UlidLowerBound(absl::Time t);
+
 }  // namespace sb

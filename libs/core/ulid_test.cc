@@ -46,6 +46,21 @@ TEST(UlidTest, RejectsMalformed) {
   EXPECT_TRUE(IsValidUlid("01ARZ3NDEKTSV4RRFFQ69G5FAV"));
 }
 
+TEST(UlidTest, TheLowerBoundOfATimeSeparatesIdsMadeBeforeItFromThoseAtOrAfter) {
+  const absl::Time t = absl::FromUnixMillis(1764633600123);
+  const std::string bound = UlidLowerBound(t);
+  EXPECT_TRUE(IsValidUlid(bound));
+  EXPECT_EQ(UlidTimestampMs(bound), 1764633600123u);
+  // Separate generators: one alone never goes back in time.
+  UlidGenerator before, at, after;
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_LT(before.Next(t - absl::Milliseconds(1)), bound);
+    EXPECT_GE(at.Next(t), bound);
+    EXPECT_GT(after.Next(t + absl::Milliseconds(1)), bound);
+  }
+  EXPECT_EQ(UlidLowerBound(absl::InfinitePast()), std::string(26, '0'));
+}
+
 TEST(UlidTest, Unique) {
   UlidGenerator ids;
   std::set<std::string> seen;

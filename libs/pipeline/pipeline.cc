@@ -44,6 +44,10 @@ Pipeline::Pipeline(std::string name, InputGuard& input, Generator& generator, Ou
       cancelled_(Outcome(name_, "cancelled")),
       failed_(Outcome(name_, "failed")),
       refused_(Outcome(name_, "refused")),
+      checks_(metrics::Default().GetCounter(
+          "sb_pipeline_output_checks_total",
+          "Pieces of output handed to output safety (tokens read while one is checked go as one)",
+          {{"pipeline", name_}})),
       queue_seconds_(metrics::Default().GetHistogram(
           "sb_pipeline_queue_seconds", "From asking the scheduler to the worker's first event",
           {{"pipeline", name_}})) {}
@@ -79,6 +83,7 @@ Generation::Generation(Pipeline& pipeline, std::shared_ptr<Request> request,
 
 void Generation::Start(const RunOptions& options) {
   trace_ = options.trace;
+  read_ahead_bytes_ = options.read_ahead_bytes;
   CheckContext ctx{request_->request_id(), request_->org_id(), request_->end_user_id(), trace_};
   gate_ = pipeline_.gates_.Open(ctx);
   if (!options.check_input) {
@@ -185,21 +190,41 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
     return;
   }
   if (e.has_token()) {
-    bool in_order;
+    std::string& text = *e.mutable_token()->mutable_text();
+    bool in_order, check = false, hold = false, stopped;
     {
       std::lock_guard<std::mutex> lock(mu_);
       in_order = state_ == State::kStreaming;
-      if (in_order) ++tokens_received_;
+      stopped = stopped_reading_;
+      if (in_order && !stopped) {
+        ++tokens_received_;
+        if (checking_) {
+          // Read ahead while the previous piece is checked; past the bound
+          // the worker's stream waits.
+          ahead_ += text;
+          hold = ahead_.size() >= read_ahead_bytes_;
+          if (hold) held_next_ = next;
+        } else {
+          checking_ = check = true;
+        }
+      }
     }
     if (!in_order) {
       RecordFailure(ProtocolError("a token before its start"));
       next(false);
       return;
     }
-    gate_->Push(std::move(*e.mutable_token()->mutable_text()),
-                [self = shared_from_this(), next](absl::StatusOr<OutputGate::Released> released) {
-                  self->Release(std::move(released), next);
-                });
+    if (stopped) {
+      next(false);
+      return;
+    }
+    if (check) Check(std::move(text));
+    if (hold) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopped = stopped_reading_;
+    }
+    next(!stopped);
     return;
   }
   if (e.has_finished()) {
@@ -218,7 +243,15 @@ void Generation::CountSafety(const OutputGate::Released& released) {
   flagged_ += released.flagged;
 }
 
-void Generation::Release(absl::StatusOr<OutputGate::Released> released, Generator::Next next) {
+void Generation::Check(std::string piece) {
+  pipeline_.checks_.Inc();
+  gate_->Push(std::move(piece),
+              [self = shared_from_this()](absl::StatusOr<OutputGate::Released> released) {
+                self->Release(std::move(released));
+              });
+}
+
+void Generation::Release(absl::StatusOr<OutputGate::Released> released) {
   if (!released.ok()) RecordFailure(GateFailure(released.status()));
   if (released.ok()) CountSafety(*released);
   bool stop;
@@ -228,22 +261,63 @@ void Generation::Release(absl::StatusOr<OutputGate::Released> released, Generato
     if (!stop && released->refusal) refusal_ = released->refusal;
   }
   if (stop) {
-    next(false);
+    StopReading();
+    Checked();
     return;
   }
   // A refusal stops the generation once the text before it is out.
   const bool refused = released->refusal.has_value();
   if (released->text.empty()) {
-    next(!refused);
+    if (refused) StopReading();
+    Checked();
     return;
   }
-  sink_->OnText(std::move(released->text), [self = shared_from_this(), next, refused](bool more) {
+  sink_->OnText(std::move(released->text), [self = shared_from_this(), refused](bool more) {
     if (!more) {
       std::lock_guard<std::mutex> lock(self->mu_);
       self->sink_gone_ = true;
     }
-    next(more && !refused);
+    if (!more || refused) self->StopReading();
+    self->Checked();
   });
+}
+
+void Generation::StopReading() {
+  Generator::Next held;
+  std::shared_ptr<GenerateCall> call;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_reading_ = true;
+    ahead_.clear();
+    held = std::move(held_next_);
+    held_next_ = nullptr;
+    call = call_;
+  }
+  if (held) held(false);
+  if (call) call->Cancel();
+}
+
+void Generation::Checked() {
+  std::string piece;
+  Generator::Next held;
+  std::optional<absl::Status> end;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopped_reading_ && !ahead_.empty()) {
+      // What was read meanwhile is the next piece (checking_ stays set).
+      piece = std::move(ahead_);
+      ahead_.clear();
+    } else {
+      checking_ = false;
+      end = std::move(deferred_end_);
+      deferred_end_.reset();
+    }
+    held = std::move(held_next_);
+    held_next_ = nullptr;
+  }
+  if (!piece.empty()) Check(std::move(piece));
+  if (held) held(true);  // room to read ahead again
+  if (end) OnStreamDone(*end);
 }
 
 void Generation::RecordFailure(absl::Status failure) {
@@ -264,6 +338,12 @@ void Generation::OnStreamDone(const absl::Status& status) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (state_ == State::kDone) return;
+    if (checking_) {
+      // A piece is still with the gate or the sink: the end comes after it
+      // (and after what was read ahead).
+      deferred_end_ = status;
+      return;
+    }
     failure = failure_;
     sink_gone = sink_gone_;
     cancelled = cancel_requested_;

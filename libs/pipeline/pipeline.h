@@ -5,9 +5,12 @@
 //
 // It is callback-driven end to end: no thread per generation and no
 // blocking call anywhere; every step continues from the completion of the
-// one before. Exactly one token is in flight at a time, so a slow sink
-// holds back only its own generation (backpressure reaches the worker
-// through the gRPC stream).
+// one before. One piece of output is with output safety (and then the sink)
+// at a time; tokens that arrive meanwhile are read ahead, up to
+// RunOptions::read_ahead_bytes, and go to safety together as the next piece
+// (batching that costs no latency: a batch forms only while a check is under
+// way). Beyond that bound a slow sink or a slow check holds back its own
+// generation (backpressure reaches the worker through the gRPC stream).
 //
 //   auto gen = pipeline.Run(request, sink, {.check_input = true});
 //   exchange->OnClientGone([gen] { gen->Cancel(); });
@@ -168,6 +171,9 @@ struct RunOptions {
   // The span the generation runs for (the API request's, the chat call's):
   // the parent of every call it makes.
   trace::SpanContext trace;
+  // Output read from the worker while the previous piece is being checked,
+  // at most: it goes to output safety as one piece when that check is done.
+  size_t read_ahead_bytes = 4096;
 };
 
 class Generation;
@@ -205,6 +211,7 @@ class Pipeline {
   metrics::Counter& cancelled_;
   metrics::Counter& failed_;
   metrics::Counter& refused_;
+  metrics::Counter& checks_;
   metrics::Histogram& queue_seconds_;
 };
 
@@ -231,7 +238,15 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void StartGenerate();
   void OnEvent(Event&& event, Generator::Next next);
   void OnStreamDone(const absl::Status& status);
-  void Release(absl::StatusOr<OutputGate::Released> released, Generator::Next next);
+  // Hands `piece` to the output gate (one piece at a time).
+  void Check(std::string piece);
+  void Release(absl::StatusOr<OutputGate::Released> released);
+  // The piece being checked is done with (released, refused or failed):
+  // what was read ahead goes next, or a deferred end is handled.
+  void Checked();
+  // No more of the worker's output is wanted (a refusal, a failed check,
+  // a sink that went away): the stream is cancelled, read-ahead dropped.
+  void StopReading();
   // Records the failure that ends the generation (the first one wins); it
   // must already be fit for the caller.
   void RecordFailure(absl::Status failure);
@@ -262,6 +277,13 @@ class Generation : public std::enable_shared_from_this<Generation> {
   FinishInfo finish_;
   std::optional<Refusal> refusal_;  // output safety stopped the reply
   int redacted_ = 0, flagged_ = 0;  // output safety's redactions and flags so far
+  size_t read_ahead_bytes_ = 4096;
+  bool checking_ = false;  // a piece is with the gate, or its text with the sink
+  bool stopped_reading_ = false;
+  std::string ahead_;          // read while checking_, checked next
+  Generator::Next held_next_;  // withheld while ahead_ is full
+  // The stream ended while a piece was being checked: handled after it.
+  std::optional<absl::Status> deferred_end_;
   int tokens_received_ = 0;
   absl::Time generate_at_;
   trace::SpanContext trace_;  // set by Start

@@ -159,21 +159,83 @@ TEST_F(PipelineTest, InputCheckCanBeSkippedByACallerThatDidIt) {
 
 // Backpressure: while the sink has not taken a piece, the stream is not
 // read further.
-TEST_F(PipelineTest, ASlowSinkHoldsBackItsStream) {
+TEST_F(PipelineTest, ASlowSinkHoldsBackItsStreamOnceItsReadAheadIsFull) {
   sink_->hold = true;
-  pipeline_.Run(MakeRequest(), sink_);
+  pipeline_.Run(MakeRequest(), sink_, {.read_ahead_bytes = 8});
   auto call = generator_.last();
   ASSERT_TRUE(call->Emit(Started("sim-small", 3)));
   EXPECT_FALSE(call->wants_more()) << "the sink has not taken message_start yet";
   EXPECT_FALSE(call->Emit(Token("early")));
   sink_->Resume();
   ASSERT_TRUE(call->Emit(Token("one")));
-  EXPECT_FALSE(call->wants_more());
-  EXPECT_EQ(sink_->log.back(), "text:one");
+  EXPECT_EQ(sink_->log.back(), "text:one");  // and the sink has not taken it
+  ASSERT_TRUE(call->Emit(Token("two "))) << "read ahead";
+  ASSERT_TRUE(call->Emit(Token("three")));
+  EXPECT_FALSE(call->wants_more()) << "9 bytes read ahead: the stream waits";
   sink_->Resume();
-  ASSERT_TRUE(call->Emit(Finished("end_turn", 3, 1)));
+  EXPECT_EQ(sink_->log.back(), "text:two three") << "what was read ahead, checked as one piece";
+  EXPECT_TRUE(call->wants_more());
+  sink_->Resume();
+  ASSERT_TRUE(call->Emit(Finished("end_turn", 3, 3)));
   ASSERT_TRUE(call->End(absl::OkStatus()));
-  EXPECT_EQ(sink_->log.back(), "finish:end_turn:3:1");
+  EXPECT_EQ(sink_->log.back(), "finish:end_turn:3:3");
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"one", "two three"}));
+}
+
+// Batching on the output safety stream: tokens that arrive while a piece is
+// being checked go to safety together, as the next piece; the end waits for
+// both.
+TEST_F(PipelineTest, TokensReadWhileAPieceIsCheckedAreCheckedAsOnePiece) {
+  gates_.set_hold(true);
+  generator_.set_script(
+      {Started("m", 1), Token("a"), Token("b"), Token("c"), Finished("end_turn", 1, 3)});
+  pipeline_.Run(MakeRequest(), sink_);
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1"}));
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"a"}));
+  EXPECT_TRUE(generator_.last()->ended()) << "the worker's stream was read to its end";
+  ASSERT_TRUE(gates_.Answer());
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"a", "bc"}));
+  EXPECT_EQ(sink_->log.back(), "text:a");
+  ASSERT_TRUE(gates_.Answer());
+  EXPECT_EQ(sink_->log,
+            (std::vector<std::string>{"start:m:1", "text:a", "text:bc", "finish:end_turn:1:3"}));
+  EXPECT_EQ(sink_->terminal, 1);
+}
+
+TEST_F(PipelineTest, ARefusalDropsWhatWasReadAheadOfIt) {
+  gates_.set_hold(true);
+  gates_.set_blocked_substring("@");
+  generator_.set_script({Started("m", 1), Token("mail "), Token("me@x.io"), Token(" later"),
+                         Finished("end_turn", 1, 3)});
+  pipeline_.Run(MakeRequest(), sink_);
+  ASSERT_TRUE(gates_.Answer());
+  ASSERT_TRUE(gates_.Answer());
+  EXPECT_FALSE(gates_.Answer());
+  EXPECT_EQ(sink_->log,
+            (std::vector<std::string>{"start:m:1", "text:mail ", "text:me", "finish:refusal:1:3"}));
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"mail ", "me@x.io later"}));
+}
+
+TEST_F(PipelineTest, ACancelWhileAPieceIsCheckedReleasesNothingMore) {
+  gates_.set_hold(true);
+  generator_.set_script({Started("m", 1), Token("a"), Token("b")});
+  auto gen = pipeline_.Run(MakeRequest(), sink_);
+  gen->Cancel();
+  EXPECT_EQ(sink_->terminal, 0) << "the piece under check comes first";
+  ASSERT_TRUE(gates_.Answer());
+  EXPECT_FALSE(gates_.Answer()) << "what was read ahead is not checked";
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1", "finish:cancelled:1:2"}));
+}
+
+TEST_F(PipelineTest, OutputSafetyFailingMidStreamDropsWhatWasReadAhead) {
+  gates_.set_hold(true);
+  generator_.set_script({Started("m", 1), Token("a"), Token("b"), Finished("end_turn", 1, 2)});
+  pipeline_.Run(MakeRequest(), sink_);
+  gates_.set_status(absl::UnavailableError("safety went away"));
+  ASSERT_TRUE(gates_.Answer());
+  EXPECT_FALSE(gates_.Answer());
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1", "error:UNAVAILABLE"}));
+  EXPECT_EQ(fail_closed_.size(), 1u);
 }
 
 TEST_F(PipelineTest, CancelStopsTheStreamAndFinishesWithWhatWasGenerated) {

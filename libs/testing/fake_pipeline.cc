@@ -176,6 +176,19 @@ class FakeOutputGate final : public pipeline::OutputGate {
   explicit FakeOutputGate(FakeOutputGates& gates) : gates_(gates) {}
   void Push(std::string piece, Done done) override {
     ++gates_.pushes_;
+    gates_.pieces_.push_back(piece);
+    if (gates_.hold_) {
+      gates_.held_.push_back([this, piece = std::move(piece), done = std::move(done)]() mutable {
+        Decide(std::move(piece), std::move(done));
+      });
+      return;
+    }
+    Decide(std::move(piece), std::move(done));
+  }
+  void Flush(Done done) override { done(Released{}); }
+
+ private:
+  void Decide(std::string piece, const Done& done) {
     if (!gates_.status_.ok()) {
       done(gates_.status_);
     } else if (const size_t at =
@@ -191,15 +204,21 @@ class FakeOutputGate final : public pipeline::OutputGate {
       done(Released{.text = std::move(piece), .flagged = flagged});
     }
   }
-  void Flush(Done done) override { done(Released{}); }
 
- private:
   static bool Holds(const std::string& piece, const std::string& s) {
     return !s.empty() && piece.find(s) != std::string::npos;
   }
 
   FakeOutputGates& gates_;
 };
+
+bool FakeOutputGates::Answer() {
+  if (held_.empty()) return false;
+  auto answer = std::move(held_.front());
+  held_.pop_front();
+  answer();
+  return true;
+}
 
 std::unique_ptr<pipeline::OutputGate> FakeOutputGates::Open(const pipeline::CheckContext& ctx) {
   opened_.push_back(ctx);

@@ -108,7 +108,8 @@ class FakeInputGuard final : public pipeline::InputGuard {
   std::vector<std::function<void(absl::Status)>> held_;
 };
 
-// Output safety: releases each piece at once; a piece that contains
+// Output safety: releases each piece at once (or, with set_hold, when
+// Answer() is called: a check under way); a piece that contains
 // `blocked_substring` is released up to it and refused there (category
 // "test.rule"); every Push is answered with `status` when it is set (safety
 // down).
@@ -121,7 +122,13 @@ class FakeOutputGates final : public pipeline::OutputGates {
   void set_redacted_substring(std::string s) { redacted_ = std::move(s); }
   void set_flagged_substring(std::string s) { flagged_ = std::move(s); }
   void set_status(absl::Status st) { status_ = std::move(st); }
+  void set_hold(bool hold) { hold_ = hold; }
+  // Answers the oldest held piece; false when none is held.
+  bool Answer();
+  size_t held() const { return held_.size(); }
   int pushes() const { return pushes_; }
+  // Every piece pushed, in order.
+  const std::vector<std::string>& pieces() const { return pieces_; }
   const std::vector<pipeline::CheckContext>& opened() const { return opened_; }
 
  private:
@@ -130,6 +137,9 @@ class FakeOutputGates final : public pipeline::OutputGates {
   std::string blocked_, redacted_, flagged_;
   absl::Status status_;
   int pushes_ = 0;
+  bool hold_ = false;
+  std::vector<std::string> pieces_;
+  std::deque<std::function<void()>> held_;
 };
 
 }  // namespace sb::testing

@@ -26,8 +26,14 @@ absl::Status RequireScope(const std::string& org, const std::string& user) {
 }  // namespace
 
 ChatServiceImpl::ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::InputGuard& input,
-                                 EventPublisher publish, ThreadPool& pool)
-    : store_(store), turns_(turns), input_(input), publish_(std::move(publish)), pool_(pool) {}
+                                 EventPublisher publish, ThreadPool& pool,
+                                 pipeline::FailClosedRecorder on_fail_closed)
+    : store_(store),
+      turns_(turns),
+      input_(input),
+      publish_(std::move(publish)),
+      pool_(pool),
+      on_fail_closed_(std::move(on_fail_closed)) {}
 
 void ChatServiceImpl::OnPool(grpc::ServerUnaryReactor* reactor, std::function<absl::Status()> fn) {
   if (!pool_.Submit([reactor, fn = std::move(fn)] { reactor->Finish(ToGrpcStatus(fn())); })) {
@@ -124,21 +130,27 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
   // Input safety before anything is stored: a refused message is never
   // persisted, and no safety verdict refuses it (fail closed).
   const trace::SpanContext trace = trace::ServerSpanContext(ctx);
-  input_.Check({req->request_id(), req->org_id(), req->user_id(), trace}, req->content(),
-               [this, reactor, req, resp, trace](absl::Status verdict) {
-                 if (verdict.code() == absl::StatusCode::kInvalidArgument) {
-                   reactor->Finish(ToGrpcStatus(verdict));
-                   return;
-                 }
-                 if (!verdict.ok()) {
-                   spdlog::warn("request_id={} input safety unavailable: {}", req->request_id(),
-                                verdict.ToString());
-                   reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                                "the safety check is unavailable; retry"));
-                   return;
-                 }
-                 OnPool(reactor, [this, req, resp, trace] { return Store(*req, trace, resp); });
-               });
+  input_.Check(
+      {req->request_id(), req->org_id(), req->user_id(), trace}, req->content(),
+      [this, reactor, req, resp, trace](absl::Status verdict) {
+        // Refused, or the end user throttled (429): safety's reason.
+        if (verdict.code() == absl::StatusCode::kInvalidArgument ||
+            verdict.code() == absl::StatusCode::kResourceExhausted) {
+          reactor->Finish(ToGrpcStatus(verdict));
+          return;
+        }
+        if (!verdict.ok()) {
+          spdlog::warn("request_id={} input safety unavailable: {}", req->request_id(),
+                       verdict.ToString());
+          if (on_fail_closed_) {
+            on_fail_closed_({req->request_id(), req->org_id(), req->user_id(), trace}, "input");
+          }
+          reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                       "the safety check is unavailable; retry"));
+          return;
+        }
+        OnPool(reactor, [this, req, resp, trace] { return Store(*req, trace, resp); });
+      });
   return reactor;
 }
 

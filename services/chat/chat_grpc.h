@@ -12,8 +12,11 @@ namespace sb::chat {
 
 class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackService {
  public:
+  // `on_fail_closed` (may be null) records a send refused because input
+  // safety could not be asked (the safety audit trail).
   ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::InputGuard& input,
-                  EventPublisher publish, ThreadPool& pool);
+                  EventPublisher publish, ThreadPool& pool,
+                  pipeline::FailClosedRecorder on_fail_closed = nullptr);
 
   grpc::ServerUnaryReactor* CreateConversation(
       grpc::CallbackServerContext* ctx, const switchboard::chat::v1::CreateConversationRequest* req,
@@ -42,6 +45,7 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   pipeline::InputGuard& input_;
   EventPublisher publish_;
   ThreadPool& pool_;
+  const pipeline::FailClosedRecorder on_fail_closed_;
 };
 
 }  // namespace sb::chat

@@ -23,7 +23,9 @@ cpb::ChatMessage RowToMessage(const pqxx::row& r) {
   m.set_model(r[9].as<std::string>());
   m.set_created_at_unix_ms(r[10].as<int64_t>());
   m.set_stream_last_offset(r[11].as<int64_t>());
-  m.set_safety_result(r[12].as<std::string>());
+  // Replies stored before the results were told apart say "allow".
+  const std::string safety = r[12].as<std::string>();
+  m.set_safety_result(safety == "allow" ? "pass" : safety);
   return m;
 }
 

@@ -89,8 +89,10 @@ int main(int argc, char** argv) {
   sb::pipeline::Generator& generator = absl::GetFlag(FLAGS_direct_streaming)
                                            ? static_cast<sb::pipeline::Generator&>(leased)
                                            : relayed;
-  sb::pipeline::Pipeline pipeline("chat", input, generator, gates, sb::RealClock(),
-                                  sb::pipeline::AuditFailClosed(**producer, "chat"));
+  // Fail-closed stops (safety unreachable) go to the safety audit trail.
+  const sb::pipeline::FailClosedRecorder fail_closed =
+      sb::pipeline::AuditFailClosed(**producer, "chat");
+  sb::pipeline::Pipeline pipeline("chat", input, generator, gates, sb::RealClock(), fail_closed);
 
   // Every database call of the service runs here, one thread per connection;
   // the queue holds a burst of turns starting or ending at once.
@@ -99,7 +101,7 @@ int main(int argc, char** argv) {
   sb::RedisTokenStream stream(redis,
                               std::chrono::seconds(absl::GetFlag(FLAGS_stream_retention_seconds)));
   sb::chat::Turns turns(store, stream, pipeline, publish, pool, absl::GetFlag(FLAGS_max_turns));
-  sb::chat::ChatServiceImpl service(store, turns, input, publish, pool);
+  sb::chat::ChatServiceImpl service(store, turns, input, publish, pool, fail_closed);
 
   sb::ServiceRunner runner("chat");
   runner.AddService(&service);

@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <limits>
 #include <map>
 
 #include "absl/time/clock.h"
@@ -26,13 +28,23 @@ metrics::Counter& Stored(const char* outcome) {
       {{"outcome", outcome}});
 }
 
+// Whether a failed insert is about the events (a value the table refuses:
+// skipped, logged) rather than the database (retried until it is stored).
+bool IsTheEvents(const absl::Status& st) {
+  return st.code() == absl::StatusCode::kInvalidArgument ||
+         st.code() == absl::StatusCode::kFailedPrecondition;
+}
+
 bool Storable(const spb::AuditEvent& e) {
   const bool direction = e.direction() == "input" || e.direction() == "output";
   const bool action = e.action() == "flag" || e.action() == "redact" || e.action() == "block" ||
                       e.action() == "throttle" || e.action() == "fail_closed";
   // PostgreSQL's text holds no NUL.
   const auto no_nul = [](const std::string& s) { return s.find('\0') == std::string::npos; };
-  return direction && action && !e.event_id().empty() && !e.org_id().empty() &&
+  // Decided between 2020 and 2100: a time the table can hold and the
+  // trail's reads can find.
+  const bool when = e.at_unix_ms() >= 1577836800000 && e.at_unix_ms() < 4102444800000;
+  return direction && action && when && !e.event_id().empty() && !e.org_id().empty() &&
          !e.source().empty() && e.start() >= 0 && e.end() >= e.start() && no_nul(e.event_id()) &&
          no_nul(e.org_id()) && no_nul(e.end_user_id()) && no_nul(e.request_id()) &&
          no_nul(e.rule()) && no_nul(e.span_hash()) && no_nul(e.source());
@@ -53,11 +65,15 @@ constexpr char kList[] =
     "SELECT event_id, org_id, end_user_id, request_id, direction, rule, action, policy_version, "
     "span_start, span_end, span_hash, source, "
     "(extract(epoch FROM decided_at) * 1000)::bigint "
-    "FROM safety_audit WHERE org_id = $1 AND event_id > $2 "
-    "AND decided_at >= to_timestamp($3::double precision / 1000) "
-    "ORDER BY event_id LIMIT $4";
+    "FROM safety_audit WHERE org_id = $1 AND event_id > $2 AND event_id >= $3 "
+    "AND decided_at >= to_timestamp($4::double precision / 1000) "
+    "ORDER BY event_id LIMIT $5";
 
-constexpr char kDelete[] = "DELETE FROM safety_audit WHERE decided_at < $1::timestamptz";
+// Never a row stored less than a day ago (the table refuses that), by the
+// database's clock.
+constexpr char kDelete[] =
+    "DELETE FROM safety_audit WHERE decided_at < $1::timestamptz "
+    "AND stored_at < now() - interval '25 hours'";
 
 }  // namespace
 
@@ -82,10 +98,12 @@ spb::AuditEvent AuditLog::Event(const AuditScope& scope, std::string_view rule,
   e.set_rule(std::string(rule));
   e.set_action(std::string(action));
   e.set_policy_version(scope.policy_version);
-  e.set_start(static_cast<int32_t>(start));
-  e.set_end(static_cast<int32_t>(end));
-  // Bound to the org: one org's hashes say nothing about another's text.
-  if (key_ && end > start) e.set_span_hash(key_->Sign(scope.org_id, span));
+  constexpr size_t kMaxOffset = std::numeric_limits<int32_t>::max();
+  e.set_start(static_cast<int32_t>(std::min(start, kMaxOffset)));
+  e.set_end(static_cast<int32_t>(std::min(end, kMaxOffset)));
+  // Bound to the org (one org's hashes say nothing about another's text),
+  // and to this use of the key (never equal to a signature made with it).
+  if (key_ && end > start) e.set_span_hash(key_->Sign("sb-audit-span:" + scope.org_id, span));
   e.set_at_unix_ms(absl::ToUnixMillis(now));
   e.set_source(source_);
   return e;
@@ -132,13 +150,21 @@ absl::Status StoreAuditEvents(PgPool& pg, const std::vector<spb::AuditEvent>& ev
     source.push_back(e.source());
     at.push_back(e.at_unix_ms());
   }
-  return pg.RunVoid([&](pqxx::connection& c) {
+  std::string refused;
+  absl::Status st = pg.RunVoid([&](pqxx::connection& c) {
     pqxx::work tx(c);
-    tx.exec_params(kInsert, PgArray(id), PgArray(org), PgArray(user), PgArray(request),
-                   PgArray(direction), PgArray(rule), PgArray(action), PgArray(version),
-                   PgArray(start), PgArray(end), PgArray(hash), PgArray(source), PgArray(at));
+    try {
+      tx.exec_params(kInsert, PgArray(id), PgArray(org), PgArray(user), PgArray(request),
+                     PgArray(direction), PgArray(rule), PgArray(action), PgArray(version),
+                     PgArray(start), PgArray(end), PgArray(hash), PgArray(source), PgArray(at));
+    } catch (const pqxx::data_exception& e) {
+      refused = e.what();  // a value of this batch, not the database
+      return;
+    }
     tx.commit();
   });
+  if (st.ok() && !refused.empty()) return absl::InvalidArgumentError(refused);
+  return st;
 }
 
 absl::StatusOr<spb::ListAuditResponse> ListAudit(PgPool& pg, const spb::ListAuditRequest& request) {
@@ -146,12 +172,18 @@ absl::StatusOr<spb::ListAuditResponse> ListAudit(PgPool& pg, const spb::ListAudi
   if (request.limit() < 0 || request.limit() > 1000) {
     return absl::InvalidArgumentError("limit must be between 1 and 1000 (0: 100)");
   }
+  if (request.since_unix_ms() < 0 || request.since_unix_ms() >= 4102444800000) {
+    return absl::InvalidArgumentError("since_unix_ms must be a time between 1970 and 2100");
+  }
   const int limit = request.limit() == 0 ? 100 : request.limit();
+  const std::string from = request.since_unix_ms() > 0
+                               ? UlidLowerBound(absl::FromUnixMillis(request.since_unix_ms()))
+                               : std::string();
   return pg.Run<spb::ListAuditResponse>([&](pqxx::connection& c) {
     pqxx::read_transaction tx(c);
     spb::ListAuditResponse out;
     // One more than asked: whether there is a next page.
-    auto rows = tx.exec_params(kList, request.org_id(), request.after_event_id(),
+    auto rows = tx.exec_params(kList, request.org_id(), request.after_event_id(), from,
                                request.since_unix_ms(), limit + 1);
     for (const auto& r : rows) {
       if (out.events_size() == limit) {
@@ -178,8 +210,6 @@ absl::StatusOr<spb::ListAuditResponse> ListAudit(PgPool& pg, const spb::ListAudi
 }
 
 absl::StatusOr<int64_t> DeleteAuditBefore(PgPool& pg, absl::Time cutoff) {
-  // The table refuses to delete a row younger than a day.
-  cutoff = std::min(cutoff, absl::Now() - absl::Hours(25));
   const std::string at = absl::FormatTime(absl::RFC3339_full, cutoff, absl::UTCTimeZone());
   return pg.Run<int64_t>([&](pqxx::connection& c) {
     pqxx::work tx(c);
@@ -249,7 +279,7 @@ void AuditWriter::Store(const std::vector<KafkaMessage>& batch) {
       stored.Inc(static_cast<double>(events.size()));
       break;
     }
-    if (st.code() != absl::StatusCode::kUnavailable && st.code() != absl::StatusCode::kAborted) {
+    if (IsTheEvents(st)) {
       // Something in the batch the table refuses: each alone, skipping it.
       st = StoreOneByOne(events);
       if (st.ok()) break;
@@ -269,19 +299,18 @@ void AuditWriter::Store(const std::vector<KafkaMessage>& batch) {
 absl::Status AuditWriter::StoreOneByOne(const std::vector<spb::AuditEvent>& events) {
   static metrics::Counter& stored = Stored("stored");
   static metrics::Counter& invalid = Stored("invalid");
+  std::vector<const spb::AuditEvent*> refused;
   for (const auto& e : events) {
     const absl::Status st = StoreAuditEvents(pg_, {e});
-    if (st.code() == absl::StatusCode::kUnavailable || st.code() == absl::StatusCode::kAborted) {
-      return st;  // the database, not the event: the batch again later
-    }
-    if (st.ok()) {
-      stored.Inc();
-    } else {
-      invalid.Inc();
+    if (!st.ok() && !IsTheEvents(st)) return st;  // the database: the batch again later
+    if (!st.ok()) {
+      refused.push_back(&e);
       spdlog::error("request_id={} org={} safety audit: event {} cannot be stored: {}",
                     e.request_id(), e.org_id(), e.event_id(), st.ToString());
     }
   }
+  stored.Inc(static_cast<double>(events.size() - refused.size()));
+  invalid.Inc(static_cast<double>(refused.size()));
   return absl::OkStatus();
 }
 

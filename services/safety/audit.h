@@ -12,8 +12,10 @@
 //   writer.Start();
 //
 // Publishing never blocks a check: the producer queues while Kafka is away
-// (storage/kafka.h) and only a full queue loses an event, counted in
-// sb_safety_audit_events_total{outcome="unqueued"} and logged.
+// (storage/kafka.h). An event is lost when that queue is full (counted in
+// sb_safety_audit_events_total{outcome="unqueued"} and logged), or when the
+// process dies with it still queued (a crash, or Kafka still away 10 s into
+// a shutdown): the queue is in memory.
 #pragma once
 
 #include <atomic>
@@ -85,8 +87,8 @@ absl::Status StoreAuditEvents(PgPool& pg,
                               const std::vector<switchboard::safety::v1::AuditEvent>& events);
 absl::StatusOr<switchboard::safety::v1::ListAuditResponse> ListAudit(
     PgPool& pg, const switchboard::safety::v1::ListAuditRequest& request);
-// Removes what was decided before `cutoff` (never less than a day ago: the
-// table refuses younger deletes); the number removed.
+// Removes what was decided before `cutoff`, except rows stored less than
+// 25 hours ago (the table refuses those); the number removed.
 absl::StatusOr<int64_t> DeleteAuditBefore(PgPool& pg, absl::Time cutoff);
 
 struct AuditWriterOptions {

@@ -55,6 +55,8 @@ TEST(AuditLogTest, EqualSpansOfOneOrgHashAlikeAndNothingElseDoes) {
   AuditScope other = kScope;
   other.org_id = "globex";
   EXPECT_NE(a, hash(other, "bob@corp.io")) << "bound to the org";
+  EXPECT_NE(a, Key(std::string(40, 'k')).Sign("acme", "bob@corp.io"))
+      << "never a signature the same key would make for another use";
   AuditLog rekeyed(nullptr, Key(std::string(40, 'z')));
   EXPECT_NE(a, rekeyed.Event(kScope, "pii.email", "flag", 0, 11, "bob@corp.io").span_hash())
       << "keyed: without the key a hash cannot be checked against guesses";

@@ -132,8 +132,9 @@ GateResult OutputGate::Decide(bool final) {
     }
     const Finding in_reply{f.category, reply_base + f.start, reply_base + f.end};
     if (m.action == Action::kFlag) {
-      // Seen again while part of it is held: recorded once.
-      if (flagged_.empty() || flagged_.back().start < in_reply.start) {
+      // Seen again while part of it is held (whole, or cut where part of it
+      // went out): recorded once. Flagged matches never overlap (Resolve).
+      if (flagged_.empty() || flagged_.back().end <= in_reply.start) {
         flagged_.push_back(in_reply);
         Decided(in_reply, m.action, text, f);
       }

@@ -290,6 +290,20 @@ TEST(OutputGateTest, EachDecisionIsReportedOnceWithItsSpanAsWritten) {
   }
 }
 
+// A flagged match longer than the window goes out in parts while it is
+// still being written; it is still recorded once (found in review: it was
+// recorded again with a later start).
+TEST(OutputGateTest, AFlaggedMatchLongerThanTheWindowIsRecordedOnce) {
+  const std::string text = "mail " + std::string(40, 'a') + "@example-mail-server.org then more";
+  for (const auto& cut : RandomCuts(text.size(), 500, 31)) {
+    int reported = 0;
+    GateOptions options{.policy = Every("flag"), .window = 16};
+    options.on_decision = [&reported](const Finding&, Action, std::string_view) { ++reported; };
+    ASSERT_EQ(Gate(text, cut, options).released, text);
+    ASSERT_LE(reported, 1) << "cut into " << cut.size() + 1 << " pieces";
+  }
+}
+
 // A rule the policy allows neither stops nor changes the reply.
 TEST(OutputGateTest, AnAllowedRuleIsNoMatch) {
   const std::string text = "call +44 20 7946 0958 now";

@@ -322,6 +322,13 @@ TEST_F(UpstreamEngineTest, SafetyKilledMidStreamStopsTheReplyAndTheStopIsAudited
   auto refused = Post("/v1/messages", MessagesBody("hello", false, 10, "llama-8b"), key);
   ExpectError(refused, 529, "overloaded_error");
   EXPECT_NE(refused.body.find("safety check is unavailable"), std::string::npos) << refused.body;
+  // A chat send meanwhile: chat checks it, so chat refuses and records it.
+  auto conversation = Post("/v1/conversations", R"({"model":"llama-8b"})", key);
+  ASSERT_EQ(conversation.status, 201) << conversation.body;
+  auto send = Post(
+      "/v1/conversations/" + json::parse(conversation.body)["id"].get<std::string>() + "/messages",
+      R"({"content":"hello"})", key);
+  ExpectError(send, 529, "overloaded_error");
 
   ASSERT_TRUE(g_cluster->Restart("safety").ok()) << g_cluster->Logs();
   // The gateway's channel reconnects (backing off) before the next tests.
@@ -329,17 +336,17 @@ TEST_F(UpstreamEngineTest, SafetyKilledMidStreamStopsTheReplyAndTheStopIsAudited
        ++i) {
     std::this_thread::sleep_for(200ms);
   }
-  const auto audit = AuditOf(org, 2);
-  ASSERT_EQ(audit.size(), 2u) << g_cluster->Logs();
-  std::map<std::string, std::string> direction_of;
+  const auto audit = AuditOf(org, 3);
+  ASSERT_EQ(audit.size(), 3u) << g_cluster->Logs();
+  std::map<std::string, std::string> seen;  // request id -> "direction by source"
   for (const auto& e : audit) {
     EXPECT_EQ(e.action(), "fail_closed");
     EXPECT_EQ(e.rule(), "safety.unavailable");
-    EXPECT_EQ(e.source(), "gateway");
-    direction_of[e.request_id()] = e.direction();
+    seen[e.request_id()] = e.direction() + " by " + e.source();
   }
-  EXPECT_EQ(direction_of[stopped], "output");
-  EXPECT_EQ(direction_of[refused.headers["request-id"]], "input");
+  EXPECT_EQ(seen[stopped], "output by gateway");
+  EXPECT_EQ(seen[refused.headers["request-id"]], "input by gateway");
+  EXPECT_EQ(seen[send.headers["request-id"]], "input by chat");
 }
 
 TEST_F(UpstreamEngineTest, ServesTheUpstreamsTextWithItsUsageInBothDialectsAndTheLedger) {
