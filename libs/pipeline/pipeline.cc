@@ -106,8 +106,7 @@ void Generation::OnInputChecked(const absl::Status& verdict) {
     Finish({.stop_reason = "cancelled"});
     return;
   }
-  if (verdict.code() == absl::StatusCode::kInvalidArgument ||
-      verdict.code() == absl::StatusCode::kResourceExhausted) {  // refused, or throttled
+  if (IsInputRefusal(verdict)) {
     pipeline_.refused_.Inc();
     Fail(verdict);
     return;
@@ -472,8 +471,7 @@ void Generation::Fail(const absl::Status& status) {
   auto keep = std::move(self_);
   if (status.code() == absl::StatusCode::kCancelled) {
     pipeline_.cancelled_.Inc();
-  } else if (status.code() != absl::StatusCode::kInvalidArgument &&
-             status.code() != absl::StatusCode::kResourceExhausted) {  // refusals
+  } else if (!IsInputRefusal(status)) {
     pipeline_.failed_.Inc();
   }
   pipeline_.active_.fetch_sub(1);

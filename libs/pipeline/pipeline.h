@@ -100,6 +100,14 @@ struct CheckContext {
 // reason for the caller. done(ResourceExhausted): the end user is throttled
 // (a reason, and a retry-after payload, core/retry_after.h). Anything else:
 // no verdict (the pipeline fails closed).
+// Whether an InputGuard's status is safety's verdict against the input
+// (refused, or its end user throttled), which the caller is told, rather
+// than no verdict (which fails closed).
+inline bool IsInputRefusal(const absl::Status& verdict) {
+  return verdict.code() == absl::StatusCode::kInvalidArgument ||
+         verdict.code() == absl::StatusCode::kResourceExhausted;
+}
+
 class InputGuard {
  public:
   virtual ~InputGuard() = default;

@@ -350,6 +350,23 @@ absl::StatusOr<std::optional<KafkaMessage>> KafkaConsumer::Poll(std::chrono::mil
   return std::optional<KafkaMessage>(std::move(out));
 }
 
+absl::Status KafkaConsumer::PollBatch(size_t max, std::chrono::milliseconds wait,
+                                      std::vector<KafkaMessage>& out) {
+  for (size_t taken = 0; taken < max; ++taken, wait = std::chrono::milliseconds(0)) {
+    auto polled = Poll(wait);
+    if (!polled.ok()) return polled.status();
+    if (!polled->has_value()) break;
+    out.push_back(std::move(**polled));
+  }
+  return absl::OkStatus();
+}
+
+void KafkaConsumer::CommitBatch(const std::vector<KafkaMessage>& batch) {
+  std::map<Partition, const KafkaMessage*> last;
+  for (const KafkaMessage& msg : batch) last[{msg.topic, msg.partition}] = &msg;
+  for (const auto& [partition, msg] : last) Commit(*msg);
+}
+
 void KafkaConsumer::Commit(const KafkaMessage& msg) {
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, msg.topic.c_str(), msg.partition)->offset = msg.offset + 1;

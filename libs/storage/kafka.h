@@ -140,8 +140,16 @@ class KafkaConsumer {
   // nullopt when nothing arrived in `timeout`. Errors are transient broker
   // trouble worth logging; keep polling.
   absl::StatusOr<std::optional<KafkaMessage>> Poll(std::chrono::milliseconds timeout);
+  // Waits up to `wait` for a message, then takes what has already arrived
+  // with it, appending at most `max` messages to `out` (a batch for one
+  // transaction). A poll error ends the batch and is returned (what was
+  // taken before it stays in `out`): transient broker trouble worth logging.
+  absl::Status PollBatch(size_t max, std::chrono::milliseconds wait,
+                         std::vector<KafkaMessage>& out);
   // Commits `msg.offset + 1` to the group (asynchronously).
   void Commit(const KafkaMessage& msg);
+  // Commits everything `batch` read: the last message of each partition.
+  void CommitBatch(const std::vector<KafkaMessage>& batch);
 
   // The partition's log: its first offset and the offset after its last
   // (the high watermark), asked of the partition's leader.

@@ -236,18 +236,11 @@ void MeteringConsumer::Loop() {
       ReportLag();
       next_lag_report = std::chrono::steady_clock::now() + options_.lag_interval;
     }
-    // Wait for a message, then take what has already arrived with it.
     batch.clear();
-    for (auto wait = std::chrono::milliseconds(200);
-         batch.size() < static_cast<size_t>(std::max(1, options_.max_batch));
-         wait = std::chrono::milliseconds(0)) {
-      auto polled = consumer_->Poll(wait);
-      if (!polled.ok()) {
-        spdlog::warn("billing consumer: {}", polled.status().ToString());
-        break;
-      }
-      if (!polled->has_value()) break;
-      batch.push_back(std::move(**polled));
+    if (auto st = consumer_->PollBatch(static_cast<size_t>(std::max(1, options_.max_batch)),
+                                       std::chrono::milliseconds(200), batch);
+        !st.ok()) {
+      spdlog::warn("billing consumer: {}", st.ToString());
     }
     if (!batch.empty()) RecordBatch(batch);
     if (ledger_.alerts_written() != alerts_seen_) PublishAlerts();
@@ -339,9 +332,7 @@ void MeteringConsumer::RecordBatch(const std::vector<KafkaMessage>& batch) {
       sizes.Observe(static_cast<double>(batch.size()));
       for (size_t i = 0; i < events.size(); ++i) Counted(events[i], (*outcomes)[i]);
       // Informational: the ledger's offsets are the truth.
-      std::map<Partition, const KafkaMessage*> last;
-      for (const KafkaMessage& msg : batch) last[{msg.topic, msg.partition}] = &msg;
-      for (const auto& [p, msg] : last) consumer_->Commit(*msg);
+      consumer_->CommitBatch(batch);
       spdlog::info("billing recorded {} usage event(s) of {} message(s) ({}[{}]@{} ...)",
                    events.size(), batch.size(), batch.front().topic, batch.front().partition,
                    batch.front().offset);

@@ -134,8 +134,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
       {req->request_id(), req->org_id(), req->user_id(), trace}, req->content(),
       [this, reactor, req, resp, trace](absl::Status verdict) {
         // Refused, or the end user throttled (429): safety's reason.
-        if (verdict.code() == absl::StatusCode::kInvalidArgument ||
-            verdict.code() == absl::StatusCode::kResourceExhausted) {
+        if (pipeline::IsInputRefusal(verdict)) {
           reactor->Finish(ToGrpcStatus(verdict));
           return;
         }

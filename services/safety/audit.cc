@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
-#include <map>
 
 #include "absl/time/clock.h"
 #include "core/metrics.h"
@@ -94,7 +93,7 @@ spb::AuditEvent AuditLog::Event(const AuditScope& scope, std::string_view rule,
   e.set_org_id(scope.org_id);
   e.set_end_user_id(scope.end_user_id);
   e.set_request_id(scope.request_id);
-  e.set_direction(scope.direction == Direction::kInput ? "input" : "output");
+  e.set_direction(DirectionName(scope.direction));
   e.set_rule(std::string(rule));
   e.set_action(std::string(action));
   e.set_policy_version(scope.policy_version);
@@ -242,17 +241,10 @@ void AuditWriter::Loop() {
       next_retention =
           std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(options_.retention_every);
     }
-    // Wait for an event, then take what has already arrived with it.
     batch.clear();
-    for (auto wait = std::chrono::milliseconds(200); batch.size() < options_.max_batch;
-         wait = std::chrono::milliseconds(0)) {
-      auto polled = consumer_->Poll(wait);
-      if (!polled.ok()) {
-        spdlog::warn("safety audit consumer: {}", polled.status().ToString());
-        break;
-      }
-      if (!polled->has_value()) break;
-      batch.push_back(std::move(**polled));
+    if (auto st = consumer_->PollBatch(options_.max_batch, std::chrono::milliseconds(200), batch);
+        !st.ok()) {
+      spdlog::warn("safety audit consumer: {}", st.ToString());
     }
     if (!batch.empty()) Store(batch);
   }
@@ -290,10 +282,7 @@ void AuditWriter::Store(const std::vector<KafkaMessage>& batch) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200 << std::min(attempt, 4)));
   }
   if (stop_.load()) return;  // not stored: read again by whoever takes the partitions
-  // The last message of each partition commits all before it.
-  std::map<std::pair<std::string, int32_t>, const KafkaMessage*> last;
-  for (const auto& msg : batch) last[{msg.topic, msg.partition}] = &msg;
-  for (const auto& [partition, msg] : last) consumer_->Commit(*msg);
+  consumer_->CommitBatch(batch);
 }
 
 absl::Status AuditWriter::StoreOneByOne(const std::vector<spb::AuditEvent>& events) {

@@ -72,6 +72,10 @@ absl::Status ParseDirections(const Json& spec, const std::string& category,
 
 }  // namespace
 
+const char* DirectionName(Direction direction) {
+  return direction == Direction::kInput ? "input" : "output";
+}
+
 std::string_view ActionName(Action action) {
   switch (action) {
     case Action::kAllow:

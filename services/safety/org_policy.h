@@ -42,6 +42,8 @@ enum class Direction { kInput, kOutput };
 enum class Action { kAllow, kFlag, kRedact, kBlock };
 
 std::string_view ActionName(Action action);
+// "input" or "output", as policies, metrics and the audit trail name them.
+const char* DirectionName(Direction direction);
 
 // The categories a policy can name: Categories() (rules.h), the blocklist
 // ("blocklist.term", "blocklist.pattern"), the injection heuristics

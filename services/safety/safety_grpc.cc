@@ -52,7 +52,7 @@ void CountFinding(const char* direction, const std::string& category, Action act
 grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckRequest* req,
                                 CheckResponse* resp, Direction direction, const Policy& policy,
                                 InputThrottle* throttle, AuditLog* audit) {
-  const char* dir = direction == Direction::kInput ? "input" : "output";
+  const char* dir = DirectionName(direction);
   const absl::Time now = absl::Now();
   const AuditScope scope{req->request_id(), req->org_id(), req->end_user_id(), direction,
                          policy.version()};
