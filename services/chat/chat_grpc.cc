@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/time/clock.h"
+#include "core/metrics.h"
 #include "grpcx/authz.h"
 #include "grpcx/status.h"
 #include "trace/grpc_trace.h"
@@ -16,6 +17,7 @@ namespace {
 constexpr int kDefaultMaxTokens = 1024;
 constexpr int kMaxMaxTokens = 8192;
 constexpr size_t kMaxContentBytes = 200 * 1024;
+constexpr size_t kMaxTitleBytes = 512;
 
 absl::Status RequireScope(const std::string& org, const std::string& user) {
   if (org.empty() || user.empty())
@@ -33,12 +35,38 @@ ChatServiceImpl::ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::Input
       input_(input),
       publish_(std::move(publish)),
       pool_(pool),
-      on_fail_closed_(std::move(on_fail_closed)) {}
+      on_fail_closed_(std::move(on_fail_closed)),
+      conflicts_(metrics::Default().GetCounter(
+          "sb_chat_version_conflicts_total",
+          "Chat changes refused because the conversation had left the version they expected")) {}
 
-void ChatServiceImpl::OnPool(grpc::ServerUnaryReactor* reactor, std::function<absl::Status()> fn) {
-  if (!pool_.Submit([reactor, fn = std::move(fn)] { reactor->Finish(ToGrpcStatus(fn())); })) {
+void ChatServiceImpl::OnPool(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
+                             std::function<absl::Status()> fn) {
+  if (!pool_.Submit([this, ctx, reactor, fn = std::move(fn)] {
+        const absl::Status st = fn();
+        if (auto version = ConflictVersion(st)) {
+          ctx->AddTrailingMetadata(kVersionTrailer, std::to_string(*version));
+          conflicts_.Inc();
+        }
+        reactor->Finish(ToGrpcStatus(st));
+      })) {
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "chat is overloaded; retry"));
   }
+}
+
+void ChatServiceImpl::Publish(const std::string& type, const Scope& scope,
+                              const std::string& conversation_id,
+                              const cpb::Conversation* conversation,
+                              const cpb::ChatMessage* message) {
+  cpb::ChatEvent ev;
+  ev.set_type(type);
+  ev.set_org_id(scope.org_id);
+  ev.set_user_id(scope.user_id);
+  ev.set_conversation_id(conversation_id);
+  ev.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
+  if (conversation != nullptr) *ev.mutable_conversation() = *conversation;
+  if (message != nullptr) *ev.mutable_message() = *message;
+  publish_(ev);
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
@@ -48,10 +76,12 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
           grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/CreateConversation"))
     return refused;
   auto* reactor = ctx->DefaultReactor();
-  OnPool(reactor, [this, req, resp]() -> absl::Status {
+  OnPool(ctx, reactor, [this, req, resp]() -> absl::Status {
     if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
     if (req->model().empty()) return absl::InvalidArgumentError("model is required");
-    if (req->title().size() > 512) return absl::InvalidArgumentError("title is too long");
+    if (req->title().size() > kMaxTitleBytes) {
+      return absl::InvalidArgumentError("title is too long");
+    }
     if (req->title().find('\0') != std::string::npos) {
       return absl::InvalidArgumentError("title must not contain NUL characters");
     }
@@ -59,13 +89,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
         store_.CreateConversation({req->org_id(), req->user_id()}, req->model(), req->title());
     if (!conv.ok()) return conv.status();
     *resp = std::move(*conv);
-    cpb::ChatEvent ev;
-    ev.set_type("conversation.created");
-    ev.set_org_id(req->org_id());
-    ev.set_user_id(req->user_id());
-    ev.set_conversation_id(resp->id());
-    ev.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
-    publish_(ev);
+    Publish("conversation.created", {req->org_id(), req->user_id()}, resp->id(), resp);
     return absl::OkStatus();
   });
   return reactor;
@@ -75,21 +99,16 @@ absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req,
                                     const trace::SpanContext& trace,
                                     cpb::SendMessageResponse* resp) {
   const Scope scope{req.org_id(), req.user_id()};
-  auto turn =
-      store_.AppendTurn(scope, req.conversation_id(), req.content(), req.client_message_id());
+  auto turn = store_.AppendTurn(
+      scope, req.conversation_id(), req.content(), req.client_message_id(),
+      req.has_expected_version() ? std::optional(req.expected_version()) : std::nullopt);
   if (!turn.ok()) return turn.status();
   *resp->mutable_user_message() = turn->user_message;
   resp->set_assistant_message_id(turn->assistant_message_id);
+  resp->set_conversation_version(turn->conversation_version);
   if (turn->replayed) return absl::OkStatus();  // the first send already started the turn
 
-  cpb::ChatEvent ev;
-  ev.set_type("message.created");
-  ev.set_org_id(req.org_id());
-  ev.set_user_id(req.user_id());
-  ev.set_conversation_id(req.conversation_id());
-  ev.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
-  *ev.mutable_message() = turn->user_message;
-  publish_(ev);
+  Publish("message.created", scope, req.conversation_id(), nullptr, &turn->user_message);
 
   TurnSpec spec;
   spec.scope = scope;
@@ -132,7 +151,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
   const trace::SpanContext trace = trace::ServerSpanContext(ctx);
   input_.Check(
       {req->request_id(), req->org_id(), req->user_id(), trace}, req->content(),
-      [this, reactor, req, resp, trace](absl::Status verdict) {
+      [this, ctx, reactor, req, resp, trace](absl::Status verdict) {
         // Refused, or the end user throttled (429): safety's reason.
         if (pipeline::IsInputRefusal(verdict)) {
           reactor->Finish(ToGrpcStatus(verdict));
@@ -148,7 +167,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
                                        "the safety check is unavailable; retry"));
           return;
         }
-        OnPool(reactor, [this, req, resp, trace] { return Store(*req, trace, resp); });
+        OnPool(ctx, reactor, [this, req, resp, trace] { return Store(*req, trace, resp); });
       });
   return reactor;
 }
@@ -159,7 +178,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ListMessages(grpc::CallbackServerCont
   if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/ListMessages"))
     return refused;
   auto* reactor = ctx->DefaultReactor();
-  OnPool(reactor, [this, req, resp]() -> absl::Status {
+  OnPool(ctx, reactor, [this, req, resp]() -> absl::Status {
     if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
     const int limit = req->limit() <= 0 ? 50 : std::min(req->limit(), 200);
     auto list = store_.ListMessages({req->org_id(), req->user_id()}, req->conversation_id(), limit,
@@ -177,12 +196,98 @@ grpc::ServerUnaryReactor* ChatServiceImpl::GetMessage(grpc::CallbackServerContex
   if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/GetMessage"))
     return refused;
   auto* reactor = ctx->DefaultReactor();
-  OnPool(reactor, [this, req, resp]() -> absl::Status {
+  OnPool(ctx, reactor, [this, req, resp]() -> absl::Status {
     if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
     auto m = store_.GetMessage({req->org_id(), req->user_id()}, req->conversation_id(),
                                req->message_id());
     if (!m.ok()) return m.status();
     *resp = std::move(*m);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::ListConversations(
+    grpc::CallbackServerContext* ctx, const cpb::ListConversationsRequest* req,
+    cpb::ListConversationsResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/ListConversations"))
+    return refused;
+  auto* reactor = ctx->DefaultReactor();
+  OnPool(ctx, reactor, [this, req, resp]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    const int limit = req->limit() <= 0 ? 20 : std::min(req->limit(), 100);
+    auto list = store_.ListConversations({req->org_id(), req->user_id()}, limit, req->cursor(),
+                                         req->archived());
+    if (!list.ok()) return list.status();
+    *resp = std::move(*list);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::GetConversation(grpc::CallbackServerContext* ctx,
+                                                           const cpb::GetConversationRequest* req,
+                                                           cpb::Conversation* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/GetConversation"))
+    return refused;
+  auto* reactor = ctx->DefaultReactor();
+  OnPool(ctx, reactor, [this, req, resp]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    auto conv = store_.GetConversation({req->org_id(), req->user_id()}, req->conversation_id());
+    if (!conv.ok()) return conv.status();
+    *resp = std::move(*conv);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::UpdateConversation(
+    grpc::CallbackServerContext* ctx, const cpb::UpdateConversationRequest* req,
+    cpb::Conversation* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/UpdateConversation"))
+    return refused;
+  auto* reactor = ctx->DefaultReactor();
+  OnPool(ctx, reactor, [this, req, resp]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    ConversationPatch patch;
+    if (req->has_title()) {
+      if (req->title().size() > kMaxTitleBytes) {
+        return absl::InvalidArgumentError("title is too long");
+      }
+      if (req->title().find('\0') != std::string::npos) {
+        return absl::InvalidArgumentError("title must not contain NUL characters");
+      }
+      patch.title = req->title();
+    }
+    if (req->has_archived()) patch.archived = req->archived();
+    if (req->has_expected_version()) patch.expected_version = req->expected_version();
+    const Scope scope{req->org_id(), req->user_id()};
+    auto conv = store_.UpdateConversation(scope, req->conversation_id(), patch);
+    if (!conv.ok()) return conv.status();
+    *resp = std::move(*conv);
+    Publish("conversation.updated", scope, resp->id(), resp);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::DeleteConversation(
+    grpc::CallbackServerContext* ctx, const cpb::DeleteConversationRequest* req,
+    cpb::DeleteConversationResponse*) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/DeleteConversation"))
+    return refused;
+  auto* reactor = ctx->DefaultReactor();
+  OnPool(ctx, reactor, [this, req]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    const Scope scope{req->org_id(), req->user_id()};
+    auto st = store_.DeleteConversation(
+        scope, req->conversation_id(),
+        req->has_expected_version() ? std::optional(req->expected_version()) : std::nullopt);
+    if (!st.ok()) return st;
+    Publish("conversation.deleted", scope, req->conversation_id(), nullptr);
     return absl::OkStatus();
   });
   return reactor;

@@ -4,11 +4,16 @@
 
 #include "chat/chat_store.h"
 #include "chat/turns.h"
+#include "core/metrics.h"
 #include "core/thread_pool.h"
 #include "pipeline/pipeline.h"
 #include "switchboard/chat/v1/chat.grpc.pb.h"
 
 namespace sb::chat {
+
+// The trailing metadata of an ABORTED change that expected another version
+// of the conversation: the version it is at.
+inline constexpr char kVersionTrailer[] = "sb-conversation-version";
 
 class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackService {
  public:
@@ -30,6 +35,18 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   grpc::ServerUnaryReactor* GetMessage(grpc::CallbackServerContext* ctx,
                                        const switchboard::chat::v1::GetMessageRequest* req,
                                        switchboard::chat::v1::ChatMessage* resp) override;
+  grpc::ServerUnaryReactor* ListConversations(
+      grpc::CallbackServerContext* ctx, const switchboard::chat::v1::ListConversationsRequest* req,
+      switchboard::chat::v1::ListConversationsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetConversation(
+      grpc::CallbackServerContext* ctx, const switchboard::chat::v1::GetConversationRequest* req,
+      switchboard::chat::v1::Conversation* resp) override;
+  grpc::ServerUnaryReactor* UpdateConversation(
+      grpc::CallbackServerContext* ctx, const switchboard::chat::v1::UpdateConversationRequest* req,
+      switchboard::chat::v1::Conversation* resp) override;
+  grpc::ServerUnaryReactor* DeleteConversation(
+      grpc::CallbackServerContext* ctx, const switchboard::chat::v1::DeleteConversationRequest* req,
+      switchboard::chat::v1::DeleteConversationResponse* resp) override;
 
  private:
   // After input safety allowed the message: stores it (on the pool) and
@@ -37,8 +54,14 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   absl::Status Store(const switchboard::chat::v1::SendMessageRequest& req,
                      const trace::SpanContext& trace,
                      switchboard::chat::v1::SendMessageResponse* resp);
-  // Runs `fn` on the pool and finishes the call with its status.
-  void OnPool(grpc::ServerUnaryReactor* reactor, std::function<absl::Status()> fn);
+  // Runs `fn` on the pool and finishes the call with its status; a version
+  // conflict's current version goes in the trailing metadata
+  // kVersionTrailer.
+  void OnPool(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
+              std::function<absl::Status()> fn);
+  void Publish(const std::string& type, const Scope& scope, const std::string& conversation_id,
+               const switchboard::chat::v1::Conversation* conversation,
+               const switchboard::chat::v1::ChatMessage* message = nullptr);
 
   ChatStore& store_;
   Turns& turns_;
@@ -46,6 +69,7 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   EventPublisher publish_;
   ThreadPool& pool_;
   const pipeline::FailClosedRecorder on_fail_closed_;
+  metrics::Counter& conflicts_;
 };
 
 }  // namespace sb::chat

@@ -1,5 +1,8 @@
 #include "chat/chat_store.h"
 
+#include <charconv>
+
+#include "absl/strings/cord.h"
 #include "absl/time/clock.h"
 #include "chat/sql.h"
 
@@ -29,7 +32,115 @@ cpb::ChatMessage RowToMessage(const pqxx::row& r) {
   return m;
 }
 
+// The columns of sql.h's conversation reads.
+cpb::Conversation RowToConversation(const Scope& scope, const pqxx::row& r) {
+  cpb::Conversation c;
+  c.set_id(r[0].as<std::string>());
+  c.set_org_id(scope.org_id);
+  c.set_user_id(scope.user_id);
+  c.set_title(r[1].as<std::string>());
+  c.set_model(r[2].as<std::string>());
+  c.set_version(r[3].as<int64_t>());
+  c.set_message_count(r[4].as<int>());
+  c.set_created_at_unix_ms(r[5].as<int64_t>());
+  c.set_last_message_at_unix_ms(r[6].as<int64_t>());
+  c.set_archived(r[7].as<bool>());
+  return c;
+}
+
+// A conversations cursor: "{last_message_at in microseconds}.{id}" of the
+// page's last conversation.
+struct ConversationCursor {
+  int64_t last_message_at_us = 0;
+  std::string id;
+};
+
+std::optional<ConversationCursor> ParseCursor(const std::string& cursor) {
+  const size_t dot = cursor.find('.');
+  if (dot == std::string::npos) return std::nullopt;
+  ConversationCursor c;
+  const char* end = cursor.data() + dot;
+  const auto [stop, ec] = std::from_chars(cursor.data(), end, c.last_message_at_us);
+  if (ec != std::errc() || stop != end || c.last_message_at_us < 0) return std::nullopt;
+  c.id = cursor.substr(dot + 1);
+  if (!IsValidUlid(c.id)) return std::nullopt;
+  return c;
+}
+
+constexpr char kVersionPayload[] = "type.switchboard.dev/chat.conversation_version";
+
+// Under the conversation's row lock: NotFound, a conflict, or its version.
+absl::StatusOr<int64_t> LockForChange(pqxx::work& tx, const Scope& scope,
+                                      const std::string& conversation_id,
+                                      std::optional<int64_t> expected_version) {
+  auto conv = tx.exec_params(sql::kLockConversation, conversation_id, scope.org_id, scope.user_id);
+  if (conv.empty()) return absl::NotFoundError("conversation " + conversation_id + " not found");
+  const int64_t version = conv[0][0].as<int64_t>();
+  if (expected_version && *expected_version != version) {
+    return VersionConflict(*expected_version, version);
+  }
+  return version;
+}
+
 }  // namespace
+
+absl::Status VersionConflict(int64_t expected, int64_t current) {
+  absl::Status st = absl::AbortedError("the conversation is at version " + std::to_string(current) +
+                                       ", not " + std::to_string(expected));
+  st.SetPayload(kVersionPayload, absl::Cord(std::to_string(current)));
+  return st;
+}
+
+std::optional<int64_t> ConflictVersion(const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kAborted) return std::nullopt;
+  auto payload = status.GetPayload(kVersionPayload);
+  if (!payload) return std::nullopt;
+  const std::string text(*payload);
+  int64_t v = 0;
+  const auto [stop, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || stop != text.data() + text.size()) return std::nullopt;
+  return v;
+}
+
+std::string TitleFrom(std::string_view content) {
+  auto is_space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+  };
+  // UTF-8 continuation bytes are 10xxxxxx.
+  auto continues = [](char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; };
+  std::string title;
+  size_t last_word_end = 0;  // where the title ends if cut at a word
+  size_t i = 0;
+  while (i < content.size()) {
+    if (is_space(content[i])) {
+      ++i;
+      continue;
+    }
+    if (!title.empty()) {
+      if (title.size() + 1 >= kMaxAutoTitleBytes) break;
+      last_word_end = title.size();
+      title.push_back(' ');
+    }
+    while (i < content.size() && !is_space(content[i]) && title.size() < kMaxAutoTitleBytes) {
+      title.push_back(content[i++]);
+    }
+    if (title.size() == kMaxAutoTitleBytes) break;
+  }
+  // Stopped inside a word: cut at the last whole word if that keeps at
+  // least half of the title, else at the limit, never inside a character.
+  const bool mid_word =
+      i > 0 && i < content.size() && !is_space(content[i - 1]) && !is_space(content[i]);
+  while (i < content.size() && is_space(content[i])) ++i;
+  if (i == content.size()) return title;
+  if (mid_word && last_word_end >= kMaxAutoTitleBytes / 2) {
+    title.resize(last_word_end);
+  } else if (mid_word && continues(content[i])) {
+    while (!title.empty() && continues(title.back())) title.pop_back();
+    if (!title.empty()) title.pop_back();  // the character's first byte
+  }
+  while (!title.empty() && title.back() == ' ') title.pop_back();
+  return title + "\u2026";
+}
 
 absl::StatusOr<cpb::Conversation> ChatStore::CreateConversation(const Scope& scope,
                                                                 const std::string& model,
@@ -58,8 +169,10 @@ absl::StatusOr<cpb::Conversation> ChatStore::CreateConversation(const Scope& sco
 absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
                                               const std::string& conversation_id,
                                               const std::string& content,
-                                              const std::string& client_message_id) {
+                                              const std::string& client_message_id,
+                                              std::optional<int64_t> expected_version) {
   std::optional<NewTurn> turn;
+  absl::Status refused;
   absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
     pqxx::work tx(c);
     auto conv =
@@ -67,6 +180,7 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
     if (conv.empty()) return;  // not found (or not theirs)
     NewTurn t;
     t.model = conv[0][1].as<std::string>();
+    const int64_t version = conv[0][0].as<int64_t>();
     if (!client_message_id.empty()) {
       auto seen = tx.exec_params(sql::kFindByClientId, conversation_id, client_message_id);
       if (!seen.empty()) {
@@ -79,13 +193,20 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
         return;
       }
     }
+    // Checked after the replay: a retry of an accepted send is the same
+    // turn, however the conversation moved since.
+    if (expected_version && *expected_version != version) {
+      refused = VersionConflict(*expected_version, version);
+      return;
+    }
     const std::string user_id = ids_.Next(absl::Now());
     const std::string reply_id = ids_.Next(absl::Now());
     auto created = tx.exec_params1(sql::kInsertMessage, conversation_id, user_id, "", "user",
                                    content, "complete", client_message_id, "");
     tx.exec_params(sql::kInsertMessage, conversation_id, reply_id, user_id, "assistant", "",
                    "in_progress", "", t.model);
-    tx.exec_params(sql::kBumpConversation, conversation_id, 2);
+    t.conversation_version =
+        tx.exec_params1(sql::kBumpForTurn, conversation_id, TitleFrom(content))[0].as<int64_t>();
     tx.commit();
     t.user_message.set_id(user_id);
     t.user_message.set_conversation_id(conversation_id);
@@ -97,6 +218,7 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
     turn = std::move(t);
   });
   if (!st.ok()) return st;
+  if (!refused.ok()) return refused;
   if (!turn) return absl::NotFoundError("conversation " + conversation_id + " not found");
   return std::move(*turn);
 }
@@ -121,7 +243,7 @@ absl::Status ChatStore::CompleteReply(const std::string& conversation_id,
     tx.exec_params(sql::kCompleteMessage, conversation_id, message_id, r.content, r.status,
                    r.stop_reason, r.input_tokens, r.output_tokens, r.model, r.safety_result,
                    r.stream_last_offset);
-    tx.exec_params(sql::kBumpConversation, conversation_id, 0);
+    tx.exec_params(sql::kTouchConversation, conversation_id);
     tx.commit();
   });
 }
@@ -169,6 +291,87 @@ absl::StatusOr<cpb::ChatMessage> ChatStore::GetMessage(const Scope& scope,
   if (!st.ok()) return st;
   if (!out) return absl::NotFoundError("message " + message_id + " not found");
   return std::move(*out);
+}
+
+absl::StatusOr<cpb::ListConversationsResponse> ChatStore::ListConversations(
+    const Scope& scope, int limit, const std::string& cursor, bool archived) {
+  std::optional<ConversationCursor> after;
+  if (!cursor.empty()) {
+    after = ParseCursor(cursor);
+    if (!after) return absl::InvalidArgumentError("cursor is not a next_cursor of this list");
+  }
+  return pg_.Run<cpb::ListConversationsResponse>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    const pqxx::result rows =
+        after ? tx.exec_params(sql::kListConversationsAfter, scope.org_id, scope.user_id, archived,
+                               limit + 1, after->last_message_at_us, after->id)
+              : tx.exec_params(sql::kListConversations, scope.org_id, scope.user_id, archived,
+                               limit + 1);
+    cpb::ListConversationsResponse resp;
+    for (const auto& r : rows) {
+      if (resp.conversations_size() == limit) {
+        resp.set_has_more(true);
+        const auto& last = rows[limit - 1];
+        resp.set_next_cursor(std::to_string(last[8].as<int64_t>()) + "." +
+                             last[0].as<std::string>());
+        break;
+      }
+      *resp.add_conversations() = RowToConversation(scope, r);
+    }
+    return resp;
+  });
+}
+
+absl::StatusOr<cpb::Conversation> ChatStore::GetConversation(const Scope& scope,
+                                                             const std::string& conversation_id) {
+  std::optional<cpb::Conversation> out;
+  absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    auto rows = tx.exec_params(sql::kGetConversation, conversation_id, scope.org_id, scope.user_id);
+    if (!rows.empty()) out = RowToConversation(scope, rows[0]);
+  });
+  if (!st.ok()) return st;
+  if (!out) return absl::NotFoundError("conversation " + conversation_id + " not found");
+  return std::move(*out);
+}
+
+absl::StatusOr<cpb::Conversation> ChatStore::UpdateConversation(const Scope& scope,
+                                                                const std::string& conversation_id,
+                                                                const ConversationPatch& patch) {
+  if (!patch.title && !patch.archived) return absl::InvalidArgumentError("nothing to change");
+  std::optional<cpb::Conversation> out;
+  absl::Status refused;
+  absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto locked = LockForChange(tx, scope, conversation_id, patch.expected_version);
+    if (!locked.ok()) {
+      refused = locked.status();
+      return;
+    }
+    auto row =
+        tx.exec_params1(sql::kUpdateConversation, conversation_id, patch.title, patch.archived);
+    tx.commit();
+    out = RowToConversation(scope, row);
+  });
+  if (!st.ok()) return st;
+  if (!refused.ok()) return refused;
+  return std::move(*out);
+}
+
+absl::Status ChatStore::DeleteConversation(const Scope& scope, const std::string& conversation_id,
+                                           std::optional<int64_t> expected_version) {
+  absl::Status refused;
+  absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto locked = LockForChange(tx, scope, conversation_id, expected_version);
+    if (!locked.ok()) {
+      refused = locked.status();
+      return;
+    }
+    tx.exec_params(sql::kDeleteConversation, conversation_id);
+    tx.commit();
+  });
+  return st.ok() ? refused : st;
 }
 
 }  // namespace sb::chat

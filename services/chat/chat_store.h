@@ -22,7 +22,26 @@ struct NewTurn {
   switchboard::chat::v1::ChatMessage user_message;
   std::string assistant_message_id;
   std::string model;
+  int64_t conversation_version = 0;  // after the turn (0 when replayed)
   bool replayed = false;  // the client_message_id was seen before: nothing new was written
+};
+
+// Optimistic concurrency: a change that expected another version of the
+// conversation is ABORTED, and the status carries the version it is at.
+absl::Status VersionConflict(int64_t expected, int64_t current);
+std::optional<int64_t> ConflictVersion(const absl::Status& status);
+
+// The title an untitled conversation takes from its first message: its
+// first words, whitespace collapsed, at most kMaxAutoTitleBytes (cut at a
+// word when one ends in the second half, never inside a UTF-8 character),
+// "…" when cut.
+inline constexpr size_t kMaxAutoTitleBytes = 80;
+std::string TitleFrom(std::string_view content);
+
+struct ConversationPatch {
+  std::optional<std::string> title;
+  std::optional<bool> archived;
+  std::optional<int64_t> expected_version;
 };
 
 struct TurnResult {
@@ -49,9 +68,12 @@ class ChatStore {
                                                                          const std::string& title);
   // Appends the user's message and an in-progress assistant reply in one
   // transaction. The same client_message_id again returns the first turn.
+  // With expected_version, the turn is refused (VersionConflict) unless the
+  // conversation is at it; a replay of a client_message_id is not.
   absl::StatusOr<NewTurn> AppendTurn(const Scope& scope, const std::string& conversation_id,
                                      const std::string& content,
-                                     const std::string& client_message_id);
+                                     const std::string& client_message_id,
+                                     std::optional<int64_t> expected_version = std::nullopt);
   // The conversation's completed messages up to `through_id`, oldest first.
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> History(
       const std::string& conversation_id, const std::string& through_id);
@@ -62,6 +84,19 @@ class ChatStore {
   absl::StatusOr<switchboard::chat::v1::ChatMessage> GetMessage(const Scope& scope,
                                                                 const std::string& conversation_id,
                                                                 const std::string& message_id);
+
+  // The user's conversations, most recent last message first; archived
+  // ones only (and only they) with `archived`. `cursor` is a next_cursor
+  // this returned (InvalidArgument otherwise).
+  absl::StatusOr<switchboard::chat::v1::ListConversationsResponse> ListConversations(
+      const Scope& scope, int limit, const std::string& cursor, bool archived);
+  absl::StatusOr<switchboard::chat::v1::Conversation> GetConversation(
+      const Scope& scope, const std::string& conversation_id);
+  absl::StatusOr<switchboard::chat::v1::Conversation> UpdateConversation(
+      const Scope& scope, const std::string& conversation_id, const ConversationPatch& patch);
+  // Hidden from every read at once.
+  absl::Status DeleteConversation(const Scope& scope, const std::string& conversation_id,
+                                  std::optional<int64_t> expected_version);
 
  private:
   PgPool& pg_;

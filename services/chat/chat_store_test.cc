@@ -146,5 +146,151 @@ TEST_F(ChatStoreTest, ListingPagesWithACursor) {
   EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end()) << "a message listed twice";
 }
 
+// Every conversation of a user, in pages: most recent last message first,
+// archived ones apart; no other user's.
+TEST_F(ChatStoreTest, ConversationsListMostRecentFirstInPagesArchivedApart) {
+  const Scope carol{"acme", "carol"};
+  std::vector<std::string> created;
+  for (int i = 0; i < 5; ++i) created.push_back(NewConversation(carol));
+  NewConversation({"acme", "dave"});
+  // A turn moves a conversation to the top.
+  ASSERT_TRUE(store_.AppendTurn(carol, created[1], "bump", "").ok());
+  ConversationPatch archive{.archived = true};
+  auto archived = store_.UpdateConversation(carol, created[3], archive);
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_TRUE(archived->archived());
+
+  std::vector<std::string> listed;
+  std::string cursor;
+  int pages = 0;
+  do {
+    auto page = store_.ListConversations(carol, 2, cursor, false);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const auto& c : page->conversations()) {
+      listed.push_back(c.id());
+      EXPECT_EQ(c.user_id(), "carol");
+      EXPECT_FALSE(c.archived());
+    }
+    cursor = page->has_more() ? page->next_cursor() : "";
+    ++pages;
+  } while (!cursor.empty() && pages < 10);
+  EXPECT_EQ(listed, (std::vector<std::string>{created[1], created[4], created[2], created[0]}));
+  EXPECT_EQ(pages, 2);
+
+  auto only_archived = store_.ListConversations(carol, 10, "", true);
+  ASSERT_TRUE(only_archived.ok());
+  ASSERT_EQ(only_archived->conversations_size(), 1);
+  EXPECT_EQ(only_archived->conversations(0).id(), created[3]);
+  EXPECT_FALSE(only_archived->has_more());
+
+  // Unarchived, it is back among the others (in its place by last message).
+  ASSERT_TRUE(store_.UpdateConversation(carol, created[3], {.archived = false}).ok());
+  auto all = store_.ListConversations(carol, 10, "", false);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->conversations_size(), 5);
+
+  for (const std::string& bad :
+       std::vector<std::string>{"x", "12.notanid", "-5." + created[0], "5" + created[0]}) {
+    EXPECT_EQ(store_.ListConversations(carol, 2, bad, false).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+// Optimistic concurrency: a change that expected another version is
+// refused with the version the conversation is at; a reply finishing does
+// not move it, a retried send is the first turn whatever the version.
+TEST_F(ChatStoreTest, AStaleExpectedVersionIsRefusedWithTheCurrentOne) {
+  const std::string conv = NewConversation(alice_);
+  auto at = store_.GetConversation(alice_, conv);
+  ASSERT_TRUE(at.ok()) << at.status();
+  const int64_t v1 = at->version();
+
+  auto first = store_.AppendTurn(alice_, conv, "first", "c-1", v1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->conversation_version, v1 + 1);
+  TurnResult done{.content = "ok", .status = "complete", .stop_reason = "end_turn"};
+  ASSERT_TRUE(store_.CompleteReply(conv, first->assistant_message_id, done).ok());
+
+  auto stale = store_.AppendTurn(alice_, conv, "second device", "", v1);
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(ConflictVersion(stale.status()), v1 + 1);
+  auto retried = store_.AppendTurn(alice_, conv, "first", "c-1", v1);
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_TRUE(retried->replayed);
+  EXPECT_TRUE(store_.AppendTurn(alice_, conv, "next", "", first->conversation_version).ok());
+
+  auto renamed = store_.UpdateConversation(alice_, conv, {.title = "x", .expected_version = v1});
+  EXPECT_EQ(ConflictVersion(renamed.status()), v1 + 2);
+  EXPECT_EQ(ConflictVersion(store_.DeleteConversation(alice_, conv, v1)), v1 + 2);
+  renamed =
+      store_.UpdateConversation(alice_, conv, {.title = "renamed", .expected_version = v1 + 2});
+  ASSERT_TRUE(renamed.ok()) << renamed.status();
+  EXPECT_EQ(renamed->title(), "renamed");
+  EXPECT_EQ(renamed->version(), v1 + 3);
+  EXPECT_EQ(store_.UpdateConversation(alice_, conv, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(ConflictVersion(absl::AbortedError("a serialization failure")).has_value());
+}
+
+TEST_F(ChatStoreTest, ADeletedConversationIsGoneFromEveryRead) {
+  const std::string conv = NewConversation(alice_);
+  auto turn = store_.AppendTurn(alice_, conv, "soon gone", "");
+  ASSERT_TRUE(turn.ok());
+  EXPECT_EQ(store_.DeleteConversation({"globex", "alice"}, conv, std::nullopt).code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store_.DeleteConversation(alice_, conv, std::nullopt).ok());
+  EXPECT_EQ(store_.GetConversation(alice_, conv).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_.ListMessages(alice_, conv, 50, "").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_.GetMessage(alice_, conv, turn->assistant_message_id).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_.AppendTurn(alice_, conv, "more", "").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_.UpdateConversation(alice_, conv, {.title = "x"}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_.DeleteConversation(alice_, conv, std::nullopt).code(),
+            absl::StatusCode::kNotFound);
+  for (bool archived : {false, true}) {
+    auto list = store_.ListConversations(alice_, 100, "", archived);
+    ASSERT_TRUE(list.ok());
+    for (const auto& c : list->conversations()) EXPECT_NE(c.id(), conv);
+  }
+}
+
+TEST_F(ChatStoreTest, AnUntitledConversationIsNamedByItsFirstMessage) {
+  auto conv = store_.CreateConversation(alice_, "sim-small", "");
+  ASSERT_TRUE(conv.ok());
+  ASSERT_TRUE(store_.AppendTurn(alice_, conv->id(), "  Plan a\n trip   to Lisbon ", "").ok());
+  ASSERT_TRUE(store_.AppendTurn(alice_, conv->id(), "second message", "").ok());
+  auto named = store_.GetConversation(alice_, conv->id());
+  ASSERT_TRUE(named.ok());
+  EXPECT_EQ(named->title(), "Plan a trip to Lisbon");
+  EXPECT_EQ(named->message_count(), 4);
+  // A title given is kept.
+  const std::string titled = NewConversation(alice_);
+  ASSERT_TRUE(store_.AppendTurn(alice_, titled, "whatever", "").ok());
+  EXPECT_EQ(store_.GetConversation(alice_, titled)->title(), "a title");
+}
+
+TEST(TitleFromTest, FirstWordsCutAtAWordOrACharacterNeverInsideOne) {
+  EXPECT_EQ(TitleFrom("hello"), "hello");
+  EXPECT_EQ(TitleFrom(" \t\n "), "");
+  EXPECT_EQ(TitleFrom("a\n\nb  "), "a b");
+  const std::string words = "word " + std::string(50, 'x') + " tail " + std::string(60, 'y');
+  const std::string cut = TitleFrom(words);
+  EXPECT_EQ(cut, "word " + std::string(50, 'x') + " tail\u2026");
+  // One long word: cut at the limit, but not inside a 2-byte character.
+  std::string accents;
+  for (int i = 0; i < 60; ++i) accents += "\u00e9";  // 120 bytes
+  const std::string t = TitleFrom(accents);
+  EXPECT_LE(t.size(), kMaxAutoTitleBytes + 3);
+  EXPECT_EQ(t, std::string(accents, 0, 80) + "\u2026");
+  std::string odd = "a" + accents;  // the limit falls inside a character
+  EXPECT_EQ(TitleFrom(odd), "a" + std::string(accents, 0, 78) + "\u2026");
+  // Whole words that fill it are kept whole.
+  const std::string full = std::string(39, 'a') + " " + std::string(39, 'b') + " next";
+  EXPECT_EQ(TitleFrom(full), std::string(39, 'a') + " " + std::string(39, 'b') + "\u2026");
+}
+
 }  // namespace
 }  // namespace sb::chat

@@ -12,10 +12,52 @@ inline constexpr const char* kEnsureUser =
     "INSERT INTO users (org_id, id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 
 // Locks the conversation row: concurrent sends to one conversation are
-// serialised, and the version moves by one per accepted message pair.
+// serialised, and the version moves by one per accepted change.
 inline constexpr const char* kLockConversation =
-    "SELECT version, model FROM conversations "
+    "SELECT version, model, title FROM conversations "
     "WHERE id = $1 AND org_id = $2 AND user_id = $3 AND deleted_at IS NULL FOR UPDATE";
+
+// Every conversation read returns these columns, in this order.
+#define SB_CONVERSATION_COLUMNS                                                     \
+  "id, title, model, version, message_count, "                                      \
+  "(extract(epoch from created_at) * 1000)::bigint, "                               \
+  "(extract(epoch from last_message_at) * 1000)::bigint, archived_at IS NOT NULL, " \
+  "(extract(epoch from last_message_at) * 1000000)::bigint"
+
+inline constexpr const char* kGetConversation =
+    "SELECT " SB_CONVERSATION_COLUMNS
+    " FROM conversations "
+    "WHERE id = $1 AND org_id = $2 AND user_id = $3 AND deleted_at IS NULL";
+
+// Keyset pages over conversations_list: $3 archived, $4 limit; the next
+// page starts below the cursor's (last_message_at in microseconds, id).
+inline constexpr const char* kListConversations =
+    "SELECT " SB_CONVERSATION_COLUMNS
+    " FROM conversations "
+    "WHERE org_id = $1 AND user_id = $2 AND deleted_at IS NULL "
+    " AND (archived_at IS NOT NULL) = $3 "
+    "ORDER BY last_message_at DESC, id DESC LIMIT $4";
+inline constexpr const char* kListConversationsAfter =
+    "SELECT " SB_CONVERSATION_COLUMNS
+    " FROM conversations "
+    "WHERE org_id = $1 AND user_id = $2 AND deleted_at IS NULL "
+    " AND (archived_at IS NOT NULL) = $3 "
+    " AND (last_message_at, id) < ('epoch'::timestamptz + $5::float8 * interval '1 microsecond', "
+    "$6) "
+    "ORDER BY last_message_at DESC, id DESC LIMIT $4";
+
+// A PATCH: NULL leaves a field as it is.
+inline constexpr const char* kUpdateConversation =
+    "UPDATE conversations SET version = version + 1, title = coalesce($2, title), "
+    " archived_at = CASE WHEN $3::boolean IS NULL THEN archived_at "
+    "   WHEN $3 THEN coalesce(archived_at, now()) ELSE NULL END "
+    "WHERE id = $1 RETURNING " SB_CONVERSATION_COLUMNS;
+
+// Deleted: hidden from every read at once.
+inline constexpr const char* kDeleteConversation =
+    "UPDATE conversations SET version = version + 1, deleted_at = now() WHERE id = $1";
+
+#undef SB_CONVERSATION_COLUMNS
 
 inline constexpr const char* kFindConversation =
     "SELECT 1 FROM conversations "
@@ -37,9 +79,16 @@ inline constexpr const char* kInsertMessage =
     "VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6, NULLIF($7, ''), $8) "
     "RETURNING (extract(epoch from created_at) * 1000)::bigint";
 
-inline constexpr const char* kBumpConversation =
-    "UPDATE conversations SET version = version + 1, message_count = message_count + $2, "
-    " last_message_at = now() WHERE id = $1";
+// A new turn: the version moves, and an untitled conversation takes the
+// title made from its first message.
+inline constexpr const char* kBumpForTurn =
+    "UPDATE conversations SET version = version + 1, message_count = message_count + 2, "
+    " last_message_at = now(), title = CASE WHEN title = '' THEN $2 ELSE title END "
+    "WHERE id = $1 RETURNING version";
+
+// A reply finished: the conversation's last message moved, its version not.
+inline constexpr const char* kTouchConversation =
+    "UPDATE conversations SET last_message_at = now() WHERE id = $1";
 
 inline constexpr const char* kHistory =
     "SELECT role, content FROM messages WHERE conversation_id = $1 AND status = 'complete' "

@@ -52,6 +52,14 @@ void Gateway::AddRoutes() {
   const std::vector<Filter*> chat_write = {&auth_, &api_key_, &chat_user_, &json_body_};
   router_.Add({"POST", "/v1/conversations", DialectChoice::kAnthropic, chat_write,
                handler(&HandleCreateConversation)});
+  router_.Add({"GET", "/v1/conversations", DialectChoice::kAnthropic, chat_read,
+               handler(&HandleListConversations)});
+  router_.Add({"GET", "/v1/conversations/{conversation_id}", DialectChoice::kAnthropic, chat_read,
+               handler(&HandleGetConversation)});
+  router_.Add({"PATCH", "/v1/conversations/{conversation_id}", DialectChoice::kAnthropic,
+               chat_write, handler(&HandleUpdateConversation)});
+  router_.Add({"DELETE", "/v1/conversations/{conversation_id}", DialectChoice::kAnthropic,
+               chat_read, handler(&HandleDeleteConversation)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages", DialectChoice::kAnthropic,
                chat_read, handler(&HandleListMessages)});
   router_.Add({"POST",

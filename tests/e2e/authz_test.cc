@@ -47,6 +47,10 @@ const std::map<std::string, std::set<std::string>> kMethodCallers = {
     {"/switchboard.chat.v1.Chat/SendMessage", {"gateway"}},
     {"/switchboard.chat.v1.Chat/ListMessages", {"gateway", "connection-manager"}},
     {"/switchboard.chat.v1.Chat/GetMessage", {"gateway", "connection-manager"}},
+    {"/switchboard.chat.v1.Chat/ListConversations", {"gateway"}},
+    {"/switchboard.chat.v1.Chat/GetConversation", {"gateway"}},
+    {"/switchboard.chat.v1.Chat/UpdateConversation", {"gateway"}},
+    {"/switchboard.chat.v1.Chat/DeleteConversation", {"gateway"}},
     {"/switchboard.connection.v1.ConnectionManager/Subscribe", {"gateway"}},
     {"/switchboard.gateway.v1.Gateway/GetInfo", {"operator"}},
     {"/switchboard.inference.v1.InferenceWorker/Generate", {"tenant-scheduler", "gateway", "chat"}},
@@ -237,6 +241,12 @@ const std::map<std::string, RouteCase> kRouteMatrix = {
     {"GET /v1/models", {"", {200, 200, 200, 401, 401, 403}}},
     {"GET /v1/models/{model_id}", {"", {200, 200, 200, 401, 401, 403}}},
     {"POST /v1/conversations", {R"({"model":"sim-small"})", {201, 201, 201, 401, 401, 403}}},
+    {"GET /v1/conversations", {"", {200, 200, 200, 401, 401, 403}}},
+    {"GET /v1/conversations/{conversation_id}", {"", {200, 404, 404, 401, 401, 403}}},
+    {"PATCH /v1/conversations/{conversation_id}",
+     {R"({"title":"renamed"})", {200, 404, 404, 401, 401, 403}}},
+    // Of a conversation of its own (the others' routes still need theirs).
+    {"DELETE /v1/conversations/{conversation_id}", {"", {200, 404, 404, 401, 401, 403}}},
     {"GET /v1/conversations/{conversation_id}/messages", {"", {200, 404, 404, 401, 401, 403}}},
     {"POST /v1/conversations/{conversation_id}/messages",
      {R"({"content":"hello","max_tokens":4})", {202, 404, 404, 401, 401, 403}}},
@@ -279,6 +289,9 @@ TEST(AuthorizationMatrixTest, EveryHttpRouteAgainstEveryCaller) {
                    R"({"content":"first","max_tokens":4})", keys[kOwner]);
   ASSERT_EQ(sent.status, 202) << sent.body;
   const std::string message_id = nlohmann::json::parse(sent.body)["assistant_message_id"];
+  auto doomed = Post("/v1/conversations", R"({"model":"sim-small"})", keys[kOwner]);
+  ASSERT_EQ(doomed.status, 201) << doomed.body;
+  const std::string doomed_id = nlohmann::json::parse(doomed.body)["id"];
 
   // Revocation takes effect within a second (see KeysTest).
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
@@ -294,7 +307,7 @@ TEST(AuthorizationMatrixTest, EveryHttpRouteAgainstEveryCaller) {
     auto replace = [&](const std::string& from, const std::string& to) {
       if (auto p = path.find(from); p != std::string::npos) path.replace(p, from.size(), to);
     };
-    replace("{conversation_id}", conversation_id);
+    replace("{conversation_id}", method == "DELETE" ? doomed_id : conversation_id);
     replace("{message_id}", message_id);
     replace("{model_id}", "sim-small");
     for (size_t c = 0; c < kCallers.size(); ++c) {

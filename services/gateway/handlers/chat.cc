@@ -57,6 +57,7 @@ json ConversationToJson(const cpb::Conversation& c) {
           {"title", c.title()},
           {"model", c.model()},
           {"version", c.version()},
+          {"archived", c.archived()},
           {"message_count", c.message_count()},
           {"created_at", Iso8601(c.created_at_unix_ms())},
           {"last_message_at", Iso8601(c.last_message_at_unix_ms())}};
@@ -70,6 +71,88 @@ absl::Status CheckId(const std::string& id, const char* field) {
 // The public form of a backend failure, logged with the request id.
 absl::Status Public(const RequestContext& ctx, const grpc::Status& st, const char* what) {
   return PublicStatus(FromGrpcStatus(st), ctx.request_id(), what);
+}
+
+// A conversation's ETag: its version, quoted.
+std::string ETag(int64_t version) { return "\"" + std::to_string(version) + "\""; }
+
+// Optimistic concurrency: the version a change expects, from `If-Match`
+// (one ETag of the conversation, or "*": any) and/or the body's
+// `expected_version` (which must agree); nullopt when neither is given.
+absl::StatusOr<std::optional<int64_t>> ExpectedVersion(const RequestContext& ctx,
+                                                       const json* body) {
+  std::optional<int64_t> expected;
+  if (body != nullptr) {
+    if (auto v = body->find("expected_version"); v != body->end() && !v->is_null()) {
+      if (!v->is_number_integer() || v->get<int64_t>() < 1) {
+        return FieldError("expected_version", "must be a positive integer");
+      }
+      expected = v->get<int64_t>();
+    }
+  }
+  const std::string header = ctx.request().Header("if-match");
+  std::string_view tag = header;
+  while (!tag.empty() && (tag.front() == ' ' || tag.front() == '\t')) tag.remove_prefix(1);
+  while (!tag.empty() && (tag.back() == ' ' || tag.back() == '\t')) tag.remove_suffix(1);
+  if (tag.empty() || tag == "*") return expected;
+  int64_t version = 0;
+  const bool quoted = tag.size() >= 3 && tag.front() == '"' && tag.back() == '"';
+  const char* begin = tag.data() + 1;
+  const char* end = tag.data() + tag.size() - 1;
+  if (!quoted || std::from_chars(begin, end, version).ptr != end || version < 1) {
+    return absl::InvalidArgumentError(
+        "If-Match must be one ETag of the conversation, as its GET returned it (or *)");
+  }
+  if (expected && *expected != version) {
+    return absl::InvalidArgumentError("If-Match and expected_version name different versions");
+  }
+  return version;
+}
+
+// A change chat refused: a version conflict is 409 with the version the
+// conversation is at (in the message and as its ETag); anything else as
+// Public.
+void FailChange(const std::shared_ptr<RequestContext>& ctx, const grpc::ClientContext& call,
+                const grpc::Status& st, const char* what) {
+  if (st.error_code() == grpc::StatusCode::ABORTED) {
+    const auto& trailers = call.GetServerTrailingMetadata();
+    if (auto it = trailers.find("sb-conversation-version"); it != trailers.end()) {
+      const std::string version(it->second.data(), it->second.size());
+      ctx->Fail(absl::AbortedError("the conversation has changed: it is at version " + version +
+                                   "; reload it and retry with that version"),
+                409, {{"etag", "\"" + version + "\""}});
+      return;
+    }
+  }
+  ctx->Fail(Public(*ctx, st, what));
+}
+
+// A path id and the caller's scope, on a request of type Req.
+template <typename Req>
+bool ScopeTo(const std::shared_ptr<RequestContext>& ctx, Req& req) {
+  const std::string& conversation_id = ctx->params.at(0);
+  if (auto st = CheckId(conversation_id, "conversation_id"); !st.ok()) {
+    ctx->Fail(st);
+    return false;
+  }
+  req.set_org_id(ctx->principal->org_id);
+  req.set_user_id(ctx->user_id);
+  req.set_conversation_id(conversation_id);
+  return true;
+}
+
+// A `limit` query parameter: the whole value a number in [1, max].
+absl::StatusOr<int> LimitParam(const RequestContext& ctx, int max) {
+  const std::string limit = ctx.request().QueryParam("limit");
+  if (limit.empty()) return 0;
+  int n = 0;
+  const char* end = limit.data() + limit.size();
+  // The whole value must be the number ("5x" is not 5).
+  const auto [stop, ec] = std::from_chars(limit.data(), end, n);
+  if (ec != std::errc() || stop != end || n < 1 || n > max) {
+    return FieldError("limit", "must be an integer between 1 and " + std::to_string(max));
+  }
+  return n;
 }
 
 // GET .../messages/{message_id}/stream: connection-manager's events, one
@@ -222,18 +305,12 @@ void HandleListMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>
     return;
   }
   call->req.set_cursor(cursor);
-  const std::string limit = ctx->request().QueryParam("limit");
-  if (!limit.empty()) {
-    int n = 0;
-    const char* end = limit.data() + limit.size();
-    // The whole value must be the number ("5x" is not 5).
-    const auto [stop, ec] = std::from_chars(limit.data(), end, n);
-    if (ec != std::errc() || stop != end || n < 1 || n > 200) {
-      ctx->Fail(FieldError("limit", "must be an integer between 1 and 200"));
-      return;
-    }
-    call->req.set_limit(n);
+  auto limit = LimitParam(*ctx, 200);
+  if (!limit.ok()) {
+    ctx->Fail(limit.status());
+    return;
   }
+  call->req.set_limit(*limit);
   deps.chat.async()->ListMessages(
       &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
         if (!st.ok()) {
@@ -298,10 +375,16 @@ void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
     }
     call->req.set_max_tokens(m->get<int>());
   }
+  auto expected = ExpectedVersion(*ctx, &body);
+  if (!expected.ok()) {
+    ctx->Fail(expected.status());
+    return;
+  }
+  if (*expected) call->req.set_expected_version(**expected);
   deps.chat.async()->SendMessage(
       &call->ctx, &call->req, &call->resp, [ctx, call, conversation_id](grpc::Status st) {
         if (!st.ok()) {
-          ctx->Fail(Public(*ctx, st, "sending the message"));
+          FailChange(ctx, call->ctx, st, "sending the message");
           return;
         }
         const std::string& reply = call->resp.assistant_message_id();
@@ -309,7 +392,138 @@ void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
                     {"assistant_message_id", reply},
                     {"stream_url",
                      "/v1/conversations/" + conversation_id + "/messages/" + reply + "/stream"}};
-        ctx->RespondJson(202, sb::json::Dump(out));
+        http::Headers headers;
+        // A replayed send does not know the version: no ETag then.
+        if (const int64_t v = call->resp.conversation_version(); v > 0) {
+          out["conversation_version"] = v;
+          headers.push_back({"etag", ETag(v)});
+        }
+        ctx->Respond(202, "application/json", sb::json::Dump(out), std::move(headers));
+      });
+}
+
+void HandleListConversations(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  auto call = NewUnary<cpb::ListConversationsRequest, cpb::ListConversationsResponse>(
+      kUnaryDeadline, ctx->trace_context());
+  call->req.set_org_id(ctx->principal->org_id);
+  call->req.set_user_id(ctx->user_id);
+  auto limit = LimitParam(*ctx, 100);
+  if (!limit.ok()) {
+    ctx->Fail(limit.status());
+    return;
+  }
+  call->req.set_limit(*limit);
+  const std::string cursor = ctx->request().QueryParam("cursor");
+  if (auto st = CheckText(cursor, "cursor", 2 * kMaxIdBytes); !st.ok()) {
+    ctx->Fail(st);
+    return;
+  }
+  call->req.set_cursor(cursor);
+  const std::string archived = ctx->request().QueryParam("archived");
+  if (archived != "" && archived != "true" && archived != "false") {
+    ctx->Fail(FieldError("archived", "must be true or false"));
+    return;
+  }
+  call->req.set_archived(archived == "true");
+  deps.chat.async()->ListConversations(
+      &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
+        if (!st.ok()) {
+          ctx->Fail(Public(*ctx, st, "listing conversations"));
+          return;
+        }
+        json data = json::array();
+        for (const auto& c : call->resp.conversations()) data.push_back(ConversationToJson(c));
+        json out = {{"data", data},
+                    {"has_more", call->resp.has_more()},
+                    {"next_cursor", NullIfEmpty(call->resp.next_cursor())}};
+        ctx->RespondJson(200, sb::json::Dump(out));
+      });
+}
+
+void HandleGetConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  auto call = NewUnary<cpb::GetConversationRequest, cpb::Conversation>(kUnaryDeadline,
+                                                                       ctx->trace_context());
+  if (!ScopeTo(ctx, call->req)) return;
+  deps.chat.async()->GetConversation(
+      &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
+        if (!st.ok()) {
+          ctx->Fail(Public(*ctx, st, "reading the conversation"));
+          return;
+        }
+        ctx->Respond(200, "application/json", sb::json::Dump(ConversationToJson(call->resp)),
+                     {{"etag", ETag(call->resp.version())}});
+      });
+}
+
+void HandleUpdateConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  auto call = NewUnary<cpb::UpdateConversationRequest, cpb::Conversation>(kUnaryDeadline,
+                                                                          ctx->trace_context());
+  if (!ScopeTo(ctx, call->req)) return;
+  const json& body = ctx->body;
+  for (const auto& [key, value] : body.items()) {
+    if (key == "title") {
+      if (!value.is_string()) {
+        ctx->Fail(FieldError("title", "Input should be a valid string"));
+        return;
+      }
+      if (auto st = CheckText(value.get_ref<const std::string&>(), "title", kMaxTitleBytes);
+          !st.ok()) {
+        ctx->Fail(st);
+        return;
+      }
+      call->req.set_title(value.get<std::string>());
+    } else if (key == "archived") {
+      if (!value.is_boolean()) {
+        ctx->Fail(FieldError("archived", "Input should be a valid boolean"));
+        return;
+      }
+      call->req.set_archived(value.get<bool>());
+    } else if (key != "expected_version") {
+      ctx->Fail(FieldError(key,
+                           "is not a field a conversation update takes (title, archived, "
+                           "expected_version)"));
+      return;
+    }
+  }
+  if (!call->req.has_title() && !call->req.has_archived()) {
+    ctx->Fail(absl::InvalidArgumentError("nothing to change: send title and/or archived"));
+    return;
+  }
+  auto expected = ExpectedVersion(*ctx, &body);
+  if (!expected.ok()) {
+    ctx->Fail(expected.status());
+    return;
+  }
+  if (*expected) call->req.set_expected_version(**expected);
+  deps.chat.async()->UpdateConversation(
+      &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
+        if (!st.ok()) {
+          FailChange(ctx, call->ctx, st, "updating the conversation");
+          return;
+        }
+        ctx->Respond(200, "application/json", sb::json::Dump(ConversationToJson(call->resp)),
+                     {{"etag", ETag(call->resp.version())}});
+      });
+}
+
+void HandleDeleteConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  auto call = NewUnary<cpb::DeleteConversationRequest, cpb::DeleteConversationResponse>(
+      kUnaryDeadline, ctx->trace_context());
+  if (!ScopeTo(ctx, call->req)) return;
+  auto expected = ExpectedVersion(*ctx, nullptr);
+  if (!expected.ok()) {
+    ctx->Fail(expected.status());
+    return;
+  }
+  if (*expected) call->req.set_expected_version(**expected);
+  deps.chat.async()->DeleteConversation(
+      &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
+        if (!st.ok()) {
+          FailChange(ctx, call->ctx, st, "deleting the conversation");
+          return;
+        }
+        json out = {{"id", call->req.conversation_id()}, {"type", "conversation_deleted"}};
+        ctx->RespondJson(200, sb::json::Dump(out));
       });
 }
 

@@ -12,7 +12,14 @@ namespace sb::gateway {
 
 void HandleCreateConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 void HandleListMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+// A send may carry `expected_version` or `If-Match` (409 when stale).
 void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+// Conversations, most recent first (`limit`, `cursor`, `archived`), and
+// one by id: GET (with its ETag), PATCH (title, archived), DELETE.
+void HandleListConversations(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+void HandleGetConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+void HandleUpdateConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+void HandleDeleteConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 // SSE in the Messages API event shapes; every event has its own
 // `id: {message_id}:{offset}`, and `Last-Event-ID` resumes after any of them.
 void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
