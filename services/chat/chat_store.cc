@@ -302,11 +302,10 @@ absl::StatusOr<cpb::ListConversationsResponse> ChatStore::ListConversations(
   }
   return pg_.Run<cpb::ListConversationsResponse>([&](pqxx::connection& c) {
     pqxx::read_transaction tx(c);
-    const pqxx::result rows =
-        after ? tx.exec_params(sql::kListConversationsAfter, scope.org_id, scope.user_id, archived,
-                               limit + 1, after->last_message_at_us, after->id)
-              : tx.exec_params(sql::kListConversations, scope.org_id, scope.user_id, archived,
-                               limit + 1);
+    const std::string& sql = sql::ListConversationsSql(archived, after.has_value());
+    const pqxx::result rows = after ? tx.exec_params(sql, scope.org_id, scope.user_id, limit + 1,
+                                                     after->last_message_at_us, after->id)
+                                    : tx.exec_params(sql, scope.org_id, scope.user_id, limit + 1);
     cpb::ListConversationsResponse resp;
     for (const auto& r : rows) {
       if (resp.conversations_size() == limit) {

@@ -1,6 +1,8 @@
 // Every SQL statement the chat service runs.
 #pragma once
 
+#include <string>
+
 namespace sb::chat::sql {
 
 inline constexpr const char* kInsertConversation =
@@ -29,22 +31,26 @@ inline constexpr const char* kGetConversation =
     " FROM conversations "
     "WHERE id = $1 AND org_id = $2 AND user_id = $3 AND deleted_at IS NULL";
 
-// Keyset pages over conversations_list: $3 archived, $4 limit; the next
-// page starts below the cursor's (last_message_at in microseconds, id).
-inline constexpr const char* kListConversations =
-    "SELECT " SB_CONVERSATION_COLUMNS
-    " FROM conversations "
-    "WHERE org_id = $1 AND user_id = $2 AND deleted_at IS NULL "
-    " AND (archived_at IS NOT NULL) = $3 "
-    "ORDER BY last_message_at DESC, id DESC LIMIT $4";
-inline constexpr const char* kListConversationsAfter =
-    "SELECT " SB_CONVERSATION_COLUMNS
-    " FROM conversations "
-    "WHERE org_id = $1 AND user_id = $2 AND deleted_at IS NULL "
-    " AND (archived_at IS NOT NULL) = $3 "
-    " AND (last_message_at, id) < ('epoch'::timestamptz + $5::float8 * interval '1 microsecond', "
-    "$6) "
-    "ORDER BY last_message_at DESC, id DESC LIMIT $4";
+// Keyset pages over the partial index of the archived state asked for
+// (conversations_active or conversations_archived): $3 limit; the next page
+// starts below the cursor's (last_message_at in microseconds $4, id $5).
+// The state is spelled out, not a parameter, so the planner can match the
+// index's predicate.
+inline const std::string& ListConversationsSql(bool archived, bool after_cursor) {
+  static const auto make = [](bool archived, bool after) {
+    return std::string("SELECT " SB_CONVERSATION_COLUMNS
+                       " FROM conversations "
+                       "WHERE org_id = $1 AND user_id = $2 AND deleted_at IS NULL AND ") +
+           (archived ? "archived_at IS NOT NULL " : "archived_at IS NULL ") +
+           (after ? "AND (last_message_at, id) < "
+                    "('epoch'::timestamptz + $4::float8 * interval '1 microsecond', $5) "
+                  : "") +
+           "ORDER BY last_message_at DESC, id DESC LIMIT $3";
+  };
+  static const std::string sql[2][2] = {{make(false, false), make(false, true)},
+                                        {make(true, false), make(true, true)}};
+  return sql[archived][after_cursor];
+}
 
 // A PATCH: NULL leaves a field as it is.
 inline constexpr const char* kUpdateConversation =
