@@ -29,7 +29,8 @@ absl::Status RequireScope(const std::string& org, const std::string& user) {
 
 ChatServiceImpl::ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::InputGuard& input,
                                  EventPublisher publish, ThreadPool& pool,
-                                 pipeline::FailClosedRecorder on_fail_closed)
+                                 pipeline::FailClosedRecorder on_fail_closed,
+                                 std::function<absl::Status(const std::string&)> publish_cancel)
     : store_(store),
       turns_(turns),
       input_(input),
@@ -38,7 +39,14 @@ ChatServiceImpl::ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::Input
       on_fail_closed_(std::move(on_fail_closed)),
       conflicts_(metrics::Default().GetCounter(
           "sb_chat_version_conflicts_total",
-          "Chat changes refused because the conversation had left the version they expected")) {}
+          "Chat changes refused because the conversation had left the version they expected")),
+      publish_cancel_(std::move(publish_cancel)),
+      cancels_here_(metrics::Default().GetCounter(
+          "sb_chat_cancels_total", "Stops of replies in progress, by where the reply ran",
+          {{"where", "here"}})),
+      cancels_elsewhere_(metrics::Default().GetCounter(
+          "sb_chat_cancels_total", "Stops of replies in progress, by where the reply ran",
+          {{"where", "elsewhere"}})) {}
 
 void ChatServiceImpl::OnPool(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
                              std::function<absl::Status()> fn) {
@@ -268,6 +276,35 @@ grpc::ServerUnaryReactor* ChatServiceImpl::UpdateConversation(
     if (!conv.ok()) return conv.status();
     *resp = std::move(*conv);
     Publish("conversation.updated", scope, resp->id(), resp);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::CancelMessage(grpc::CallbackServerContext* ctx,
+                                                         const cpb::CancelMessageRequest* req,
+                                                         cpb::ChatMessage* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/CancelMessage"))
+    return refused;
+  auto* reactor = ctx->DefaultReactor();
+  OnPool(ctx, reactor, [this, req, resp]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    auto m = store_.GetMessage({req->org_id(), req->user_id()}, req->conversation_id(),
+                               req->message_id());
+    if (!m.ok()) return m.status();
+    if (m->role() != "assistant") {
+      return absl::InvalidArgumentError("only a reply (an assistant message) can be stopped");
+    }
+    *resp = std::move(*m);
+    if (resp->status() != "in_progress") return absl::OkStatus();  // already ended
+    if (turns_.Cancel(req->message_id())) {
+      cancels_here_.Inc();
+      return absl::OkStatus();
+    }
+    // Another replica runs it (or none: the reply is being taken over).
+    if (!publish_cancel_) return absl::UnavailableError("cannot reach the other chat replicas");
+    if (auto st = publish_cancel_(req->message_id()); !st.ok()) return st;
+    cancels_elsewhere_.Inc();
     return absl::OkStatus();
   });
   return reactor;

@@ -19,9 +19,12 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
  public:
   // `on_fail_closed` (may be null) records a send refused because input
   // safety could not be asked (the safety audit trail).
+  // `publish_cancel` (may be null) tells the other replicas to stop a
+  // reply this one does not run (cancel_bus.h).
   ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::InputGuard& input,
                   EventPublisher publish, ThreadPool& pool,
-                  pipeline::FailClosedRecorder on_fail_closed = nullptr);
+                  pipeline::FailClosedRecorder on_fail_closed = nullptr,
+                  std::function<absl::Status(const std::string&)> publish_cancel = nullptr);
 
   grpc::ServerUnaryReactor* CreateConversation(
       grpc::CallbackServerContext* ctx, const switchboard::chat::v1::CreateConversationRequest* req,
@@ -44,6 +47,9 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   grpc::ServerUnaryReactor* UpdateConversation(
       grpc::CallbackServerContext* ctx, const switchboard::chat::v1::UpdateConversationRequest* req,
       switchboard::chat::v1::Conversation* resp) override;
+  grpc::ServerUnaryReactor* CancelMessage(grpc::CallbackServerContext* ctx,
+                                          const switchboard::chat::v1::CancelMessageRequest* req,
+                                          switchboard::chat::v1::ChatMessage* resp) override;
   grpc::ServerUnaryReactor* DeleteConversation(
       grpc::CallbackServerContext* ctx, const switchboard::chat::v1::DeleteConversationRequest* req,
       switchboard::chat::v1::DeleteConversationResponse* resp) override;
@@ -70,6 +76,9 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   ThreadPool& pool_;
   const pipeline::FailClosedRecorder on_fail_closed_;
   metrics::Counter& conflicts_;
+  const std::function<absl::Status(const std::string&)> publish_cancel_;
+  metrics::Counter& cancels_here_;
+  metrics::Counter& cancels_elsewhere_;
 };
 
 }  // namespace sb::chat

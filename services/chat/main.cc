@@ -3,6 +3,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/time/clock.h"
+#include "chat/cancel_bus.h"
 #include "chat/chat_grpc.h"
 #include "chat/chat_store.h"
 #include "chat/turns.h"
@@ -13,6 +14,7 @@
 #include "pipeline/grpc_backends.h"
 #include "storage/kafka.h"
 #include "storage/pg.h"
+#include "storage/redis.h"
 #include "storage/redis_pipeline.h"
 #include "storage/token_stream.h"
 
@@ -101,7 +103,16 @@ int main(int argc, char** argv) {
   sb::RedisTokenStream stream(redis,
                               std::chrono::seconds(absl::GetFlag(FLAGS_stream_retention_seconds)));
   sb::chat::Turns turns(store, stream, pipeline, publish, pool, absl::GetFlag(FLAGS_max_turns));
-  sb::chat::ChatServiceImpl service(store, turns, input, publish, pool, fail_closed);
+  // Stops for replies another replica runs (cancel_bus.h).
+  sb::RedisClient cancel_redis({.host = absl::GetFlag(FLAGS_redis_host),
+                                .port = absl::GetFlag(FLAGS_redis_port),
+                                .pool_size = 2,
+                                .password = absl::GetFlag(FLAGS_redis_password)});
+  sb::chat::CancelBus cancels(cancel_redis, [&turns](const std::string& id) { turns.Cancel(id); });
+  cancels.Start();
+  sb::chat::ChatServiceImpl service(
+      store, turns, input, publish, pool, fail_closed,
+      [&cancels](const std::string& id) { return cancels.Publish(id); });
 
   sb::ServiceRunner runner("chat");
   runner.AddService(&service);

@@ -123,7 +123,7 @@ class ChatTurnSink final : public pipeline::Sink,
                                   [self, ok](absl::Status st) {
                                     if (!st.ok()) self->AppendFailed(st);
                                     if (ok) self->Announce();
-                                    self->turns_.Ended(ok);
+                                    self->turns_.Ended(self->spec_.assistant_message_id, ok);
                                   });
     });
     if (!queued) {
@@ -131,9 +131,10 @@ class ChatTurnSink final : public pipeline::Sink,
                     spec_.request_id, spec_.assistant_message_id);
       // The stream still ends, right after what was written.
       const int64_t next = offset_ - static_cast<int64_t>(closing_.size()) + 1;
-      turns_.stream_.Append(spec_.assistant_message_id,
-                            {ErrorEntry(next, absl::UnavailableError("chat is overloaded"))},
-                            [self](absl::Status) { self->turns_.Ended(false); });
+      turns_.stream_.Append(
+          spec_.assistant_message_id,
+          {ErrorEntry(next, absl::UnavailableError("chat is overloaded"))},
+          [self](absl::Status) { self->turns_.Ended(self->spec_.assistant_message_id, false); });
     }
   }
 
@@ -194,13 +195,34 @@ void Turns::Start(TurnSpec spec) {
     return;
   }
   active_gauge_.Add(1);
+  {
+    std::lock_guard lock(running_mu_);
+    running_.emplace(spec.assistant_message_id, Running{});
+  }
   if (!pool_.Submit([this, spec] { Run(spec); })) {
     FailEarly(spec, absl::UnavailableError("chat is overloaded; retry later"));
-    Ended(false);
+    Ended(spec.assistant_message_id, false);
   }
 }
 
-void Turns::Ended(bool ok) {
+bool Turns::Cancel(const std::string& assistant_message_id) {
+  std::shared_ptr<pipeline::Generation> generation;
+  {
+    std::lock_guard lock(running_mu_);
+    auto it = running_.find(assistant_message_id);
+    if (it == running_.end()) return false;
+    it->second.cancelled = true;
+    generation = it->second.generation.lock();
+  }
+  if (generation) generation->Cancel();  // outside the lock: it may end the turn
+  return true;
+}
+
+void Turns::Ended(const std::string& assistant_message_id, bool ok) {
+  {
+    std::lock_guard lock(running_mu_);
+    running_.erase(assistant_message_id);
+  }
   active_.fetch_sub(1);
   active_gauge_.Add(-1);
   (ok ? completed_ : failed_).Inc();
@@ -210,7 +232,7 @@ void Turns::Run(TurnSpec spec) {
   auto history = store_.History(spec.conversation_id, spec.user_message_id);
   if (!history.ok()) {
     FailEarly(spec, PublicStatus(history.status(), spec.request_id, "loading the conversation"));
-    Ended(false);
+    Ended(spec.assistant_message_id, false);
     return;
   }
   // The prompt is the most recent history that fits kMaxPromptBytes (a
@@ -238,8 +260,20 @@ void Turns::Run(TurnSpec spec) {
   // The new message passed input safety before it was stored; the rest of
   // the history passed it on earlier turns.
   const trace::SpanContext trace = spec.trace;
-  pipeline_.Run(std::move(req), std::make_shared<ChatTurnSink>(*this, std::move(spec)),
-                {.check_input = false, .trace = trace});
+  const std::string reply_id = spec.assistant_message_id;
+  auto generation =
+      pipeline_.Run(std::move(req), std::make_shared<ChatTurnSink>(*this, std::move(spec)),
+                    {.check_input = false, .trace = trace});
+  // A stop that came while the history loaded applies now.
+  bool cancelled = false;
+  {
+    std::lock_guard lock(running_mu_);
+    if (auto it = running_.find(reply_id); it != running_.end()) {
+      it->second.generation = generation;
+      cancelled = it->second.cancelled;
+    }
+  }
+  if (cancelled && generation) generation->Cancel();
 }
 
 void Turns::FailEarly(const TurnSpec& spec, const absl::Status& status) {

@@ -12,7 +12,9 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "chat/chat_store.h"
 #include "core/thread_pool.h"
@@ -55,12 +57,27 @@ class Turns {
   void Start(TurnSpec spec);
   int64_t active() const { return active_.load(); }
 
+  // Stops the reply `assistant_message_id` if this replica runs it (also
+  // before its generation has started): it ends as a reply with
+  // stop_reason "cancelled" holding the text so far. False when this
+  // replica does not run it.
+  bool Cancel(const std::string& assistant_message_id);
+
  private:
   friend class ChatTurnSink;
   void Run(TurnSpec spec);
   // Ends a turn that could not run: an error entry and a failed reply.
   void FailEarly(const TurnSpec& spec, const absl::Status& status);
-  void Ended(bool ok);
+  void Ended(const std::string& assistant_message_id, bool ok);
+
+  // The turns this replica runs, by reply id: their generation once it has
+  // started, and whether a stop came before it did.
+  struct Running {
+    std::weak_ptr<pipeline::Generation> generation;
+    bool cancelled = false;
+  };
+  std::mutex running_mu_;
+  std::unordered_map<std::string, Running> running_;
 
   ChatStore& store_;
   TokenStreamAppender& stream_;

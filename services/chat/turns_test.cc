@@ -220,5 +220,57 @@ TEST_F(TurnsTest, TurnsBeyondTheLimitFailAtOnceAsOverloaded) {
   for (size_t i = 0; i < 2; ++i) WaitForEnd(specs[i].assistant_message_id);
 }
 
+// A stop: the generation is cancelled, the reply ends with the text so far
+// and stop_reason "cancelled" (stream and store), and the turn is no
+// longer this replica's to stop.
+TEST_F(TurnsTest, AStoppedTurnEndsCancelledWithTheTextSoFar) {
+  const TurnSpec spec = NewTurn();
+  turns_.Start(spec);
+  for (int i = 0; i < 500 && generator_.calls() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_EQ(generator_.calls(), 1u);
+  auto call = generator_.last();
+  ASSERT_TRUE(call->Emit(sb::testing::Started("sim-small", 3)));
+  for (int i = 0; i < 500 && !call->wants_more(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_TRUE(call->Emit(sb::testing::Token("Hel")));
+  for (int i = 0; i < 500 && stream_.entries(spec.assistant_message_id).size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_FALSE(turns_.Cancel("01ZZZZZZZZZZZZZZZZZZZZZZZZ")) << "not a turn of this replica";
+  EXPECT_TRUE(turns_.Cancel(spec.assistant_message_id));
+  auto entries = WaitForEnd(spec.assistant_message_id);
+  EXPECT_TRUE(call->cancelled());
+  EXPECT_EQ(Kinds(entries),
+            (std::vector<Kind>{Kind::kMessageStart, Kind::kBlockStart, Kind::kDelta,
+                               Kind::kBlockStop, Kind::kMessageDelta, Kind::kMessageStop}));
+  EXPECT_EQ(entries[4].stop_reason, "cancelled");
+  auto stored = store_.GetMessage(scope_, spec.conversation_id, spec.assistant_message_id);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->status(), "complete");
+  EXPECT_EQ(stored->stop_reason(), "cancelled");
+  EXPECT_EQ(stored->content(), "Hel");
+  EXPECT_FALSE(turns_.Cancel(spec.assistant_message_id)) << "ended: no longer running here";
+}
+
+// A stop that comes before the generation starts (the history still
+// loading) is applied as soon as it does: nothing is generated.
+TEST_F(TurnsTest, AStopBeforeTheGenerationStartsStopsItAtOnce) {
+  const TurnSpec spec = NewTurn();
+  pool_.Submit([] { std::this_thread::sleep_for(std::chrono::milliseconds(200)); });
+  pool_.Submit([] { std::this_thread::sleep_for(std::chrono::milliseconds(200)); });
+  turns_.Start(spec);  // queued behind the two sleeps
+  EXPECT_TRUE(turns_.Cancel(spec.assistant_message_id));
+  auto entries = WaitForEnd(spec.assistant_message_id);
+  ASSERT_GE(entries.size(), 2u);
+  EXPECT_EQ(entries[entries.size() - 2].stop_reason, "cancelled");
+  auto stored = store_.GetMessage(scope_, spec.conversation_id, spec.assistant_message_id);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->stop_reason(), "cancelled");
+  EXPECT_EQ(stored->content(), "");
+}
+
 }  // namespace
 }  // namespace sb::chat

@@ -67,6 +67,8 @@ void Gateway::AddRoutes() {
                DialectChoice::kAnthropic,
                {&auth_, &api_key_, &chat_user_, &budget_, &json_body_, &idempotency_},
                handler(&HandleSendMessage)});
+  router_.Add({"POST", "/v1/conversations/{conversation_id}/messages/{message_id}/cancel",
+               DialectChoice::kAnthropic, chat_read, handler(&HandleCancelMessage)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages/{message_id}/stream",
                DialectChoice::kAnthropic, chat_read, handler(&HandleChatStream)});
 

@@ -28,11 +28,14 @@ class ChatUser {
     key_ = key.ok() ? *key : "";
   }
 
+  const std::string& key() const { return key_; }
+
+  // `port`: another gateway's (0: the cluster's).
   http::Response Call(const std::string& method, const std::string& target,
-                      const std::string& body = "", http::Headers extra = {}) const {
+                      const std::string& body = "", http::Headers extra = {}, int port = 0) const {
     http::Headers headers = {{"x-api-key", key_}, {"content-type", "application/json"}};
     headers.insert(headers.end(), extra.begin(), extra.end());
-    auto r = http::Fetch({.port = g_cluster->http_port(),
+    auto r = http::Fetch({.port = port != 0 ? port : g_cluster->http_port(),
                           .method = method,
                           .target = target,
                           .headers = headers,
@@ -42,9 +45,10 @@ class ChatUser {
     return r.ok() ? *r : http::Response{};
   }
 
-  std::string NewConversation(const std::string& title = "") const {
-    const std::string body = title.empty() ? R"({"model":"sim-small"})"
-                                           : json{{"model", "sim-small"}, {"title", title}}.dump();
+  std::string NewConversation(const std::string& title = "",
+                              const std::string& model = "sim-small") const {
+    const std::string body = title.empty() ? json{{"model", model}}.dump()
+                                           : json{{"model", model}, {"title", title}}.dump();
     auto r = Call("POST", "/v1/conversations", body);
     EXPECT_EQ(r.status, 201) << r.body;
     return r.status == 201 ? json::parse(r.body)["id"].get<std::string>() : "";
@@ -52,7 +56,7 @@ class ChatUser {
 
   http::Response Send(const std::string& conversation_id, const std::string& content,
                       const json& extra = json::object(), http::Headers headers = {}) const {
-    json body = {{"content", content}, {"max_tokens", 4}};
+    json body = {{"content", content}, {"max_tokens", 4}};  // `extra` may say otherwise
     body.update(extra);
     return Call("POST", "/v1/conversations/" + conversation_id + "/messages", body.dump(),
                 std::move(headers));
@@ -218,6 +222,104 @@ TEST(ConversationsTest, TwoDevicesSendingAtOnceOneWinsTheOtherGets409) {
           .status,
       200);
   EXPECT_EQ(dave.Call("DELETE", "/v1/conversations/" + id, "", {{"if-match", "*"}}).status, 200);
+}
+
+// Stop: a reply stopped through another chat replica than the one that
+// runs it ends at once with the text so far and stop_reason "cancelled" —
+// for its reader (message_delta, message_stop), in the stored message, and
+// in the ledger, which meters what was generated.
+TEST(ChatStopTest, AStopThroughAnyReplicaEndsTheReplyWithItsTextAndMetersIt) {
+  // 20 tokens a second: a 300-token reply runs for 15 s unless stopped.
+  auto worker = g_cluster->StartWorker("worker-stop", "sim-stop", {"--tokens_per_second=20"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  ASSERT_TRUE(g_cluster->StartChatReplica("chat-b").ok());
+  auto gateway_b = g_cluster->StartGateway("gateway-chat-b",
+                                           {"--chat_address=" + g_cluster->grpc_address("chat-b")});
+  ASSERT_TRUE(gateway_b.ok()) << gateway_b.status();
+
+  const ChatUser erin("stop", "erin");
+  const std::string id = erin.NewConversation("stop me", "sim-stop");
+  auto sent = erin.Send(id, "tell me everything", {{"max_tokens", 300}});
+  ASSERT_EQ(sent.status, 202) << sent.body;
+  const std::string reply_id = json::parse(sent.body)["assistant_message_id"];
+  const std::string reply_path = "/v1/conversations/" + id + "/messages/" + reply_id;
+
+  std::string body;
+  std::atomic<int> deltas{0};
+  std::chrono::steady_clock::time_point stopped_at{}, ended_at{};
+  std::thread reader([&] {
+    auto r = http::FetchStreaming({.port = g_cluster->http_port(),
+                                   .target = reply_path + "/stream",
+                                   .headers = {{"x-api-key", erin.key()}},
+                                   .timeout = std::chrono::seconds(30)},
+                                  [&](std::string_view d) {
+                                    body.append(d);
+                                    deltas = CountEvents(body, "content_block_delta");
+                                    if (CountEvents(body, "message_stop") > 0) {
+                                      ended_at = std::chrono::steady_clock::now();
+                                    }
+                                    return true;
+                                  });
+    EXPECT_TRUE(r.ok()) << r.status();
+  });
+  for (int i = 0; i < 1000 && deltas < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(deltas.load(), 3);
+  // Through gateway B to chat B: the turn runs on the cluster's chat.
+  stopped_at = std::chrono::steady_clock::now();
+  auto stop = erin.Call("POST", reply_path + "/cancel", "", {}, gateway_b->http_port);
+  reader.join();
+  ASSERT_EQ(stop.status, 202) << stop.body;
+  EXPECT_EQ(json::parse(stop.body)["id"], reply_id);
+  std::printf(
+      "[ figure   ] stop through another replica -> message_stop at the reader: %lld ms\n",
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(ended_at - stopped_at).count()));
+
+  const auto events = ParseSse(body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back().event, "message_stop") << body.substr(body.size() - 300);
+  EXPECT_EQ(events[events.size() - 2].data["delta"]["stop_reason"], "cancelled");
+  std::string streamed;
+  for (const auto& e : events) {
+    if (e.event == "content_block_delta") streamed += e.data["delta"]["text"].get<std::string>();
+  }
+
+  auto list = erin.Call("GET", "/v1/conversations/" + id + "/messages");
+  ASSERT_EQ(list.status, 200);
+  const json stored = json::parse(list.body)["data"][1];
+  EXPECT_EQ(stored["id"], reply_id);
+  EXPECT_EQ(stored["status"], "complete");
+  EXPECT_EQ(stored["stop_reason"], "cancelled");
+  EXPECT_EQ(stored["content"], streamed) << "the stored reply is what its reader was sent";
+  const int output_tokens = stored["usage"]["output_tokens"];
+  EXPECT_GT(output_tokens, 0);
+  EXPECT_LT(output_tokens, 300);
+  auto usage = UsageFor("stop", reply_id);
+  ASSERT_EQ(usage.records_size(), 1);
+  EXPECT_EQ(usage.records(0).stop_reason(), "cancelled");
+  // Metered as generated: what the reader got, and what the worker made
+  // before the stop reached it; the worker stopped (not all 300).
+  EXPECT_GE(usage.records(0).output_tokens(), output_tokens);
+  EXPECT_LT(usage.records(0).output_tokens(), 300);
+
+  // Again: the reply as it ended. A user message is not a reply; another
+  // user's reply is not found.
+  auto again = erin.Call("POST", reply_path + "/cancel");
+  ASSERT_EQ(again.status, 202) << again.body;
+  EXPECT_EQ(json::parse(again.body)["stop_reason"], "cancelled");
+  const std::string user_message_id = json::parse(sent.body)["user_message"]["id"];
+  ExpectError(
+      erin.Call("POST", "/v1/conversations/" + id + "/messages/" + user_message_id + "/cancel"),
+      400, "invalid_request_error");
+  const ChatUser frank("stop", "frank");
+  ExpectError(frank.Call("POST", reply_path + "/cancel"), 404, "not_found_error");
+  EXPECT_EQ(
+      MetricValue(g_cluster->metrics_port("chat-b"), "sb_chat_cancels_total{where=\"elsewhere\"}"),
+      1);
+  EXPECT_GE(MetricValue(g_cluster->metrics_port("chat"), "sb_chat_cancel_bus_received_total"), 1);
+  g_cluster->Kill("chat-b");
 }
 
 }  // namespace

@@ -189,6 +189,13 @@ absl::Status Cluster::StartService(const std::string& name, std::vector<std::str
                                 Tail(infra_->dir() + "/" + name + ".log", 30));
 }
 
+absl::Status Cluster::StartChatReplica(const std::string& name) {
+  if (processes_.count(name) > 0) return absl::AlreadyExistsError(name + " is running");
+  grpc_ports_[name] = FreePort();
+  metrics_ports_[name] = FreePort();
+  return StartService(name, started_with_.at("chat").first, "chat");
+}
+
 absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_id,
                                                      const std::string& models,
                                                      std::vector<std::string> flags) {

@@ -114,6 +114,11 @@ class Cluster {
   absl::StatusOr<Gateway> StartGateway(const std::string& name,
                                        std::vector<std::string> flags = {});
 
+  // Starts one more chat replica named `name`, with the cluster's chat
+  // flags (its database, Redis, Kafka, schedulers and safety); its ports are
+  // grpc_port(name) and metrics_port(name), and Kill/Restart take the name.
+  absl::Status StartChatReplica(const std::string& name);
+
  private:
   Cluster() = default;
   // `binary`: the service whose binary runs under `name` ("": name).

@@ -527,6 +527,26 @@ void HandleDeleteConversation(GatewayDeps& deps, const std::shared_ptr<RequestCo
       });
 }
 
+void HandleCancelMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  auto call =
+      NewUnary<cpb::CancelMessageRequest, cpb::ChatMessage>(kUnaryDeadline, ctx->trace_context());
+  if (!ScopeTo(ctx, call->req)) return;
+  const std::string& message_id = ctx->params.at(1);
+  if (auto st = CheckId(message_id, "message_id"); !st.ok()) {
+    ctx->Fail(st);
+    return;
+  }
+  call->req.set_message_id(message_id);
+  deps.chat.async()->CancelMessage(
+      &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
+        if (!st.ok()) {
+          ctx->Fail(Public(*ctx, st, "stopping the reply"));
+          return;
+        }
+        ctx->RespondJson(202, sb::json::Dump(MessageToJson(call->resp)));
+      });
+}
+
 void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
   const std::string& conversation_id = ctx->params.at(0);
   const std::string& message_id = ctx->params.at(1);

@@ -20,6 +20,10 @@ void HandleListConversations(GatewayDeps& deps, const std::shared_ptr<RequestCon
 void HandleGetConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 void HandleUpdateConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 void HandleDeleteConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+// Stops a reply in progress (202 with the reply as it was; a finished one
+// unchanged): readers get its message_delta (stop_reason "cancelled") and
+// message_stop, and the message keeps the text so far.
+void HandleCancelMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 // SSE in the Messages API event shapes; every event has its own
 // `id: {message_id}:{offset}`, and `Last-Event-ID` resumes after any of them.
 void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
