@@ -9,3 +9,5 @@ CREATE INDEX conversations_archived ON conversations
   (org_id, user_id, last_message_at DESC, id DESC)
   WHERE deleted_at IS NULL AND archived_at IS NOT NULL;
 DROP INDEX conversations_recent;
+-- Deleted conversations waiting to be erased (chat's eraser sweeps them).
+CREATE INDEX conversations_deleted ON conversations (deleted_at) WHERE deleted_at IS NOT NULL;

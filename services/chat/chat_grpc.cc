@@ -325,6 +325,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::DeleteConversation(
         req->has_expected_version() ? std::optional(req->expected_version()) : std::nullopt);
     if (!st.ok()) return st;
     Publish("conversation.deleted", scope, req->conversation_id(), nullptr);
+    if (on_deleted_) on_deleted_(req->conversation_id());
     return absl::OkStatus();
   });
   return reactor;

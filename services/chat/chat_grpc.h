@@ -26,6 +26,11 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
                   pipeline::FailClosedRecorder on_fail_closed = nullptr,
                   std::function<absl::Status(const std::string&)> publish_cancel = nullptr);
 
+  // Told of every conversation deleted (the eraser); set before serving.
+  void set_on_deleted(std::function<void(const std::string& conversation_id)> fn) {
+    on_deleted_ = std::move(fn);
+  }
+
   grpc::ServerUnaryReactor* CreateConversation(
       grpc::CallbackServerContext* ctx, const switchboard::chat::v1::CreateConversationRequest* req,
       switchboard::chat::v1::Conversation* resp) override;
@@ -79,6 +84,7 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   const std::function<absl::Status(const std::string&)> publish_cancel_;
   metrics::Counter& cancels_here_;
   metrics::Counter& cancels_elsewhere_;
+  std::function<void(const std::string&)> on_deleted_;
 };
 
 }  // namespace sb::chat

@@ -373,4 +373,46 @@ absl::Status ChatStore::DeleteConversation(const Scope& scope, const std::string
   return st.ok() ? refused : st;
 }
 
+absl::StatusOr<std::vector<ChatStore::Erasable>> ChatStore::ErasableConversations(
+    absl::Duration deleted_for, int limit) {
+  return pg_.Run<std::vector<Erasable>>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    std::vector<Erasable> out;
+    for (const auto& r : tx.exec_params(sql::kErasableConversations,
+                                        absl::ToDoubleMilliseconds(deleted_for), limit)) {
+      out.push_back({r[0].as<std::string>(), r[1].as<bool>()});
+    }
+    return out;
+  });
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ChatStore::MessagesOf(
+    const std::string& conversation_id) {
+  using Messages = std::vector<std::pair<std::string, std::string>>;
+  return pg_.Run<Messages>([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    Messages out;
+    for (const auto& r : tx.exec_params(sql::kMessagesOf, conversation_id)) {
+      out.emplace_back(r[0].as<std::string>(), r[1].as<std::string>());
+    }
+    return out;
+  });
+}
+
+absl::Status ChatStore::EraseConversation(const std::string& conversation_id) {
+  bool deleted = false;
+  absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    deleted = !tx.exec_params(sql::kLockDeleted, conversation_id).empty();
+    if (!deleted) return;  // never erase what was not deleted
+    tx.exec_params(sql::kEraseMessages, conversation_id);
+    tx.exec_params(sql::kEraseConversation, conversation_id);
+    tx.commit();
+  });
+  if (st.ok() && !deleted) {
+    return absl::FailedPreconditionError("conversation " + conversation_id + " is not deleted");
+  }
+  return st;
+}
+
 }  // namespace sb::chat

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/ulid.h"
 #include "storage/pg.h"
 #include "switchboard/chat/v1/chat.pb.h"
@@ -94,9 +95,23 @@ class ChatStore {
       const Scope& scope, const std::string& conversation_id);
   absl::StatusOr<switchboard::chat::v1::Conversation> UpdateConversation(
       const Scope& scope, const std::string& conversation_id, const ConversationPatch& patch);
-  // Hidden from every read at once.
+  // Hidden from every read at once; erased later (Eraser).
   absl::Status DeleteConversation(const Scope& scope, const std::string& conversation_id,
                                   std::optional<int64_t> expected_version);
+
+  // Erasure (eraser.h). Deleted conversations deleted at least
+  // `deleted_for` ago, oldest first; `overdue` when a minute ago or more.
+  struct Erasable {
+    std::string conversation_id;
+    bool overdue = false;
+  };
+  absl::StatusOr<std::vector<Erasable>> ErasableConversations(absl::Duration deleted_for,
+                                                              int limit);
+  // A conversation's messages: id and status.
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> MessagesOf(
+      const std::string& conversation_id);
+  // Removes a deleted conversation's rows: its messages and itself.
+  absl::Status EraseConversation(const std::string& conversation_id);
 
  private:
   PgPool& pg_;

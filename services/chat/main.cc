@@ -6,6 +6,7 @@
 #include "chat/cancel_bus.h"
 #include "chat/chat_grpc.h"
 #include "chat/chat_store.h"
+#include "chat/eraser.h"
 #include "chat/turns.h"
 #include "core/clock.h"
 #include "grpcx/common_flags.h"
@@ -40,6 +41,9 @@ ABSL_FLAG(int, max_turns, 10000,
 ABSL_FLAG(int, stream_retention_seconds, 300,
           "How long a finished reply stays replayable from Redis");
 ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
+ABSL_FLAG(absl::Duration, erase_after, absl::ZeroDuration(),
+          "How long a deleted conversation's rows and replay buffers are kept before they are "
+          "erased (0: at once)");
 
 int main(int argc, char** argv) {
   sb::InitService("chat", argc, argv);
@@ -103,16 +107,22 @@ int main(int argc, char** argv) {
   sb::RedisTokenStream stream(redis,
                               std::chrono::seconds(absl::GetFlag(FLAGS_stream_retention_seconds)));
   sb::chat::Turns turns(store, stream, pipeline, publish, pool, absl::GetFlag(FLAGS_max_turns));
-  // Stops for replies another replica runs (cancel_bus.h).
+  // Stops for replies another replica runs (cancel_bus.h), and erasure.
   sb::RedisClient cancel_redis({.host = absl::GetFlag(FLAGS_redis_host),
                                 .port = absl::GetFlag(FLAGS_redis_port),
-                                .pool_size = 2,
+                                .pool_size = 4,
                                 .password = absl::GetFlag(FLAGS_redis_password)});
   sb::chat::CancelBus cancels(cancel_redis, [&turns](const std::string& id) { turns.Cancel(id); });
   cancels.Start();
   sb::chat::ChatServiceImpl service(
       store, turns, input, publish, pool, fail_closed,
       [&cancels](const std::string& id) { return cancels.Publish(id); });
+  sb::chat::Eraser eraser(
+      store, cancel_redis, turns, pool,
+      [&cancels](const std::string& id) { return cancels.Publish(id); },
+      absl::GetFlag(FLAGS_erase_after));
+  service.set_on_deleted([&eraser](const std::string& id) { eraser.Deleted(id); });
+  eraser.Start();
 
   sb::ServiceRunner runner("chat");
   runner.AddService(&service);

@@ -65,6 +65,20 @@ inline constexpr const char* kDeleteConversation =
 
 #undef SB_CONVERSATION_COLUMNS
 
+// Erasure: deleted conversations at least $1 ms old, oldest first (and
+// whether they are a minute old: erased even with a reply in progress).
+inline constexpr const char* kErasableConversations =
+    "SELECT id, deleted_at < now() - interval '1 minute' FROM conversations "
+    "WHERE deleted_at IS NOT NULL AND deleted_at <= now() - $1::float8 * interval '1 millisecond' "
+    "ORDER BY deleted_at LIMIT $2";
+inline constexpr const char* kMessagesOf =
+    "SELECT message_id, status FROM messages WHERE conversation_id = $1";
+inline constexpr const char* kLockDeleted =
+    "SELECT 1 FROM conversations WHERE id = $1 AND deleted_at IS NOT NULL FOR UPDATE";
+inline constexpr const char* kEraseMessages = "DELETE FROM messages WHERE conversation_id = $1";
+inline constexpr const char* kEraseConversation =
+    "DELETE FROM conversations WHERE id = $1 AND deleted_at IS NOT NULL";
+
 inline constexpr const char* kFindConversation =
     "SELECT 1 FROM conversations "
     "WHERE id = $1 AND org_id = $2 AND user_id = $3 AND deleted_at IS NULL";

@@ -218,6 +218,11 @@ bool Turns::Cancel(const std::string& assistant_message_id) {
   return true;
 }
 
+bool Turns::Runs(const std::string& assistant_message_id) {
+  std::lock_guard lock(running_mu_);
+  return running_.count(assistant_message_id) > 0;
+}
+
 void Turns::Ended(const std::string& assistant_message_id, bool ok) {
   {
     std::lock_guard lock(running_mu_);

@@ -62,6 +62,9 @@ class Turns {
   // stop_reason "cancelled" holding the text so far. False when this
   // replica does not run it.
   bool Cancel(const std::string& assistant_message_id);
+  // Whether this replica runs the reply (until its last stream entry is
+  // written).
+  bool Runs(const std::string& assistant_message_id);
 
  private:
   friend class ChatTurnSink;

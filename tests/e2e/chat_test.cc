@@ -3,6 +3,7 @@
 // concurrency on sends.
 #include <atomic>
 #include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
 #include <string>
 #include <thread>
 #include <vector>
@@ -11,6 +12,8 @@
 #include "gtest/gtest.h"
 #include "http/http_client.h"
 #include "sbadmin/admin.h"
+#include "storage/redis.h"
+#include "storage/token_stream.h"
 
 namespace sb::testing {
 namespace {
@@ -320,6 +323,63 @@ TEST(ChatStopTest, AStopThroughAnyReplicaEndsTheReplyWithItsTextAndMetersIt) {
       1);
   EXPECT_GE(MetricValue(g_cluster->metrics_port("chat"), "sb_chat_cancel_bus_received_total"), 1);
   g_cluster->Kill("chat-b");
+}
+
+// What PostgreSQL and Redis still hold of a conversation: its rows, and the
+// replay buffers of the replies named.
+int Remains(const std::string& conversation_id, const std::vector<std::string>& reply_ids) {
+  pqxx::connection c(g_cluster->infra().pg_uri());
+  pqxx::read_transaction tx(c);
+  int n = tx.exec_params1(
+                "SELECT ((SELECT count(*) FROM messages WHERE conversation_id = $1) + "
+                " (SELECT count(*) FROM conversations WHERE id = $1))::int",
+                conversation_id)[0]
+              .as<int>();
+  RedisClient redis({.port = g_cluster->infra().redis_port()});
+  for (const auto& id : reply_ids) {
+    auto r = redis.Command({"EXISTS", TokenStreamKey(id)});
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) n += static_cast<int>(r->integer);
+  }
+  return n;
+}
+
+// Erasure: a deleted conversation's rows and its replies' replay buffers
+// are removed (at once: --erase_after is 0), also when a reply was still
+// generating — it is stopped first.
+TEST(ConversationsTest, ADeletedConversationLeavesNothingInPostgresOrRedis) {
+  auto worker = g_cluster->StartWorker("worker-erase", "sim-erase", {"--tokens_per_second=20"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  const ChatUser gina("erase", "gina");
+  for (bool running : {false, true}) {
+    SCOPED_TRACE(running ? "a reply still running" : "replies ended");
+    const std::string id = gina.NewConversation("to forget", running ? "sim-erase" : "sim-small");
+    std::vector<std::string> replies;
+    for (int turn = 0; turn < 2; ++turn) {
+      auto sent = gina.Send(id, "remember this " + std::to_string(turn),
+                            {{"max_tokens", running ? 300 : 4}});
+      ASSERT_EQ(sent.status, 202) << sent.body;
+      replies.push_back(json::parse(sent.body)["assistant_message_id"]);
+      // The reply's buffer exists (its first events are in).
+      auto stream = http::FetchStreaming(
+          {.port = g_cluster->http_port(),
+           .target = "/v1/conversations/" + id + "/messages/" + replies.back() + "/stream",
+           .headers = {{"x-api-key", gina.key()}},
+           .timeout = std::chrono::seconds(30)},
+          [&](std::string_view d) { return !running && d.find("message_stop") == d.npos; });
+      ASSERT_TRUE(stream.ok()) << stream.status();
+      if (running) break;  // one turn, still generating
+    }
+    ASSERT_GT(Remains(id, replies), 0);
+    ASSERT_EQ(gina.Call("DELETE", "/v1/conversations/" + id).status, 200);
+    int left = -1;
+    for (int i = 0; i < 100 && left != 0; ++i) {
+      left = Remains(id, replies);
+      if (left != 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(left, 0) << "rows or replay buffers left 10 s after the delete";
+  }
+  EXPECT_GE(MetricValue(g_cluster->metrics_port("chat"), "sb_chat_erased_conversations_total"), 2);
 }
 
 }  // namespace
