@@ -29,6 +29,17 @@ cpb::ChatMessage RowToMessage(const pqxx::row& r) {
   // Replies stored before the results were told apart say "allow".
   const std::string safety = r[12].as<std::string>();
   m.set_safety_result(safety == "allow" ? "pass" : safety);
+  if (r.size() > 13) {  // GetMessage's: the deltas' lengths
+    const std::string lengths = r[13].as<std::string>();
+    for (size_t p = 0; p < lengths.size();) {
+      size_t comma = lengths.find(',', p);
+      if (comma == std::string::npos) comma = lengths.size();
+      int n = 0;
+      std::from_chars(lengths.data() + p, lengths.data() + comma, n);
+      m.add_delta_lengths(n);
+      p = comma + 1;
+    }
+  }
   return m;
 }
 
@@ -240,9 +251,14 @@ absl::Status ChatStore::CompleteReply(const std::string& conversation_id,
                                       const std::string& message_id, const TurnResult& r) {
   return pg_.RunVoid([&](pqxx::connection& c) {
     pqxx::work tx(c);
+    std::string lengths;
+    for (int n : r.delta_lengths) {
+      if (!lengths.empty()) lengths += ',';
+      lengths += std::to_string(n);
+    }
     tx.exec_params(sql::kCompleteMessage, conversation_id, message_id, r.content, r.status,
                    r.stop_reason, r.input_tokens, r.output_tokens, r.model, r.safety_result,
-                   r.stream_last_offset);
+                   r.stream_last_offset, lengths);
     tx.exec_params(sql::kTouchConversation, conversation_id);
     tx.commit();
   });

@@ -54,6 +54,7 @@ struct TurnResult {
   std::string model;
   std::string safety_result;
   int64_t stream_last_offset = 0;  // the offset of the reply stream's last event
+  std::vector<int> delta_lengths;  // of each text delta of the stream, in order
 };
 
 // A page of messages holds at most about this much text (it ends after the

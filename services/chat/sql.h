@@ -116,7 +116,8 @@ inline constexpr const char* kHistory =
 
 inline constexpr const char* kCompleteMessage =
     "UPDATE messages SET content = $3, status = $4, stop_reason = $5, input_tokens = $6, "
-    " output_tokens = $7, model = $8, safety_result = $9, stream_last_offset = $10 "
+    " output_tokens = $7, model = $8, safety_result = $9, stream_last_offset = $10, "
+    " delta_lengths = $11 "
     "WHERE conversation_id = $1 AND message_id = $2";
 
 inline constexpr const char* kListMessages =
@@ -129,7 +130,8 @@ inline constexpr const char* kListMessages =
 inline constexpr const char* kGetMessage =
     "SELECT m.message_id, m.conversation_id, coalesce(m.parent_id, ''), m.role, m.content, "
     " m.status, m.stop_reason, m.input_tokens, m.output_tokens, m.model, "
-    " (extract(epoch from m.created_at) * 1000)::bigint, m.stream_last_offset, m.safety_result "
+    " (extract(epoch from m.created_at) * 1000)::bigint, m.stream_last_offset, m.safety_result, "
+    " m.delta_lengths "
     "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
     "WHERE m.conversation_id = $1 AND m.message_id = $2 AND c.org_id = $3 AND c.user_id = $4 "
     " AND c.deleted_at IS NULL";

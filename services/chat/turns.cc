@@ -48,6 +48,7 @@ class ChatTurnSink final : public pipeline::Sink,
 
   void OnText(std::string text, Ready ready) override {
     result_.content += text;
+    result_.delta_lengths.push_back(static_cast<int>(text.size()));
     StreamEntry delta = Entry(++offset_, StreamEntry::Kind::kDelta);
     delta.text = std::move(text);
     Append({std::move(delta)}, std::move(ready));

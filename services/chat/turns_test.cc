@@ -122,6 +122,8 @@ TEST_F(TurnsTest, EveryEventOfTheReplyIsAnEntryWithContiguousOffsets) {
   EXPECT_EQ(stored->status(), "complete");
   EXPECT_EQ(stored->content(), "Hello");
   EXPECT_EQ(stored->stream_last_offset(), 7);
+  EXPECT_EQ(std::vector<int>(stored->delta_lengths().begin(), stored->delta_lengths().end()),
+            (std::vector<int>{3, 2}));
   EXPECT_EQ(stored->safety_result(), "pass");
   std::lock_guard<std::mutex> lock(mu_);
   ASSERT_EQ(published_.size(), 1u);
@@ -252,6 +254,9 @@ TEST_F(TurnsTest, AStoppedTurnEndsCancelledWithTheTextSoFar) {
   EXPECT_EQ(stored->status(), "complete");
   EXPECT_EQ(stored->stop_reason(), "cancelled");
   EXPECT_EQ(stored->content(), "Hel");
+  EXPECT_EQ(std::vector<int>(stored->delta_lengths().begin(), stored->delta_lengths().end()),
+            std::vector<int>{3})
+      << "the stream's token boundaries are stored with the reply";
   EXPECT_FALSE(turns_.Cancel(spec.assistant_message_id)) << "ended: no longer running here";
 }
 

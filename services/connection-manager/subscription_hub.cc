@@ -95,7 +95,24 @@ std::vector<conn::StreamEvent> FromPersisted(const cpb::ChatMessage& m, int64_t 
     out.push_back(std::move(e));
   }
   if (last_delta > 2 && after_offset < last_delta) {
-    if (after_offset > 2) {
+    // With the deltas' lengths (replies stored since they are kept), every
+    // delta as it was, at its own offset.
+    const auto& lengths = m.delta_lengths();
+    int64_t total = 0;
+    for (int n : lengths) total += n;
+    if (static_cast<int64_t>(lengths.size()) == last_delta - 2 &&
+        total == static_cast<int64_t>(m.content().size())) {
+      size_t begin = 0;
+      for (int i = 0; i < lengths.size(); ++i) {
+        const int64_t offset = 3 + i;
+        if (offset > after_offset) {
+          auto e = At(offset);
+          e.mutable_delta()->set_text(m.content().substr(begin, lengths[i]));
+          out.push_back(std::move(e));
+        }
+        begin += static_cast<size_t>(lengths[i]);
+      }
+    } else if (after_offset > 2) {
       // Token boundaries are not stored: the rest cannot be cut out exactly.
       auto e = At(after_offset + 1);
       e.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kNotFound));
@@ -103,11 +120,12 @@ std::vector<conn::StreamEvent> FromPersisted(const cpb::ChatMessage& m, int64_t 
           "the replay buffer for this reply has expired; read the complete message instead");
       out.push_back(std::move(e));
       return out;
+    } else {
+      // The whole text as one delta, at the offset the last delta had.
+      auto e = At(last_delta);
+      e.mutable_delta()->set_text(m.content());
+      out.push_back(std::move(e));
     }
-    // The whole text as one delta, at the offset the last delta had.
-    auto e = At(last_delta);
-    e.mutable_delta()->set_text(m.content());
-    out.push_back(std::move(e));
   }
   if (after_offset < last - 2) {
     auto e = At(last - 2);

@@ -49,6 +49,31 @@ TEST(FromPersistedTest, ResumesExactlyAfterEveryEventOutsideTheText) {
   EXPECT_TRUE(FromPersisted(Complete(), 8).empty()) << "after the end nothing remains";
 }
 
+// With the deltas' lengths stored, a resume after any event — in the
+// middle of the text too — gets exactly the events the live stream had
+// after it: each delta as it was, at its own offset.
+TEST(FromPersistedTest, WithTheDeltasLengthsAResumeMidTextIsExact) {
+  auto m = Complete();
+  for (int n : {5, 6, 7}) m.add_delta_lengths(n);  // "Hello", " there", " friend"
+  const std::vector<std::string> texts = {"Hello", " there", " friend"};
+  auto whole = FromPersisted(m, 0);
+  EXPECT_EQ(Offsets(whole), (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(whole[2 + i].delta().text(), texts[i]);
+  for (int64_t after = 0; after <= 8; ++after) {
+    SCOPED_TRACE(after);
+    auto rest = FromPersisted(m, after);
+    ASSERT_EQ(rest.size(), whole.size() - static_cast<size_t>(after));
+    for (size_t i = 0; i < rest.size(); ++i) {
+      EXPECT_EQ(rest[i].SerializeAsString(), whole[after + i].SerializeAsString());
+    }
+  }
+  // Lengths that do not add up to the text (or to the deltas the offsets
+  // leave room for) are not trusted: as without them.
+  m.set_delta_lengths(0, 4);
+  EXPECT_EQ(Offsets(FromPersisted(m, 0)), (std::vector<int64_t>{1, 2, 5, 6, 7, 8}));
+  EXPECT_TRUE(FromPersisted(m, 3)[0].has_error());
+}
+
 TEST(FromPersistedTest, MidwayThroughTheTextCannotBeSplicedAndSaysSo) {
   for (int64_t after : {3, 4}) {
     auto events = FromPersisted(Complete(), after);
