@@ -28,13 +28,11 @@ absl::Status RequireScope(const std::string& org, const std::string& user) {
 }  // namespace
 
 ChatServiceImpl::ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::InputGuard& input,
-                                 EventPublisher publish, ThreadPool& pool,
-                                 pipeline::FailClosedRecorder on_fail_closed,
+                                 ThreadPool& pool, pipeline::FailClosedRecorder on_fail_closed,
                                  std::function<absl::Status(const std::string&)> publish_cancel)
     : store_(store),
       turns_(turns),
       input_(input),
-      publish_(std::move(publish)),
       pool_(pool),
       on_fail_closed_(std::move(on_fail_closed)),
       conflicts_(metrics::Default().GetCounter(
@@ -62,21 +60,6 @@ void ChatServiceImpl::OnPool(grpc::CallbackServerContext* ctx, grpc::ServerUnary
   }
 }
 
-void ChatServiceImpl::Publish(const std::string& type, const Scope& scope,
-                              const std::string& conversation_id,
-                              const cpb::Conversation* conversation,
-                              const cpb::ChatMessage* message) {
-  cpb::ChatEvent ev;
-  ev.set_type(type);
-  ev.set_org_id(scope.org_id);
-  ev.set_user_id(scope.user_id);
-  ev.set_conversation_id(conversation_id);
-  ev.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
-  if (conversation != nullptr) *ev.mutable_conversation() = *conversation;
-  if (message != nullptr) *ev.mutable_message() = *message;
-  publish_(ev);
-}
-
 grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
     grpc::CallbackServerContext* ctx, const cpb::CreateConversationRequest* req,
     cpb::Conversation* resp) {
@@ -97,7 +80,6 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
         store_.CreateConversation({req->org_id(), req->user_id()}, req->model(), req->title());
     if (!conv.ok()) return conv.status();
     *resp = std::move(*conv);
-    Publish("conversation.created", {req->org_id(), req->user_id()}, resp->id(), resp);
     return absl::OkStatus();
   });
   return reactor;
@@ -115,8 +97,6 @@ absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req,
   resp->set_assistant_message_id(turn->assistant_message_id);
   resp->set_conversation_version(turn->conversation_version);
   if (turn->replayed) return absl::OkStatus();  // the first send already started the turn
-
-  Publish("message.created", scope, req.conversation_id(), nullptr, &turn->user_message);
 
   TurnSpec spec;
   spec.scope = scope;
@@ -275,7 +255,6 @@ grpc::ServerUnaryReactor* ChatServiceImpl::UpdateConversation(
     auto conv = store_.UpdateConversation(scope, req->conversation_id(), patch);
     if (!conv.ok()) return conv.status();
     *resp = std::move(*conv);
-    Publish("conversation.updated", scope, resp->id(), resp);
     return absl::OkStatus();
   });
   return reactor;
@@ -324,7 +303,6 @@ grpc::ServerUnaryReactor* ChatServiceImpl::DeleteConversation(
         scope, req->conversation_id(),
         req->has_expected_version() ? std::optional(req->expected_version()) : std::nullopt);
     if (!st.ok()) return st;
-    Publish("conversation.deleted", scope, req->conversation_id(), nullptr);
     if (on_deleted_) on_deleted_(req->conversation_id());
     return absl::OkStatus();
   });

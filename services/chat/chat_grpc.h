@@ -21,8 +21,7 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   // safety could not be asked (the safety audit trail).
   // `publish_cancel` (may be null) tells the other replicas to stop a
   // reply this one does not run (cancel_bus.h).
-  ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::InputGuard& input,
-                  EventPublisher publish, ThreadPool& pool,
+  ChatServiceImpl(ChatStore& store, Turns& turns, pipeline::InputGuard& input, ThreadPool& pool,
                   pipeline::FailClosedRecorder on_fail_closed = nullptr,
                   std::function<absl::Status(const std::string&)> publish_cancel = nullptr);
 
@@ -70,14 +69,10 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   // kVersionTrailer.
   void OnPool(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
               std::function<absl::Status()> fn);
-  void Publish(const std::string& type, const Scope& scope, const std::string& conversation_id,
-               const switchboard::chat::v1::Conversation* conversation,
-               const switchboard::chat::v1::ChatMessage* message = nullptr);
 
   ChatStore& store_;
   Turns& turns_;
   pipeline::InputGuard& input_;
-  EventPublisher publish_;
   ThreadPool& pool_;
   const pipeline::FailClosedRecorder on_fail_closed_;
   metrics::Counter& conflicts_;

@@ -153,6 +153,27 @@ std::string TitleFrom(std::string_view content) {
   return title + "\u2026";
 }
 
+void ChatStore::Enqueue(pqxx::work& tx, cpb::ChatEvent ev) {
+  const absl::Time now = absl::Now();
+  ev.set_event_id(ids_.Next(now));
+  ev.set_at_unix_ms(absl::ToUnixMillis(now));
+  const std::string bytes = ev.SerializeAsString();
+  tx.exec_params(sql::kEnqueueEvent, ev.conversation_id(), pqxx::binarystring(bytes));
+}
+
+namespace {
+
+cpb::ChatEvent Event(const char* type, const Scope& scope, const std::string& conversation_id) {
+  cpb::ChatEvent ev;
+  ev.set_type(type);
+  ev.set_org_id(scope.org_id);
+  ev.set_user_id(scope.user_id);
+  ev.set_conversation_id(conversation_id);
+  return ev;
+}
+
+}  // namespace
+
 absl::StatusOr<cpb::Conversation> ChatStore::CreateConversation(const Scope& scope,
                                                                 const std::string& model,
                                                                 const std::string& title) {
@@ -162,7 +183,6 @@ absl::StatusOr<cpb::Conversation> ChatStore::CreateConversation(const Scope& sco
     tx.exec_params(sql::kEnsureUser, scope.org_id, scope.user_id);
     auto r =
         tx.exec_params1(sql::kInsertConversation, id, scope.org_id, scope.user_id, title, model);
-    tx.commit();
     cpb::Conversation conv;
     conv.set_id(id);
     conv.set_org_id(scope.org_id);
@@ -173,6 +193,10 @@ absl::StatusOr<cpb::Conversation> ChatStore::CreateConversation(const Scope& sco
     conv.set_message_count(r[1].as<int>());
     conv.set_created_at_unix_ms(r[2].as<int64_t>());
     conv.set_last_message_at_unix_ms(r[3].as<int64_t>());
+    cpb::ChatEvent ev = Event("conversation.created", scope, id);
+    *ev.mutable_conversation() = conv;
+    Enqueue(tx, std::move(ev));
+    tx.commit();
     return conv;
   });
 }
@@ -218,13 +242,16 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
                    "in_progress", "", t.model);
     t.conversation_version =
         tx.exec_params1(sql::kBumpForTurn, conversation_id, TitleFrom(content))[0].as<int64_t>();
-    tx.commit();
     t.user_message.set_id(user_id);
     t.user_message.set_conversation_id(conversation_id);
     t.user_message.set_role("user");
     t.user_message.set_content(content);
     t.user_message.set_status("complete");
     t.user_message.set_created_at_unix_ms(created[0].as<int64_t>());
+    cpb::ChatEvent ev = Event("message.created", scope, conversation_id);
+    *ev.mutable_message() = t.user_message;
+    Enqueue(tx, std::move(ev));
+    tx.commit();
     t.assistant_message_id = reply_id;
     turn = std::move(t);
   });
@@ -248,7 +275,8 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ChatStore::Hist
 }
 
 absl::Status ChatStore::CompleteReply(const std::string& conversation_id,
-                                      const std::string& message_id, const TurnResult& r) {
+                                      const std::string& message_id, const TurnResult& r,
+                                      const cpb::ChatEvent* announce) {
   return pg_.RunVoid([&](pqxx::connection& c) {
     pqxx::work tx(c);
     std::string lengths;
@@ -259,7 +287,8 @@ absl::Status ChatStore::CompleteReply(const std::string& conversation_id,
     tx.exec_params(sql::kCompleteMessage, conversation_id, message_id, r.content, r.status,
                    r.stop_reason, r.input_tokens, r.output_tokens, r.model, r.safety_result,
                    r.stream_last_offset, lengths);
-    tx.exec_params(sql::kTouchConversation, conversation_id);
+    tx.exec_params(sql::kTouchConversation, conversation_id);  // its row lock first
+    if (announce != nullptr) Enqueue(tx, *announce);
     tx.commit();
   });
 }
@@ -365,8 +394,11 @@ absl::StatusOr<cpb::Conversation> ChatStore::UpdateConversation(const Scope& sco
     }
     auto row =
         tx.exec_params1(sql::kUpdateConversation, conversation_id, patch.title, patch.archived);
-    tx.commit();
     out = RowToConversation(scope, row);
+    cpb::ChatEvent ev = Event("conversation.updated", scope, conversation_id);
+    *ev.mutable_conversation() = *out;
+    Enqueue(tx, std::move(ev));
+    tx.commit();
   });
   if (!st.ok()) return st;
   if (!refused.ok()) return refused;
@@ -384,6 +416,7 @@ absl::Status ChatStore::DeleteConversation(const Scope& scope, const std::string
       return;
     }
     tx.exec_params(sql::kDeleteConversation, conversation_id);
+    Enqueue(tx, Event("conversation.deleted", scope, conversation_id));
     tx.commit();
   });
   return st.ok() ? refused : st;
@@ -429,6 +462,28 @@ absl::Status ChatStore::EraseConversation(const std::string& conversation_id) {
     return absl::FailedPreconditionError("conversation " + conversation_id + " is not deleted");
   }
   return st;
+}
+
+absl::StatusOr<int> ChatStore::RelayOutbox(
+    int limit, const std::function<size_t(const std::vector<OutboxRow>&)>& publish) {
+  return pg_.Run<int>([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    // Any constant names the relay's turn; this one spells "chatoutb".
+    if (!tx.exec_params1(sql::kLockRelay, int64_t{0x636861746f757462})[0].as<bool>()) return -1;
+    std::vector<OutboxRow> rows;
+    for (const auto& r : tx.exec_params(sql::kOutboxBatch, limit)) {
+      rows.push_back({r[0].as<int64_t>(), r[1].as<std::string>(), pqxx::binarystring(r[2]).str()});
+    }
+    if (rows.empty()) return 0;
+    const size_t stored = std::min(publish(rows), rows.size());
+    if (stored > 0) {
+      std::string ids = "{";
+      for (size_t i = 0; i < stored; ++i) ids += (i > 0 ? "," : "") + std::to_string(rows[i].id);
+      tx.exec_params(sql::kDeleteOutbox, ids + "}");
+    }
+    tx.commit();
+    return static_cast<int>(stored);
+  });
 }
 
 }  // namespace sb::chat

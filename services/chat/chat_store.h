@@ -2,6 +2,7 @@
 // to (org, user): another tenant's ids are NotFound, never PermissionDenied.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -79,8 +80,10 @@ class ChatStore {
   // The conversation's completed messages up to `through_id`, oldest first.
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> History(
       const std::string& conversation_id, const std::string& through_id);
+  // With `announce`, the event goes to the outbox in the same transaction.
   absl::Status CompleteReply(const std::string& conversation_id, const std::string& message_id,
-                             const TurnResult& result);
+                             const TurnResult& result,
+                             const switchboard::chat::v1::ChatEvent* announce = nullptr);
   absl::StatusOr<switchboard::chat::v1::ListMessagesResponse> ListMessages(
       const Scope& scope, const std::string& conversation_id, int limit, const std::string& cursor);
   absl::StatusOr<switchboard::chat::v1::ChatMessage> GetMessage(const Scope& scope,
@@ -114,7 +117,24 @@ class ChatStore {
   // Removes a deleted conversation's rows: its messages and itself.
   absl::Status EraseConversation(const std::string& conversation_id);
 
+  // The outbox of chat.events (outbox_relay.h): every change above writes
+  // its event (conversation.created/updated/deleted, message.created/
+  // completed) in its own transaction. RelayOutbox hands the oldest
+  // `limit` to `publish`, which returns how many of them (a prefix) were
+  // stored by Kafka; those rows are deleted. One relay runs at a time
+  // across replicas: -1 when another holds the turn.
+  struct OutboxRow {
+    int64_t id = 0;
+    std::string conversation_id;
+    std::string event;  // a serialized ChatEvent
+  };
+  absl::StatusOr<int> RelayOutbox(
+      int limit, const std::function<size_t(const std::vector<OutboxRow>&)>& publish);
+
  private:
+  // Writes `ev` (its event_id and time set here) to the outbox.
+  void Enqueue(pqxx::work& tx, switchboard::chat::v1::ChatEvent ev);
+
   PgPool& pg_;
   UlidGenerator& ids_;
 };

@@ -7,6 +7,7 @@
 #include "chat/chat_grpc.h"
 #include "chat/chat_store.h"
 #include "chat/eraser.h"
+#include "chat/outbox_relay.h"
 #include "chat/turns.h"
 #include "core/clock.h"
 #include "grpcx/common_flags.h"
@@ -66,15 +67,6 @@ int main(int argc, char** argv) {
   }
   const std::string topic = absl::GetFlag(FLAGS_events_topic);
   sb::UlidGenerator ids;
-  sb::chat::EventPublisher publish = [&](const switchboard::chat::v1::ChatEvent& e) {
-    auto copy = e;
-    copy.set_event_id(ids.Next(absl::Now()));
-    if (auto st = (*producer)->Publish(topic, e.conversation_id(), copy.SerializeAsString());
-        !st.ok()) {
-      spdlog::error("chat event {} for {} not queued: {}", e.type(), e.conversation_id(),
-                    st.ToString());
-    }
-  };
   // Every replica of the scheduler: a model's calls go to its home replica,
   // or the next that answers (the relay, for comparison, to the first).
   sb::pipeline::SchedulerReplicas schedulers(absl::GetFlag(FLAGS_scheduler_address));
@@ -106,7 +98,10 @@ int main(int argc, char** argv) {
   sb::chat::ChatStore store(pg, ids);
   sb::RedisTokenStream stream(redis,
                               std::chrono::seconds(absl::GetFlag(FLAGS_stream_retention_seconds)));
-  sb::chat::Turns turns(store, stream, pipeline, publish, pool, absl::GetFlag(FLAGS_max_turns));
+  // chat.events: written with each change, published from the outbox.
+  sb::chat::OutboxRelay relay(store, **producer, topic);
+  relay.Start();
+  sb::chat::Turns turns(store, stream, pipeline, pool, absl::GetFlag(FLAGS_max_turns));
   // Stops for replies another replica runs (cancel_bus.h), and erasure.
   sb::RedisClient cancel_redis({.host = absl::GetFlag(FLAGS_redis_host),
                                 .port = absl::GetFlag(FLAGS_redis_port),
@@ -115,7 +110,7 @@ int main(int argc, char** argv) {
   sb::chat::CancelBus cancels(cancel_redis, [&turns](const std::string& id) { turns.Cancel(id); });
   cancels.Start();
   sb::chat::ChatServiceImpl service(
-      store, turns, input, publish, pool, fail_closed,
+      store, turns, input, pool, fail_closed,
       [&cancels](const std::string& id) { return cancels.Publish(id); });
   sb::chat::Eraser eraser(
       store, cancel_redis, turns, pool,

@@ -65,6 +65,18 @@ inline constexpr const char* kDeleteConversation =
 
 #undef SB_CONVERSATION_COLUMNS
 
+// The outbox of chat.events (migration 0018). One relay at a time (a
+// transaction-scoped advisory lock) keeps the events in order. Rows go by
+// id, never "up to an id": a transaction that took a lower id may commit
+// after a higher one was read. Each change inserts its event after taking
+// its conversation's row lock, so a conversation's events are in id order.
+inline constexpr const char* kEnqueueEvent =
+    "INSERT INTO chat_outbox (conversation_id, event) VALUES ($1, $2)";
+inline constexpr const char* kLockRelay = "SELECT pg_try_advisory_xact_lock($1)";
+inline constexpr const char* kOutboxBatch =
+    "SELECT id, conversation_id, event FROM chat_outbox ORDER BY id LIMIT $1";
+inline constexpr const char* kDeleteOutbox = "DELETE FROM chat_outbox WHERE id = ANY($1::bigint[])";
+
 // Erasure: deleted conversations at least $1 ms old, oldest first (and
 // whether they are a minute old: erased even with a reply in progress).
 inline constexpr const char* kErasableConversations =

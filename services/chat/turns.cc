@@ -114,8 +114,11 @@ class ChatTurnSink final : public pipeline::Sink,
   void Persist(bool ok) {
     auto self = shared_from_this();
     const bool queued = turns_.pool_.Submit([self, ok] {
-      if (auto st = self->turns_.store_.CompleteReply(
-              self->spec_.conversation_id, self->spec_.assistant_message_id, self->result_);
+      // A finished reply is announced (chat.events, through the outbox).
+      const cpb::ChatEvent announce = self->Announcement();
+      if (auto st = self->turns_.store_.CompleteReply(self->spec_.conversation_id,
+                                                      self->spec_.assistant_message_id,
+                                                      self->result_, ok ? &announce : nullptr);
           !st.ok()) {
         spdlog::error("request_id={} persisting reply {}: {}", self->spec_.request_id,
                       self->spec_.assistant_message_id, st.ToString());
@@ -123,7 +126,6 @@ class ChatTurnSink final : public pipeline::Sink,
       self->turns_.stream_.Append(self->spec_.assistant_message_id, std::move(self->closing_),
                                   [self, ok](absl::Status st) {
                                     if (!st.ok()) self->AppendFailed(st);
-                                    if (ok) self->Announce();
                                     self->turns_.Ended(self->spec_.assistant_message_id, ok);
                                   });
     });
@@ -139,13 +141,12 @@ class ChatTurnSink final : public pipeline::Sink,
     }
   }
 
-  void Announce() {
+  cpb::ChatEvent Announcement() const {
     cpb::ChatEvent ev;
     ev.set_type("message.completed");
     ev.set_org_id(spec_.scope.org_id);
     ev.set_user_id(spec_.scope.user_id);
     ev.set_conversation_id(spec_.conversation_id);
-    ev.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
     auto* m = ev.mutable_message();
     m->set_id(spec_.assistant_message_id);
     m->set_conversation_id(spec_.conversation_id);
@@ -159,7 +160,7 @@ class ChatTurnSink final : public pipeline::Sink,
     m->set_output_tokens(result_.output_tokens);
     m->set_model(result_.model);
     m->set_stream_last_offset(result_.stream_last_offset);
-    turns_.publish_(ev);
+    return ev;
   }
 
   Turns& turns_;
@@ -170,11 +171,10 @@ class ChatTurnSink final : public pipeline::Sink,
 };
 
 Turns::Turns(ChatStore& store, TokenStreamAppender& stream, pipeline::Pipeline& pipeline,
-             EventPublisher publish, ThreadPool& pool, int max_turns)
+             ThreadPool& pool, int max_turns)
     : store_(store),
       stream_(stream),
       pipeline_(pipeline),
-      publish_(std::move(publish)),
       pool_(pool),
       max_turns_(max_turns),
       active_gauge_(

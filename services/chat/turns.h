@@ -3,7 +3,8 @@
 // the pipeline generates (no thread per turn; the user's new message was
 // checked by input safety before it was stored), and ChatTurnSink writes
 // every event of the reply to its Redis Stream as one entry (so a reader
-// can resume after any event), persists the reply, and announces it.
+// can resume after any event), persists the reply, and announces it
+// (message.completed, written to the outbox with the reply).
 //
 // At most `max_turns` run at once; a turn beyond them ends at once with an
 // overloaded error entry and a failed reply.
@@ -30,8 +31,6 @@ class Gauge;
 
 namespace sb::chat {
 
-using EventPublisher = std::function<void(const switchboard::chat::v1::ChatEvent&)>;
-
 // A turn's prompt: the conversation's most recent messages within this
 // much text (older ones are left out).
 inline constexpr size_t kMaxPromptBytes = 3 << 20;
@@ -51,7 +50,7 @@ class Turns {
  public:
   // `pool` runs the database calls; `max_turns` bounds turns in progress.
   Turns(ChatStore& store, TokenStreamAppender& stream, pipeline::Pipeline& pipeline,
-        EventPublisher publish, ThreadPool& pool, int max_turns);
+        ThreadPool& pool, int max_turns);
 
   // Starts the turn; never blocks.
   void Start(TurnSpec spec);
@@ -85,7 +84,6 @@ class Turns {
   ChatStore& store_;
   TokenStreamAppender& stream_;
   pipeline::Pipeline& pipeline_;
-  EventPublisher publish_;
   ThreadPool& pool_;
   const int max_turns_;
   std::atomic<int64_t> active_{0};

@@ -52,6 +52,21 @@ class TurnsTest : public ::testing::Test {
             16};
   }
 
+  // The events in the outbox for a conversation, oldest first (left there).
+  std::vector<switchboard::chat::v1::ChatEvent> OutboxOf(const std::string& conversation_id) {
+    std::vector<switchboard::chat::v1::ChatEvent> out;
+    auto st = store_.RelayOutbox(100000, [&](const std::vector<ChatStore::OutboxRow>& rows) {
+      for (const auto& r : rows) {
+        if (r.conversation_id != conversation_id) continue;
+        out.emplace_back();
+        EXPECT_TRUE(out.back().ParseFromString(r.event));
+      }
+      return size_t{0};
+    });
+    EXPECT_TRUE(st.ok()) << st.status();
+    return out;
+  }
+
   // Waits for the turn's final entry and for the turn to be counted done.
   std::vector<StreamEntry> WaitForEnd(const std::string& message_id) {
     for (int i = 0; i < 1000; ++i) {
@@ -75,17 +90,7 @@ class TurnsTest : public ::testing::Test {
   sb::testing::ManualClock clock_;
   pipeline::Pipeline pipeline_{"chat-test", input_, generator_, gates_, clock_};
   ThreadPool pool_{2, 1000};
-  std::vector<switchboard::chat::v1::ChatEvent> published_;
-  std::mutex mu_;
-  Turns turns_{store_,
-               stream_,
-               pipeline_,
-               [this](const switchboard::chat::v1::ChatEvent& e) {
-                 std::lock_guard<std::mutex> lock(mu_);
-                 published_.push_back(e);
-               },
-               pool_,
-               /*max_turns=*/2};
+  Turns turns_{store_, stream_, pipeline_, pool_, /*max_turns=*/2};
 };
 
 Infra* TurnsTest::infra_ = nullptr;
@@ -125,9 +130,16 @@ TEST_F(TurnsTest, EveryEventOfTheReplyIsAnEntryWithContiguousOffsets) {
   EXPECT_EQ(std::vector<int>(stored->delta_lengths().begin(), stored->delta_lengths().end()),
             (std::vector<int>{3, 2}));
   EXPECT_EQ(stored->safety_result(), "pass");
-  std::lock_guard<std::mutex> lock(mu_);
-  ASSERT_EQ(published_.size(), 1u);
-  EXPECT_EQ(published_[0].type(), "message.completed");
+  // Announced through the outbox, with the reply: after the user
+  // message's event, in the same conversation's order.
+  auto events = OutboxOf(spec.conversation_id);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].type(), "conversation.created");
+  EXPECT_EQ(events[1].type(), "message.created");
+  EXPECT_EQ(events[2].type(), "message.completed");
+  EXPECT_EQ(events[2].message().id(), spec.assistant_message_id);
+  EXPECT_EQ(events[2].message().content(), "Hello");
+  EXPECT_FALSE(events[2].event_id().empty());
 }
 
 // Output safety's refusal ends a chat reply as it does an API one: readers
