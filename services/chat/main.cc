@@ -1,7 +1,11 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <map>
+
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "chat/cancel_bus.h"
 #include "chat/chat_grpc.h"
@@ -42,6 +46,11 @@ ABSL_FLAG(int, max_turns, 10000,
 ABSL_FLAG(int, stream_retention_seconds, 300,
           "How long a finished reply stays replayable from Redis");
 ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
+ABSL_FLAG(int, context_window_tokens, sb::chat::kDefaultContextWindowTokens,
+          "The context window of a model --context_windows does not name, in tokens: a turn's "
+          "prompt is the conversation's most recent messages that fit it with the reply");
+ABSL_FLAG(std::string, context_windows, "",
+          "Context windows of models, in tokens: model=tokens,model=tokens");
 ABSL_FLAG(absl::Duration, erase_after, absl::ZeroDuration(),
           "How long a deleted conversation's rows and replay buffers are kept before they are "
           "erased (0: at once)");
@@ -102,6 +111,26 @@ int main(int argc, char** argv) {
   sb::chat::OutboxRelay relay(store, **producer, topic);
   relay.Start();
   sb::chat::Turns turns(store, stream, pipeline, pool, absl::GetFlag(FLAGS_max_turns));
+  std::map<std::string, int> windows;
+  for (absl::string_view entry :
+       absl::StrSplit(absl::GetFlag(FLAGS_context_windows), ',', absl::SkipEmpty())) {
+    const std::vector<std::string> kv = absl::StrSplit(entry, absl::MaxSplits('=', 1));
+    int tokens = 0;
+    if (kv.size() != 2 || kv[0].empty() || !absl::SimpleAtoi(kv[1], &tokens) || tokens < 1) {
+      spdlog::critical("chat: --context_windows: '{}' is not model=tokens", std::string(entry));
+      return 1;
+    }
+    windows[kv[0]] = tokens;
+  }
+  const int default_window = absl::GetFlag(FLAGS_context_window_tokens);
+  if (default_window < 1) {
+    spdlog::critical("chat: --context_window_tokens must be positive");
+    return 1;
+  }
+  turns.set_context_windows([windows, default_window](const std::string& model) {
+    auto it = windows.find(model);
+    return it != windows.end() ? it->second : default_window;
+  });
   // Stops for replies another replica runs (cancel_bus.h), and erasure.
   sb::RedisClient cancel_redis({.host = absl::GetFlag(FLAGS_redis_host),
                                 .port = absl::GetFlag(FLAGS_redis_port),

@@ -170,6 +170,32 @@ class ChatTurnSink final : public pipeline::Sink,
   std::vector<StreamEntry> closing_;
 };
 
+int EstimateTokens(std::string_view text) {
+  constexpr int kPerMessage = 4;
+  return static_cast<int>((text.size() + 2) / 3) + kPerMessage;
+}
+
+size_t FirstThatFits(const std::vector<std::pair<std::string, std::string>>& history,
+                     int64_t budget_tokens) {
+  size_t first = history.size();
+  int64_t tokens = 0;
+  size_t bytes = 0;
+  while (first > 0) {
+    const std::string& text = history[first - 1].second;
+    const bool newest = first == history.size();
+    if (!newest &&
+        (tokens + EstimateTokens(text) > budget_tokens || bytes + text.size() > kMaxPromptBytes)) {
+      break;
+    }
+    tokens += EstimateTokens(text);
+    bytes += text.size();
+    --first;
+  }
+  // A prompt starts with a user message (chat templates insist).
+  while (first + 1 < history.size() && history[first].first != "user") ++first;
+  return first;
+}
+
 Turns::Turns(ChatStore& store, TokenStreamAppender& stream, pipeline::Pipeline& pipeline,
              ThreadPool& pool, int max_turns)
     : store_(store),
@@ -241,13 +267,11 @@ void Turns::Run(TurnSpec spec) {
     Ended(spec.assistant_message_id, false);
     return;
   }
-  // The prompt is the most recent history that fits kMaxPromptBytes (a
-  // request must fit one gRPC message); the newest message always goes.
-  size_t bytes = 0, first = history->size();
-  while (first > 0 && (first == history->size() ||
-                       bytes + (*history)[first - 1].second.size() <= kMaxPromptBytes)) {
-    bytes += (*history)[--first].second.size();
-  }
+  // The prompt: the most recent history that fits the model's context
+  // window with room for the reply (and one gRPC message).
+  const int window = context_window_ ? context_window_(spec.model) : kDefaultContextWindowTokens;
+  const size_t first =
+      FirstThatFits(*history, static_cast<int64_t>(window) - static_cast<int64_t>(spec.max_tokens));
   history->erase(history->begin(), history->begin() + static_cast<std::ptrdiff_t>(first));
   auto req = std::make_shared<pipeline::Request>();
   req->set_request_id(spec.request_id);

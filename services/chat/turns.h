@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "chat/chat_store.h"
 #include "core/thread_pool.h"
@@ -31,9 +32,20 @@ class Gauge;
 
 namespace sb::chat {
 
-// A turn's prompt: the conversation's most recent messages within this
-// much text (older ones are left out).
+// A turn's prompt: the conversation's most recent messages that fit the
+// model's context window, less the reply's max_tokens, and this much text
+// (one gRPC message); older ones are left out, the newest always goes.
 inline constexpr size_t kMaxPromptBytes = 3 << 20;
+// The context window of a model no flag names (Llama 3's).
+inline constexpr int kDefaultContextWindowTokens = 128 * 1024;
+// Tokens are estimated before any tokenizer sees the text: a byte in
+// three (most English tokens are longer) and a few for each message's
+// framing, so that the estimate errs on the side of fitting.
+int EstimateTokens(std::string_view text);
+// The most recent of `history` (oldest first) that fits `budget_tokens`
+// and kMaxPromptBytes; always at least the newest.
+size_t FirstThatFits(const std::vector<std::pair<std::string, std::string>>& history,
+                     int64_t budget_tokens);
 
 struct TurnSpec {
   Scope scope;
@@ -55,6 +67,12 @@ class Turns {
   // Starts the turn; never blocks.
   void Start(TurnSpec spec);
   int64_t active() const { return active_.load(); }
+
+  // The context window of each model, in tokens (default
+  // kDefaultContextWindowTokens for every model). Set before Start.
+  void set_context_windows(std::function<int(const std::string& model)> fn) {
+    context_window_ = std::move(fn);
+  }
 
   // Stops the reply `assistant_message_id` if this replica runs it (also
   // before its generation has started): it ends as a reply with
@@ -78,6 +96,7 @@ class Turns {
     std::weak_ptr<pipeline::Generation> generation;
     bool cancelled = false;
   };
+  std::function<int(const std::string&)> context_window_;
   std::mutex running_mu_;
   std::unordered_map<std::string, Running> running_;
 

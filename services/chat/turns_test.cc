@@ -289,5 +289,26 @@ TEST_F(TurnsTest, AStopBeforeTheGenerationStartsStopsItAtOnce) {
   EXPECT_EQ(stored->content(), "");
 }
 
+// The prompt is the most recent history that fits the model's context
+// window with the reply: oldest turns leave first, the newest message
+// always goes, and the prompt starts with a user message.
+TEST(FirstThatFitsTest, TheMostRecentTurnsThatFitStartingWithTheUser) {
+  using History = std::vector<std::pair<std::string, std::string>>;
+  const std::string kb(3000, 'x');  // 1,004 tokens each by the estimate
+  const History h = {
+      {"user", kb}, {"assistant", kb}, {"user", kb}, {"assistant", kb}, {"user", kb}};
+  EXPECT_EQ(EstimateTokens(kb), 1004);
+  EXPECT_EQ(FirstThatFits(h, 100000), 0u) << "all fit";
+  EXPECT_EQ(FirstThatFits(h, 3 * 1004), 2u) << "the last three";
+  EXPECT_EQ(FirstThatFits(h, 2 * 1004), 4u) << "two fit, but not starting with the reply";
+  EXPECT_EQ(FirstThatFits(h, 10), 4u) << "the newest goes whatever its size";
+  EXPECT_EQ(FirstThatFits(h, -5), 4u);
+  // And one gRPC message at most, whatever the window.
+  const std::string mib(1 << 20, 'x');
+  const History big = {
+      {"user", mib}, {"assistant", mib}, {"user", mib}, {"assistant", mib}, {"user", mib}};
+  EXPECT_EQ(FirstThatFits(big, 100000000), 2u);
+}
+
 }  // namespace
 }  // namespace sb::chat

@@ -382,5 +382,32 @@ TEST(ConversationsTest, ADeletedConversationLeavesNothingInPostgresOrRedis) {
   EXPECT_GE(MetricValue(g_cluster->metrics_port("chat"), "sb_chat_erased_conversations_total"), 2);
 }
 
+// A long conversation keeps working: 30 messages of 200 KiB (6 MiB of
+// history, over gRPC's 4 MiB message) each get a complete reply, because
+// the history sent to the model is trimmed, oldest turns first.
+TEST(LongConversationTest, ThirtyMessagesOf200KiBAllGetReplies) {
+  const ChatUser hana("long", "hana");
+  const std::string id = hana.NewConversation("long");
+  std::string content;
+  while (content.size() < 200 * 1024 - 16) content += "lorem ipsum dolor sit amet ";
+  const auto started = std::chrono::steady_clock::now();
+  for (int turn = 0; turn < 30; ++turn) {
+    SCOPED_TRACE(turn);
+    auto sent = hana.Send(id, std::to_string(turn) + " " + content);
+    ASSERT_EQ(sent.status, 202) << sent.body;
+    const std::string reply_id = json::parse(sent.body)["assistant_message_id"];
+    auto stream = hana.Call("GET", "/v1/conversations/" + id + "/messages/" + reply_id + "/stream");
+    ASSERT_EQ(stream.status, 200);
+    const auto events = ParseSse(stream.body);
+    ASSERT_FALSE(events.empty());
+    ASSERT_EQ(events.back().event, "message_stop") << stream.body.substr(0, 400);
+    EXPECT_EQ(events[events.size() - 2].data["delta"]["stop_reason"], "max_tokens");
+  }
+  std::printf("[ figure   ] 30 turns of 200 KiB each answered in %lld ms\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::steady_clock::now() - started)
+                                         .count()));
+}
+
 }  // namespace
 }  // namespace sb::testing
