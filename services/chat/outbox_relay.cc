@@ -59,13 +59,23 @@ int OutboxRelay::RelayOnce() {
   return short_of_all ? 0 : *n;
 }
 
+struct OutboxRelay::Deliveries {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t pending = 0;
+  std::vector<bool> ok;
+};
+
 size_t OutboxRelay::Publish(const std::vector<ChatStore::OutboxRow>& rows) {
-  struct Deliveries {
-    std::mutex mu;
-    std::condition_variable cv;
-    size_t pending = 0;
-    std::vector<bool> ok;
-  };
+  if (outstanding_) {
+    std::unique_lock lock(outstanding_->mu);
+    if (!outstanding_->cv.wait_for(lock, kDeliveryTimeout,
+                                   [&] { return outstanding_->pending == 0; })) {
+      return 0;  // the last batch is still on its way: queue nothing more
+    }
+    lock.unlock();
+    outstanding_.reset();  // delivered or refused: this round queues again
+  }
   auto d = std::make_shared<Deliveries>();
   d->ok.assign(rows.size(), false);
   size_t queued = 0;
@@ -92,6 +102,7 @@ size_t OutboxRelay::Publish(const std::vector<ChatStore::OutboxRow>& rows) {
   if (!d->cv.wait_for(lock, kDeliveryTimeout, [&] { return d->pending == 0; })) {
     spdlog::warn("chat outbox: {} events not delivered within {} s", d->pending,
                  std::chrono::seconds(kDeliveryTimeout).count());
+    outstanding_ = d;
   }
   size_t prefix = 0;
   while (prefix < queued && d->ok[prefix]) ++prefix;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -32,8 +33,13 @@ class OutboxRelay {
 
  private:
   // Queues `rows` and waits for their delivery: how many, from the first,
-  // the brokers stored.
+  // the brokers stored. While a batch that timed out still has deliveries
+  // outstanding (Kafka down), nothing more is queued: the producer's queue
+  // holds one batch at most, not one copy of it per round.
   size_t Publish(const std::vector<ChatStore::OutboxRow>& rows);
+
+  struct Deliveries;
+  std::shared_ptr<Deliveries> outstanding_;  // the relay thread's only
 
   ChatStore& store_;
   KafkaProducer& producer_;
