@@ -91,7 +91,8 @@ absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req,
   const Scope scope{req.org_id(), req.user_id()};
   auto turn = store_.AppendTurn(
       scope, req.conversation_id(), req.content(), req.client_message_id(),
-      req.has_expected_version() ? std::optional(req.expected_version()) : std::nullopt);
+      req.has_expected_version() ? std::optional(req.expected_version()) : std::nullopt,
+      req.has_parent_id() ? std::optional(req.parent_id()) : std::nullopt);
   if (!turn.ok()) return turn.status();
   *resp->mutable_user_message() = turn->user_message;
   resp->set_assistant_message_id(turn->assistant_message_id);

@@ -3,6 +3,8 @@
 #include <charconv>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "chat/sql.h"
 
@@ -29,15 +31,15 @@ cpb::ChatMessage RowToMessage(const pqxx::row& r) {
   // Replies stored before the results were told apart say "allow".
   const std::string safety = r[12].as<std::string>();
   m.set_safety_result(safety == "allow" ? "pass" : safety);
-  if (r.size() > 13) {  // GetMessage's: the deltas' lengths
-    const std::string lengths = r[13].as<std::string>();
-    for (size_t p = 0; p < lengths.size();) {
-      size_t comma = lengths.find(',', p);
-      if (comma == std::string::npos) comma = lengths.size();
-      int n = 0;
-      std::from_chars(lengths.data() + p, lengths.data() + comma, n);
-      m.add_delta_lengths(n);
-      p = comma + 1;
+  if (r.size() > 13) {  // GetMessage's: the deltas' lengths ("" elsewhere)
+    for (absl::string_view n : absl::StrSplit(r[13].as<std::string>(), ',', absl::SkipEmpty())) {
+      int v = 0;
+      if (absl::SimpleAtoi(n, &v)) m.add_delta_lengths(v);
+    }
+  }
+  if (r.size() > 14) {  // the message's siblings, itself included
+    for (absl::string_view id : absl::StrSplit(r[14].as<std::string>(), ',', absl::SkipEmpty())) {
+      m.add_sibling_ids(std::string(id));
     }
   }
   return m;
@@ -205,7 +207,8 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
                                               const std::string& conversation_id,
                                               const std::string& content,
                                               const std::string& client_message_id,
-                                              std::optional<int64_t> expected_version) {
+                                              std::optional<int64_t> expected_version,
+                                              std::optional<std::string> parent_id) {
   std::optional<NewTurn> turn;
   absl::Status refused;
   absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
@@ -234,15 +237,31 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
       refused = VersionConflict(*expected_version, version);
       return;
     }
+    // The reply the message answers: the one named (an edit: a sibling of
+    // the message that answered it before; "" the first message), else the
+    // end of the branch the user sees.
+    std::string parent = conv[0][3].as<std::string>();
+    if (parent_id) {
+      parent = *parent_id;
+      if (!parent.empty()) {
+        auto named = tx.exec_params(sql::kMessageRole, conversation_id, parent);
+        if (named.empty() || named[0][0].as<std::string>() != "assistant") {
+          refused = absl::InvalidArgumentError("parent_id must be a reply of this conversation");
+          return;
+        }
+      }
+    }
     const std::string user_id = ids_.Next(absl::Now());
     const std::string reply_id = ids_.Next(absl::Now());
-    auto created = tx.exec_params1(sql::kInsertMessage, conversation_id, user_id, "", "user",
+    auto created = tx.exec_params1(sql::kInsertMessage, conversation_id, user_id, parent, "user",
                                    content, "complete", client_message_id, "");
     tx.exec_params(sql::kInsertMessage, conversation_id, reply_id, user_id, "assistant", "",
                    "in_progress", "", t.model);
     t.conversation_version =
-        tx.exec_params1(sql::kBumpForTurn, conversation_id, TitleFrom(content))[0].as<int64_t>();
+        tx.exec_params1(sql::kBumpForTurn, conversation_id, TitleFrom(content), reply_id)[0]
+            .as<int64_t>();
     t.user_message.set_id(user_id);
+    t.user_message.set_parent_id(parent);
     t.user_message.set_conversation_id(conversation_id);
     t.user_message.set_role("user");
     t.user_message.set_content(content);

@@ -72,11 +72,15 @@ class ChatStore {
   // Appends the user's message and an in-progress assistant reply in one
   // transaction. The same client_message_id again returns the first turn.
   // With expected_version, the turn is refused (VersionConflict) unless the
-  // conversation is at it; a replay of a client_message_id is not.
+  // conversation is at it; a replay of a client_message_id is not. The
+  // message answers `parent_id` (a reply of the conversation, or "" for
+  // the first message: an edit adds a sibling), by default the end of the
+  // current branch; the new reply becomes the branch's end.
   absl::StatusOr<NewTurn> AppendTurn(const Scope& scope, const std::string& conversation_id,
                                      const std::string& content,
                                      const std::string& client_message_id,
-                                     std::optional<int64_t> expected_version = std::nullopt);
+                                     std::optional<int64_t> expected_version = std::nullopt,
+                                     std::optional<std::string> parent_id = std::nullopt);
   // The conversation's completed messages up to `through_id`, oldest first.
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> History(
       const std::string& conversation_id, const std::string& through_id);

@@ -272,6 +272,52 @@ TEST_F(ChatStoreTest, AnUntitledConversationIsNamedByItsFirstMessage) {
   EXPECT_EQ(store_.GetConversation(alice_, titled)->title(), "a title");
 }
 
+// Branches: a message answers the end of the current branch, an edit (a
+// send naming an earlier reply as parent) adds a sibling and becomes the
+// branch; the list and the model's history follow the branch only.
+TEST_F(ChatStoreTest, AnEditIsASiblingAndTheBranchIsWhatIsListedAndGiven) {
+  const std::string conv = NewConversation(alice_);
+  auto done = [&](const NewTurn& t, const std::string& text) {
+    TurnResult r{.content = text, .status = "complete", .stop_reason = "end_turn"};
+    ASSERT_TRUE(store_.CompleteReply(conv, t.assistant_message_id, r).ok());
+  };
+  auto a = store_.AppendTurn(alice_, conv, "a", "");
+  ASSERT_TRUE(a.ok());
+  done(*a, "A");
+  auto b = store_.AppendTurn(alice_, conv, "b", "");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->user_message.parent_id(), a->assistant_message_id);
+  done(*b, "B");
+  auto edited = store_.AppendTurn(alice_, conv, "b2", "", std::nullopt, a->assistant_message_id);
+  ASSERT_TRUE(edited.ok()) << edited.status();
+  done(*edited, "B2");
+
+  auto list = store_.ListMessages(alice_, conv, 50, "");
+  ASSERT_TRUE(list.ok()) << list.status();
+  std::vector<std::string> texts;
+  for (const auto& m : list->messages()) texts.push_back(m.content());
+  EXPECT_EQ(texts, (std::vector<std::string>{"a", "A", "b2", "B2"}));
+  const auto& b2 = list->messages(2);
+  EXPECT_EQ(std::vector<std::string>(b2.sibling_ids().begin(), b2.sibling_ids().end()),
+            (std::vector<std::string>{b->user_message.id(), edited->user_message.id()}));
+  auto history = store_.History(conv, edited->user_message.id());
+  ASSERT_TRUE(history.ok()) << history.status();
+  ASSERT_EQ(history->size(), 3u);
+  EXPECT_EQ((*history)[2].second, "b2") << "the model sees the branch, not b and B";
+
+  // Only a reply of the conversation can be answered; "" edits the first.
+  EXPECT_EQ(
+      store_.AppendTurn(alice_, conv, "x", "", std::nullopt, a->user_message.id()).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  auto root = store_.AppendTurn(alice_, conv, "a2", "", std::nullopt, "");
+  ASSERT_TRUE(root.ok());
+  list = store_.ListMessages(alice_, conv, 50, "");
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->messages_size(), 2);
+  EXPECT_EQ(list->messages(0).content(), "a2");
+  EXPECT_EQ(list->messages(0).sibling_ids_size(), 2);
+}
+
 TEST(TitleFromTest, FirstWordsCutAtAWordOrACharacterNeverInsideOne) {
   EXPECT_EQ(TitleFrom("hello"), "hello");
   EXPECT_EQ(TitleFrom(" \t\n "), "");

@@ -16,8 +16,17 @@ inline constexpr const char* kEnsureUser =
 // Locks the conversation row: concurrent sends to one conversation are
 // serialised, and the version moves by one per accepted change.
 inline constexpr const char* kLockConversation =
-    "SELECT version, model, title FROM conversations "
+    "SELECT version, model, title, coalesce(current_leaf_id, '') FROM conversations "
     "WHERE id = $1 AND org_id = $2 AND user_id = $3 AND deleted_at IS NULL FOR UPDATE";
+
+// A message of the conversation, for a new turn's or a branch switch's
+// checks: its role and status.
+inline constexpr const char* kMessageRole =
+    "SELECT role, status, coalesce(parent_id, '') FROM messages "
+    "WHERE conversation_id = $1 AND message_id = $2";
+inline constexpr const char* kSetLeaf =
+    "UPDATE conversations SET current_leaf_id = $2, version = version + 1 WHERE id = $1 "
+    "RETURNING version";
 
 // Every conversation read returns these columns, in this order.
 #define SB_CONVERSATION_COLUMNS                                                     \
@@ -115,16 +124,23 @@ inline constexpr const char* kInsertMessage =
 // title made from its first message.
 inline constexpr const char* kBumpForTurn =
     "UPDATE conversations SET version = version + 1, message_count = message_count + 2, "
-    " last_message_at = now(), title = CASE WHEN title = '' THEN $2 ELSE title END "
+    " last_message_at = now(), title = CASE WHEN title = '' THEN $2 ELSE title END, "
+    " current_leaf_id = $3 "
     "WHERE id = $1 RETURNING version";
 
 // A reply finished: the conversation's last message moved, its version not.
 inline constexpr const char* kTouchConversation =
     "UPDATE conversations SET last_message_at = now() WHERE id = $1";
 
+// The branch that ends at $2, root first: what the model is given.
 inline constexpr const char* kHistory =
-    "SELECT role, content FROM messages WHERE conversation_id = $1 AND status = 'complete' "
-    "AND message_id <= $2 ORDER BY message_id";
+    "WITH RECURSIVE branch(message_id, parent_id, role, content, status, depth) AS ("
+    " SELECT message_id, parent_id, role, content, status, 0 FROM messages "
+    "  WHERE conversation_id = $1 AND message_id = $2 "
+    " UNION ALL "
+    " SELECT m.message_id, m.parent_id, m.role, m.content, m.status, b.depth + 1 "
+    "  FROM messages m JOIN branch b ON m.conversation_id = $1 AND m.message_id = b.parent_id) "
+    "SELECT role, content FROM branch WHERE status = 'complete' ORDER BY depth DESC";
 
 inline constexpr const char* kCompleteMessage =
     "UPDATE messages SET content = $3, status = $4, stop_reason = $5, input_tokens = $6, "
@@ -132,20 +148,37 @@ inline constexpr const char* kCompleteMessage =
     " delta_lengths = $11 "
     "WHERE conversation_id = $1 AND message_id = $2";
 
+// A message's siblings (its parent's children, itself included), by id.
+#define SB_SIBLINGS(m)                                         \
+  "array_to_string(ARRAY(SELECT s.message_id FROM messages s " \
+  " WHERE s.conversation_id = " m                              \
+  ".conversation_id "                                          \
+  " AND s.parent_id IS NOT DISTINCT FROM " m ".parent_id ORDER BY s.message_id), ',')"
+
+// The active branch (root to the conversation's current leaf), after the
+// cursor: ids grow along a branch, so it pages by id.
 inline constexpr const char* kListMessages =
-    "SELECT message_id, conversation_id, coalesce(parent_id, ''), role, content, status, "
-    " stop_reason, input_tokens, output_tokens, model, "
-    " (extract(epoch from created_at) * 1000)::bigint, stream_last_offset, safety_result "
-    "FROM messages WHERE conversation_id = $1 AND message_id > $2 "
-    "ORDER BY message_id LIMIT $3";
+    "WITH RECURSIVE branch AS ("
+    " SELECT m.* FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+    "  WHERE m.conversation_id = $1 AND m.message_id = c.current_leaf_id "
+    " UNION ALL "
+    " SELECT m.* FROM messages m JOIN branch b "
+    "  ON m.conversation_id = $1 AND m.message_id = b.parent_id) "
+    "SELECT b.message_id, b.conversation_id, coalesce(b.parent_id, ''), b.role, b.content, "
+    " b.status, b.stop_reason, b.input_tokens, b.output_tokens, b.model, "
+    " (extract(epoch from b.created_at) * 1000)::bigint, b.stream_last_offset, b.safety_result, "
+    " '', " SB_SIBLINGS("b") " "
+    "FROM branch b WHERE b.message_id > $2 ORDER BY b.message_id LIMIT $3";
 
 inline constexpr const char* kGetMessage =
     "SELECT m.message_id, m.conversation_id, coalesce(m.parent_id, ''), m.role, m.content, "
     " m.status, m.stop_reason, m.input_tokens, m.output_tokens, m.model, "
     " (extract(epoch from m.created_at) * 1000)::bigint, m.stream_last_offset, m.safety_result, "
-    " m.delta_lengths "
+    " m.delta_lengths, " SB_SIBLINGS("m") " "
     "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
     "WHERE m.conversation_id = $1 AND m.message_id = $2 AND c.org_id = $3 AND c.user_id = $4 "
     " AND c.deleted_at IS NULL";
+
+#undef SB_SIBLINGS
 
 }  // namespace sb::chat::sql

@@ -46,6 +46,8 @@ json MessageToJson(const cpb::ChatMessage& m) {
           {"status", m.status()},
           {"stop_reason", NullIfEmpty(m.stop_reason())},
           {"safety_result", NullIfEmpty(m.safety_result())},
+          {"sibling_ids",
+           json(std::vector<std::string>(m.sibling_ids().begin(), m.sibling_ids().end()))},
           {"model", NullIfEmpty(m.model())},
           {"usage", {{"input_tokens", m.input_tokens()}, {"output_tokens", m.output_tokens()}}},
           {"created_at", Iso8601(m.created_at_unix_ms())}};
@@ -374,6 +376,20 @@ void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
       return;
     }
     call->req.set_max_tokens(m->get<int>());
+  }
+  if (auto p = body.find("parent_id"); p != body.end()) {
+    // null: the first message (an edit of it); a string: the reply the
+    // message answers (an edit of the message that answered it before).
+    if (!p->is_null() && !p->is_string()) {
+      ctx->Fail(FieldError("parent_id", "Input should be a valid string or null"));
+      return;
+    }
+    const std::string parent = p->is_null() ? "" : p->get<std::string>();
+    if (auto st = CheckId(parent, "parent_id"); !st.ok()) {
+      ctx->Fail(st);
+      return;
+    }
+    call->req.set_parent_id(parent);
   }
   auto expected = ExpectedVersion(*ctx, &body);
   if (!expected.ok()) {
