@@ -98,19 +98,24 @@ absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req,
   resp->set_assistant_message_id(turn->assistant_message_id);
   resp->set_conversation_version(turn->conversation_version);
   if (turn->replayed) return absl::OkStatus();  // the first send already started the turn
+  StartTurn(scope, req.conversation_id(), *turn, req.max_tokens(), trace);
+  return absl::OkStatus();
+}
 
+void ChatServiceImpl::StartTurn(const Scope& scope, const std::string& conversation_id,
+                                const NewTurn& turn, int max_tokens,
+                                const trace::SpanContext& trace) {
   TurnSpec spec;
   spec.scope = scope;
   // The reply's id keys its metering event: one generation, one ledger row.
-  spec.request_id = turn->assistant_message_id;
-  spec.conversation_id = req.conversation_id();
-  spec.user_message_id = turn->user_message.id();
-  spec.assistant_message_id = turn->assistant_message_id;
-  spec.model = turn->model;
-  spec.max_tokens = req.max_tokens() > 0 ? req.max_tokens() : kDefaultMaxTokens;
+  spec.request_id = turn.assistant_message_id;
+  spec.conversation_id = conversation_id;
+  spec.user_message_id = turn.user_message.id();
+  spec.assistant_message_id = turn.assistant_message_id;
+  spec.model = turn.model;
+  spec.max_tokens = max_tokens > 0 ? max_tokens : kDefaultMaxTokens;
   spec.trace = trace;
   turns_.Start(std::move(spec));
-  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerContext* ctx,
@@ -251,6 +256,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::UpdateConversation(
       patch.title = req->title();
     }
     if (req->has_archived()) patch.archived = req->archived();
+    if (req->has_current_leaf_id()) patch.current_leaf_id = req->current_leaf_id();
     if (req->has_expected_version()) patch.expected_version = req->expected_version();
     const Scope scope{req->org_id(), req->user_id()};
     auto conv = store_.UpdateConversation(scope, req->conversation_id(), patch);
@@ -285,6 +291,35 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CancelMessage(grpc::CallbackServerCon
     if (!publish_cancel_) return absl::UnavailableError("cannot reach the other chat replicas");
     if (auto st = publish_cancel_(req->message_id()); !st.ok()) return st;
     cancels_elsewhere_.Inc();
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::RegenerateMessage(
+    grpc::CallbackServerContext* ctx, const cpb::RegenerateMessageRequest* req,
+    cpb::SendMessageResponse* resp) {
+  if (auto* refused =
+          grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/RegenerateMessage"))
+    return refused;
+  auto* reactor = ctx->DefaultReactor();
+  if (req->max_tokens() < 0 || req->max_tokens() > kMaxMaxTokens) {
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError("max_tokens must be between 1 and " +
+                                                            std::to_string(kMaxMaxTokens))));
+    return reactor;
+  }
+  const trace::SpanContext trace = trace::ServerSpanContext(ctx);
+  OnPool(ctx, reactor, [this, req, resp, trace]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    const Scope scope{req->org_id(), req->user_id()};
+    auto turn = store_.Regenerate(
+        scope, req->conversation_id(), req->message_id(),
+        req->has_expected_version() ? std::optional(req->expected_version()) : std::nullopt);
+    if (!turn.ok()) return turn.status();
+    *resp->mutable_user_message() = turn->user_message;
+    resp->set_assistant_message_id(turn->assistant_message_id);
+    resp->set_conversation_version(turn->conversation_version);
+    StartTurn(scope, req->conversation_id(), *turn, req->max_tokens(), trace);
     return absl::OkStatus();
   });
   return reactor;

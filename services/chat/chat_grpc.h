@@ -54,6 +54,9 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   grpc::ServerUnaryReactor* CancelMessage(grpc::CallbackServerContext* ctx,
                                           const switchboard::chat::v1::CancelMessageRequest* req,
                                           switchboard::chat::v1::ChatMessage* resp) override;
+  grpc::ServerUnaryReactor* RegenerateMessage(
+      grpc::CallbackServerContext* ctx, const switchboard::chat::v1::RegenerateMessageRequest* req,
+      switchboard::chat::v1::SendMessageResponse* resp) override;
   grpc::ServerUnaryReactor* DeleteConversation(
       grpc::CallbackServerContext* ctx, const switchboard::chat::v1::DeleteConversationRequest* req,
       switchboard::chat::v1::DeleteConversationResponse* resp) override;
@@ -64,6 +67,9 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   absl::Status Store(const switchboard::chat::v1::SendMessageRequest& req,
                      const trace::SpanContext& trace,
                      switchboard::chat::v1::SendMessageResponse* resp);
+  // Starts the reply of a stored turn.
+  void StartTurn(const Scope& scope, const std::string& conversation_id, const NewTurn& turn,
+                 int max_tokens, const trace::SpanContext& trace);
   // Runs `fn` on the pool and finishes the call with its status; a version
   // conflict's current version goes in the trailing metadata
   // kVersionTrailer.

@@ -58,6 +58,7 @@ cpb::Conversation RowToConversation(const Scope& scope, const pqxx::row& r) {
   c.set_created_at_unix_ms(r[5].as<int64_t>());
   c.set_last_message_at_unix_ms(r[6].as<int64_t>());
   c.set_archived(r[7].as<bool>());
+  c.set_current_leaf_id(r[9].as<std::string>());
   return c;
 }
 
@@ -401,7 +402,9 @@ absl::StatusOr<cpb::Conversation> ChatStore::GetConversation(const Scope& scope,
 absl::StatusOr<cpb::Conversation> ChatStore::UpdateConversation(const Scope& scope,
                                                                 const std::string& conversation_id,
                                                                 const ConversationPatch& patch) {
-  if (!patch.title && !patch.archived) return absl::InvalidArgumentError("nothing to change");
+  if (!patch.title && !patch.archived && !patch.current_leaf_id) {
+    return absl::InvalidArgumentError("nothing to change");
+  }
   std::optional<cpb::Conversation> out;
   absl::Status refused;
   absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
@@ -411,13 +414,71 @@ absl::StatusOr<cpb::Conversation> ChatStore::UpdateConversation(const Scope& sco
       refused = locked.status();
       return;
     }
-    auto row =
-        tx.exec_params1(sql::kUpdateConversation, conversation_id, patch.title, patch.archived);
+    if (patch.current_leaf_id) {
+      auto leaf = tx.exec_params(sql::kMessageRole, conversation_id, *patch.current_leaf_id);
+      if (leaf.empty() || leaf[0][0].as<std::string>() != "assistant") {
+        refused =
+            absl::InvalidArgumentError("current_leaf_id must be a reply of this conversation");
+        return;
+      }
+    }
+    auto row = tx.exec_params1(sql::kUpdateConversation, conversation_id, patch.title,
+                               patch.archived, patch.current_leaf_id);
     out = RowToConversation(scope, row);
     cpb::ChatEvent ev = Event("conversation.updated", scope, conversation_id);
     *ev.mutable_conversation() = *out;
     Enqueue(tx, std::move(ev));
     tx.commit();
+  });
+  if (!st.ok()) return st;
+  if (!refused.ok()) return refused;
+  return std::move(*out);
+}
+
+absl::StatusOr<NewTurn> ChatStore::Regenerate(const Scope& scope,
+                                              const std::string& conversation_id,
+                                              const std::string& reply_id,
+                                              std::optional<int64_t> expected_version) {
+  std::optional<NewTurn> out;
+  absl::Status refused;
+  absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto conv =
+        tx.exec_params(sql::kLockConversation, conversation_id, scope.org_id, scope.user_id);
+    if (conv.empty()) {
+      refused = absl::NotFoundError("conversation " + conversation_id + " not found");
+      return;
+    }
+    const int64_t version = conv[0][0].as<int64_t>();
+    if (expected_version && *expected_version != version) {
+      refused = VersionConflict(*expected_version, version);
+      return;
+    }
+    auto reply = tx.exec_params(sql::kMessageRole, conversation_id, reply_id);
+    if (reply.empty()) {
+      refused = absl::NotFoundError("message " + reply_id + " not found");
+      return;
+    }
+    if (reply[0][0].as<std::string>() != "assistant") {
+      refused = absl::InvalidArgumentError("only a reply (an assistant message) is regenerated");
+      return;
+    }
+    if (reply[0][1].as<std::string>() == "in_progress") {
+      refused = absl::FailedPreconditionError("the reply is still being generated: stop it first");
+      return;
+    }
+    NewTurn t;
+    t.model = conv[0][1].as<std::string>();
+    t.user_message = RowToMessage(
+        tx.exec_params1(sql::kFindMessage, conversation_id, reply[0][2].as<std::string>()));
+    t.assistant_message_id = ids_.Next(absl::Now());
+    tx.exec_params(sql::kInsertMessage, conversation_id, t.assistant_message_id,
+                   t.user_message.id(), "assistant", "", "in_progress", "", t.model);
+    t.conversation_version =
+        tx.exec_params1(sql::kBumpForRegenerate, conversation_id, t.assistant_message_id)[0]
+            .as<int64_t>();
+    tx.commit();
+    out = std::move(t);
   });
   if (!st.ok()) return st;
   if (!refused.ok()) return refused;

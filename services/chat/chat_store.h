@@ -43,6 +43,7 @@ std::string TitleFrom(std::string_view content);
 struct ConversationPatch {
   std::optional<std::string> title;
   std::optional<bool> archived;
+  std::optional<std::string> current_leaf_id;  // a reply of the conversation
   std::optional<int64_t> expected_version;
 };
 
@@ -103,6 +104,11 @@ class ChatStore {
       const Scope& scope, const std::string& conversation_id);
   absl::StatusOr<switchboard::chat::v1::Conversation> UpdateConversation(
       const Scope& scope, const std::string& conversation_id, const ConversationPatch& patch);
+  // A new reply to the user message that `reply_id` (a reply that has
+  // ended) answered: a sibling of it, in progress, which ends the branch.
+  absl::StatusOr<NewTurn> Regenerate(const Scope& scope, const std::string& conversation_id,
+                                     const std::string& reply_id,
+                                     std::optional<int64_t> expected_version);
   // Hidden from every read at once; erased later (Eraser).
   absl::Status DeleteConversation(const Scope& scope, const std::string& conversation_id,
                                   std::optional<int64_t> expected_version);

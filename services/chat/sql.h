@@ -33,7 +33,7 @@ inline constexpr const char* kSetLeaf =
   "id, title, model, version, message_count, "                                      \
   "(extract(epoch from created_at) * 1000)::bigint, "                               \
   "(extract(epoch from last_message_at) * 1000)::bigint, archived_at IS NOT NULL, " \
-  "(extract(epoch from last_message_at) * 1000000)::bigint"
+  "(extract(epoch from last_message_at) * 1000000)::bigint, coalesce(current_leaf_id, '')"
 
 inline constexpr const char* kGetConversation =
     "SELECT " SB_CONVERSATION_COLUMNS
@@ -65,7 +65,8 @@ inline const std::string& ListConversationsSql(bool archived, bool after_cursor)
 inline constexpr const char* kUpdateConversation =
     "UPDATE conversations SET version = version + 1, title = coalesce($2, title), "
     " archived_at = CASE WHEN $3::boolean IS NULL THEN archived_at "
-    "   WHEN $3 THEN coalesce(archived_at, now()) ELSE NULL END "
+    "   WHEN $3 THEN coalesce(archived_at, now()) ELSE NULL END, "
+    " current_leaf_id = coalesce($4, current_leaf_id) "
     "WHERE id = $1 RETURNING " SB_CONVERSATION_COLUMNS;
 
 // Deleted: hidden from every read at once.
@@ -103,6 +104,17 @@ inline constexpr const char* kEraseConversation =
 inline constexpr const char* kFindConversation =
     "SELECT 1 FROM conversations "
     "WHERE id = $1 AND org_id = $2 AND user_id = $3 AND deleted_at IS NULL";
+
+inline constexpr const char* kFindMessage =
+    "SELECT message_id, conversation_id, coalesce(parent_id, ''), role, content, status, "
+    " stop_reason, input_tokens, output_tokens, model, "
+    " (extract(epoch from created_at) * 1000)::bigint, stream_last_offset, safety_result "
+    "FROM messages WHERE conversation_id = $1 AND message_id = $2";
+
+// A regenerated reply: the version moves and the new reply ends the branch.
+inline constexpr const char* kBumpForRegenerate =
+    "UPDATE conversations SET version = version + 1, message_count = message_count + 1, "
+    " last_message_at = now(), current_leaf_id = $2 WHERE id = $1 RETURNING version";
 
 inline constexpr const char* kFindByClientId =
     "SELECT message_id, conversation_id, coalesce(parent_id, ''), role, content, status, "

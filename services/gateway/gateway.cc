@@ -69,6 +69,11 @@ void Gateway::AddRoutes() {
                handler(&HandleSendMessage)});
   router_.Add({"POST", "/v1/conversations/{conversation_id}/messages/{message_id}/cancel",
                DialectChoice::kAnthropic, chat_read, handler(&HandleCancelMessage)});
+  router_.Add({"POST",
+               "/v1/conversations/{conversation_id}/messages/{message_id}/regenerate",
+               DialectChoice::kAnthropic,
+               {&auth_, &api_key_, &chat_user_, &budget_},
+               handler(&HandleRegenerateMessage)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages/{message_id}/stream",
                DialectChoice::kAnthropic, chat_read, handler(&HandleChatStream)});
 

@@ -409,5 +409,73 @@ TEST(LongConversationTest, ThirtyMessagesOf200KiBAllGetReplies) {
                                          .count()));
 }
 
+// Branches through the API: an edit (a send naming an earlier reply as its
+// parent) and a regenerate each add a sibling and become the listed branch;
+// PATCH current_leaf_id switches back.
+TEST(BranchesTest, EditRegenerateAndSwitch) {
+  const ChatUser ida("branches", "ida");
+  const std::string id = ida.NewConversation("branches");
+  // Sends and waits for the reply's end; its id.
+  auto turn = [&](const json& body) {
+    auto sent = ida.Call("POST", "/v1/conversations/" + id + "/messages", body.dump());
+    EXPECT_EQ(sent.status, 202) << sent.body;
+    const std::string url = json::parse(sent.body)["stream_url"];
+    EXPECT_EQ(ida.Call("GET", url).status, 200);
+    return json::parse(sent.body)["assistant_message_id"].get<std::string>();
+  };
+  auto listed = [&] {
+    auto r = ida.Call("GET", "/v1/conversations/" + id + "/messages");
+    EXPECT_EQ(r.status, 200) << r.body;
+    return json::parse(r.body)["data"];
+  };
+  const std::string first = turn({{"content", "first"}, {"max_tokens", 4}});
+  const std::string second = turn({{"content", "second"}, {"max_tokens", 4}});
+  json msgs = listed();
+  ASSERT_EQ(msgs.size(), 4u);
+  EXPECT_EQ(msgs[2]["parent_id"], first);
+
+  // Edit "second": a sibling answering the same reply.
+  const std::string edited =
+      turn({{"content", "second, edited"}, {"max_tokens", 4}, {"parent_id", first}});
+  msgs = listed();
+  ASSERT_EQ(msgs.size(), 4u);
+  EXPECT_EQ(msgs[2]["content"], "second, edited");
+  EXPECT_EQ(msgs[2]["sibling_ids"].size(), 2u);
+  EXPECT_EQ(msgs[3]["id"], edited);
+
+  // Regenerate the edited reply: a sibling reply ends the branch.
+  auto again = ida.Call("POST", "/v1/conversations/" + id + "/messages/" + edited + "/regenerate");
+  ASSERT_EQ(again.status, 202) << again.body;
+  const std::string regenerated = json::parse(again.body)["assistant_message_id"];
+  EXPECT_EQ(ida.Call("GET", json::parse(again.body)["stream_url"].get<std::string>()).status, 200);
+  msgs = listed();
+  ASSERT_EQ(msgs.size(), 4u);
+  EXPECT_EQ(msgs[3]["id"], regenerated);
+  EXPECT_EQ(msgs[3]["sibling_ids"], (json{edited, regenerated}));
+
+  // Back to the first branch.
+  auto switched =
+      ida.Call("PATCH", "/v1/conversations/" + id, json{{"current_leaf_id", second}}.dump());
+  ASSERT_EQ(switched.status, 200) << switched.body;
+  EXPECT_EQ(json::parse(switched.body)["current_leaf_id"], second);
+  msgs = listed();
+  ASSERT_EQ(msgs.size(), 4u);
+  EXPECT_EQ(msgs[2]["content"], "second");
+  EXPECT_EQ(msgs[3]["id"], second);
+
+  // Errors: a user message is neither a leaf nor regenerated; a parent
+  // must be a reply of the conversation.
+  const std::string user_message = msgs[2]["id"];
+  ExpectError(
+      ida.Call("PATCH", "/v1/conversations/" + id, json{{"current_leaf_id", user_message}}.dump()),
+      400, "invalid_request_error");
+  ExpectError(
+      ida.Call("POST", "/v1/conversations/" + id + "/messages/" + user_message + "/regenerate"),
+      400, "invalid_request_error");
+  ExpectError(ida.Call("POST", "/v1/conversations/" + id + "/messages",
+                       json{{"content", "x"}, {"parent_id", user_message}}.dump()),
+              400, "invalid_request_error");
+}
+
 }  // namespace
 }  // namespace sb::testing

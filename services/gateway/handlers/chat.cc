@@ -60,6 +60,7 @@ json ConversationToJson(const cpb::Conversation& c) {
           {"model", c.model()},
           {"version", c.version()},
           {"archived", c.archived()},
+          {"current_leaf_id", NullIfEmpty(c.current_leaf_id())},
           {"message_count", c.message_count()},
           {"created_at", Iso8601(c.created_at_unix_ms())},
           {"last_message_at", Iso8601(c.last_message_at_unix_ms())}};
@@ -127,6 +128,24 @@ void FailChange(const std::shared_ptr<RequestContext>& ctx, const grpc::ClientCo
     }
   }
   ctx->Fail(Public(*ctx, st, what));
+}
+
+// 202 for a turn chat started: its user message, its reply's id and
+// stream, and the conversation's version after it (with the ETag).
+void RespondTurn(RequestContext& ctx, const cpb::SendMessageResponse& resp,
+                 const std::string& conversation_id) {
+  const std::string& reply = resp.assistant_message_id();
+  json out = {
+      {"user_message", MessageToJson(resp.user_message())},
+      {"assistant_message_id", reply},
+      {"stream_url", "/v1/conversations/" + conversation_id + "/messages/" + reply + "/stream"}};
+  http::Headers headers;
+  // A replayed send does not know the version: no ETag then.
+  if (const int64_t v = resp.conversation_version(); v > 0) {
+    out["conversation_version"] = v;
+    headers.push_back({"etag", ETag(v)});
+  }
+  ctx.Respond(202, "application/json", sb::json::Dump(out), std::move(headers));
 }
 
 // A path id and the caller's scope, on a request of type Req.
@@ -403,18 +422,7 @@ void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
           FailChange(ctx, call->ctx, st, "sending the message");
           return;
         }
-        const std::string& reply = call->resp.assistant_message_id();
-        json out = {{"user_message", MessageToJson(call->resp.user_message())},
-                    {"assistant_message_id", reply},
-                    {"stream_url",
-                     "/v1/conversations/" + conversation_id + "/messages/" + reply + "/stream"}};
-        http::Headers headers;
-        // A replayed send does not know the version: no ETag then.
-        if (const int64_t v = call->resp.conversation_version(); v > 0) {
-          out["conversation_version"] = v;
-          headers.push_back({"etag", ETag(v)});
-        }
-        ctx->Respond(202, "application/json", sb::json::Dump(out), std::move(headers));
+        RespondTurn(*ctx, call->resp, conversation_id);
       });
 }
 
@@ -494,15 +502,26 @@ void HandleUpdateConversation(GatewayDeps& deps, const std::shared_ptr<RequestCo
         return;
       }
       call->req.set_archived(value.get<bool>());
+    } else if (key == "current_leaf_id") {
+      if (!value.is_string()) {
+        ctx->Fail(FieldError("current_leaf_id", "Input should be a valid string"));
+        return;
+      }
+      if (auto st = CheckId(value.get_ref<const std::string&>(), "current_leaf_id"); !st.ok()) {
+        ctx->Fail(st);
+        return;
+      }
+      call->req.set_current_leaf_id(value.get<std::string>());
     } else if (key != "expected_version") {
       ctx->Fail(FieldError(key,
                            "is not a field a conversation update takes (title, archived, "
-                           "expected_version)"));
+                           "current_leaf_id, expected_version)"));
       return;
     }
   }
-  if (!call->req.has_title() && !call->req.has_archived()) {
-    ctx->Fail(absl::InvalidArgumentError("nothing to change: send title and/or archived"));
+  if (!call->req.has_title() && !call->req.has_archived() && !call->req.has_current_leaf_id()) {
+    ctx->Fail(absl::InvalidArgumentError(
+        "nothing to change: send title, archived and/or current_leaf_id"));
     return;
   }
   auto expected = ExpectedVersion(*ctx, &body);
@@ -541,6 +560,34 @@ void HandleDeleteConversation(GatewayDeps& deps, const std::shared_ptr<RequestCo
         json out = {{"id", call->req.conversation_id()}, {"type", "conversation_deleted"}};
         ctx->RespondJson(200, sb::json::Dump(out));
       });
+}
+
+void HandleRegenerateMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  auto call = NewUnary<cpb::RegenerateMessageRequest, cpb::SendMessageResponse>(
+      kUnaryDeadline, ctx->trace_context());
+  if (!ScopeTo(ctx, call->req)) return;
+  const std::string& message_id = ctx->params.at(1);
+  if (auto st = CheckId(message_id, "message_id"); !st.ok()) {
+    ctx->Fail(st);
+    return;
+  }
+  call->req.set_message_id(message_id);
+  call->req.set_request_id(ctx->request_id());
+  auto expected = ExpectedVersion(*ctx, nullptr);
+  if (!expected.ok()) {
+    ctx->Fail(expected.status());
+    return;
+  }
+  if (*expected) call->req.set_expected_version(**expected);
+  const std::string conversation_id = call->req.conversation_id();
+  deps.chat.async()->RegenerateMessage(&call->ctx, &call->req, &call->resp,
+                                       [ctx, call, conversation_id](grpc::Status st) {
+                                         if (!st.ok()) {
+                                           FailChange(ctx, call->ctx, st, "regenerating the reply");
+                                           return;
+                                         }
+                                         RespondTurn(*ctx, call->resp, conversation_id);
+                                       });
 }
 
 void HandleCancelMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {

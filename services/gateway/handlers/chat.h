@@ -24,6 +24,9 @@ void HandleDeleteConversation(GatewayDeps& deps, const std::shared_ptr<RequestCo
 // unchanged): readers get its message_delta (stop_reason "cancelled") and
 // message_stop, and the message keeps the text so far.
 void HandleCancelMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+// A new reply to the user message an ended reply answered: a sibling of
+// it, which ends the branch (202 as a send; If-Match as a send).
+void HandleRegenerateMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 // SSE in the Messages API event shapes; every event has its own
 // `id: {message_id}:{offset}`, and `Last-Event-ID` resumes after any of them.
 void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
