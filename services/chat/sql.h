@@ -19,14 +19,11 @@ inline constexpr const char* kLockConversation =
     "SELECT version, model, title, coalesce(current_leaf_id, '') FROM conversations "
     "WHERE id = $1 AND org_id = $2 AND user_id = $3 AND deleted_at IS NULL FOR UPDATE";
 
-// A message of the conversation, for a new turn's or a branch switch's
-// checks: its role and status.
+// A message of the conversation, for a new turn's, a regenerate's or a
+// branch switch's checks: its role, status and parent.
 inline constexpr const char* kMessageRole =
     "SELECT role, status, coalesce(parent_id, '') FROM messages "
     "WHERE conversation_id = $1 AND message_id = $2";
-inline constexpr const char* kSetLeaf =
-    "UPDATE conversations SET current_leaf_id = $2, version = version + 1 WHERE id = $1 "
-    "RETURNING version";
 
 // Every conversation read returns these columns, in this order.
 #define SB_CONVERSATION_COLUMNS                                                     \
