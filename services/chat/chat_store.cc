@@ -83,17 +83,18 @@ std::optional<ConversationCursor> ParseCursor(const std::string& cursor) {
 
 constexpr char kVersionPayload[] = "type.switchboard.dev/chat.conversation_version";
 
-// Under the conversation's row lock: NotFound, a conflict, or its version.
-absl::StatusOr<int64_t> LockForChange(pqxx::work& tx, const Scope& scope,
-                                      const std::string& conversation_id,
-                                      std::optional<int64_t> expected_version) {
+// Under the conversation's row lock: NotFound, a conflict, or its row
+// (kLockConversation's columns: version, model, title, current leaf).
+absl::StatusOr<pqxx::row> LockForChange(pqxx::work& tx, const Scope& scope,
+                                        const std::string& conversation_id,
+                                        std::optional<int64_t> expected_version) {
   auto conv = tx.exec_params(sql::kLockConversation, conversation_id, scope.org_id, scope.user_id);
   if (conv.empty()) return absl::NotFoundError("conversation " + conversation_id + " not found");
   const int64_t version = conv[0][0].as<int64_t>();
   if (expected_version && *expected_version != version) {
     return VersionConflict(*expected_version, version);
   }
-  return version;
+  return conv[0];
 }
 
 }  // namespace
@@ -443,15 +444,9 @@ absl::StatusOr<NewTurn> ChatStore::Regenerate(const Scope& scope,
   absl::Status refused;
   absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
     pqxx::work tx(c);
-    auto conv =
-        tx.exec_params(sql::kLockConversation, conversation_id, scope.org_id, scope.user_id);
-    if (conv.empty()) {
-      refused = absl::NotFoundError("conversation " + conversation_id + " not found");
-      return;
-    }
-    const int64_t version = conv[0][0].as<int64_t>();
-    if (expected_version && *expected_version != version) {
-      refused = VersionConflict(*expected_version, version);
+    auto conv = LockForChange(tx, scope, conversation_id, expected_version);
+    if (!conv.ok()) {
+      refused = conv.status();
       return;
     }
     auto reply = tx.exec_params(sql::kMessageRole, conversation_id, reply_id);
@@ -468,7 +463,7 @@ absl::StatusOr<NewTurn> ChatStore::Regenerate(const Scope& scope,
       return;
     }
     NewTurn t;
-    t.model = conv[0][1].as<std::string>();
+    t.model = (*conv)[1].as<std::string>();
     t.user_message = RowToMessage(
         tx.exec_params1(sql::kFindMessage, conversation_id, reply[0][2].as<std::string>()));
     t.assistant_message_id = ids_.Next(absl::Now());

@@ -76,6 +76,13 @@ absl::Status Public(const RequestContext& ctx, const grpc::Status& st, const cha
   return PublicStatus(FromGrpcStatus(st), ctx.request_id(), what);
 }
 
+// 200 with one page of a list: {data, has_more, next_cursor}.
+void RespondPage(RequestContext& ctx, json data, bool has_more, const std::string& next_cursor) {
+  json out = {
+      {"data", std::move(data)}, {"has_more", has_more}, {"next_cursor", NullIfEmpty(next_cursor)}};
+  ctx.RespondJson(200, sb::json::Dump(out));
+}
+
 // A conversation's ETag: its version, quoted.
 std::string ETag(int64_t version) { return "\"" + std::to_string(version) + "\""; }
 
@@ -340,10 +347,7 @@ void HandleListMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>
         }
         json data = json::array();
         for (const auto& m : call->resp.messages()) data.push_back(MessageToJson(m));
-        json out = {{"data", data},
-                    {"has_more", call->resp.has_more()},
-                    {"next_cursor", NullIfEmpty(call->resp.next_cursor())}};
-        ctx->RespondJson(200, sb::json::Dump(out));
+        RespondPage(*ctx, std::move(data), call->resp.has_more(), call->resp.next_cursor());
       });
 }
 
@@ -457,10 +461,7 @@ void HandleListConversations(GatewayDeps& deps, const std::shared_ptr<RequestCon
         }
         json data = json::array();
         for (const auto& c : call->resp.conversations()) data.push_back(ConversationToJson(c));
-        json out = {{"data", data},
-                    {"has_more", call->resp.has_more()},
-                    {"next_cursor", NullIfEmpty(call->resp.next_cursor())}};
-        ctx->RespondJson(200, sb::json::Dump(out));
+        RespondPage(*ctx, std::move(data), call->resp.has_more(), call->resp.next_cursor());
       });
 }
 
