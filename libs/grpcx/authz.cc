@@ -21,6 +21,7 @@ const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodC
       {"/switchboard.chat.v1.Chat/CancelMessage", {kGateway}},
       {"/switchboard.chat.v1.Chat/RegenerateMessage", {kGateway}},
       {"/switchboard.connection.v1.ConnectionManager/Subscribe", {kGateway}},
+      {"/switchboard.connection.v1.ConnectionManager/SubscribeEvents", {kGateway}},
       {"/switchboard.gateway.v1.Gateway/GetInfo", {kOperator}},
       // The gateway and chat stream from a worker under a scheduler's lease.
       {"/switchboard.inference.v1.InferenceWorker/Generate", {kScheduler, kGateway, kChat}},

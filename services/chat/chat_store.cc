@@ -308,8 +308,11 @@ absl::Status ChatStore::CompleteReply(const std::string& conversation_id,
     tx.exec_params(sql::kCompleteMessage, conversation_id, message_id, r.content, r.status,
                    r.stop_reason, r.input_tokens, r.output_tokens, r.model, r.safety_result,
                    r.stream_last_offset, lengths);
-    tx.exec_params(sql::kTouchConversation, conversation_id);  // its row lock first
-    if (announce != nullptr) Enqueue(tx, *announce);
+    // Its row lock first. A deleted conversation announces nothing more: its
+    // events are erased from the users' streams, and this one would carry
+    // the text again.
+    auto live = tx.exec_params(sql::kTouchConversation, conversation_id);
+    if (announce != nullptr && !live.empty() && live[0][0].as<bool>()) Enqueue(tx, *announce);
     tx.commit();
   });
 }

@@ -9,6 +9,7 @@ namespace sb::chat {
 namespace {
 
 using sb::testing::Infra;
+namespace cpb = switchboard::chat::v1;
 
 class ChatStoreTest : public ::testing::Test {
  protected:
@@ -255,6 +256,37 @@ TEST_F(ChatStoreTest, ADeletedConversationIsGoneFromEveryRead) {
     ASSERT_TRUE(list.ok());
     for (const auto& c : list->conversations()) EXPECT_NE(c.id(), conv);
   }
+}
+
+// A reply that ends after its conversation was deleted (the eraser stops
+// it) announces nothing: the deletion erased the conversation's events from
+// the users' streams, and a late message.completed would carry its text.
+TEST_F(ChatStoreTest, AReplyEndingAfterTheDeleteAnnouncesNothing) {
+  const std::string conv = NewConversation(alice_);
+  auto turn = store_.AppendTurn(alice_, conv, "soon gone", "");
+  ASSERT_TRUE(turn.ok());
+  ASSERT_TRUE(store_.DeleteConversation(alice_, conv, std::nullopt).ok());
+  cpb::ChatEvent done;
+  done.set_type("message.completed");
+  done.set_conversation_id(conv);
+  ASSERT_TRUE(store_
+                  .CompleteReply(conv, turn->assistant_message_id,
+                                 {.content = "the secret", .status = "complete"}, &done)
+                  .ok());
+  std::vector<std::string> types;
+  ASSERT_TRUE(store_
+                  .RelayOutbox(100000,
+                               [&](const std::vector<ChatStore::OutboxRow>& rows) {
+                                 for (const auto& r : rows) {
+                                   cpb::ChatEvent e;
+                                   EXPECT_TRUE(e.ParseFromString(r.event));
+                                   if (r.conversation_id == conv) types.push_back(e.type());
+                                 }
+                                 return size_t{0};
+                               })
+                  .ok());
+  EXPECT_EQ(types, (std::vector<std::string>{"conversation.created", "message.created",
+                                             "conversation.deleted"}));
 }
 
 TEST_F(ChatStoreTest, AnUntitledConversationIsNamedByItsFirstMessage) {

@@ -138,8 +138,10 @@ inline constexpr const char* kBumpForTurn =
     "WHERE id = $1 RETURNING version";
 
 // A reply finished: the conversation's last message moved, its version not.
+// Whether the conversation is still there (not deleted).
 inline constexpr const char* kTouchConversation =
-    "UPDATE conversations SET last_message_at = now() WHERE id = $1";
+    "UPDATE conversations SET last_message_at = now() WHERE id = $1 "
+    "RETURNING deleted_at IS NULL";
 
 // The branch that ends at $2, root first: what the model is given.
 inline constexpr const char* kHistory =

@@ -27,4 +27,23 @@ grpc::ServerWriteReactor<conn::StreamEvent>* ConnectionServiceImpl::Subscribe(
   return reactor;
 }
 
+grpc::ServerWriteReactor<conn::UserEvent>* ConnectionServiceImpl::SubscribeEvents(
+    grpc::CallbackServerContext* ctx, const conn::SubscribeEventsRequest* req) {
+  if (auto st =
+          grpcx::Authorize(*ctx, "/switchboard.connection.v1.ConnectionManager/SubscribeEvents");
+      !st.ok()) {
+    return new grpcx::RefusedWriter<conn::UserEvent>(st);
+  }
+  auto [reactor, out] = ServerStream<conn::UserEvent>::Create(kQueueCapacity);
+  if (req->org_id().empty() || req->user_id().empty() ||
+      (!req->after().empty() && !StreamId::Parse(req->after()))) {
+    out->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                             "org_id and user_id are required, and after must be an event's "
+                             "cursor"));
+    return reactor;
+  }
+  events_.Subscribe(*req, out);
+  return reactor;
+}
+
 }  // namespace sb::connection

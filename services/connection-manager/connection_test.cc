@@ -49,7 +49,8 @@ class ConnectionTest : public ::testing::Test {
         },
         2);
     hub_->Start();
-    service_ = std::make_unique<ConnectionServiceImpl>(*hub_);
+    events_ = std::make_unique<EventHub>(*redis_, 1);
+    service_ = std::make_unique<ConnectionServiceImpl>(*hub_, *events_);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -136,6 +137,7 @@ class ConnectionTest : public ::testing::Test {
   std::unique_ptr<RedisPipeline> pipeline_;
   std::unique_ptr<RedisTokenStream> writer_;
   std::unique_ptr<SubscriptionHub> hub_;
+  std::unique_ptr<EventHub> events_;  // not started: events_test.cc tests it
   std::unique_ptr<ConnectionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<conn::ConnectionManager::Stub> stub_;

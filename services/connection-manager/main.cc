@@ -8,6 +8,7 @@
 #include "grpcx/server.h"
 #include "grpcx/status.h"
 #include "grpcx/tls.h"
+#include "storage/kafka.h"
 #include "storage/redis.h"
 #include "switchboard/chat/v1/chat.grpc.pb.h"
 
@@ -19,12 +20,20 @@ ABSL_FLAG(std::string, redis_password, "",
           "Redis AUTH password (requirepass); better from SWITCHBOARD_REDIS_PASSWORD");
 ABSL_FLAG(std::string, chat_address, "127.0.0.1:50051", "chat gRPC address");
 ABSL_FLAG(int, lookup_threads, 4, "Threads for message look-ups");
+ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
+ABSL_FLAG(std::string, events_topic, "chat.events", "Topic of chat events (GET /v1/events)");
+ABSL_FLAG(std::string, events_group, "connection-manager",
+          "Consumer group of chat events (every replica the same: each event is indexed once)");
+ABSL_FLAG(absl::Duration, events_retention, absl::Hours(24),
+          "How long a user's events stay resumable after their last one");
+ABSL_FLAG(int, events_per_user, 1000, "The most events kept per user for resuming");
 
 int main(int argc, char** argv) {
   sb::InitService("connection-manager", argc, argv);
+  // The lookups', the two pollers' and the event indexer's connections.
   sb::RedisClient redis({.host = absl::GetFlag(FLAGS_redis_host),
                          .port = absl::GetFlag(FLAGS_redis_port),
-                         .pool_size = absl::GetFlag(FLAGS_lookup_threads) + 1,
+                         .pool_size = absl::GetFlag(FLAGS_lookup_threads) + 3,
                          .password = absl::GetFlag(FLAGS_redis_password)});
   auto chat = switchboard::chat::v1::Chat::NewStub(
       sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat));
@@ -43,7 +52,20 @@ int main(int argc, char** argv) {
     return m;
   };
   sb::connection::SubscriptionHub hub(redis, lookup, absl::GetFlag(FLAGS_lookup_threads));
-  sb::connection::ConnectionServiceImpl service(hub);
+  sb::connection::EventHub events(redis, absl::GetFlag(FLAGS_lookup_threads));
+  const sb::connection::UserEventsOptions event_options{
+      .retention = absl::GetFlag(FLAGS_events_retention),
+      .max_per_user = absl::GetFlag(FLAGS_events_per_user)};
+  // Low fetch waits: a device should see an event well within a second.
+  auto consumer = sb::KafkaConsumer::Create(
+      absl::GetFlag(FLAGS_kafka_brokers), absl::GetFlag(FLAGS_events_group),
+      {absl::GetFlag(FLAGS_events_topic)}, {{"fetch.wait.max.ms", "50"}});
+  if (!consumer.ok()) {
+    spdlog::critical("connection-manager: {}", consumer.status().ToString());
+    return 1;
+  }
+  sb::connection::EventIndexer indexer(**consumer, redis, event_options);
+  sb::connection::ConnectionServiceImpl service(hub, events);
   sb::ServiceRunner runner("connection-manager");
   runner.AddService(&service);
   if (auto st = runner.Start(sb::GrpcListenAddress(absl::GetFlag(FLAGS_grpc_port)),
@@ -53,7 +75,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   hub.Start();
-  runner.OnDrain([&] { hub.Stop(); });
+  events.Start();
+  indexer.Start();
+  runner.OnDrain([&] {
+    hub.Stop();
+    events.Stop();
+    indexer.Stop();
+  });
   runner.WaitForShutdown(sb::DrainGrace());
   return 0;
 }

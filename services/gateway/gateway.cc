@@ -76,6 +76,7 @@ void Gateway::AddRoutes() {
                handler(&HandleRegenerateMessage)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}/messages/{message_id}/stream",
                DialectChoice::kAnthropic, chat_read, handler(&HandleChatStream)});
+  router_.Add({"GET", "/v1/events", DialectChoice::kAnthropic, chat_read, handler(&HandleEvents)});
 
   // The Admin API's usage and cost reports (an admin key of the org).
   auto report = [this](ReportKind kind) {

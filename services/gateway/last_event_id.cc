@@ -26,4 +26,20 @@ absl::StatusOr<int64_t> ParseLastEventId(std::string_view header, std::string_vi
   return static_cast<int64_t>(offset);
 }
 
+absl::StatusOr<std::string> ParseEventCursor(std::string_view header) {
+  if (header.empty()) return std::string();
+  const auto whole_u64 = [](std::string_view s) {
+    uint64_t n = 0;
+    const auto [stop, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    return !s.empty() && ec == std::errc() && stop == s.data() + s.size();
+  };
+  const auto dash = header.find('-');
+  if (dash == std::string_view::npos || !whole_u64(header.substr(0, dash)) ||
+      !whole_u64(header.substr(dash + 1))) {
+    return absl::InvalidArgumentError(
+        "Last-Event-ID must be the id of an event this stream sent (<digits>-<digits>)");
+  }
+  return std::string(header);
+}
+
 }  // namespace sb::gateway

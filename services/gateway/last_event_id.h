@@ -18,4 +18,9 @@ namespace sb::gateway {
 // beyond int64.
 absl::StatusOr<int64_t> ParseLastEventId(std::string_view header, std::string_view message_id);
 
+// The `Last-Event-ID` of GET /v1/events: an event's id, "<ms>-<seq>" (two
+// unsigned 64-bit decimals), returned as is; empty when the header is.
+// Anything else is InvalidArgument.
+absl::StatusOr<std::string> ParseEventCursor(std::string_view header);
+
 }  // namespace sb::gateway

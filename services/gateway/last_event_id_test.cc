@@ -34,5 +34,17 @@ TEST(LastEventIdTest, RefusesTrailingBytesAndSigns) {
   }
 }
 
+TEST(EventCursorTest, AcceptsEventIdsAndNothingElse) {
+  EXPECT_EQ(*ParseEventCursor(""), "");
+  EXPECT_EQ(*ParseEventCursor("1764748800123-0"), "1764748800123-0");
+  EXPECT_EQ(*ParseEventCursor("18446744073709551615-18446744073709551615"),
+            "18446744073709551615-18446744073709551615");
+  for (const char* header : {"17", "17-", "-3", "17-3-1", "17-x", "+1-2", "1- 2", "1-2 ",
+                             "18446744073709551616-0", "msg_1:17"}) {
+    EXPECT_EQ(ParseEventCursor(header).status().code(), absl::StatusCode::kInvalidArgument)
+        << header;
+  }
+}
+
 }  // namespace
 }  // namespace sb::gateway

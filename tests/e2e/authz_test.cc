@@ -54,6 +54,7 @@ const std::map<std::string, std::set<std::string>> kMethodCallers = {
     {"/switchboard.chat.v1.Chat/CancelMessage", {"gateway"}},
     {"/switchboard.chat.v1.Chat/RegenerateMessage", {"gateway"}},
     {"/switchboard.connection.v1.ConnectionManager/Subscribe", {"gateway"}},
+    {"/switchboard.connection.v1.ConnectionManager/SubscribeEvents", {"gateway"}},
     {"/switchboard.gateway.v1.Gateway/GetInfo", {"operator"}},
     {"/switchboard.inference.v1.InferenceWorker/Generate", {"tenant-scheduler", "gateway", "chat"}},
     {"/switchboard.inference.v1.InferenceWorker/CountTokens", {"tenant-scheduler"}},
@@ -223,6 +224,9 @@ struct RouteCase {
   std::string body;  // "" for none
   // Expected status per caller, in kCallers order.
   std::vector<int> expected;
+  // The response never ends by itself (GET /v1/events): read its status
+  // and the first piece of its body, then leave.
+  bool endless = false;
 };
 
 // Every route, by "METHOD /pattern" (a query after '?' is sent, not part of
@@ -258,6 +262,7 @@ const std::map<std::string, RouteCase> kRouteMatrix = {
      {"", {202, 404, 404, 401, 401, 403}}},
     {"GET /v1/conversations/{conversation_id}/messages/{message_id}/stream",
      {"", {200, 404, 404, 401, 401, 403}}},
+    {"GET /v1/events", {"", {200, 200, 200, 401, 401, 403}, /*endless=*/true}},
     {"GET /v1/organizations/usage_report/messages?starting_at=2026-11-01T00:00:00Z",
      {"", {403, 403, 403, 401, 401, 200}}},
     {"GET /v1/organizations/cost_report?starting_at=2026-11-01T00:00:00Z",
@@ -321,12 +326,15 @@ TEST(AuthorizationMatrixTest, EveryHttpRouteAgainstEveryCaller) {
       http::Headers headers = {{"content-type", "application/json"},
                                {"anthropic-version", "2023-06-01"}};
       if (caller != kNoKey) headers.push_back({"x-api-key", keys[caller]});
-      auto r = http::Fetch({.port = g_cluster->http_port(),
-                            .method = method,
-                            .target = path,
-                            .headers = headers,
-                            .body = it->second.body,
-                            .timeout = std::chrono::seconds(10)});
+      const http::ClientRequest req{.port = g_cluster->http_port(),
+                                    .method = method,
+                                    .target = path,
+                                    .headers = headers,
+                                    .body = it->second.body,
+                                    .timeout = std::chrono::seconds(10)};
+      auto r = it->second.endless
+                   ? http::FetchStreaming(req, [](std::string_view) { return false; })
+                   : http::Fetch(req);
       ASSERT_TRUE(r.ok()) << name << ": " << r.status();
       EXPECT_EQ(r->status, it->second.expected[c]) << name << ": " << r->body;
     }

@@ -1,7 +1,10 @@
 // The chat product's routes through the running cluster (issue 10):
 // conversation lists, reads, renames, archives and deletes, and optimistic
 // concurrency on sends.
+#include <algorithm>
 #include <atomic>
+#include <functional>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <string>
@@ -9,7 +12,9 @@
 #include <vector>
 
 #include "e2e/e2e_helpers.h"
+#include "e2e/events_device.h"
 #include "gtest/gtest.h"
+#include "http/async_client.h"
 #include "http/http_client.h"
 #include "sbadmin/admin.h"
 #include "storage/redis.h"
@@ -475,6 +480,74 @@ TEST(BranchesTest, EditRegenerateAndSwitch) {
   ExpectError(ida.Call("POST", "/v1/conversations/" + id + "/messages",
                        json{{"content", "x"}, {"parent_id", user_message}}.dump()),
               400, "invalid_request_error");
+}
+
+TEST(ChatEventsTest, EveryDeviceOfTheUserSeesTheChangesAndResumesWithoutGapOrDuplicate) {
+  const ChatUser gina("events", "gina");
+  const ChatUser hal("events", "hal");           // same org, another user
+  const ChatUser other("events-other", "gina");  // another org, the same user name
+  http::AsyncClient client;
+  const int port = g_cluster->http_port();
+  EventsDevice phone(client, port, gina.key());
+  EventsDevice laptop(client, port, gina.key());
+  EventsDevice hals(client, port, hal.key());
+  EventsDevice others(client, port, other.key());
+  for (EventsDevice* d : {&phone, &laptop, &hals, &others}) ASSERT_TRUE(d->WaitSubscribed());
+
+  const std::string id = gina.NewConversation("events");
+  auto sent = gina.Send(id, "hello from the phone");
+  ASSERT_EQ(sent.status, 202) << sent.body;
+  const std::string reply_id = json::parse(sent.body)["assistant_message_id"];
+  // created, the user message, the reply completed.
+  ASSERT_EQ(phone.Events(3).size(), 3u);
+  ASSERT_EQ(gina.Call("PATCH", "/v1/conversations/" + id, R"({"title":"renamed"})").status, 200);
+
+  const auto events = phone.Events(4);
+  ASSERT_EQ(events.size(), 4u);
+  std::vector<std::string> types;
+  for (const auto& e : events) {
+    types.push_back(e.type);
+    EXPECT_EQ(e.data["type"], e.type);
+    EXPECT_EQ(e.data["conversation_id"], id);
+    EXPECT_FALSE(e.id.empty());
+  }
+  EXPECT_EQ(types, (std::vector<std::string>{"conversation.created", "message.created",
+                                             "message.completed", "conversation.updated"}));
+  EXPECT_EQ(events[0].data["conversation"]["title"], "events");
+  EXPECT_EQ(events[1].data["message"]["content"], "hello from the phone");
+  EXPECT_EQ(events[2].data["message"]["id"], reply_id);
+  EXPECT_EQ(events[2].data["message"]["status"], "complete");
+  EXPECT_EQ(events[3].data["conversation"]["title"], "renamed");
+  const auto on_laptop = laptop.Events(4);
+  ASSERT_EQ(on_laptop.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(on_laptop[i].id, events[i].id) << "the same stream";
+
+  // A device that saw the first event resumes after it: the other three, once.
+  {
+    EventsDevice back(client, port, gina.key(), events[0].id);
+    const auto resumed = back.Events(3);
+    ASSERT_EQ(resumed.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) EXPECT_EQ(resumed[i].id, events[i + 1].id);
+  }
+
+  // The delete is announced, and erases the conversation's earlier events
+  // (the text they carried): resuming from the first now finds only it.
+  ASSERT_EQ(gina.Call("DELETE", "/v1/conversations/" + id).status, 200);
+  const auto after_delete = phone.Events(5);
+  ASSERT_EQ(after_delete.size(), 5u);
+  EXPECT_EQ(after_delete[4].type, "conversation.deleted");
+  EventsDevice late(client, port, gina.key(), events[0].id);
+  const auto left = late.Events(1);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].id, after_delete[4].id);
+
+  // Nobody else saw any of it.
+  EXPECT_TRUE(hals.Events(1, std::chrono::milliseconds(300)).empty());
+  EXPECT_TRUE(others.Events(1, std::chrono::milliseconds(300)).empty());
+
+  // A cursor that is no event's is refused in the API's error format.
+  auto bad = gina.Call("GET", "/v1/events", "", {{"last-event-id", "msg_1:4"}});
+  ExpectError(bad, 400, "invalid_request_error");
 }
 
 }  // namespace

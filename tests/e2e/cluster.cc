@@ -86,7 +86,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
         UsageKeyFlag(*c->infra_)}},
       {"billing", billing},
       {"chat", {pg, redis, kafka, schedulers, "--safety_address=" + addr("safety")}},
-      {"connection-manager", {redis, "--chat_address=" + addr("chat")}},
+      {"connection-manager", {redis, kafka, "--chat_address=" + addr("chat")}},
       {"gateway",
        {pg, redis, kafka, "--http_port=" + std::to_string(c->http_port_),
         "--safety_address=" + addr("safety"), schedulers, "--chat_address=" + addr("chat"),

@@ -1,15 +1,16 @@
 #include "gateway/handlers/chat.h"
 
-#include <charconv>
-
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
+
+#include <charconv>
 
 #include "core/crypto.h"
 #include "core/public_status.h"
 #include "gateway/dialects/fields.h"
 #include "gateway/handlers/unary.h"
 #include "gateway/last_event_id.h"
+#include "gateway/sse.h"
 #include "gateway/sse_stream.h"
 #include "grpcx/status.h"
 #include "grpcx/streams.h"
@@ -279,6 +280,81 @@ class ChatStream : public std::enable_shared_from_this<ChatStream> {
   std::shared_ptr<SseStream> stream_;
   conn::SubscribeRequest req_;
   bool ended_ = false;  // the last event (message_stop or error) was sent
+};
+
+// GET /v1/events: the caller's chat events, one SSE event each, named by
+// its type and with its cursor as the id. The response starts once
+// connection-manager has the subscription in place (a comment line marks
+// it), so a failure before that is a plain error response.
+class EventsStream : public std::enable_shared_from_this<EventsStream> {
+ public:
+  EventsStream(GatewayDeps& deps, std::shared_ptr<RequestContext> ctx)
+      : ctx_(ctx),
+        stream_(std::make_shared<SseStream>(std::move(ctx), deps.timers, deps.options.ping_interval,
+                                            anthropic_events::Ping())),
+        stub_(deps.connections) {}
+
+  void Start(conn::SubscribeEventsRequest req) {
+    req_ = std::move(req);
+    auto self = shared_from_this();
+    auto canceller = ClientStream<conn::UserEvent>::Start(
+        std::chrono::system_clock::now() + kStreamDeadline,
+        [self](grpc::ClientContext* c, grpc::ClientReadReactor<conn::UserEvent>* r) {
+          trace::Inject(*c, self->ctx_->trace_context());
+          self->stub_.async()->SubscribeEvents(c, &self->req_, r);
+        },
+        [self](conn::UserEvent&& e, ClientStream<conn::UserEvent>::Next next) {
+          self->OnEvent(std::move(e), std::move(next));
+        },
+        [self](const grpc::Status& st) { self->OnDone(st); });
+    ctx_->exchange().OnClientGone([canceller] { canceller->Cancel(); });
+  }
+
+ private:
+  static std::string Encode(const conn::UserEvent& e) {
+    if (e.reset()) {
+      const json data = {{"type", "events.reset"},
+                         {"message",
+                          "events after Last-Event-ID are no longer kept: reload the "
+                          "conversations, then follow this stream"}};
+      return sse::Event("events.reset", sb::json::Dump(data), e.cursor());
+    }
+    if (!e.has_event()) return sse::Comment("subscribed");
+    const cpb::ChatEvent& ev = e.event();
+    json data = {{"id", ev.event_id()},
+                 {"type", ev.type()},
+                 {"conversation_id", ev.conversation_id()},
+                 {"created_at", Iso8601(ev.at_unix_ms())}};
+    if (ev.has_conversation()) data["conversation"] = ConversationToJson(ev.conversation());
+    if (ev.has_message()) data["message"] = MessageToJson(ev.message());
+    return sse::Event(ev.type(), sb::json::Dump(data), e.cursor());
+  }
+
+  void OnEvent(conn::UserEvent&& e, ClientStream<conn::UserEvent>::Next next) {
+    stream_->Start();
+    stream_->Write(Encode(e), [next = std::move(next)](bool ok) { next(ok); });
+  }
+
+  void OnDone(const grpc::Status& st) {
+    if (!stream_->started()) {
+      ctx_->Fail(Public(*ctx_, st, "the event stream"));
+      return;
+    }
+    // The deadline, a draining connection-manager or a client gone: the
+    // device reconnects with Last-Event-ID and misses nothing.
+    std::string last;
+    const auto code = st.error_code();
+    if (code != grpc::StatusCode::DEADLINE_EXCEEDED && code != grpc::StatusCode::CANCELLED &&
+        code != grpc::StatusCode::UNAVAILABLE && !st.ok()) {
+      last = anthropic_events::Error(Public(*ctx_, st, "the event stream"));
+    }
+    stream_->End(std::move(last));
+  }
+
+  std::shared_ptr<RequestContext> ctx_;
+  std::shared_ptr<SseStream> stream_;
+  conn::ConnectionManager::StubInterface& stub_;
+  conn::SubscribeEventsRequest req_;
 };
 
 }  // namespace
@@ -633,6 +709,19 @@ void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& 
   req.set_message_id(message_id);
   req.set_after_offset(*offset);
   std::make_shared<ChatStream>(deps, ctx)->Start(std::move(req));
+}
+
+void HandleEvents(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  auto after = ParseEventCursor(ctx->request().Header("last-event-id"));
+  if (!after.ok()) {
+    ctx->Fail(after.status());
+    return;
+  }
+  conn::SubscribeEventsRequest req;
+  req.set_org_id(ctx->principal->org_id);
+  req.set_user_id(ctx->user_id);
+  req.set_after(*after);
+  std::make_shared<EventsStream>(deps, ctx)->Start(std::move(req));
 }
 
 }  // namespace sb::gateway

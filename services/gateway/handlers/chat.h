@@ -30,5 +30,10 @@ void HandleRegenerateMessage(GatewayDeps& deps, const std::shared_ptr<RequestCon
 // SSE in the Messages API event shapes; every event has its own
 // `id: {message_id}:{offset}`, and `Last-Event-ID` resumes after any of them.
 void HandleChatStream(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+// GET /v1/events: the caller's chat events (conversation.created, .updated,
+// .deleted; message.created, .completed) as SSE, each named by its type with
+// its cursor as `id:`; `Last-Event-ID` resumes after any of them. A cursor
+// older than what is kept gets an `events.reset` event first (reload).
+void HandleEvents(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 
 }  // namespace sb::gateway
