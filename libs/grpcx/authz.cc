@@ -15,6 +15,7 @@ const std::map<std::string, std::vector<std::string_view>, std::less<>>& MethodC
       {"/switchboard.chat.v1.Chat/ListMessages", {kGateway, kConnectionManager}},
       {"/switchboard.chat.v1.Chat/GetMessage", {kGateway, kConnectionManager}},
       {"/switchboard.chat.v1.Chat/ListConversations", {kGateway}},
+      {"/switchboard.chat.v1.Chat/SearchMessages", {kGateway}},
       {"/switchboard.chat.v1.Chat/GetConversation", {kGateway}},
       {"/switchboard.chat.v1.Chat/UpdateConversation", {kGateway}},
       {"/switchboard.chat.v1.Chat/DeleteConversation", {kGateway}},

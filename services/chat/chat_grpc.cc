@@ -220,6 +220,26 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ListConversations(
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ChatServiceImpl::SearchMessages(grpc::CallbackServerContext* ctx,
+                                                          const cpb::SearchMessagesRequest* req,
+                                                          cpb::SearchMessagesResponse* resp) {
+  if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.chat.v1.Chat/SearchMessages"))
+    return refused;
+  auto* reactor = ctx->DefaultReactor();
+  OnPool(ctx, reactor, [this, req, resp]() -> absl::Status {
+    if (auto st = RequireScope(req->org_id(), req->user_id()); !st.ok()) return st;
+    if (req->query().empty() || req->query().size() > 512) {
+      return absl::InvalidArgumentError("q must be 1 to 512 bytes");
+    }
+    const int limit = req->limit() <= 0 ? 20 : std::min(req->limit(), 50);
+    auto found = store_.SearchMessages({req->org_id(), req->user_id()}, req->query(), limit);
+    if (!found.ok()) return found.status();
+    *resp = std::move(*found);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ChatServiceImpl::GetConversation(grpc::CallbackServerContext* ctx,
                                                            const cpb::GetConversationRequest* req,
                                                            cpb::Conversation* resp) {

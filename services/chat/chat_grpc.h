@@ -42,6 +42,9 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   grpc::ServerUnaryReactor* GetMessage(grpc::CallbackServerContext* ctx,
                                        const switchboard::chat::v1::GetMessageRequest* req,
                                        switchboard::chat::v1::ChatMessage* resp) override;
+  grpc::ServerUnaryReactor* SearchMessages(
+      grpc::CallbackServerContext* ctx, const switchboard::chat::v1::SearchMessagesRequest* req,
+      switchboard::chat::v1::SearchMessagesResponse* resp) override;
   grpc::ServerUnaryReactor* ListConversations(
       grpc::CallbackServerContext* ctx, const switchboard::chat::v1::ListConversationsRequest* req,
       switchboard::chat::v1::ListConversationsResponse* resp) override;

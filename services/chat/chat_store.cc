@@ -390,6 +390,37 @@ absl::StatusOr<cpb::ListConversationsResponse> ChatStore::ListConversations(
   });
 }
 
+absl::StatusOr<cpb::SearchMessagesResponse> ChatStore::SearchMessages(const Scope& scope,
+                                                                      const std::string& query,
+                                                                      int limit) {
+  std::optional<cpb::SearchMessagesResponse> out;
+  absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    // A query of punctuation or nothing has no word to look for.
+    auto words = tx.exec_params("SELECT numnode(websearch_to_tsquery('simple', $1))", query);
+    if (words.empty() || words[0][0].as<int>() == 0) return;
+    auto rows = tx.exec_params(sql::kSearchMessages, scope.org_id, scope.user_id, query, limit + 1);
+    cpb::SearchMessagesResponse resp;
+    for (const auto& r : rows) {
+      if (resp.hits_size() == limit) {
+        resp.set_has_more(true);
+        break;
+      }
+      auto* hit = resp.add_hits();
+      hit->set_conversation_id(r[0].as<std::string>());
+      hit->set_conversation_title(r[1].as<std::string>());
+      hit->set_message_id(r[2].as<std::string>());
+      hit->set_role(r[3].as<std::string>());
+      hit->set_created_at_unix_ms(r[4].as<int64_t>());
+      hit->set_snippet(r[5].as<std::string>());
+    }
+    out = std::move(resp);
+  });
+  if (!st.ok()) return st;
+  if (!out) return absl::InvalidArgumentError("q has no word to search for");
+  return std::move(*out);
+}
+
 absl::StatusOr<cpb::Conversation> ChatStore::GetConversation(const Scope& scope,
                                                              const std::string& conversation_id) {
   std::optional<cpb::Conversation> out;

@@ -109,6 +109,10 @@ class ChatStore {
   absl::StatusOr<NewTurn> Regenerate(const Scope& scope, const std::string& conversation_id,
                                      const std::string& reply_id,
                                      std::optional<int64_t> expected_version);
+  // The user's messages matching `query` (SearchMessagesRequest), best
+  // first, at most `limit`; InvalidArgument for a query without a word.
+  absl::StatusOr<switchboard::chat::v1::SearchMessagesResponse> SearchMessages(
+      const Scope& scope, const std::string& query, int limit);
   // Hidden from every read at once; erased later (Eraser).
   absl::Status DeleteConversation(const Scope& scope, const std::string& conversation_id,
                                   std::optional<int64_t> expected_version);

@@ -289,6 +289,67 @@ TEST_F(ChatStoreTest, AReplyEndingAfterTheDeleteAnnouncesNothing) {
                                              "conversation.deleted"}));
 }
 
+// Search: the user's shown messages only, best match first, with a passage.
+TEST_F(ChatStoreTest, SearchFindsTheUsersShownMessagesBestFirst) {
+  const Scope searcher{"acme", "searcher"};
+  auto say = [&](const std::string& conv, const std::string& text, const std::string& reply,
+                 const std::string& safety = "pass", const std::string& status = "complete") {
+    auto turn = store_.AppendTurn(searcher, conv, text, "");
+    EXPECT_TRUE(turn.ok()) << turn.status();
+    if (!turn.ok() || status == "in_progress") return std::string();
+    EXPECT_TRUE(store_
+                    .CompleteReply(conv, turn->assistant_message_id,
+                                   {.content = reply, .status = status, .safety_result = safety})
+                    .ok());
+    return turn->assistant_message_id;
+  };
+  const std::string trip = NewConversation(searcher);
+  const std::string best =
+      say(trip, "plans for lyon", "Lyon, then Lyon again: the lyon food is why people go to lyon");
+  say(trip, "and what about lyon by train?", "Two hours by TGV.");
+  say(trip, "show me a lyon card number", "Here is one for lyon: 4242 ...", "filtered");
+  say(trip, "one more about lyon", "", "", "in_progress");
+  const std::string gone = NewConversation(searcher);
+  say(gone, "lyon in a deleted conversation", "ok");
+  ASSERT_TRUE(store_.DeleteConversation(searcher, gone, std::nullopt).ok());
+  const std::string others = NewConversation(alice_);
+  ASSERT_TRUE(store_.AppendTurn(alice_, others, "alice also likes lyon", "").ok());
+
+  auto found = store_.SearchMessages(searcher, "LYON", 10);
+  ASSERT_TRUE(found.ok()) << found.status();
+  // The reply naming it four times first; then the four user messages
+  // (case folded), and no reply filtered or in progress, nothing deleted or
+  // another user's.
+  ASSERT_EQ(found->hits_size(), 5) << found->DebugString();
+  EXPECT_FALSE(found->has_more());
+  EXPECT_EQ(found->hits(0).message_id(), best);
+  EXPECT_EQ(found->hits(0).role(), "assistant");
+  EXPECT_EQ(found->hits(0).conversation_id(), trip);
+  EXPECT_EQ(found->hits(0).conversation_title(), "a title");
+  EXPECT_NE(found->hits(0).snippet().find("lyon food"), std::string::npos)
+      << found->hits(0).snippet();
+  for (const auto& h : found->hits()) {
+    EXPECT_EQ(h.conversation_id(), trip);
+    EXPECT_EQ(h.snippet().find("4242"), std::string::npos) << "a filtered reply is not found";
+    EXPECT_TRUE(h.role() == "user" || h.message_id() == best) << h.DebugString();
+    EXPECT_GT(h.created_at_unix_ms(), 0);
+  }
+
+  auto phrase = store_.SearchMessages(searcher, "\"by train\"", 10);
+  ASSERT_TRUE(phrase.ok());
+  ASSERT_EQ(phrase->hits_size(), 1);
+  EXPECT_EQ(phrase->hits(0).role(), "user");
+  auto one = store_.SearchMessages(searcher, "lyon", 1);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->hits_size(), 1);
+  EXPECT_TRUE(one->has_more());
+  auto none = store_.SearchMessages(searcher, "marseille", 10);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->hits_size(), 0);
+  EXPECT_EQ(store_.SearchMessages(searcher, "?! --", 10).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(ChatStoreTest, AnUntitledConversationIsNamedByItsFirstMessage) {
   auto conv = store_.CreateConversation(alice_, "sim-small", "");
   ASSERT_TRUE(conv.ok());

@@ -192,4 +192,23 @@ inline constexpr const char* kGetMessage =
 
 #undef SB_SIBLINGS
 
+// Search ($1 org, $2 user, $3 the words, $4 how many rows): the best
+// matches of the GIN index (migration 0020) among the user's messages that
+// are shown, then a passage of each (ts_headline reads the whole text: only
+// for the rows returned).
+inline constexpr const char* kSearchMessages =
+    "SELECT h.conversation_id, h.title, h.message_id, h.role, h.created_ms,"
+    " ts_headline('simple', h.content, websearch_to_tsquery('simple', $3),"
+    "  'MaxWords=30, MinWords=10, MaxFragments=2, FragmentDelimiter=\" … \","
+    "   StartSel=\"\", StopSel=\"\"') "
+    "FROM (SELECT m.conversation_id, c.title, m.message_id, m.role, m.content,"
+    "  ts_rank(m.search, q) AS rank,"
+    "  (extract(epoch FROM m.created_at) * 1000)::bigint AS created_ms"
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id,"
+    "  websearch_to_tsquery('simple', $3) q"
+    " WHERE c.org_id = $1 AND c.user_id = $2 AND c.deleted_at IS NULL AND m.search @@ q"
+    "  AND m.status = 'complete' AND m.safety_result <> 'filtered'"
+    " ORDER BY rank DESC, m.message_id DESC LIMIT $4) h "
+    "ORDER BY h.rank DESC, h.message_id DESC";
+
 }  // namespace sb::chat::sql

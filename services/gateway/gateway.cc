@@ -54,6 +54,9 @@ void Gateway::AddRoutes() {
                handler(&HandleCreateConversation)});
   router_.Add({"GET", "/v1/conversations", DialectChoice::kAnthropic, chat_read,
                handler(&HandleListConversations)});
+  // Before /v1/conversations/{conversation_id}: the first route that matches wins.
+  router_.Add({"GET", "/v1/conversations/search", DialectChoice::kAnthropic, chat_read,
+               handler(&HandleSearchMessages)});
   router_.Add({"GET", "/v1/conversations/{conversation_id}", DialectChoice::kAnthropic, chat_read,
                handler(&HandleGetConversation)});
   router_.Add({"PATCH", "/v1/conversations/{conversation_id}", DialectChoice::kAnthropic,

@@ -550,5 +550,39 @@ TEST(ChatEventsTest, EveryDeviceOfTheUserSeesTheChangesAndResumesWithoutGapOrDup
   ExpectError(bad, 400, "invalid_request_error");
 }
 
+TEST(ChatSearchTest, FindsTheCallersMessagesAndForgetsDeletedOnes) {
+  const ChatUser ivy("search", "ivy");
+  const ChatUser jon("search", "jon");
+  const std::string id = ivy.NewConversation("holidays");
+  ASSERT_EQ(ivy.Send(id, "which quokka islands can I visit?").status, 202);
+  ASSERT_EQ(jon.Send(jon.NewConversation(), "a quokka for jon").status, 202);
+
+  auto r = ivy.Call("GET", "/v1/conversations/search?q=Quokka+islands");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json page = json::parse(r.body);
+  ASSERT_EQ(page["data"].size(), 1u) << r.body;
+  EXPECT_FALSE(page["has_more"].get<bool>());
+  const json& hit = page["data"][0];
+  EXPECT_EQ(hit["type"], "search_result");
+  EXPECT_EQ(hit["conversation_id"], id);
+  EXPECT_EQ(hit["conversation_title"], "holidays");
+  EXPECT_EQ(hit["role"], "user");
+  EXPECT_NE(hit["snippet"].get<std::string>().find("which quokka islands"), std::string::npos)
+      << hit["snippet"];
+  EXPECT_FALSE(hit["message_id"].get<std::string>().empty());
+
+  ExpectError(ivy.Call("GET", "/v1/conversations/search"), 400, "invalid_request_error");
+  ExpectError(ivy.Call("GET", "/v1/conversations/search?q=%3F%21"), 400, "invalid_request_error");
+  ExpectError(ivy.Call("GET", "/v1/conversations/search?q=quokka&limit=51"), 400,
+              "invalid_request_error");
+  ExpectError(ivy.Call("GET", "/v1/conversations/search?q=" + std::string(600, 'a')), 400,
+              "invalid_request_error");
+
+  ASSERT_EQ(ivy.Call("DELETE", "/v1/conversations/" + id).status, 200);
+  auto after = ivy.Call("GET", "/v1/conversations/search?q=quokka");
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_TRUE(json::parse(after.body)["data"].empty()) << "a deleted conversation is not found";
+}
+
 }  // namespace
 }  // namespace sb::testing

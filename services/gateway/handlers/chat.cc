@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "core/crypto.h"
@@ -10,6 +11,7 @@
 #include "gateway/dialects/fields.h"
 #include "gateway/handlers/unary.h"
 #include "gateway/last_event_id.h"
+#include "gateway/router.h"
 #include "gateway/sse.h"
 #include "gateway/sse_stream.h"
 #include "grpcx/status.h"
@@ -27,6 +29,7 @@ namespace {
 constexpr std::chrono::milliseconds kUnaryDeadline{5000};
 constexpr auto kStreamDeadline = std::chrono::minutes(30);
 constexpr size_t kMaxTitleBytes = 512;
+constexpr size_t kMaxQueryBytes = 512;
 constexpr size_t kMaxContentBytes = 200 * 1024;
 constexpr int kMaxChatOutputTokens = 8192;
 
@@ -538,6 +541,51 @@ void HandleListConversations(GatewayDeps& deps, const std::shared_ptr<RequestCon
         json data = json::array();
         for (const auto& c : call->resp.conversations()) data.push_back(ConversationToJson(c));
         RespondPage(*ctx, std::move(data), call->resp.has_more(), call->resp.next_cursor());
+      });
+}
+
+void HandleSearchMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx) {
+  auto call = NewUnary<cpb::SearchMessagesRequest, cpb::SearchMessagesResponse>(
+      kUnaryDeadline, ctx->trace_context());
+  call->req.set_org_id(ctx->principal->org_id);
+  call->req.set_user_id(ctx->user_id);
+  auto limit = LimitParam(*ctx, 50);
+  if (!limit.ok()) {
+    ctx->Fail(limit.status());
+    return;
+  }
+  call->req.set_limit(*limit);
+  // As a form or a search box encodes it: percent escapes, '+' for a space.
+  std::string raw = ctx->request().QueryParam("q");
+  std::replace(raw.begin(), raw.end(), '+', ' ');
+  const std::string q = PercentDecode(raw);
+  if (q.empty()) {
+    ctx->Fail(FieldError("q", "is required: the words to search for"));
+    return;
+  }
+  if (auto st = CheckText(q, "q", kMaxQueryBytes); !st.ok()) {
+    ctx->Fail(st);
+    return;
+  }
+  call->req.set_query(q);
+  deps.chat.async()->SearchMessages(
+      &call->ctx, &call->req, &call->resp, [ctx, call](grpc::Status st) {
+        if (!st.ok()) {
+          ctx->Fail(Public(*ctx, st, "searching messages"));
+          return;
+        }
+        json data = json::array();
+        for (const auto& h : call->resp.hits()) {
+          data.push_back({{"type", "search_result"},
+                          {"conversation_id", h.conversation_id()},
+                          {"conversation_title", h.conversation_title()},
+                          {"message_id", h.message_id()},
+                          {"role", h.role()},
+                          {"snippet", h.snippet()},
+                          {"created_at", Iso8601(h.created_at_unix_ms())}});
+        }
+        ctx->RespondJson(200, sb::json::Dump(json{{"data", std::move(data)},
+                                                  {"has_more", call->resp.has_more()}}));
       });
 }
 

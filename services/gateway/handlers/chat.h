@@ -18,6 +18,9 @@ void HandleSendMessage(GatewayDeps& deps, const std::shared_ptr<RequestContext>&
 // one by id: GET (with its ETag), PATCH (title, archived), DELETE.
 void HandleListConversations(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 void HandleGetConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
+// GET /v1/conversations/search?q=&limit=: the caller's matching messages,
+// best first ({data: [{conversation_id, message_id, snippet, ...}], has_more}).
+void HandleSearchMessages(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 void HandleUpdateConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 void HandleDeleteConversation(GatewayDeps& deps, const std::shared_ptr<RequestContext>& ctx);
 // Stops a reply in progress (202 with the reply as it was; a finished one
