@@ -390,6 +390,22 @@ absl::StatusOr<cpb::ListConversationsResponse> ChatStore::ListConversations(
   });
 }
 
+absl::StatusOr<int> ChatStore::EraseUser(const Scope& scope) {
+  return pg_.Run<int>([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    // The update holds each conversation's row lock: its event follows
+    // the ones already in the outbox, as DeleteConversation's does.
+    auto deleted = tx.exec_params(sql::kDeleteUsersConversations, scope.org_id, scope.user_id);
+    for (const auto& r : deleted) {
+      Enqueue(tx, Event("conversation.deleted", scope, r[0].as<std::string>()));
+    }
+    tx.exec_params(sql::kDeleteUser, scope.org_id, scope.user_id);
+    Enqueue(tx, Event("user.erased", scope, ""));
+    tx.commit();
+    return static_cast<int>(deleted.size());
+  });
+}
+
 absl::StatusOr<cpb::SearchMessagesResponse> ChatStore::SearchMessages(const Scope& scope,
                                                                       const std::string& query,
                                                                       int limit) {

@@ -117,6 +117,14 @@ class ChatStore {
   absl::Status DeleteConversation(const Scope& scope, const std::string& conversation_id,
                                   std::optional<int64_t> expected_version);
 
+  // Erases everything a user has (sbadmin erase-user): every conversation
+  // is deleted as DeleteConversation does (its conversation.deleted event,
+  // then the eraser removes its rows and replay buffers), the user's row
+  // goes, and a `user.erased` tombstone follows the events (connection-
+  // manager then drops the user's kept events). Returns how many
+  // conversations were deleted.
+  absl::StatusOr<int> EraseUser(const Scope& scope);
+
   // Erasure (eraser.h). Deleted conversations deleted at least
   // `deleted_for` ago, oldest first; `overdue` when a minute ago or more.
   struct Erasable {

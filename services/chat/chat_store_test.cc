@@ -350,6 +350,38 @@ TEST_F(ChatStoreTest, SearchFindsTheUsersShownMessagesBestFirst) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(ChatStoreTest, ErasingAUserDeletesAllTheirsAndQueuesATombstone) {
+  const Scope gone{"acme", "gone"};
+  const std::string a = NewConversation(gone), b = NewConversation(gone);
+  const std::string others = NewConversation(alice_);
+  ASSERT_TRUE(store_.AppendTurn(gone, a, "mine", "").ok());
+  auto erased = store_.EraseUser(gone);
+  ASSERT_TRUE(erased.ok()) << erased.status();
+  EXPECT_EQ(*erased, 2);
+  EXPECT_EQ(store_.GetConversation(gone, a).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_.GetConversation(gone, b).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_.GetConversation(alice_, others).ok());
+  std::vector<std::string> tail;  // the last events of gone's in the outbox
+  ASSERT_TRUE(store_
+                  .RelayOutbox(100000,
+                               [&](const std::vector<ChatStore::OutboxRow>& rows) {
+                                 for (const auto& r : rows) {
+                                   cpb::ChatEvent e;
+                                   EXPECT_TRUE(e.ParseFromString(r.event));
+                                   if (e.user_id() == "gone") tail.push_back(e.type());
+                                 }
+                                 return size_t{0};
+                               })
+                  .ok());
+  ASSERT_GE(tail.size(), 3u);
+  EXPECT_EQ(
+      std::vector<std::string>(tail.end() - 3, tail.end()),
+      (std::vector<std::string>{"conversation.deleted", "conversation.deleted", "user.erased"}));
+  auto again = store_.EraseUser(gone);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, 0) << "nothing left to delete";
+}
+
 TEST_F(ChatStoreTest, AnUntitledConversationIsNamedByItsFirstMessage) {
   auto conv = store_.CreateConversation(alice_, "sim-small", "");
   ASSERT_TRUE(conv.ok());

@@ -192,6 +192,13 @@ inline constexpr const char* kGetMessage =
 
 #undef SB_SIBLINGS
 
+// Erasing a user ($1 org, $2 user): every conversation of theirs deleted
+// (the eraser then removes the rows), and the user's row.
+inline constexpr const char* kDeleteUsersConversations =
+    "UPDATE conversations SET version = version + 1, deleted_at = now() "
+    "WHERE org_id = $1 AND user_id = $2 AND deleted_at IS NULL RETURNING id";
+inline constexpr const char* kDeleteUser = "DELETE FROM users WHERE org_id = $1 AND id = $2";
+
 // Search ($1 org, $2 user, $3 the words, $4 how many rows): the best
 // matches of the GIN index (migration 0020) among the user's messages that
 // are shown, then a passage of each (ts_headline reads the whole text: only

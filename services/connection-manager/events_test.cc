@@ -7,6 +7,8 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <thread>
+
 #include "absl/time/clock.h"
 #include "connection-manager/connection_grpc.h"
 #include "core/ulid.h"
@@ -155,6 +157,22 @@ TEST_F(UserEventsTest, DeletingAConversationErasesItsEarlierEvents) {
   EXPECT_EQ(stored[0].message().content(), "keep me");
   EXPECT_EQ(stored[1].type(), "conversation.deleted");
   EXPECT_EQ(stored[1].conversation_id(), "c1");
+}
+
+TEST_F(UserEventsTest, AnErasedUsersEventsAreDroppedAndOlderOnesNotKeptAgain) {
+  Append(Event("alice", "message.created", "c1", "my secret"));
+  const auto late = Event("alice", "message.completed", "c1", "my secret reply");  // lagging
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const auto tombstone = Event("alice", "user.erased", "");
+  Append(tombstone);
+  auto stored = Stored();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].type(), "user.erased");
+  auto again = AppendUserEvent(*redis_, late, {});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->has_value()) << "an event from before the erasure arriving late";
+  Append(Event("alice", "conversation.created", "c2"));  // the user starts again
+  EXPECT_EQ(Stored().size(), 2u);
 }
 
 // The hub through the gRPC service, as the gateway calls it.

@@ -13,10 +13,19 @@ namespace cpb = switchboard::chat::v1;
 
 namespace {
 
-// KEYS: stream, seen, trimmed. ARGV: event id, its time (ms), ttl (s), the
-// most entries to keep, type, conversation id, the serialized event.
-// Returns the new entry's id, or nil when the event is there already.
+// KEYS: stream, seen, trimmed, erased. ARGV: event id, its time (ms), ttl
+// (s), the most entries to keep, type, conversation id, the serialized
+// event. Returns the new entry's id, or nil when the event is there already
+// or comes from before the user was erased. A user.erased tombstone drops
+// everything kept and is then the stream's only entry.
 constexpr std::string_view kAppend = R"lua(
+if ARGV[5] == 'user.erased' then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3])
+else
+  local erased = redis.call('GET', KEYS[4])
+  if erased and tonumber(ARGV[2]) <= tonumber(erased) then return false end
+end
 if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) == 0 then return false end
 local max = tonumber(ARGV[4])
 if ARGV[5] == 'conversation.deleted' then
@@ -86,10 +95,10 @@ absl::StatusOr<std::optional<std::string>> AppendUserEvent(RedisClient& redis,
   const std::string key = UserEventsKey(event.org_id(), event.user_id());
   const int64_t ttl = std::max<int64_t>(1, absl::ToInt64Seconds(options.retention));
   auto reply =
-      redis.Command({"EVAL", std::string(kAppend), "3", key, key + ":seen", key + ":trimmed",
-                     event.event_id(), std::to_string(event.at_unix_ms()), std::to_string(ttl),
-                     std::to_string(std::max(1, options.max_per_user)), event.type(),
-                     event.conversation_id(), event.SerializeAsString()});
+      redis.Command({"EVAL", std::string(kAppend), "4", key, key + ":seen", key + ":trimmed",
+                     key + ":erased", event.event_id(), std::to_string(event.at_unix_ms()),
+                     std::to_string(ttl), std::to_string(std::max(1, options.max_per_user)),
+                     event.type(), event.conversation_id(), event.SerializeAsString()});
   if (!reply.ok()) return reply.status();
   if (reply->is_nil()) return std::nullopt;
   return reply->str;

@@ -6,6 +6,8 @@
 //                               may deliver an event twice, the stream
 //                               holds it once
 //   uev:{<org>:<user>}:trimmed  the id of the last entry dropped for room
+//   uev:{<org>:<user>}:erased   when the user was erased (sbadmin erase-user):
+//                               events from before it are not kept again
 //
 // (one hash tag, so that a user's keys live on one Redis Cluster node). An
 // entry's id is the event's cursor: a device resumes after the last one it
@@ -14,7 +16,8 @@
 // event); a cursor older than that is answered with a reset (reload).
 //
 // A conversation.deleted event also removes the conversation's earlier
-// events (and so the text their messages carried) from the stream.
+// events (and so the text their messages carried) from the stream, and a
+// user.erased tombstone all of them: it is then the only entry.
 #pragma once
 
 #include <atomic>

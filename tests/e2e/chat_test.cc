@@ -584,5 +584,80 @@ TEST(ChatSearchTest, FindsTheCallersMessagesAndForgetsDeletedOnes) {
   EXPECT_TRUE(json::parse(after.body)["data"].empty()) << "a deleted conversation is not found";
 }
 
+// sbadmin erase-user: everything the user has goes — conversations, their
+// messages and search entries, replay buffers (a reply still generating is
+// stopped first), the user's row and the events kept for their devices,
+// whose last event is the tombstone — and nothing of another user's.
+TEST(ChatEraseUserTest, LeavesNothingOfTheUserInPostgresOrRedis) {
+  const ChatUser kim("erase-user", "kim");
+  const ChatUser lee("erase-user", "lee");
+  http::AsyncClient client;
+  EventsDevice device(client, g_cluster->http_port(), kim.key());
+  ASSERT_TRUE(device.WaitSubscribed());
+  std::vector<std::string> conversations, replies;
+  for (int tokens : {4, 300}) {  // one reply ends, the other is still generating
+    conversations.push_back(kim.NewConversation("kim's"));
+    auto sent = kim.Send(conversations.back(), "kim's secret", {{"max_tokens", tokens}});
+    ASSERT_EQ(sent.status, 202) << sent.body;
+    replies.push_back(json::parse(sent.body)["assistant_message_id"]);
+  }
+  const std::string kept = lee.NewConversation("lee's");
+  ASSERT_EQ(lee.Send(kept, "lee's secret").status, 202);
+  // kim's events so far: 2 created, 2 message.created, at least 1 completed.
+  ASSERT_GE(device.Events(5).size(), 5u);
+
+  std::string out;
+  ASSERT_EQ(RunCommand({Infra::BuildDir() + "/tools/sbadmin", "--pg=" + g_cluster->infra().pg_uri(),
+                        "erase-user", "erase-user", "kim"},
+                       &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("2 conversation(s) deleted"), std::string::npos) << out;
+
+  int left = -1;
+  for (int i = 0; i < 100 && left != 0; ++i) {
+    left = 0;
+    for (size_t c = 0; c < conversations.size(); ++c)
+      left += Remains(conversations[c], {replies[c]});
+    if (left != 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(left, 0) << "rows or replay buffers left 10 s after erase-user";
+  {
+    pqxx::connection c(g_cluster->infra().pg_uri());
+    pqxx::read_transaction tx(c);
+    EXPECT_EQ(tx.exec1("SELECT count(*) FROM conversations WHERE org_id = 'erase-user' AND "
+                       "user_id = 'kim'")[0]
+                  .as<int>(),
+              0);
+    EXPECT_EQ(tx.exec1("SELECT count(*) FROM users WHERE org_id = 'erase-user' AND id = 'kim'")[0]
+                  .as<int>(),
+              0);
+    EXPECT_EQ(tx.exec1("SELECT count(*) FROM messages WHERE content LIKE 'kim%'")[0].as<int>(), 0);
+    EXPECT_EQ(
+        tx.exec1("SELECT count(*) FROM messages WHERE content = 'lee''s secret'")[0].as<int>(), 1)
+        << "another user's messages stay";
+  }
+
+  // Devices get the deletions and then the tombstone; what is kept for
+  // them is the tombstone alone.
+  std::vector<EventsDevice::Event> events;
+  for (int i = 0; i < 100; ++i) {
+    events = device.Events(0, std::chrono::milliseconds(0));
+    if (!events.empty() && events.back().type == "user.erased") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().type, "user.erased");
+  EXPECT_TRUE(events.back().data["conversation_id"].is_null());
+  RedisClient redis({.port = g_cluster->infra().redis_port()});
+  auto kept_events = redis.Command({"XRANGE", "uev:{erase-user:kim}", "-", "+"});
+  ASSERT_TRUE(kept_events.ok()) << kept_events.status();
+  ASSERT_EQ(kept_events->elements.size(), 1u);
+  EXPECT_EQ(kept_events->elements[0].elements[1].elements[1].str, "user.erased");
+  auto lee_events = redis.Command({"XLEN", "uev:{erase-user:lee}"});
+  ASSERT_TRUE(lee_events.ok());
+  EXPECT_GT(lee_events->integer, 0) << "another user's events stay";
+}
+
 }  // namespace
 }  // namespace sb::testing

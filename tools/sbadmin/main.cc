@@ -42,6 +42,7 @@
 #include "absl/time/time.h"
 #include "billing/ledger.h"
 #include "billing/reconcile.h"
+#include "chat/chat_store.h"
 #include "core/config.h"
 #include "http/http_client.h"
 #include "safety/audit.h"
@@ -572,7 +573,8 @@ int main(int argc, char** argv) {
       "sbadmin --pg=URI (migrate | create-org ORG [NAME] | create-key ORG [USER] [--admin] | "
       "list-keys ORG | revoke-key KEY_ID | set-limits ORG [--key=KEY_ID] [--model=MODEL] [--rpm=N] "
       "[--input_tpm=N] [--output_tpm=N] [--concurrency=N] | show-limits ORG | "
-      "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | model ... | price ... | "
+      "set-org ORG [--weight=N] [--tier=NAME] | show-org ORG | erase-user ORG USER | "
+      "model ... | price ... | "
       "budget ... | billing ... | safety ...)\n"
       "sbadmin health [HOST:]METRICS_PORT\n" +
       std::string(kModelUsage) + "\n" + kPriceUsage + "\n" + kBudgetUsage + "\n" + kBillingUsage +
@@ -636,6 +638,19 @@ int main(int argc, char** argv) {
                     Show(r.input_tpm).c_str(), Show(r.output_tpm).c_str(),
                     Show(r.concurrency).c_str());
       }
+    }
+  } else if (cmd == "erase-user" && args.size() >= 4) {
+    // Chat's eraser removes the conversations' rows and replay buffers
+    // (within its --erase_after); connection-manager drops the user's events
+    // when the tombstone reaches it.
+    sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
+    sb::UlidGenerator ids;
+    sb::chat::ChatStore store(pg, ids);
+    auto erased = store.EraseUser({args[2], args[3]});
+    st = erased.status();
+    if (erased.ok()) {
+      std::printf("erasing %s/%s: %d conversation(s) deleted, a user.erased tombstone queued\n",
+                  args[2].c_str(), args[3].c_str(), *erased);
     }
   } else if (cmd == "set-org" && args.size() >= 3) {
     auto change = OrgChange();

@@ -326,7 +326,7 @@ class EventsStream : public std::enable_shared_from_this<EventsStream> {
     const cpb::ChatEvent& ev = e.event();
     json data = {{"id", ev.event_id()},
                  {"type", ev.type()},
-                 {"conversation_id", ev.conversation_id()},
+                 {"conversation_id", NullIfEmpty(ev.conversation_id())},  // null: user.erased
                  {"created_at", Iso8601(ev.at_unix_ms())}};
     if (ev.has_conversation()) data["conversation"] = ConversationToJson(ev.conversation());
     if (ev.has_message()) data["message"] = MessageToJson(ev.message());
