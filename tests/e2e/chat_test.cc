@@ -7,6 +7,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "http/async_client.h"
 #include "http/http_client.h"
+#include "http/sse_parser.h"
 #include "sbadmin/admin.h"
 #include "storage/redis.h"
 #include "storage/token_stream.h"
@@ -657,6 +659,161 @@ TEST(ChatEraseUserTest, LeavesNothingOfTheUserInPostgresOrRedis) {
   auto lee_events = redis.Command({"XLEN", "uev:{erase-user:lee}"});
   ASSERT_TRUE(lee_events.ok());
   EXPECT_GT(lee_events->integer, 0) << "another user's events stay";
+}
+
+// A reader of a reply stream that comes and goes: each connection resumes
+// with the last id it saw (none at first) and leaves after `leave_after`
+// events (0: reads to the end). Checks that the ids follow each other.
+struct ReplyReader {
+  std::string url;
+  std::string key;
+  std::string last_id;
+  std::string text;
+  bool ended = false;
+  int connections = 0;
+  int broken = 0;     // connections the gateway ended with an error of its own
+  std::string error;  // the reply's error event, if it ended with one
+  int next_offset = 1;
+
+  // One connection: its HTTP status (0 when it could not connect).
+  int Connect(int leave_after, int port = 0) {
+    http::Headers headers = {{"x-api-key", key}};
+    if (!last_id.empty()) headers.push_back({"last-event-id", last_id});
+    http::SseParser parser;
+    int got = 0;
+    ++connections;
+    auto r = http::FetchStreaming(
+        {.port = port != 0 ? port : g_cluster->http_port(),
+         .target = url,
+         .headers = headers,
+         .timeout = std::chrono::seconds(30)},
+        [&](std::string_view piece) {
+          (void)parser.Feed(piece, [&](const http::SseEvent& e) {
+            if (e.event == "ping" || ended) return;
+            // An error of the gateway's own (its backend went away) has no
+            // id of the reply's: the parser repeats the last one. Resume.
+            if (e.event == "error" && e.id == last_id) {
+              ++broken;
+              return;
+            }
+            const std::string expected =
+                url.substr(url.rfind("/messages/") + 10,
+                           url.rfind("/stream") - url.rfind("/messages/") - 10) +
+                ":" + std::to_string(next_offset);
+            EXPECT_EQ(e.id, expected) << "after " << last_id;
+            ++next_offset;
+            last_id = e.id;
+            ++got;
+            if (e.event == "content_block_delta") {
+              text += json::parse(e.data)["delta"]["text"].get<std::string>();
+            }
+            if (e.event == "error") error = e.data;
+            if (e.event == "message_stop" || e.event == "error") ended = true;
+          });
+          return !ended && (leave_after == 0 || got < leave_after);
+        });
+    return r.ok() ? r->status : 0;
+  }
+};
+
+// A message as the conversation's list shows it (null when it is not there).
+json StoredMessage(const ChatUser& user, const std::string& conversation_id,
+                   const std::string& message_id) {
+  auto r = user.Call("GET", "/v1/conversations/" + conversation_id + "/messages?limit=100");
+  EXPECT_EQ(r.status, 200) << r.body;
+  if (r.status != 200) return nullptr;
+  const json page = json::parse(r.body);
+  for (const auto& m : page["data"]) {
+    if (m["id"] == message_id) return m;
+  }
+  return nullptr;
+}
+
+// 1,000 random disconnects and reconnects while replies stream (60 at
+// once, on a slow worker, each read by a client that leaves after one or two
+// events and comes back with its Last-Event-ID): the text joined from each
+// reply's connections is the stored reply, byte for byte.
+TEST(ChatReconnectTest, AThousandRandomReconnectsJoinToTheStoredReplies) {
+  auto worker =
+      g_cluster->StartWorker("worker-reconnect", "sim-reconnect", {"--tokens_per_second=20"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  const ChatUser mo("reconnect", "mo");
+  constexpr int kReplies = 60;
+  std::vector<std::string> conversations, replies;
+  std::vector<ReplyReader> readers;
+  for (int i = 0; i < kReplies; ++i) {
+    conversations.push_back(mo.NewConversation("reconnects", "sim-reconnect"));
+    auto sent =
+        mo.Send(conversations.back(), "story number " + std::to_string(i), {{"max_tokens", 100}});
+    ASSERT_EQ(sent.status, 202) << sent.body;
+    replies.push_back(json::parse(sent.body)["assistant_message_id"]);
+    readers.push_back({.url = json::parse(sent.body)["stream_url"], .key = mo.key()});
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReplies; ++i) {
+    threads.emplace_back([&reader = readers[i], i] {
+      std::mt19937 rng(20261203 + i);
+      std::uniform_int_distribution<int> events(1, 2);
+      while (!reader.ended && reader.connections < 1000) {
+        const int status = reader.Connect(events(rng));
+        EXPECT_EQ(status, 200) << "connection " << reader.connections;
+        if (status != 200) return;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  int connections = 0;
+  for (int i = 0; i < kReplies; ++i) {
+    SCOPED_TRACE(replies[i]);
+    ASSERT_TRUE(readers[i].ended);
+    EXPECT_EQ(readers[i].error, "");
+    connections += readers[i].connections;
+    const json m = StoredMessage(mo, conversations[i], replies[i]);
+    ASSERT_TRUE(m.is_object());
+    EXPECT_EQ(m["status"], "complete");
+    EXPECT_EQ(m["content"].get<std::string>(), readers[i].text) << "joined from every connection";
+    EXPECT_FALSE(readers[i].text.empty());
+  }
+  EXPECT_GE(connections, 1000);
+  std::printf("[ figure   ] %d connections for %d replies\n", connections, kReplies);
+}
+
+// connection-manager killed mid-stream (SIGKILL): the client's stream ends,
+// and it resumes with Last-Event-ID on the restarted one; the joined text is
+// the stored reply. The last suite of the run (the last one registered): the
+// restarted connection-manager's event consumer waits out its old member's
+// session before it has partitions again.
+TEST(ZzConnectionManagerKillTest, AClientResumesOnTheRestartedOne) {
+  auto worker = g_cluster->StartWorker("worker-cm-kill", "sim-cm-kill", {"--tokens_per_second=5"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  const ChatUser ned("cm-kill", "ned");
+  const std::string id = ned.NewConversation("kill", "sim-cm-kill");
+  auto sent = ned.Send(id, "keep talking", {{"max_tokens", 300}});
+  ASSERT_EQ(sent.status, 202) << sent.body;
+  const std::string reply_id = json::parse(sent.body)["assistant_message_id"];
+  ReplyReader reader{.url = json::parse(sent.body)["stream_url"], .key = ned.key()};
+
+  // Read a few events, then kill connection-manager while reading on (a
+  // reply has 12 tokens or more: seconds at 5 a second).
+  ASSERT_EQ(reader.Connect(4), 200);
+  std::thread killer([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    g_cluster->Kill("connection-manager");
+  });
+  EXPECT_EQ(reader.Connect(0), 200);
+  killer.join();
+  EXPECT_FALSE(reader.ended) << "the stream ended with the kill, not with the reply";
+  ASSERT_TRUE(g_cluster->Restart("connection-manager").ok());
+  const int before = reader.connections;
+  while (!reader.ended && reader.connections < before + 100) {
+    if (reader.Connect(0) != 200) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(reader.ended);
+  EXPECT_EQ(reader.broken, 1) << "the stream the kill cut ended with an error event";
+  const json m = StoredMessage(ned, id, reply_id);
+  ASSERT_TRUE(m.is_object());
+  EXPECT_EQ(m["status"], "complete");
+  EXPECT_EQ(m["content"].get<std::string>(), reader.text);
 }
 
 }  // namespace
