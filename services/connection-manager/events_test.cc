@@ -160,18 +160,31 @@ TEST_F(UserEventsTest, DeletingAConversationErasesItsEarlierEvents) {
 }
 
 TEST_F(UserEventsTest, AnErasedUsersEventsAreDroppedAndOlderOnesNotKeptAgain) {
-  Append(Event("alice", "message.created", "c1", "my secret"));
+  const std::string before = Append(Event("alice", "message.created", "c1", "my secret"));
   const auto late = Event("alice", "message.completed", "c1", "my secret reply");  // lagging
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
   const auto tombstone = Event("alice", "user.erased", "");
-  Append(tombstone);
+  const std::string erased = Append(tombstone);
+  EXPECT_LT(*StreamId::Parse(before), *StreamId::Parse(erased));
+  // The tombstone's id is past the cursor a device holds even when it comes
+  // in the same millisecond as the last event (a device would wait for it
+  // forever otherwise).
+  for (int i = 0; i < 20; ++i) {
+    const std::string user = "u" + std::to_string(i);
+    const std::string last = Append(Event(user, "conversation.deleted", "c"));
+    const std::string gone = Append(Event(user, "user.erased", ""));
+    EXPECT_LT(*StreamId::Parse(last), *StreamId::Parse(gone)) << last << " then " << gone;
+  }
   auto stored = Stored();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].type(), "user.erased");
   auto again = AppendUserEvent(*redis_, late, {});
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_FALSE(again->has_value()) << "an event from before the erasure arriving late";
-  Append(Event("alice", "conversation.created", "c2"));  // the user starts again
+  // The user starts again (a later millisecond: events are ordered by their
+  // commit time, and one in the erasure's own millisecond counts as before it).
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  Append(Event("alice", "conversation.created", "c2"));
   EXPECT_EQ(Stored().size(), 2u);
 }
 

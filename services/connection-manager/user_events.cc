@@ -20,7 +20,11 @@ namespace {
 // everything kept and is then the stream's only entry.
 constexpr std::string_view kAppend = R"lua(
 if ARGV[5] == 'user.erased' then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  -- Emptied, not deleted: the stream keeps its last id, so the tombstone's
+  -- id is past every cursor given before (a new stream could start lower,
+  -- within the same millisecond).
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+  redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3])
 else
   local erased = redis.call('GET', KEYS[4])
