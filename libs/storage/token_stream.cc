@@ -118,40 +118,60 @@ void RedisTokenStream::Append(const std::string& message_id, std::vector<StreamE
     done(absl::OkStatus());
     return;
   }
+  Send(message_id, std::move(entries), 0, std::move(done));
+}
+
+void RedisTokenStream::Send(std::string message_id, std::vector<StreamEntry> entries,
+                            size_t attempt, Done done) {
   // The commands go out in order on one connection; the last reply tells
   // that all before it were executed too. The first failure is reported.
   struct Batch {
     std::mutex mu;
     size_t left;
     absl::Status first_error;
-    Done done;
+    std::function<void(absl::Status)> finish;
   };
   const bool final = entries.back().final();
   const bool first = entries.front().offset == 1;
   auto batch = std::make_shared<Batch>();
   batch->left = entries.size() + (final ? 1 : 0) + (first && !final ? 1 : 0);
-  batch->done = std::move(done);
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& e : entries) commands.push_back(TokenStreamAddArgs(message_id, e));
+  if (first && !final) {
+    commands.push_back({"EXPIRE", TokenStreamKey(message_id), std::to_string(live_ttl_.count())});
+  }
+  if (final) {
+    commands.push_back({"EXPIRE", TokenStreamKey(message_id), std::to_string(retention_.count())});
+  }
+  batch->finish = [this, message_id, entries = std::move(entries), attempt,
+                   done = std::move(done)](absl::Status status) mutable {
+    if (status.ok() || timers_ == nullptr || attempt >= retry_delays_.size()) {
+      done(status);
+      return;
+    }
+    timers_->After(retry_delays_[attempt],
+                   [this, message_id = std::move(message_id), entries = std::move(entries), attempt,
+                    done = std::move(done)]() mutable {
+                     Send(std::move(message_id), std::move(entries), attempt + 1, std::move(done));
+                   });
+  };
   auto on_reply = [batch](absl::StatusOr<RedisReply> r) {
-    Done finish;
+    std::function<void(absl::Status)> finish;
     absl::Status status;
     {
       std::lock_guard<std::mutex> lock(batch->mu);
-      if (!r.ok() && batch->first_error.ok()) batch->first_error = r.status();
+      // An entry stored by an earlier attempt: its id (its offset) is taken.
+      const bool stored_before =
+          !r.ok() && r.status().message().find("equal or smaller than the target stream top") !=
+                         std::string_view::npos;
+      if (!r.ok() && !stored_before && batch->first_error.ok()) batch->first_error = r.status();
       if (--batch->left > 0) return;
-      finish = std::move(batch->done);
+      finish = std::move(batch->finish);
       status = batch->first_error;
     }
     finish(status);
   };
-  for (const auto& e : entries) redis_.Command(TokenStreamAddArgs(message_id, e), on_reply);
-  if (first && !final) {
-    redis_.Command({"EXPIRE", TokenStreamKey(message_id), std::to_string(live_ttl_.count())},
-                   on_reply);
-  }
-  if (final) {
-    redis_.Command({"EXPIRE", TokenStreamKey(message_id), std::to_string(retention_.count())},
-                   on_reply);
-  }
+  for (auto& c : commands) redis_.Command(std::move(c), on_reply);
 }
 
 }  // namespace sb

@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/timers.h"
 #include "storage/redis.h"
 
 namespace sb {
@@ -73,17 +75,32 @@ class TokenStreamAppender {
                       Done done) = 0;
 };
 
+// With `timers`, a batch Redis did not take is sent again after each of
+// `retry_delays` (the whole batch: an entry already stored is taken as
+// written, its id being its offset), and `done` reports the last failure
+// only when every retry failed; without, the first failure.
 class RedisTokenStream final : public TokenStreamAppender {
  public:
   RedisTokenStream(AsyncRedis& redis, std::chrono::seconds retention,
-                   std::chrono::seconds live_ttl = std::chrono::hours(1))
-      : redis_(redis), retention_(retention), live_ttl_(live_ttl) {}
+                   std::chrono::seconds live_ttl = std::chrono::hours(1), Timers* timers = nullptr,
+                   std::vector<absl::Duration> retry_delays = {absl::Milliseconds(100),
+                                                               absl::Milliseconds(300),
+                                                               absl::Milliseconds(900)})
+      : redis_(redis),
+        retention_(retention),
+        live_ttl_(live_ttl),
+        timers_(timers),
+        retry_delays_(std::move(retry_delays)) {}
   void Append(const std::string& message_id, std::vector<StreamEntry> entries, Done done) override;
 
  private:
+  void Send(std::string message_id, std::vector<StreamEntry> entries, size_t attempt, Done done);
+
   AsyncRedis& redis_;
   std::chrono::seconds retention_;
   std::chrono::seconds live_ttl_;
+  Timers* timers_;
+  std::vector<absl::Duration> retry_delays_;
 };
 
 }  // namespace sb

@@ -80,7 +80,7 @@ class FakeTokenStream final : public TokenStreamAppender {
     absl::Status st;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      st = status_;
+      st = ++calls_ == fail_call_ ? absl::UnavailableError("redis: connection refused") : status_;
       if (st.ok()) {
         auto& out = streams_[message_id];
         out.insert(out.end(), entries.begin(), entries.end());
@@ -92,6 +92,12 @@ class FakeTokenStream final : public TokenStreamAppender {
     std::lock_guard<std::mutex> lock(mu_);
     status_ = std::move(st);
   }
+  // The n-th call from now (1: the next) fails, as a writer that gave up
+  // retrying reports it; the others do as set_status says.
+  void fail_call(int n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_call_ = calls_ + n;
+  }
   std::vector<StreamEntry> entries(const std::string& message_id) const {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = streams_.find(message_id);
@@ -101,6 +107,8 @@ class FakeTokenStream final : public TokenStreamAppender {
  private:
   mutable std::mutex mu_;
   absl::Status status_;
+  int calls_ = 0;
+  int fail_call_ = 0;
   std::map<std::string, std::vector<StreamEntry>> streams_;
 };
 

@@ -14,6 +14,7 @@
 #include "chat/outbox_relay.h"
 #include "chat/turns.h"
 #include "core/clock.h"
+#include "core/timers.h"
 #include "grpcx/common_flags.h"
 #include "grpcx/server.h"
 #include "grpcx/tls.h"
@@ -105,8 +106,12 @@ int main(int argc, char** argv) {
   // the queue holds a burst of turns starting or ending at once.
   sb::ThreadPool pool(pg_size, 1 << 17);
   sb::chat::ChatStore store(pg, ids);
+  // A reply's events Redis did not take are sent again (after 0.1, 0.3 and
+  // 0.9 s) before the turn gives up on its stream.
+  sb::TimerThread stream_retries;
   sb::RedisTokenStream stream(redis,
-                              std::chrono::seconds(absl::GetFlag(FLAGS_stream_retention_seconds)));
+                              std::chrono::seconds(absl::GetFlag(FLAGS_stream_retention_seconds)),
+                              std::chrono::hours(1), &stream_retries);
   // chat.events: written with each change, published from the outbox.
   sb::chat::OutboxRelay relay(store, **producer, topic);
   relay.Start();
@@ -169,6 +174,7 @@ int main(int argc, char** argv) {
   while ((turns.active() > 0 || pipeline.active() > 0) && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(20));
   }
+  stream_retries.Stop();  // no retry runs once the stream's writer goes
   redis.Stop();
   return 0;
 }

@@ -28,10 +28,14 @@ StreamEntry ErrorEntry(int64_t offset, const absl::Status& status) {
 
 }  // namespace
 
-// Writes one turn's reply: every event to the Redis Stream (in order; a
-// failed append is logged and counted, the turn goes on and the stored
-// message stays whole), then the reply to PostgreSQL before the stream's
-// last event, so that a reader who sees the end finds the message complete.
+// Writes one turn's reply: every event to the Redis Stream, in order (the
+// appender retries what Redis did not take), then the reply to PostgreSQL
+// before the stream's last event, so that a reader who sees the end finds
+// the message complete. A stream that cannot be written even so fails the
+// turn visibly: the generation stops, and the reply ends with an error right
+// after the last event written, holding exactly the text written before it
+// (no reader ever gets text with a hole, nor the stored message text that
+// no reader could have had).
 class ChatTurnSink final : public pipeline::Sink,
                            public std::enable_shared_from_this<ChatTurnSink> {
  public:
@@ -47,6 +51,10 @@ class ChatTurnSink final : public pipeline::Sink,
   }
 
   void OnText(std::string text, Ready ready) override {
+    if (broken()) {  // the generation is being stopped
+      ready(true);
+      return;
+    }
     result_.content += text;
     result_.delta_lengths.push_back(static_cast<int>(text.size()));
     StreamEntry delta = Entry(++offset_, StreamEntry::Kind::kDelta);
@@ -55,6 +63,11 @@ class ChatTurnSink final : public pipeline::Sink,
   }
 
   void OnFinish(const pipeline::FinishInfo& info) override {
+    if (broken()) {
+      OnError(absl::UnavailableError(
+          "the reply's stream could not be written; its text so far is in the message"));
+      return;
+    }
     result_.status = "complete";
     result_.safety_result = info.refusal               ? "filtered"
                             : info.safety_redacted > 0 ? "redacted"
@@ -89,18 +102,68 @@ class ChatTurnSink final : public pipeline::Sink,
     result_.status = "failed";
     result_.stop_reason = "error";
     if (result_.model.empty()) result_.model = spec_.model;
+    if (broken()) {
+      // Right after the last event written, with the text written.
+      std::lock_guard<std::mutex> lock(mu_);
+      offset_ = written_.offset;
+      result_.content.resize(written_.bytes);
+      result_.delta_lengths.resize(written_.deltas);
+    }
     closing_.push_back(ErrorEntry(++offset_, status));
     result_.stream_last_offset = offset_;
     Persist(false);
   }
 
  private:
+  // What the stream holds: through `offset`, with `bytes` of text in
+  // `deltas` deltas.
+  struct Written {
+    int64_t offset = 0;
+    size_t bytes = 0;
+    size_t deltas = 0;
+  };
+
+  bool broken() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return broken_;
+  }
+
   void Append(std::vector<StreamEntry> entries, Ready ready) {
-    turns_.stream_.Append(spec_.assistant_message_id, std::move(entries),
-                          [self = shared_from_this(), ready = std::move(ready)](absl::Status st) {
-                            if (!st.ok()) self->AppendFailed(st);
-                            if (ready) ready(true);  // a turn runs on without readers
-                          });
+    Written after;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      after = written_;
+    }
+    for (const auto& e : entries) {
+      after.offset = e.offset;
+      if (e.kind == StreamEntry::Kind::kDelta) {
+        after.bytes += e.text.size();
+        ++after.deltas;
+      }
+    }
+    turns_.stream_.Append(
+        spec_.assistant_message_id, std::move(entries),
+        [self = shared_from_this(), after, ready = std::move(ready)](absl::Status st) {
+          if (st.ok()) {
+            std::lock_guard<std::mutex> lock(self->mu_);
+            self->written_ = after;
+          } else {
+            self->Break(st);
+          }
+          if (ready) ready(true);  // a turn runs on without readers
+        });
+  }
+
+  // The stream could not take an event even after retries: stop the
+  // generation; the turn ends failed (OnFinish/OnError above).
+  void Break(const absl::Status& st) {
+    AppendFailed(st);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (broken_) return;
+      broken_ = true;
+    }
+    turns_.Cancel(spec_.assistant_message_id);
   }
 
   void AppendFailed(const absl::Status& st) {
@@ -168,6 +231,9 @@ class ChatTurnSink final : public pipeline::Sink,
   int64_t offset_ = 0;
   TurnResult result_;
   std::vector<StreamEntry> closing_;
+  std::mutex mu_;  // guards written_ and broken_ (set on the appender's threads)
+  Written written_;
+  bool broken_ = false;
 };
 
 int EstimateTokens(std::string_view text) {

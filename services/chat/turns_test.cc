@@ -214,6 +214,38 @@ TEST_F(TurnsTest, AFailureEndsTheStreamWithAnErrorAndAFailedReply) {
   EXPECT_EQ(stored->stream_last_offset(), 4);
 }
 
+// No silent hole: an event the stream did not take (the appender gave up
+// retrying) stops the generation, and the reply ends failed with an error
+// right after the last event written, holding exactly the text written.
+TEST_F(TurnsTest, AnEventTheStreamDidNotTakeFailsTheTurnVisiblyWithoutAHole) {
+  const TurnSpec spec = NewTurn();
+  stream_.fail_call(3);  // 1: message_start and content_block_start, 2: "Hel", 3: "lo"
+  turns_.Start(spec);
+  for (int i = 0; i < 500 && generator_.calls() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_EQ(generator_.calls(), 1u);
+  auto call = generator_.last();
+  ASSERT_TRUE(call->Emit(sb::testing::Started("sim-small", 3)));
+  for (const char* token : {"Hel", "lo"}) {
+    for (int i = 0; i < 500 && !call->wants_more(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    ASSERT_TRUE(call->Emit(sb::testing::Token(token)));
+  }
+  auto entries = WaitForEnd(spec.assistant_message_id);
+  EXPECT_TRUE(call->cancelled()) << "the generation is stopped";
+  EXPECT_EQ(Kinds(entries), (std::vector<Kind>{Kind::kMessageStart, Kind::kBlockStart, Kind::kDelta,
+                                               Kind::kError}));
+  for (size_t i = 0; i < entries.size(); ++i) EXPECT_EQ(entries[i].offset, i + 1) << "no hole";
+  EXPECT_EQ(entries[2].text, "Hel");
+  auto stored = store_.GetMessage(scope_, spec.conversation_id, spec.assistant_message_id);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->status(), "failed");
+  EXPECT_EQ(stored->content(), "Hel") << "what readers could have: not the lost \"lo\"";
+  EXPECT_EQ(stored->stream_last_offset(), 4);
+}
+
 TEST_F(TurnsTest, TurnsBeyondTheLimitFailAtOnceAsOverloaded) {
   // Two turns wait for their worker; the third is refused.
   std::vector<TurnSpec> specs = {NewTurn(), NewTurn(), NewTurn()};

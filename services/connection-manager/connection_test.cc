@@ -68,7 +68,8 @@ class ConnectionTest : public ::testing::Test {
   }
 
   void SetMessage(const std::string& id, const std::string& status, const std::string& content = "",
-                  int output_tokens = 0, int64_t last_offset = 0) {
+                  int output_tokens = 0, int64_t last_offset = 0,
+                  const std::vector<int>& delta_lengths = {}) {
     cpb::ChatMessage m;
     m.set_id(id);
     m.set_status(status);
@@ -78,6 +79,7 @@ class ConnectionTest : public ::testing::Test {
     m.set_stop_reason(status == "complete" ? "end_turn" : "");
     m.set_model("sim-small");
     m.set_stream_last_offset(last_offset);
+    for (int n : delta_lengths) m.add_delta_lengths(n);
     std::lock_guard<std::mutex> lock(mu_);
     messages_[id] = m;
   }
@@ -157,6 +159,59 @@ std::vector<int64_t> Range(int64_t from, int64_t to) {
   std::vector<int64_t> out;
   for (int64_t i = from; i <= to; ++i) out.push_back(i);
   return out;
+}
+
+// A retry of a batch Redis took in part (or whole) is not an error: the
+// entries it already holds are taken as written, once.
+TEST_F(ConnectionTest, AWriterRetryingABatchAlreadyStoredSucceedsAndStoresItOnce) {
+  Open("m-retry");
+  const std::vector<StreamEntry> batch = {Entry(3, StreamEntry::Kind::kDelta, "a"),
+                                          Entry(4, StreamEntry::Kind::kDelta, "b")};
+  Write("m-retry", batch);
+  Write("m-retry", batch);  // the same batch again, as after a timeout
+  Write("m-retry",
+        {Entry(4, StreamEntry::Kind::kDelta, "b"), Entry(5, StreamEntry::Kind::kDelta, "c")});
+  auto len = redis_->Command({"XLEN", TokenStreamKey("m-retry")});
+  ASSERT_TRUE(len.ok());
+  EXPECT_EQ(len->integer, 5);
+}
+
+// A stored reply longer than a subscription's queue goes whole, in order,
+// as the queue makes room.
+TEST_F(ConnectionTest, ALongStoredReplyIsServedWholeWhateverTheQueue) {
+  std::string content;
+  for (int i = 0; i < 600; ++i) content += "ab";
+  SetMessage("m-long", "complete", content, 600, 605, std::vector<int>(600, 2));
+  auto r = Subscribe("m-long", 0);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_EQ(r.events.size(), 605u);
+  std::string text;
+  for (size_t i = 0; i < r.events.size(); ++i) {
+    EXPECT_EQ(r.events[i].offset(), static_cast<int64_t>(i + 1));
+    if (r.events[i].has_delta()) text += r.events[i].delta().text();
+  }
+  EXPECT_EQ(text, content);
+  EXPECT_TRUE(r.events.back().has_message_stop());
+}
+
+// A hole in a reply's buffer (an event the writer never stored): nothing
+// past it is sent from the buffer; the ended reply's stored message fills
+// it, so the reader gets every event once, in order.
+TEST_F(ConnectionTest, AHoleInTheBufferIsFilledFromTheStoredMessage) {
+  Open("m-gap");
+  Delta("m-gap", 3, "a");
+  Delta("m-gap", 5, "c");  // 4 ("b") missing
+  Close("m-gap", 6);
+  SetMessage("m-gap", "complete", "abc", 3, 8, {1, 1, 1});
+  auto r = Subscribe("m-gap", 0);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_EQ(r.events.size(), 8u);
+  std::string text;
+  for (size_t i = 0; i < r.events.size(); ++i) {
+    EXPECT_EQ(r.events[i].offset(), static_cast<int64_t>(i + 1));
+    if (r.events[i].has_delta()) text += r.events[i].delta().text();
+  }
+  EXPECT_EQ(text, "abc");
 }
 
 TEST_F(ConnectionTest, FollowsALiveReplyToItsEnd) {

@@ -208,6 +208,14 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
   }
   if (last->elements.empty() && message->status() != "in_progress") {
     ServePersisted(*sub, *message);
+    if (sub->done) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) {
+      sub->out->Finish(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection-manager is draining"));
+      return;
+    }
+    subs_.push_back(sub);  // the poller sends the rest
     return;
   }
   if (!last->elements.empty()) {
@@ -230,14 +238,41 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
 }
 
 void SubscriptionHub::ServePersisted(Sub& sub, const cpb::ChatMessage& m) {
-  // At most six events: they fit in any queue.
-  for (auto& e : FromPersisted(m, sub.req.after_offset())) sub.out->Push(std::move(e));
-  sub.out->Finish(grpc::Status::OK);
-  sub.done = true;
+  // After what this subscriber was sent live; a long reply's events go as
+  // the queue makes room (the poller drains the rest).
+  auto events = FromPersisted(m, sub.last_offset);
+  sub.backlog.assign(std::make_move_iterator(events.begin()),
+                     std::make_move_iterator(events.end()));
+  sub.serving = true;
+  DrainBacklog(sub);
+}
+
+void SubscriptionHub::DrainBacklog(Sub& sub) {
+  while (!sub.backlog.empty() && sub.out->space() > 0) {
+    if (!sub.out->Push(std::move(sub.backlog.front()))) break;
+    sub.backlog.pop_front();
+  }
+  if (sub.backlog.empty()) {
+    sub.out->Finish(grpc::Status::OK);
+    sub.done = true;
+  }
 }
 
 bool SubscriptionHub::Deliver(Sub& sub, const StreamEntry& e) {
   if (e.offset <= sub.last_offset) return false;  // already delivered
+  if (e.offset != sub.last_offset + 1) {
+    // A hole in the buffer: nothing past it is delivered. Once the reply
+    // has ended, its stored message serves the rest (CheckStalled).
+    if (!sub.gap) {
+      static auto& gaps = metrics::Default().GetCounter(
+          "sb_connection_stream_gaps_total",
+          "Reply buffers found with a missing event (the rest served from the stored message)");
+      gaps.Inc();
+      sub.gap = true;
+      sub.next_check = absl::Now();
+    }
+    return false;
+  }
   sub.last_offset = e.offset;
   sub.last_entry = absl::Now();
   sub.next_check = sub.last_entry + kStallCheck;
@@ -256,7 +291,11 @@ void SubscriptionHub::CheckStalled(const std::shared_ptr<Sub>& sub) {
     std::lock_guard<std::mutex> lock(mu_);
     sub->checking = false;
     if (sub->done) return;
-    if (exists.ok() && exists->integer == 0 && message.ok() && message->status() != "in_progress") {
+    // The reply has ended and its buffer is gone, has a hole, or has been
+    // quiet since (its last entries never came): the stored message has the rest.
+    if (message.ok() && message->status() != "in_progress" &&
+        ((exists.ok() && exists->integer == 0) || sub->gap ||
+         absl::Now() - sub->last_entry >= kStallCheck)) {
       ServePersisted(*sub, *message);
     } else if (absl::Now() - sub->last_entry > kGiveUp) {
       sub->out->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the reply stalled"));
@@ -280,10 +319,17 @@ void SubscriptionHub::Loop() {
         it = subs_.erase(it);
         continue;
       }
+      if (s.serving) {  // the stored message's events, as the queue makes room
+        if (!s.checking) DrainBacklog(s);
+        ++it;
+        continue;
+      }
       if (!s.checking && now >= s.next_check) CheckStalled(*it);
       // Only a subscriber with room for a whole read joins the round, so
       // that no entry read for it is ever refused by its queue.
-      if (!s.checking && s.out->space() >= static_cast<size_t>(kReadCount)) ready.push_back(*it);
+      if (!s.checking && !s.gap && s.out->space() >= static_cast<size_t>(kReadCount)) {
+        ready.push_back(*it);
+      }
       ++it;
     }
     active_gauge.Set(static_cast<double>(subs_.size()));

@@ -6,11 +6,14 @@
 // round until it drains: a slow client holds back only itself.
 //
 // When the buffer is gone (expired, or never written because the turn
-// failed before its first token), the persisted message is served instead.
+// failed before its first token), the persisted message is served instead;
+// so is the rest of an ended reply whose buffer has a hole (an offset
+// missing: nothing past it is delivered) or whose last entries never came.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
@@ -60,6 +63,11 @@ class SubscriptionHub {
     absl::Time last_entry;  // when the last entry arrived (or the subscription began)
     absl::Time next_check;
     bool checking = false;  // a lookup is under way
+    bool gap = false;       // the buffer skips an offset: wait for the stored message
+    // The stored message's events still to send (ServePersisted): pushed as
+    // the queue makes room, then the call ends.
+    std::deque<switchboard::connection::v1::StreamEvent> backlog;
+    bool serving = false;
     bool done = false;
   };
 
@@ -71,6 +79,8 @@ class SubscriptionHub {
   // Returns true when the entry ended the subscription.
   bool Deliver(Sub& sub, const StreamEntry& e);
   void ServePersisted(Sub& sub, const switchboard::chat::v1::ChatMessage& m);
+  // Pushes what the queue has room for; ends the call when all is sent.
+  void DrainBacklog(Sub& sub);
 
   RedisClient& redis_;
   MessageLookup lookup_;
