@@ -1,6 +1,8 @@
 // The Last-Event-ID header of a reconnecting EventSource, against the
 // message id in the URL: ParseLastEventId must accept exactly the ids the
-// stream sends ("<message_id>:<offset>") and nothing else.
+// stream sends ("<message_id>:<offset>") and nothing else; and the same
+// header as GET /v1/events takes it: ParseEventCursor accepts exactly
+// "<u64>-<u64>".
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstddef>
@@ -9,6 +11,35 @@
 
 #include "fuzz_check.h"
 #include "gateway/last_event_id.h"
+
+namespace {
+
+// GET /v1/events' Last-Event-ID: accepted exactly when it is two unsigned
+// 64-bit decimals joined by '-', and returned as is.
+void CheckEventCursor(const std::string& header) {
+  auto r = sb::gateway::ParseEventCursor(header);
+  if (!r.ok()) {
+    SB_FUZZ_CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
+    SB_FUZZ_CHECK(!header.empty());
+    return;
+  }
+  SB_FUZZ_CHECK(*r == header);
+  if (header.empty()) return;
+  const size_t dash = header.find('-');
+  SB_FUZZ_CHECK(dash != std::string::npos && dash > 0 && dash + 1 < header.size());
+  for (size_t i = 0; i < header.size(); ++i) {
+    if (i != dash) SB_FUZZ_CHECK(header[i] >= '0' && header[i] <= '9');
+  }
+  // Each part fits in 64 bits: at most 20 digits (leading zeros aside).
+  for (const std::string& part : {header.substr(0, dash), header.substr(dash + 1)}) {
+    const size_t first = part.find_first_not_of('0');
+    const std::string significant = first == std::string::npos ? "0" : part.substr(first);
+    SB_FUZZ_CHECK(significant.size() < 20 ||
+                  (significant.size() == 20 && significant <= "18446744073709551615"));
+  }
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
@@ -25,6 +56,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         sb::gateway::ParseLastEventId(message_id + ":" + std::to_string(offset), message_id);
     SB_FUZZ_CHECK(sent.ok() && *sent == offset);
   }
+
+  CheckEventCursor(header);
+  // What an event's id looks like: always accepted.
+  CheckEventCursor(std::to_string(static_cast<uint64_t>(offset)) + "-" + std::to_string(size));
+  SB_FUZZ_CHECK(sb::gateway::ParseEventCursor(std::to_string(static_cast<uint64_t>(offset)) + "-" +
+                                              std::to_string(size))
+                    .ok());
 
   auto r = sb::gateway::ParseLastEventId(header, message_id);
   if (!r.ok()) {
