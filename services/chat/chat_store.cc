@@ -256,9 +256,9 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
     const std::string user_id = ids_.Next(absl::Now());
     const std::string reply_id = ids_.Next(absl::Now());
     auto created = tx.exec_params1(sql::kInsertMessage, conversation_id, user_id, parent, "user",
-                                   content, "complete", client_message_id, "");
+                                   content, "complete", client_message_id, "", "", 0.0);
     tx.exec_params(sql::kInsertMessage, conversation_id, reply_id, user_id, "assistant", "",
-                   "in_progress", "", t.model);
+                   "in_progress", "", t.model, lease_owner_, absl::ToDoubleSeconds(lease_ttl_));
     t.conversation_version =
         tx.exec_params1(sql::kBumpForTurn, conversation_id, TitleFrom(content), reply_id)[0]
             .as<int64_t>();
@@ -390,6 +390,43 @@ absl::StatusOr<cpb::ListConversationsResponse> ChatStore::ListConversations(
   });
 }
 
+absl::Status ChatStore::LeaseReply(const std::string& conversation_id, const std::string& reply_id,
+                                   const std::string& owner, absl::Duration ttl) {
+  return pg_.RunVoid([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params(sql::kLeaseReply, conversation_id, reply_id, owner, absl::ToDoubleSeconds(ttl));
+    tx.commit();
+  });
+}
+
+absl::StatusOr<int> ChatStore::RenewLeases(const std::string& owner, absl::Duration ttl) {
+  return pg_.Run<int>([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto r = tx.exec_params(sql::kRenewLeases, owner, absl::ToDoubleSeconds(ttl));
+    tx.commit();
+    return static_cast<int>(r.affected_rows());
+  });
+}
+
+absl::StatusOr<std::vector<ChatStore::Orphan>> ChatStore::TakeOverExpired(const std::string& owner,
+                                                                          absl::Duration ttl,
+                                                                          int limit) {
+  return pg_.Run<std::vector<Orphan>>([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto rows = tx.exec_params(sql::kTakeOverExpired, owner, absl::ToDoubleSeconds(ttl), limit);
+    tx.commit();
+    std::vector<Orphan> out;
+    for (const auto& r : rows) {
+      out.push_back({{r[4].as<std::string>(), r[5].as<std::string>()},
+                     r[0].as<std::string>(),
+                     r[2].is_null() ? "" : r[2].as<std::string>(),
+                     r[1].as<std::string>(),
+                     r[3].as<std::string>()});
+    }
+    return out;
+  });
+}
+
 absl::StatusOr<int> ChatStore::EraseUser(const Scope& scope) {
   return pg_.Run<int>([&](pqxx::connection& c) {
     pqxx::work tx(c);
@@ -518,7 +555,8 @@ absl::StatusOr<NewTurn> ChatStore::Regenerate(const Scope& scope,
         tx.exec_params1(sql::kFindMessage, conversation_id, reply[0][2].as<std::string>()));
     t.assistant_message_id = ids_.Next(absl::Now());
     tx.exec_params(sql::kInsertMessage, conversation_id, t.assistant_message_id,
-                   t.user_message.id(), "assistant", "", "in_progress", "", t.model);
+                   t.user_message.id(), "assistant", "", "in_progress", "", t.model, lease_owner_,
+                   absl::ToDoubleSeconds(lease_ttl_));
     t.conversation_version =
         tx.exec_params1(sql::kBumpForRegenerate, conversation_id, t.assistant_message_id)[0]
             .as<int64_t>();

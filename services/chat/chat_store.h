@@ -125,6 +125,31 @@ class ChatStore {
   // conversations were deleted.
   absl::StatusOr<int> EraseUser(const Scope& scope);
 
+  // Turn leases (turns survive their replica). A reply in progress is
+  // leased to the replica running it; the replica renews its leases while it
+  // runs; a reply whose lease expired is taken over by another. With an
+  // owner set, the replies AppendTurn and Regenerate insert are leased to it
+  // (set before use; none by default).
+  void set_lease(std::string owner, absl::Duration ttl) {
+    lease_owner_ = std::move(owner);
+    lease_ttl_ = ttl;
+  }
+  absl::Status LeaseReply(const std::string& conversation_id, const std::string& reply_id,
+                          const std::string& owner, absl::Duration ttl);
+  // Renews every lease `owner` holds on a reply in progress: how many.
+  absl::StatusOr<int> RenewLeases(const std::string& owner, absl::Duration ttl);
+  struct Orphan {
+    Scope scope;
+    std::string conversation_id;
+    std::string user_message_id;
+    std::string reply_id;
+    std::string model;
+  };
+  // Takes over at most `limit` replies whose lease expired, leasing them to
+  // `owner`: each is then this replica's to continue.
+  absl::StatusOr<std::vector<Orphan>> TakeOverExpired(const std::string& owner, absl::Duration ttl,
+                                                      int limit);
+
   // Erasure (eraser.h). Deleted conversations deleted at least
   // `deleted_for` ago, oldest first; `overdue` when a minute ago or more.
   struct Erasable {
@@ -159,6 +184,8 @@ class ChatStore {
 
   PgPool& pg_;
   UlidGenerator& ids_;
+  std::string lease_owner_;
+  absl::Duration lease_ttl_ = absl::Seconds(10);
 };
 
 }  // namespace sb::chat

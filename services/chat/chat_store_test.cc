@@ -1,6 +1,9 @@
 // ChatStore against a real, migrated PostgreSQL started for the suite.
 #include "chat/chat_store.h"
 
+#include <mutex>
+#include <thread>
+
 #include "gtest/gtest.h"
 #include "sbadmin/admin.h"
 #include "support/infra.h"
@@ -380,6 +383,67 @@ TEST_F(ChatStoreTest, ErasingAUserDeletesAllTheirsAndQueuesATombstone) {
   auto again = store_.EraseUser(gone);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*again, 0) << "nothing left to delete";
+}
+
+// Turn leases: a reply is its replica's while the replica renews the
+// lease; once it lapses, one other replica (exactly one) takes it over.
+TEST_F(ChatStoreTest, AnExpiredLeaseIsTakenOverByOneReplicaAndALiveOneIsNot) {
+  const Scope leo{"acme", "leo"};
+  const std::string conv = NewConversation(leo);
+  auto dead = store_.AppendTurn(leo, conv, "the dead replica's turn", "");
+  auto live = store_.AppendTurn(leo, NewConversation(leo), "the live replica's turn", "");
+  ASSERT_TRUE(dead.ok() && live.ok());
+  ASSERT_TRUE(
+      store_.LeaseReply(conv, dead->assistant_message_id, "replica-a", absl::Milliseconds(300))
+          .ok());
+  ASSERT_TRUE(store_
+                  .LeaseReply(live->user_message.conversation_id(), live->assistant_message_id,
+                              "replica-b", absl::Milliseconds(300))
+                  .ok());
+  // A turn of a conversation since deleted is not continued (the eraser
+  // stops it), nor is a replica's own turn taken over by itself.
+  const std::string doomed = NewConversation(leo);
+  auto gone = store_.AppendTurn(leo, doomed, "soon deleted", "");
+  ASSERT_TRUE(gone.ok());
+  ASSERT_TRUE(
+      store_.LeaseReply(doomed, gone->assistant_message_id, "replica-a", absl::Milliseconds(1))
+          .ok());
+  ASSERT_TRUE(store_.DeleteConversation(leo, doomed, std::nullopt).ok());
+  auto own = store_.TakeOverExpired("replica-a", absl::Seconds(10), 10);
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_TRUE(own->empty());
+  auto none = store_.TakeOverExpired("replica-c", absl::Seconds(10), 10);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty()) << "both leases are live";
+
+  // replica-b renews, replica-a (dead) does not.
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  auto renewed = store_.RenewLeases("replica-b", absl::Seconds(10));
+  ASSERT_TRUE(renewed.ok());
+  EXPECT_EQ(*renewed, 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  std::vector<ChatStore::Orphan> taken;
+  std::vector<std::thread> sweeps;
+  std::mutex mu;
+  for (const char* replica : {"replica-c", "replica-d"}) {
+    sweeps.emplace_back([&, replica] {
+      auto got = store_.TakeOverExpired(replica, absl::Seconds(10), 10);
+      ASSERT_TRUE(got.ok()) << got.status();
+      std::lock_guard<std::mutex> lock(mu);
+      taken.insert(taken.end(), got->begin(), got->end());
+    });
+  }
+  for (auto& t : sweeps) t.join();
+  ASSERT_EQ(taken.size(), 1u) << "one replica takes the dead turn, the live one stays";
+  EXPECT_EQ(taken[0].reply_id, dead->assistant_message_id);
+  EXPECT_EQ(taken[0].user_message_id, dead->user_message.id());
+  EXPECT_EQ(taken[0].conversation_id, conv);
+  EXPECT_EQ(taken[0].scope.org_id, "acme");
+  EXPECT_EQ(taken[0].scope.user_id, "leo");
+  EXPECT_EQ(taken[0].model, "sim-small");
+  auto again = store_.TakeOverExpired("replica-e", absl::Seconds(10), 10);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->empty()) << "the new owner holds it now";
 }
 
 TEST_F(ChatStoreTest, AnUntitledConversationIsNamedByItsFirstMessage) {

@@ -1,5 +1,6 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <map>
 
@@ -52,6 +53,11 @@ ABSL_FLAG(int, context_window_tokens, sb::chat::kDefaultContextWindowTokens,
           "prompt is the conversation's most recent messages that fit it with the reply");
 ABSL_FLAG(std::string, context_windows, "",
           "Context windows of models, in tokens: model=tokens,model=tokens");
+ABSL_FLAG(std::string, replica_id, "",
+          "This replica's name on its turns' leases (default: host, pid and a unique suffix)");
+ABSL_FLAG(absl::Duration, turn_lease, absl::Seconds(7),
+          "How long a turn stays this replica's without a renewal: another replica takes "
+          "over the turns of one that died within about this");
 ABSL_FLAG(absl::Duration, erase_after, absl::ZeroDuration(),
           "How long a deleted conversation's rows and replay buffers are kept before they are "
           "erased (0: at once)");
@@ -106,6 +112,14 @@ int main(int argc, char** argv) {
   // the queue holds a burst of turns starting or ending at once.
   sb::ThreadPool pool(pg_size, 1 << 17);
   sb::chat::ChatStore store(pg, ids);
+  std::string replica_id = absl::GetFlag(FLAGS_replica_id);
+  if (replica_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    replica_id = std::string(host) + "-" + std::to_string(getpid()) + "-" + ids.Next(absl::Now());
+  }
+  const absl::Duration turn_lease = absl::GetFlag(FLAGS_turn_lease);
+  store.set_lease(replica_id, turn_lease);
   // A reply's events Redis did not take are sent again (after 0.1, 0.3 and
   // 0.9 s) before the turn gives up on its stream.
   sb::TimerThread stream_retries;
@@ -143,6 +157,21 @@ int main(int argc, char** argv) {
                                 .password = absl::GetFlag(FLAGS_redis_password)});
   sb::chat::CancelBus cancels(cancel_redis, [&turns](const std::string& id) { turns.Cancel(id); });
   cancels.Start();
+  // Turns survive their replica: leases renewed here, expired ones taken
+  // over and continued from their buffer.
+  turns.StartLeases(
+      replica_id, turn_lease,
+      [&cancel_redis](const std::string& id) -> absl::StatusOr<std::vector<sb::StreamEntry>> {
+        auto range = cancel_redis.Command({"XRANGE", sb::TokenStreamKey(id), "-", "+"});
+        if (!range.ok()) return range.status();
+        std::vector<sb::StreamEntry> out;
+        for (const auto& raw : range->elements) {
+          auto e = sb::ParseStreamEntry(raw);
+          if (!e.ok()) return e.status();
+          out.push_back(std::move(*e));
+        }
+        return out;
+      });
   sb::chat::ChatServiceImpl service(
       store, turns, input, pool, fail_closed,
       [&cancels](const std::string& id) { return cancels.Publish(id); });
@@ -167,6 +196,7 @@ int main(int argc, char** argv) {
     while (turns.active() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
   });
   runner.WaitForShutdown(sb::DrainGrace());
+  turns.StopLeases();
   // Turns still running after the grace are stopped (their replies end as
   // cancelled), and their last writes land, before anything they use goes.
   pipeline.CancelAll();

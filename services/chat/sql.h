@@ -123,10 +123,12 @@ inline constexpr const char* kFindReply =
     "SELECT message_id FROM messages WHERE conversation_id = $1 AND parent_id = $2 "
     "AND role = 'assistant' ORDER BY message_id LIMIT 1";
 
+// $9, $10: the reply's lease (owner, seconds); no lease when $9 is ''.
 inline constexpr const char* kInsertMessage =
     "INSERT INTO messages (conversation_id, message_id, parent_id, role, content, status, "
-    " client_message_id, model) "
-    "VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6, NULLIF($7, ''), $8) "
+    " client_message_id, model, lease_owner, lease_until) "
+    "VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6, NULLIF($7, ''), $8, NULLIF($9, ''),"
+    " CASE WHEN $9 = '' THEN NULL ELSE now() + make_interval(secs => $10) END) "
     "RETURNING (extract(epoch from created_at) * 1000)::bigint";
 
 // A new turn: the version moves, and an untitled conversation takes the
@@ -198,6 +200,33 @@ inline constexpr const char* kDeleteUsersConversations =
     "UPDATE conversations SET version = version + 1, deleted_at = now() "
     "WHERE org_id = $1 AND user_id = $2 AND deleted_at IS NULL RETURNING id";
 inline constexpr const char* kDeleteUser = "DELETE FROM users WHERE org_id = $1 AND id = $2";
+
+// Turn leases (migration 0021). A reply just inserted is leased to the
+// replica that will run it ($1 conversation, $2 reply, $3 owner, $4 ttl in
+// seconds).
+inline constexpr const char* kLeaseReply =
+    "UPDATE messages SET lease_owner = $3, lease_until = now() + make_interval(secs => $4) "
+    "WHERE conversation_id = $1 AND message_id = $2";
+// Every reply this replica ($1) still runs, renewed for $2 seconds.
+inline constexpr const char* kRenewLeases =
+    "UPDATE messages SET lease_until = now() + make_interval(secs => $2) "
+    "WHERE status = 'in_progress' AND lease_owner = $1";
+// Replies whose lease expired, taken over by $1 for $2 seconds (at most $3
+// of them; another replica's sweep skips the rows this one holds; never
+// $1's own, which it still runs if its renewals were only late; nor those
+// of deleted conversations, which the eraser stops): with what continuing
+// them needs.
+inline constexpr const char* kTakeOverExpired =
+    "WITH expired AS ("
+    " SELECT m.conversation_id, m.message_id, c.org_id, c.user_id"
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " WHERE m.status = 'in_progress' AND m.lease_until < now() AND m.lease_owner <> $1"
+    "  AND c.deleted_at IS NULL"
+    " ORDER BY m.lease_until LIMIT $3 FOR UPDATE OF m SKIP LOCKED) "
+    "UPDATE messages m SET lease_owner = $1, lease_until = now() + make_interval(secs => $2) "
+    "FROM expired e "
+    "WHERE m.conversation_id = e.conversation_id AND m.message_id = e.message_id "
+    "RETURNING m.conversation_id, m.message_id, m.parent_id, m.model, e.org_id, e.user_id";
 
 // Search ($1 org, $2 user, $3 the words, $4 how many rows): the best
 // matches of the GIN index (migration 0020) among the user's messages that

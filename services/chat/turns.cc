@@ -39,9 +39,29 @@ StreamEntry ErrorEntry(int64_t offset, const absl::Status& status) {
 class ChatTurnSink final : public pipeline::Sink,
                            public std::enable_shared_from_this<ChatTurnSink> {
  public:
-  ChatTurnSink(Turns& turns, TurnSpec spec) : turns_(turns), spec_(std::move(spec)) {}
+  ChatTurnSink(Turns& turns, TurnSpec spec) : turns_(turns), spec_(std::move(spec)) {
+    if (spec_.resume) {
+      // Taken over: the buffer holds these already; events go on after them.
+      const Resume& r = *spec_.resume;
+      offset_ = r.offset;
+      result_.content = r.text;
+      result_.delta_lengths = r.delta_lengths;
+      result_.model = r.model;
+      result_.input_tokens = r.input_tokens;
+      written_ = {r.offset, r.text.size(), r.delta_lengths.size()};
+      prior_deltas_ = static_cast<int>(r.delta_lengths.size());
+    }
+  }
 
   void OnStart(const pipeline::StartInfo& info, Ready ready) override {
+    if (spec_.resume) {  // message_start (and content_block_start) were sent
+      if (offset_ == 1) {
+        Append({Entry(++offset_, StreamEntry::Kind::kBlockStart)}, std::move(ready));
+      } else {
+        ready(true);
+      }
+      return;
+    }
     result_.model = info.model;
     result_.input_tokens = info.input_tokens;
     StreamEntry start = Entry(++offset_, StreamEntry::Kind::kMessageStart);
@@ -74,8 +94,10 @@ class ChatTurnSink final : public pipeline::Sink,
                             : info.safety_flagged > 0  ? "flagged"
                                                        : "pass";
     result_.stop_reason = info.stop_reason;
-    result_.input_tokens = info.input_tokens;
-    result_.output_tokens = info.output_tokens;
+    // A turn taken over: the input its first message_start announced, and
+    // the output as the deltas before (about a token each) plus the new.
+    if (!spec_.resume) result_.input_tokens = info.input_tokens;
+    result_.output_tokens = info.output_tokens + prior_deltas_;
     if (result_.model.empty()) result_.model = spec_.model;
     if (offset_ == 0) {
       // Stopped before the worker started: the stream still opens.
@@ -88,8 +110,8 @@ class ChatTurnSink final : public pipeline::Sink,
     StreamEntry delta = Entry(++offset_, StreamEntry::Kind::kMessageDelta);
     delta.stop_reason = info.stop_reason;
     delta.stop_sequence = info.stop_sequence;
-    delta.input_tokens = info.input_tokens;
-    delta.output_tokens = info.output_tokens;
+    delta.input_tokens = result_.input_tokens;
+    delta.output_tokens = result_.output_tokens;
     closing_.push_back(std::move(delta));
     closing_.push_back(Entry(++offset_, StreamEntry::Kind::kMessageStop));
     result_.stream_last_offset = offset_;
@@ -234,6 +256,7 @@ class ChatTurnSink final : public pipeline::Sink,
   std::mutex mu_;  // guards written_ and broken_ (set on the appender's threads)
   Written written_;
   bool broken_ = false;
+  int prior_deltas_ = 0;  // a turn taken over: the deltas streamed before
 };
 
 int EstimateTokens(std::string_view text) {
@@ -346,6 +369,9 @@ void Turns::Run(TurnSpec spec) {
   req->set_model(spec.model);
   req->set_max_tokens(spec.max_tokens);
   req->set_source("chat");
+  // A turn taken over: the text streamed so far starts the model's reply.
+  if (spec.resume && !spec.resume->text.empty())
+    history->emplace_back("assistant", spec.resume->text);
   for (auto& [role, content] : *history) {
     auto* m = req->add_messages();
     m->set_role(role);
@@ -375,12 +401,15 @@ void Turns::Run(TurnSpec spec) {
 void Turns::FailEarly(const TurnSpec& spec, const absl::Status& status) {
   spdlog::warn("request_id={} turn {} not run: {}", spec.request_id, spec.assistant_message_id,
                status.ToString());
-  stream_.Append(spec.assistant_message_id, {ErrorEntry(1, status)}, [](absl::Status) {});
+  // After what a turn taken over had streamed.
+  const int64_t offset = (spec.resume ? spec.resume->offset : 0) + 1;
+  stream_.Append(spec.assistant_message_id, {ErrorEntry(offset, status)}, [](absl::Status) {});
   TurnResult r;
   r.status = "failed";
   r.stop_reason = "error";
   r.model = spec.model;
-  r.stream_last_offset = 1;
+  r.stream_last_offset = offset;
+  if (spec.resume) r.content = spec.resume->text;
   auto st = pool_.Submit([this, spec, r] {
     if (auto s = store_.CompleteReply(spec.conversation_id, spec.assistant_message_id, r);
         !s.ok()) {
@@ -388,6 +417,135 @@ void Turns::FailEarly(const TurnSpec& spec, const absl::Status& status) {
     }
   });
   if (!st) spdlog::error("request_id={} failed reply not persisted: queue full", spec.request_id);
+}
+
+void Turns::StartLeases(std::string owner, absl::Duration ttl, StreamReader read) {
+  lease_owner_ = std::move(owner);
+  lease_ttl_ = ttl;
+  read_ = std::move(read);
+  last_renewed_ = absl::Now();
+  renew_ = std::make_unique<Periodic>(ttl / 3, [this] { RenewOnce(); });
+  sweep_ = std::make_unique<Periodic>(std::min(ttl / 3, absl::Seconds(2)), [this] {
+    if (int n = TakeOverOnce(); n > 0) {
+      spdlog::warn("took over {} turn(s) whose replica stopped renewing them", n);
+    }
+  });
+  renew_->Start();
+  sweep_->Start();
+}
+
+void Turns::StopLeases() {
+  if (sweep_) sweep_->Stop();
+  if (renew_) renew_->Stop();
+}
+
+void Turns::RenewOnce() {
+  static auto& failures =
+      metrics::Default().GetCounter("sb_chat_lease_renew_failures_total",
+                                    "Rounds that could not renew this replica's turn leases");
+  auto renewed = store_.RenewLeases(lease_owner_, lease_ttl_);
+  const absl::Time now = absl::Now();
+  if (renewed.ok()) {
+    last_renewed_ = now;
+    return;
+  }
+  failures.Inc();
+  spdlog::warn("renewing turn leases: {}", renewed.status().ToString());
+  // Fenced: before the leases can lapse and another replica continue these
+  // turns, they stop here (a reply is never written by two replicas).
+  if (now - last_renewed_ > lease_ttl_ / 2 && active_.load() > 0) {
+    spdlog::error("turn leases not renewed for {}: stopping this replica's turns",
+                  absl::FormatDuration(now - last_renewed_));
+    CancelAll();
+  }
+}
+
+void Turns::CancelAll() {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(running_mu_);
+    for (const auto& [id, running] : running_) ids.push_back(id);
+  }
+  for (const auto& id : ids) Cancel(id);
+}
+
+int Turns::TakeOverOnce() {
+  static auto& taken =
+      metrics::Default().GetCounter("sb_chat_turns_taken_over_total",
+                                    "Turns continued after their replica stopped renewing them");
+  auto orphans = store_.TakeOverExpired(lease_owner_, lease_ttl_, 50);
+  if (!orphans.ok()) {
+    spdlog::warn("taking over turns: {}", orphans.status().ToString());
+    return 0;
+  }
+  for (auto& orphan : *orphans) {
+    taken.Inc();
+    if (!pool_.Submit([this, orphan] { Continue(orphan); })) {
+      spdlog::error(
+          "turn {} taken over but not continued: the queue is full (its lease lapses "
+          "again for another replica)",
+          orphan.reply_id);
+    }
+  }
+  return static_cast<int>(orphans->size());
+}
+
+void Turns::Continue(const ChatStore::Orphan& orphan) {
+  TurnSpec spec{.scope = orphan.scope,
+                // Its own id (each generation is metered once by it).
+                .request_id = "req_takeover_" + orphan.reply_id + "_" +
+                              std::to_string(absl::ToUnixMillis(absl::Now())),
+                .conversation_id = orphan.conversation_id,
+                .user_message_id = orphan.user_message_id,
+                .assistant_message_id = orphan.reply_id,
+                .model = orphan.model};
+  auto entries = read_(orphan.reply_id);
+  if (!entries.ok()) {
+    // What readers were sent is unknown: the turn ends (its lease lapses
+    // for another try only if storing this fails too).
+    spdlog::error("turn {} taken over: its buffer is unreadable: {}", orphan.reply_id,
+                  entries.status().ToString());
+    FailEarly(spec, absl::UnavailableError("the reply was interrupted; retry"));
+    return;
+  }
+  Resume r;
+  const StreamEntry* last = nullptr;
+  for (const auto& e : *entries) {
+    r.offset = e.offset;
+    last = &e;
+    if (e.kind == StreamEntry::Kind::kMessageStart) {
+      r.model = e.model;
+      r.input_tokens = e.input_tokens;
+    } else if (e.kind == StreamEntry::Kind::kDelta) {
+      r.text += e.text;
+      r.delta_lengths.push_back(static_cast<int>(e.text.size()));
+    }
+  }
+  if (last != nullptr && last->final()) {
+    // The buffer ended (the replica died between it and the database): the
+    // reply is what it says.
+    TurnResult done;
+    done.content = r.text;
+    done.delta_lengths = r.delta_lengths;
+    done.model = r.model.empty() ? orphan.model : r.model;
+    done.input_tokens = r.input_tokens;
+    done.stream_last_offset = r.offset;
+    done.status = last->kind == StreamEntry::Kind::kMessageStop ? "complete" : "failed";
+    done.stop_reason = done.status == "complete" ? "end_turn" : "error";
+    for (const auto& e : *entries) {
+      if (e.kind == StreamEntry::Kind::kMessageDelta) {
+        done.stop_reason = e.stop_reason;
+        done.output_tokens = e.output_tokens;
+      }
+    }
+    if (auto st = store_.CompleteReply(orphan.conversation_id, orphan.reply_id, done); !st.ok()) {
+      spdlog::error("turn {} taken over: storing its ended reply: {}", orphan.reply_id,
+                    st.ToString());
+    }
+    return;
+  }
+  if (r.offset > 0) spec.resume = std::move(r);
+  Start(std::move(spec));
 }
 
 }  // namespace sb::chat

@@ -14,11 +14,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "chat/chat_store.h"
+#include "core/periodic.h"
 #include "core/thread_pool.h"
 #include "pipeline/pipeline.h"
 #include "storage/token_stream.h"
@@ -47,6 +49,21 @@ int EstimateTokens(std::string_view text);
 size_t FirstThatFits(const std::vector<std::pair<std::string, std::string>>& history,
                      int64_t budget_tokens);
 
+// What a turn taken over from a replica that died had already streamed
+// (its Redis buffer): the turn goes on after it, with the text so far given
+// to the model as the start of its reply.
+struct Resume {
+  int64_t offset = 0;  // of the last event written
+  std::string text;    // the deltas so far
+  std::vector<int> delta_lengths;
+  int input_tokens = 0;
+  std::string model;
+};
+
+// Reads a reply's buffer: its entries, in order (none when there is none).
+using StreamReader =
+    std::function<absl::StatusOr<std::vector<StreamEntry>>(const std::string& message_id)>;
+
 struct TurnSpec {
   Scope scope;
   std::string request_id;
@@ -56,6 +73,7 @@ struct TurnSpec {
   std::string model;
   int max_tokens = 1024;
   trace::SpanContext trace;  // the SendMessage call's span
+  std::optional<Resume> resume;  // a turn taken over
 };
 
 class Turns {
@@ -83,12 +101,29 @@ class Turns {
   // written).
   bool Runs(const std::string& assistant_message_id);
 
+  // Turns survive their replica. The replies this replica starts are leased
+  // to `owner` (ChatStore::set_lease); StartLeases renews them every ttl/3
+  // and, as often, takes over the replies whose lease expired (their
+  // replica died) and continues them from their buffer (`read`): at the next
+  // offset, with the text so far as the start of the model's reply, or from
+  // the start when nothing was streamed; a reply whose buffer already ended
+  // is stored as it ended. A replica that cannot renew its leases for half
+  // the ttl stops its turns before another may take them over.
+  void StartLeases(std::string owner, absl::Duration ttl, StreamReader read);
+  void StopLeases();
+  // One takeover round: how many turns were taken over (tests).
+  int TakeOverOnce();
+
  private:
   friend class ChatTurnSink;
   void Run(TurnSpec spec);
   // Ends a turn that could not run: an error entry and a failed reply.
   void FailEarly(const TurnSpec& spec, const absl::Status& status);
   void Ended(const std::string& assistant_message_id, bool ok);
+  void RenewOnce();
+  // Continues a turn taken over (on the pool).
+  void Continue(const ChatStore::Orphan& orphan);
+  void CancelAll();
 
   // The turns this replica runs, by reply id: their generation once it has
   // started, and whether a stop came before it did.
@@ -110,6 +145,13 @@ class Turns {
   metrics::Counter& completed_;
   metrics::Counter& failed_;
   metrics::Counter& append_failures_;
+
+  std::string lease_owner_;
+  absl::Duration lease_ttl_;
+  StreamReader read_;
+  absl::Time last_renewed_;
+  std::unique_ptr<Periodic> renew_;
+  std::unique_ptr<Periodic> sweep_;
 };
 
 }  // namespace sb::chat

@@ -24,6 +24,13 @@ using sb::testing::FakeTokenStream;
 using sb::testing::Infra;
 using Kind = StreamEntry::Kind;
 
+StreamEntry Entry(int64_t offset, Kind kind) {
+  StreamEntry e;
+  e.offset = offset;
+  e.kind = kind;
+  return e;
+}
+
 class TurnsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -244,6 +251,56 @@ TEST_F(TurnsTest, AnEventTheStreamDidNotTakeFailsTheTurnVisiblyWithoutAHole) {
   EXPECT_EQ(stored->status(), "failed");
   EXPECT_EQ(stored->content(), "Hel") << "what readers could have: not the lost \"lo\"";
   EXPECT_EQ(stored->stream_last_offset(), 4);
+}
+
+// A turn whose replica died (its lease lapsed) is taken over: it goes on
+// after the last event its buffer holds — no second message_start, the
+// text so far given to the model as the start of its reply — and the stored
+// reply is the whole text, as one uninterrupted stream.
+TEST_F(TurnsTest, ATurnWhoseReplicaDiedIsContinuedAfterItsLastEvent) {
+  const TurnSpec spec = NewTurn();
+  // What the dead replica wrote before it died.
+  StreamEntry start = Entry(1, Kind::kMessageStart);
+  start.model = "sim-small";
+  start.input_tokens = 3;
+  StreamEntry hel = Entry(3, Kind::kDelta);
+  hel.text = "Hel";
+  stream_.Append(spec.assistant_message_id, {start, Entry(2, Kind::kBlockStart), hel},
+                 [](absl::Status) {});
+  ASSERT_TRUE(store_
+                  .LeaseReply(spec.conversation_id, spec.assistant_message_id, "dead-replica",
+                              absl::Milliseconds(1))
+                  .ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  generator_.set_script({sb::testing::Started("sim-small", 5), sb::testing::Token("lo!"),
+                         sb::testing::Finished("end_turn", 5, 1)});
+  turns_.StartLeases("this-replica", absl::Seconds(30),
+                     [this](const std::string& id) -> absl::StatusOr<std::vector<StreamEntry>> {
+                       return stream_.entries(id);
+                     });
+  EXPECT_EQ(turns_.TakeOverOnce(), 1);
+  EXPECT_EQ(turns_.TakeOverOnce(), 0) << "this replica holds it now";
+  auto entries = WaitForEnd(spec.assistant_message_id);
+  turns_.StopLeases();
+  EXPECT_EQ(Kinds(entries),
+            (std::vector<Kind>{Kind::kMessageStart, Kind::kBlockStart, Kind::kDelta, Kind::kDelta,
+                               Kind::kBlockStop, Kind::kMessageDelta, Kind::kMessageStop}));
+  for (size_t i = 0; i < entries.size(); ++i) EXPECT_EQ(entries[i].offset, i + 1);
+  EXPECT_EQ(entries[3].text, "lo!");
+  ASSERT_NE(generator_.last(), nullptr);
+  const auto& request = generator_.last()->request();
+  ASSERT_GE(request.messages_size(), 2);
+  EXPECT_EQ(request.messages(request.messages_size() - 1).role(), "assistant");
+  EXPECT_EQ(request.messages(request.messages_size() - 1).content(0).text(), "Hel")
+      << "the text so far starts the model's reply";
+  auto stored = store_.GetMessage(scope_, spec.conversation_id, spec.assistant_message_id);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->status(), "complete");
+  EXPECT_EQ(stored->content(), "Hello!");
+  EXPECT_EQ(std::vector<int>(stored->delta_lengths().begin(), stored->delta_lengths().end()),
+            (std::vector<int>{3, 3}));
+  EXPECT_EQ(stored->stream_last_offset(), 7);
+  EXPECT_EQ(stored->input_tokens(), 3) << "as its message_start said";
 }
 
 TEST_F(TurnsTest, TurnsBeyondTheLimitFailAtOnceAsOverloaded) {

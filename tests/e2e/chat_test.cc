@@ -676,6 +676,7 @@ struct ReplyReader {
   int broken = 0;     // connections the gateway ended with an error of its own
   std::string error;  // the reply's error event, if it ended with one
   int next_offset = 1;
+  std::function<void(int64_t offset)> on_event;  // after each event of the reply
 
   // One connection: its HTTP status (0 when it could not connect).
   int Connect(int leave_after, int port = 0) {
@@ -711,6 +712,7 @@ struct ReplyReader {
             }
             if (e.event == "error") error = e.data;
             if (e.event == "message_stop" || e.event == "error") ended = true;
+            if (on_event) on_event(next_offset - 1);
           });
           return !ended && (leave_after == 0 || got < leave_after);
         });
@@ -778,6 +780,64 @@ TEST(ChatReconnectTest, AThousandRandomReconnectsJoinToTheStoredReplies) {
   }
   EXPECT_GE(connections, 1000);
   std::printf("[ figure   ] %d connections for %d replies\n", connections, kReplies);
+}
+
+// kill -9 of chat mid-turn: another replica takes the turn over once its
+// lease lapses (7 s) and continues it after the last event written; the
+// reader sees one uninterrupted reply, and the stored reply is the text it
+// was sent.
+TEST(ZyChatKillTest, AnotherReplicaContinuesATurnWhoseReplicaDied) {
+  auto worker =
+      g_cluster->StartWorker("worker-chat-kill", "sim-chat-kill", {"--tokens_per_second=10"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  ASSERT_TRUE(g_cluster->StartChatReplica("chat-c").ok());
+  const ChatUser pat("chat-kill", "pat");
+  const std::string id = pat.NewConversation("kill chat", "sim-chat-kill");
+  auto sent = pat.Send(id, "go on and on", {{"max_tokens", 200}});
+  ASSERT_EQ(sent.status, 202) << sent.body;
+  const std::string reply_id = json::parse(sent.body)["assistant_message_id"];
+  ReplyReader reader{.url = json::parse(sent.body)["stream_url"], .key = pat.key()};
+  // One connection throughout (connection-manager's look-ups go to the
+  // cluster's chat, which is down for a while): after two deltas the chat
+  // running the turn is killed; then the gap, then the rest from the replica
+  // that took it over.
+  std::string before;
+  std::chrono::steady_clock::time_point killed{}, resumed{};
+  reader.on_event = [&](int64_t offset) {
+    if (offset == 4) {
+      before = reader.text;
+      g_cluster->Kill("chat");
+      killed = std::chrono::steady_clock::now();
+    } else if (offset == 5) {
+      resumed = std::chrono::steady_clock::now();
+    }
+  };
+  EXPECT_EQ(reader.Connect(0), 200);
+  ASSERT_TRUE(reader.ended);
+  ASSERT_NE(killed, std::chrono::steady_clock::time_point{}) << "the reply ended before the kill";
+  EXPECT_EQ(reader.error, "") << "the reply ended with message_stop";
+  EXPECT_EQ(reader.text.substr(0, before.size()), before);
+  std::printf(
+      "[ figure   ] chat killed mid-turn -> the next event from the replica that took "
+      "it over: %lld ms\n",
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(resumed - killed).count()));
+  EXPECT_EQ(MetricValue(g_cluster->metrics_port("chat-c"), "sb_chat_turns_taken_over_total"), 1);
+
+  ASSERT_TRUE(g_cluster->Restart("chat").ok());
+  // The gateway's channel to chat reconnects (with backoff) once it is back.
+  for (int i = 0; i < 100; ++i) {
+    auto r = http::Fetch({.port = g_cluster->http_port(),
+                          .target = "/v1/conversations/" + id,
+                          .headers = {{"x-api-key", pat.key()}}});
+    if (r.ok() && r->status == 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const json m = StoredMessage(pat, id, reply_id);
+  ASSERT_TRUE(m.is_object());
+  EXPECT_EQ(m["status"], "complete");
+  EXPECT_EQ(m["content"].get<std::string>(), reader.text) << "stored == streamed";
+  g_cluster->Kill("chat-c");
 }
 
 // connection-manager killed mid-stream (SIGKILL): the client's stream ends,
