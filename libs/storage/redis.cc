@@ -123,6 +123,16 @@ absl::StatusOr<RedisReply> RedisClient::Command(const std::vector<std::string>& 
 
 absl::StatusOr<RedisReply> RedisClient::BlockingCommand(const std::vector<std::string>& args,
                                                         std::chrono::milliseconds block) {
+  return Send(args, block, false);
+}
+
+absl::StatusOr<RedisReply> RedisClient::Asking(const std::vector<std::string>& args,
+                                               std::chrono::milliseconds block) {
+  return Send(args, block, true);
+}
+
+absl::StatusOr<RedisReply> RedisClient::Send(const std::vector<std::string>& args,
+                                             std::chrono::milliseconds block, bool asking) {
   absl::Status error;
   redisContext* c = Acquire(&error);
   if (c == nullptr) return error;
@@ -133,9 +143,23 @@ absl::StatusOr<RedisReply> RedisClient::BlockingCommand(const std::vector<std::s
     argv.push_back(a.data());
     lens.push_back(a.size());
   }
-  auto* reply = static_cast<redisReply*>(
-      redisCommandArgv(c, static_cast<int>(args.size()), argv.data(), lens.data()));
-  if (reply == nullptr) {
+  // Both appended, then both replies read: ASKING holds for the next
+  // command on this connection only.
+  int appended = REDIS_OK;
+  if (asking) appended = redisAppendCommand(c, "ASKING");
+  if (appended == REDIS_OK) {
+    appended = redisAppendCommandArgv(c, static_cast<int>(args.size()), argv.data(), lens.data());
+  }
+  redisReply* reply = nullptr;
+  bool read = appended == REDIS_OK;
+  for (int i = 0; read && i < (asking ? 2 : 1); ++i) {
+    if (reply != nullptr) freeReplyObject(reply);
+    void* r = nullptr;
+    read = redisGetReply(c, &r) == REDIS_OK && r != nullptr;
+    reply = static_cast<redisReply*>(r);
+  }
+  if (!read) {
+    if (reply != nullptr) freeReplyObject(reply);
     const std::string why = c->errstr;
     Release(c, false);
     return absl::UnavailableError("redis: " + why);

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -47,20 +48,41 @@ struct RedisOptions {
 // Unauthenticated with Redis's reason when refused.
 absl::Status RedisAuth(redisContext* c, const std::string& password);
 
-class RedisClient {
+// Blocking calls to one Redis server (RedisClient) or to a Redis Cluster
+// (RedisClusterClient, redis_cluster.h).
+class BlockingRedis {
  public:
-  explicit RedisClient(RedisOptions options);
-  ~RedisClient();
+  virtual ~BlockingRedis() = default;
 
   // An error reply from the server is returned as a status (Internal), so
   // that callers only see successful replies as values.
-  absl::StatusOr<RedisReply> Command(const std::vector<std::string>& args);
+  virtual absl::StatusOr<RedisReply> Command(const std::vector<std::string>& args) = 0;
   // Like Command but with a longer socket timeout, for blocking reads
   // (XREAD BLOCK ms); `block` must exceed the server-side wait.
+  virtual absl::StatusOr<RedisReply> BlockingCommand(const std::vector<std::string>& args,
+                                                     std::chrono::milliseconds block) = 0;
+  // Keys of one read group may go in one multi-key command (one XREAD):
+  // every key on a single server (""), a hash slot's on a cluster.
+  virtual std::string ReadGroupOf(std::string_view key) const = 0;
+};
+
+class RedisClient final : public BlockingRedis {
+ public:
+  explicit RedisClient(RedisOptions options);
+  ~RedisClient() override;
+
+  absl::StatusOr<RedisReply> Command(const std::vector<std::string>& args) override;
   absl::StatusOr<RedisReply> BlockingCommand(const std::vector<std::string>& args,
-                                             std::chrono::milliseconds block);
+                                             std::chrono::milliseconds block) override;
+  std::string ReadGroupOf(std::string_view) const override { return ""; }
+  // ASKING, then the command on the same connection (a Redis Cluster slot
+  // being migrated here); the reply is the command's.
+  absl::StatusOr<RedisReply> Asking(const std::vector<std::string>& args,
+                                    std::chrono::milliseconds block);
 
  private:
+  absl::StatusOr<RedisReply> Send(const std::vector<std::string>& args,
+                                  std::chrono::milliseconds block, bool asking);
   redisContext* Acquire(absl::Status* error);
   void Release(redisContext* c, bool healthy);
 

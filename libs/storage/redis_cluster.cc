@@ -51,6 +51,47 @@ bool ParseRedirect(std::string_view message, Redirect* out) {
   return true;
 }
 
+// No host ("MOVED 1 :7000"): the node that answered.
+std::string RedirectAddress(const Redirect& redirect, const std::string& answered) {
+  if (redirect.address[0] != ':') return redirect.address;
+  return answered.substr(0, answered.rfind(':')) + redirect.address;
+}
+
+metrics::Counter& Redirected() {
+  static auto& redirected = metrics::Default().GetCounter(
+      "sb_redis_cluster_redirects_total", "Redis Cluster commands resent after MOVED or ASK");
+  return redirected;
+}
+
+// Writes CLUSTER SLOTS' answer (from the node at `asked`) into a slot map.
+void ApplySlotMap(const std::string& asked, const RedisReply& reply,
+                  std::array<std::string, RedisCluster::kSlots>& owners) {
+  // [[start, end, [host, port, id, ...], replicas...], ...]
+  const std::string asked_host = asked.substr(0, asked.rfind(':'));
+  for (const auto& range : reply.elements) {
+    if (range.elements.size() < 3 || range.elements[2].elements.size() < 2) continue;
+    const auto& master = range.elements[2];
+    std::string host = master.elements[0].str;
+    if (host.empty() || host == "?") host = asked_host;
+    const long long start = range.elements[0].integer, end = range.elements[1].integer;
+    const long long port = master.elements[1].integer;
+    if (start < 0 || end >= RedisCluster::kSlots || start > end || port <= 0) continue;
+    const std::string address = Address(host, static_cast<int>(port));
+    for (long long s = start; s <= end; ++s) owners[s] = address;
+  }
+}
+
+// The node to ask for the slot map: the seed, or (it may be the node that
+// failed) the others, in turn.
+template <typename Nodes>
+std::string NextToAsk(const RedisOptions& seed, const Nodes& nodes, size_t& turn) {
+  std::vector<std::string> known = {Address(seed.host, seed.port)};
+  for (const auto& [a, n] : nodes) {
+    if (a != known[0]) known.push_back(a);
+  }
+  return known[turn++ % known.size()];
+}
+
 bool ToLowerEquals(const std::string& a, std::string_view b) {
   return a.size() == b.size() && absl::AsciiStrToLower(a) == b;
 }
@@ -155,13 +196,8 @@ void RedisCluster::Send(int slot, std::string address, std::vector<std::string> 
     Redirect redirect;
     if (!r.ok() && r.status().code() == absl::StatusCode::kInternal && redirects < kMaxRedirects &&
         ParseRedirect(std::string(r.status().message()), &redirect)) {
-      // No host ("MOVED 1 :7000"): the node that answered.
-      if (redirect.address[0] == ':') {
-        redirect.address = answered.substr(0, answered.rfind(':')) + redirect.address;
-      }
-      static auto& redirected = metrics::Default().GetCounter(
-          "sb_redis_cluster_redirects_total", "Redis Cluster commands resent after MOVED or ASK");
-      redirected.Inc();
+      redirect.address = RedirectAddress(redirect, answered);
+      Redirected().Inc();
       if (redirect.kind == "MOVED") {
         {
           std::lock_guard<std::mutex> lock(mu_);
@@ -192,13 +228,7 @@ void RedisCluster::Refresh() {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_ || refreshing_) return;
     refreshing_ = true;
-    // Ask the seed, or (it may be the node that failed) the others, in
-    // turn.
-    std::vector<std::string> known = {Address(seed_.host, seed_.port)};
-    for (const auto& [a, n] : nodes_) {
-      if (a != known[0]) known.push_back(a);
-    }
-    address = known[refresh_turn_++ % known.size()];
+    address = NextToAsk(seed_, nodes_, refresh_turn_);
     node = &NodeAt(address);
   }
   node->Command({"CLUSTER", "SLOTS"}, [this, address](absl::StatusOr<RedisReply> r) {
@@ -213,20 +243,104 @@ void RedisCluster::Refresh() {
 }
 
 void RedisCluster::ApplySlots(const std::string& asked, const RedisReply& reply) {
-  // [[start, end, [host, port, id, ...], replicas...], ...]
-  const std::string asked_host = asked.substr(0, asked.rfind(':'));
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& range : reply.elements) {
-    if (range.elements.size() < 3 || range.elements[2].elements.size() < 2) continue;
-    const auto& master = range.elements[2];
-    std::string host = master.elements[0].str;
-    if (host.empty() || host == "?") host = asked_host;
-    const long long start = range.elements[0].integer, end = range.elements[1].integer;
-    const long long port = master.elements[1].integer;
-    if (start < 0 || end >= kSlots || start > end || port <= 0) continue;
-    const std::string address = Address(host, static_cast<int>(port));
-    for (long long s = start; s <= end; ++s) owners_[s] = address;
+  ApplySlotMap(asked, reply, owners_);
+}
+
+RedisClusterClient::RedisClusterClient(RedisOptions seed) : seed_(std::move(seed)) { Refresh(); }
+
+RedisClusterClient::~RedisClusterClient() = default;
+
+absl::StatusOr<RedisReply> RedisClusterClient::Command(const std::vector<std::string>& args) {
+  return Send(args, std::chrono::milliseconds(0));
+}
+
+absl::StatusOr<RedisReply> RedisClusterClient::BlockingCommand(const std::vector<std::string>& args,
+                                                               std::chrono::milliseconds block) {
+  return Send(args, block);
+}
+
+std::string RedisClusterClient::ReadGroupOf(std::string_view key) const {
+  return "slot " + std::to_string(RedisCluster::Slot(key));
+}
+
+std::string RedisClusterClient::OwnerOf(int slot) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return owners_[slot];
+}
+
+RedisClient& RedisClusterClient::NodeAt(const std::string& address) {
+  auto& node = nodes_[address];
+  if (!node) {
+    RedisOptions options = seed_;
+    const size_t colon = address.rfind(':');
+    options.host = address.substr(0, colon);
+    if (options.host.empty()) options.host = seed_.host;
+    options.port = std::atoi(address.c_str() + colon + 1);
+    node = std::make_unique<RedisClient>(options);
   }
+  return *node;
+}
+
+absl::StatusOr<RedisReply> RedisClusterClient::Send(const std::vector<std::string>& args,
+                                                    std::chrono::milliseconds block) {
+  const std::string_view key = RedisCluster::RoutingKey(args);
+  std::string address;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!key.empty()) address = owners_[RedisCluster::Slot(key)];
+  }
+  if (address.empty()) address = Address(seed_.host, seed_.port);
+  bool asking = false;
+  for (int redirects = 0;; ++redirects) {
+    RedisClient* node;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      node = &NodeAt(address);
+    }
+    auto r = asking ? node->Asking(args, block) : node->BlockingCommand(args, block);
+    Redirect redirect;
+    if (r.ok() || r.status().code() != absl::StatusCode::kInternal || redirects >= kMaxRedirects ||
+        !ParseRedirect(std::string(r.status().message()), &redirect)) {
+      // A node that cannot be reached may have failed over: learn the map again.
+      if (!r.ok() && r.status().code() == absl::StatusCode::kUnavailable) Refresh();
+      return r;
+    }
+    Redirected().Inc();
+    address = RedirectAddress(redirect, address);
+    asking = redirect.kind == "ASK";
+    if (!asking) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        owners_[redirect.slot] = address;
+      }
+      Refresh();
+    }
+  }
+}
+
+void RedisClusterClient::Refresh() {
+  std::string address;
+  RedisClient* node;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (refreshing_) return;  // another thread is asking
+    refreshing_ = true;
+    address = NextToAsk(seed_, nodes_, refresh_turn_);
+    node = &NodeAt(address);
+  }
+  auto r = node->Command({"CLUSTER", "SLOTS"});
+  if (!r.ok()) {
+    spdlog::warn("redis cluster: CLUSTER SLOTS from {}: {}", address, r.status().ToString());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (r.ok()) ApplySlotMap(address, *r, owners_);
+  refreshing_ = false;
+}
+
+std::unique_ptr<BlockingRedis> NewBlockingRedis(const RedisOptions& options, bool cluster) {
+  if (cluster) return std::make_unique<RedisClusterClient>(options);
+  return std::make_unique<RedisClient>(options);
 }
 
 }  // namespace sb

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "storage/redis.h"
 #include "storage/redis_pipeline.h"
 
 namespace sb {
@@ -68,5 +69,46 @@ class RedisCluster final : public AsyncRedis {
   size_t refresh_turn_ = 0;
   bool stopped_ = false;
 };
+
+// The blocking twin of RedisCluster, for code that runs on its own threads
+// (connection-manager's pollers, chat's cancel bus): one RedisClient pool
+// per master, the same slot map, MOVED and ASK. A reader that follows many
+// streams makes one multi-key XREAD per read group (ReadGroupOf: a slot).
+//
+//   RedisClusterClient redis({.host = "10.0.0.7", .port = 7000});  // any node
+//   auto r = redis.Command({"XRANGE", "stream:{s3}:01J...", "-", "+"});
+class RedisClusterClient final : public BlockingRedis {
+ public:
+  explicit RedisClusterClient(RedisOptions seed);
+  ~RedisClusterClient() override;
+  RedisClusterClient(const RedisClusterClient&) = delete;
+  RedisClusterClient& operator=(const RedisClusterClient&) = delete;
+
+  absl::StatusOr<RedisReply> Command(const std::vector<std::string>& args) override;
+  absl::StatusOr<RedisReply> BlockingCommand(const std::vector<std::string>& args,
+                                             std::chrono::milliseconds block) override;
+  // "slot N".
+  std::string ReadGroupOf(std::string_view key) const override;
+
+  // The node that owns a slot now, "host:port" (tests).
+  std::string OwnerOf(int slot) const;
+
+ private:
+  absl::StatusOr<RedisReply> Send(const std::vector<std::string>& args,
+                                  std::chrono::milliseconds block);
+  RedisClient& NodeAt(const std::string& address);  // requires mu_
+  void Refresh();
+
+  RedisOptions seed_;
+  mutable std::mutex mu_;
+  std::array<std::string, RedisCluster::kSlots> owners_;  // "" = unknown: ask the seed
+  std::map<std::string, std::unique_ptr<RedisClient>> nodes_;
+  bool refreshing_ = false;
+  size_t refresh_turn_ = 0;
+};
+
+// A RedisClusterClient seeded with `options` when `cluster`, else a
+// RedisClient (a service's --redis_cluster).
+std::unique_ptr<BlockingRedis> NewBlockingRedis(const RedisOptions& options, bool cluster);
 
 }  // namespace sb

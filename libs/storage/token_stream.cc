@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 
+#include "core/hash.h"
 #include "storage/redis_pipeline.h"
 
 namespace sb {
@@ -39,7 +40,13 @@ int ToInt(const std::string& s) {
 
 }  // namespace
 
-std::string TokenStreamKey(const std::string& message_id) { return "stream:{" + message_id + "}"; }
+std::string ShardTag(std::string_view id, int shards, char prefix) {
+  return prefix + std::to_string(Fnv1a(id) % static_cast<uint64_t>(shards));
+}
+
+std::string TokenStreamKey(const std::string& message_id) {
+  return "stream:{" + ShardTag(message_id, kStreamShards, 's') + "}:" + message_id;
+}
 
 std::vector<std::string> TokenStreamAddArgs(const std::string& message_id, const StreamEntry& e) {
   std::vector<std::string> args = {"XADD", TokenStreamKey(message_id),

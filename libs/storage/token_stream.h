@@ -18,6 +18,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -54,7 +55,16 @@ struct StreamEntry {
   bool final() const { return kind == Kind::kMessageStop || kind == Kind::kError; }
 };
 
+// Reply buffers are spread over kStreamShards hash tags,
+// "stream:{s<shard>}:<message_id>": on Redis Cluster a multi-key XREAD must
+// stay within one slot, so a reader following thousands of replies makes
+// one blocking read per shard, not one per reply. (More shards than the
+// cluster has masters keep every master busy; more threads in each reader.)
+inline constexpr int kStreamShards = 16;
 std::string TokenStreamKey(const std::string& message_id);
+// "s<n>" for the n-th of `shards`, by a hash of `id` that every process
+// computes alike.
+std::string ShardTag(std::string_view id, int shards, char prefix);
 
 // The XADD arguments for an entry.
 std::vector<std::string> TokenStreamAddArgs(const std::string& message_id, const StreamEntry& e);

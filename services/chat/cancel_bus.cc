@@ -12,7 +12,7 @@ namespace {
 constexpr std::chrono::milliseconds kBlock{500};
 }  // namespace
 
-CancelBus::CancelBus(RedisClient& redis, std::function<void(const std::string&)> on_cancel)
+CancelBus::CancelBus(BlockingRedis& redis, std::function<void(const std::string&)> on_cancel)
     : redis_(redis),
       on_cancel_(std::move(on_cancel)),
       received_(metrics::Default().GetCounter("sb_chat_cancel_bus_received_total",

@@ -31,7 +31,7 @@ class CancelBus {
  public:
   // `on_cancel` runs on the bus's thread for every message id published
   // (by any replica, this one included) after Start.
-  CancelBus(RedisClient& redis, std::function<void(const std::string& message_id)> on_cancel);
+  CancelBus(BlockingRedis& redis, std::function<void(const std::string& message_id)> on_cancel);
   ~CancelBus();  // stops the reader
 
   void Start();
@@ -40,7 +40,7 @@ class CancelBus {
  private:
   void Loop();
 
-  RedisClient& redis_;
+  BlockingRedis& redis_;
   std::function<void(const std::string&)> on_cancel_;
   std::atomic<bool> stop_{false};
   std::thread thread_;

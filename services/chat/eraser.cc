@@ -13,7 +13,7 @@ namespace {
 constexpr int kSweepBatch = 100;
 }  // namespace
 
-Eraser::Eraser(ChatStore& store, RedisClient& redis, Turns& turns, ThreadPool& pool,
+Eraser::Eraser(ChatStore& store, BlockingRedis& redis, Turns& turns, ThreadPool& pool,
                std::function<absl::Status(const std::string&)> publish_cancel,
                absl::Duration erase_after)
     : store_(store),

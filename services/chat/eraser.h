@@ -34,7 +34,7 @@ namespace sb::chat {
 class Eraser {
  public:
   // `publish_cancel` (may be null) stops a reply another replica runs.
-  Eraser(ChatStore& store, RedisClient& redis, Turns& turns, ThreadPool& pool,
+  Eraser(ChatStore& store, BlockingRedis& redis, Turns& turns, ThreadPool& pool,
          std::function<absl::Status(const std::string&)> publish_cancel,
          absl::Duration erase_after);
   ~Eraser();  // stops the sweeper
@@ -53,7 +53,7 @@ class Eraser {
 
  private:
   ChatStore& store_;
-  RedisClient& redis_;
+  BlockingRedis& redis_;
   Turns& turns_;
   ThreadPool& pool_;
   const std::function<absl::Status(const std::string&)> publish_cancel_;

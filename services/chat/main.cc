@@ -23,6 +23,7 @@
 #include "storage/kafka.h"
 #include "storage/pg.h"
 #include "storage/redis.h"
+#include "storage/redis_cluster.h"
 #include "storage/redis_pipeline.h"
 #include "storage/token_stream.h"
 
@@ -33,6 +34,8 @@ ABSL_FLAG(std::string, pg, "postgresql://postgres@127.0.0.1:5432/switchboard",
 ABSL_FLAG(int, pg_pool_size, 8, "PostgreSQL connections (and threads that use them)");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host");
 ABSL_FLAG(int, redis_port, 6379, "Redis port");
+ABSL_FLAG(bool, redis_cluster, false,
+          "--redis_host:--redis_port is a node of a Redis Cluster (the others are discovered)");
 ABSL_FLAG(std::string, redis_password, "",
           "Redis AUTH password (requirepass); better from SWITCHBOARD_REDIS_PASSWORD");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092", "Kafka bootstrap servers");
@@ -72,10 +75,19 @@ int main(int argc, char** argv) {
     spdlog::critical("chat: {}", st.ToString());
     return sb::ShutdownRequested() ? 0 : 1;
   }
-  sb::RedisPipeline redis(
-      {.host = absl::GetFlag(FLAGS_redis_host),
-       .port = absl::GetFlag(FLAGS_redis_port),
-       .password = absl::GetFlag(FLAGS_redis_password)});
+  // Reply buffers are written through a pipeline (per node on a cluster).
+  const bool cluster = absl::GetFlag(FLAGS_redis_cluster);
+  const sb::RedisOptions redis_options{.host = absl::GetFlag(FLAGS_redis_host),
+                                       .port = absl::GetFlag(FLAGS_redis_port),
+                                       .password = absl::GetFlag(FLAGS_redis_password)};
+  std::unique_ptr<sb::RedisCluster> redis_cluster;
+  std::unique_ptr<sb::RedisPipeline> redis_node;
+  sb::AsyncRedis* redis;
+  if (cluster) {
+    redis = (redis_cluster = std::make_unique<sb::RedisCluster>(redis_options)).get();
+  } else {
+    redis = (redis_node = std::make_unique<sb::RedisPipeline>(redis_options)).get();
+  }
   auto producer = sb::KafkaProducer::Create(absl::GetFlag(FLAGS_kafka_brokers));
   if (!producer.ok()) {
     spdlog::critical("chat: {}", producer.status().ToString());
@@ -123,7 +135,7 @@ int main(int argc, char** argv) {
   // A reply's events Redis did not take are sent again (after 0.1, 0.3 and
   // 0.9 s) before the turn gives up on its stream.
   sb::TimerThread stream_retries;
-  sb::RedisTokenStream stream(redis,
+  sb::RedisTokenStream stream(*redis,
                               std::chrono::seconds(absl::GetFlag(FLAGS_stream_retention_seconds)),
                               std::chrono::hours(1), &stream_retries);
   // chat.events: written with each change, published from the outbox.
@@ -151,10 +163,10 @@ int main(int argc, char** argv) {
     return it != windows.end() ? it->second : default_window;
   });
   // Stops for replies another replica runs (cancel_bus.h), and erasure.
-  sb::RedisClient cancel_redis({.host = absl::GetFlag(FLAGS_redis_host),
-                                .port = absl::GetFlag(FLAGS_redis_port),
-                                .pool_size = 4,
-                                .password = absl::GetFlag(FLAGS_redis_password)});
+  sb::RedisOptions cancel_options = redis_options;
+  cancel_options.pool_size = 4;
+  auto cancel_client = sb::NewBlockingRedis(cancel_options, cluster);
+  sb::BlockingRedis& cancel_redis = *cancel_client;
   sb::chat::CancelBus cancels(cancel_redis, [&turns](const std::string& id) { turns.Cancel(id); });
   cancels.Start();
   // Turns survive their replica: leases renewed here, expired ones taken
@@ -205,6 +217,7 @@ int main(int argc, char** argv) {
     absl::SleepFor(absl::Milliseconds(20));
   }
   stream_retries.Stop();  // no retry runs once the stream's writer goes
-  redis.Stop();
+  if (redis_cluster) redis_cluster->Stop();
+  if (redis_node) redis_node->Stop();
   return 0;
 }

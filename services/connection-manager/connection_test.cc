@@ -1,15 +1,18 @@
-// Subscribe end to end within the service: a real Redis (started for the
-// suite), the hub, and the gRPC service on loopback. The message lookup (a
-// call to chat in production) is a table here: chat is not under test.
+// Subscribe end to end within the service: a real Redis and a real 3-master
+// Redis Cluster (started for the suite; every test runs on both), the hub,
+// and the gRPC service on loopback. The message lookup (a call to chat in
+// production) is a table here: chat is not under test.
+#include <grpcpp/grpcpp.h>
+
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "connection-manager/connection_grpc.h"
 #include "gtest/gtest.h"
+#include "storage/redis_cluster.h"
 #include "storage/redis_pipeline.h"
 #include "storage/token_stream.h"
 #include "support/infra.h"
@@ -21,10 +24,13 @@ namespace conn = switchboard::connection::v1;
 namespace cpb = switchboard::chat::v1;
 using sb::testing::Infra;
 
-class ConnectionTest : public ::testing::Test {
+enum class Topology { kSingle, kCluster };
+
+class ConnectionTest : public ::testing::TestWithParam<Topology> {
  protected:
   static void SetUpTestSuite() {
-    auto infra = Infra::Start({.postgres = false, .redis = true, .kafka = false});
+    auto infra =
+        Infra::Start({.postgres = false, .redis = true, .kafka = false, .redis_cluster = true});
     ASSERT_TRUE(infra.ok()) << infra.status();
     infra_ = std::move(*infra).release();
   }
@@ -34,9 +40,15 @@ class ConnectionTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    const RedisOptions options{.host = "127.0.0.1", .port = infra_->redis_port(), .pool_size = 4};
-    redis_ = std::make_unique<RedisClient>(options);
-    pipeline_ = std::make_unique<RedisPipeline>(options);
+    if (GetParam() == Topology::kSingle) {
+      const RedisOptions options{.port = infra_->redis_port(), .pool_size = 4};
+      redis_ = std::make_unique<RedisClient>(options);
+      pipeline_ = std::make_unique<RedisPipeline>(options);
+    } else {
+      const RedisOptions options{.port = infra_->redis_cluster_ports()[0], .pool_size = 8};
+      redis_ = std::make_unique<RedisClusterClient>(options);
+      pipeline_ = std::make_unique<RedisCluster>(options);
+    }
     writer_ = std::make_unique<RedisTokenStream>(*pipeline_, std::chrono::seconds(60));
     hub_ = std::make_unique<SubscriptionHub>(
         *redis_,
@@ -48,7 +60,6 @@ class ConnectionTest : public ::testing::Test {
           return it->second;
         },
         2);
-    hub_->Start();
     events_ = std::make_unique<EventHub>(*redis_, 1);
     service_ = std::make_unique<ConnectionServiceImpl>(*hub_, *events_);
     grpc::ServerBuilder builder;
@@ -135,8 +146,8 @@ class ConnectionTest : public ::testing::Test {
   }
 
   static Infra* infra_;
-  std::unique_ptr<RedisClient> redis_;
-  std::unique_ptr<RedisPipeline> pipeline_;
+  std::unique_ptr<BlockingRedis> redis_;
+  std::unique_ptr<AsyncRedis> pipeline_;
   std::unique_ptr<RedisTokenStream> writer_;
   std::unique_ptr<SubscriptionHub> hub_;
   std::unique_ptr<EventHub> events_;  // not started: events_test.cc tests it
@@ -163,7 +174,7 @@ std::vector<int64_t> Range(int64_t from, int64_t to) {
 
 // A retry of a batch Redis took in part (or whole) is not an error: the
 // entries it already holds are taken as written, once.
-TEST_F(ConnectionTest, AWriterRetryingABatchAlreadyStoredSucceedsAndStoresItOnce) {
+TEST_P(ConnectionTest, AWriterRetryingABatchAlreadyStoredSucceedsAndStoresItOnce) {
   Open("m-retry");
   const std::vector<StreamEntry> batch = {Entry(3, StreamEntry::Kind::kDelta, "a"),
                                           Entry(4, StreamEntry::Kind::kDelta, "b")};
@@ -178,7 +189,7 @@ TEST_F(ConnectionTest, AWriterRetryingABatchAlreadyStoredSucceedsAndStoresItOnce
 
 // A stored reply longer than a subscription's queue goes whole, in order,
 // as the queue makes room.
-TEST_F(ConnectionTest, ALongStoredReplyIsServedWholeWhateverTheQueue) {
+TEST_P(ConnectionTest, ALongStoredReplyIsServedWholeWhateverTheQueue) {
   std::string content;
   for (int i = 0; i < 600; ++i) content += "ab";
   SetMessage("m-long", "complete", content, 600, 605, std::vector<int>(600, 2));
@@ -197,7 +208,7 @@ TEST_F(ConnectionTest, ALongStoredReplyIsServedWholeWhateverTheQueue) {
 // A hole in a reply's buffer (an event the writer never stored): nothing
 // past it is sent from the buffer; the ended reply's stored message fills
 // it, so the reader gets every event once, in order.
-TEST_F(ConnectionTest, AHoleInTheBufferIsFilledFromTheStoredMessage) {
+TEST_P(ConnectionTest, AHoleInTheBufferIsFilledFromTheStoredMessage) {
   Open("m-gap");
   Delta("m-gap", 3, "a");
   Delta("m-gap", 5, "c");  // 4 ("b") missing
@@ -214,7 +225,7 @@ TEST_F(ConnectionTest, AHoleInTheBufferIsFilledFromTheStoredMessage) {
   EXPECT_EQ(text, "abc");
 }
 
-TEST_F(ConnectionTest, FollowsALiveReplyToItsEnd) {
+TEST_P(ConnectionTest, FollowsALiveReplyToItsEnd) {
   SetMessage("live", "in_progress");
   std::thread producer([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the subscriber is waiting
@@ -235,7 +246,7 @@ TEST_F(ConnectionTest, FollowsALiveReplyToItsEnd) {
 }
 
 // Resuming after any event's offset yields exactly the events after it.
-TEST_F(ConnectionTest, ResumesAfterEveryOffsetWithNoGapAndNoDuplicate) {
+TEST_P(ConnectionTest, ResumesAfterEveryOffsetWithNoGapAndNoDuplicate) {
   SetMessage("resume", "complete", "", 10);
   Open("resume");
   for (int i = 3; i <= 12; ++i) Delta("resume", i, "t");
@@ -253,7 +264,7 @@ TEST_F(ConnectionTest, ResumesAfterEveryOffsetWithNoGapAndNoDuplicate) {
   EXPECT_LE(ttl->integer, 60);
 }
 
-TEST_F(ConnectionTest, AnErrorEndsTheStream) {
+TEST_P(ConnectionTest, AnErrorEndsTheStream) {
   SetMessage("failing", "in_progress");
   Open("failing");
   StreamEntry err = Entry(3, StreamEntry::Kind::kError);
@@ -267,7 +278,7 @@ TEST_F(ConnectionTest, AnErrorEndsTheStream) {
   EXPECT_EQ(r.events[2].error().message(), "no capacity");
 }
 
-TEST_F(ConnectionTest, AnExpiredBufferIsServedFromTheStoredMessage) {
+TEST_P(ConnectionTest, AnExpiredBufferIsServedFromTheStoredMessage) {
   SetMessage("stored", "complete", "Hello there", 2, /*last_offset=*/7);
   auto r = Subscribe("stored", 0);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
@@ -277,15 +288,23 @@ TEST_F(ConnectionTest, AnExpiredBufferIsServedFromTheStoredMessage) {
   EXPECT_EQ(Offsets(Subscribe("stored", 5).events), (std::vector<int64_t>{6, 7}));
 }
 
-TEST_F(ConnectionTest, SomeoneElsesMessageIsNotFound) {
+TEST_P(ConnectionTest, SomeoneElsesMessageIsNotFound) {
   SetMessage("private", "complete", "secret", 1, 6);
   auto r = Subscribe("private", 0, "another-org");
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_TRUE(r.events.empty());
 }
 
-TEST_F(ConnectionTest, ManyStreamsShareOnePoller) {
+// On one Redis all share one poller; on a cluster each shard's replies
+// share one (a multi-key XREAD across slots fails with CROSSSLOT), and the
+// replies' buffers are on all three masters.
+TEST_P(ConnectionTest, ManyStreamsShareTheirShardsPoller) {
   constexpr int kStreams = 40;
+  std::set<int> slots;
+  for (int s = 0; s < kStreams; ++s) {
+    slots.insert(RedisCluster::Slot(TokenStreamKey("many-" + std::to_string(s))));
+  }
+  EXPECT_GE(slots.size(), 12u) << "40 replies spread over the shards";
   for (int s = 0; s < kStreams; ++s) SetMessage("many-" + std::to_string(s), "in_progress");
   std::vector<Result> results(kStreams);
   std::vector<std::thread> readers;
@@ -303,6 +322,12 @@ TEST_F(ConnectionTest, ManyStreamsShareOnePoller) {
   }
   EXPECT_EQ(hub_->active(), 0u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Topologies, ConnectionTest,
+                         ::testing::Values(Topology::kSingle, Topology::kCluster),
+                         [](const auto& info) {
+                           return info.param == Topology::kSingle ? "SingleNode" : "Cluster";
+                         });
 
 }  // namespace
 }  // namespace sb::connection

@@ -21,14 +21,12 @@ grpc::Status Draining() {
 
 }  // namespace
 
-EventHub::EventHub(RedisClient& redis, int start_threads)
-    : redis_(redis), starts_(start_threads, 4096) {}
+EventHub::EventHub(BlockingRedis& redis, int start_threads)
+    : redis_(redis),
+      starts_(start_threads, 4096),
+      pollers_([this](const std::string& group) { Loop(group); }) {}
 
 EventHub::~EventHub() { Stop(); }
-
-void EventHub::Start() {
-  thread_ = std::thread([this] { Loop(); });
-}
 
 void EventHub::Stop() {
   std::list<std::shared_ptr<Sub>> subs;
@@ -39,7 +37,7 @@ void EventHub::Stop() {
     subs.swap(subs_);
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  pollers_.Join();
   starts_.Stop();
   for (auto& s : subs) s->out->Finish(Draining());
 }
@@ -52,6 +50,7 @@ size_t EventHub::active() const {
 void EventHub::Subscribe(conn::SubscribeEventsRequest req, std::shared_ptr<EventOut> out) {
   auto sub = std::make_shared<Sub>();
   sub->key = UserEventsKey(req.org_id(), req.user_id());
+  sub->group = redis_.ReadGroupOf(sub->key);
   sub->out = std::move(out);
   if (!starts_.Submit([this, sub, after = req.after()] { Begin(sub, after); })) {
     sub->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "too many subscriptions; retry"));
@@ -90,11 +89,12 @@ void EventHub::Begin(const std::shared_ptr<Sub>& sub, const std::string& after) 
       return;
     }
     subs_.push_back(sub);
+    pollers_.Ensure(sub->group);
   }
   cv_.notify_all();
 }
 
-void EventHub::Loop() {
+void EventHub::Loop(const std::string& group) {
   auto& active_gauge = metrics::Default().GetGauge("sb_connection_event_subscribers",
                                                    "Devices following their user's chat events");
   auto& delivered = metrics::Default().GetCounter("sb_connection_events_delivered_total",
@@ -107,6 +107,10 @@ void EventHub::Loop() {
     std::vector<std::shared_ptr<Sub>> ready;
     for (auto it = subs_.begin(); it != subs_.end();) {
       Sub& s = **it;
+      if (s.group != group) {  // another poller's
+        ++it;
+        continue;
+      }
       if (s.out->ended()) {
         it = subs_.erase(it);
         continue;
@@ -148,6 +152,7 @@ void EventHub::Loop() {
     lock.lock();
     if (!reply.ok()) {
       spdlog::warn("connection-manager events XREAD: {}", reply.status().ToString());
+      CountPollFailure("events");
       cv_.wait_for(lock, std::chrono::milliseconds(200));
       continue;
     }

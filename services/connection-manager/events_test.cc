@@ -7,12 +7,14 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <set>
 #include <thread>
 
 #include "absl/time/clock.h"
 #include "connection-manager/connection_grpc.h"
 #include "core/ulid.h"
 #include "gtest/gtest.h"
+#include "storage/redis_cluster.h"
 #include "support/infra.h"
 
 namespace sb::connection {
@@ -34,7 +36,8 @@ TEST(StreamIdTest, ParsesAndOrdersAsRedis) {
 class UserEventsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto infra = Infra::Start({.postgres = false, .redis = true, .kafka = true});
+    auto infra =
+        Infra::Start({.postgres = false, .redis = true, .kafka = true, .redis_cluster = true});
     ASSERT_TRUE(infra.ok()) << infra.status();
     infra_ = std::move(*infra).release();
   }
@@ -86,7 +89,7 @@ class UserEventsTest : public ::testing::Test {
   }
 
   static Infra* infra_;
-  std::unique_ptr<RedisClient> redis_;
+  std::unique_ptr<BlockingRedis> redis_;
   UlidGenerator ids_;
 };
 Infra* UserEventsTest::infra_ = nullptr;
@@ -188,15 +191,25 @@ TEST_F(UserEventsTest, AnErasedUsersEventsAreDroppedAndOlderOnesNotKeptAgain) {
   EXPECT_EQ(Stored().size(), 2u);
 }
 
-// The hub through the gRPC service, as the gateway calls it.
-class EventHubTest : public UserEventsTest {
+enum class Topology { kSingle, kCluster };
+
+// The hub through the gRPC service, as the gateway calls it, on one Redis
+// and on a 3-master Redis Cluster (where a multi-key XREAD across slots
+// fails with CROSSSLOT: each shard of users is read on its own).
+class EventHubTest : public UserEventsTest, public ::testing::WithParamInterface<Topology> {
  protected:
   void SetUp() override {
     UserEventsTest::SetUp();
+    if (GetParam() == Topology::kCluster) {
+      for (int port : infra_->redis_cluster_ports()) {
+        ASSERT_TRUE(RedisClient({.port = port, .pool_size = 1}).Command({"FLUSHALL"}).ok());
+      }
+      redis_ = std::make_unique<RedisClusterClient>(
+          RedisOptions{.port = infra_->redis_cluster_ports()[0], .pool_size = 24});
+    }
     hub_ = std::make_unique<SubscriptionHub>(
         *redis_, [](const conn::SubscribeRequest&) { return absl::NotFoundError("unused"); }, 1);
     events_ = std::make_unique<EventHub>(*redis_, 2);
-    events_->Start();
     service_ = std::make_unique<ConnectionServiceImpl>(*hub_, *events_);
     grpc::ServerBuilder builder;
     int port = 0;
@@ -246,7 +259,7 @@ class EventHubTest : public UserEventsTest {
   std::unique_ptr<conn::ConnectionManager::Stub> stub_;
 };
 
-TEST_F(EventHubTest, EachDeviceGetsItsUsersEventsLiveAndResumesWithoutGapOrDuplicate) {
+TEST_P(EventHubTest, EachDeviceGetsItsUsersEventsLiveAndResumesWithoutGapOrDuplicate) {
   Append(Event("alice", "conversation.created", "old"));  // before anyone follows
   auto phone = Connect("alice");
   auto laptop = Connect("alice");
@@ -280,7 +293,7 @@ TEST_F(EventHubTest, EachDeviceGetsItsUsersEventsLiveAndResumesWithoutGapOrDupli
   EXPECT_EQ(rest.back().event().type(), "message.completed");
 }
 
-TEST_F(EventHubTest, AStaleCursorIsToldToReloadAndAMalformedOneRefused) {
+TEST_P(EventHubTest, AStaleCursorIsToldToReloadAndAMalformedOneRefused) {
   const UserEventsOptions two{.retention = absl::Hours(1), .max_per_user = 2};
   std::vector<std::string> ids;
   for (int i = 0; i < 4; ++i)
@@ -306,7 +319,7 @@ TEST_F(EventHubTest, AStaleCursorIsToldToReloadAndAMalformedOneRefused) {
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-TEST_F(EventHubTest, DrainingEndsSubscriptionsAsUnavailable) {
+TEST_P(EventHubTest, DrainingEndsSubscriptionsAsUnavailable) {
   auto device = Connect("alice");
   events_->Stop();
   conn::UserEvent e;
@@ -314,6 +327,37 @@ TEST_F(EventHubTest, DrainingEndsSubscriptionsAsUnavailable) {
   EXPECT_EQ(device->reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE)
       << "the device resumes on another replica";
 }
+
+// Users in every shard followed at once: on a cluster their streams are on
+// all three masters, and each device still gets its own events live.
+TEST_P(EventHubTest, UsersInEveryShardAreFollowedAtOnce) {
+  constexpr int kUsers = 48;
+  std::set<int> slots;
+  std::vector<std::unique_ptr<Device>> devices;
+  for (int u = 0; u < kUsers; ++u) {
+    const std::string user = "user-" + std::to_string(u);
+    slots.insert(RedisCluster::Slot(UserEventsKey("acme", user)));
+    devices.push_back(Connect(user));
+  }
+  EXPECT_EQ(slots.size(), static_cast<size_t>(kEventShards)) << "48 users cover every shard";
+  std::vector<std::string> sent;
+  for (int u = 0; u < kUsers; ++u) {
+    sent.push_back(
+        Append(Event("user-" + std::to_string(u), "message.created", "c", std::to_string(u))));
+  }
+  for (int u = 0; u < kUsers; ++u) {
+    auto got = Next(*devices[u], 1);
+    ASSERT_EQ(got.size(), 1u) << "user " << u;
+    EXPECT_EQ(got[0].cursor(), sent[u]);
+    EXPECT_EQ(got[0].event().message().content(), std::to_string(u));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Topologies, EventHubTest,
+                         ::testing::Values(Topology::kSingle, Topology::kCluster),
+                         [](const auto& info) {
+                           return info.param == Topology::kSingle ? "SingleNode" : "Cluster";
+                         });
 
 TEST_F(UserEventsTest, TheIndexerTakesEachEventOnceAndWaitsOutRedis) {
   auto producer = KafkaProducer::Create(infra_->kafka());

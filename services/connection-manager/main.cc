@@ -10,12 +10,16 @@
 #include "grpcx/tls.h"
 #include "storage/kafka.h"
 #include "storage/redis.h"
+#include "storage/redis_cluster.h"
+#include "storage/token_stream.h"
 #include "switchboard/chat/v1/chat.grpc.pb.h"
 
 ABSL_FLAG(int, grpc_port, 50052, "gRPC port");
 ABSL_FLAG(int, metrics_port, 9102, "HTTP port for /metrics");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host");
 ABSL_FLAG(int, redis_port, 6379, "Redis port");
+ABSL_FLAG(bool, redis_cluster, false,
+          "--redis_host:--redis_port is a node of a Redis Cluster (the others are discovered)");
 ABSL_FLAG(std::string, redis_password, "",
           "Redis AUTH password (requirepass); better from SWITCHBOARD_REDIS_PASSWORD");
 ABSL_FLAG(std::string, chat_address, "127.0.0.1:50051", "chat gRPC address");
@@ -30,11 +34,17 @@ ABSL_FLAG(int, events_per_user, 1000, "The most events kept per user for resumin
 
 int main(int argc, char** argv) {
   sb::InitService("connection-manager", argc, argv);
-  // The lookups', the two pollers' and the event indexer's connections.
-  sb::RedisClient redis({.host = absl::GetFlag(FLAGS_redis_host),
-                         .port = absl::GetFlag(FLAGS_redis_port),
-                         .pool_size = absl::GetFlag(FLAGS_lookup_threads) + 3,
-                         .password = absl::GetFlag(FLAGS_redis_password)});
+  // The lookups', the pollers' and the event indexer's connections: two
+  // pollers on a single Redis, on a cluster one per shard in use (of a node).
+  const bool cluster = absl::GetFlag(FLAGS_redis_cluster);
+  const sb::RedisOptions redis_options{
+      .host = absl::GetFlag(FLAGS_redis_host),
+      .port = absl::GetFlag(FLAGS_redis_port),
+      .pool_size = absl::GetFlag(FLAGS_lookup_threads) + 3 +
+                   (cluster ? sb::kStreamShards + sb::connection::kEventShards : 0),
+      .password = absl::GetFlag(FLAGS_redis_password)};
+  auto redis_client = sb::NewBlockingRedis(redis_options, cluster);
+  sb::BlockingRedis& redis = *redis_client;
   auto chat = switchboard::chat::v1::Chat::NewStub(
       sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat));
   sb::connection::MessageLookup lookup = [&](const switchboard::connection::v1::SubscribeRequest& r)
@@ -74,8 +84,6 @@ int main(int argc, char** argv) {
     spdlog::critical("connection-manager: {}", st.ToString());
     return 1;
   }
-  hub.Start();
-  events.Start();
   indexer.Start();
   runner.OnDrain([&] {
     hub.Stop();

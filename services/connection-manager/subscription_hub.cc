@@ -146,14 +146,13 @@ std::vector<conn::StreamEvent> FromPersisted(const cpb::ChatMessage& m, int64_t 
   return out;
 }
 
-SubscriptionHub::SubscriptionHub(RedisClient& redis, MessageLookup lookup, int lookup_threads)
-    : redis_(redis), lookup_(std::move(lookup)), lookups_(lookup_threads, 4096) {}
+SubscriptionHub::SubscriptionHub(BlockingRedis& redis, MessageLookup lookup, int lookup_threads)
+    : redis_(redis),
+      lookup_(std::move(lookup)),
+      lookups_(lookup_threads, 4096),
+      pollers_([this](const std::string& group) { Loop(group); }) {}
 
 SubscriptionHub::~SubscriptionHub() { Stop(); }
-
-void SubscriptionHub::Start() {
-  thread_ = std::thread([this] { Loop(); });
-}
 
 void SubscriptionHub::Stop() {
   std::list<std::shared_ptr<Sub>> subs;
@@ -164,7 +163,7 @@ void SubscriptionHub::Stop() {
     subs.swap(subs_);
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  pollers_.Join();
   for (auto& s : subs) {
     s->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection-manager is draining"));
   }
@@ -179,6 +178,8 @@ void SubscriptionHub::Subscribe(conn::SubscribeRequest req, std::shared_ptr<Stre
   auto sub = std::make_shared<Sub>();
   sub->req = std::move(req);
   sub->out = std::move(out);
+  sub->key = TokenStreamKey(sub->req.message_id());
+  sub->group = redis_.ReadGroupOf(sub->key);
   sub->last_offset = sub->req.after_offset();
   sub->last_entry = absl::Now();
   sub->next_check = sub->last_entry + kStallCheck;
@@ -200,8 +201,7 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
   }
   // The buffer's last entry tells whether it exists and whether the client
   // has already seen its end.
-  auto last =
-      redis_.Command({"XREVRANGE", TokenStreamKey(sub->req.message_id()), "+", "-", "COUNT", "1"});
+  auto last = redis_.Command({"XREVRANGE", sub->key, "+", "-", "COUNT", "1"});
   if (!last.ok() || last->type != RedisReply::Type::kArray) {
     sub->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream buffer unavailable"));
     return;
@@ -210,12 +210,7 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
     ServePersisted(*sub, *message);
     if (sub->done) return;
     std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) {
-      sub->out->Finish(
-          grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection-manager is draining"));
-      return;
-    }
-    subs_.push_back(sub);  // the poller sends the rest
+    Follow(sub);  // the poller sends the rest
     return;
   }
   if (!last->elements.empty()) {
@@ -227,14 +222,19 @@ void SubscriptionHub::Begin(const std::shared_ptr<Sub>& sub) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) {
-      sub->out->Finish(
-          grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection-manager is draining"));
-      return;
-    }
-    subs_.push_back(sub);
+    if (!Follow(sub)) return;
   }
   cv_.notify_all();
+}
+
+bool SubscriptionHub::Follow(const std::shared_ptr<Sub>& sub) {
+  if (stop_) {
+    sub->out->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection-manager is draining"));
+    return false;
+  }
+  subs_.push_back(sub);
+  pollers_.Ensure(sub->group);
+  return true;
 }
 
 void SubscriptionHub::ServePersisted(Sub& sub, const cpb::ChatMessage& m) {
@@ -286,7 +286,7 @@ void SubscriptionHub::CheckStalled(const std::shared_ptr<Sub>& sub) {
   sub->checking = true;
   sub->next_check = absl::Now() + kStallCheck;
   const bool queued = lookups_.Submit([this, sub] {
-    auto exists = redis_.Command({"EXISTS", TokenStreamKey(sub->req.message_id())});
+    auto exists = redis_.Command({"EXISTS", sub->key});
     auto message = lookup_(sub->req);
     std::lock_guard<std::mutex> lock(mu_);
     sub->checking = false;
@@ -305,7 +305,7 @@ void SubscriptionHub::CheckStalled(const std::shared_ptr<Sub>& sub) {
   if (!queued) sub->checking = false;
 }
 
-void SubscriptionHub::Loop() {
+void SubscriptionHub::Loop(const std::string& group) {
   auto& active_gauge = metrics::Default().GetGauge("sb_connection_active_streams",
                                                    "Live token stream subscriptions");
   std::unique_lock<std::mutex> lock(mu_);
@@ -315,6 +315,10 @@ void SubscriptionHub::Loop() {
     const absl::Time now = absl::Now();
     for (auto it = subs_.begin(); it != subs_.end();) {
       Sub& s = **it;
+      if (s.group != group) {  // another poller's
+        ++it;
+        continue;
+      }
       if (s.done || s.out->ended()) {
         it = subs_.erase(it);
         continue;
@@ -340,12 +344,13 @@ void SubscriptionHub::Loop() {
     lock.unlock();
     std::vector<std::string> args = {
         "XREAD", "COUNT", std::to_string(kReadCount), "BLOCK", std::to_string(kBlockMs), "STREAMS"};
-    for (const auto& s : ready) args.push_back(TokenStreamKey(s->req.message_id()));
+    for (const auto& s : ready) args.push_back(s->key);
     for (const auto& s : ready) args.push_back("0-" + std::to_string(s->last_offset));
     auto reply = redis_.BlockingCommand(args, std::chrono::milliseconds(kBlockMs));
     lock.lock();
     if (!reply.ok()) {
       spdlog::warn("connection-manager XREAD: {}", reply.status().ToString());
+      CountPollFailure("replies");
       cv_.wait_for(lock, std::chrono::milliseconds(200));
       continue;
     }
@@ -354,7 +359,7 @@ void SubscriptionHub::Loop() {
       if (stream.elements.size() != 2) continue;
       const std::string& key = stream.elements[0].str;
       for (const auto& s : ready) {
-        if (s->done || TokenStreamKey(s->req.message_id()) != key) continue;
+        if (s->done || s->key != key) continue;
         for (const auto& raw : stream.elements[1].elements) {
           auto entry = ParseStreamEntry(raw);
           if (!entry.ok()) {

@@ -1,9 +1,9 @@
 // Live token streams for chat replies. Every subscription replays the
 // reply's Redis Stream after the client's offset and then follows it live;
-// one poller thread serves all subscriptions with a single multi-key
-// `XREAD BLOCK` per round, so there is no thread (and no Redis connection)
-// per stream. A subscriber whose gRPC queue is full is left out of the
-// round until it drains: a slow client holds back only itself.
+// a poller thread per read group (group_pollers.h: one on a single Redis)
+// serves its subscriptions with a single multi-key `XREAD BLOCK` per round,
+// so there is no thread (and no Redis connection) per stream. A subscriber whose gRPC queue is full
+// is left out of the round until it drains: a slow client holds back only itself.
 //
 // When the buffer is gone (expired, or never written because the turn
 // failed before its first token), the persisted message is served instead;
@@ -18,10 +18,10 @@
 #include <list>
 #include <memory>
 #include <mutex>
-#include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "connection-manager/group_pollers.h"
 #include "core/thread_pool.h"
 #include "grpcx/streams.h"
 #include "storage/redis.h"
@@ -46,10 +46,9 @@ std::vector<switchboard::connection::v1::StreamEvent> FromPersisted(
 
 class SubscriptionHub {
  public:
-  SubscriptionHub(RedisClient& redis, MessageLookup lookup, int lookup_threads);
+  SubscriptionHub(BlockingRedis& redis, MessageLookup lookup, int lookup_threads);
   ~SubscriptionHub();
 
-  void Start();
   void Stop();  // ends every subscription with UNAVAILABLE (the client resumes elsewhere)
 
   void Subscribe(switchboard::connection::v1::SubscribeRequest req, std::shared_ptr<StreamOut> out);
@@ -59,6 +58,8 @@ class SubscriptionHub {
   struct Sub {
     switchboard::connection::v1::SubscribeRequest req;
     std::shared_ptr<StreamOut> out;
+    std::string key;    // the reply's buffer
+    std::string group;  // the key's read group
     int64_t last_offset = 0;
     absl::Time last_entry;  // when the last entry arrived (or the subscription began)
     absl::Time next_check;
@@ -71,7 +72,10 @@ class SubscriptionHub {
     bool done = false;
   };
 
-  void Loop();
+  void Loop(const std::string& group);
+  // Hands the subscription to its group's poller; false when stopping.
+  // Requires mu_.
+  bool Follow(const std::shared_ptr<Sub>& sub);
   void Begin(const std::shared_ptr<Sub>& sub);
   // The buffer went quiet: serve the stored message if it is final, give up
   // after a long silence. Requires mu_.
@@ -82,14 +86,14 @@ class SubscriptionHub {
   // Pushes what the queue has room for; ends the call when all is sent.
   void DrainBacklog(Sub& sub);
 
-  RedisClient& redis_;
+  BlockingRedis& redis_;
   MessageLookup lookup_;
   ThreadPool lookups_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::list<std::shared_ptr<Sub>> subs_;
   bool stop_ = false;
-  std::thread thread_;
+  GroupPollers pollers_;  // last: its threads use the above
 };
 
 }  // namespace sb::connection

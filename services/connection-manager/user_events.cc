@@ -6,6 +6,7 @@
 
 #include "absl/time/clock.h"
 #include "core/metrics.h"
+#include "storage/token_stream.h"
 
 namespace sb::connection {
 
@@ -60,7 +61,7 @@ bool ParseUint(std::string_view s, uint64_t& out) {
 }
 
 // The id of the stream's last entry; 0-0 when it has none.
-absl::StatusOr<StreamId> LastId(RedisClient& redis, const std::string& key) {
+absl::StatusOr<StreamId> LastId(BlockingRedis& redis, const std::string& key) {
   auto last = redis.Command({"XREVRANGE", key, "+", "-", "COUNT", "1"});
   if (!last.ok()) return last.status();
   if (last->type != RedisReply::Type::kArray || last->elements.empty()) return StreamId{};
@@ -76,9 +77,9 @@ absl::StatusOr<StreamId> LastId(RedisClient& redis, const std::string& key) {
 }  // namespace
 
 std::string UserEventsKey(std::string_view org_id, std::string_view user_id) {
-  std::string key = "uev:{";
-  key.append(org_id).append(":").append(user_id).append("}");
-  return key;
+  std::string user;
+  user.append(org_id).append(":").append(user_id);
+  return "uev:{" + ShardTag(user, kEventShards, 'e') + "}:" + user;
 }
 
 std::optional<StreamId> StreamId::Parse(std::string_view text) {
@@ -93,7 +94,7 @@ std::optional<StreamId> StreamId::Parse(std::string_view text) {
 
 std::string StreamId::ToString() const { return std::to_string(ms) + "-" + std::to_string(seq); }
 
-absl::StatusOr<std::optional<std::string>> AppendUserEvent(RedisClient& redis,
+absl::StatusOr<std::optional<std::string>> AppendUserEvent(BlockingRedis& redis,
                                                            const cpb::ChatEvent& event,
                                                            const UserEventsOptions& options) {
   const std::string key = UserEventsKey(event.org_id(), event.user_id());
@@ -108,7 +109,7 @@ absl::StatusOr<std::optional<std::string>> AppendUserEvent(RedisClient& redis,
   return reply->str;
 }
 
-absl::StatusOr<StartPoint> ResolveStart(RedisClient& redis, const std::string& key,
+absl::StatusOr<StartPoint> ResolveStart(BlockingRedis& redis, const std::string& key,
                                         std::string_view after) {
   if (after.empty()) {
     auto last = LastId(redis, key);
@@ -164,7 +165,7 @@ absl::StatusOr<UserEventEntry> ParseUserEventEntry(const RedisReply& entry) {
   return absl::DataLossError("event entry " + entry.elements[0].str + " has no event");
 }
 
-EventIndexer::EventIndexer(KafkaConsumer& consumer, RedisClient& redis, UserEventsOptions options)
+EventIndexer::EventIndexer(KafkaConsumer& consumer, BlockingRedis& redis, UserEventsOptions options)
     : consumer_(consumer), redis_(redis), options_(options) {}
 
 EventIndexer::~EventIndexer() { Stop(); }

@@ -37,6 +37,10 @@
 
 namespace sb::connection {
 
+// "uev:{e<shard>}:<org>:<user>", its companions that key and a suffix: a
+// user's keys share a slot, and the users are spread over kEventShards
+// slots (as reply buffers are, token_stream.h).
+inline constexpr int kEventShards = 16;
 std::string UserEventsKey(std::string_view org_id, std::string_view user_id);
 
 // A Redis Stream entry id, ordered as Redis orders them.
@@ -57,7 +61,7 @@ struct UserEventsOptions {
 // Appends `event` to its user's stream unless its event_id is there
 // already. Returns the new entry's id, or nullopt for a duplicate.
 absl::StatusOr<std::optional<std::string>> AppendUserEvent(
-    RedisClient& redis, const switchboard::chat::v1::ChatEvent& event,
+    BlockingRedis& redis, const switchboard::chat::v1::ChatEvent& event,
     const UserEventsOptions& options);
 
 // Where a subscription starts reading. `after` empty: after the last entry
@@ -69,7 +73,7 @@ struct StartPoint {
   StreamId after;
   bool reset = false;
 };
-absl::StatusOr<StartPoint> ResolveStart(RedisClient& redis, const std::string& key,
+absl::StatusOr<StartPoint> ResolveStart(BlockingRedis& redis, const std::string& key,
                                         std::string_view after);
 
 // A stream entry read back.
@@ -87,7 +91,7 @@ absl::StatusOr<UserEventEntry> ParseUserEventEntry(const RedisReply& entry);
 // indexed (a new group starts at the topic's beginning).
 class EventIndexer {
  public:
-  EventIndexer(KafkaConsumer& consumer, RedisClient& redis, UserEventsOptions options);
+  EventIndexer(KafkaConsumer& consumer, BlockingRedis& redis, UserEventsOptions options);
   ~EventIndexer();  // Stop()
 
   void Start();
@@ -99,7 +103,7 @@ class EventIndexer {
 
  private:
   KafkaConsumer& consumer_;
-  RedisClient& redis_;
+  BlockingRedis& redis_;
   const UserEventsOptions options_;
   std::vector<KafkaMessage> batch_;  // polled, not yet all in Redis
   size_t next_ = 0;                  // batch_[next_..] are still to append

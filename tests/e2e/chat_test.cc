@@ -8,10 +8,12 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "connection-manager/user_events.h"
 #include "e2e/e2e_helpers.h"
 #include "e2e/events_device.h"
 #include "gtest/gtest.h"
@@ -20,6 +22,7 @@
 #include "http/sse_parser.h"
 #include "sbadmin/admin.h"
 #include "storage/redis.h"
+#include "storage/redis_cluster.h"
 #include "storage/token_stream.h"
 
 namespace sb::testing {
@@ -654,11 +657,12 @@ TEST(ChatEraseUserTest, LeavesNothingOfTheUserInPostgresOrRedis) {
   EXPECT_EQ(events.back().type, "user.erased") << seen;
   EXPECT_TRUE(events.back().data["conversation_id"].is_null());
   RedisClient redis({.port = g_cluster->infra().redis_port()});
-  auto kept_events = redis.Command({"XRANGE", "uev:{erase-user:kim}", "-", "+"});
+  auto kept_events =
+      redis.Command({"XRANGE", connection::UserEventsKey("erase-user", "kim"), "-", "+"});
   ASSERT_TRUE(kept_events.ok()) << kept_events.status();
   ASSERT_EQ(kept_events->elements.size(), 1u);
   EXPECT_EQ(kept_events->elements[0].elements[1].elements[1].str, "user.erased");
-  auto lee_events = redis.Command({"XLEN", "uev:{erase-user:lee}"});
+  auto lee_events = redis.Command({"XLEN", connection::UserEventsKey("erase-user", "lee")});
   ASSERT_TRUE(lee_events.ok());
   EXPECT_GT(lee_events->integer, 0) << "another user's events stay";
 }
@@ -780,6 +784,107 @@ TEST(ChatReconnectTest, AThousandRandomReconnectsJoinToTheStoredReplies) {
   }
   EXPECT_GE(connections, 1000);
   std::printf("[ figure   ] %d connections for %d replies\n", connections, kReplies);
+}
+
+// chat and connection-manager on the suite's 3-master Redis Cluster
+// (--redis_cluster), behind a gateway of their own: replies stream, resume
+// from their middle with Last-Event-ID, and a device follows its user's
+// events; the reply buffers are on the cluster (spread over its masters),
+// none on the single Redis the rest of the suite uses.
+TEST(ChatOnRedisClusterTest, RepliesStreamAndResumeAndEventsFollow) {
+  const auto& nodes = g_cluster->infra().redis_cluster_ports();
+  ASSERT_EQ(nodes.size(), 3u);
+  const std::vector<std::string> on_cluster = {"--redis_cluster",
+                                               "--redis_port=" + std::to_string(nodes[2])};
+  ASSERT_TRUE(g_cluster->StartReplica("chat-rc", "chat", on_cluster).ok());
+  std::vector<std::string> cm = on_cluster;
+  cm.push_back("--chat_address=" + g_cluster->grpc_address("chat-rc"));
+  cm.push_back("--events_group=connection-manager-rc");
+  ASSERT_TRUE(g_cluster->StartReplica("cm-rc", "connection-manager", cm).ok());
+  auto gateway = g_cluster->StartGateway(
+      "gateway-rc", {"--chat_address=" + g_cluster->grpc_address("chat-rc"),
+                     "--connection_manager_address=" + g_cluster->grpc_address("cm-rc")});
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
+  const int port = gateway->http_port;
+
+  const ChatUser kit("redis-cluster", "kit");
+  http::AsyncClient client;
+  EventsDevice device(client, port, kit.key());
+  ASSERT_TRUE(device.WaitSubscribed());
+  RedisClusterClient cluster({.port = nodes[0]});
+  RedisClient single({.port = g_cluster->infra().redis_port()});
+  // Eight replies generating at once, each read by its own client (so
+  // connection-manager follows them together: one read per slot), which
+  // leaves after 4 events and resumes.
+  struct Turn {
+    std::string conversation, reply;
+    ReplyReader reader;
+  };
+  std::vector<Turn> turns(8);
+  std::set<std::string> masters, replies;
+  for (auto& t : turns) {
+    auto created =
+        kit.Call("POST", "/v1/conversations", json{{"model", "sim-small"}}.dump(), {}, port);
+    ASSERT_EQ(created.status, 201) << created.body;
+    t.conversation = json::parse(created.body)["id"];
+    auto sent = kit.Call("POST", "/v1/conversations/" + t.conversation + "/messages",
+                         json{{"content", "tell me more"}, {"max_tokens", 40}}.dump(), {}, port);
+    ASSERT_EQ(sent.status, 202) << sent.body;
+    t.reply = json::parse(sent.body)["assistant_message_id"];
+    t.reader = ReplyReader{.url = json::parse(sent.body)["stream_url"], .key = kit.key()};
+    replies.insert(t.reply);
+  }
+  std::vector<std::thread> readers;
+  for (auto& t : turns) {
+    readers.emplace_back([&t, port] {
+      EXPECT_EQ(t.reader.Connect(4, port), 200);
+      EXPECT_EQ(t.reader.Connect(0, port), 200) << "resumed after " << t.reader.last_id;
+    });
+  }
+  for (auto& r : readers) r.join();
+  for (auto& t : turns) {
+    ASSERT_TRUE(t.reader.ended) << t.reply;
+    EXPECT_EQ(t.reader.error, "");
+    EXPECT_EQ(t.reader.connections, 2);
+    const json m = StoredMessage(kit, t.conversation, t.reply);
+    ASSERT_TRUE(m.is_object());
+    EXPECT_EQ(m["content"].get<std::string>(), t.reader.text) << "streamed == stored";
+    const std::string key = TokenStreamKey(t.reply);
+    auto there = cluster.Command({"EXISTS", key});
+    ASSERT_TRUE(there.ok()) << there.status();
+    EXPECT_EQ(there->integer, 1) << key << " on the cluster";
+    auto not_here = single.Command({"EXISTS", key});
+    ASSERT_TRUE(not_here.ok());
+    EXPECT_EQ(not_here->integer, 0) << key << " not on the single Redis";
+    masters.insert(cluster.OwnerOf(RedisCluster::Slot(key)));
+  }
+  EXPECT_GE(masters.size(), 2u) << "8 replies' buffers on more than one master";
+
+  // The new consumer group indexes the topic from its start: a minute at most.
+  std::set<std::string> completed;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (completed.size() < replies.size() && std::chrono::steady_clock::now() < deadline) {
+    completed.clear();
+    for (const auto& e : device.Events(0, std::chrono::milliseconds(0))) {
+      if (e.type == "message.completed") {
+        completed.insert(e.data["message"]["id"].get<std::string>());
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(completed, replies) << "every reply's message.completed reached the device";
+  // Read live: no poller's read failed (one XREAD across slots would, with
+  // CROSSSLOT, and the replies would then come from the stored messages).
+  const int metrics = g_cluster->metrics_port("cm-rc");
+  EXPECT_GT(MetricValue(metrics, "sb_connection_events_delivered_total"), 0);
+  for (const char* reads : {"replies", "events"}) {
+    EXPECT_EQ(MetricValue(metrics, std::string("sb_connection_poll_failures_total{reads=\"") +
+                                       reads + "\"}"),
+              0)
+        << reads;
+  }
+  g_cluster->Kill("cm-rc");
+  g_cluster->Kill("chat-rc");
 }
 
 // kill -9 of chat mid-turn: another replica takes the turn over once its

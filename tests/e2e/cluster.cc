@@ -189,11 +189,14 @@ absl::Status Cluster::StartService(const std::string& name, std::vector<std::str
                                 Tail(infra_->dir() + "/" + name + ".log", 30));
 }
 
-absl::Status Cluster::StartChatReplica(const std::string& name) {
+absl::Status Cluster::StartReplica(const std::string& name, const std::string& service,
+                                   std::vector<std::string> flags) {
   if (processes_.count(name) > 0) return absl::AlreadyExistsError(name + " is running");
   grpc_ports_[name] = FreePort();
   metrics_ports_[name] = FreePort();
-  return StartService(name, started_with_.at("chat").first, "chat");
+  std::vector<std::string> all = started_with_.at(service).first;
+  all.insert(all.end(), flags.begin(), flags.end());
+  return StartService(name, std::move(all), service);
 }
 
 absl::StatusOr<Cluster::Worker> Cluster::StartWorker(const std::string& worker_id,

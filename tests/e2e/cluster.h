@@ -114,10 +114,13 @@ class Cluster {
   absl::StatusOr<Gateway> StartGateway(const std::string& name,
                                        std::vector<std::string> flags = {});
 
-  // Starts one more chat replica named `name`, with the cluster's chat
-  // flags (its database, Redis, Kafka, schedulers and safety); its ports are
-  // grpc_port(name) and metrics_port(name), and Kill/Restart take the name.
-  absl::Status StartChatReplica(const std::string& name);
+  // Starts one more replica of `service` (chat, connection-manager) named
+  // `name`, with the flags the cluster's has (its database, Redis, Kafka,
+  // peers) and `flags` after them (they win); its ports are grpc_port(name)
+  // and metrics_port(name), and Kill/Restart take the name.
+  absl::Status StartReplica(const std::string& name, const std::string& service,
+                            std::vector<std::string> flags = {});
+  absl::Status StartChatReplica(const std::string& name) { return StartReplica(name, "chat"); }
 
  private:
   Cluster() = default;

@@ -163,5 +163,76 @@ TEST_F(RedisClusterTest, KeysOfDifferentSlotsInOneCommandAreRefused) {
   EXPECT_NE(std::string(r.status().message()).find("CROSSSLOT"), std::string::npos) << r.status();
 }
 
+// The blocking client: the same routing, MOVED and ASK, without callbacks.
+TEST_F(RedisClusterTest, TheBlockingClientRoutesAndFollowsMovedAndAsk) {
+  RedisClusterClient redis({.port = infra_->redis_cluster_ports()[0]});
+  std::set<int> nodes_used;
+  for (int i = 0; i < 30; ++i) {
+    const std::string key = "blocking-" + std::to_string(i);
+    ASSERT_TRUE(redis.Command({"SET", key, std::to_string(i)}).ok()) << key;
+    const int port = PortOwning(RedisCluster::Slot(key));
+    nodes_used.insert(port);
+    auto direct = RedisClient({.port = port, .pool_size = 1}).Command({"GET", key});
+    ASSERT_TRUE(direct.ok()) << direct.status();
+    EXPECT_EQ(direct->str, std::to_string(i));
+  }
+  EXPECT_EQ(nodes_used.size(), 3u);
+  EXPECT_EQ(redis.ReadGroupOf("{x}a"), redis.ReadGroupOf("{x}b"));
+  EXPECT_NE(redis.ReadGroupOf("{x}a"), redis.ReadGroupOf("{y}a"));
+
+  // A slot moved: MOVED, then the new owner.
+  const auto ids = NodeIds();
+  const std::string moved = "{blocking-moved}n";
+  const int slot = RedisCluster::Slot(moved);
+  const int from = PortOwning(slot);
+  int to = 0;
+  for (const auto& [port, id] : ids) {
+    if (port != from) to = port;
+  }
+  for (const auto& [port, id] : ids) {
+    ASSERT_TRUE(RedisClient({.port = port, .pool_size = 1})
+                    .Command({"CLUSTER", "SETSLOT", std::to_string(slot), "NODE", ids.at(to)})
+                    .ok());
+  }
+  auto r = redis.Command({"INCR", moved});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->integer, 1);
+  EXPECT_EQ(redis.OwnerOf(slot), "127.0.0.1:" + std::to_string(to));
+
+  // A slot being migrated: a new key goes to the target after ASKING.
+  const std::string migrating = "{blocking-migrating}k";
+  const int mslot = RedisCluster::Slot(migrating);
+  const int source_port = PortOwning(mslot);
+  int target_port = 0;
+  for (const auto& [port, id] : ids) {
+    if (port != source_port) target_port = port;
+  }
+  RedisClient source({.port = source_port, .pool_size = 1}),
+      target({.port = target_port, .pool_size = 1});
+  ASSERT_TRUE(
+      target
+          .Command({"CLUSTER", "SETSLOT", std::to_string(mslot), "IMPORTING", ids.at(source_port)})
+          .ok());
+  ASSERT_TRUE(
+      source
+          .Command({"CLUSTER", "SETSLOT", std::to_string(mslot), "MIGRATING", ids.at(target_port)})
+          .ok());
+  auto set = redis.Command({"SET", migrating, "v"});
+  ASSERT_TRUE(set.ok()) << set.status();
+  auto on_target = target.Command({"CLUSTER", "COUNTKEYSINSLOT", std::to_string(mslot)});
+  ASSERT_TRUE(on_target.ok());
+  EXPECT_EQ(on_target->integer, 1);
+  for (const auto& [port, id] : ids) {
+    ASSERT_TRUE(
+        RedisClient({.port = port, .pool_size = 1})
+            .Command({"CLUSTER", "SETSLOT", std::to_string(mslot), "NODE", ids.at(target_port)})
+            .ok());
+  }
+  // Cross-slot reads are refused, as on the server.
+  auto cross = redis.Command({"XREAD", "STREAMS", "{x}a", "{y}a", "0", "0"});
+  ASSERT_FALSE(cross.ok());
+  EXPECT_NE(std::string(cross.status().message()).find("CROSSSLOT"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace sb
