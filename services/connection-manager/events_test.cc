@@ -139,6 +139,14 @@ TEST_F(UserEventsTest, ACursorOlderThanWhatIsKeptIsAReset) {
   auto future = ResolveStart(*redis_, key, "99999999999999-0");
   ASSERT_TRUE(future.ok());
   EXPECT_TRUE(future->reset) << "a cursor the stream never gave";
+  const StreamId newest = *StreamId::Parse(ids[4]);
+  auto next = ResolveStart(*redis_, key, StreamId{newest.ms, newest.seq + 1}.ToString());
+  ASSERT_TRUE(next.ok());
+  EXPECT_TRUE(next->reset) << "the same millisecond as the newest, a later sequence";
+  auto padded = ResolveStart(*redis_, key, "000" + ids[1]);
+  ASSERT_TRUE(padded.ok());
+  EXPECT_FALSE(padded->reset) << "leading zeros: the same id";
+  EXPECT_EQ(padded->after.ToString(), ids[1]);
   auto expired = ResolveStart(*redis_, UserEventsKey("acme", "carol"), ids[2]);
   ASSERT_TRUE(expired.ok());
   EXPECT_TRUE(expired->reset) << "a stream that expired (or never was)";

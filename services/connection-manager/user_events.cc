@@ -54,6 +54,43 @@ end
 return id
 )lua";
 
+// KEYS: stream, trimmed. ARGV: the cursor (an entry id, its numbers
+// without leading zeros). Returns {1, ""} when every event after the cursor
+// is still kept, else {0, the last entry's id or "0-0"}: the stream is gone
+// (expired), the cursor is older than the last entry dropped, or it is past
+// every id the stream has given (not one of ours: it would wait for ids
+// that may never come).
+constexpr std::string_view kResolve = R"lua(
+-- a < b for decimal numbers without leading zeros, as strings (exact
+-- where Lua's doubles are not)
+local function less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+-- entry id a < entry id b
+local function before(a, b)
+  local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  local am, bm = string.sub(a, 1, da - 1), string.sub(b, 1, db - 1)
+  return less(am, bm) or (am == bm and less(string.sub(a, da + 1), string.sub(b, db + 1)))
+end
+local cursor = ARGV[1]
+local kept = redis.call('EXISTS', KEYS[1]) == 1
+if kept then
+  local dropped = redis.call('GET', KEYS[2])
+  if dropped and before(cursor, dropped) then kept = false end
+end
+if kept then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' and before(info[i + 1], cursor) then kept = false end
+  end
+end
+if kept then return {1, ''} end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 0 then return {0, '0-0'} end
+return {0, last[1][1]}
+)lua";
+
 bool ParseUint(std::string_view s, uint64_t& out) {
   if (s.empty()) return false;
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
@@ -119,29 +156,17 @@ absl::StatusOr<StartPoint> ResolveStart(BlockingRedis& redis, const std::string&
   auto cursor = StreamId::Parse(after);
   if (!cursor) return absl::InvalidArgumentError("malformed event cursor");
   if (*cursor == StreamId{}) return StartPoint{};
-  auto exists = redis.Command({"EXISTS", key});
-  auto trimmed = redis.Command({"GET", key + ":trimmed"});
-  if (!exists.ok()) return exists.status();
-  if (!trimmed.ok()) return trimmed.status();
-  bool kept = exists->integer == 1;
-  if (kept && !trimmed->is_nil()) {
-    auto dropped = StreamId::Parse(trimmed->str);
-    kept = dropped && *cursor >= *dropped;
+  // One round trip: whether every event after the cursor is still kept,
+  // and the last entry's id for a reset.
+  auto reply = redis.Command(
+      {"EVAL", std::string(kResolve), "2", key, key + ":trimmed", cursor->ToString()});
+  if (!reply.ok()) return reply.status();
+  if (reply->type != RedisReply::Type::kArray || reply->elements.size() != 2) {
+    return absl::DataLossError("unexpected reply resolving a cursor of " + key);
   }
-  if (kept) {
-    // A cursor past every id the stream has given (not one of ours) would
-    // wait for ids that may never come.
-    auto info = redis.Command({"XINFO", "STREAM", key});
-    if (!info.ok()) return info.status();
-    for (size_t i = 0; i + 1 < info->elements.size(); i += 2) {
-      if (info->elements[i].str != "last-generated-id") continue;
-      auto newest = StreamId::Parse(info->elements[i + 1].str);
-      kept = newest && *cursor <= *newest;
-    }
-  }
-  if (kept) return StartPoint{*cursor, false};
-  auto last = LastId(redis, key);
-  if (!last.ok()) return last.status();
+  if (reply->elements[0].integer == 1) return StartPoint{*cursor, false};
+  auto last = StreamId::Parse(reply->elements[1].str);
+  if (!last) return absl::DataLossError("malformed entry id in " + key);
   return StartPoint{*last, true};
 }
 
