@@ -210,21 +210,26 @@ class GrpcCall final : public GenerateCall {
 
 }  // namespace
 
-void GrpcInputGuard::Check(const CheckContext& ctx, std::string text,
-                           std::function<void(absl::Status)> done) {
+void GrpcInputGuard::Check(const CheckContext& ctx, std::string text, Done done) {
   auto call = NewCheck(ctx, std::move(text), deadline_);
   safety_.async()->CheckInput(
       &call->ctx, &call->request, &call->response, [call, done = std::move(done)](grpc::Status st) {
         if (!st.ok()) {
-          done(NoVerdict(st));
+          done(NoVerdict(st), {});
         } else if (call->response.verdict() == spb::CheckResponse::THROTTLED) {
           done(WithRetryAfter(absl::ResourceExhaustedError(call->response.reason()),
-                              absl::Seconds(call->response.retry_after_seconds())));
+                              absl::Seconds(call->response.retry_after_seconds())),
+               {});
         } else if (call->response.verdict() != spb::CheckResponse::ALLOW) {
           done(absl::InvalidArgumentError("input blocked by safety policy: " +
-                                          call->response.reason()));
+                                          call->response.reason()),
+               {});
         } else {
-          done(absl::OkStatus());
+          InputVerdict verdict;
+          for (const auto& f : call->response.findings()) {
+            if (f.action() == "flag") verdict.flagged = true;
+          }
+          done(absl::OkStatus(), verdict);
         }
       });
 }

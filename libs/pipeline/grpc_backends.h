@@ -26,8 +26,7 @@ class GrpcInputGuard final : public InputGuard {
   GrpcInputGuard(switchboard::safety::v1::Safety::StubInterface& safety,
                  std::chrono::milliseconds deadline)
       : safety_(safety), deadline_(deadline) {}
-  void Check(const CheckContext& ctx, std::string text,
-             std::function<void(absl::Status)> done) override;
+  void Check(const CheckContext& ctx, std::string text, Done done) override;
 
  private:
   switchboard::safety::v1::Safety::StubInterface& safety_;

@@ -90,9 +90,10 @@ void Generation::Start(const RunOptions& options) {
     StartGenerate();
     return;
   }
-  pipeline_.input_.Check(
-      ctx, InputText(*request_),
-      [self = shared_from_this()](absl::Status verdict) { self->OnInputChecked(verdict); });
+  pipeline_.input_.Check(ctx, InputText(*request_),
+                         [self = shared_from_this()](absl::Status verdict, InputVerdict) {
+                           self->OnInputChecked(verdict);
+                         });
 }
 
 void Generation::OnInputChecked(const absl::Status& verdict) {

@@ -96,10 +96,12 @@ struct CheckContext {
   trace::SpanContext trace;  // the parent of the checks' calls
 };
 
-// Input safety. done(OK): allowed. done(InvalidArgument): refused, with a
-// reason for the caller. done(ResourceExhausted): the end user is throttled
-// (a reason, and a retry-after payload, core/retry_after.h). Anything else:
-// no verdict (the pipeline fails closed).
+// Input safety. done(OK): allowed, and InputVerdict says whether the
+// org's policy flagged something in it (let through and recorded).
+// done(InvalidArgument): refused, with a reason for the caller.
+// done(ResourceExhausted): the end user is throttled (a reason, and a
+// retry-after payload, core/retry_after.h). Anything else: no verdict (the
+// pipeline fails closed).
 // Whether an InputGuard's status is safety's verdict against the input
 // (refused, or its end user throttled), which the caller is told, rather
 // than no verdict (which fails closed).
@@ -108,11 +110,15 @@ inline bool IsInputRefusal(const absl::Status& verdict) {
          verdict.code() == absl::StatusCode::kResourceExhausted;
 }
 
+struct InputVerdict {
+  bool flagged = false;
+};
+
 class InputGuard {
  public:
+  using Done = std::function<void(absl::Status status, InputVerdict verdict)>;
   virtual ~InputGuard() = default;
-  virtual void Check(const CheckContext& ctx, std::string text,
-                     std::function<void(absl::Status)> done) = 0;
+  virtual void Check(const CheckContext& ctx, std::string text, Done done) = 0;
 };
 
 // Output safety for one generation. Push() hands it the next piece of

@@ -154,21 +154,20 @@ size_t FakeGenerator::calls() const {
   return calls_.size();
 }
 
-void FakeInputGuard::Check(const pipeline::CheckContext& ctx, std::string text,
-                           std::function<void(absl::Status)> done) {
+void FakeInputGuard::Check(const pipeline::CheckContext& ctx, std::string text, Done done) {
   contexts_.push_back(ctx);
   texts_.push_back(std::move(text));
   if (hold_) {
     held_.push_back(std::move(done));
     return;
   }
-  done(verdict_);
+  done(verdict_, {.flagged = verdict_.ok() && flagged_});
 }
 
 void FakeInputGuard::Release() {
   auto held = std::move(held_);
   held_.clear();
-  for (auto& done : held) done(verdict_);
+  for (auto& done : held) done(verdict_, {.flagged = verdict_.ok() && flagged_});
 }
 
 class FakeOutputGate final : public pipeline::OutputGate {

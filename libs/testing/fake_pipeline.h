@@ -91,9 +91,10 @@ class FakeGenerator final : public pipeline::Generator {
 // Input safety: a verdict for every check, or held until Release().
 class FakeInputGuard final : public pipeline::InputGuard {
  public:
-  void Check(const pipeline::CheckContext& ctx, std::string text,
-             std::function<void(absl::Status)> done) override;
+  void Check(const pipeline::CheckContext& ctx, std::string text, Done done) override;
   void set_verdict(absl::Status verdict) { verdict_ = std::move(verdict); }
+  // An allowed input is flagged (the org's policy lets it through and records it).
+  void set_flagged(bool flagged) { flagged_ = flagged; }
   void set_hold(bool hold) { hold_ = hold; }
   // Answers the held checks with the verdict.
   void Release();
@@ -102,10 +103,11 @@ class FakeInputGuard final : public pipeline::InputGuard {
 
  private:
   absl::Status verdict_;
+  bool flagged_ = false;
   std::vector<pipeline::CheckContext> contexts_;
   bool hold_ = false;
   std::vector<std::string> texts_;
-  std::vector<std::function<void(absl::Status)>> held_;
+  std::vector<Done> held_;
 };
 
 // Output safety: releases each piece at once (or, with set_hold, when

@@ -86,13 +86,14 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateConversation(
 }
 
 absl::Status ChatServiceImpl::Store(const cpb::SendMessageRequest& req,
-                                    const trace::SpanContext& trace,
+                                    const trace::SpanContext& trace, bool flagged,
                                     cpb::SendMessageResponse* resp) {
   const Scope scope{req.org_id(), req.user_id()};
   auto turn = store_.AppendTurn(
       scope, req.conversation_id(), req.content(), req.client_message_id(),
       req.has_expected_version() ? std::optional(req.expected_version()) : std::nullopt,
-      req.has_parent_id() ? std::optional(req.parent_id()) : std::nullopt);
+      req.has_parent_id() ? std::optional(req.parent_id()) : std::nullopt,
+      flagged ? "flagged" : "pass");
   if (!turn.ok()) return turn.status();
   *resp->mutable_user_message() = turn->user_message;
   resp->set_assistant_message_id(turn->assistant_message_id);
@@ -145,7 +146,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
   const trace::SpanContext trace = trace::ServerSpanContext(ctx);
   input_.Check(
       {req->request_id(), req->org_id(), req->user_id(), trace}, req->content(),
-      [this, ctx, reactor, req, resp, trace](absl::Status verdict) {
+      [this, ctx, reactor, req, resp, trace](absl::Status verdict, pipeline::InputVerdict found) {
         // Refused, or the end user throttled (429): safety's reason.
         if (pipeline::IsInputRefusal(verdict)) {
           reactor->Finish(ToGrpcStatus(verdict));
@@ -161,7 +162,9 @@ grpc::ServerUnaryReactor* ChatServiceImpl::SendMessage(grpc::CallbackServerConte
                                        "the safety check is unavailable; retry"));
           return;
         }
-        OnPool(ctx, reactor, [this, req, resp, trace] { return Store(*req, trace, resp); });
+        OnPool(ctx, reactor, [this, req, resp, trace, flagged = found.flagged] {
+          return Store(*req, trace, flagged, resp);
+        });
       });
   return reactor;
 }

@@ -68,7 +68,7 @@ class ChatServiceImpl final : public switchboard::chat::v1::Chat::CallbackServic
   // After input safety allowed the message: stores it (on the pool) and
   // starts the turn.
   absl::Status Store(const switchboard::chat::v1::SendMessageRequest& req,
-                     const trace::SpanContext& trace,
+                     const trace::SpanContext& trace, bool flagged,
                      switchboard::chat::v1::SendMessageResponse* resp);
   // Starts the reply of a stored turn.
   void StartTurn(const Scope& scope, const std::string& conversation_id, const NewTurn& turn,

@@ -205,12 +205,10 @@ absl::StatusOr<cpb::Conversation> ChatStore::CreateConversation(const Scope& sco
   });
 }
 
-absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
-                                              const std::string& conversation_id,
-                                              const std::string& content,
-                                              const std::string& client_message_id,
-                                              std::optional<int64_t> expected_version,
-                                              std::optional<std::string> parent_id) {
+absl::StatusOr<NewTurn> ChatStore::AppendTurn(
+    const Scope& scope, const std::string& conversation_id, const std::string& content,
+    const std::string& client_message_id, std::optional<int64_t> expected_version,
+    std::optional<std::string> parent_id, const std::string& input_safety) {
   std::optional<NewTurn> turn;
   absl::Status refused;
   absl::Status st = pg_.RunVoid([&](pqxx::connection& c) {
@@ -255,10 +253,11 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
     }
     const std::string user_id = ids_.Next(absl::Now());
     const std::string reply_id = ids_.Next(absl::Now());
-    auto created = tx.exec_params1(sql::kInsertMessage, conversation_id, user_id, parent, "user",
-                                   content, "complete", client_message_id, "", "", 0.0);
+    auto created =
+        tx.exec_params1(sql::kInsertMessage, conversation_id, user_id, parent, "user", content,
+                        "complete", client_message_id, "", "", 0.0, input_safety);
     tx.exec_params(sql::kInsertMessage, conversation_id, reply_id, user_id, "assistant", "",
-                   "in_progress", "", t.model, lease_owner_, absl::ToDoubleSeconds(lease_ttl_));
+                   "in_progress", "", t.model, lease_owner_, absl::ToDoubleSeconds(lease_ttl_), "");
     t.conversation_version =
         tx.exec_params1(sql::kBumpForTurn, conversation_id, TitleFrom(content), reply_id)[0]
             .as<int64_t>();
@@ -268,6 +267,7 @@ absl::StatusOr<NewTurn> ChatStore::AppendTurn(const Scope& scope,
     t.user_message.set_role("user");
     t.user_message.set_content(content);
     t.user_message.set_status("complete");
+    t.user_message.set_safety_result(input_safety);
     t.user_message.set_created_at_unix_ms(created[0].as<int64_t>());
     cpb::ChatEvent ev = Event("message.created", scope, conversation_id);
     *ev.mutable_message() = t.user_message;
@@ -556,7 +556,7 @@ absl::StatusOr<NewTurn> ChatStore::Regenerate(const Scope& scope,
     t.assistant_message_id = ids_.Next(absl::Now());
     tx.exec_params(sql::kInsertMessage, conversation_id, t.assistant_message_id,
                    t.user_message.id(), "assistant", "", "in_progress", "", t.model, lease_owner_,
-                   absl::ToDoubleSeconds(lease_ttl_));
+                   absl::ToDoubleSeconds(lease_ttl_), "");
     t.conversation_version =
         tx.exec_params1(sql::kBumpForRegenerate, conversation_id, t.assistant_message_id)[0]
             .as<int64_t>();

@@ -76,12 +76,14 @@ class ChatStore {
   // conversation is at it; a replay of a client_message_id is not. The
   // message answers `parent_id` (a reply of the conversation, or "" for
   // the first message: an edit adds a sibling), by default the end of the
-  // current branch; the new reply becomes the branch's end.
+  // current branch; the new reply becomes the branch's end. `input_safety`
+  // is what input safety found in the message: "pass" or "flagged".
   absl::StatusOr<NewTurn> AppendTurn(const Scope& scope, const std::string& conversation_id,
                                      const std::string& content,
                                      const std::string& client_message_id,
                                      std::optional<int64_t> expected_version = std::nullopt,
-                                     std::optional<std::string> parent_id = std::nullopt);
+                                     std::optional<std::string> parent_id = std::nullopt,
+                                     const std::string& input_safety = "pass");
   // The conversation's completed messages up to `through_id`, oldest first.
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> History(
       const std::string& conversation_id, const std::string& through_id);

@@ -65,10 +65,21 @@ TEST_F(ChatStoreTest, ATurnStoresTheUserMessageAndAnInProgressReplyInUlidOrder) 
   ASSERT_EQ(list->messages_size(), 2);
   EXPECT_EQ(list->messages(0).role(), "user");
   EXPECT_EQ(list->messages(0).content(), "hello");
+  EXPECT_EQ(list->messages(0).safety_result(), "pass") << "input safety found nothing";
   EXPECT_EQ(list->messages(1).role(), "assistant");
   EXPECT_EQ(list->messages(1).status(), "in_progress");
+  EXPECT_EQ(list->messages(1).safety_result(), "") << "not known before the reply ends";
   EXPECT_EQ(list->messages(1).parent_id(), turn->user_message.id());
   EXPECT_FALSE(list->has_more());
+
+  // A message the org's policy flagged (let through and recorded).
+  auto flagged = store_.AppendTurn(alice_, conv->id(), "mail me at kim@example.org", "",
+                                   std::nullopt, std::nullopt, "flagged");
+  ASSERT_TRUE(flagged.ok()) << flagged.status();
+  EXPECT_EQ(flagged->user_message.safety_result(), "flagged");
+  auto got = store_.GetMessage(alice_, conv->id(), flagged->user_message.id());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->safety_result(), "flagged");
 }
 
 TEST_F(ChatStoreTest, TheSameClientMessageIdIsTheSameTurn) {

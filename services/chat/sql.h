@@ -126,9 +126,9 @@ inline constexpr const char* kFindReply =
 // $9, $10: the reply's lease (owner, seconds); no lease when $9 is ''.
 inline constexpr const char* kInsertMessage =
     "INSERT INTO messages (conversation_id, message_id, parent_id, role, content, status, "
-    " client_message_id, model, lease_owner, lease_until) "
+    " client_message_id, model, lease_owner, lease_until, safety_result) "
     "VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6, NULLIF($7, ''), $8, NULLIF($9, ''),"
-    " CASE WHEN $9 = '' THEN NULL ELSE now() + make_interval(secs => $10) END) "
+    " CASE WHEN $9 = '' THEN NULL ELSE now() + make_interval(secs => $10) END, $11) "
     "RETURNING (extract(epoch from created_at) * 1000)::bigint";
 
 // A new turn: the version moves, and an untitled conversation takes the

@@ -154,16 +154,18 @@ TEST_F(UpstreamEngineTest, AnOrgThatRedactsGetsTheReplyWithTheDataReplaced) {
 
 // A chat turn runs the same gate: under a redacting policy readers are sent
 // the reply with the data replaced, the stored message is exactly that, and
-// it records what safety did.
+// each message records what safety did (the user's, whose address the
+// policy only flags on input, "flagged").
 TEST_F(UpstreamEngineTest, AChatReplyIsRedactedAsStreamedAndStoredSo) {
   const std::string key = KeyOfNewOrg("chat-redact");
-  ASSERT_TRUE(
-      SetSafetyPolicy("chat-redact", R"({"rules": {"pii.email": {"output": "redact"}}})").ok());
+  ASSERT_TRUE(SetSafetyPolicy("chat-redact",
+                              R"({"rules": {"pii.email": {"input": "flag", "output": "redact"}}})")
+                  .ok());
   auto created = Post("/v1/conversations", R"({"model":"llama-8b"})", key);
   ASSERT_EQ(created.status, 201) << created.body;
   const std::string cid = json::parse(created.body)["id"];
   auto sent = Post("/v1/conversations/" + cid + "/messages",
-                   R"({"content":"tell me [mock:pii=email]"})", key);
+                   R"({"content":"I am kim@example.org, tell me [mock:pii=email]"})", key);
   ASSERT_EQ(sent.status, 202) << sent.body;
   const json s = json::parse(sent.body);
   auto stream = Get(s["stream_url"], {}, key);
@@ -184,6 +186,7 @@ TEST_F(UpstreamEngineTest, AChatReplyIsRedactedAsStreamedAndStoredSo) {
   EXPECT_EQ(reply["id"], s["assistant_message_id"]);
   EXPECT_EQ(reply["content"], streamed) << "stored == streamed";
   EXPECT_EQ(reply["safety_result"], "redacted");
+  EXPECT_EQ(messages[0]["safety_result"], "flagged") << "the input's address, let through";
   EXPECT_EQ(listed.body.find("jane"), std::string::npos) << listed.body;
 }
 
