@@ -32,6 +32,10 @@ ABSL_FLAG(absl::Duration, events_retention, absl::Hours(24),
           "How long a user's events stay resumable after their last one");
 ABSL_FLAG(int, events_per_user, 1000, "The most events kept per user for resuming");
 
+// chat restarts (a rollout, a crash): found again within a second, where
+// gRPC's own backoff grows to two minutes and fails calls meanwhile.
+constexpr sb::grpcx::DialOptions kFindAgain{.max_reconnect_backoff_ms = 1000};
+
 int main(int argc, char** argv) {
   sb::InitService("connection-manager", argc, argv);
   // The lookups', the pollers' and the event indexer's connections: two
@@ -46,7 +50,7 @@ int main(int argc, char** argv) {
   auto redis_client = sb::NewBlockingRedis(redis_options, cluster);
   sb::BlockingRedis& redis = *redis_client;
   auto chat = switchboard::chat::v1::Chat::NewStub(
-      sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat));
+      sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat, kFindAgain));
   sb::connection::MessageLookup lookup = [&](const switchboard::connection::v1::SubscribeRequest& r)
       -> absl::StatusOr<switchboard::chat::v1::ChatMessage> {
     switchboard::chat::v1::GetMessageRequest req;

@@ -130,10 +130,13 @@ int main(int argc, char** argv) {
   }
   auto* scheduler = &schedulers.at(0);
   sb::pipeline::WorkerStubs workers;
+  // A restarted chat or connection-manager is found again within a second
+  // (gRPC's own backoff grows to two minutes, its routes 529 meanwhile).
+  constexpr sb::grpcx::DialOptions find_again{.max_reconnect_backoff_ms = 1000};
   auto chat = switchboard::chat::v1::Chat::NewStub(
-      sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat));
+      sb::grpcx::Dial(absl::GetFlag(FLAGS_chat_address), sb::grpcx::kChat, find_again));
   auto connections = switchboard::connection::v1::ConnectionManager::NewStub(sb::grpcx::Dial(
-      absl::GetFlag(FLAGS_connection_manager_address), sb::grpcx::kConnectionManager));
+      absl::GetFlag(FLAGS_connection_manager_address), sb::grpcx::kConnectionManager, find_again));
 
   const std::chrono::milliseconds safety_deadline(absl::GetFlag(FLAGS_safety_deadline_ms));
   sb::pipeline::GrpcInputGuard input(*safety, safety_deadline);
