@@ -4,6 +4,7 @@
 // production) is a table here: chat is not under test.
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <future>
 #include <map>
 #include <mutex>
@@ -53,6 +54,10 @@ class ConnectionTest : public ::testing::TestWithParam<Topology> {
     hub_ = std::make_unique<SubscriptionHub>(
         *redis_,
         [this](const conn::SubscribeRequest& r) -> absl::StatusOr<cpb::ChatMessage> {
+          if (chat_away_.load()) {  // a look-up that times out
+            std::this_thread::sleep_for(std::chrono::milliseconds(3100));
+            return absl::DeadlineExceededError("chat did not answer");
+          }
           std::lock_guard<std::mutex> lock(mu_);
           auto it = messages_.find(r.message_id());
           if (it == messages_.end() || r.org_id() != "org")
@@ -156,6 +161,7 @@ class ConnectionTest : public ::testing::TestWithParam<Topology> {
   std::unique_ptr<conn::ConnectionManager::Stub> stub_;
   std::mutex mu_;
   std::map<std::string, cpb::ChatMessage> messages_;
+  std::atomic<bool> chat_away_{false};
 };
 
 Infra* ConnectionTest::infra_ = nullptr;
@@ -262,6 +268,28 @@ TEST_P(ConnectionTest, ResumesAfterEveryOffsetWithNoGapAndNoDuplicate) {
   ASSERT_TRUE(ttl.ok());
   EXPECT_GT(ttl->integer, 0);
   EXPECT_LE(ttl->integer, 60);
+}
+
+// A reply quiet for longer than the stall check while chat is away (its
+// look-ups take their whole deadline and fail): the reader still gets the
+// rest live once it comes. (The checks once followed each other with no
+// read in between, and the subscription never read again.)
+TEST_P(ConnectionTest, ASlowStallCheckDoesNotStopTheReads) {
+  SetMessage("quiet", "in_progress");
+  std::thread producer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    Open("quiet");
+    chat_away_ = true;  // the subscription began; its stall checks time out from now on
+    std::this_thread::sleep_for(std::chrono::milliseconds(4000));  // quiet: a check runs
+    for (int i = 3; i <= 5; ++i) Delta("quiet", i, "x");
+    std::this_thread::sleep_for(std::chrono::milliseconds(3500));  // and another
+    Close("quiet", 6);
+  });
+  auto r = Subscribe("quiet", 0);
+  producer.join();
+  chat_away_ = false;
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(Offsets(r.events), Range(1, 8));
 }
 
 TEST_P(ConnectionTest, AnErrorEndsTheStream) {

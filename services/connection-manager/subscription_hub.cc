@@ -290,6 +290,10 @@ void SubscriptionHub::CheckStalled(const std::shared_ptr<Sub>& sub) {
     auto message = lookup_(sub->req);
     std::lock_guard<std::mutex> lock(mu_);
     sub->checking = false;
+    // The next check a while after this one ended, not after it began: a
+    // slow look-up (chat away) must leave the subscription rounds of reads
+    // in between, or it would never read again.
+    sub->next_check = absl::Now() + kStallCheck;
     if (sub->done) return;
     // The reply has ended and its buffer is gone, has a hole, or has been
     // quiet since (its last entries never came): the stored message has the rest.
