@@ -8,7 +8,8 @@
 // on, with tokens paced at --token_interval_us and unpaced (a worker ahead
 // of safety): the latency each token gets from its arrival to the sink
 // (p50/p99), and how many tokens go to safety per message (the pipeline
-// reads ahead while a piece is checked). The service runs in a child
+// reads ahead while a piece is checked; with batching by time, a piece also
+// waits up to 5 or 20 ms for more). The service runs in a child
 // process, so that its CPU (from /proc) is its own; the clients are threads
 // here, one reply at a time each.
 //
@@ -315,11 +316,17 @@ int main(int argc, char** argv) {
     bool safety;
     std::chrono::microseconds interval;
     int replies;
+    absl::Duration batch = absl::ZeroDuration();  // OutputBatching::wait
   };
+  sb::TimerThread batch_timers;
   const std::string pace = std::to_string(paced.count()) + " us apart";
   for (const PipelineMode& m :
        {PipelineMode{"pipeline, safety off, tokens " + pace, false, paced, paced_replies},
         PipelineMode{"pipeline, safety on, tokens " + pace, true, paced, paced_replies},
+        PipelineMode{"pipeline, safety on, batches of up to 5 ms, tokens " + pace, true, paced,
+                     paced_replies, absl::Milliseconds(5)},
+        PipelineMode{"pipeline, safety on, batches of up to 20 ms, tokens " + pace, true, paced,
+                     paced_replies, absl::Milliseconds(20)},
         PipelineMode{"pipeline, safety off, tokens as fast as taken", false, {}, replies},
         PipelineMode{"pipeline, safety on, tokens as fast as taken", true, {}, replies}}) {
     PipelineResult r{m.name};
@@ -336,6 +343,7 @@ int main(int argc, char** argv) {
         sb::testing::FakeInputGuard input;
         sb::testing::FakeGenerator generator;
         sb::pipeline::Pipeline pipeline("bench", input, generator, gates, sb::RealClock());
+        pipeline.set_output_batching({.timers = &batch_timers, .wait = m.batch});
         for (int i = 0; i < m.replies; ++i) {
           Generate(pipeline, generator, tokens, m.interval, latencies[c]);
         }

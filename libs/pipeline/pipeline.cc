@@ -52,6 +52,12 @@ Pipeline::Pipeline(std::string name, InputGuard& input, Generator& generator, Ou
           "sb_pipeline_queue_seconds", "From asking the scheduler to the worker's first event",
           {{"pipeline", name_}})) {}
 
+void Pipeline::set_output_batching(OutputBatching batching) {
+  batching.wait = std::clamp(batching.wait, absl::ZeroDuration(), OutputBatching::kMaxWait);
+  if (batching.timers == nullptr) batching.wait = absl::ZeroDuration();
+  batching_ = batching;
+}
+
 std::shared_ptr<Generation> Pipeline::Run(std::shared_ptr<Request> request,
                                           std::shared_ptr<Sink> sink, RunOptions options) {
   std::shared_ptr<Generation> gen(new Generation(*this, std::move(request), std::move(sink)));
@@ -192,18 +198,41 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
   if (e.has_token()) {
     std::string& text = *e.mutable_token()->mutable_text();
     bool in_order, check = false, hold = false, stopped;
+    uint64_t wait_seq = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       in_order = state_ == State::kStreaming;
       stopped = stopped_reading_;
       if (in_order && !stopped) {
         ++tokens_received_;
+        const absl::Time now = pipeline_.clock_.Now();
         if (checking_) {
-          // Read ahead while the previous piece is checked; past the bound
-          // the worker's stream waits.
+          // Read ahead while the previous piece is checked, or while a batch
+          // fills; past the bound the worker's stream waits.
+          if (ahead_.empty()) ahead_since_ = now;
           ahead_ += text;
-          hold = ahead_.size() >= read_ahead_bytes_;
-          if (hold) held_next_ = next;
+          if (batch_waiting_ && BatchReady(now)) {
+            batch_waiting_ = false;
+            text = std::move(ahead_);
+            ahead_.clear();
+            check = true;
+          } else {
+            hold = ahead_.size() >= read_ahead_bytes_;
+            if (hold) held_next_ = next;
+          }
+        } else if (pipeline_.batching_.wait > absl::ZeroDuration()) {
+          // Nothing with the gate: this piece starts a batch.
+          checking_ = true;
+          ahead_ = std::move(text);
+          ahead_since_ = now;
+          if (BatchReady(now)) {
+            text = std::move(ahead_);
+            ahead_.clear();
+            check = true;
+          } else {
+            batch_waiting_ = true;
+            wait_seq = ++batch_seq_;
+          }
         } else {
           checking_ = check = true;
         }
@@ -219,6 +248,7 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
       return;
     }
     if (check) Check(std::move(text));
+    if (wait_seq != 0) WaitForBatch(pipeline_.batching_.wait, wait_seq);
     if (hold) return;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -249,6 +279,32 @@ void Generation::Check(std::string piece) {
               [self = shared_from_this()](absl::StatusOr<OutputGate::Released> released) {
                 self->Release(std::move(released));
               });
+}
+
+bool Generation::BatchReady(absl::Time now) const {
+  const OutputBatching& batching = pipeline_.batching_;
+  return ahead_.size() >= std::min(batching.bytes, read_ahead_bytes_) ||
+         now - ahead_since_ >= batching.wait;
+}
+
+void Generation::WaitForBatch(absl::Duration delay, uint64_t seq) {
+  std::weak_ptr<Generation> weak = shared_from_this();
+  pipeline_.batching_.timers->After(delay, [weak, seq] {
+    if (auto self = weak.lock()) self->BatchDue(seq);
+  });
+}
+
+void Generation::BatchDue(uint64_t seq) {
+  std::string piece;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // A stale timer: its batch already went (full, or the stream ended).
+    if (!batch_waiting_ || seq != batch_seq_) return;
+    batch_waiting_ = false;
+    piece = std::move(ahead_);
+    ahead_.clear();
+  }
+  Check(std::move(piece));
 }
 
 void Generation::Release(absl::StatusOr<OutputGate::Released> released) {
@@ -301,9 +357,17 @@ void Generation::Checked() {
   std::string piece;
   Generator::Next held;
   std::optional<absl::Status> end;
+  uint64_t wait_seq = 0;
+  absl::Duration wait;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!stopped_reading_ && !ahead_.empty()) {
+    const absl::Time now = pipeline_.clock_.Now();
+    if (!stopped_reading_ && !ahead_.empty() && !deferred_end_ && !BatchReady(now)) {
+      // What was read meanwhile waits for more (checking_ stays set).
+      batch_waiting_ = true;
+      wait_seq = ++batch_seq_;
+      wait = pipeline_.batching_.wait - (now - ahead_since_);
+    } else if (!stopped_reading_ && !ahead_.empty()) {
       // What was read meanwhile is the next piece (checking_ stays set).
       piece = std::move(ahead_);
       ahead_.clear();
@@ -316,6 +380,7 @@ void Generation::Checked() {
     held_next_ = nullptr;
   }
   if (!piece.empty()) Check(std::move(piece));
+  if (wait_seq != 0) WaitForBatch(wait, wait_seq);
   if (held) held(true);  // room to read ahead again
   if (end) OnStreamDone(*end);
 }
@@ -335,27 +400,45 @@ void Generation::OnStreamDone(const absl::Status& status) {
   bool sink_gone, cancelled, saw_finished, started;
   FinishInfo cancelled_info, refused_info;
   std::optional<Refusal> refusal;
+  std::string batch;
+  bool deferred;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (state_ == State::kDone) return;
-    if (checking_) {
-      // A piece is still with the gate or the sink: the end comes after it
-      // (and after what was read ahead).
-      deferred_end_ = status;
-      return;
+    if (batch_waiting_) {
+      // The batch will get no more text: it goes now (the end follows it),
+      // unless the generation was cancelled (held text is never released).
+      batch_waiting_ = false;
+      batch = std::move(ahead_);
+      ahead_.clear();
+      if (cancel_requested_) {
+        batch.clear();
+        checking_ = false;
+      }
     }
-    failure = failure_;
-    sink_gone = sink_gone_;
-    cancelled = cancel_requested_;
-    saw_finished = saw_finished_;
-    started = state_ == State::kStreaming;
-    cancelled_info = {.stop_reason = "cancelled",
-                      .input_tokens = start_.input_tokens,
-                      .output_tokens = tokens_received_};
-    refusal = refusal_;
-    // The tokens up to the refusal (as for a cancel), or all of them when
-    // the worker had finished.
-    refused_info = saw_finished ? finish_ : cancelled_info;
+    deferred = checking_;
+    if (deferred) {
+      // A piece is still with the gate or the sink (or is the batch): the
+      // end comes after it (and after what was read ahead).
+      deferred_end_ = status;
+    } else {
+      failure = failure_;
+      sink_gone = sink_gone_;
+      cancelled = cancel_requested_;
+      saw_finished = saw_finished_;
+      started = state_ == State::kStreaming;
+      cancelled_info = {.stop_reason = "cancelled",
+                        .input_tokens = start_.input_tokens,
+                        .output_tokens = tokens_received_};
+      refusal = refusal_;
+      // The tokens up to the refusal (as for a cancel), or all of them when
+      // the worker had finished.
+      refused_info = saw_finished ? finish_ : cancelled_info;
+    }
+  }
+  if (deferred) {
+    if (!batch.empty()) Check(std::move(batch));
+    return;
   }
   if (!failure.ok()) {  // already fit for the caller
     Fail(failure);

@@ -9,7 +9,10 @@
 // at a time; tokens that arrive meanwhile are read ahead, up to
 // RunOptions::read_ahead_bytes, and go to safety together as the next piece
 // (batching that costs no latency: a batch forms only while a check is under
-// way). Beyond that bound a slow sink or a slow check holds back its own
+// way). A pipeline may also batch by time (OutputBatching): a piece then
+// waits up to a set time (at most 20 ms) for more text, unless it has
+// gathered enough bytes first — fewer messages to safety for a little
+// latency. Beyond the read-ahead bound a slow sink or a slow check holds back its own
 // generation (backpressure reaches the worker through the gRPC stream).
 //
 //   auto gen = pipeline.Run(request, sink, {.check_input = true});
@@ -32,6 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/clock.h"
+#include "core/timers.h"
 #include "switchboard/inference/v1/inference.pb.h"
 #include "trace/trace.h"
 
@@ -190,6 +194,17 @@ struct RunOptions {
   size_t read_ahead_bytes = 4096;
 };
 
+// Batching of output by time: a piece of output goes to safety once its
+// first byte has waited `wait`, or once it holds `bytes`, whichever comes
+// first (and, as always, only when the piece before it is done with). A
+// zero `wait` sends each piece as soon as nothing else is being checked.
+struct OutputBatching {
+  static constexpr absl::Duration kMaxWait = absl::Milliseconds(20);
+  Timers* timers = nullptr;  // required when wait > 0
+  absl::Duration wait = absl::ZeroDuration();
+  size_t bytes = 256;
+};
+
 class Generation;
 
 class Pipeline {
@@ -203,6 +218,9 @@ class Pipeline {
   // keeps the generation alive until the sink's terminal call).
   std::shared_ptr<Generation> Run(std::shared_ptr<Request> request, std::shared_ptr<Sink> sink,
                                   RunOptions options = {});
+
+  // Before the first Run. `batching.wait` is clamped to kMaxWait.
+  void set_output_batching(OutputBatching batching);
 
   int64_t active() const { return active_.load(); }
   // Cancels every generation in progress: for shutdown, once the drain
@@ -219,6 +237,7 @@ class Pipeline {
   OutputGates& gates_;
   Clock& clock_;
   const FailClosedRecorder on_fail_closed_;
+  OutputBatching batching_;
   std::atomic<int64_t> active_{0};
   metrics::Gauge& active_gauge_;
   metrics::Counter& finished_;
@@ -254,6 +273,13 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void OnStreamDone(const absl::Status& status);
   // Hands `piece` to the output gate (one piece at a time).
   void Check(std::string piece);
+  // Whether what was read ahead should go to safety now rather than wait
+  // for more (OutputBatching); mu_ held.
+  bool BatchReady(absl::Time now) const;
+  // Lets ahead_ wait for more text until its time is up (mu_ not held).
+  void WaitForBatch(absl::Duration delay, uint64_t seq);
+  // The batch waiting under `seq` is due.
+  void BatchDue(uint64_t seq);
   void Release(absl::StatusOr<OutputGate::Released> released);
   // The piece being checked is done with (released, refused or failed):
   // what was read ahead goes next, or a deferred end is handled.
@@ -295,6 +321,11 @@ class Generation : public std::enable_shared_from_this<Generation> {
   bool checking_ = false;  // a piece is with the gate, or its text with the sink
   bool stopped_reading_ = false;
   std::string ahead_;          // read while checking_, checked next
+  absl::Time ahead_since_;     // when ahead_'s first byte was read
+  // ahead_ waits for more text (OutputBatching), nothing is with the gate;
+  // the timer of batch_seq_ ends the wait.
+  bool batch_waiting_ = false;
+  uint64_t batch_seq_ = 0;
   Generator::Next held_next_;  // withheld while ahead_ is full
   // The stream ended while a piece was being checked: handled after it.
   std::optional<absl::Status> deferred_end_;

@@ -393,5 +393,103 @@ TEST_F(PipelineTest, OutputSafetyDownFailsClosed) {
                                                     request->request_id()}));
 }
 
+// Batching by time (OutputBatching): a piece waits for more text until its
+// first byte has waited `wait` or it holds `bytes`.
+class BatchedPipelineTest : public PipelineTest {
+ protected:
+  void SetUp() override {
+    pipeline_.set_output_batching({.timers = &timers_, .wait = absl::Milliseconds(20), .bytes = 8});
+  }
+  // Runs a generation and emits its start.
+  std::shared_ptr<sb::testing::FakeGenerator::Call> Begin() {
+    pipeline_.Run(MakeRequest(), sink_);
+    auto call = generator_.last();
+    EXPECT_TRUE(call->Emit(Started("m", 1)));
+    return call;
+  }
+  sb::testing::ManualTimers timers_{clock_};
+};
+
+TEST_F(BatchedPipelineTest, TokensWithinTheWaitGoToSafetyTogetherWhenItIsUp) {
+  auto call = Begin();
+  ASSERT_TRUE(call->Emit(Token("ab")));
+  timers_.Advance(absl::Milliseconds(10));
+  ASSERT_TRUE(call->Emit(Token("cd")));
+  timers_.Advance(absl::Milliseconds(9));
+  EXPECT_TRUE(gates_.pieces().empty()) << "19 ms: the batch still waits";
+  timers_.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"abcd"}));
+  EXPECT_EQ(sink_->log.back(), "text:abcd");
+  // The next batch starts with the next token, and waits its own 20 ms.
+  ASSERT_TRUE(call->Emit(Token("ef")));
+  timers_.Advance(absl::Milliseconds(19));
+  EXPECT_EQ(gates_.pieces().size(), 1u);
+  timers_.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"abcd", "ef"}));
+}
+
+TEST_F(BatchedPipelineTest, ABatchThatReachesItsSizeGoesAtOnce) {
+  auto call = Begin();
+  ASSERT_TRUE(call->Emit(Token("abcd")));
+  EXPECT_TRUE(gates_.pieces().empty());
+  ASSERT_TRUE(call->Emit(Token("efgh")));
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"abcdefgh"})) << "8 bytes, no wait";
+  ASSERT_TRUE(call->Emit(Token("a whole sentence")));
+  EXPECT_EQ(gates_.pieces().back(), "a whole sentence");
+  timers_.Advance(absl::Milliseconds(20));
+  EXPECT_EQ(gates_.pieces().size(), 2u) << "the stale timer sends nothing";
+}
+
+TEST_F(BatchedPipelineTest, TheEndOfTheStreamSendsAWaitingBatchAtOnce) {
+  auto call = Begin();
+  ASSERT_TRUE(call->Emit(Token("ab")));
+  ASSERT_TRUE(call->Emit(Finished("end_turn", 1, 1)));
+  ASSERT_TRUE(call->End(absl::OkStatus()));
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"ab"}));
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1", "text:ab", "finish:end_turn:1:1"}));
+  timers_.Advance(absl::Milliseconds(20));
+  EXPECT_EQ(sink_->terminal, 1);
+}
+
+TEST_F(BatchedPipelineTest, ACancelWhileABatchWaitsReleasesNothing) {
+  auto call = Begin();
+  ASSERT_TRUE(call->Emit(Token("ab")));
+  pipeline_.CancelAll();
+  EXPECT_TRUE(gates_.pieces().empty());
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"start:m:1", "finish:cancelled:1:1"}));
+  timers_.Advance(absl::Milliseconds(20));
+  EXPECT_TRUE(gates_.pieces().empty());
+  EXPECT_EQ(sink_->terminal, 1);
+}
+
+TEST_F(BatchedPipelineTest, TextReadDuringACheckWaitsOnlyWhatIsLeftOfItsTime) {
+  gates_.set_hold(true);
+  auto call = Begin();
+  ASSERT_TRUE(call->Emit(Token("a")));
+  timers_.Advance(absl::Milliseconds(20));
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"a"}));
+  ASSERT_TRUE(call->Emit(Token("b")));  // read ahead while "a" is checked
+  timers_.Advance(absl::Milliseconds(5));
+  ASSERT_TRUE(gates_.Answer());
+  EXPECT_EQ(gates_.pieces().size(), 1u) << "\"b\" has waited 5 ms of its 20";
+  timers_.Advance(absl::Milliseconds(14));
+  EXPECT_EQ(gates_.pieces().size(), 1u);
+  timers_.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"a", "b"}));
+  // Text that has waited its time while a check ran goes as soon as it is done.
+  ASSERT_TRUE(call->Emit(Token("c")));
+  timers_.Advance(absl::Milliseconds(25));
+  ASSERT_TRUE(gates_.Answer());
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST_F(BatchedPipelineTest, AWaitIsAtMostTwentyMilliseconds) {
+  pipeline_.set_output_batching({.timers = &timers_, .wait = absl::Seconds(1), .bytes = 1024});
+  auto call = Begin();
+  ASSERT_TRUE(call->Emit(Token("ab")));
+  timers_.Advance(absl::Milliseconds(20));
+  EXPECT_EQ(gates_.pieces(), (std::vector<std::string>{"ab"}));
+}
+
 }  // namespace
 }  // namespace sb::pipeline

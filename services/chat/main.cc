@@ -51,6 +51,11 @@ ABSL_FLAG(int, max_turns, 10000,
 ABSL_FLAG(int, stream_retention_seconds, 300,
           "How long a finished reply stays replayable from Redis");
 ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
+ABSL_FLAG(int, safety_batch_ms, 0,
+          "Output waits up to this long (at most 20 ms) for more text before it goes to output "
+          "safety, unless --safety_batch_bytes gathered first; 0: a piece goes as soon as the one "
+          "before it is checked");
+ABSL_FLAG(int, safety_batch_bytes, 256, "Output that goes to output safety without waiting more");
 ABSL_FLAG(int, context_window_tokens, sb::chat::kDefaultContextWindowTokens,
           "The context window of a model --context_windows does not name, in tokens: a turn's "
           "prompt is the conversation's most recent messages that fit it with the reply");
@@ -118,7 +123,12 @@ int main(int argc, char** argv) {
   // Fail-closed stops (safety unreachable) go to the safety audit trail.
   const sb::pipeline::FailClosedRecorder fail_closed =
       sb::pipeline::AuditFailClosed(**producer, "chat");
+  sb::TimerThread batch_timers;  // outlives the pipeline: its generations use it
   sb::pipeline::Pipeline pipeline("chat", input, generator, gates, sb::RealClock(), fail_closed);
+  pipeline.set_output_batching(
+      {.timers = &batch_timers,
+       .wait = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_safety_batch_ms))),
+       .bytes = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_safety_batch_bytes)))});
 
   // Every database call of the service runs here, one thread per connection;
   // the queue holds a burst of turns starting or ending at once.

@@ -77,6 +77,11 @@ ABSL_FLAG(double, auth_lookup_burst_per_ip, 20, "Burst of the look-ups per clien
 ABSL_FLAG(int, ping_interval_seconds, 10,
           "A stream with nothing written for this long gets a ping (0: never)");
 ABSL_FLAG(int, safety_deadline_ms, 2000, "Deadline of each safety check");
+ABSL_FLAG(int, safety_batch_ms, 0,
+          "Output waits up to this long (at most 20 ms) for more text before it goes to output "
+          "safety, unless --safety_batch_bytes gathered first; 0: a piece goes as soon as the one "
+          "before it is checked");
+ABSL_FLAG(int, safety_batch_bytes, 256, "Output that goes to output safety without waiting more");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host (rate limits)");
 ABSL_FLAG(int, redis_port, 6379, "Redis port (rate limits)");
 ABSL_FLAG(std::string, redis_password, "",
@@ -161,8 +166,13 @@ int main(int argc, char** argv) {
   } else {
     spdlog::warn("gateway: no --kafka_brokers: fail-closed stops are only logged");
   }
+  sb::TimerThread batch_timers;  // outlives the pipeline: its generations use it
   sb::pipeline::Pipeline pipeline("gateway", input, generator, gates, sb::RealClock(),
                                   std::move(fail_closed));
+  pipeline.set_output_batching(
+      {.timers = &batch_timers,
+       .wait = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_safety_batch_ms))),
+       .bytes = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_safety_batch_bytes)))});
 
   // Admission: limits from PostgreSQL, refreshed in the background;
   // counters in Redis, the fallback in process.

@@ -85,7 +85,11 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
        {schedulers, kafka, "--tokens_per_second=100", "--worker_id=worker-e2e",
         UsageKeyFlag(*c->infra_)}},
       {"billing", billing},
-      {"chat", {pg, redis, kafka, schedulers, "--safety_address=" + addr("safety")}},
+      // Chat batches its output to safety by time (20 ms, 2 of the worker's
+      // tokens), the gateway does not: the suites cover both.
+      {"chat",
+       {pg, redis, kafka, schedulers, "--safety_address=" + addr("safety"),
+        "--safety_batch_ms=20"}},
       {"connection-manager", {redis, kafka, "--chat_address=" + addr("chat")}},
       {"gateway",
        {pg, redis, kafka, "--http_port=" + std::to_string(c->http_port_),
