@@ -53,17 +53,18 @@ bool Storable(const spb::AuditEvent& e) {
 // producer's retry) is stored once.
 constexpr char kInsert[] =
     "INSERT INTO safety_audit (event_id, org_id, end_user_id, request_id, direction, rule, "
-    "action, policy_version, span_start, span_end, span_hash, source, decided_at) "
-    "SELECT e, o, u, r, d, ru, a, v, s, en, h, so, to_timestamp(t::double precision / 1000) "
+    "action, policy_version, span_start, span_end, span_hash, source, decided_at, "
+    "platform_policy_version) "
+    "SELECT e, o, u, r, d, ru, a, v, s, en, h, so, to_timestamp(t::double precision / 1000), pv "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
     "$7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], "
-    "$13::bigint[]) AS x(e, o, u, r, d, ru, a, v, s, en, h, so, t) "
+    "$13::bigint[], $14::bigint[]) AS x(e, o, u, r, d, ru, a, v, s, en, h, so, t, pv) "
     "ON CONFLICT (event_id) DO NOTHING";
 
 constexpr char kList[] =
     "SELECT event_id, org_id, end_user_id, request_id, direction, rule, action, policy_version, "
     "span_start, span_end, span_hash, source, "
-    "(extract(epoch FROM decided_at) * 1000)::bigint "
+    "(extract(epoch FROM decided_at) * 1000)::bigint, platform_policy_version "
     "FROM safety_audit WHERE org_id = $1 AND event_id > $2 AND event_id >= $3 "
     "AND decided_at >= to_timestamp($4::double precision / 1000) "
     "ORDER BY event_id LIMIT $5";
@@ -97,6 +98,7 @@ spb::AuditEvent AuditLog::Event(const AuditScope& scope, std::string_view rule,
   e.set_rule(std::string(rule));
   e.set_action(std::string(action));
   e.set_policy_version(scope.policy_version);
+  e.set_platform_policy_version(scope.platform_policy_version);
   constexpr size_t kMaxOffset = std::numeric_limits<int32_t>::max();
   e.set_start(static_cast<int32_t>(std::min(start, kMaxOffset)));
   e.set_end(static_cast<int32_t>(std::min(end, kMaxOffset)));
@@ -130,7 +132,7 @@ void PublishAuditEvent(Publisher& publisher, const spb::AuditEvent& event) {
 absl::Status StoreAuditEvents(PgPool& pg, const std::vector<spb::AuditEvent>& events) {
   if (events.empty()) return absl::OkStatus();
   std::vector<std::string> id, org, user, request, direction, rule, action, hash, source;
-  std::vector<int64_t> version, start, end, at;
+  std::vector<int64_t> version, start, end, at, platform_version;
   for (const auto& e : events) {
     if (!Storable(e)) {
       return absl::InvalidArgumentError("audit event " + e.event_id() + " cannot be stored");
@@ -148,6 +150,7 @@ absl::Status StoreAuditEvents(PgPool& pg, const std::vector<spb::AuditEvent>& ev
     hash.push_back(e.span_hash());
     source.push_back(e.source());
     at.push_back(e.at_unix_ms());
+    platform_version.push_back(e.platform_policy_version());
   }
   std::string refused;
   absl::Status st = pg.RunVoid([&](pqxx::connection& c) {
@@ -155,7 +158,8 @@ absl::Status StoreAuditEvents(PgPool& pg, const std::vector<spb::AuditEvent>& ev
     try {
       tx.exec_params(kInsert, PgArray(id), PgArray(org), PgArray(user), PgArray(request),
                      PgArray(direction), PgArray(rule), PgArray(action), PgArray(version),
-                     PgArray(start), PgArray(end), PgArray(hash), PgArray(source), PgArray(at));
+                     PgArray(start), PgArray(end), PgArray(hash), PgArray(source), PgArray(at),
+                     PgArray(platform_version));
     } catch (const pqxx::data_exception& e) {
       refused = e.what();  // a value of this batch, not the database
       return;
@@ -203,6 +207,7 @@ absl::StatusOr<spb::ListAuditResponse> ListAudit(PgPool& pg, const spb::ListAudi
       e->set_span_hash(r[10].as<std::string>());
       e->set_source(r[11].as<std::string>());
       e->set_at_unix_ms(r[12].as<int64_t>());
+      e->set_platform_policy_version(r[13].as<int64_t>());
     }
     return out;
   });

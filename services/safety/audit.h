@@ -47,6 +47,7 @@ struct AuditScope {
   std::string end_user_id;
   Direction direction = Direction::kInput;
   int64_t policy_version = 0;
+  int64_t platform_policy_version = 0;
 };
 
 // What an action is called in the trail: an input the policy would

@@ -14,7 +14,8 @@ const AuditScope kScope{.request_id = "req_1",
                         .org_id = "acme",
                         .end_user_id = "u-7",
                         .direction = Direction::kOutput,
-                        .policy_version = 3};
+                        .policy_version = 3,
+                        .platform_policy_version = 5};
 
 TEST(AuditLogTest, AnEventNamesTheDecisionAndHashesTheSpanWithoutHoldingIt) {
   testing::FakePublisher bus;
@@ -36,6 +37,7 @@ TEST(AuditLogTest, AnEventNamesTheDecisionAndHashesTheSpanWithoutHoldingIt) {
   EXPECT_EQ(e.rule(), "pii.email");
   EXPECT_EQ(e.action(), "redact");
   EXPECT_EQ(e.policy_version(), 3);
+  EXPECT_EQ(e.platform_policy_version(), 5);
   EXPECT_EQ(e.start(), 10);
   EXPECT_EQ(e.end(), 10 + static_cast<int>(span.size()));
   EXPECT_EQ(e.source(), "safety");

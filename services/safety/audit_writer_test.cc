@@ -44,6 +44,7 @@ class AuditWriterTest : public ::testing::Test {
     e.set_rule(rule);
     e.set_action("redact");
     e.set_policy_version(3);
+    e.set_platform_policy_version(2);
     e.set_start(4);
     e.set_end(20);
     e.set_span_hash("ab12");
@@ -107,6 +108,7 @@ TEST_F(AuditWriterTest, EachEventOnceNothingUnreadableAndNothingLostWhilePostgre
   EXPECT_EQ(trail[0].rule(), "pii.email");
   EXPECT_EQ(trail[0].span_hash(), "ab12");
   EXPECT_EQ(trail[0].policy_version(), 3);
+  EXPECT_EQ(trail[0].platform_policy_version(), 2);
   EXPECT_EQ(trail[1].event_id(), second.event_id());
   EXPECT_EQ(Counted("invalid") - invalid_before, 2) << "the unreadable and the unstorable one";
 

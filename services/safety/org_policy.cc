@@ -109,14 +109,32 @@ std::shared_ptr<const Policy> Policy::Default() {
   return policy;
 }
 
-absl::StatusOr<std::shared_ptr<const Policy>> Policy::Parse(std::string_view text,
-                                                            int64_t version) {
+absl::StatusOr<std::shared_ptr<const Policy>> Policy::Layered(const Policy& platform,
+                                                              const Policy& org) {
+  Json merged = Json::parse(platform.json_);
+  const Json own = Json::parse(org.json_);
+  for (const auto& [key, value] : own.items()) {
+    if (key != "rules" || !merged.contains("rules")) {
+      merged[key] = value;
+      continue;
+    }
+    for (const auto& [category, spec] : value.items()) {
+      Json& into = merged["rules"][category];
+      for (const auto& [direction, action] : spec.items()) into[direction] = action;
+    }
+  }
+  return Parse(merged.dump(), org.version_, platform.platform_version_);
+}
+
+absl::StatusOr<std::shared_ptr<const Policy>> Policy::Parse(std::string_view text, int64_t version,
+                                                            int64_t platform_version) {
   const Json doc = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) {
     return absl::InvalidArgumentError("a safety policy is a JSON object");
   }
   std::shared_ptr<Policy> p(new Policy());
   p->version_ = version;
+  p->platform_version_ = platform_version;
   for (const std::string& c : PolicyCategories()) p->actions_[c] = DefaultActions(c);
   for (const auto& [key, value] : doc.items()) {
     if (key == "rules") {

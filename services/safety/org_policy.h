@@ -11,6 +11,10 @@
 //     "max_input_bytes": 100000
 //   }
 //
+// The platform has a policy of the same form, versioned too
+// (PolicyStore::SetPlatform): an org's policy is layered on it (Layered), so
+// "the default" below is the platform policy's action where it names one.
+//
 // Actions: "block" (input: the request is refused; output: the reply stops
 // before the match), "redact" (output only: the match is replaced),
 // "flag" (allowed and recorded), "allow". A rule not named keeps the
@@ -52,13 +56,23 @@ const std::vector<std::string>& PolicyCategories();
 
 class Policy {
  public:
-  // `version` 0 is the platform's default.
-  static absl::StatusOr<std::shared_ptr<const Policy>> Parse(std::string_view json,
-                                                             int64_t version);
+  // `version`: the org's policy version, 0 for none (a platform policy, or
+  // the built-in default); `platform_version`: the platform policy's, 0 for
+  // the built-in default.
+  static absl::StatusOr<std::shared_ptr<const Policy>> Parse(std::string_view json, int64_t version,
+                                                             int64_t platform_version = 0);
+  // The built-in default (no platform policy, no org policy).
   static std::shared_ptr<const Policy> Default();
+  // `org` (an org's own policy) layered on `platform`: each rule's action
+  // per direction is the org's where its document names it, else the
+  // platform's; the org's blocklist and max_input_bytes, where it has them,
+  // replace the platform's. Versions: the org's and the platform's.
+  static absl::StatusOr<std::shared_ptr<const Policy>> Layered(const Policy& platform,
+                                                               const Policy& org);
   ~Policy();
 
   int64_t version() const { return version_; }
+  int64_t platform_version() const { return platform_version_; }
   Action ActionFor(std::string_view category, Direction direction) const;
   size_t max_input_bytes() const { return max_input_bytes_; }  // 0: none
   // The document as stored (canonical JSON).
@@ -75,6 +89,7 @@ class Policy {
   Policy() = default;
 
   int64_t version_ = 0;
+  int64_t platform_version_ = 0;
   std::map<std::string, std::pair<Action, Action>, std::less<>> actions_;  // input, output
   std::vector<std::string> terms_;                                         // normalised
   std::vector<std::unique_ptr<re2::RE2>> patterns_;

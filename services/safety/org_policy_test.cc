@@ -45,6 +45,36 @@ TEST(PolicyTest, RulesNamedTakeTheirActionsOthersKeepTheDefault) {
   EXPECT_EQ(Must(p->json())->json(), p->json());
 }
 
+// An org's policy on the platform's: rules per direction, the org's
+// blocklist and size limit in place of the platform's where it has them.
+TEST(PolicyTest, AnOrgsPolicyLayeredOnThePlatformsTakesWhatItDoesNotName) {
+  auto platform = Policy::Parse(R"({"rules": {"pii.email": {"input": "flag", "output": "redact"}},
+                                    "blocklist": {"terms": ["falcon"], "output": "redact"},
+                                    "max_input_bytes": 500})",
+                                0, 4);
+  ASSERT_TRUE(platform.ok()) << platform.status();
+  auto layered =
+      Policy::Layered(**platform, *Must(R"({"rules": {"pii.email": {"input": "block"}}})"));
+  ASSERT_TRUE(layered.ok()) << layered.status();
+  const Policy& p = **layered;
+  EXPECT_EQ(p.version(), 7);
+  EXPECT_EQ(p.platform_version(), 4);
+  EXPECT_EQ(p.ActionFor("pii.email", Direction::kInput), Action::kBlock) << "the org's";
+  EXPECT_EQ(p.ActionFor("pii.email", Direction::kOutput), Action::kRedact) << "the platform's";
+  EXPECT_EQ(p.max_input_bytes(), 500u);
+  EXPECT_EQ(p.FindBlocklisted("the falcon flies").size(), 1u);
+  EXPECT_EQ(p.ActionFor("blocklist.term", Direction::kOutput), Action::kRedact);
+
+  auto own = Policy::Layered(**platform,
+                             *Must(R"({"blocklist": {"terms": ["heron"]}, "max_input_bytes": 0})"));
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_TRUE((*own)->FindBlocklisted("the falcon flies").empty()) << "the org's list replaces";
+  EXPECT_EQ((*own)->FindBlocklisted("a heron").size(), 1u);
+  EXPECT_EQ((*own)->ActionFor("blocklist.term", Direction::kOutput), Action::kBlock);
+  EXPECT_EQ((*own)->max_input_bytes(), 0u) << "the org lifted the platform's limit";
+  EXPECT_EQ((*own)->ActionFor("pii.email", Direction::kInput), Action::kFlag);
+}
+
 TEST(PolicyTest, MistakesAreRefusedWithWhatIsWrong) {
   EXPECT_NE(ErrorOf("[]").find("JSON object"), std::string::npos);
   EXPECT_NE(ErrorOf("{nope").find("JSON object"), std::string::npos);

@@ -65,7 +65,8 @@ Verdict Evaluate(std::string_view text, Direction direction, const Policy& polic
     return {.allowed = false,
             .reason = Explain({size}, direction),
             .decisions = {{size, Action::kBlock}},
-            .policy_version = policy.version()};
+            .policy_version = policy.version(),
+            .platform_policy_version = policy.platform_version()};
   }
   const Normalized n = Normalize(text);
   std::vector<Finding> found = FindAll(n.text);
@@ -76,6 +77,7 @@ Verdict Evaluate(std::string_view text, Direction direction, const Policy& polic
   found = Actionable(std::move(found), policy, direction);
   Verdict v;
   v.policy_version = policy.version();
+  v.platform_policy_version = policy.platform_version();
   for (Finding& f : found) {
     const size_t end = n.OriginalEnd(f.end);
     f.start = n.OriginalStart(f.start);

@@ -26,6 +26,7 @@ struct Verdict {
   // Every finding the policy does not simply allow, with its action.
   std::vector<Decision> decisions;
   int64_t policy_version = 0;
+  int64_t platform_policy_version = 0;
 };
 
 // Unary: a redact action on output counts as block (there is no stream to

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <functional>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -25,12 +27,57 @@ constexpr char kInsertSql[] =
     "RETURNING version, "
     "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
 
+constexpr char kPlatformVersionSql[] = "SELECT max(version) FROM safety_platform_policies";
+constexpr char kPlatformDocumentSql[] =
+    "SELECT document::text, version, "
+    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), created_by "
+    "FROM safety_platform_policies WHERE ($1::bigint = 0 OR version = $1::bigint) "
+    "ORDER BY version DESC LIMIT 1";
+constexpr char kPlatformInsertSql[] =
+    "INSERT INTO safety_platform_policies (version, document, created_by) "
+    "SELECT COALESCE(max(version), 0) + 1, $1::jsonb, $2 FROM safety_platform_policies "
+    "RETURNING version, "
+    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
+
+struct Row {
+  std::string document, created_at, created_by;
+  int64_t version = 0;
+};
+
+// The first row `query` reads (document, version, created_at, created_by),
+// if any.
+absl::StatusOr<std::optional<Row>> ReadPolicy(
+    PgPool& pg, const std::function<pqxx::result(pqxx::read_transaction&)>& query) {
+  return pg.Run<std::optional<Row>>([&](pqxx::connection& c) -> std::optional<Row> {
+    pqxx::read_transaction tx(c);
+    const pqxx::result r = query(tx);
+    if (r.empty()) return std::nullopt;
+    return Row{r[0][0].as<std::string>(), r[0][2].as<std::string>(), r[0][3].as<std::string>(),
+               r[0][1].as<int64_t>()};
+  });
+}
+
 }  // namespace
 
 std::shared_ptr<const Policy> PolicyStore::For(std::string_view org) const {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = policies_.find(absl::string_view(org.data(), org.size()));
-  return it == policies_.end() ? Policy::Default() : it->second;
+  const std::shared_ptr<const Policy> platform = platform_ ? platform_ : Policy::Default();
+  auto own = policies_.find(absl::string_view(org.data(), org.size()));
+  if (own == policies_.end()) return platform;
+  auto& layered = layered_[own->first];
+  if (layered && layered->version() == own->second->version() &&
+      layered->platform_version() == platform->platform_version()) {
+    return layered;
+  }
+  auto made = Policy::Layered(*platform, *own->second);
+  if (!made.ok()) {
+    // Two valid documents always merge into one; kept as a guard.
+    spdlog::error("safety policy of org {} on the platform's version {}: {}", own->first,
+                  platform->platform_version(), made.status().ToString());
+    return own->second;
+  }
+  layered = *made;
+  return layered;
 }
 
 absl::Status PolicyStore::Refresh() {
@@ -44,8 +91,32 @@ absl::Status PolicyStore::Refresh() {
     return out;
   });
   if (!versions.ok()) return versions.status();
+  auto platform = pg_->Run<int64_t>([](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec1(kPlatformVersionSql);
+    return r[0].is_null() ? int64_t{0} : r[0].as<int64_t>();
+  });
+  if (!platform.ok()) return platform.status();
+  int64_t installed_platform;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    installed_platform = platform_ ? platform_->platform_version() : 0;
+  }
+  if (*platform > installed_platform) {
+    auto stored = GetPlatform(*platform);
+    if (stored.ok()) {
+      InstallPlatform(stored->policy);
+    } else {
+      spdlog::error("the platform's safety policy version {}: {}", *platform,
+                    stored.status().ToString());
+    }
+  }
   for (const auto& [org, version] : *versions) {
-    if (For(org)->version() == version) continue;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto own = policies_.find(org);
+      if (own != policies_.end() && own->second->version() == version) continue;
+    }
     auto stored = Get(org, version);
     if (!stored.ok()) {
       // A stored document that no longer parses (a rule renamed by an
@@ -69,19 +140,53 @@ void PolicyStore::Install(const std::string& org, std::shared_ptr<const Policy> 
   slot = std::move(policy);
 }
 
+void PolicyStore::InstallPlatform(std::shared_ptr<const Policy> policy) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (platform_ && platform_->platform_version() >= policy->platform_version()) return;
+  spdlog::info("the platform's safety policy: version {}", policy->platform_version());
+  platform_ = std::move(policy);
+}
+
+absl::StatusOr<StoredPolicy> PolicyStore::GetPlatform(int64_t version) {
+  if (pg_ == nullptr) return absl::FailedPreconditionError("safety runs without --pg");
+  auto row = ReadPolicy(*pg_, [&](pqxx::read_transaction& tx) {
+    return tx.exec_params(kPlatformDocumentSql, version);
+  });
+  if (!row.ok()) return row.status();
+  if (!*row) {
+    return absl::NotFoundError(version == 0 ? std::string("the platform has no safety policy")
+                                            : absl::StrCat("the platform has no safety policy "
+                                                           "version ",
+                                                           version));
+  }
+  auto policy = Policy::Parse((*row)->document, 0, (*row)->version);
+  if (!policy.ok()) return policy.status();
+  return StoredPolicy{*policy, (*row)->created_at, (*row)->created_by};
+}
+
+absl::StatusOr<StoredPolicy> PolicyStore::SetPlatform(std::string_view document,
+                                                      const std::string& created_by) {
+  if (pg_ == nullptr) return absl::FailedPreconditionError("safety runs without --pg");
+  auto parsed = Policy::Parse(document, 0);
+  if (!parsed.ok()) return parsed.status();
+  const std::string canonical = (*parsed)->json();
+  auto stored = pg_->Run<std::pair<int64_t, std::string>>([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec("SELECT pg_advisory_xact_lock(hashtext('safety_platform_policies'))");
+    auto r = tx.exec_params1(kPlatformInsertSql, canonical, created_by);
+    tx.commit();
+    return std::make_pair(r[0].as<int64_t>(), r[1].as<std::string>());
+  });
+  if (!stored.ok()) return stored.status();
+  auto policy = Policy::Parse(canonical, 0, stored->first);
+  if (!policy.ok()) return policy.status();
+  return StoredPolicy{*policy, stored->second, created_by};
+}
+
 absl::StatusOr<StoredPolicy> PolicyStore::Get(const std::string& org, int64_t version) {
   if (pg_ == nullptr) return absl::FailedPreconditionError("safety runs without --pg");
-  struct Row {
-    std::string document, created_at, created_by;
-    int64_t version = 0;
-  };
-  auto row = pg_->Run<std::optional<Row>>([&](pqxx::connection& c) -> std::optional<Row> {
-    pqxx::read_transaction tx(c);
-    auto r = tx.exec_params(kDocumentSql, org, version);
-    if (r.empty()) return std::nullopt;
-    return Row{r[0][0].as<std::string>(), r[0][2].as<std::string>(), r[0][3].as<std::string>(),
-               r[0][1].as<int64_t>()};
-  });
+  auto row = ReadPolicy(
+      *pg_, [&](pqxx::read_transaction& tx) { return tx.exec_params(kDocumentSql, org, version); });
   if (!row.ok()) return row.status();
   if (!*row) {
     return absl::NotFoundError(version == 0 ? absl::StrCat("org ", org, " has no safety policy")

@@ -1,9 +1,12 @@
 // Per-org safety policies (org_policy.h), versioned in PostgreSQL's
 // safety_policies (migration 0014): Set adds a version, the highest is the
-// org's policy. A safety process keeps every org's policy in memory and
-// Refresh()es it (one query for the versions, then only what changed), so a
-// check never waits on the database; an org with no policy has the
-// platform's default.
+// org's policy. The platform's policy is versioned the same way in
+// safety_platform_policies (migration 0022, SetPlatform); an org's policy is
+// layered on it (Policy::Layered), and an org with no policy has it alone
+// (or, when the platform has none either, the built-in default). A safety
+// process keeps every policy in memory and Refresh()es them (one query for
+// the versions, then only what changed), so a check never waits on the
+// database.
 //
 // When PostgreSQL cannot be reached, Refresh fails and the policies last
 // loaded stay in force (a new version takes effect once it is back).
@@ -36,6 +39,7 @@ class PolicyStore {
   // `pg` null: every org has the default policy, and Set/Get fail.
   explicit PolicyStore(PgPool* pg) : pg_(pg) {}
 
+  // The policy `org`'s checks run under: its own on the platform's.
   std::shared_ptr<const Policy> For(std::string_view org) const;
   absl::Status Refresh();
 
@@ -49,10 +53,22 @@ class PolicyStore {
   // In force from now on, unless a newer version already is.
   void Install(const std::string& org, std::shared_ptr<const Policy> policy);
 
+  // The platform's policy, as the org's above (Get: NotFound when it has
+  // none; its policy's platform_version() is its version).
+  absl::StatusOr<StoredPolicy> SetPlatform(std::string_view document,
+                                           const std::string& created_by);
+  absl::StatusOr<StoredPolicy> GetPlatform(int64_t version = 0);
+  void InstallPlatform(std::shared_ptr<const Policy> policy);
+
  private:
   PgPool* pg_;
   mutable std::mutex mu_;
+  // Each org's own policy, as stored (not layered).
   absl::flat_hash_map<std::string, std::shared_ptr<const Policy>> policies_;
+  std::shared_ptr<const Policy> platform_;  // null: the built-in default
+  // Each org's policy layered on the platform's, made when first needed
+  // after either changed.
+  mutable absl::flat_hash_map<std::string, std::shared_ptr<const Policy>> layered_;
 };
 
 }  // namespace sb::safety

@@ -54,8 +54,8 @@ grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckReq
                                 InputThrottle* throttle, AuditLog* audit) {
   const char* dir = DirectionName(direction);
   const absl::Time now = absl::Now();
-  const AuditScope scope{req->request_id(), req->org_id(), req->end_user_id(), direction,
-                         policy.version()};
+  const AuditScope scope{req->request_id(), req->org_id(),    req->end_user_id(),
+                         direction,         policy.version(), policy.platform_version()};
   if (throttle != nullptr) {
     if (const absl::Duration wait = throttle->Wait(req->org_id(), req->end_user_id(), now);
         wait > absl::ZeroDuration()) {
@@ -67,6 +67,7 @@ grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckReq
           "their requests are refused for a while; retry after ",
           seconds, " s"));
       resp->set_policy_version(policy.version());
+      resp->set_platform_policy_version(policy.platform_version());
       CountCheck(dir, "throttled");
       if (audit != nullptr) audit->Record(scope, "throttle", "throttle", 0, 0, {});
       auto* reactor = ctx->DefaultReactor();
@@ -78,6 +79,7 @@ grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckReq
   resp->set_verdict(v.allowed ? CheckResponse::ALLOW : CheckResponse::BLOCK);
   resp->set_reason(v.reason);
   resp->set_policy_version(v.policy_version);
+  resp->set_platform_policy_version(v.platform_policy_version);
   for (const auto& d : v.decisions) ToProto(d.finding, d.action, resp->add_findings());
   for (const auto& d : v.decisions) {
     CountFinding(dir, d.finding.category, d.action);
@@ -87,9 +89,10 @@ grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckReq
                     std::string_view(req->text()).substr(f.start, f.end - f.start));
     }
     if (d.action == Action::kFlag) {
-      spdlog::info("request_id={} org={} {} flagged: {} at {}..{} (policy version {})",
-                   req->request_id(), req->org_id(), dir, d.finding.category, d.finding.start,
-                   d.finding.end, v.policy_version);
+      spdlog::info(
+          "request_id={} org={} {} flagged: {} at {}..{} (policy version {}, platform's {})",
+          req->request_id(), req->org_id(), dir, d.finding.category, d.finding.start, d.finding.end,
+          v.policy_version, v.platform_policy_version);
     }
   }
   CountCheck(dir, v.allowed ? "allow" : "block");
@@ -139,7 +142,8 @@ class ModerateReactor final : public ModerateReactorBase {
       if (audit_ != nullptr) {
         options.on_decision = [this, scope = AuditScope{request_id_, org_id_,
                                                         request_.start().end_user_id(),
-                                                        Direction::kOutput, policy->version()}](
+                                                        Direction::kOutput, policy->version(),
+                                                        policy->platform_version()}](
                                   const Finding& f, Action action, std::string_view span) {
           audit_->Record(scope, f.category, AuditAction(action, Direction::kOutput), f.start, f.end,
                          span);
@@ -162,6 +166,7 @@ class ModerateReactor final : public ModerateReactorBase {
     }
     response_.set_release(std::move(r.release));
     response_.set_policy_version(gate_->policy().version());
+    response_.set_platform_policy_version(gate_->policy().platform_version());
     for (size_t i = redacted; i < gate_->redacted().size(); ++i) {
       ToProto(gate_->redacted()[i], Action::kRedact, response_.add_redacted());
       CountFinding("output", gate_->redacted()[i].category, Action::kRedact);
@@ -214,7 +219,8 @@ class ModerateReactor final : public ModerateReactorBase {
 void ToProto(const std::string& org, const StoredPolicy& p,
              switchboard::safety::v1::PolicyResponse* out) {
   out->set_org_id(org);
-  out->set_version(p.policy->version());
+  out->set_platform(org.empty());
+  out->set_version(org.empty() ? p.policy->platform_version() : p.policy->version());
   out->set_document(p.policy->json());
   out->set_created_at(p.created_at);
   out->set_created_by(p.created_by);
@@ -274,6 +280,21 @@ grpc::ServerUnaryReactor* SafetyAdminImpl::SetPolicy(
           grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.SafetyAdmin/SetPolicy"))
     return refused;
   return OnPool(ctx, pool_, [this, req, resp] {
+    if (req->platform()) {
+      if (!req->org_id().empty()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "a platform policy names no org_id");
+      }
+      auto stored = policies_.SetPlatform(req->document(), req->created_by());
+      if (!stored.ok()) return ForCaller(stored.status(), "SetPolicy");
+      ToProto("", *stored, resp);
+      policies_.InstallPlatform(stored->policy);
+      return grpc::Status::OK;
+    }
+    if (req->org_id().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "org_id is required (or platform, for the platform's policy)");
+    }
     auto stored = policies_.Set(req->org_id(), req->document(), req->created_by());
     if (!stored.ok()) return ForCaller(stored.status(), "SetPolicy");
     ToProto(req->org_id(), *stored, resp);
@@ -290,9 +311,13 @@ grpc::ServerUnaryReactor* SafetyAdminImpl::GetPolicy(
           grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.SafetyAdmin/GetPolicy"))
     return refused;
   return OnPool(ctx, pool_, [this, req, resp] {
-    auto stored = policies_.Get(req->org_id(), req->version());
+    if (req->platform() && !req->org_id().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a platform policy names no org_id");
+    }
+    auto stored = req->platform() ? policies_.GetPlatform(req->version())
+                                  : policies_.Get(req->org_id(), req->version());
     if (!stored.ok()) return ForCaller(stored.status(), "GetPolicy");
-    ToProto(req->org_id(), *stored, resp);
+    ToProto(req->platform() ? "" : req->org_id(), *stored, resp);
     return grpc::Status::OK;
   });
 }

@@ -25,6 +25,8 @@
 //           [--group=billing] [--topic=usage.events]   # a stopped partition's decision
 //   sbadmin --pg=URI safety set-policy ORG FILE.json [--by=WHO]   # a new policy version
 //   sbadmin --pg=URI safety show-policy ORG [--policy_version=N]
+//   sbadmin --pg=URI safety set-policy --platform FILE.json   # the platform's, under every org's
+//   sbadmin --pg=URI safety show-policy --platform [--policy_version=N]
 //   sbadmin --pg=URI safety audit ORG [--since=24h|DATE]   # decisions other than allow
 //   sbadmin health [HOST:]METRICS_PORT   # exit 0 when the service is ready (a container probe)
 #include <cstdio>
@@ -94,6 +96,9 @@ ABSL_FLAG(std::string, since, "",
 ABSL_FLAG(std::string, by, "", "safety set-policy: who made the change (default: $USER)");
 ABSL_FLAG(int64_t, policy_version, 0,
           "safety show-policy: this version (default: the one in force)");
+ABSL_FLAG(bool, platform, false,
+          "safety set-policy, show-policy: the platform's policy (no ORG), which every org's "
+          "policy is layered on");
 ABSL_FLAG(std::string, kafka_brokers, "127.0.0.1:19092",
           "billing reconcile: the Kafka bootstrap servers billing reads");
 ABSL_FLAG(std::string, group, "billing", "billing reset-offsets: billing's --consumer_group");
@@ -397,6 +402,7 @@ int RunPrice(const std::vector<std::string>& args) {
 
 constexpr const char* kSafetyUsage =
     "sbadmin --pg=URI safety (set-policy ORG FILE.json [--by=WHO] | show-policy ORG "
+    "[--policy_version=N] | set-policy --platform FILE.json [--by=WHO] | show-policy --platform "
     "[--policy_version=N] | audit ORG [--since=24h|DATE])";
 
 // `safety audit ORG`: the org's audit trail since --since, oldest first.
@@ -413,7 +419,8 @@ int RunSafetyAudit(const std::string& org) {
   request.set_org_id(org);
   request.set_since_unix_ms(absl::ToUnixMillis(*since));
   request.set_limit(1000);
-  std::printf("%-24s %-28s %-16s %-6s %-22s %-11s %7s %11s %s\n", "decided (UTC)", "request",
+  // policy: the org's version / the platform's under it.
+  std::printf("%-24s %-28s %-16s %-6s %-22s %-11s %9s %11s %s\n", "decided (UTC)", "request",
               "end user", "dir", "rule", "action", "policy", "span", "span hash");
   int64_t rows = 0;
   for (;;) {
@@ -424,14 +431,14 @@ int RunSafetyAudit(const std::string& org) {
     }
     for (const auto& e : page->events()) {
       const std::string span = absl::StrCat(e.start(), "..", e.end());
-      std::printf("%-24s %-28s %-16s %-6s %-22s %-11s %7lld %11s %s\n",
+      const std::string policy = absl::StrCat(e.policy_version(), "/", e.platform_policy_version());
+      std::printf("%-24s %-28s %-16s %-6s %-22s %-11s %9s %11s %s\n",
                   absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(e.at_unix_ms()),
                                    absl::UTCTimeZone())
                       .c_str(),
                   e.request_id().c_str(), e.end_user_id().empty() ? "-" : e.end_user_id().c_str(),
-                  e.direction().c_str(), e.rule().c_str(), e.action().c_str(),
-                  static_cast<long long>(e.policy_version()), span.c_str(),
-                  e.span_hash().empty() ? "-" : e.span_hash().substr(0, 16).c_str());
+                  e.direction().c_str(), e.rule().c_str(), e.action().c_str(), policy.c_str(),
+                  span.c_str(), e.span_hash().empty() ? "-" : e.span_hash().substr(0, 16).c_str());
       ++rows;
     }
     if (page->next_after_event_id().empty()) break;
@@ -445,37 +452,48 @@ int RunSafetyAudit(const std::string& org) {
 // `sbadmin safety ...`: the orgs' safety policies. Returns the exit code.
 int RunSafety(const std::vector<std::string>& args) {
   const std::string sub = args.size() >= 3 ? args[2] : "";
-  if (!((sub == "set-policy" && args.size() == 5) || (sub == "show-policy" && args.size() == 4) ||
-        (sub == "audit" && args.size() == 4))) {
+  // The platform's policy names no org: its arguments are one fewer.
+  const bool platform = absl::GetFlag(FLAGS_platform);
+  const size_t org_args = platform ? 0 : 1;
+  if (!((sub == "set-policy" && args.size() == 4 + org_args) ||
+        (sub == "show-policy" && args.size() == 3 + org_args) ||
+        (sub == "audit" && !platform && args.size() == 4))) {
     std::fprintf(stderr, "%s\n", kSafetyUsage);
     return 2;
   }
   if (sub == "audit") return RunSafetyAudit(args[3]);
+  const std::string org = platform ? "" : args[3];
   sb::PgPool pg(absl::GetFlag(FLAGS_pg), 1);
   sb::safety::PolicyStore store(&pg);
   absl::StatusOr<sb::safety::StoredPolicy> policy;
   if (sub == "set-policy") {
-    std::ifstream in(args[4]);
+    const std::string& file = args[3 + org_args];
+    std::ifstream in(file);
     std::stringstream document;
     document << in.rdbuf();
     if (!in) {
-      std::fprintf(stderr, "sbadmin safety set-policy: cannot read %s\n", args[4].c_str());
+      std::fprintf(stderr, "sbadmin safety set-policy: cannot read %s\n", file.c_str());
       return 1;
     }
     std::string by = absl::GetFlag(FLAGS_by);
     if (by.empty() && std::getenv("USER") != nullptr) by = std::getenv("USER");
-    policy = store.Set(args[3], document.str(), by.empty() ? "sbadmin" : by);
+    if (by.empty()) by = "sbadmin";
+    policy = platform ? store.SetPlatform(document.str(), by) : store.Set(org, document.str(), by);
   } else {
-    policy = store.Get(args[3], absl::GetFlag(FLAGS_policy_version));
+    const int64_t version = absl::GetFlag(FLAGS_policy_version);
+    policy = platform ? store.GetPlatform(version) : store.Get(org, version);
   }
   if (!policy.ok()) {
     std::fprintf(stderr, "sbadmin safety %s: %s\n", sub.c_str(),
                  policy.status().ToString().c_str());
     return 1;
   }
-  std::printf("org      %s\nversion  %lld\ncreated  %s by %s\npolicy   %s\n", args[3].c_str(),
-              static_cast<long long>(policy->policy->version()), policy->created_at.c_str(),
-              policy->created_by.c_str(), policy->policy->json().c_str());
+  std::printf("org      %s\nversion  %lld\ncreated  %s by %s\npolicy   %s\n",
+              platform ? "(the platform)" : org.c_str(),
+              static_cast<long long>(platform ? policy->policy->platform_version()
+                                              : policy->policy->version()),
+              policy->created_at.c_str(), policy->created_by.c_str(),
+              policy->policy->json().c_str());
   return 0;
 }
 
