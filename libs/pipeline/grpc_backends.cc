@@ -74,6 +74,7 @@ class ModerateStream final
           first->set_request_id(check_.request_id);
           first->set_org_id(check_.org_id);
           first->set_end_user_id(check_.end_user_id);
+          first->set_platform_policy_version(check_.platform_policy_version);
         }
         m.set_text(std::move(text));
         m.set_end(end);
@@ -426,6 +427,7 @@ class LeasedCall final : public GenerateCall, public std::enable_shared_from_thi
             self->started_.store(true);
             if (!admit->lease.version().empty())
               e.mutable_started()->set_model(admit->lease.version());
+            e.mutable_started()->set_safety_policy_version(admit->lease.safety_policy_version());
           }
           self->callbacks_.on_event(std::move(e), std::move(next));
         },

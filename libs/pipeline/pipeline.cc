@@ -91,7 +91,6 @@ void Generation::Start(const RunOptions& options) {
   trace_ = options.trace;
   read_ahead_bytes_ = options.read_ahead_bytes;
   CheckContext ctx{request_->request_id(), request_->org_id(), request_->end_user_id(), trace_};
-  gate_ = pipeline_.gates_.Open(ctx);
   if (!options.check_input) {
     StartGenerate();
     return;
@@ -179,6 +178,10 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
       proceed = !cancel_requested_ && state_ == State::kWaiting;
       out_of_order = !cancel_requested_ && state_ != State::kWaiting;
       if (proceed) {
+        // The output gate, under the policy the serving version pins.
+        gate_ = pipeline_.gates_.Open({request_->request_id(), request_->org_id(),
+                                       request_->end_user_id(), trace_,
+                                       e.started().safety_policy_version()});
         state_ = State::kStreaming;
         start_ = {e.started().model(), e.started().input_tokens()};
         info = start_;
@@ -466,6 +469,10 @@ void Generation::OnStreamDone(const absl::Status& status) {
   if (!saw_finished) {
     Fail(PublicFailure(absl::InternalError("the generation stream ended without a result"),
                        started));
+    return;
+  }
+  if (!started) {  // a result with no start before it: no gate was opened
+    Fail(ProtocolError("a result before its start"));
     return;
   }
   // The end: what the gate still holds is checked and released last.

@@ -98,6 +98,9 @@ struct CheckContext {
   std::string org_id;
   std::string end_user_id;
   trace::SpanContext trace;  // the parent of the checks' calls
+  // Output: the platform safety policy version the model version serving
+  // the request pins (the scheduler's Started); 0: the version in force.
+  int64_t platform_policy_version = 0;
 };
 
 // Input safety. done(OK): allowed, and InputVerdict says whether the
@@ -303,7 +306,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   Pipeline& pipeline_;
   std::shared_ptr<Request> request_;
   std::shared_ptr<Sink> sink_;
-  std::unique_ptr<OutputGate> gate_;
+  std::unique_ptr<OutputGate> gate_;  // opened at the worker's start
   std::shared_ptr<Generation> self_;  // keeps us alive until kDone
 
   std::mutex mu_;  // guards the fields below; never held while calling out

@@ -130,6 +130,26 @@ TEST_F(PipelineTest, EveryCallOfAGenerationIsAChildOfItsSpan) {
   EXPECT_EQ(generator_.last()->trace().Traceparent(), parent.Traceparent());
 }
 
+// The output gate opens when the worker starts, under the platform safety
+// policy version the serving model version pins (the scheduler's Started).
+TEST_F(PipelineTest, TheOutputGateOpensUnderTheServingVersionsPolicyPin) {
+  Event started = Started("m-v2", 1);
+  started.mutable_started()->set_safety_policy_version(6);
+  generator_.set_script({started, Token("a"), Finished("end_turn", 1, 1)});
+  pipeline_.Run(MakeRequest(), sink_);
+  ASSERT_EQ(gates_.opened().size(), 1u);
+  EXPECT_EQ(gates_.opened()[0].platform_policy_version, 6);
+  EXPECT_EQ(gates_.opened()[0].org_id, "org");
+  EXPECT_EQ(sink_->log.back(), "finish:end_turn:1:1");
+}
+
+TEST_F(PipelineTest, AResultBeforeItsStartIsAProtocolError) {
+  generator_.set_script({Finished("end_turn", 1, 1)});
+  pipeline_.Run(MakeRequest(), sink_);
+  EXPECT_TRUE(gates_.opened().empty());
+  EXPECT_EQ(sink_->log, (std::vector<std::string>{"error:INTERNAL"}));
+}
+
 TEST_F(PipelineTest, RefusedInputNeverReachesTheScheduler) {
   input_.set_verdict(absl::InvalidArgumentError("input blocked by safety policy: e-mail address"));
   pipeline_.Run(MakeRequest(), sink_);

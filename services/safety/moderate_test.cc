@@ -57,10 +57,13 @@ Released Flush(pipeline::OutputGate& gate) {
 
 // A gate of StreamingOutputGates over an in-process safety service.
 struct Moderated {
-  explicit Moderated(grpc::Service* service, milliseconds deadline = milliseconds(2000))
+  explicit Moderated(grpc::Service* service, milliseconds deadline = milliseconds(2000),
+                     int64_t pin = 0)
       : server(service),
         gates(server.stub(), deadline),
-        gate(gates.Open({.request_id = "req_1", .org_id = "acme"})) {}
+        gate(
+            gates.Open({.request_id = "req_1", .org_id = "acme", .platform_policy_version = pin})) {
+  }
   Server server;
   pipeline::StreamingOutputGates gates;
   std::unique_ptr<pipeline::OutputGate> gate;
@@ -126,6 +129,19 @@ TEST(ModerateOutputTest, SafetyGoneMidStreamEndsTheReply) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
   auto rest = Flush(*m.gate);
   EXPECT_EQ(rest.status().code(), absl::StatusCode::kUnavailable) << rest.status();
+}
+
+// A reply pinned to a platform policy version this replica does not have
+// gets no verdict: the gate fails closed, nothing is released.
+TEST(ModerateOutputTest, APinnedPolicyVersionNotLoadedEndsTheReply) {
+  PolicyStore policies(nullptr);  // no platform versions at all
+  SafetyServiceImpl service(policies);
+  Moderated m(&service, milliseconds(2000), /*pin=*/3);
+  auto r = Push(*m.gate, "Hello there ");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  Moderated unpinned(&service);
+  EXPECT_TRUE(Push(*unpinned.gate, "Hello there ").ok());
 }
 
 // A safety service that takes the stream and never answers.

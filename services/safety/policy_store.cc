@@ -59,12 +59,20 @@ absl::StatusOr<std::optional<Row>> ReadPolicy(
 
 }  // namespace
 
-std::shared_ptr<const Policy> PolicyStore::For(std::string_view org) const {
+std::shared_ptr<const Policy> PolicyStore::For(std::string_view org,
+                                               int64_t platform_version) const {
   std::lock_guard<std::mutex> lock(mu_);
-  const std::shared_ptr<const Policy> platform = platform_ ? platform_ : Policy::Default();
+  std::shared_ptr<const Policy> platform;
+  if (platform_version > 0) {
+    auto it = platform_.find(platform_version);
+    if (it == platform_.end()) return nullptr;
+    platform = it->second;
+  } else {
+    platform = platform_.empty() ? Policy::Default() : platform_.rbegin()->second;
+  }
   auto own = policies_.find(absl::string_view(org.data(), org.size()));
   if (own == policies_.end()) return platform;
-  auto& layered = layered_[own->first];
+  auto& layered = layered_[{own->first, platform->platform_version()}];
   if (layered && layered->version() == own->second->version() &&
       layered->platform_version() == platform->platform_version()) {
     return layered;
@@ -100,15 +108,15 @@ absl::Status PolicyStore::Refresh() {
   int64_t installed_platform;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    installed_platform = platform_ ? platform_->platform_version() : 0;
+    installed_platform = platform_.empty() ? 0 : platform_.rbegin()->first;
   }
-  if (*platform > installed_platform) {
-    auto stored = GetPlatform(*platform);
+  // Every version since (any may be pinned); versions are numbered 1, 2, ...
+  for (int64_t v = installed_platform + 1; v <= *platform; ++v) {
+    auto stored = GetPlatform(v);
     if (stored.ok()) {
       InstallPlatform(stored->policy);
     } else {
-      spdlog::error("the platform's safety policy version {}: {}", *platform,
-                    stored.status().ToString());
+      spdlog::error("the platform's safety policy version {}: {}", v, stored.status().ToString());
     }
   }
   for (const auto& [org, version] : *versions) {
@@ -142,9 +150,9 @@ void PolicyStore::Install(const std::string& org, std::shared_ptr<const Policy> 
 
 void PolicyStore::InstallPlatform(std::shared_ptr<const Policy> policy) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (platform_ && platform_->platform_version() >= policy->platform_version()) return;
-  spdlog::info("the platform's safety policy: version {}", policy->platform_version());
-  platform_ = std::move(policy);
+  const int64_t version = policy->platform_version();
+  if (!platform_.emplace(version, std::move(policy)).second) return;
+  spdlog::info("the platform's safety policy: version {} loaded", version);
 }
 
 absl::StatusOr<StoredPolicy> PolicyStore::GetPlatform(int64_t version) {

@@ -16,6 +16,7 @@
 //   auto policy = store.For(org);                  // never null
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -39,8 +40,10 @@ class PolicyStore {
   // `pg` null: every org has the default policy, and Set/Get fail.
   explicit PolicyStore(PgPool* pg) : pg_(pg) {}
 
-  // The policy `org`'s checks run under: its own on the platform's.
-  std::shared_ptr<const Policy> For(std::string_view org) const;
+  // The policy `org`'s checks run under: its own on the platform's, the
+  // version in force or `platform_version` (a model version's pin). Null
+  // when that platform version is not known here (yet).
+  std::shared_ptr<const Policy> For(std::string_view org, int64_t platform_version = 0) const;
   absl::Status Refresh();
 
   // Validates `document` (InvalidArgument says what is wrong) and stores it
@@ -65,10 +68,13 @@ class PolicyStore {
   mutable std::mutex mu_;
   // Each org's own policy, as stored (not layered).
   absl::flat_hash_map<std::string, std::shared_ptr<const Policy>> policies_;
-  std::shared_ptr<const Policy> platform_;  // null: the built-in default
-  // Each org's policy layered on the platform's, made when first needed
-  // after either changed.
-  mutable absl::flat_hash_map<std::string, std::shared_ptr<const Policy>> layered_;
+  // Every platform version, loaded once; the last is in force (none: the
+  // built-in default).
+  std::map<int64_t, std::shared_ptr<const Policy>> platform_;
+  // Each org's policy layered on a platform version, made when first needed
+  // after its own changed.
+  mutable absl::flat_hash_map<std::pair<std::string, int64_t>, std::shared_ptr<const Policy>>
+      layered_;
 };
 
 }  // namespace sb::safety

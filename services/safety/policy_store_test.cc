@@ -81,6 +81,31 @@ TEST_F(PolicyStoreTest, AnOrgsPolicyIsLayeredOnThePlatformsVersionInForce) {
   EXPECT_EQ(store.GetPlatform(7).status().code(), absl::StatusCode::kNotFound);
 }
 
+// A model version's pin: its replies are moderated under that platform
+// version (with the org's own policy on it), whatever version is in force.
+TEST_F(PolicyStoreTest, APinnedPlatformVersionIsUsedInsteadOfTheOneInForce) {
+  PolicyStore store(pg_.get());
+  ASSERT_TRUE(store.SetPlatform(R"({"rules": {"pii.email": {"output": "redact"}}})", "ops").ok());
+  ASSERT_TRUE(store.SetPlatform("{}", "ops").ok());
+  ASSERT_TRUE(store.Set("layered", R"({"rules": {"pii.phone": {"output": "allow"}}})", "o").ok());
+  ASSERT_TRUE(store.Refresh().ok());
+
+  auto pinned = store.For("layered", 1);
+  ASSERT_NE(pinned, nullptr);
+  EXPECT_EQ(pinned->platform_version(), 1);
+  EXPECT_EQ(pinned->version(), 1);
+  EXPECT_EQ(pinned->ActionFor("pii.email", Direction::kOutput), Action::kRedact);
+  EXPECT_EQ(pinned->ActionFor("pii.phone", Direction::kOutput), Action::kAllow) << "the org's";
+  auto current = store.For("layered");
+  EXPECT_EQ(current->platform_version(), 2);
+  EXPECT_EQ(current->ActionFor("pii.email", Direction::kOutput), Action::kBlock);
+  EXPECT_EQ(current->ActionFor("pii.phone", Direction::kOutput), Action::kAllow);
+  EXPECT_EQ(store.For("layered", 1), pinned) << "made once";
+  ASSERT_NE(store.For("plain", 1), nullptr);
+  EXPECT_EQ(store.For("plain", 1)->ActionFor("pii.email", Direction::kOutput), Action::kRedact);
+  EXPECT_EQ(store.For("plain", 3), nullptr) << "not a version: no policy to check under";
+}
+
 TEST_F(PolicyStoreTest, APlatformPolicyIsCheckedAndNeverRewritten) {
   PolicyStore store(pg_.get());
   auto bad = store.SetPlatform(R"({"rules": {"pii.email": {"input": "redact"}}})", "ops");

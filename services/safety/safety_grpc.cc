@@ -49,9 +49,24 @@ void CountFinding(const char* direction, const std::string& category, Action act
       .Inc();
 }
 
+// A pinned platform version this replica has not loaded: no verdict (the
+// caller fails closed), until a refresh loads it.
+grpc::Status UnknownPin(const std::string& request_id, int64_t version) {
+  spdlog::error("request_id={} the pinned platform safety policy version {} is not loaded",
+                request_id, version);
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "the pinned safety policy version is not available; retry");
+}
+
 grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx, const CheckRequest* req,
-                                CheckResponse* resp, Direction direction, const Policy& policy,
+                                CheckResponse* resp, Direction direction, const Policy* pinned,
                                 InputThrottle* throttle, AuditLog* audit) {
+  if (pinned == nullptr) {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(UnknownPin(req->request_id(), req->platform_policy_version()));
+    return reactor;
+  }
+  const Policy& policy = *pinned;
   const char* dir = DirectionName(direction);
   const absl::Time now = absl::Now();
   const AuditScope scope{req->request_id(), req->org_id(),    req->end_user_id(),
@@ -137,7 +152,12 @@ class ModerateReactor final : public ModerateReactorBase {
     if (request_.has_start() && !gate_) {
       request_id_ = request_.start().request_id();
       org_id_ = request_.start().org_id();
-      auto policy = policies_.For(org_id_);
+      const int64_t pin = request_.start().platform_policy_version();
+      auto policy = policies_.For(org_id_, pin);
+      if (!policy) {
+        Finish(UnknownPin(request_id_, pin));
+        return;
+      }
       GateOptions options{.policy = policy, .window = window_};
       if (audit_ != nullptr) {
         options.on_decision = [this, scope = AuditScope{request_id_, org_id_,
@@ -261,8 +281,8 @@ grpc::ServerUnaryReactor* SafetyServiceImpl::CheckInput(grpc::CallbackServerCont
                                                         CheckResponse* resp) {
   if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.Safety/CheckInput"))
     return refused;
-  return Check(ctx, req, resp, Direction::kInput, *policies_.For(req->org_id()), &throttle_,
-               audit_);
+  auto policy = policies_.For(req->org_id(), req->platform_policy_version());
+  return Check(ctx, req, resp, Direction::kInput, policy.get(), &throttle_, audit_);
 }
 
 grpc::ServerUnaryReactor* SafetyServiceImpl::CheckOutput(grpc::CallbackServerContext* ctx,
@@ -270,7 +290,8 @@ grpc::ServerUnaryReactor* SafetyServiceImpl::CheckOutput(grpc::CallbackServerCon
                                                          CheckResponse* resp) {
   if (auto* refused = grpcx::RefuseUnlessAllowed(ctx, "/switchboard.safety.v1.Safety/CheckOutput"))
     return refused;
-  return Check(ctx, req, resp, Direction::kOutput, *policies_.For(req->org_id()), nullptr, audit_);
+  auto policy = policies_.For(req->org_id(), req->platform_policy_version());
+  return Check(ctx, req, resp, Direction::kOutput, policy.get(), nullptr, audit_);
 }
 
 grpc::ServerUnaryReactor* SafetyAdminImpl::SetPolicy(

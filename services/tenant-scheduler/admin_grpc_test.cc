@@ -59,6 +59,13 @@ class ModelAdminTest : public ::testing::Test {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     return ctx;
   }
+  // A new version of the platform's safety policy: one a model version
+  // may pin.
+  std::string NewPlatformPolicy() {
+    auto v = infra_->AddPlatformSafetyPolicy();
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.ok() ? std::to_string(*v) : "";
+  }
   grpc::Status CreateVersion(const std::string& id, const std::string& model,
                              const std::string& config = "") {
     pb::CreateVersionRequest req;
@@ -89,13 +96,14 @@ TEST_F(ModelAdminTest, CreatePromoteCanaryRollbackAndList) {
     req.set_version("sim-small-20261101");
     req.set_served_model("sim-small");
     req.set_serving_config_json(R"({"temperature_max": 1})");
-    req.set_safety_policy_version("p3");
+    const std::string pin = NewPlatformPolicy();
+    req.set_safety_policy_version(pin);
     pb::CreateVersionResponse resp;
     auto st = stub_->CreateVersion(Context().get(), req, &resp);
     ASSERT_TRUE(st.ok()) << st.error_message();
     EXPECT_EQ(resp.version().version(), "sim-small-20261101");
     EXPECT_EQ(resp.version().served_model(), "sim-small");
-    EXPECT_EQ(resp.version().safety_policy_version(), "p3");
+    EXPECT_EQ(resp.version().safety_policy_version(), pin);
     EXPECT_GT(resp.version().created_unix_ms(), 0);
   }
   ASSERT_TRUE(CreateVersion("sim-small-20261201", "sim-small").ok());

@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
     }
     // A name the registry does not know is shown as asked.
     const bool registered = catalog->FindVersion(r.version) != nullptr;
-    return sb::scheduler::ResolvedModel{r.model, registered ? r.version : ""};
+    return sb::scheduler::ResolvedModel{r.model, registered ? r.version : "",
+                                        r.safety_policy_version};
   };
   hooks.outcome = [&](const std::string& version, bool ok) {
     if (models.Snapshot()->FindVersion(version) != nullptr) breakers.Record(version, ok);

@@ -1,5 +1,7 @@
 #include "tenant-scheduler/model_catalog.h"
 
+#include "absl/strings/numbers.h"
+
 namespace sb::scheduler {
 
 ModelCatalog::ModelCatalog(std::vector<ModelVersion> versions, std::vector<ModelAlias> aliases) {
@@ -31,6 +33,10 @@ Resolution ModelCatalog::Resolve(std::string_view name, uint64_t pick, const Avo
     r.version = version;
     const ModelVersion* v = FindVersion(version);
     r.model = v != nullptr ? v->model : version;
+    // Checked to be a number when registered.
+    if (v != nullptr && !absl::SimpleAtoi(v->safety_policy_version, &r.safety_policy_version)) {
+      r.safety_policy_version = 0;
+    }
     return r;
   };
   const ModelAlias* alias = FindAlias(name);

@@ -30,7 +30,9 @@ struct ModelVersion {
   std::string id;                     // "sim-small-20261101"
   std::string model;                  // what workers serve (and register): "sim-small"
   std::string serving_config = "{}";  // a JSON object
-  std::string safety_policy_version;  // "" for the org's default policy
+  // The platform safety policy version its replies are moderated under
+  // (a number; "" for the version in force).
+  std::string safety_policy_version;
   absl::Time created_at = absl::UnixEpoch();
 
   bool operator==(const ModelVersion&) const = default;
@@ -51,6 +53,7 @@ struct Resolution {
   std::string version;  // the version id responses name; the name itself if unregistered
   std::string model;    // the model name of the workers to route to
   bool canary = false;  // the alias's canary was chosen
+  int64_t safety_policy_version = 0;  // the version's pin (0: none)
   // The first choice (canary or stable) was avoided and another version
   // chosen; or every candidate was avoided and the stable version is
   // returned anyway (then `all_avoided` is also set).

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/metrics.h"
@@ -33,6 +34,8 @@ constexpr const char* kSameVersion =
 constexpr const char* kParseJsonb = "SELECT $1::jsonb";
 constexpr const char* kIsVersion = "SELECT 1 FROM model_versions WHERE version = $1";
 constexpr const char* kIsAlias = "SELECT 1 FROM model_aliases WHERE alias = $1";
+constexpr const char* kIsPlatformPolicy =
+    "SELECT 1 FROM safety_platform_policies WHERE version = $1::bigint";
 constexpr const char* kInsertVersion =
     "INSERT INTO model_versions (version, model, serving_config, safety_policy_version) "
     "VALUES ($1, $2, $3::jsonb, $4)";
@@ -245,9 +248,15 @@ void ModelRegistry::Wake() {
 absl::StatusOr<ModelVersion> ModelRegistry::CreateVersion(const ModelVersion& in) {
   if (auto st = ValidateModelName("version id", in.id); !st.ok()) return st;
   if (auto st = ValidateModelName("served model", in.model); !st.ok()) return st;
-  if (in.safety_policy_version.size() > kMaxNameLength) {
+  // A pin names a version of the platform's safety policy (safety's
+  // safety_platform_policies, in the same database).
+  int64_t pin = 0;
+  if (!in.safety_policy_version.empty() &&
+      (!absl::SimpleAtoi(in.safety_policy_version, &pin) || pin <= 0 ||
+       in.safety_policy_version.size() > kMaxNameLength)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("safety policy version is longer than ", kMaxNameLength, " characters"));
+        "safety policy version must be a version number of the platform's safety policy "
+        "(sbadmin safety show-policy --platform)");
   }
   const std::string config = in.serving_config.empty() ? "{}" : in.serving_config;
   if (config.size() > kMaxConfigBytes) {
@@ -272,6 +281,11 @@ absl::StatusOr<ModelVersion> ModelRegistry::CreateVersion(const ModelVersion& in
           // JSON that jsonb refuses (a \u0000 in a string).
           return absl::InvalidArgumentError(
               "serving config is JSON that PostgreSQL cannot store (a \\u0000 in a string?)");
+        }
+        if (pin > 0 && tx.exec_params(kIsPlatformPolicy, pin).empty()) {
+          return absl::NotFoundError(
+              absl::StrCat("the platform has no safety policy version ", pin,
+                           " (sbadmin safety set-policy --platform adds one)"));
         }
         auto same = tx.exec_params(kSameVersion, in.id, in.model, config, in.safety_policy_version);
         if (!same.empty() && !same[0][0].as<bool>()) {

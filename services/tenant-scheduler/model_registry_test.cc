@@ -32,6 +32,13 @@ class ModelRegistryTest : public ::testing::Test {
     auto v = registry_.CreateVersion({.id = id, .model = model});
     ASSERT_TRUE(v.ok()) << v.status();
   }
+  // A new version of the platform's safety policy: one a model version
+  // may pin.
+  std::string NewPlatformPolicy() {
+    auto v = infra_->AddPlatformSafetyPolicy();
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.ok() ? std::to_string(*v) : "";
+  }
   ModelAlias Alias(const std::string& alias) {
     auto list = registry_.List();
     EXPECT_TRUE(list.ok()) << list.status();
@@ -47,11 +54,31 @@ class ModelRegistryTest : public ::testing::Test {
 
 Infra* ModelRegistryTest::infra_ = nullptr;
 
+// A pin names a version of the platform's safety policy that exists.
+TEST_F(ModelRegistryTest, ASafetyPolicyPinMustNameAPlatformPolicyVersion) {
+  auto named =
+      registry_.CreateVersion({.id = "pin-a", .model = "m", .safety_policy_version = "p7"});
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kInvalidArgument) << named.status();
+  auto zero = registry_.CreateVersion({.id = "pin-a", .model = "m", .safety_policy_version = "0"});
+  EXPECT_EQ(zero.status().code(), absl::StatusCode::kInvalidArgument) << zero.status();
+  auto missing =
+      registry_.CreateVersion({.id = "pin-a", .model = "m", .safety_policy_version = "999999"});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+  EXPECT_NE(missing.status().message().find("999999"), std::string::npos);
+  const std::string pin = NewPlatformPolicy();
+  auto ok = registry_.CreateVersion({.id = "pin-a", .model = "m", .safety_policy_version = pin});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  ASSERT_TRUE(registry_.Refresh().ok());
+  EXPECT_EQ(std::to_string(registry_.Snapshot()->Resolve("pin-a", 0).safety_policy_version), pin);
+  EXPECT_EQ(registry_.Snapshot()->Resolve("unregistered", 0).safety_policy_version, 0);
+}
+
 TEST_F(ModelRegistryTest, AVersionAndAnAliasRoundTrip) {
+  const std::string pin = NewPlatformPolicy();
   auto v = registry_.CreateVersion({.id = "rt-20261101",
                                     .model = "sim-small",
                                     .serving_config = R"({"max_tokens": 4096})",
-                                    .safety_policy_version = "policy-7"});
+                                    .safety_policy_version = pin});
   ASSERT_TRUE(v.ok()) << v.status();
   EXPECT_EQ(v->id, "rt-20261101");
   EXPECT_EQ(v->serving_config, R"({"max_tokens": 4096})");
@@ -70,8 +97,9 @@ TEST_F(ModelRegistryTest, AVersionAndAnAliasRoundTrip) {
   const auto r = catalog->Resolve("rt", 0);
   EXPECT_EQ(r.version, "rt-20261101");
   EXPECT_EQ(r.model, "sim-small");
+  EXPECT_EQ(std::to_string(r.safety_policy_version), pin) << "the pin goes with the route";
   ASSERT_NE(catalog->FindVersion("rt-20261101"), nullptr);
-  EXPECT_EQ(catalog->FindVersion("rt-20261101")->safety_policy_version, "policy-7");
+  EXPECT_EQ(catalog->FindVersion("rt-20261101")->safety_policy_version, pin);
   EXPECT_NE(registry_.LastLoaded(), absl::InfinitePast());
   // An unchanged registry keeps the same snapshot object.
   ASSERT_TRUE(registry_.Refresh().ok());

@@ -25,6 +25,7 @@ constexpr size_t kRelayCapacity = 32;
 struct Relay {
   inf::GenerateRequest request;
   std::string version;  // shown to the caller in Started.model, when set
+  int64_t safety_policy_version = 0;  // in Started: the version's pinned platform policy
   std::string worker_id;
   std::shared_ptr<ServerStream<inf::GenerateEvent>::Handle> out;
   std::mutex mu;
@@ -539,6 +540,7 @@ std::string SchedulerServiceImpl::GrantLease(const inf::GenerateRequest& req,
   out->set_worker_address(pick.address);
   out->set_model(res.model);
   out->set_version(res.version);
+  out->set_safety_policy_version(res.safety_policy_version);
   out->set_expires_unix_ms(absl::ToUnixMillis(expires));
   return lease;
 }
@@ -835,6 +837,7 @@ void SchedulerServiceImpl::StartRelay(const inf::GenerateRequest& req, const Res
   relay->request = req;
   relay->request.set_model(res.model);
   relay->version = res.version;
+  relay->safety_policy_version = res.safety_policy_version;
   relay->worker_id = pick.worker_id;
   relay->out = out;
   auto* stub = StubFor(pick.address);
@@ -850,6 +853,9 @@ void SchedulerServiceImpl::StartRelay(const inf::GenerateRequest& req, const Res
         if (e.has_finished()) relay->saw_finished = true;
         if (e.has_started() && !relay->version.empty())
           e.mutable_started()->set_model(relay->version);
+        if (e.has_started()) {
+          e.mutable_started()->set_safety_policy_version(relay->safety_policy_version);
+        }
         if (e.has_token()) {
           Served(relay->request.model(), relay->request.org_id(), PriorityOf(relay->request), 1);
         }

@@ -63,6 +63,7 @@ struct QueueOptions {
 struct ResolvedModel {
   std::string model;
   std::string version;
+  int64_t safety_policy_version = 0;  // the version's pinned platform policy (0: none)
 };
 
 struct SchedulerHooks {

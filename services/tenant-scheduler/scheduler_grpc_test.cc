@@ -145,6 +145,27 @@ TEST_F(LeaseTest, ALeaseIsForOneWorkerAndRequestAndItsEndFreesTheSlot) {
   EXPECT_TRUE(found);
 }
 
+// The model version's safety policy pin goes with its lease, for the
+// caller's output gate.
+TEST_F(LeaseTest, ALeaseCarriesTheVersionsSafetyPolicyPin) {
+  SchedulerServiceImpl* service;
+  WorkerRegistry* registry;
+  Start({.max_wait = absl::Seconds(5)}, service, registry,
+        {.resolve = [](const inf::GenerateRequest& req) {
+          return ResolvedModel{.model = "m",
+                               .version = req.model() + "-v2",
+                               .safety_policy_version = req.request_id() == "pinned" ? 4 : 0};
+        }});
+  Register(0, "w1", 2);
+  auto pinned = Admit(0, "pinned");
+  auto plain = Admit(0, "plain");
+  ASSERT_TRUE(Ready(pinned, 2000ms) && Ready(plain, 2000ms));
+  ASSERT_TRUE(pinned->result.get().ok());
+  EXPECT_EQ(pinned->lease.version(), "m-v2");
+  EXPECT_EQ(pinned->lease.safety_policy_version(), 4);
+  EXPECT_EQ(plain->lease.safety_policy_version(), 0);
+}
+
 TEST_F(LeaseTest, AnUnusedLeaseExpiresAndAGivenBackOneIsFreedAtOnce) {
   SchedulerServiceImpl* service;
   WorkerRegistry* registry;

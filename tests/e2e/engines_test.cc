@@ -13,6 +13,8 @@
 #include "http/http_client.h"
 #include "nlohmann/json.hpp"
 #include "support/process.h"
+#include "switchboard/safety/v1/safety.grpc.pb.h"
+#include "switchboard/scheduler/v1/admin.grpc.pb.h"
 #include "switchboard/scheduler/v1/scheduler.grpc.pb.h"
 
 namespace sb::testing {
@@ -194,6 +196,114 @@ TEST_F(UpstreamEngineTest, AChatReplyIsRedactedAsStreamedAndStoredSo) {
 // output, is one row (through Kafka safety.audit into safety_audit) with
 // its rule, action, policy version, offsets and a keyed hash of the span —
 // never the text; the table refuses changes; sbadmin lists it.
+// A model version that pins a version of the platform's safety policy:
+// its replies are moderated under that version (with the org's own policy
+// on it), while the same model asked by its own name gets the version in
+// force; the audit trail records which platform version each decision was
+// made under.
+TEST_F(UpstreamEngineTest, AModelVersionsSafetyPolicyPinDecidesHowItsRepliesAreModerated) {
+  namespace spb = switchboard::safety::v1;
+  namespace sched = switchboard::scheduler::v1;
+  const std::string key = KeyOfNewOrg("pinned-policy");
+  auto safety = spb::SafetyAdmin::NewStub(g_cluster->Channel("safety"));
+  auto set_platform = [&](const std::string& document) -> int64_t {
+    spb::SetPolicyRequest req;
+    req.set_platform(true);
+    req.set_document(document);
+    req.set_created_by("e2e");
+    spb::PolicyResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto st = safety->SetPolicy(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    EXPECT_TRUE(resp.platform());
+    return resp.version();
+  };
+  const int64_t redacting = set_platform(R"({"rules": {"pii.email": {"output": "redact"}}})");
+  // In force from here on: the built-in default's equal, as every other
+  // test expects.
+  const int64_t in_force = set_platform("{}");
+  ASSERT_GT(in_force, redacting);
+
+  auto admin = [](int replica) {
+    return sched::ModelAdmin::NewStub(g_cluster->SchedulerChannel(replica));
+  };
+  auto create = [&](const std::string& version, const std::string& pin) {
+    sched::CreateVersionRequest req;
+    req.set_version(version);
+    req.set_served_model("llama-8b");
+    req.set_safety_policy_version(pin);
+    sched::CreateVersionResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    return admin(0)->CreateVersion(&ctx, req, &resp);
+  };
+  EXPECT_EQ(create("llama-8b-badpin", "999999").error_code(), grpc::NOT_FOUND)
+      << "a pin names a platform version that exists";
+  auto created = create("llama-8b-pinned", std::to_string(redacting));
+  ASSERT_TRUE(created.ok()) << created.error_message();
+  {
+    sched::SetAliasRequest req;
+    req.set_alias("llama-pinned");
+    req.set_version("llama-8b-pinned");
+    sched::SetAliasResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto st = admin(0)->SetAlias(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  // Until every scheduler replica routes the alias.
+  for (int tries = 0;; ++tries) {
+    int routing = 0;
+    for (int i = 0; i < Cluster::kSchedulerReplicas; ++i) {
+      sched::ListModelRegistryResponse resp;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+      if (!admin(i)->ListModels(&ctx, {}, &resp).ok()) continue;
+      for (const auto& a : resp.aliases()) routing += a.alias() == "llama-pinned";
+    }
+    if (routing == Cluster::kSchedulerReplicas) break;
+    ASSERT_LT(tries, 150) << "the schedulers did not load the alias";
+    std::this_thread::sleep_for(100ms);
+  }
+
+  const std::string prompt = "tell me [mock:pii=email]";
+  for (const bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "streamed" : "whole");
+    auto pinned = Post("/v1/messages", MessagesBody(prompt, stream, 30, "llama-pinned"), key);
+    ASSERT_EQ(pinned.status, 200) << pinned.body;
+    EXPECT_EQ(pinned.body.find("jane"), std::string::npos) << pinned.body;
+    EXPECT_EQ(pinned.body.find("refusal"), std::string::npos) << pinned.body;
+    std::string text = stream ? "" : Text(pinned);
+    for (const auto& e : stream ? ParseSse(pinned.body) : std::vector<SseEvent>{}) {
+      if (e.event == "content_block_delta") text += e.data["delta"]["text"].get<std::string>();
+    }
+    EXPECT_EQ(text.rfind("The quick brown write to [REDACTED:pii.email]", 0), 0u) << text;
+    EXPECT_NE(pinned.body.find("llama-8b-pinned"), std::string::npos) << "the version served";
+  }
+  auto current = Post("/v1/messages", MessagesBody(prompt, false, 30, "llama-8b"), key);
+  ASSERT_EQ(current.status, 200) << current.body;
+  EXPECT_EQ(json::parse(current.body)["stop_reason"], "refusal") << "the version in force blocks";
+  EXPECT_EQ(current.body.find("jane"), std::string::npos);
+
+  // Two redactions (whole, streamed) under the pinned version, one block
+  // under the version in force.
+  const auto trail = AuditOf("pinned-policy", 3);
+  int redacted = 0, blocked = 0;
+  for (const auto& e : trail) {
+    if (e.direction() != "output" || e.rule() != "pii.email") continue;
+    if (e.action() == "redact") {
+      ++redacted;
+      EXPECT_EQ(e.platform_policy_version(), redacting);
+    } else if (e.action() == "block") {
+      ++blocked;
+      EXPECT_EQ(e.platform_policy_version(), in_force);
+    }
+  }
+  EXPECT_EQ(redacted, 2);
+  EXPECT_EQ(blocked, 1);
+}
+
 TEST_F(UpstreamEngineTest, EveryDecisionButAnAllowIsAuditedOnceWithoutItsText) {
   const std::string org = "audit-org";
   const std::string key = KeyOfNewOrg(org);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <pqxx/pqxx>
 #include <random>
 #include <thread>
 
@@ -184,6 +185,22 @@ absl::Status Infra::StartPostgres() {
   }
   pg_running_ = true;
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Infra::AddPlatformSafetyPolicy(const std::string& document) {
+  try {
+    pqxx::connection c(pg_uri());
+    pqxx::work tx(c);
+    auto r = tx.exec_params1(
+        "INSERT INTO safety_platform_policies (version, document) "
+        "SELECT COALESCE(max(version), 0) + 1, $1::jsonb FROM safety_platform_policies "
+        "RETURNING version",
+        document);
+    tx.commit();
+    return r[0].as<int64_t>();
+  } catch (const std::exception& e) {
+    return absl::InternalError(std::string("adding a platform safety policy: ") + e.what());
+  }
 }
 
 absl::Status Infra::StopPostgres() {

@@ -44,6 +44,10 @@ class Infra {
   static std::string BuildDir();
   static std::string SourceDir();
 
+  // Adds a version of the platform's safety policy (`document`) straight to
+  // safety's table, for tests of what may pin one; returns its number.
+  absl::StatusOr<int64_t> AddPlatformSafetyPolicy(const std::string& document = "{}");
+
   // Stops PostgreSQL (to test outages) and starts it again.
   absl::Status StopPostgres();
   absl::Status StartPostgres();

@@ -65,7 +65,9 @@ ABSL_FLAG(int64_t, concurrency, -1, "set-limits: requests at once (0 removes the
 ABSL_FLAG(std::string, served_model, "",
           "model create-version: the model workers serve under the version (as they register it)");
 ABSL_FLAG(std::string, config, "", "model create-version: the serving config, a JSON object");
-ABSL_FLAG(std::string, policy, "", "model create-version: the safety policy version");
+ABSL_FLAG(std::string, policy, "",
+          "model create-version: a version of the platform's safety policy that the version's "
+          "replies are moderated under (default: the version in force)");
 ABSL_FLAG(std::string, weight, "",
           "set-org: the org's share of tokens when a model is contended (> 0; 1 is the default); "
           "model set-canary: percent of the alias's requests (0 ends the canary)");
