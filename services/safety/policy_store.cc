@@ -115,9 +115,12 @@ absl::Status PolicyStore::Refresh() {
     auto stored = GetPlatform(v);
     if (stored.ok()) {
       InstallPlatform(stored->policy);
-    } else {
-      spdlog::error("the platform's safety policy version {}: {}", v, stored.status().ToString());
+      continue;
     }
+    spdlog::error("the platform's safety policy version {}: {}", v, stored.status().ToString());
+    // A document that no longer parses stays unloaded (a pin to it fails
+    // closed); anything else is retried from this version next time.
+    if (stored.status().code() != absl::StatusCode::kInvalidArgument) break;
   }
   for (const auto& [org, version] : *versions) {
     {
