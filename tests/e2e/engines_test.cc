@@ -281,14 +281,24 @@ TEST_F(UpstreamEngineTest, AModelVersionsSafetyPolicyPinDecidesHowItsRepliesAreM
     EXPECT_EQ(text.rfind("The quick brown write to [REDACTED:pii.email]", 0), 0u) << text;
     EXPECT_NE(pinned.body.find("llama-8b-pinned"), std::string::npos) << "the version served";
   }
+  // The older relayed path (the scheduler's own Generate stream) carries
+  // the pin in its start as well.
+  auto relayed = g_cluster->StartGateway("gateway-relayed", {"--direct_streaming=false"});
+  ASSERT_TRUE(relayed.ok()) << relayed.status();
+  auto through_scheduler = Post("/v1/messages", MessagesBody(prompt, false, 30, "llama-pinned"),
+                                key, relayed->http_port);
+  ASSERT_EQ(through_scheduler.status, 200) << through_scheduler.body;
+  EXPECT_EQ(Text(through_scheduler).rfind("The quick brown write to [REDACTED:pii.email]", 0), 0u)
+      << through_scheduler.body;
+
   auto current = Post("/v1/messages", MessagesBody(prompt, false, 30, "llama-8b"), key);
   ASSERT_EQ(current.status, 200) << current.body;
   EXPECT_EQ(json::parse(current.body)["stop_reason"], "refusal") << "the version in force blocks";
   EXPECT_EQ(current.body.find("jane"), std::string::npos);
 
-  // Two redactions (whole, streamed) under the pinned version, one block
-  // under the version in force.
-  const auto trail = AuditOf("pinned-policy", 3);
+  // Three redactions (whole, streamed, relayed) under the pinned version,
+  // one block under the version in force.
+  const auto trail = AuditOf("pinned-policy", 4);
   int redacted = 0, blocked = 0;
   for (const auto& e : trail) {
     if (e.direction() != "output" || e.rule() != "pii.email") continue;
@@ -300,7 +310,7 @@ TEST_F(UpstreamEngineTest, AModelVersionsSafetyPolicyPinDecidesHowItsRepliesAreM
       EXPECT_EQ(e.platform_policy_version(), in_force);
     }
   }
-  EXPECT_EQ(redacted, 2);
+  EXPECT_EQ(redacted, 3);
   EXPECT_EQ(blocked, 1);
 }
 
