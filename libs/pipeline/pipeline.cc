@@ -90,12 +90,11 @@ Generation::Generation(Pipeline& pipeline, std::shared_ptr<Request> request,
 void Generation::Start(const RunOptions& options) {
   trace_ = options.trace;
   read_ahead_bytes_ = options.read_ahead_bytes;
-  CheckContext ctx{request_->request_id(), request_->org_id(), request_->end_user_id(), trace_};
   if (!options.check_input) {
     StartGenerate();
     return;
   }
-  pipeline_.input_.Check(ctx, InputText(*request_),
+  pipeline_.input_.Check(Context(), InputText(*request_),
                          [self = shared_from_this()](absl::Status verdict, InputVerdict) {
                            self->OnInputChecked(verdict);
                          });
@@ -179,9 +178,7 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
       out_of_order = !cancel_requested_ && state_ != State::kWaiting;
       if (proceed) {
         // The output gate, under the policy the serving version pins.
-        gate_ = pipeline_.gates_.Open({request_->request_id(), request_->org_id(),
-                                       request_->end_user_id(), trace_,
-                                       e.started().safety_policy_version()});
+        gate_ = pipeline_.gates_.Open(Context(e.started().safety_policy_version()));
         state_ = State::kStreaming;
         start_ = {e.started().model(), e.started().input_tokens()};
         info = start_;
@@ -209,6 +206,12 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
       if (in_order && !stopped) {
         ++tokens_received_;
         const absl::Time now = pipeline_.clock_.Now();
+        if (!checking_ && pipeline_.batching_.wait > absl::ZeroDuration()) {
+          // Nothing with the gate: this piece starts a batch, which waits
+          // for more unless it is ready at once (below).
+          checking_ = batch_waiting_ = true;
+          wait_seq = ++batch_seq_;
+        }
         if (checking_) {
           // Read ahead while the previous piece is checked, or while a batch
           // fills; past the bound the worker's stream waits.
@@ -216,25 +219,13 @@ void Generation::OnEvent(Event&& e, Generator::Next next) {
           ahead_ += text;
           if (batch_waiting_ && BatchReady(now)) {
             batch_waiting_ = false;
+            wait_seq = 0;  // no timer now; one armed earlier finds its batch gone
             text = std::move(ahead_);
             ahead_.clear();
             check = true;
           } else {
             hold = ahead_.size() >= read_ahead_bytes_;
             if (hold) held_next_ = next;
-          }
-        } else if (pipeline_.batching_.wait > absl::ZeroDuration()) {
-          // Nothing with the gate: this piece starts a batch.
-          checking_ = true;
-          ahead_ = std::move(text);
-          ahead_since_ = now;
-          if (BatchReady(now)) {
-            text = std::move(ahead_);
-            ahead_.clear();
-            check = true;
-          } else {
-            batch_waiting_ = true;
-            wait_seq = ++batch_seq_;
           }
         } else {
           checking_ = check = true;
@@ -505,8 +496,12 @@ absl::Status Generation::GateFailure(const absl::Status& raw) const {
 
 void Generation::RecordFailClosed(std::string_view direction) const {
   if (!pipeline_.on_fail_closed_) return;
-  pipeline_.on_fail_closed_(
-      {request_->request_id(), request_->org_id(), request_->end_user_id(), trace_}, direction);
+  pipeline_.on_fail_closed_(Context(), direction);
+}
+
+CheckContext Generation::Context(int64_t platform_policy_version) const {
+  return {request_->request_id(), request_->org_id(), request_->end_user_id(), trace_,
+          platform_policy_version};
 }
 
 absl::Status Generation::PublicFailure(const absl::Status& raw, bool started) const {

@@ -302,6 +302,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
   // What an output gate's error means for the caller (fail closed).
   absl::Status GateFailure(const absl::Status& raw) const;
   void RecordFailClosed(std::string_view direction) const;
+  // What the safety calls for this generation are told.
+  CheckContext Context(int64_t platform_policy_version = 0) const;
 
   Pipeline& pipeline_;
   std::shared_ptr<Request> request_;

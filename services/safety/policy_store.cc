@@ -73,10 +73,7 @@ std::shared_ptr<const Policy> PolicyStore::For(std::string_view org,
   auto own = policies_.find(absl::string_view(org.data(), org.size()));
   if (own == policies_.end()) return platform;
   auto& layered = layered_[{own->first, platform->platform_version()}];
-  if (layered && layered->version() == own->second->version() &&
-      layered->platform_version() == platform->platform_version()) {
-    return layered;
-  }
+  if (layered && layered->version() == own->second->version()) return layered;
   auto made = Policy::Layered(*platform, *own->second);
   if (!made.ok()) {
     // Two valid documents always merge into one; kept as a guard.
